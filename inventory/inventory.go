@@ -1,0 +1,238 @@
+// Package inventory holds Latch's model of what policy talks about:
+// namespaces, workloads and nodes, and reads the inventory YAML file that
+// `latch policy eval` takes.
+//
+// It is pure: no I/O beyond parsing bytes it is given. Anything may import it.
+package inventory
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// NamespaceNameLabel is the label every namespace carries automatically, as
+// in Kubernetes.
+const NamespaceNameLabel = "kubernetes.io/metadata.name"
+
+// Protocol is a transport protocol that policy can name.
+type Protocol string
+
+// The protocols NetworkPolicy knows.
+const (
+	TCP  Protocol = "TCP"
+	UDP  Protocol = "UDP"
+	SCTP Protocol = "SCTP"
+)
+
+// Protocols lists the protocols in a fixed order.
+var Protocols = []Protocol{TCP, UDP, SCTP}
+
+// Valid reports whether p is one of TCP, UDP, SCTP.
+func (p Protocol) Valid() bool { return p == TCP || p == UDP || p == SCTP }
+
+// Namespace groups workloads; policies live in a namespace.
+type Namespace struct {
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// EffectiveLabels returns the namespace's labels plus
+// kubernetes.io/metadata.name=<name>. The result is a new map.
+func (n Namespace) EffectiveLabels() map[string]string {
+	l := make(map[string]string, len(n.Labels)+1)
+	for k, v := range n.Labels {
+		l[k] = v
+	}
+	l[NamespaceNameLabel] = n.Name
+	return l
+}
+
+// Port is a port a workload declares, optionally named.
+type Port struct {
+	Name     string   `json:"name,omitempty"`
+	Port     uint16   `json:"port"`
+	Protocol Protocol `json:"protocol,omitempty"`
+}
+
+// Workload plays the role of a pod: a namespace, labels, an overlay address
+// and the ports it serves.
+type Workload struct {
+	Name      string            `json:"name"`
+	Namespace string            `json:"namespace"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	// Node is the name of the node hosting the workload; empty in
+	// inventories that only feed `latch policy eval`.
+	Node  string     `json:"node,omitempty"`
+	IP    netip.Addr `json:"ip"`
+	Ports []Port     `json:"ports,omitempty"`
+}
+
+// Key is "namespace/name", the workload's unique name.
+func (w *Workload) Key() string { return w.Namespace + "/" + w.Name }
+
+// NamedPort resolves a port name against the workload's declared ports.
+func (w *Workload) NamedPort(name string, proto Protocol) (uint16, bool) {
+	for _, p := range w.Ports {
+		if p.Name == name && p.Protocol == proto {
+			return p.Port, true
+		}
+	}
+	return 0, false
+}
+
+// Node is a machine in the overlay. A node is itself a workload (named after
+// the node, in Namespace, with Labels) so a machine with no declared
+// workloads is still covered by policy.
+type Node struct {
+	Name      string            `json:"name"`
+	Namespace string            `json:"namespace"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	IP        netip.Addr        `json:"ip"`
+	// PublicKey is the node's WireGuard public key (base64), if known.
+	PublicKey string `json:"publicKey,omitempty"`
+	// Endpoints are the node's underlay addresses.
+	Endpoints []netip.AddrPort `json:"endpoints,omitempty"`
+	// Ports are ports the node itself serves (for example 22/TCP).
+	Ports []Port `json:"ports,omitempty"`
+}
+
+// AsWorkload returns the workload that stands for the node itself.
+func (n *Node) AsWorkload() Workload {
+	return Workload{Name: n.Name, Namespace: n.Namespace, Labels: n.Labels, Node: n.Name, IP: n.IP, Ports: n.Ports}
+}
+
+// Inventory is a set of namespaces, nodes and workloads.
+type Inventory struct {
+	Namespaces []Namespace `json:"namespaces"`
+	Nodes      []Node      `json:"nodes,omitempty"`
+	Workloads  []Workload  `json:"workloads"`
+}
+
+// ErrInvalid is wrapped by every validation error of this package.
+var ErrInvalid = errors.New("invalid inventory")
+
+// Validate checks names, labels, addresses and ports, and that every
+// workload's namespace and node exist. It reports every problem it finds.
+func (inv *Inventory) Validate() error {
+	var errs []string
+	add := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
+	checkLabels := func(where string, l map[string]string) {
+		for k, v := range l {
+			for _, e := range validation.IsQualifiedName(k) {
+				add("%s.labels: key %q: %s", where, k, e)
+			}
+			for _, e := range validation.IsValidLabelValue(v) {
+				add("%s.labels[%s]: value %q: %s", where, k, v, e)
+			}
+		}
+	}
+	checkPorts := func(where string, ports []Port) {
+		seen := map[string]bool{}
+		for i, p := range ports {
+			pw := fmt.Sprintf("%s.ports[%d]", where, i)
+			if p.Port == 0 {
+				add("%s.port: must be between 1 and 65535", pw)
+			}
+			if !p.Protocol.Valid() {
+				add("%s.protocol: %q is not one of TCP, UDP, SCTP", pw, p.Protocol)
+			}
+			if p.Name != "" {
+				for _, e := range validation.IsValidPortName(p.Name) {
+					add("%s.name: %q: %s", pw, p.Name, e)
+				}
+				k := p.Name + "/" + string(p.Protocol)
+				if seen[k] {
+					add("%s.name: %q is declared twice for %s", pw, p.Name, p.Protocol)
+				}
+				seen[k] = true
+			}
+		}
+	}
+	nsSeen := map[string]bool{}
+	for i, ns := range inv.Namespaces {
+		w := fmt.Sprintf("namespaces[%d]", i)
+		for _, e := range validation.IsDNS1123Label(ns.Name) {
+			add("%s.name: %q: %s", w, ns.Name, e)
+		}
+		if nsSeen[ns.Name] {
+			add("%s.name: namespace %q is listed twice", w, ns.Name)
+		}
+		nsSeen[ns.Name] = true
+		checkLabels(w, ns.Labels)
+	}
+	ips := map[netip.Addr]string{}
+	checkIP := func(where, who string, ip netip.Addr) {
+		if !ip.IsValid() {
+			add("%s.ip: required: give the overlay address (100.64.0.0/10)", where)
+			return
+		}
+		if other, ok := ips[ip]; ok {
+			add("%s.ip: %s is already used by %s", where, ip, other)
+		}
+		ips[ip] = who
+	}
+	names := map[string]string{}
+	nodeSeen := map[string]bool{}
+	for i, n := range inv.Nodes {
+		w := fmt.Sprintf("nodes[%d]", i)
+		for _, e := range validation.IsDNS1123Subdomain(n.Name) {
+			add("%s.name: %q: %s", w, n.Name, e)
+		}
+		if nodeSeen[n.Name] {
+			add("%s.name: node %q is listed twice", w, n.Name)
+		}
+		nodeSeen[n.Name] = true
+		if !nsSeen[n.Namespace] {
+			add("%s.namespace: namespace %q is not listed under namespaces", w, n.Namespace)
+		}
+		key := n.Namespace + "/" + n.Name
+		if other, ok := names[key]; ok {
+			add("%s: %s is already the name of %s", w, key, other)
+		}
+		names[key] = w
+		checkLabels(w, n.Labels)
+		checkIP(w, "node "+n.Name, n.IP)
+		checkPorts(w, n.Ports)
+	}
+	for i, wl := range inv.Workloads {
+		w := fmt.Sprintf("workloads[%d]", i)
+		for _, e := range validation.IsDNS1123Subdomain(wl.Name) {
+			add("%s.name: %q: %s", w, wl.Name, e)
+		}
+		if !nsSeen[wl.Namespace] {
+			add("%s.namespace: namespace %q is not listed under namespaces", w, wl.Namespace)
+		}
+		if wl.Node != "" && len(inv.Nodes) > 0 && !nodeSeen[wl.Node] {
+			add("%s.node: node %q is not listed under nodes", w, wl.Node)
+		}
+		key := wl.Key()
+		if other, ok := names[key]; ok {
+			add("%s: %s is already the name of %s", w, key, other)
+		}
+		names[key] = w
+		checkLabels(w, wl.Labels)
+		checkIP(w, "workload "+key, wl.IP)
+		checkPorts(w, wl.Ports)
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	sort.Strings(errs)
+	return fmt.Errorf("%w:\n  %s", ErrInvalid, strings.Join(errs, "\n  "))
+}
+
+// AllWorkloads returns the declared workloads followed by one workload per
+// node standing for the node itself.
+func (inv *Inventory) AllWorkloads() []Workload {
+	out := make([]Workload, 0, len(inv.Workloads)+len(inv.Nodes))
+	out = append(out, inv.Workloads...)
+	for i := range inv.Nodes {
+		out = append(out, inv.Nodes[i].AsWorkload())
+	}
+	return out
+}

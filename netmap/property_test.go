@@ -1,0 +1,375 @@
+package netmap
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/policy"
+	"github.com/latchnet/latch/view"
+)
+
+// oracle answers flow questions with the reference evaluator.
+type oracle struct {
+	ev    *policy.Evaluator
+	ports map[inventory.Protocol][]uint16
+}
+
+func newOracle(w *world) *oracle {
+	return &oracle{ev: policy.NewEvaluator(w.namespaces, w.policies, w.baseline), ports: candidatePorts(w)}
+}
+
+// flow reports whether a may send to b on some protocol and port.
+func (o *oracle) flow(a, b *inventory.Workload) bool {
+	for proto, ports := range o.ports {
+		for _, p := range ports {
+			if o.ev.Decide(a, b, proto, p).Allowed {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// checkViews verifies every view against the reference evaluator.
+func checkViews(t *testing.T, w *world, e *Engine) {
+	t.Helper()
+	o := newOracle(w)
+	all := w.all()
+	byNode := map[string][]int{}
+	for i := range all {
+		byNode[all[i].Node] = append(byNode[all[i].Node], i)
+	}
+	for _, n := range w.nodes {
+		v := e.View(n.Name)
+		if v == nil {
+			t.Fatalf("no view for node %s", n.Name)
+		}
+		wantPeers := map[string]bool{}
+		partners := map[int]bool{}
+		for _, li := range byNode[n.Name] {
+			partners[li] = true
+			for ri := range all {
+				if li == ri {
+					continue
+				}
+				if o.flow(&all[li], &all[ri]) || o.flow(&all[ri], &all[li]) {
+					partners[ri] = true
+					if all[ri].Node != n.Name {
+						wantPeers[all[ri].Node] = true
+					}
+				}
+			}
+		}
+		gotPeers := map[string]bool{}
+		for _, p := range v.Peers {
+			gotPeers[p.Node] = true
+		}
+		if d := cmp.Diff(wantPeers, gotPeers); d != "" {
+			t.Fatalf("node %s: peers differ from the truth table (-want +got):\n%s", n.Name, d)
+		}
+		// AllowedIPs: exactly the partners on that peer.
+		for _, p := range v.Peers {
+			var want []netip.Prefix
+			for ri := range partners {
+				if all[ri].Node == p.Node {
+					want = append(want, netip.PrefixFrom(all[ri].IP, 32))
+				}
+			}
+			sort.Slice(want, func(i, j int) bool { return want[i].Addr().Less(want[j].Addr()) })
+			if d := cmp.Diff(want, p.AllowedIPs, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); d != "" {
+				t.Fatalf("node %s peer %s: AllowedIPs (-want +got):\n%s", n.Name, p.Node, d)
+			}
+		}
+		// Nothing about any other node leaks into the view.
+		js, _ := json.Marshal(v)
+		text := string(js)
+		for _, other := range w.nodes {
+			if other.Name == n.Name || wantPeers[other.Name] {
+				continue
+			}
+			for _, s := range []string{other.Name, other.PublicKey, other.Endpoints[0].String()} {
+				if strings.Contains(text, s) {
+					t.Fatalf("node %s: view names %q of non-peer node %s:\n%s", n.Name, s, other.Name, text)
+				}
+			}
+			for ri := range all {
+				if all[ri].Node == other.Name && !partners[ri] {
+					ip := all[ri].IP.String()
+					if strings.Contains(text, `"`+ip+`"`) || strings.Contains(text, `"`+ip+`/32"`) {
+						t.Fatalf("node %s: view holds address %s of non-peer node %s", n.Name, ip, other.Name)
+					}
+				}
+			}
+		}
+		// The rule tables decide each side exactly as the evaluator does,
+		// for every partner address.
+		for _, li := range byNode[n.Name] {
+			local := &all[li]
+			var rules *view.WorkloadRules
+			for i := range v.Workloads {
+				if v.Workloads[i].Workload == local.Key() {
+					rules = &v.Workloads[i]
+				}
+			}
+			if rules == nil {
+				t.Fatalf("node %s: no rules for %s", n.Name, local.Key())
+			}
+			for ri := range partners {
+				if ri == li {
+					continue
+				}
+				remote := &all[ri]
+				id := v.IdentityOf(remote.IP)
+				if id == view.IdentityUnknown {
+					t.Fatalf("node %s: partner %s has no identity", n.Name, remote.Key())
+				}
+				for proto, ports := range o.ports {
+					for _, port := range ports {
+						in := o.ev.Decide(remote, local, proto, port).Ingress.Allowed
+						if got := rules.Ingress.Allows(id, remote.IP, proto, port); got != in {
+							t.Fatalf("node %s: ingress of %s from %s on %d/%s: rules say %v, evaluator %v\nrules: %+v",
+								n.Name, local.Key(), remote.Key(), port, proto, got, in, rules.Ingress)
+						}
+						out := o.ev.Decide(local, remote, proto, port).Egress.Allowed
+						if got := rules.Egress.Allows(id, remote.IP, proto, port); got != out {
+							t.Fatalf("node %s: egress of %s to %s on %d/%s: rules say %v, evaluator %v\nrules: %+v",
+								n.Name, local.Key(), remote.Key(), port, proto, got, out, rules.Egress)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestViewsMatchEvaluator(t *testing.T) {
+	for seed := uint64(0); seed < 300; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			r := rand.New(rand.NewPCG(seed, 7))
+			w := newWorld(r)
+			e, err := New(w.input())
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkViews(t, w, e)
+		})
+	}
+}
+
+// views returns every view with versions zeroed, for comparison.
+func views(e *Engine) map[string]view.View {
+	out := map[string]view.View{}
+	for _, n := range e.Nodes() {
+		v := *e.View(n)
+		v.Version = 0
+		out[n] = v
+	}
+	return out
+}
+
+// TestIncrementalMatchesFull applies random changes one at a time; after
+// each, the engine must equal a fresh full computation, and the reported
+// nodes must be exactly those whose view changed.
+func TestIncrementalMatchesFull(t *testing.T) {
+	for seed := uint64(0); seed < 120; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			r := rand.New(rand.NewPCG(seed, 11))
+			w := newWorld(r)
+			e, err := New(w.input())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for step := 0; step < 25; step++ {
+				before := views(e)
+				prev := map[string]uint64{}
+				for _, n := range e.Nodes() {
+					prev[n] = e.View(n).Version
+				}
+				desc, changed := applyRandomChange(t, r, w, e)
+				after := views(e)
+				full, err := New(w.input())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d := cmp.Diff(canonical(full), canonical(e), cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
+					cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
+					cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); d != "" {
+					t.Fatalf("step %d (%s): incremental differs from full (-full +incremental):\n%s", step, desc, d)
+				}
+				var want []string
+				for n := range unionKeys(before, after) {
+					b, inB := before[n]
+					a, inA := after[n]
+					if inB != inA || !reflect.DeepEqual(b, a) {
+						want = append(want, n)
+					}
+				}
+				sort.Strings(want)
+				if d := cmp.Diff(want, changed); d != "" {
+					t.Fatalf("step %d (%s): reported changed nodes (-want +got):\n%s", step, desc, d)
+				}
+				for _, n := range changed {
+					if v := e.View(n); v != nil && v.Version <= prev[n] {
+						t.Fatalf("step %d: node %s changed but its version went from %d to %d", step, n, prev[n], v.Version)
+					}
+				}
+			}
+			checkViews(t, w, e)
+		})
+	}
+}
+
+// canonical returns the views with identity numbers replaced by their rank
+// among the live identity keys, so engines that allocated numbers in
+// different orders compare equal when they agree.
+func canonical(e *Engine) map[string]view.View {
+	keys := make([]string, 0, len(e.ids.byKey))
+	for k := range e.ids.byKey {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	rank := map[view.Identity]view.Identity{}
+	for i, k := range keys {
+		rank[e.ids.byKey[k].id] = view.Identity(i + 1)
+	}
+	out := map[string]view.View{}
+	for name, v := range views(e) {
+		v.Identities = append([]view.IdentityEntry(nil), v.Identities...)
+		for i := range v.Identities {
+			v.Identities[i].Identity = rank[v.Identities[i].Identity]
+		}
+		v.Workloads = append([]view.WorkloadRules(nil), v.Workloads...)
+		for i := range v.Workloads {
+			wr := &v.Workloads[i]
+			wr.Identity = rank[wr.Identity]
+			for _, r := range []*view.Rules{&wr.Ingress, &wr.Egress} {
+				r.Identities = append([]view.IdentityRule(nil), r.Identities...)
+				for j := range r.Identities {
+					r.Identities[j].Identity = rank[r.Identities[j].Identity]
+				}
+				sort.Slice(r.Identities, func(a, b int) bool { return r.Identities[a].Identity < r.Identities[b].Identity })
+			}
+		}
+		out[name] = v
+	}
+	return out
+}
+
+func unionKeys(a, b map[string]view.View) map[string]bool {
+	out := map[string]bool{}
+	for k := range a {
+		out[k] = true
+	}
+	for k := range b {
+		out[k] = true
+	}
+	return out
+}
+
+func applyRandomChange(t *testing.T, r *rand.Rand, w *world, e *Engine) (string, []string) {
+	t.Helper()
+	must := func(ch []string, err error) []string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ch
+	}
+	switch r.IntN(9) {
+	case 0: // relabel a workload
+		if len(w.workloads) == 0 {
+			break
+		}
+		i := r.IntN(len(w.workloads))
+		w.workloads[i].Labels = randLabels(r)
+		w.workloads[i].Ports = randPorts(r)
+		return "relabel " + w.workloads[i].Key(), must(e.UpsertWorkload(w.workloads[i]))
+	case 1: // add a workload
+		ni := r.IntN(len(w.nodes))
+		var node int
+		fmt.Sscanf(w.nodes[ni].Name, "node-%03d-q", &node)
+		wl := w.randWorkloadOn(r, w.nodes[ni].Name, node, 100+r.IntN(100))
+		for _, x := range w.all() {
+			if x.Key() == wl.Key() || x.IP == wl.IP {
+				return "none", nil
+			}
+		}
+		w.workloads = append(w.workloads, wl)
+		return "add " + wl.Key(), must(e.UpsertWorkload(wl))
+	case 2: // delete a workload
+		if len(w.workloads) == 0 {
+			break
+		}
+		i := r.IntN(len(w.workloads))
+		key := w.workloads[i].Key()
+		w.workloads = append(w.workloads[:i], w.workloads[i+1:]...)
+		return "delete " + key, must(e.DeleteWorkload(key))
+	case 3, 4: // add or replace a policy
+		p := randPolicy(r, fmt.Sprintf("p%d", r.IntN(9)))
+		for i, q := range w.policies {
+			if q.Key() == p.Key() {
+				w.policies = append(w.policies[:i], w.policies[i+1:]...)
+				break
+			}
+		}
+		w.policies = append(w.policies, p)
+		return "upsert policy " + p.Key(), must(e.UpsertPolicy(p))
+	case 5: // delete a policy
+		if len(w.policies) == 0 {
+			break
+		}
+		i := r.IntN(len(w.policies))
+		key := w.policies[i].Key()
+		w.policies = append(w.policies[:i], w.policies[i+1:]...)
+		return "delete policy " + key, must(e.DeletePolicy(key))
+	case 6: // a node joins
+		i := 20 + r.IntN(20)
+		n := w.randNode(r, i)
+		for _, x := range w.nodes {
+			if x.Name == n.Name {
+				return "none", nil
+			}
+		}
+		for _, x := range w.all() {
+			if x.Key() == n.Namespace+"/"+n.Name {
+				return "none", nil
+			}
+		}
+		w.nodes = append(w.nodes, n)
+		return "join " + n.Name, must(e.UpsertNode(n))
+	case 7: // a node leaves, or changes its labels or key
+		if len(w.nodes) <= 1 {
+			break
+		}
+		i := r.IntN(len(w.nodes))
+		n := w.nodes[i]
+		if r.IntN(2) == 0 {
+			n.Labels = randLabels(r)
+			n.PublicKey = n.PublicKey + "x"
+			w.nodes[i] = n
+			return "update node " + n.Name, must(e.UpsertNode(n))
+		}
+		w.nodes = append(w.nodes[:i], w.nodes[i+1:]...)
+		var keep []inventory.Workload
+		for _, x := range w.workloads {
+			if x.Node != n.Name {
+				keep = append(keep, x)
+			}
+		}
+		w.workloads = keep
+		return "leave " + n.Name, must(e.DeleteNode(n.Name))
+	case 8: // relabel a namespace
+		i := r.IntN(len(w.namespaces))
+		w.namespaces[i].Labels = map[string]string{"team": []string{"red", "blue", "green"}[r.IntN(3)]}
+		return "relabel namespace " + w.namespaces[i].Name, must(e.UpsertNamespace(w.namespaces[i]))
+	}
+	return "none", nil
+}
