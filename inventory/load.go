@@ -3,7 +3,7 @@ package inventory
 import (
 	"fmt"
 
-	"sigs.k8s.io/yaml"
+	"github.com/latchnet/latch/internal/strictyaml"
 )
 
 // Parse reads an inventory file (YAML or JSON). Unknown fields are errors.
@@ -11,7 +11,7 @@ import (
 // in error messages only.
 func Parse(name string, data []byte) (*Inventory, error) {
 	var inv Inventory
-	if err := yaml.UnmarshalStrict(data, &inv); err != nil {
+	if err := strictyaml.UnmarshalStrict(data, &inv); err != nil {
 		return nil, fmt.Errorf("%s: %w: %v", name, ErrInvalid, err)
 	}
 	inv.defaults()

@@ -4,74 +4,131 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/latchnet/latch/inventory"
 	"github.com/latchnet/latch/policy"
 	"github.com/latchnet/latch/view"
 )
 
+// viewScratch is per-goroutine working memory for building views.
+type viewScratch struct {
+	seen    []uint32 // by workload id: epoch when seen
+	peer    []uint32 // by the id of a node's own workload: epoch when added
+	peerIdx []int32  // by the id of a node's own workload: index in Peers
+	epoch   uint32
+	ids     []int32
+	keys    []uint64
+	counts  []int32
+}
+
+var viewPool = sync.Pool{New: func() any { return new(viewScratch) }}
+
+func (s *viewScratch) reset(n int) {
+	if len(s.seen) < n {
+		s.seen = make([]uint32, n)
+		s.peer = make([]uint32, n)
+		s.peerIdx = make([]int32, n)
+		s.epoch = 0
+	}
+	s.epoch++
+	if s.epoch == 0 {
+		clear(s.seen)
+		clear(s.peer)
+		s.epoch = 1
+	}
+}
+
 // buildView computes a node's view from the current flows. It only reads
 // engine state, so views build in parallel.
 func (e *Engine) buildView(nd *node) *view.View {
+	s := viewPool.Get().(*viewScratch)
+	defer viewPool.Put(s)
+	s.reset(len(e.wls))
 	v := &view.View{Node: nd.n.Name}
+
+	ids := s.ids[:0]
+	for _, id := range nd.members {
+		s.seen[id] = s.epoch
+		ids = append(ids, id)
+	}
+	for _, id := range nd.members {
+		w := e.wls[id]
+		for _, l := range []idlist{w.in, w.out} {
+			for _, p := range l {
+				if s.seen[p] != s.epoch {
+					s.seen[p] = s.epoch
+					ids = append(ids, p)
+				}
+			}
+		}
+	}
+	s.ids = ids
+	e.sortByIP(ids, &s.keys)
+
+	v.Identities = make([]view.IdentityEntry, len(ids))
+	reps := map[view.Identity]int32{}
+	// Count the peers and their addresses first, so that Peers is
+	// allocated once and all AllowedIPs share one backing array.
+	counts := s.counts[:0]
+	remote := 0
+	for i, id := range ids {
+		h := &e.hot[id]
+		v.Identities[i] = view.IdentityEntry{IP: h.ip, Identity: h.identity}
+		if _, ok := reps[h.identity]; !ok {
+			reps[h.identity] = id
+		}
+		if h.host == nd {
+			continue
+		}
+		slot := h.host.self
+		if s.peer[slot] != s.epoch {
+			s.peer[slot] = s.epoch
+			s.peerIdx[slot] = int32(len(counts))
+			counts = append(counts, 0)
+		}
+		counts[s.peerIdx[slot]]++
+		remote++
+	}
+	s.counts = counts
+	v.Peers = make([]view.Peer, len(counts))
+	backing := make([]netip.Prefix, remote)
+	off := 0
+	for i := range v.Peers {
+		v.Peers[i].AllowedIPs = backing[off : off : off+int(counts[i])]
+		off += int(counts[i])
+	}
+	for _, id := range ids {
+		h := &e.hot[id]
+		if h.host == nd {
+			continue
+		}
+		pe := &v.Peers[s.peerIdx[h.host.self]]
+		if pe.Node == "" {
+			n := &h.host.n
+			pe.Node, pe.PublicKey, pe.Endpoints = n.Name, n.PublicKey, n.Endpoints
+		}
+		pe.AllowedIPs = append(pe.AllowedIPs, netip.PrefixFrom(h.ip, h.ip.BitLen()))
+	}
+	slices.SortFunc(v.Peers, func(a, b view.Peer) int { return strings.Compare(a.Node, b.Node) })
+
+	repList := make([]int32, 0, len(reps))
+	for _, id := range reps {
+		repList = append(repList, id)
+	}
+	slices.Sort(repList)
 	local := make([]*workload, 0, len(nd.members))
 	for _, id := range nd.members {
 		local = append(local, e.wls[id])
 	}
 	slices.SortFunc(local, func(a, b *workload) int { return strings.Compare(a.w.Key(), b.w.Key()) })
-
-	seen := map[int32]bool{}
-	peers := map[string]*view.Peer{}
-	var ids []view.IdentityEntry
-	for _, w := range local {
-		seen[w.id] = true
-		ids = append(ids, view.IdentityEntry{IP: w.w.IP, Identity: w.identity})
-	}
-	addPartner := func(id int32) {
-		if seen[id] {
-			return
-		}
-		seen[id] = true
-		p := e.wls[id]
-		ids = append(ids, view.IdentityEntry{IP: p.w.IP, Identity: p.identity})
-		if p.w.Node == nd.n.Name {
-			return
-		}
-		pe := peers[p.w.Node]
-		if pe == nil {
-			rn := e.nodes[p.w.Node]
-			pe = &view.Peer{Node: rn.n.Name, PublicKey: rn.n.PublicKey, Endpoints: slices.Clone(rn.n.Endpoints)}
-			peers[p.w.Node] = pe
-		}
-		pe.AllowedIPs = append(pe.AllowedIPs, netip.PrefixFrom(p.w.IP, p.w.IP.BitLen()))
-	}
-	for _, w := range local {
-		for _, id := range w.in {
-			addPartner(id)
-		}
-		for _, id := range w.out {
-			addPartner(id)
-		}
-	}
-	for _, pe := range peers {
-		slices.SortFunc(pe.AllowedIPs, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
-		v.Peers = append(v.Peers, *pe)
-	}
-	slices.SortFunc(v.Peers, func(a, b view.Peer) int { return strings.Compare(a.Node, b.Node) })
-	slices.SortFunc(ids, func(a, b view.IdentityEntry) int { return a.IP.Compare(b.IP) })
-	v.Identities = ids
-	known := make([]int32, 0, len(seen))
-	for id := range seen {
-		known = append(known, id)
-	}
-	slices.Sort(known)
 	for _, w := range local {
 		v.Workloads = append(v.Workloads, view.WorkloadRules{
 			Workload: w.w.Key(),
 			IP:       w.w.IP,
 			Identity: w.identity,
-			Ingress:  e.rules(w, true, known),
-			Egress:   e.rules(w, false, known),
+			Ingress:  e.rules(w, true, ids, repList),
+			Egress:   e.rules(w, false, ids, repList),
 		})
 	}
 	return v
@@ -80,9 +137,11 @@ func (e *Engine) buildView(nd *node) *view.View {
 // rules compiles one direction of a local workload's policy into the
 // tables an enforcer loads. Identity rules name only the identities of
 // known, the workloads in the view's identity map; for each of those the
-// tables decide exactly as the policy does.
-func (e *Engine) rules(w *workload, ingress bool, known []int32) view.Rules {
-	pols, partners := w.outPol, known
+// tables decide exactly as the policy does. reps holds one workload of
+// each identity in known: workloads of one identity match the same
+// selectors and resolve named ports alike.
+func (e *Engine) rules(w *workload, ingress bool, known, reps []int32) view.Rules {
+	pols := w.outPol
 	if ingress {
 		pols = w.inPol
 	}
@@ -119,7 +178,7 @@ func (e *Engine) rules(w *workload, ingress bool, known []int32) view.Rules {
 				}
 				anyPorts = append(anyPorts, fixed...)
 				if named {
-					for _, id := range partners {
+					for _, id := range reps {
 						p := e.wls[id]
 						byID[p.identity] = cr.ports.appendTo(byID[p.identity], &p.w)
 					}
@@ -132,7 +191,7 @@ func (e *Engine) rules(w *workload, ingress bool, known []int32) view.Rules {
 						byCIDR[part] = append(byCIDR[part], fixed...)
 					}
 					if named {
-						for _, id := range partners {
+						for _, id := range known {
 							p := e.wls[id]
 							if pe.block.contains(p.w.IP) {
 								host := netip.PrefixFrom(p.w.IP, p.w.IP.BitLen())
@@ -142,7 +201,7 @@ func (e *Engine) rules(w *workload, ingress bool, known []int32) view.Rules {
 					}
 					continue
 				}
-				for _, id := range partners {
+				for _, id := range reps {
 					if pe.members.has(id) {
 						p := e.wls[id]
 						byID[p.identity] = cr.ports.appendTo(byID[p.identity], dstOf(p))
@@ -187,4 +246,24 @@ func flatten(m map[netip.Prefix]portSet) []view.CIDRRule {
 		return a.Prefix.Bits() - b.Prefix.Bits()
 	})
 	return out
+}
+
+// sortByIP sorts workload ids by address. IPv4 addresses (the overlay is
+// 100.64.0.0/10) sort as packed integers.
+func (e *Engine) sortByIP(ids []int32, keys *[]uint64) {
+	ks := (*keys)[:0]
+	for _, id := range ids {
+		a := e.hot[id].ip
+		if !a.Is4() {
+			slices.SortFunc(ids, func(x, y int32) int { return e.wls[x].w.IP.Compare(e.wls[y].w.IP) })
+			return
+		}
+		b := a.As4()
+		ks = append(ks, uint64(b[0])<<56|uint64(b[1])<<48|uint64(b[2])<<40|uint64(b[3])<<32|uint64(uint32(id)))
+	}
+	slices.Sort(ks)
+	for i, k := range ks {
+		ids[i] = int32(uint32(k))
+	}
+	*keys = ks
 }

@@ -3,6 +3,7 @@ package netmap
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 
 	"github.com/latchnet/latch/inventory"
@@ -191,9 +192,11 @@ func (e *Engine) replaceWorkload(wl *workload, w inventory.Workload) {
 	}
 	if nd, ok := e.nodes[w.Node]; ok {
 		nd.members.add(wl.id)
+		wl.host = nd
 	}
 	wl.idKey = identityKey(&w)
 	wl.identity = e.ids.acquire(wl.idKey)
+	e.syncHot(wl)
 	e.ipDirty = true
 	e.indexInPolicies(wl)
 }
@@ -217,30 +220,44 @@ func (e *Engine) DeleteWorkload(key string) ([]string, error) {
 
 // UpsertNode adds a node or updates one (labels, address, key, endpoints).
 func (e *Engine) UpsertNode(n inventory.Node) ([]string, error) {
-	if n.Name == "" || n.Namespace == "" {
-		return nil, fmt.Errorf("node %q: name and namespace are required", n.Name)
-	}
 	t := e.begin()
+	if err := e.upsertNode(t, n); err != nil {
+		return nil, err
+	}
+	return t.finish(), nil
+}
+
+func (e *Engine) checkNode(n inventory.Node) error {
+	if n.Name == "" || n.Namespace == "" {
+		return fmt.Errorf("node %q: name and namespace are required", n.Name)
+	}
+	if id, taken := e.byKey[n.Namespace+"/"+n.Name]; taken {
+		if nd, ok := e.nodes[n.Name]; !ok || nd.self != id {
+			return fmt.Errorf("node %q: workload %s/%s already has that name", n.Name, n.Namespace, n.Name)
+		}
+	}
+	return nil
+}
+
+func (e *Engine) upsertNode(t *txn, n inventory.Node) error {
+	if err := e.checkNode(n); err != nil {
+		return err
+	}
+	n.Endpoints = slices.Clone(n.Endpoints)
 	nd, exists := e.nodes[n.Name]
 	if !exists {
-		if _, taken := e.byKey[n.Namespace+"/"+n.Name]; taken {
-			return nil, fmt.Errorf("node %q: workload %s/%s already has that name", n.Name, n.Namespace, n.Name)
-		}
 		nd = &node{n: n}
 		e.nodes[n.Name] = nd
 		if err := e.addWorkload(n.AsWorkload(), false); err != nil {
 			delete(e.nodes, n.Name)
-			return nil, err
+			return err
 		}
 		nd.self = e.byKey[n.Namespace+"/"+n.Name]
 		t.touch(nd.self)
-		return t.finish(), nil
+		return nil
 	}
 	self := e.wls[nd.self]
 	if self.w.Key() != n.Namespace+"/"+n.Name {
-		if _, taken := e.byKey[n.Namespace+"/"+n.Name]; taken {
-			return nil, fmt.Errorf("node %q: workload %s/%s already has that name", n.Name, n.Namespace, n.Name)
-		}
 		delete(e.byKey, self.w.Key())
 		e.byKey[n.Namespace+"/"+n.Name] = nd.self
 	}
@@ -252,6 +269,57 @@ func (e *Engine) UpsertNode(n inventory.Node) ([]string, error) {
 	nd.n = n
 	t.touch(nd.self)
 	e.replaceWorkload(self, n.AsWorkload())
+	return nil
+}
+
+// SetNode adds or updates a node together with the complete list of the
+// workloads it declares, in one change: workloads of the node missing from
+// ws are removed. Each workload's Node is set to n.Name. Nothing is changed
+// when an error is returned.
+func (e *Engine) SetNode(n inventory.Node, ws []inventory.Workload) ([]string, error) {
+	if err := e.checkNode(n); err != nil {
+		return nil, err
+	}
+	want := map[string]bool{}
+	for i := range ws {
+		ws[i].Node = n.Name
+		k := ws[i].Key()
+		if want[k] || k == n.Namespace+"/"+n.Name {
+			return nil, fmt.Errorf("node %q: workload %s is declared twice (the node itself is a workload named after it)", n.Name, k)
+		}
+		want[k] = true
+		if id, ok := e.byKey[k]; ok && e.wls[id].w.Node != n.Name {
+			return nil, fmt.Errorf("node %q: workload %s already runs on node %q", n.Name, k, e.wls[id].w.Node)
+		}
+		if other, ok := e.nodes[ws[i].Name]; ok && other.n.Namespace == ws[i].Namespace {
+			return nil, fmt.Errorf("node %q: workload %s: the name is taken by node %q", n.Name, k, ws[i].Name)
+		}
+	}
+	t := e.begin()
+	if err := e.upsertNode(t, n); err != nil {
+		return nil, err
+	}
+	nd := e.nodes[n.Name]
+	for _, id := range append(idlist(nil), nd.members...) {
+		wl := e.wls[id]
+		if id == nd.self || want[wl.w.Key()] {
+			continue
+		}
+		t.touch(id)
+		t.unlink(wl)
+		e.removeWorkload(wl)
+	}
+	for _, w := range ws {
+		if id, ok := e.byKey[w.Key()]; ok {
+			t.touch(id)
+			e.replaceWorkload(e.wls[id], w)
+			continue
+		}
+		if err := e.addWorkload(w, false); err != nil {
+			return nil, err // not reached: checked above
+		}
+		t.touch(e.byKey[w.Key()])
+	}
 	return t.finish(), nil
 }
 
@@ -377,6 +445,7 @@ func (e *Engine) reselect(t *txn) {
 				}
 			}
 		}
+		markBlocks(wl)
 	}
 }
 

@@ -50,6 +50,10 @@ type Engine struct {
 	polByNS    map[string][]*cpolicy // sorted by key
 	ids        identities
 
+	// hot mirrors the fields of wls that view building reads for every
+	// partner, densely, to spare it a pointer chase per entry.
+	hot []hotWorkload
+
 	ipIndex []int32 // ids sorted by address; rebuilt when ipDirty
 	ipDirty bool
 }
@@ -69,15 +73,45 @@ type node struct {
 	version uint64
 }
 
+type hotWorkload struct {
+	ip       netip.Addr
+	identity view.Identity
+	host     *node
+}
+
+// syncHot copies wl's hot fields; call it after changing them.
+func (e *Engine) syncHot(wl *workload) {
+	for len(e.hot) <= int(wl.id) {
+		e.hot = append(e.hot, hotWorkload{})
+	}
+	e.hot[wl.id] = hotWorkload{ip: wl.w.IP, identity: wl.identity, host: wl.host}
+}
+
 type workload struct {
 	id       int32
 	w        inventory.Workload
+	host     *node // nil only while a node is being added
 	ns       *namespace
 	identity view.Identity
 	idKey    string
 	inPol    []*cpolicy // policies selecting it for ingress
 	outPol   []*cpolicy // policies selecting it for egress
 	in, out  idlist     // flow partners: sources that may reach it, destinations it may reach
+	// blockIn and blockOut are true when a policy selecting the workload
+	// has an ipBlock peer in that direction, so its decisions depend on
+	// addresses and not only on identities.
+	blockIn, blockOut bool
+}
+
+// markBlocks recomputes wl.blockIn and wl.blockOut from its policies.
+func markBlocks(wl *workload) {
+	wl.blockIn, wl.blockOut = false, false
+	for _, cp := range wl.inPol {
+		wl.blockIn = wl.blockIn || cp.blockIn
+	}
+	for _, cp := range wl.outPol {
+		wl.blockOut = wl.blockOut || cp.blockOut
+	}
 }
 
 type cpolicy struct {
@@ -88,6 +122,8 @@ type cpolicy struct {
 	egress   bool
 	in, out  []crule
 	selected idlist
+	// blockIn and blockOut are true when a rule has an ipBlock peer.
+	blockIn, blockOut bool
 }
 
 type crule struct {
@@ -146,9 +182,12 @@ func New(in Input) (*Engine, error) {
 		if err := e.addWorkload(n.AsWorkload(), true); err != nil {
 			return nil, err
 		}
+		n.Endpoints = slices.Clone(n.Endpoints)
 		nd := &node{n: n, self: e.byKey[n.Namespace+"/"+n.Name]}
 		e.nodes[n.Name] = nd
 		nd.members.add(nd.self)
+		e.wls[nd.self].host = nd
+		e.syncHot(e.wls[nd.self])
 	}
 	for i := range in.Workloads {
 		if err := e.addWorkload(in.Workloads[i], true); err != nil {
@@ -180,6 +219,11 @@ func New(in Input) (*Engine, error) {
 	}
 	for ns := range e.polByNS {
 		sortPolicies(e.polByNS[ns])
+	}
+	for _, w := range e.wls {
+		if w != nil {
+			markBlocks(w)
+		}
 	}
 	e.allFlows()
 	names := make([]string, 0, len(e.nodes))
@@ -301,7 +345,9 @@ func (e *Engine) addWorkload(w inventory.Workload, bulk bool) error {
 	}
 	if nd != nil {
 		nd.members.add(id)
+		wl.host = nd
 	}
+	e.syncHot(wl)
 	e.ipDirty = true
 	if !bulk {
 		e.indexInPolicies(wl)
@@ -339,6 +385,7 @@ func (e *Engine) removeWorkload(wl *workload) {
 	e.ids.release(wl.idKey)
 	delete(e.byKey, wl.w.Key())
 	e.wls[wl.id] = nil
+	e.hot[wl.id] = hotWorkload{}
 	e.free = append(e.free, wl.id)
 	e.ipDirty = true
 }
@@ -379,6 +426,7 @@ func (e *Engine) indexInPolicies(wl *workload) {
 			}
 		}
 	}
+	markBlocks(wl)
 }
 
 func (pe *cpeer) matches(policyNS string, wl *workload) bool {
@@ -409,6 +457,18 @@ func (e *Engine) compile(cp *cpolicy, p *policy.Policy) {
 	for _, r := range p.Spec.Egress {
 		cp.out = append(cp.out, e.compileRule(cp.ns, r.To, r.Ports))
 	}
+	cp.blockIn, cp.blockOut = hasBlock(cp.in), hasBlock(cp.out)
+}
+
+func hasBlock(rules []crule) bool {
+	for _, r := range rules {
+		for _, pe := range r.peers {
+			if pe.block != nil {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (e *Engine) compileRule(policyNS string, peers []networkingPeer, ports []networkingPort) crule {

@@ -8,7 +8,10 @@ import (
 
 // scratch is per-goroutine working memory for flow checks.
 type scratch struct {
-	a, b  portSet
+	a, b portSet
+	// cache holds decisions between identities, for pairs whose decision
+	// does not depend on addresses. It lives for one computation only.
+	cache map[uint64]bool
 	stamp []uint32
 	epoch uint32
 }
@@ -86,6 +89,22 @@ func (e *Engine) flowAllowed(a, b *workload, s *scratch) bool {
 	if a == b {
 		return false
 	}
+	if a.blockOut || b.blockIn {
+		return e.decideFlow(a, b, s)
+	}
+	key := uint64(a.identity)<<32 | uint64(b.identity)
+	if v, ok := s.cache[key]; ok {
+		return v
+	}
+	v := e.decideFlow(a, b, s)
+	if s.cache == nil {
+		s.cache = map[uint64]bool{}
+	}
+	s.cache[key] = v
+	return v
+}
+
+func (e *Engine) decideFlow(a, b *workload, s *scratch) bool {
 	in, inAll := e.sidePorts(b, a, true, s.a[:0])
 	s.a = in
 	if !inAll && len(in) == 0 {

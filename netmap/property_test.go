@@ -344,18 +344,39 @@ func applyRandomChange(t *testing.T, r *rand.Rand, w *world, e *Engine) (string,
 			}
 		}
 		w.nodes = append(w.nodes, n)
-		return "join " + n.Name, must(e.UpsertNode(n))
+		if r.IntN(2) == 0 {
+			return "join " + n.Name, must(e.UpsertNode(n))
+		}
+		var ws []inventory.Workload
+		for j, k := 0, r.IntN(3); j < k; j++ {
+			ws = append(ws, w.randWorkloadOn(r, n.Name, i, j))
+		}
+		w.workloads = append(w.workloads, ws...)
+		return "join with workloads " + n.Name, must(e.SetNode(n, ws))
 	case 7: // a node leaves, or changes its labels or key
 		if len(w.nodes) <= 1 {
 			break
 		}
 		i := r.IntN(len(w.nodes))
 		n := w.nodes[i]
-		if r.IntN(2) == 0 {
+		switch r.IntN(3) {
+		case 0:
 			n.Labels = randLabels(r)
 			n.PublicKey = n.PublicKey + "x"
 			w.nodes[i] = n
 			return "update node " + n.Name, must(e.UpsertNode(n))
+		case 1: // re-register with a changed workload list
+			var ws, keep []inventory.Workload
+			for _, x := range w.workloads {
+				if x.Node != n.Name {
+					keep = append(keep, x)
+				} else if r.IntN(3) > 0 {
+					x.Labels = randLabels(r)
+					ws = append(ws, x)
+				}
+			}
+			w.workloads = append(keep, ws...)
+			return "re-register " + n.Name, must(e.SetNode(n, ws))
 		}
 		w.nodes = append(w.nodes[:i], w.nodes[i+1:]...)
 		var keep []inventory.Workload

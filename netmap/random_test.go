@@ -288,4 +288,3 @@ func candidatePorts(w *world) map[inventory.Protocol][]uint16 {
 	}
 	return out
 }
-

@@ -19,10 +19,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/latchnet/latch/internal/strictyaml"
 	yaml3 "go.yaml.in/yaml/v3"
 	networkingv1 "k8s.io/api/networking/v1"
-	sjson "sigs.k8s.io/json"
-	"sigs.k8s.io/yaml"
 )
 
 // APIVersion and Kind are the only type a policy document may have.
@@ -223,8 +222,7 @@ func hasContent(b []byte) bool {
 }
 
 var (
-	unknownField = regexp.MustCompile(`unknown field "([^"]*)"`)
-	yamlLine     = regexp.MustCompile(`^(?:error converting YAML to JSON: )?yaml: line (\d+): (.*)$`)
+	yamlLine = regexp.MustCompile(`^(?:YAML: |yaml: )?line (\d+): (.*)$`)
 )
 
 func parseDocument(file string, index int, d document) (*Policy, []*FieldError) {
@@ -235,29 +233,15 @@ func parseDocument(file string, index int, d document) (*Policy, []*FieldError) 
 	if err := yaml3.Unmarshal(d.text, &node); err != nil {
 		return nil, []*FieldError{fe("", d.line, "YAML syntax: "+relineYAMLError(err.Error(), d.line))}
 	}
-	js, err := yaml.YAMLToJSONStrict(d.text)
-	if err != nil {
-		return nil, []*FieldError{fe("", d.line, "YAML: "+relineYAMLError(err.Error(), d.line))}
-	}
-	if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
-		return nil, nil
-	}
 	var p Policy
-	strictErrs, err := sjson.UnmarshalStrict(js, &p.NetworkPolicy, sjson.DisallowUnknownFields)
+	unknown, err := strictyaml.Unmarshal(d.text, &p.NetworkPolicy)
 	if err != nil {
-		reason := err.Error()
-		reason = strings.TrimPrefix(reason, "json: ")
-		return nil, []*FieldError{fe("", d.line, "cannot read as a NetworkPolicy: "+reason)}
+		return nil, []*FieldError{fe("", d.line, "cannot read as a NetworkPolicy: "+relineYAMLError(err.Error(), d.line))}
 	}
 	lines := lineFinder{root: &node, base: d.line}
 	var errs []*FieldError
-	for _, se := range strictErrs {
-		msg := se.Error()
-		if m := unknownField.FindStringSubmatch(msg); m != nil {
-			errs = append(errs, fe(m[1], lines.find(m[1]), "unknown field: remove it or check its spelling (see `kubectl explain networkpolicy`)"))
-			continue
-		}
-		errs = append(errs, fe("", d.line, msg))
+	for _, u := range unknown {
+		errs = append(errs, fe(u.Path, lines.find(u.Path), "unknown field: remove it or check its spelling (see `kubectl explain networkpolicy`)"))
 	}
 	if p.APIVersion != APIVersion {
 		errs = append(errs, fe("apiVersion", lines.find("apiVersion"),

@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 
-	networkingv1 "k8s.io/api/networking/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -125,7 +125,7 @@ func validatePeer(peer *networkingv1.NetworkPolicyPeer, p *field.Path) []problem
 			case e.Addr().Is4() != cidr.Addr().Is4():
 				add(ep, "%s and cidr %s are of different IP families", e, cidr)
 			case e.Bits() <= cidr.Bits() || !cidr.Contains(e.Addr()):
-				add(ep, "%s is not strictly inside cidr %s: except may only carve addresses out of cidr", e, cidr)
+				add(ep, "%s is not a strict subset of cidr %s: except may only carve addresses out of cidr", e, cidr)
 			}
 		}
 	}

@@ -1,0 +1,185 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/policy"
+	"github.com/spf13/cobra"
+)
+
+func newPolicyCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "policy",
+		Short: "Validate and evaluate NetworkPolicy files",
+	}
+	cmd.AddCommand(newPolicyEvalCmd(), newPolicyValidateCmd())
+	return cmd
+}
+
+type evalFlags struct {
+	inventory string
+	policies  []string
+	baseline  string
+	output    string
+}
+
+func newPolicyEvalCmd() *cobra.Command {
+	var f evalFlags
+	cmd := &cobra.Command{
+		Use:   "eval --inventory FILE --policy FILE [--policy FILE ...]",
+		Short: "Print the truth table of policies over an inventory",
+		Long: `Evaluates every ordered pair of distinct workloads of the inventory on every
+port the destination declares, with Kubernetes NetworkPolicy semantics:
+traffic passes iff the source's egress and the destination's ingress both
+allow it. A direction that no policy isolates is decided by the baseline:
+"deny" (zero trust, the default) or "allow" (exactly Kubernetes).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runEval(cmd.OutOrStdout(), f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.inventory, "inventory", "", "inventory file (YAML): namespaces and workloads")
+	fl.StringArrayVar(&f.policies, "policy", nil, "NetworkPolicy file (multi-document YAML); repeatable")
+	fl.StringVar(&f.baseline, "baseline", string(policy.BaselineDeny), "decision for directions no policy isolates: deny or allow")
+	fl.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
+	return cmd
+}
+
+func newPolicyValidateCmd() *cobra.Command {
+	var files []string
+	cmd := &cobra.Command{
+		Use:   "validate -f FILE [-f FILE ...]",
+		Short: "Check NetworkPolicy files without applying them",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ps, err := readPolicies(files)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d policies are valid\n", len(ps))
+			return nil
+		},
+	}
+	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "NetworkPolicy file; repeatable")
+	return cmd
+}
+
+func readPolicies(names []string) ([]*policy.Policy, error) {
+	if len(names) == 0 {
+		return nil, fmt.Errorf("no policy file: give one or more with --policy FILE")
+	}
+	var files []policy.File
+	for _, n := range names {
+		data, err := os.ReadFile(n)
+		if err != nil {
+			return nil, fmt.Errorf("reading policy file: %w", err)
+		}
+		files = append(files, policy.File{Name: n, Data: data})
+	}
+	return policy.ParseFiles(files...)
+}
+
+func runEval(out io.Writer, f evalFlags) error {
+	baseline, err := policy.ParseBaseline(f.baseline)
+	if err != nil {
+		return fmt.Errorf("--baseline: %w", err)
+	}
+	if f.output != "table" && f.output != "json" {
+		return fmt.Errorf("--output %q: must be table or json", f.output)
+	}
+	if f.inventory == "" {
+		return fmt.Errorf("no inventory: give one with --inventory FILE")
+	}
+	data, err := os.ReadFile(f.inventory)
+	if err != nil {
+		return fmt.Errorf("reading inventory: %w", err)
+	}
+	inv, err := inventory.Parse(f.inventory, data)
+	if err != nil {
+		return err
+	}
+	ps, err := readPolicies(f.policies)
+	if err != nil {
+		return err
+	}
+	ev := policy.NewEvaluator(inv.Namespaces, ps, baseline)
+	results := ev.TruthTable(inv.AllWorkloads())
+	if f.output == "json" {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Baseline policy.Baseline `json:"baseline"`
+			Results  []policy.Result `json:"results"`
+		}{baseline, nonNil(results)})
+	}
+	return writeMatrix(out, inv.AllWorkloads(), results, baseline)
+}
+
+func nonNil(r []policy.Result) []policy.Result {
+	if r == nil {
+		return []policy.Result{}
+	}
+	return r
+}
+
+// writeMatrix prints one row per source and one column per destination;
+// a cell lists the destination's ports the source may reach.
+func writeMatrix(out io.Writer, ws []inventory.Workload, results []policy.Result, baseline policy.Baseline) error {
+	type cell struct {
+		allowed, total int
+		ports          []string
+	}
+	cells := map[[2]string]*cell{}
+	allowed := 0
+	for _, r := range results {
+		k := [2]string{r.From, r.To}
+		c := cells[k]
+		if c == nil {
+			c = &cell{}
+			cells[k] = c
+		}
+		c.total++
+		if r.Allowed {
+			c.allowed++
+			allowed++
+			c.ports = append(c.ports, fmt.Sprintf("%d/%s", r.Port, r.Protocol))
+		}
+	}
+	keys := make([]string, len(ws))
+	for i := range ws {
+		keys[i] = ws[i].Key()
+	}
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "FROM \\ TO\t%s\n", strings.Join(keys, "\t"))
+	for _, from := range keys {
+		row := []string{from}
+		for _, to := range keys {
+			c := cells[[2]string{from, to}]
+			switch {
+			case from == to:
+				row = append(row, "·")
+			case c == nil:
+				row = append(row, "(no ports)")
+			case c.allowed == 0:
+				row = append(row, "✗")
+			default:
+				row = append(row, strings.Join(c.ports, ","))
+			}
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(out, "\n%d of %d (source, destination, port) combinations allowed; baseline %s.\n"+
+		"A cell lists the destination ports the source may reach; ✗ means none, · is the workload itself.\n",
+		allowed, len(results), baseline)
+	return err
+}

@@ -1,0 +1,93 @@
+// Package deptest checks the layout rules of DESIGN.md: pure packages
+// import no echo, netlink, BPF or WireGuard code, and every package says
+// what it is for in a doc comment.
+package deptest
+
+import (
+	"encoding/json"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/latchnet/latch"
+
+// pure packages compute without touching the host.
+var pure = []string{
+	"inventory",
+	"policy",
+	"netmap",
+	"view",
+	"internal/strictyaml",
+}
+
+var forbidden = []string{
+	"github.com/labstack/echo",
+	"github.com/vishvananda/netlink",
+	"github.com/cilium/ebpf",
+	"golang.zx2c4.com/wireguard",
+	"golang.zx2c4.com/wireguard/wgctrl",
+	"github.com/spiffe/go-spiffe",
+}
+
+func TestPurePackagesImportNoDataPlane(t *testing.T) {
+	for _, p := range pure {
+		out, err := exec.Command("go", "list", "-deps", "-json=ImportPath", module+"/"+p).Output()
+		if err != nil {
+			t.Fatalf("go list %s: %v", p, err)
+		}
+		dec := json.NewDecoder(strings.NewReader(string(out)))
+		for dec.More() {
+			var d struct{ ImportPath string }
+			if err := dec.Decode(&d); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range forbidden {
+				if d.ImportPath == f || strings.HasPrefix(d.ImportPath, f+"/") {
+					t.Errorf("pure package %s depends on %s", p, d.ImportPath)
+				}
+			}
+		}
+	}
+}
+
+func TestEveryPackageHasDoc(t *testing.T) {
+	root := filepath.Join("..", "..")
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		name := d.Name()
+		if path != root && (strings.HasPrefix(name, ".") || name == "testdata" || name == "node_modules") {
+			return filepath.SkipDir
+		}
+		pkgs, err := parser.ParseDir(token.NewFileSet(), path, func(fi fs.FileInfo) bool {
+			return !strings.HasSuffix(fi.Name(), "_test.go")
+		}, parser.ParseComments|parser.PackageClauseOnly)
+		if err != nil {
+			return err
+		}
+		for pname, pkg := range pkgs {
+			documented := false
+			for _, f := range pkg.Files {
+				if f.Doc != nil && strings.TrimSpace(f.Doc.Text()) != "" {
+					documented = true
+				}
+			}
+			if !documented {
+				t.Errorf("package %s in %s has no doc comment saying what it is for and who may import it", pname, path)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
