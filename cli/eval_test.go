@@ -1,11 +1,11 @@
 package cli
 
 import (
-	"fmt"
 	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -109,7 +109,6 @@ func TestEvalJSONShape(t *testing.T) {
 		t.Errorf("allowed flows (-want +got):\n%s", d)
 	}
 }
-
 
 func TestEvalErrors(t *testing.T) {
 	dir := t.TempDir()
