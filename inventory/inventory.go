@@ -171,6 +171,9 @@ func (inv *Inventory) Validate() error {
 			add("%s.ip: required: give the overlay address (100.64.0.0/10)", where)
 			return
 		}
+		if !ip.Is4() {
+			add("%s.ip: %s is not IPv4: the overlay is IPv4 (100.64.0.0/10)", where, ip)
+		}
 		if other, ok := ips[ip]; ok {
 			add("%s.ip: %s is already used by %s", where, ip, other)
 		}

@@ -1,7 +1,6 @@
 package netmap
 
 import (
-	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -92,7 +91,7 @@ func (e *Engine) buildView(nd *node) *view.View {
 	}
 	s.counts = counts
 	v.Peers = make([]view.Peer, len(counts))
-	backing := make([]netip.Prefix, remote)
+	backing := make([]view.Prefix, remote)
 	off := 0
 	for i := range v.Peers {
 		v.Peers[i].AllowedIPs = backing[off : off : off+int(counts[i])]
@@ -108,7 +107,7 @@ func (e *Engine) buildView(nd *node) *view.View {
 			n := &h.host.n
 			pe.Node, pe.PublicKey, pe.Endpoints = n.Name, n.PublicKey, n.Endpoints
 		}
-		pe.AllowedIPs = append(pe.AllowedIPs, netip.PrefixFrom(h.ip, h.ip.BitLen()))
+		pe.AllowedIPs = append(pe.AllowedIPs, view.HostPrefix(h.ip))
 	}
 	slices.SortFunc(v.Peers, func(a, b view.Peer) int { return strings.Compare(a.Node, b.Node) })
 
@@ -125,7 +124,7 @@ func (e *Engine) buildView(nd *node) *view.View {
 	for _, w := range local {
 		v.Workloads = append(v.Workloads, view.WorkloadRules{
 			Workload: w.w.Key(),
-			IP:       w.w.IP,
+			IP:       e.hot[w.id].ip,
 			Identity: w.identity,
 			Ingress:  e.rules(w, true, ids, repList),
 			Egress:   e.rules(w, false, ids, repList),
@@ -151,7 +150,7 @@ func (e *Engine) rules(w *workload, ingress bool, known, reps []int32) view.Rule
 	r := view.Rules{Isolated: true}
 	var anyPorts portSet
 	byID := map[view.Identity]portSet{}
-	byCIDR := map[netip.Prefix]portSet{}
+	byCIDR := map[view.Prefix]portSet{}
 	dstOf := func(remote *workload) *inventory.Workload {
 		if ingress {
 			return &w.w
@@ -187,14 +186,14 @@ func (e *Engine) rules(w *workload, ingress bool, known, reps []int32) view.Rule
 			}
 			for _, pe := range cr.peers {
 				if pe.block != nil {
-					for _, part := range pe.block.parts {
+					for _, part := range pe.block.v4 {
 						byCIDR[part] = append(byCIDR[part], fixed...)
 					}
 					if named {
 						for _, id := range known {
 							p := e.wls[id]
 							if pe.block.contains(p.w.IP) {
-								host := netip.PrefixFrom(p.w.IP, p.w.IP.BitLen())
+								host := view.HostPrefix(e.hot[id].ip)
 								byCIDR[host] = cr.ports.appendTo(byCIDR[host], &p.w)
 							}
 						}
@@ -226,12 +225,12 @@ func (e *Engine) rules(w *workload, ingress bool, known, reps []int32) view.Rule
 
 // flatten gives every prefix the ports of all prefixes that contain it, so
 // a longest-prefix match finds the whole answer in one entry.
-func flatten(m map[netip.Prefix]portSet) []view.CIDRRule {
+func flatten(m map[view.Prefix]portSet) []view.CIDRRule {
 	out := make([]view.CIDRRule, 0, len(m))
 	for p, ps := range m {
 		all := append(portSet(nil), ps...)
 		for q, qs := range m {
-			if q != p && q.Bits() < p.Bits() && q.Contains(p.Addr()) {
+			if q != p && q.Bits < p.Bits && q.Contains(p.Addr) {
 				all = append(all, qs...)
 			}
 		}
@@ -240,26 +239,19 @@ func flatten(m map[netip.Prefix]portSet) []view.CIDRRule {
 		}
 	}
 	slices.SortFunc(out, func(a, b view.CIDRRule) int {
-		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+		if c := a.Prefix.Addr.Compare(b.Prefix.Addr); c != 0 {
 			return c
 		}
-		return a.Prefix.Bits() - b.Prefix.Bits()
+		return int(a.Prefix.Bits) - int(b.Prefix.Bits)
 	})
 	return out
 }
 
-// sortByIP sorts workload ids by address. IPv4 addresses (the overlay is
-// 100.64.0.0/10) sort as packed integers.
+// sortByIP sorts workload ids by address.
 func (e *Engine) sortByIP(ids []int32, keys *[]uint64) {
 	ks := (*keys)[:0]
 	for _, id := range ids {
-		a := e.hot[id].ip
-		if !a.Is4() {
-			slices.SortFunc(ids, func(x, y int32) int { return e.wls[x].w.IP.Compare(e.wls[y].w.IP) })
-			return
-		}
-		b := a.As4()
-		ks = append(ks, uint64(b[0])<<56|uint64(b[1])<<48|uint64(b[2])<<40|uint64(b[3])<<32|uint64(uint32(id)))
+		ks = append(ks, uint64(e.hot[id].ip.Uint32())<<32|uint64(uint32(id)))
 	}
 	slices.Sort(ks)
 	for i, k := range ks {

@@ -137,6 +137,9 @@ func diff(old, cur idlist, gone, added func(int32)) {
 // UpsertWorkload adds a workload or replaces the one with the same
 // namespace/name. Its node must exist.
 func (e *Engine) UpsertWorkload(w inventory.Workload) ([]string, error) {
+	if err := checkIP(&w); err != nil {
+		return nil, err
+	}
 	if w.Node == "" {
 		return nil, fmt.Errorf("workload %s: no node: say which node hosts it", w.Key())
 	}
@@ -231,6 +234,9 @@ func (e *Engine) checkNode(n inventory.Node) error {
 	if n.Name == "" || n.Namespace == "" {
 		return fmt.Errorf("node %q: name and namespace are required", n.Name)
 	}
+	if w := n.AsWorkload(); checkIP(&w) != nil {
+		return fmt.Errorf("node %q: address %v: the overlay is IPv4 (100.64.0.0/10); give an IPv4 address", n.Name, n.IP)
+	}
 	if id, taken := e.byKey[n.Namespace+"/"+n.Name]; taken {
 		if nd, ok := e.nodes[n.Name]; !ok || nd.self != id {
 			return fmt.Errorf("node %q: workload %s/%s already has that name", n.Name, n.Namespace, n.Name)
@@ -288,6 +294,9 @@ func (e *Engine) SetNode(n inventory.Node, ws []inventory.Workload) ([]string, e
 			return nil, fmt.Errorf("node %q: workload %s is declared twice (the node itself is a workload named after it)", n.Name, k)
 		}
 		want[k] = true
+		if err := checkIP(&ws[i]); err != nil {
+			return nil, err
+		}
 		if id, ok := e.byKey[k]; ok && e.wls[id].w.Node != n.Name {
 			return nil, fmt.Errorf("node %q: workload %s already runs on node %q", n.Name, k, e.wls[id].w.Node)
 		}

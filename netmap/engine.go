@@ -74,7 +74,7 @@ type node struct {
 }
 
 type hotWorkload struct {
-	ip       netip.Addr
+	ip       view.Addr
 	identity view.Identity
 	host     *node
 }
@@ -84,7 +84,8 @@ func (e *Engine) syncHot(wl *workload) {
 	for len(e.hot) <= int(wl.id) {
 		e.hot = append(e.hot, hotWorkload{})
 	}
-	e.hot[wl.id] = hotWorkload{ip: wl.w.IP, identity: wl.identity, host: wl.host}
+	ip, _ := view.AddrFrom(wl.w.IP) // checkIP refused anything else
+	e.hot[wl.id] = hotWorkload{ip: ip, identity: wl.identity, host: wl.host}
 }
 
 type workload struct {
@@ -142,6 +143,7 @@ type cblock struct {
 	cidr   netip.Prefix
 	except []netip.Prefix
 	parts  []netip.Prefix // cidr minus except, as disjoint prefixes
+	v4     []view.Prefix  // parts that can match in the IPv4 overlay
 }
 
 func (b *cblock) contains(a netip.Addr) bool {
@@ -301,10 +303,21 @@ func (e *Engine) putNamespace(ns inventory.Namespace) *namespace {
 	return n
 }
 
+// checkIP refuses overlay addresses that are not IPv4.
+func checkIP(w *inventory.Workload) error {
+	if _, ok := view.AddrFrom(w.IP); !ok {
+		return fmt.Errorf("workload %s: address %v: the overlay is IPv4 (100.64.0.0/10); give an IPv4 address", w.Key(), w.IP)
+	}
+	return nil
+}
+
 // addWorkload indexes a new workload. When bulk is false it also updates
 // policy selections and peer member sets.
 func (e *Engine) addWorkload(w inventory.Workload, bulk bool) error {
 	key := w.Key()
+	if err := checkIP(&w); err != nil {
+		return err
+	}
 	if _, dup := e.byKey[key]; dup {
 		return fmt.Errorf("workload %s is listed twice (a node is itself a workload named after it in its namespace)", key)
 	}
@@ -482,6 +495,11 @@ func (e *Engine) compileRule(policyNS string, peers []networkingPeer, ports []ne
 				b.except = append(b.except, netip.MustParsePrefix(ex))
 			}
 			b.parts = subtract(b.cidr, b.except)
+			for _, part := range b.parts {
+				if vp, ok := view.PrefixFrom(part); ok {
+					b.v4 = append(b.v4, vp)
+				}
+			}
 			pe.block = b
 			r.peers = append(r.peers, pe)
 			continue

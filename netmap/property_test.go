@@ -77,14 +77,15 @@ func checkViews(t *testing.T, w *world, e *Engine) {
 		}
 		// AllowedIPs: exactly the partners on that peer.
 		for _, p := range v.Peers {
-			var want []netip.Prefix
+			var want []view.Prefix
 			for ri := range partners {
 				if all[ri].Node == p.Node {
-					want = append(want, netip.PrefixFrom(all[ri].IP, 32))
+					a, _ := view.AddrFrom(all[ri].IP)
+					want = append(want, view.HostPrefix(a))
 				}
 			}
-			sort.Slice(want, func(i, j int) bool { return want[i].Addr().Less(want[j].Addr()) })
-			if d := cmp.Diff(want, p.AllowedIPs, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); d != "" {
+			sort.Slice(want, func(i, j int) bool { return want[i].Addr.Compare(want[j].Addr) < 0 })
+			if d := cmp.Diff(want, p.AllowedIPs); d != "" {
 				t.Fatalf("node %s peer %s: AllowedIPs (-want +got):\n%s", n.Name, p.Node, d)
 			}
 		}
@@ -127,19 +128,20 @@ func checkViews(t *testing.T, w *world, e *Engine) {
 					continue
 				}
 				remote := &all[ri]
-				id := v.IdentityOf(remote.IP)
+				raddr, _ := view.AddrFrom(remote.IP)
+				id := v.IdentityOf(raddr)
 				if id == view.IdentityUnknown {
 					t.Fatalf("node %s: partner %s has no identity", n.Name, remote.Key())
 				}
 				for proto, ports := range o.ports {
 					for _, port := range ports {
 						in := o.ev.Decide(remote, local, proto, port).Ingress.Allowed
-						if got := rules.Ingress.Allows(id, remote.IP, proto, port); got != in {
+						if got := rules.Ingress.Allows(id, raddr, proto, port); got != in {
 							t.Fatalf("node %s: ingress of %s from %s on %d/%s: rules say %v, evaluator %v\nrules: %+v",
 								n.Name, local.Key(), remote.Key(), port, proto, got, in, rules.Ingress)
 						}
 						out := o.ev.Decide(local, remote, proto, port).Egress.Allowed
-						if got := rules.Egress.Allows(id, remote.IP, proto, port); got != out {
+						if got := rules.Egress.Allows(id, raddr, proto, port); got != out {
 							t.Fatalf("node %s: egress of %s to %s on %d/%s: rules say %v, evaluator %v\nrules: %+v",
 								n.Name, local.Key(), remote.Key(), port, proto, got, out, rules.Egress)
 						}

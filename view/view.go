@@ -50,20 +50,20 @@ type Peer struct {
 	Node       string           `json:"node"`
 	PublicKey  string           `json:"publicKey,omitempty"`
 	Endpoints  []netip.AddrPort `json:"endpoints,omitempty"`
-	AllowedIPs []netip.Prefix   `json:"allowedIPs"`
+	AllowedIPs []Prefix         `json:"allowedIPs"`
 }
 
 // IdentityEntry gives the identity of one overlay address.
 type IdentityEntry struct {
-	IP       netip.Addr `json:"ip"`
-	Identity Identity   `json:"identity"`
+	IP       Addr     `json:"ip"`
+	Identity Identity `json:"identity"`
 }
 
 // WorkloadRules are the compiled rules of one local workload.
 type WorkloadRules struct {
-	Workload string     `json:"workload"` // namespace/name
-	IP       netip.Addr `json:"ip"`
-	Identity Identity   `json:"identity"`
+	Workload string   `json:"workload"` // namespace/name
+	IP       Addr     `json:"ip"`
+	Identity Identity `json:"identity"`
 	Ingress  Rules      `json:"ingress"`
 	Egress   Rules      `json:"egress"`
 }
@@ -98,16 +98,17 @@ type IdentityRule struct {
 	Ports    []PortRange `json:"ports"`
 }
 
-// CIDRRule allows ports to or from a prefix.
+// CIDRRule allows ports to or from a prefix. IPv6 ipBlocks never match in
+// the IPv4 overlay and produce no CIDR rules.
 type CIDRRule struct {
-	Prefix netip.Prefix `json:"prefix"`
-	Ports  []PortRange  `json:"ports"`
+	Prefix Prefix      `json:"prefix"`
+	Ports  []PortRange `json:"ports"`
 }
 
 // Allows reports whether the rules let through traffic with the remote
 // address addr (whose identity is id) on protocol proto and port port.
 // It is the reference reading of Rules that enforcers must match.
-func (r *Rules) Allows(id Identity, addr netip.Addr, proto inventory.Protocol, port uint16) bool {
+func (r *Rules) Allows(id Identity, addr Addr, proto inventory.Protocol, port uint16) bool {
 	if r.AllowAll || portsContain(r.Any, proto, port) {
 		return true
 	}
@@ -124,7 +125,7 @@ func (r *Rules) Allows(id Identity, addr netip.Addr, proto inventory.Protocol, p
 	best := -1
 	for i := range r.CIDRs {
 		p := r.CIDRs[i].Prefix
-		if p.Contains(addr) && (best < 0 || p.Bits() > r.CIDRs[best].Prefix.Bits()) {
+		if p.Contains(addr) && (best < 0 || p.Bits > r.CIDRs[best].Prefix.Bits) {
 			best = i
 		}
 	}
@@ -141,11 +142,11 @@ func portsContain(rs []PortRange, proto inventory.Protocol, port uint16) bool {
 }
 
 // IdentityOf returns the identity of addr in the view, or IdentityUnknown.
-func (v *View) IdentityOf(addr netip.Addr) Identity {
+func (v *View) IdentityOf(addr Addr) Identity {
 	lo, hi := 0, len(v.Identities)
 	for lo < hi {
 		m := (lo + hi) / 2
-		if v.Identities[m].IP.Less(addr) {
+		if v.Identities[m].IP.Compare(addr) < 0 {
 			lo = m + 1
 		} else {
 			hi = m

@@ -1,7 +1,6 @@
 package view
 
 import (
-	"net/netip"
 	"testing"
 
 	"github.com/latchnet/latch/inventory"
@@ -13,11 +12,11 @@ func TestRulesAllows(t *testing.T) {
 		Any:        []PortRange{{inventory.UDP, 53, 53}},
 		Identities: []IdentityRule{{Identity: 300, Ports: []PortRange{{inventory.TCP, 8000, 8100}}}},
 		CIDRs: []CIDRRule{
-			{Prefix: netip.MustParsePrefix("198.19.0.0/16"), Ports: []PortRange{{inventory.TCP, 443, 443}}},
-			{Prefix: netip.MustParsePrefix("198.19.1.0/24"), Ports: []PortRange{{inventory.TCP, 22, 22}, {inventory.TCP, 443, 443}}},
+			{Prefix: MustPrefix("198.19.0.0/16"), Ports: []PortRange{{inventory.TCP, 443, 443}}},
+			{Prefix: MustPrefix("198.19.1.0/24"), Ports: []PortRange{{inventory.TCP, 22, 22}, {inventory.TCP, 443, 443}}},
 		},
 	}
-	a := netip.MustParseAddr
+	a := MustAddr
 	for _, c := range []struct {
 		id    Identity
 		addr  string
@@ -52,12 +51,12 @@ func TestRulesAllows(t *testing.T) {
 
 func TestIdentityOf(t *testing.T) {
 	v := View{Identities: []IdentityEntry{
-		{netip.MustParseAddr("100.64.0.1"), 256},
-		{netip.MustParseAddr("100.64.0.9"), 300},
-		{netip.MustParseAddr("100.64.1.0"), 301},
+		{MustAddr("100.64.0.1"), 256},
+		{MustAddr("100.64.0.9"), 300},
+		{MustAddr("100.64.1.0"), 301},
 	}}
 	for addr, want := range map[string]Identity{"100.64.0.1": 256, "100.64.0.9": 300, "100.64.1.0": 301, "100.64.0.2": IdentityUnknown, "1.1.1.1": IdentityUnknown} {
-		if got := v.IdentityOf(netip.MustParseAddr(addr)); got != want {
+		if got := v.IdentityOf(MustAddr(addr)); got != want {
 			t.Errorf("IdentityOf(%s) = %d, want %d", addr, got, want)
 		}
 	}
