@@ -17,6 +17,8 @@ type viewScratch struct {
 	peerIdx []int32  // by the id of a node's own workload: index in Peers
 	epoch   uint32
 	ids     []int32
+	tmp     []int32
+	lists   []idlist
 	keys    []uint64
 	counts  []int32
 }
@@ -46,24 +48,16 @@ func (e *Engine) buildView(nd *node) *view.View {
 	s.reset(len(e.wls))
 	v := &view.View{Node: nd.n.Name}
 
-	ids := s.ids[:0]
-	for _, id := range nd.members {
-		s.seen[id] = s.epoch
-		ids = append(ids, id)
-	}
+	lists := append(s.lists[:0], nd.members)
 	for _, id := range nd.members {
 		w := e.wls[id]
-		for _, l := range []idlist{w.in, w.out} {
-			for _, p := range l {
-				if s.seen[p] != s.epoch {
-					s.seen[p] = s.epoch
-					ids = append(ids, p)
-				}
-			}
-		}
+		lists = append(lists, w.in, w.out)
 	}
-	s.ids = ids
-	e.sortByIP(ids, &s.keys)
+	s.lists = lists
+	ids := mergeUnion(lists, &s.ids, &s.tmp)
+	if !e.ipOrdered(ids) {
+		e.sortByIP(ids, &s.keys)
+	}
 
 	v.Identities = make([]view.IdentityEntry, len(ids))
 	reps := map[view.Identity]int32{}
@@ -258,4 +252,48 @@ func (e *Engine) sortByIP(ids []int32, keys *[]uint64) {
 		ids[i] = int32(uint32(k))
 	}
 	*keys = ks
+}
+
+// mergeUnion returns the sorted union of sorted lists, using *buf and *tmp
+// as storage.
+func mergeUnion(lists []idlist, buf, tmp *[]int32) []int32 {
+	out := (*buf)[:0]
+	for _, l := range lists {
+		if len(out) == 0 {
+			out = append(out, l...)
+			continue
+		}
+		t := (*tmp)[:0]
+		i, j := 0, 0
+		for i < len(out) && j < len(l) {
+			switch {
+			case out[i] < l[j]:
+				t = append(t, out[i])
+				i++
+			case out[i] > l[j]:
+				t = append(t, l[j])
+				j++
+			default:
+				t = append(t, out[i])
+				i++
+				j++
+			}
+		}
+		t = append(t, out[i:]...)
+		t = append(t, l[j:]...)
+		*tmp = out
+		out = t
+	}
+	*buf = out
+	return out
+}
+
+// ipOrdered reports whether ids are in increasing address order.
+func (e *Engine) ipOrdered(ids []int32) bool {
+	for i := 1; i < len(ids); i++ {
+		if e.hot[ids[i-1]].ip.Uint32() >= e.hot[ids[i]].ip.Uint32() {
+			return false
+		}
+	}
+	return true
 }

@@ -136,7 +136,8 @@ type crule struct {
 type cpeer struct {
 	pods, nss labels.Selector // nil when not set
 	block     *cblock
-	members   bitset // workloads the selectors match
+	members   bitset    // workloads the selectors match
+	groups    [][]int32 // members by identity; see groupMembers
 }
 
 type cblock struct {
@@ -176,25 +177,27 @@ func New(in Input) (*Engine, error) {
 	for _, ns := range in.Namespaces {
 		e.putNamespace(ns)
 	}
+	// Workloads get ids in address order, which lets view building merge
+	// sorted partner lists instead of sorting them.
+	all := make([]inventory.Workload, 0, len(in.Nodes)+len(in.Workloads))
 	for i := range in.Nodes {
 		n := in.Nodes[i]
 		if _, dup := e.nodes[n.Name]; dup {
 			return nil, fmt.Errorf("node %q is listed twice", n.Name)
 		}
-		if err := e.addWorkload(n.AsWorkload(), true); err != nil {
-			return nil, err
-		}
 		n.Endpoints = slices.Clone(n.Endpoints)
-		nd := &node{n: n, self: e.byKey[n.Namespace+"/"+n.Name]}
-		e.nodes[n.Name] = nd
-		nd.members.add(nd.self)
-		e.wls[nd.self].host = nd
-		e.syncHot(e.wls[nd.self])
+		e.nodes[n.Name] = &node{n: n, self: -1}
+		all = append(all, n.AsWorkload())
 	}
-	for i := range in.Workloads {
-		if err := e.addWorkload(in.Workloads[i], true); err != nil {
+	all = append(all, in.Workloads...)
+	slices.SortStableFunc(all, func(a, b inventory.Workload) int { return a.IP.Compare(b.IP) })
+	for i := range all {
+		if err := e.addWorkload(all[i], true); err != nil {
 			return nil, err
 		}
+	}
+	for _, nd := range e.nodes {
+		nd.self = e.byKey[nd.n.Namespace+"/"+nd.n.Name]
 	}
 	for _, p := range in.Policies {
 		if _, dup := e.policies[p.Key()]; dup {

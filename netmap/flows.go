@@ -1,6 +1,7 @@
 package netmap
 
 import (
+	"github.com/latchnet/latch/view"
 	"slices"
 
 	"github.com/latchnet/latch/policy"
@@ -203,6 +204,70 @@ func (e *Engine) refreshIPIndex() {
 
 type pair struct{ from, to int32 }
 
+// groupMembers fills each selector peer's groups: its members bucketed by
+// identity. Only allFlows reads them, right after this call.
+func (e *Engine) groupMembers() {
+	var peers []*cpeer
+	for _, cp := range e.policies {
+		for _, rules := range [][]crule{cp.in, cp.out} {
+			for _, r := range rules {
+				for _, pe := range r.peers {
+					if pe.block == nil {
+						peers = append(peers, pe)
+					}
+				}
+			}
+		}
+	}
+	parallel(len(peers), func(i int) {
+		pe := peers[i]
+		byID := map[view.Identity][]int32{}
+		var order []view.Identity
+		pe.members.each(func(id int32) {
+			ident := e.wls[id].identity
+			if _, ok := byID[ident]; !ok {
+				order = append(order, ident)
+			}
+			byID[ident] = append(byID[ident], id)
+		})
+		pe.groups = pe.groups[:0]
+		for _, ident := range order {
+			pe.groups = append(pe.groups, byID[ident])
+		}
+	})
+}
+
+// candidateGroups is candidates with the workloads of selector peers
+// grouped by identity; ipBlock members come one by one. It must follow
+// groupMembers, and the caller must have handled the all case.
+func (e *Engine) candidateGroups(w *workload, ingress bool, visit func([]int32)) {
+	pols := w.outPol
+	if ingress {
+		pols = w.inPol
+	}
+	var one [1]int32
+	for _, cp := range pols {
+		rules := cp.out
+		if ingress {
+			rules = cp.in
+		}
+		for i := range rules {
+			for _, pe := range rules[i].peers {
+				if pe.block != nil {
+					e.eachInBlock(pe.block, func(id int32) {
+						one[0] = id
+						visit(one[:])
+					})
+					continue
+				}
+				for _, g := range pe.groups {
+					visit(g)
+				}
+			}
+		}
+	}
+}
+
 // allFlows computes every allowed flow from scratch. Each allowed pair is
 // found exactly once: through the destination's ingress candidates when
 // those are restricted, else through the source's egress candidates when
@@ -218,6 +283,7 @@ func (e *Engine) allFlows() {
 			outAll[id] = e.isAll(w, false)
 		}
 	}
+	e.groupMembers()
 	workers := max(1, min(n, parallelism()))
 	results := make([][]pair, workers)
 	scr := make([]scratch, workers)
@@ -232,18 +298,40 @@ func (e *Engine) allFlows() {
 			}
 			if !inAll[id] {
 				s.reset(n)
-				e.candidates(b, true, func(a int32) {
-					if s.first(a) && e.flowAllowed(e.wls[a], b, s) {
-						out = append(out, pair{a, int32(id)})
+				e.candidateGroups(b, true, func(g []int32) {
+					// Sources of one identity get one decision, unless
+					// addresses matter (ipBlock peers on either side).
+					exact := b.blockIn || e.wls[g[0]].blockOut
+					decided, allowed := false, false
+					for _, a := range g {
+						if a == int32(id) || !s.first(a) {
+							continue
+						}
+						if exact || !decided {
+							allowed, decided = e.flowAllowed(e.wls[a], b, s), true
+						}
+						if allowed {
+							out = append(out, pair{a, int32(id)})
+						}
 					}
 				})
 			}
 			a := b // the same id seen as a source
 			if !outAll[id] {
 				s.reset(n)
-				e.candidates(a, false, func(d int32) {
-					if inAll[d] && s.first(d) && e.flowAllowed(a, e.wls[d], s) {
-						out = append(out, pair{int32(id), d})
+				e.candidateGroups(a, false, func(g []int32) {
+					exact := a.blockOut || e.wls[g[0]].blockIn
+					decided, allowed := false, false
+					for _, d := range g {
+						if d == int32(id) || !inAll[d] || !s.first(d) {
+							continue
+						}
+						if exact || !decided {
+							allowed, decided = e.flowAllowed(a, e.wls[d], s), true
+						}
+						if allowed {
+							out = append(out, pair{int32(id), d})
+						}
 					}
 				})
 			} else {

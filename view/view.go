@@ -64,8 +64,8 @@ type WorkloadRules struct {
 	Workload string   `json:"workload"` // namespace/name
 	IP       Addr     `json:"ip"`
 	Identity Identity `json:"identity"`
-	Ingress  Rules      `json:"ingress"`
-	Egress   Rules      `json:"egress"`
+	Ingress  Rules    `json:"ingress"`
+	Egress   Rules    `json:"egress"`
 }
 
 // Rules decide one direction of one workload's traffic. For a packet with
