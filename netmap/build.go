@@ -71,10 +71,10 @@ func (e *Engine) buildView(nd *node) *view.View {
 		if _, ok := reps[h.identity]; !ok {
 			reps[h.identity] = id
 		}
-		if h.host == nd {
+		if h.hostSlot == nd.self {
 			continue
 		}
-		slot := h.host.self
+		slot := h.hostSlot
 		if s.peer[slot] != s.epoch {
 			s.peer[slot] = s.epoch
 			s.peerIdx[slot] = int32(len(counts))
@@ -93,10 +93,10 @@ func (e *Engine) buildView(nd *node) *view.View {
 	}
 	for _, id := range ids {
 		h := &e.hot[id]
-		if h.host == nd {
+		if h.hostSlot == nd.self {
 			continue
 		}
-		pe := &v.Peers[s.peerIdx[h.host.self]]
+		pe := &v.Peers[s.peerIdx[h.hostSlot]]
 		if pe.Node == "" {
 			n := &h.host.n
 			pe.Node, pe.PublicKey, pe.Endpoints = n.Name, n.PublicKey, n.Endpoints

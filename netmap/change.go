@@ -259,6 +259,7 @@ func (e *Engine) upsertNode(t *txn, n inventory.Node) error {
 			return err
 		}
 		nd.self = e.byKey[n.Namespace+"/"+n.Name]
+		e.syncHot(e.wls[nd.self])
 		t.touch(nd.self)
 		return nil
 	}

@@ -76,6 +76,7 @@ type node struct {
 type hotWorkload struct {
 	ip       view.Addr
 	identity view.Identity
+	hostSlot int32 // the id of the host node's own workload; -1 if none yet
 	host     *node
 }
 
@@ -85,7 +86,11 @@ func (e *Engine) syncHot(wl *workload) {
 		e.hot = append(e.hot, hotWorkload{})
 	}
 	ip, _ := view.AddrFrom(wl.w.IP) // checkIP refused anything else
-	e.hot[wl.id] = hotWorkload{ip: ip, identity: wl.identity, host: wl.host}
+	slot := int32(-1)
+	if wl.host != nil {
+		slot = wl.host.self
+	}
+	e.hot[wl.id] = hotWorkload{ip: ip, identity: wl.identity, hostSlot: slot, host: wl.host}
 }
 
 type workload struct {
@@ -198,6 +203,9 @@ func New(in Input) (*Engine, error) {
 	}
 	for _, nd := range e.nodes {
 		nd.self = e.byKey[nd.n.Namespace+"/"+nd.n.Name]
+	}
+	for _, w := range e.wls {
+		e.syncHot(w)
 	}
 	for _, p := range in.Policies {
 		if _, dup := e.policies[p.Key()]; dup {
