@@ -5,7 +5,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/latchnet/latch/inventory"
 	"github.com/latchnet/latch/policy"
 	"github.com/latchnet/latch/view"
 )
@@ -21,6 +20,7 @@ type viewScratch struct {
 	lists   []idlist
 	keys    []uint64
 	counts  []int32
+	byRep   []portSet
 }
 
 var viewPool = sync.Pool{New: func() any { return new(viewScratch) }}
@@ -120,8 +120,8 @@ func (e *Engine) buildView(nd *node) *view.View {
 			Workload: w.w.Key(),
 			IP:       e.hot[w.id].ip,
 			Identity: w.identity,
-			Ingress:  e.rules(w, true, ids, repList),
-			Egress:   e.rules(w, false, ids, repList),
+			Ingress:  e.rules(w, true, ids, repList, s),
+			Egress:   e.rules(w, false, ids, repList, s),
 		})
 	}
 	return v
@@ -133,7 +133,7 @@ func (e *Engine) buildView(nd *node) *view.View {
 // tables decide exactly as the policy does. reps holds one workload of
 // each identity in known: workloads of one identity match the same
 // selectors and resolve named ports alike.
-func (e *Engine) rules(w *workload, ingress bool, known, reps []int32) view.Rules {
+func (e *Engine) rules(w *workload, ingress bool, known, reps []int32, s *viewScratch) view.Rules {
 	pols := w.outPol
 	if ingress {
 		pols = w.inPol
@@ -142,15 +142,16 @@ func (e *Engine) rules(w *workload, ingress bool, known, reps []int32) view.Rule
 		return view.Rules{AllowAll: e.baseline == policy.BaselineAllow}
 	}
 	r := view.Rules{Isolated: true}
-	var anyPorts portSet
-	byID := map[view.Identity]portSet{}
-	byCIDR := map[view.Prefix]portSet{}
-	dstOf := func(remote *workload) *inventory.Workload {
-		if ingress {
-			return &w.w
-		}
-		return &remote.w
+	// byRep[i] collects the ports allowed to or from reps[i]'s identity.
+	for len(s.byRep) < len(reps) {
+		s.byRep = append(s.byRep, nil)
 	}
+	byRep := s.byRep[:len(reps)]
+	for i := range byRep {
+		byRep[i] = byRep[i][:0]
+	}
+	var anyPorts portSet
+	var byCIDR map[view.Prefix]portSet
 	for _, cp := range pols {
 		rules := cp.out
 		if ingress {
@@ -158,30 +159,35 @@ func (e *Engine) rules(w *workload, ingress bool, known, reps []int32) view.Rule
 		}
 		for i := range rules {
 			cr := &rules[i]
-			// The part of the rule's ports that does not depend on the
-			// destination, and whether a named part remains.
-			fixed := cr.ports.appendTo(nil, nil)
-			if ingress {
-				fixed = cr.ports.appendTo(nil, &w.w)
+			// fixed is the part of the rule's ports that does not depend
+			// on the destination; named says whether a part remains.
+			fixed := func() portSet {
+				if ingress {
+					return cr.ports.appendTo(nil, &w.w)
+				}
+				return cr.ports.appendTo(nil, nil)
 			}
 			named := !ingress && len(cr.ports.named) > 0
 			if cr.any {
 				if cr.ports.all {
 					r.AllowAll = true
 				}
-				anyPorts = append(anyPorts, fixed...)
+				anyPorts = append(anyPorts, fixed()...)
 				if named {
-					for _, id := range reps {
-						p := e.wls[id]
-						byID[p.identity] = cr.ports.appendTo(byID[p.identity], &p.w)
+					for j, id := range reps {
+						byRep[j] = cr.ports.appendTo(byRep[j], &e.wls[id].w)
 					}
 				}
 				continue
 			}
 			for _, pe := range cr.peers {
 				if pe.block != nil {
+					if byCIDR == nil {
+						byCIDR = map[view.Prefix]portSet{}
+					}
+					f := fixed()
 					for _, part := range pe.block.v4 {
-						byCIDR[part] = append(byCIDR[part], fixed...)
+						byCIDR[part] = append(byCIDR[part], f...)
 					}
 					if named {
 						for _, id := range known {
@@ -194,10 +200,13 @@ func (e *Engine) rules(w *workload, ingress bool, known, reps []int32) view.Rule
 					}
 					continue
 				}
-				for _, id := range reps {
+				for j, id := range reps {
 					if pe.members.has(id) {
-						p := e.wls[id]
-						byID[p.identity] = cr.ports.appendTo(byID[p.identity], dstOf(p))
+						dst := &w.w
+						if !ingress {
+							dst = &e.wls[id].w
+						}
+						byRep[j] = cr.ports.appendTo(byRep[j], dst)
 					}
 				}
 			}
@@ -207,13 +216,31 @@ func (e *Engine) rules(w *workload, ingress bool, known, reps []int32) view.Rule
 		return r
 	}
 	r.Any = anyPorts.normalize()
-	for id, ps := range byID {
-		if ps = ps.normalize(); len(ps) > 0 {
-			r.Identities = append(r.Identities, view.IdentityRule{Identity: id, Ports: ps})
+	// One backing array for the ports of every identity rule.
+	total, n := 0, 0
+	for j := range byRep {
+		byRep[j] = byRep[j].normalize()
+		if len(byRep[j]) > 0 {
+			total += len(byRep[j])
+			n++
 		}
 	}
-	slices.SortFunc(r.Identities, func(a, b view.IdentityRule) int { return int(a.Identity) - int(b.Identity) })
-	r.CIDRs = flatten(byCIDR)
+	if n > 0 {
+		backing := make([]view.PortRange, 0, total)
+		r.Identities = make([]view.IdentityRule, 0, n)
+		for j, ps := range byRep {
+			if len(ps) == 0 {
+				continue
+			}
+			start := len(backing)
+			backing = append(backing, ps...)
+			r.Identities = append(r.Identities, view.IdentityRule{Identity: e.hot[reps[j]].identity, Ports: backing[start:len(backing):len(backing)]})
+		}
+		slices.SortFunc(r.Identities, func(a, b view.IdentityRule) int { return int(a.Identity) - int(b.Identity) })
+	}
+	if byCIDR != nil {
+		r.CIDRs = flatten(byCIDR)
+	}
 	return r
 }
 

@@ -44,9 +44,12 @@ func checkViews(t *testing.T, w *world, e *Engine) {
 	o := newOracle(w)
 	all := w.all()
 	byNode := map[string][]int{}
+	nodeOf := map[string]string{}
 	for i := range all {
 		byNode[all[i].Node] = append(byNode[all[i].Node], i)
+		nodeOf[all[i].Key()] = all[i].Node
 	}
+	truth := o.ev.TruthTable(all)
 	for _, n := range w.nodes {
 		v := e.View(n.Name)
 		if v == nil {
@@ -71,6 +74,23 @@ func checkViews(t *testing.T, w *world, e *Engine) {
 		gotPeers := map[string]bool{}
 		for _, p := range v.Peers {
 			gotPeers[p.Node] = true
+		}
+		// Every allowed row of the truth table (declared ports) makes the
+		// two nodes peers.
+		for _, row := range truth {
+			if !row.Allowed {
+				continue
+			}
+			from, to := nodeOf[row.From], nodeOf[row.To]
+			if from != to && (from == n.Name || to == n.Name) {
+				other := from
+				if other == n.Name {
+					other = to
+				}
+				if !gotPeers[other] {
+					t.Fatalf("node %s: truth table allows %s -> %s %d/%s but %s is not a peer", n.Name, row.From, row.To, row.Port, row.Protocol, other)
+				}
+			}
 		}
 		if d := cmp.Diff(wantPeers, gotPeers); d != "" {
 			t.Fatalf("node %s: peers differ from the truth table (-want +got):\n%s", n.Name, d)

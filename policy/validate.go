@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -84,7 +85,13 @@ func validate(np *networkingv1.NetworkPolicy) []problem {
 }
 
 func validateSelector(s *metav1.LabelSelector, p *field.Path) field.ErrorList {
-	return metav1validation.ValidateLabelSelector(s, metav1validation.LabelSelectorValidationOptions{}, p)
+	errs := metav1validation.ValidateLabelSelector(s, metav1validation.LabelSelectorValidationOptions{}, p)
+	for _, e := range errs {
+		if strings.Contains(e.Detail, "not a valid selector operator") {
+			e.Detail += ": use In, NotIn, Exists or DoesNotExist"
+		}
+	}
+	return errs
 }
 
 func validatePeer(peer *networkingv1.NetworkPolicyPeer, p *field.Path) []problem {
