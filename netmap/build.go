@@ -21,6 +21,9 @@ type viewScratch struct {
 	keys    []uint64
 	counts  []int32
 	byRep   []portSet
+	slots   []int32
+	pos     []int32
+	hosts   []*node
 }
 
 var viewPool = sync.Pool{New: func() any { return new(viewScratch) }}
@@ -84,26 +87,53 @@ func (e *Engine) buildView(nd *node) *view.View {
 		remote++
 	}
 	s.counts = counts
+	// Order the peers by node name before laying them out.
+	slots := s.slots[:0]
+	for i := range counts {
+		slots = append(slots, int32(i))
+	}
+	s.slots = slots
+	hosts := s.hosts[:0]
+	for range counts {
+		hosts = append(hosts, nil)
+	}
+	for _, id := range ids {
+		h := &e.hot[id]
+		if h.hostSlot != nd.self {
+			hosts[s.peerIdx[h.hostSlot]] = h.host
+		}
+	}
+	s.hosts = hosts
+	slices.SortFunc(slots, func(a, b int32) int {
+		x, y := hosts[a], hosts[b]
+		if x.rank >= 0 && y.rank >= 0 {
+			return int(x.rank - y.rank)
+		}
+		return strings.Compare(x.n.Name, y.n.Name)
+	})
+	pos := s.pos[:0]
+	for range slots {
+		pos = append(pos, 0)
+	}
+	s.pos = pos
 	v.Peers = make([]view.Peer, len(counts))
 	backing := make([]view.Prefix, remote)
 	off := 0
-	for i := range v.Peers {
-		v.Peers[i].AllowedIPs = backing[off : off : off+int(counts[i])]
-		off += int(counts[i])
+	for i, slot := range slots {
+		pos[slot] = int32(i)
+		n := &hosts[slot].n
+		v.Peers[i] = view.Peer{Node: n.Name, PublicKey: n.PublicKey, Endpoints: n.Endpoints,
+			AllowedIPs: backing[off : off : off+int(counts[slot])]}
+		off += int(counts[slot])
 	}
 	for _, id := range ids {
 		h := &e.hot[id]
 		if h.hostSlot == nd.self {
 			continue
 		}
-		pe := &v.Peers[s.peerIdx[h.hostSlot]]
-		if pe.Node == "" {
-			n := &h.host.n
-			pe.Node, pe.PublicKey, pe.Endpoints = n.Name, n.PublicKey, n.Endpoints
-		}
+		pe := &v.Peers[pos[s.peerIdx[h.hostSlot]]]
 		pe.AllowedIPs = append(pe.AllowedIPs, view.HostPrefix(h.ip))
 	}
-	slices.SortFunc(v.Peers, func(a, b view.Peer) int { return strings.Compare(a.Node, b.Node) })
 
 	repList := make([]int32, 0, len(reps))
 	for _, id := range reps {

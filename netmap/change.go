@@ -252,7 +252,7 @@ func (e *Engine) upsertNode(t *txn, n inventory.Node) error {
 	n.Endpoints = slices.Clone(n.Endpoints)
 	nd, exists := e.nodes[n.Name]
 	if !exists {
-		nd = &node{n: n}
+		nd = &node{n: n, rank: -1}
 		e.nodes[n.Name] = nd
 		if err := e.addWorkload(n.AsWorkload(), false); err != nil {
 			delete(e.nodes, n.Name)

@@ -67,6 +67,7 @@ type namespace struct {
 
 type node struct {
 	n       inventory.Node
+	rank    int32 // position by name among the nodes of New; -1 for later ones
 	self    int32 // the workload standing for the node
 	members idlist
 	view    *view.View
@@ -201,8 +202,14 @@ func New(in Input) (*Engine, error) {
 			return nil, err
 		}
 	}
-	for _, nd := range e.nodes {
+	names := make([]string, 0, len(e.nodes))
+	for name, nd := range e.nodes {
 		nd.self = e.byKey[nd.n.Namespace+"/"+nd.n.Name]
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for i, name := range names {
+		e.nodes[name].rank = int32(i)
 	}
 	for _, w := range e.wls {
 		e.syncHot(w)
@@ -239,10 +246,6 @@ func New(in Input) (*Engine, error) {
 		}
 	}
 	e.allFlows()
-	names := make([]string, 0, len(e.nodes))
-	for name := range e.nodes {
-		names = append(names, name)
-	}
 	views := make([]*view.View, len(names))
 	parallel(len(names), func(i int) { views[i] = e.buildView(e.nodes[names[i]]) })
 	for i, name := range names {

@@ -344,15 +344,34 @@ func (e *Engine) allFlows() {
 		}
 		results[k] = out
 	})
-	for _, w := range e.wls {
-		if w != nil {
-			w.in, w.out = w.in[:0], w.out[:0]
+	// Transpose the pairs into per-workload lists: count, carve one
+	// backing array, fill, then sort each list.
+	outN := make([]int32, n)
+	inN := make([]int32, n)
+	total := 0
+	for _, rs := range results {
+		for _, p := range rs {
+			outN[p.from]++
+			inN[p.to]++
 		}
+		total += len(rs)
+	}
+	backing := make([]int32, 2*total)
+	off := 0
+	for id, w := range e.wls {
+		if w == nil {
+			continue
+		}
+		w.out = backing[off : off : off+int(outN[id])]
+		off += int(outN[id])
+		w.in = backing[off : off : off+int(inN[id])]
+		off += int(inN[id])
 	}
 	for _, rs := range results {
 		for _, p := range rs {
-			e.wls[p.from].out = append(e.wls[p.from].out, p.to)
-			e.wls[p.to].in = append(e.wls[p.to].in, p.from)
+			a, b := e.wls[p.from], e.wls[p.to]
+			a.out = append(a.out, p.to)
+			b.in = append(b.in, p.from)
 		}
 	}
 	parallel(n, func(id int) {
