@@ -180,47 +180,37 @@ func (inv *Inventory) Validate() error {
 		ips[ip] = who
 	}
 	names := map[string]string{}
+	// checkMember checks what nodes and workloads share: each is a workload.
+	checkMember := func(where, kind string, w Workload) {
+		for _, e := range validation.IsDNS1123Subdomain(w.Name) {
+			add("%s.name: %q: %s", where, w.Name, e)
+		}
+		if !nsSeen[w.Namespace] {
+			add("%s.namespace: namespace %q is not listed under namespaces", where, w.Namespace)
+		}
+		if other, ok := names[w.Key()]; ok {
+			add("%s: %s is already the name of %s", where, w.Key(), other)
+		}
+		names[w.Key()] = where
+		checkLabels(where, w.Labels)
+		checkIP(where, kind+" "+w.Key(), w.IP)
+		checkPorts(where, w.Ports)
+	}
 	nodeSeen := map[string]bool{}
 	for i, n := range inv.Nodes {
 		w := fmt.Sprintf("nodes[%d]", i)
-		for _, e := range validation.IsDNS1123Subdomain(n.Name) {
-			add("%s.name: %q: %s", w, n.Name, e)
-		}
 		if nodeSeen[n.Name] {
 			add("%s.name: node %q is listed twice", w, n.Name)
 		}
 		nodeSeen[n.Name] = true
-		if !nsSeen[n.Namespace] {
-			add("%s.namespace: namespace %q is not listed under namespaces", w, n.Namespace)
-		}
-		key := n.Namespace + "/" + n.Name
-		if other, ok := names[key]; ok {
-			add("%s: %s is already the name of %s", w, key, other)
-		}
-		names[key] = w
-		checkLabels(w, n.Labels)
-		checkIP(w, "node "+n.Name, n.IP)
-		checkPorts(w, n.Ports)
+		checkMember(w, "node", n.AsWorkload())
 	}
 	for i, wl := range inv.Workloads {
 		w := fmt.Sprintf("workloads[%d]", i)
-		for _, e := range validation.IsDNS1123Subdomain(wl.Name) {
-			add("%s.name: %q: %s", w, wl.Name, e)
-		}
-		if !nsSeen[wl.Namespace] {
-			add("%s.namespace: namespace %q is not listed under namespaces", w, wl.Namespace)
-		}
 		if wl.Node != "" && len(inv.Nodes) > 0 && !nodeSeen[wl.Node] {
 			add("%s.node: node %q is not listed under nodes", w, wl.Node)
 		}
-		key := wl.Key()
-		if other, ok := names[key]; ok {
-			add("%s: %s is already the name of %s", w, key, other)
-		}
-		names[key] = w
-		checkLabels(w, wl.Labels)
-		checkIP(w, "workload "+key, wl.IP)
-		checkPorts(w, wl.Ports)
+		checkMember(w, "workload", wl)
 	}
 	if len(errs) == 0 {
 		return nil

@@ -164,10 +164,7 @@ func (e *Engine) buildView(nd *node) *view.View {
 // each identity in known: workloads of one identity match the same
 // selectors and resolve named ports alike.
 func (e *Engine) rules(w *workload, ingress bool, known, reps []int32, s *viewScratch) view.Rules {
-	pols := w.outPol
-	if ingress {
-		pols = w.inPol
-	}
+	pols := polsOf(w, ingress)
 	if len(pols) == 0 {
 		return view.Rules{AllowAll: e.baseline == policy.BaselineAllow}
 	}
@@ -183,10 +180,7 @@ func (e *Engine) rules(w *workload, ingress bool, known, reps []int32, s *viewSc
 	var anyPorts portSet
 	var byCIDR map[view.Prefix]portSet
 	for _, cp := range pols {
-		rules := cp.out
-		if ingress {
-			rules = cp.in
-		}
+		rules := rulesOf(cp, ingress)
 		for i := range rules {
 			cr := &rules[i]
 			// fixed is the part of the rule's ports that does not depend

@@ -164,13 +164,7 @@ func (e *Engine) UpsertWorkload(w inventory.Workload) ([]string, error) {
 
 // replaceWorkload updates a workload in place, keeping its id.
 func (e *Engine) replaceWorkload(wl *workload, w inventory.Workload) {
-	ns := wl.ns
-	ns.members.remove(wl.id)
-	for k, v := range wl.w.Labels {
-		l := ns.byLabel[k][v]
-		l.remove(wl.id)
-		ns.byLabel[k][v] = l
-	}
+	wl.ns.unindex(wl.id, wl.w.Labels)
 	if nd, ok := e.nodes[wl.w.Node]; ok {
 		nd.members.remove(wl.id)
 	}
@@ -182,17 +176,7 @@ func (e *Engine) replaceWorkload(wl *workload, w inventory.Workload) {
 		ns = e.putNamespace(inventory.Namespace{Name: w.Namespace})
 	}
 	wl.ns = ns
-	ns.members.add(wl.id)
-	for k, v := range w.Labels {
-		m := ns.byLabel[k]
-		if m == nil {
-			m = map[string]idlist{}
-			ns.byLabel[k] = m
-		}
-		l := m[v]
-		l.add(wl.id)
-		m[v] = l
-	}
+	ns.index(wl.id, w.Labels)
 	if nd, ok := e.nodes[w.Node]; ok {
 		nd.members.add(wl.id)
 		wl.host = nd
@@ -399,14 +383,8 @@ func (e *Engine) UpsertPolicy(p *policy.Policy) ([]string, error) {
 	cp := &cpolicy{}
 	e.compile(cp, p)
 	e.policies[key] = cp
-	list := e.polByNS[cp.ns]
-	for i, q := range list {
-		if q.key == key {
-			list = append(list[:i], list[i+1:]...)
-			break
-		}
-	}
-	e.polByNS[cp.ns] = append(list, cp)
+	e.unlistPolicy(cp.ns, key)
+	e.polByNS[cp.ns] = append(e.polByNS[cp.ns], cp)
 	sortPolicies(e.polByNS[cp.ns])
 	for _, id := range cp.selected {
 		t.touch(id)
@@ -426,15 +404,20 @@ func (e *Engine) DeletePolicy(key string) ([]string, error) {
 		t.touch(id)
 	}
 	delete(e.policies, key)
-	list := e.polByNS[old.ns]
-	for i, q := range list {
-		if q.key == key {
-			e.polByNS[old.ns] = append(list[:i], list[i+1:]...)
-			break
-		}
-	}
+	e.unlistPolicy(old.ns, key)
 	e.reselect(t)
 	return t.finish(), nil
+}
+
+// unlistPolicy drops a policy from its namespace's list.
+func (e *Engine) unlistPolicy(ns, key string) {
+	list := e.polByNS[ns]
+	for i, q := range list {
+		if q.key == key {
+			e.polByNS[ns] = append(list[:i], list[i+1:]...)
+			return
+		}
+	}
 }
 
 // reselect recomputes which policies select each touched workload.
@@ -444,18 +427,7 @@ func (e *Engine) reselect(t *txn) {
 		if wl == nil {
 			continue
 		}
-		wl.inPol, wl.outPol = wl.inPol[:0], wl.outPol[:0]
-		for _, cp := range e.polByNS[wl.w.Namespace] {
-			if cp.selected.has(id) {
-				if cp.ingress {
-					wl.inPol = append(wl.inPol, cp)
-				}
-				if cp.egress {
-					wl.outPol = append(wl.outPol, cp)
-				}
-			}
-		}
-		markBlocks(wl)
+		e.setPolicies(wl)
 	}
 }
 

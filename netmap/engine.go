@@ -307,6 +307,35 @@ func (e *Engine) Stats() Stats {
 	return s
 }
 
+// index adds a workload to the namespace's member list and label index.
+func (ns *namespace) index(id int32, l map[string]string) {
+	ns.members.add(id)
+	for k, v := range l {
+		m := ns.byLabel[k]
+		if m == nil {
+			m = map[string]idlist{}
+			ns.byLabel[k] = m
+		}
+		list := m[v]
+		list.add(id)
+		m[v] = list
+	}
+}
+
+// unindex removes what index added.
+func (ns *namespace) unindex(id int32, l map[string]string) {
+	ns.members.remove(id)
+	for k, v := range l {
+		list := ns.byLabel[k][v]
+		list.remove(id)
+		if len(list) == 0 {
+			delete(ns.byLabel[k], v)
+		} else {
+			ns.byLabel[k][v] = list
+		}
+	}
+}
+
 func (e *Engine) putNamespace(ns inventory.Namespace) *namespace {
 	n, ok := e.namespaces[ns.Name]
 	if !ok {
@@ -359,17 +388,7 @@ func (e *Engine) addWorkload(w inventory.Workload, bulk bool) error {
 	wl.identity = e.ids.acquire(wl.idKey)
 	e.wls[id] = wl
 	e.byKey[key] = id
-	ns.members.add(id)
-	for k, v := range w.Labels {
-		m := ns.byLabel[k]
-		if m == nil {
-			m = map[string]idlist{}
-			ns.byLabel[k] = m
-		}
-		l := m[v]
-		l.add(id)
-		m[v] = l
-	}
+	ns.index(id, w.Labels)
 	if nd != nil {
 		nd.members.add(id)
 		wl.host = nd
@@ -395,17 +414,7 @@ func (e *Engine) removeWorkload(wl *workload) {
 			}
 		}
 	}
-	ns := wl.ns
-	ns.members.remove(wl.id)
-	for k, v := range wl.w.Labels {
-		l := ns.byLabel[k][v]
-		l.remove(wl.id)
-		if len(l) == 0 {
-			delete(ns.byLabel[k], v)
-		} else {
-			ns.byLabel[k][v] = l
-		}
-	}
+	wl.ns.unindex(wl.id, wl.w.Labels)
 	if nd, ok := e.nodes[wl.w.Node]; ok {
 		nd.members.remove(wl.id)
 	}
@@ -420,7 +429,6 @@ func (e *Engine) removeWorkload(wl *workload) {
 // indexInPolicies recomputes which policies select wl and which peers match
 // it.
 func (e *Engine) indexInPolicies(wl *workload) {
-	wl.inPol, wl.outPol = wl.inPol[:0], wl.outPol[:0]
 	set := labels.Set(wl.w.Labels)
 	for _, cp := range e.policies {
 		if cp.ns == wl.w.Namespace && cp.pods.Matches(set) {
@@ -443,6 +451,13 @@ func (e *Engine) indexInPolicies(wl *workload) {
 			}
 		}
 	}
+	e.setPolicies(wl)
+}
+
+// setPolicies recomputes which policies select wl, per direction, from the
+// policies' selections.
+func (e *Engine) setPolicies(wl *workload) {
+	wl.inPol, wl.outPol = wl.inPol[:0], wl.outPol[:0]
 	for _, cp := range e.polByNS[wl.w.Namespace] {
 		if cp.selected.has(wl.id) {
 			if cp.ingress {

@@ -38,6 +38,22 @@ func (s *scratch) first(id int32) bool {
 	return true
 }
 
+// polsOf returns the policies selecting w for a direction.
+func polsOf(w *workload, ingress bool) []*cpolicy {
+	if ingress {
+		return w.inPol
+	}
+	return w.outPol
+}
+
+// rulesOf returns a policy's rules for a direction.
+func rulesOf(cp *cpolicy, ingress bool) []crule {
+	if ingress {
+		return cp.in
+	}
+	return cp.out
+}
+
 // ruleMatches reports whether a rule's peers include other.
 func ruleMatches(r *crule, other *workload) bool {
 	if r.any {
@@ -66,10 +82,7 @@ func (e *Engine) sidePorts(self, other *workload, ingress bool, buf portSet) (ps
 		return buf, e.baseline == policy.BaselineAllow
 	}
 	for _, cp := range pols {
-		rules := cp.out
-		if ingress {
-			rules = cp.in
-		}
+		rules := rulesOf(cp, ingress)
 		for i := range rules {
 			r := &rules[i]
 			if !ruleMatches(r, other) {
@@ -128,18 +141,12 @@ func (e *Engine) decideFlow(a, b *workload, s *scratch) bool {
 // it (ingress) or that it could reach (egress), possibly more than once.
 // It returns true without visiting when that is every workload.
 func (e *Engine) candidates(w *workload, ingress bool, visit func(int32)) (all bool) {
-	pols := w.outPol
-	if ingress {
-		pols = w.inPol
-	}
+	pols := polsOf(w, ingress)
 	if len(pols) == 0 {
 		return e.baseline == policy.BaselineAllow
 	}
 	for _, cp := range pols {
-		rules := cp.out
-		if ingress {
-			rules = cp.in
-		}
+		rules := rulesOf(cp, ingress)
 		for i := range rules {
 			if rules[i].any {
 				return true
@@ -150,10 +157,7 @@ func (e *Engine) candidates(w *workload, ingress bool, visit func(int32)) (all b
 		return false
 	}
 	for _, cp := range pols {
-		rules := cp.out
-		if ingress {
-			rules = cp.in
-		}
+		rules := rulesOf(cp, ingress)
 		for i := range rules {
 			for _, pe := range rules[i].peers {
 				if pe.block != nil {
@@ -241,16 +245,10 @@ func (e *Engine) groupMembers() {
 // grouped by identity; ipBlock members come one by one. It must follow
 // groupMembers, and the caller must have handled the all case.
 func (e *Engine) candidateGroups(w *workload, ingress bool, visit func([]int32)) {
-	pols := w.outPol
-	if ingress {
-		pols = w.inPol
-	}
+	pols := polsOf(w, ingress)
 	var one [1]int32
 	for _, cp := range pols {
-		rules := cp.out
-		if ingress {
-			rules = cp.in
-		}
+		rules := rulesOf(cp, ingress)
 		for i := range rules {
 			for _, pe := range rules[i].peers {
 				if pe.block != nil {
