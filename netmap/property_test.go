@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/latchnet/latch/inventory"
 	"github.com/latchnet/latch/policy"
 	"github.com/latchnet/latch/view"
@@ -212,8 +213,10 @@ func TestIncrementalMatchesFull(t *testing.T) {
 			for step := 0; step < 25; step++ {
 				before := views(e)
 				prev := map[string]uint64{}
+				prevViews := map[string]*view.View{}
 				for _, n := range e.Nodes() {
 					prev[n] = e.View(n).Version
+					prevViews[n] = e.View(n)
 				}
 				desc, changed := applyRandomChange(t, r, w, e)
 				after := views(e)
@@ -239,6 +242,20 @@ func TestIncrementalMatchesFull(t *testing.T) {
 					t.Fatalf("step %d (%s): reported changed nodes (-want +got):\n%s", step, desc, d)
 				}
 				for _, n := range changed {
+					// The delta from the old view rebuilds the new one.
+					if old, cur := prevViews[n], e.View(n); old != nil && cur != nil {
+						d := view.Diff(old, cur)
+						got, err := d.Apply(old)
+						if err != nil {
+							t.Fatal(err)
+						}
+						if diff := cmp.Diff(cur, got, cmpopts.EquateEmpty(), cmpopts.EquateComparable(netip.AddrPort{})); diff != "" {
+							t.Fatalf("step %d: node %s: delta does not rebuild the view (-want +got):\n%s", step, n, diff)
+						}
+						if d.Empty() {
+							t.Fatalf("step %d: node %s reported changed but the delta is empty", step, n)
+						}
+					}
 					if v := e.View(n); v != nil && v.Version <= prev[n] {
 						t.Fatalf("step %d: node %s changed but its version went from %d to %d", step, n, prev[n], v.Version)
 					}

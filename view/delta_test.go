@@ -1,0 +1,47 @@
+package view
+
+import (
+	"errors"
+	"reflect"
+	"testing"
+)
+
+func TestDeltaRoundTrip(t *testing.T) {
+	old := &View{Node: "a", Version: 3,
+		Peers: []Peer{{Node: "b", AllowedIPs: []Prefix{MustPrefix("100.64.0.2/32")}}, {Node: "c"}},
+		Identities: []IdentityEntry{
+			{MustAddr("100.64.0.1"), 256}, {MustAddr("100.64.0.2"), 257}, {MustAddr("100.64.0.3"), 258}},
+		Workloads: []WorkloadRules{{Workload: "x/a", IP: MustAddr("100.64.0.1"), Identity: 256}},
+	}
+	cur := &View{Node: "a", Version: 5,
+		Peers: []Peer{{Node: "b", AllowedIPs: []Prefix{MustPrefix("100.64.0.2/32"), MustPrefix("100.64.0.9/32")}}, {Node: "d"}},
+		Identities: []IdentityEntry{
+			{MustAddr("100.64.0.1"), 256}, {MustAddr("100.64.0.2"), 300}, {MustAddr("100.64.0.9"), 259}},
+		Workloads: []WorkloadRules{{Workload: "x/a", IP: MustAddr("100.64.0.1"), Identity: 256, Ingress: Rules{Isolated: true}}},
+	}
+	d := Diff(old, cur)
+	if d.Base != 3 || d.Version != 5 {
+		t.Fatalf("versions %d→%d", d.Base, d.Version)
+	}
+	if got, want := len(d.UpsertPeers), 2; got != want { // b changed, d new
+		t.Errorf("upsert peers = %d, want %d", got, want)
+	}
+	if !reflect.DeepEqual(d.RemovePeers, []string{"c"}) || !reflect.DeepEqual(d.RemoveIdentities, []Addr{MustAddr("100.64.0.3")}) {
+		t.Errorf("removals: %v %v", d.RemovePeers, d.RemoveIdentities)
+	}
+	got, err := d.Apply(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, cur) {
+		t.Errorf("Apply(Diff) = %+v\nwant %+v", got, cur)
+	}
+	if same := Diff(cur, cur); !same.Empty() {
+		t.Errorf("diff of a view with itself is not empty: %+v", same)
+	}
+	stale := *old
+	stale.Version = 2
+	if _, err := d.Apply(&stale); !errors.Is(err, ErrBase) {
+		t.Errorf("Apply on another base: %v, want ErrBase", err)
+	}
+}
