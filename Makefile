@@ -8,9 +8,9 @@ LDFLAGS := -s -w -X github.com/latchnet/latch/cli.Version=$(VERSION)
 BIN     := bin/latch
 FUZZTIME ?= 15s
 
-# Debian packages the targets need (none yet beyond Go itself; later
-# issues add wireguard-tools, iproute2, clang, chromium, postgresql, ...).
-DEB_PACKAGES ?=
+# Debian packages the targets need (the WireGuard tests use ip, wg and ping;
+# later issues add clang, chromium, postgresql, ...).
+DEB_PACKAGES ?= iproute2 wireguard-tools iputils-ping
 
 .PHONY: all build deps test lint unit fuzz bench demo clean
 

@@ -106,6 +106,9 @@ func (e *Engine) rebuild(names map[string]bool) []string {
 				continue
 			}
 		}
+		if nd.version == 0 {
+			nd.version = e.versionBase
+		}
 		nd.version++
 		nv.Version = nd.version
 		nd.view = nv

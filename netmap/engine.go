@@ -35,6 +35,9 @@ type Input struct {
 	Workloads []inventory.Workload
 	Policies  []*policy.Policy
 	Baseline  policy.Baseline
+	// VersionBase is added to every view version, so that versions stay
+	// unique across coordinator restarts (the first view is VersionBase+1).
+	VersionBase uint64
 }
 
 // Engine holds the compiled state and the current view of every node.
@@ -53,6 +56,8 @@ type Engine struct {
 	// hot mirrors the fields of wls that view building reads for every
 	// partner, densely, to spare it a pointer chase per entry.
 	hot []hotWorkload
+
+	versionBase uint64 // Input.VersionBase
 
 	ipIndex []int32 // ids sorted by address; rebuilt when ipDirty
 	ipDirty bool
@@ -171,14 +176,15 @@ func New(in Input) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{
-		baseline:   in.Baseline,
-		namespaces: map[string]*namespace{},
-		nodes:      map[string]*node{},
-		byKey:      map[string]int32{},
-		policies:   map[string]*cpolicy{},
-		polByNS:    map[string][]*cpolicy{},
-		ids:        newIdentities(),
-		ipDirty:    true,
+		baseline:    in.Baseline,
+		namespaces:  map[string]*namespace{},
+		nodes:       map[string]*node{},
+		byKey:       map[string]int32{},
+		policies:    map[string]*cpolicy{},
+		polByNS:     map[string][]*cpolicy{},
+		ids:         newIdentities(),
+		ipDirty:     true,
+		versionBase: in.VersionBase,
 	}
 	for _, ns := range in.Namespaces {
 		e.putNamespace(ns)
@@ -250,8 +256,8 @@ func New(in Input) (*Engine, error) {
 	parallel(len(names), func(i int) { views[i] = e.buildView(e.nodes[names[i]]) })
 	for i, name := range names {
 		nd := e.nodes[name]
-		nd.version = 1
-		views[i].Version = 1
+		nd.version = in.VersionBase + 1
+		views[i].Version = nd.version
 		nd.view = views[i]
 	}
 	return e, nil
