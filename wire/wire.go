@@ -1,0 +1,97 @@
+// Package wire defines the JSON messages between a node agent and the
+// coordinator's node API. It is the only coordinator-side package the node
+// imports (with the view and inventory types it carries). Pure data.
+package wire
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/view"
+)
+
+// Node API paths. Every call but Enroll is made over mTLS with the node's
+// SVID; the coordinator takes the node's identity from that certificate
+// only, never from a request body.
+const (
+	PathEnroll   = "/v1/node/enroll"
+	PathRenew    = "/v1/node/renew"
+	PathRegister = "/v1/node/register"
+	// PathStream is a GET that streams newline-delimited StreamMessage
+	// JSON; the query parameter "have" is the view version the node holds.
+	PathStream = "/v1/node/stream"
+)
+
+// EnrollRequest trades a join token and a CSR for a first SVID.
+type EnrollRequest struct {
+	Token string `json:"token"`
+	// Name is the node name the agent asks for; the SPIFFE ID becomes
+	// spiffe://<td>/latch/node/<name>.
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels,omitempty"`
+	CSR    []byte            `json:"csr"` // DER
+}
+
+// SVIDResponse carries a signed SVID, the trust bundle and what the
+// coordinator knows of the node.
+type SVIDResponse struct {
+	Chain     [][]byte  `json:"chain"`  // DER, leaf first
+	Bundle    [][]byte  `json:"bundle"` // DER CA certificates
+	ExpiresAt time.Time `json:"expiresAt"`
+	Node      NodeInfo  `json:"node"`
+}
+
+// RenewRequest asks for a new SVID; it must come over mTLS with the
+// current one.
+type RenewRequest struct {
+	CSR []byte `json:"csr"` // DER
+}
+
+// NodeInfo is the coordinator's record of a node as the node may see it.
+type NodeInfo struct {
+	Name      string            `json:"name"`
+	Namespace string            `json:"namespace"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	IP        netip.Addr        `json:"ip"`
+	Route     netip.Prefix      `json:"route"` // the overlay, routed into the WireGuard device
+}
+
+// RegisterRequest tells the coordinator how to reach the node and what
+// runs on it. It replaces everything registered before.
+type RegisterRequest struct {
+	PublicKey string           `json:"publicKey"` // WireGuard, base64
+	Endpoints []netip.AddrPort `json:"endpoints"` // underlay
+	Ports     []inventory.Port `json:"ports,omitempty"`
+	Workloads []WorkloadDecl   `json:"workloads,omitempty"`
+}
+
+// WorkloadDecl declares a workload; the coordinator assigns its address.
+type WorkloadDecl struct {
+	Name      string            `json:"name"`
+	Namespace string            `json:"namespace"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Ports     []inventory.Port  `json:"ports,omitempty"`
+}
+
+// RegisterResponse gives the addresses the coordinator assigned.
+type RegisterResponse struct {
+	Node      NodeInfo             `json:"node"`
+	Workloads []inventory.Workload `json:"workloads,omitempty"`
+}
+
+// StreamMessage is one line of the view stream: a full view, a delta from
+// the version the node holds, or a keepalive.
+type StreamMessage struct {
+	Full      *view.View  `json:"full,omitempty"`
+	Delta     *view.Delta `json:"delta,omitempty"`
+	Keepalive bool        `json:"keepalive,omitempty"`
+}
+
+// Error is the body of every non-2xx answer: what went wrong and what to
+// do about it.
+type Error struct {
+	Error string `json:"error"`
+	// Code is a stable machine-readable reason, such as "token_used".
+	Code string `json:"code,omitempty"`
+}
