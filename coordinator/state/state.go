@@ -1,0 +1,539 @@
+// Package state is the one owner of the coordinator's mutations. Every
+// change goes through it: it validates the whole change first, writes the
+// store and an audit entry in one transaction, applies the change to the
+// view engine (package netmap) inside that transaction so that a refused
+// change leaves nothing behind, and publishes the views that changed to
+// the nodes' mailboxes (package fanout).
+//
+// Only the coordinator's API layer imports it.
+package state
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/latchnet/latch/coordinator/fanout"
+	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/netmap"
+	"github.com/latchnet/latch/policy"
+	"github.com/latchnet/latch/view"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/yaml"
+)
+
+// DefaultPool is the overlay.
+var DefaultPool = netip.MustParsePrefix("100.64.0.0/10")
+
+// DefaultNamespace is where a node goes whose token names no namespace.
+const DefaultNamespace = "default"
+
+// Log field names.
+const (
+	logNode   = "node"
+	logChange = "change"
+	logViews  = "views_changed"
+	logErr    = "err"
+)
+
+// Errors callers can match.
+var (
+	ErrInvalid  = errors.New("invalid request")
+	ErrNotFound = store.ErrNotFound
+	ErrConflict = store.ErrConflict
+)
+
+// Options configure a State.
+type Options struct {
+	Baseline policy.Baseline // default deny
+	Pool     netip.Prefix    // default DefaultPool
+	Now      func() time.Time
+	Log      *slog.Logger
+}
+
+// State holds the engine built from the store and the mailboxes.
+type State struct {
+	st   store.Store
+	hub  *fanout.Hub
+	opts Options
+
+	mu  sync.Mutex     // serializes changes; must hold to use eng
+	eng *netmap.Engine // must hold mu
+	// touched is set by a change that modified eng before it could fail;
+	// if the change then fails, eng is rebuilt from the store. Must hold mu.
+	touched bool
+}
+
+// Open loads everything from the store, computes every view and publishes
+// them.
+func Open(ctx context.Context, st store.Store, hub *fanout.Hub, opts Options) (*State, error) {
+	if opts.Baseline == "" {
+		opts.Baseline = policy.BaselineDeny
+	}
+	if !opts.Pool.IsValid() {
+		opts.Pool = DefaultPool
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &State{st: st, hub: hub, opts: opts}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.loadLocked(ctx); err != nil {
+		return nil, err
+	}
+	for _, n := range s.eng.Nodes() {
+		hub.Publish(s.eng.View(n))
+	}
+	return s, nil
+}
+
+// loadLocked rebuilds the engine from the store. Versions start above the
+// wall clock in nanoseconds, so they never repeat across restarts. Must
+// hold s.mu.
+func (s *State) loadLocked(ctx context.Context) error {
+	in := netmap.Input{Baseline: s.opts.Baseline, VersionBase: uint64(s.opts.Now().UnixNano())}
+	err := s.st.View(ctx, func(tx store.Tx) error {
+		nss, err := tx.ListNamespaces()
+		if err != nil {
+			return err
+		}
+		for _, ns := range nss {
+			in.Namespaces = append(in.Namespaces, inventory.Namespace{Name: ns.Name, Labels: ns.Labels})
+		}
+		nodes, err := tx.ListNodes()
+		if err != nil {
+			return err
+		}
+		for _, n := range nodes {
+			in.Nodes = append(in.Nodes, toInventory(n))
+		}
+		if in.Workloads, err = tx.ListWorkloads(); err != nil {
+			return err
+		}
+		ps, err := tx.ListPolicies()
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			parsed, err := policy.Parse("stored policy "+p.Namespace+"/"+p.Name, []byte(p.YAML))
+			if err != nil {
+				return fmt.Errorf("the store holds a policy that no longer validates: %w", err)
+			}
+			in.Policies = append(in.Policies, parsed...)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("loading state: %w", err)
+	}
+	eng, err := netmap.New(in)
+	if err != nil {
+		return fmt.Errorf("computing views: %w", err)
+	}
+	s.eng = eng
+	return nil
+}
+
+func toInventory(n store.Node) inventory.Node {
+	return inventory.Node{Name: n.Name, Namespace: n.Namespace, Labels: n.Labels, IP: n.IP,
+		PublicKey: n.PublicKey, Endpoints: n.Endpoints, Ports: n.Ports}
+}
+
+// change runs one mutation: fn writes the store (through tx) and applies
+// the change to the engine, returning the nodes whose views changed. If fn
+// fails nothing is written and the engine is unchanged (engine methods
+// validate before they mutate). If the commit fails after the engine
+// changed, the engine is rebuilt from the store.
+func (s *State) change(ctx context.Context, what, actor, object string, detail any, fn func(tx store.Tx) ([]string, error)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var changed []string
+	s.touched = false
+	err := s.st.Update(ctx, func(tx store.Tx) error {
+		d, _ := json.Marshal(detail)
+		if _, err := tx.AppendAudit(store.AuditEntry{Time: s.opts.Now(), Actor: actor, Action: what, Object: object, Detail: string(d)}); err != nil {
+			return err
+		}
+		var err error
+		changed, err = fn(tx)
+		if err == nil {
+			s.touched = true // the engine took the change; the commit may still fail
+		}
+		return err
+	})
+	if err != nil {
+		if s.touched {
+			s.opts.Log.Warn("change failed after the engine was modified; reloading it from the store", logChange, what, logErr, err)
+			if rerr := s.loadLocked(ctx); rerr != nil {
+				return errors.Join(err, rerr)
+			}
+			for _, n := range s.eng.Nodes() {
+				s.hub.Publish(s.eng.View(n))
+			}
+		}
+		return err
+	}
+	for _, n := range changed {
+		if v := s.eng.View(n); v != nil {
+			s.hub.Publish(v)
+		} else {
+			s.hub.Remove(n)
+		}
+	}
+	s.opts.Log.Info("state changed", logChange, what, "object", object, logViews, len(changed))
+	return nil
+}
+
+// View returns the current view of a node, or nil.
+func (s *State) View(node string) *view.View { return s.hub.Latest(node) }
+
+// Hub returns the mailboxes the node API streams from.
+func (s *State) Hub() *fanout.Hub { return s.hub }
+
+// ensureNamespace creates ns in the store and the engine when missing.
+func (s *State) ensureNamespace(tx store.Tx, ns string) error {
+	if _, err := tx.GetNamespace(ns); err == nil {
+		return nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+		return fmt.Errorf("%w: namespace %q: %s", ErrInvalid, ns, errs[0])
+	}
+	if err := tx.PutNamespace(store.Namespace{Name: ns, Mode: "enforce"}); err != nil {
+		return err
+	}
+	s.touched = true
+	_, err := s.eng.UpsertNamespace(inventory.Namespace{Name: ns})
+	return err
+}
+
+// PutNamespace creates a namespace or changes its labels and mode.
+func (s *State) PutNamespace(ctx context.Context, actor string, ns store.Namespace) error {
+	if errs := validation.IsDNS1123Label(ns.Name); len(errs) > 0 {
+		return fmt.Errorf("%w: namespace %q: %s", ErrInvalid, ns.Name, errs[0])
+	}
+	if ns.Mode == "" {
+		ns.Mode = "enforce"
+	}
+	if ns.Mode != "enforce" && ns.Mode != "monitor" {
+		return fmt.Errorf("%w: namespace %s: mode %q: must be enforce or monitor", ErrInvalid, ns.Name, ns.Mode)
+	}
+	inv := inventory.Inventory{Namespaces: []inventory.Namespace{{Name: ns.Name, Labels: ns.Labels}}}
+	if err := inv.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return s.change(ctx, "namespace.put", actor, ns.Name, ns, func(tx store.Tx) ([]string, error) {
+		if err := tx.PutNamespace(ns); err != nil {
+			return nil, err
+		}
+		return s.eng.UpsertNamespace(inventory.Namespace{Name: ns.Name, Labels: ns.Labels})
+	})
+}
+
+// ApplyPolicies validates every document of files and, only if all are
+// valid, stores and applies them together. It returns the keys applied.
+func (s *State) ApplyPolicies(ctx context.Context, actor string, files ...policy.File) ([]string, error) {
+	ps, err := policy.ParseFiles(files...)
+	if err != nil {
+		return nil, err
+	}
+	if len(ps) == 0 {
+		return nil, fmt.Errorf("%w: no NetworkPolicy documents found", ErrInvalid)
+	}
+	type stored struct{ key, yaml string }
+	var docs []stored
+	var keys []string
+	for _, p := range ps {
+		out, err := yaml.Marshal(&p.NetworkPolicy)
+		if err != nil {
+			return nil, fmt.Errorf("encoding policy %s: %w", p.Key(), err)
+		}
+		docs = append(docs, stored{p.Key(), string(out)})
+		keys = append(keys, p.Key())
+	}
+	err = s.change(ctx, "policy.apply", actor, fmt.Sprint(keys), docs, func(tx store.Tx) ([]string, error) {
+		changed := map[string]bool{}
+		for i, p := range ps {
+			if err := s.ensureNamespace(tx, p.Namespace); err != nil {
+				return nil, err
+			}
+			if err := tx.PutPolicy(store.Policy{Namespace: p.Namespace, Name: p.Name, YAML: docs[i].yaml, UpdatedAt: s.opts.Now()}); err != nil {
+				return nil, err
+			}
+		}
+		for _, p := range ps {
+			s.touched = true
+			ch, err := s.eng.UpsertPolicy(p)
+			if err != nil {
+				return nil, err
+			}
+			for _, n := range ch {
+				changed[n] = true
+			}
+		}
+		return keysOf(changed), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return keys, nil
+}
+
+// DeletePolicy removes one policy.
+func (s *State) DeletePolicy(ctx context.Context, actor, namespace, name string) error {
+	key := namespace + "/" + name
+	return s.change(ctx, "policy.delete", actor, key, nil, func(tx store.Tx) ([]string, error) {
+		if err := tx.DeletePolicy(namespace, name); err != nil {
+			return nil, fmt.Errorf("policy %s: %w", key, err)
+		}
+		return s.eng.DeletePolicy(key)
+	})
+}
+
+// Enrollment is what a node asks for when it enrolls with a token.
+type Enrollment struct {
+	TokenID    string
+	SecretHash []byte
+	Name       string
+	Labels     map[string]string // the node's own; the token's labels win on conflict
+}
+
+// Enroll consumes the join token, records the node with an overlay
+// address, and calls sign inside the same transaction to issue its first
+// SVID: if signing fails, the token is not used up and nothing is stored.
+// sign returns the certificate's serial.
+func (s *State) Enroll(ctx context.Context, e Enrollment, sign func(store.Node) (serial string, err error)) (store.Node, error) {
+	if errs := validation.IsDNS1123Label(e.Name); len(errs) > 0 {
+		return store.Node{}, fmt.Errorf("%w: node name %q: %s", ErrInvalid, e.Name, errs[0])
+	}
+	var node store.Node
+	err := s.change(ctx, "node.enroll", "node:"+e.Name, e.Name, map[string]string{"token": e.TokenID}, func(tx store.Tx) ([]string, error) {
+		tok, err := tx.ConsumeToken(e.TokenID, e.SecretHash, s.opts.Now())
+		if err != nil {
+			return nil, err
+		}
+		if _, err := tx.GetNode(e.Name); err == nil {
+			return nil, fmt.Errorf("%w: node %q is already enrolled: delete it (latch admin node delete %s) or choose another name", ErrConflict, e.Name, e.Name)
+		}
+		ns := tok.Namespace
+		if ns == "" {
+			ns = DefaultNamespace
+		}
+		if err := s.ensureNamespace(tx, ns); err != nil {
+			return nil, err
+		}
+		labels := map[string]string{}
+		for k, v := range e.Labels {
+			labels[k] = v
+		}
+		for k, v := range tok.Labels {
+			labels[k] = v
+		}
+		ip, err := tx.AllocateAddr("node/"+e.Name, s.opts.Pool)
+		if err != nil {
+			return nil, err
+		}
+		now := s.opts.Now()
+		node = store.Node{Name: e.Name, Namespace: ns, Labels: labels, IP: ip, CreatedAt: now, LastSeen: now}
+		if node.CertSerial, err = sign(node); err != nil {
+			return nil, fmt.Errorf("signing the node's certificate: %w", err)
+		}
+		if err := tx.PutNode(node); err != nil {
+			return nil, err
+		}
+		return s.eng.UpsertNode(toInventory(node))
+	})
+	return node, err
+}
+
+// Renew records a node's new certificate, issued by sign inside the
+// transaction.
+func (s *State) Renew(ctx context.Context, name string, sign func(store.Node) (serial string, err error)) (store.Node, error) {
+	var node store.Node
+	err := s.change(ctx, "node.renew", "node:"+name, name, nil, func(tx store.Tx) ([]string, error) {
+		var err error
+		if node, err = tx.GetNode(name); err != nil {
+			return nil, fmt.Errorf("node %q: %w", name, err)
+		}
+		if node.CertSerial, err = sign(node); err != nil {
+			return nil, fmt.Errorf("signing the node's certificate: %w", err)
+		}
+		node.LastSeen = s.opts.Now()
+		return nil, tx.PutNode(node)
+	})
+	return node, err
+}
+
+// Registration is what a node reports about itself.
+type Registration struct {
+	PublicKey string
+	Endpoints []netip.AddrPort
+	Ports     []inventory.Port
+	Workloads []inventory.Workload // IP and Node are assigned here
+}
+
+// Register records the node's WireGuard key, endpoints and the complete
+// list of its workloads, assigning each workload a stable overlay address.
+func (s *State) Register(ctx context.Context, name string, r Registration) (store.Node, []inventory.Workload, error) {
+	if r.PublicKey == "" {
+		return store.Node{}, nil, fmt.Errorf("%w: register: publicKey is required", ErrInvalid)
+	}
+	seen := map[string]bool{}
+	for _, w := range r.Workloads {
+		if seen[w.Key()] {
+			return store.Node{}, nil, fmt.Errorf("%w: workload %s is declared twice", ErrInvalid, w.Key())
+		}
+		seen[w.Key()] = true
+	}
+	var (
+		node store.Node
+		ws   []inventory.Workload
+	)
+	err := s.change(ctx, "node.register", "node:"+name, name, r, func(tx store.Tx) ([]string, error) {
+		var err error
+		if node, err = tx.GetNode(name); err != nil {
+			return nil, fmt.Errorf("node %q: %w", name, err)
+		}
+		node.PublicKey, node.Endpoints, node.Ports = r.PublicKey, r.Endpoints, r.Ports
+		node.LastSeen = s.opts.Now()
+		old, err := tx.ListWorkloads()
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range old {
+			if w.Node == name && !seen[w.Key()] {
+				if err := tx.ReleaseAddr("wl/" + w.Key()); err != nil {
+					return nil, err
+				}
+			}
+		}
+		ws = make([]inventory.Workload, len(r.Workloads))
+		for i, w := range r.Workloads {
+			if err := s.ensureNamespace(tx, w.Namespace); err != nil {
+				return nil, err
+			}
+			w.Node = name
+			if w.IP, err = tx.AllocateAddr("wl/"+w.Key(), s.opts.Pool); err != nil {
+				return nil, err
+			}
+			ws[i] = w
+		}
+		inv := inventory.Inventory{Namespaces: []inventory.Namespace{}, Workloads: ws}
+		for _, w := range ws {
+			inv.Namespaces = appendNS(inv.Namespaces, w.Namespace)
+		}
+		if err := inv.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		if err := tx.PutNode(node); err != nil {
+			return nil, err
+		}
+		if err := tx.SetWorkloads(name, ws); err != nil {
+			return nil, err
+		}
+		return s.eng.SetNode(toInventory(node), slices.Clone(ws))
+	})
+	return node, ws, err
+}
+
+func appendNS(list []inventory.Namespace, ns string) []inventory.Namespace {
+	for _, n := range list {
+		if n.Name == ns {
+			return list
+		}
+	}
+	return append(list, inventory.Namespace{Name: ns})
+}
+
+// DeleteNode removes a node and its workloads, revokes its certificate and
+// frees its addresses; its peers drop it.
+func (s *State) DeleteNode(ctx context.Context, actor, name string) error {
+	return s.change(ctx, "node.delete", actor, name, nil, func(tx store.Tx) ([]string, error) {
+		node, err := tx.GetNode(name)
+		if err != nil {
+			return nil, fmt.Errorf("node %q: %w", name, err)
+		}
+		ws, err := tx.ListWorkloads()
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range ws {
+			if w.Node == name {
+				if err := tx.ReleaseAddr("wl/" + w.Key()); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if node.CertSerial != "" {
+			if err := tx.RevokeSerial(node.CertSerial, s.opts.Now()); err != nil {
+				return nil, err
+			}
+		}
+		if err := tx.ReleaseAddr("node/" + name); err != nil {
+			return nil, err
+		}
+		if err := tx.DeleteNode(name); err != nil {
+			return nil, err
+		}
+		return s.eng.DeleteNode(name)
+	})
+}
+
+// NodeForCert returns the node a verified certificate belongs to, refusing
+// revoked serials and nodes that no longer exist.
+func (s *State) NodeForCert(ctx context.Context, name, serial string) (store.Node, error) {
+	var node store.Node
+	err := s.st.View(ctx, func(tx store.Tx) error {
+		revoked, err := tx.IsRevoked(serial)
+		if err != nil {
+			return err
+		}
+		if revoked {
+			return fmt.Errorf("certificate %s of node %q is revoked: the node was deleted; enroll it again with a new join token", serial, name)
+		}
+		if node, err = tx.GetNode(name); err != nil {
+			return fmt.Errorf("node %q: %w: enroll it again with a new join token", name, err)
+		}
+		return nil
+	})
+	return node, err
+}
+
+// AddToken stores a join token (made by package ca) with an audit entry.
+func (s *State) AddToken(ctx context.Context, actor string, t store.Token) error {
+	if t.Namespace != "" {
+		if errs := validation.IsDNS1123Label(t.Namespace); len(errs) > 0 {
+			return fmt.Errorf("%w: namespace %q: %s", ErrInvalid, t.Namespace, errs[0])
+		}
+	}
+	if t.UsesLeft < 1 {
+		return fmt.Errorf("%w: a token needs at least one use", ErrInvalid)
+	}
+	return s.change(ctx, "token.create", actor, t.ID, map[string]any{"namespace": t.Namespace, "labels": t.Labels, "uses": t.UsesLeft, "expires": t.ExpiresAt}, func(tx store.Tx) ([]string, error) {
+		return nil, tx.PutToken(t)
+	})
+}
+
+// Read runs fn against a consistent snapshot of the store.
+func (s *State) Read(ctx context.Context, fn func(store.Tx) error) error { return s.st.View(ctx, fn) }
+
+func keysOf(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
