@@ -1,0 +1,137 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// migrations is the schema history: migrations[i] brings the schema from
+// version i to version i+1. Append only; never edit a released entry.
+//
+// Conventions: times are INTEGER unix nanoseconds (NULL for the zero
+// time); maps and slices are JSON TEXT; addresses are TEXT ("" for none).
+var migrations = []string{
+	// 1: initial schema.
+	`
+CREATE TABLE namespaces (
+	name   TEXT PRIMARY KEY,
+	labels TEXT NOT NULL,
+	mode   TEXT NOT NULL
+);
+CREATE TABLE nodes (
+	name        TEXT PRIMARY KEY,
+	namespace   TEXT NOT NULL REFERENCES namespaces (name),
+	labels      TEXT NOT NULL,
+	ip          TEXT NOT NULL,
+	public_key  TEXT NOT NULL,
+	endpoints   TEXT NOT NULL,
+	ports       TEXT NOT NULL,
+	cert_serial TEXT NOT NULL,
+	created_at  INTEGER,
+	last_seen   INTEGER
+);
+CREATE INDEX nodes_namespace ON nodes (namespace);
+CREATE UNIQUE INDEX nodes_ip ON nodes (ip) WHERE ip <> '';
+CREATE TABLE workloads (
+	namespace TEXT NOT NULL REFERENCES namespaces (name),
+	name      TEXT NOT NULL,
+	node      TEXT NOT NULL REFERENCES nodes (name) ON DELETE CASCADE,
+	labels    TEXT NOT NULL,
+	ip        TEXT NOT NULL,
+	ports     TEXT NOT NULL,
+	PRIMARY KEY (namespace, name)
+);
+CREATE INDEX workloads_node ON workloads (node);
+CREATE UNIQUE INDEX workloads_ip ON workloads (ip) WHERE ip <> '';
+CREATE TABLE policies (
+	namespace  TEXT NOT NULL REFERENCES namespaces (name),
+	name       TEXT NOT NULL,
+	yaml       TEXT NOT NULL,
+	updated_at INTEGER,
+	PRIMARY KEY (namespace, name)
+);
+CREATE TABLE tokens (
+	id          TEXT PRIMARY KEY,
+	secret_hash BLOB NOT NULL,
+	namespace   TEXT NOT NULL,
+	labels      TEXT NOT NULL,
+	uses_left   INTEGER NOT NULL CHECK (uses_left >= 0),
+	expires_at  INTEGER,
+	created_at  INTEGER,
+	revoked     INTEGER NOT NULL
+);
+CREATE TABLE revoked_serials (
+	serial     TEXT PRIMARY KEY,
+	revoked_at INTEGER
+);
+-- One row per address ever handed out in a pool, at offset off from the
+-- pool's first address. Released rows keep their place with owner NULL,
+-- so the lowest free address is the lowest released row or one past the
+-- highest row: both are index lookups.
+CREATE TABLE addrs (
+	pool  TEXT NOT NULL,
+	off   INTEGER NOT NULL,
+	addr  TEXT NOT NULL,
+	owner TEXT,
+	PRIMARY KEY (pool, off)
+);
+CREATE UNIQUE INDEX addrs_owner ON addrs (owner) WHERE owner IS NOT NULL;
+CREATE INDEX addrs_free ON addrs (pool, off) WHERE owner IS NULL;
+CREATE UNIQUE INDEX addrs_addr ON addrs (addr) WHERE owner IS NOT NULL;
+CREATE TABLE audit (
+	id     INTEGER PRIMARY KEY AUTOINCREMENT,
+	time   INTEGER,
+	actor  TEXT NOT NULL,
+	action TEXT NOT NULL,
+	object TEXT NOT NULL,
+	detail TEXT NOT NULL
+);
+CREATE TABLE meta (
+	key   TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+);
+`,
+}
+
+// migrate applies the migrations db lacks, all in one transaction, and
+// refuses a database whose schema is newer than migs. path is for messages.
+func migrate(ctx context.Context, db *sql.DB, path string, migs []string) (err error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrating store %s: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+		}
+	}()
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+	version    INTEGER PRIMARY KEY,
+	applied_at INTEGER NOT NULL
+)`); err != nil {
+		return fmt.Errorf("migrating store %s: %w", path, err)
+	}
+	var cur int
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&cur); err != nil {
+		return fmt.Errorf("migrating store %s: reading schema version: %w", path, err)
+	}
+	if cur > len(migs) {
+		return fmt.Errorf("opening store %s: its schema is version %d but this latch knows only up to %d: run a newer latch, or restore a backup taken before the upgrade: %w",
+			path, cur, len(migs), ErrConflict)
+	}
+	for v := cur + 1; v <= len(migs); v++ {
+		if _, err := tx.ExecContext(ctx, migs[v-1]); err != nil {
+			return fmt.Errorf("migrating store %s to schema version %d: %w", path, v, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`,
+			v, time.Now().UnixNano()); err != nil {
+			return fmt.Errorf("migrating store %s to schema version %d: %w", path, v, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrating store %s: committing: %w", path, err)
+	}
+	return nil
+}

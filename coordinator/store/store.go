@@ -1,0 +1,198 @@
+// Package store is the coordinator's persistent store: namespaces, nodes,
+// workloads, policies, join tokens, revoked certificate serials, overlay
+// address allocations, the audit log and a small key/value table.
+//
+// The Store interface hides the backend. OpenSQLite opens the embedded
+// default (pure-Go SQLite, WAL, synchronous=FULL); a PostgreSQL backend can
+// implement the same interface. Every method of Tx runs inside the
+// transaction that Store.Update or Store.View opened, so a caller can read,
+// decide, write and append the audit entry atomically.
+//
+// Only the coordinator's state layer may import this package: it is the one
+// owner of mutations, which writes the store, records the audit entry and
+// triggers view recomputation. Everything else reads state through it.
+package store
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/latchnet/latch/inventory"
+)
+
+// Sentinel errors. Methods wrap them with context ("node \"a\": %w"); match
+// them with errors.Is.
+var (
+	// ErrNotFound: the named object does not exist. ConsumeToken also
+	// returns it when the secret does not match, so that a caller without
+	// the secret cannot tell a wrong secret from an unknown token.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the change contradicts what is stored (an address or a
+	// workload name already in use, a namespace still in use, a schema
+	// newer than this code).
+	ErrConflict = errors.New("conflict")
+	// ErrTokenUsed: the join token has no uses left.
+	ErrTokenUsed = errors.New("join token already used")
+	// ErrTokenExpired: the join token is past its expiry.
+	ErrTokenExpired = errors.New("join token expired")
+	// ErrTokenRevoked: the join token was revoked.
+	ErrTokenRevoked = errors.New("join token revoked")
+	// ErrPoolExhausted: the address pool has no free address left.
+	ErrPoolExhausted = errors.New("address pool exhausted")
+)
+
+// Namespace modes.
+const (
+	// ModeEnforce drops traffic that policy denies.
+	ModeEnforce = "enforce"
+	// ModeMonitor drops nothing and reports would-be drops.
+	ModeMonitor = "monitor"
+)
+
+// Namespace groups nodes, workloads and policies.
+type Namespace struct {
+	Name   string
+	Labels map[string]string
+	// Mode is ModeEnforce or ModeMonitor.
+	Mode string
+}
+
+// Node is a machine in the overlay, as the coordinator knows it.
+type Node struct {
+	Name, Namespace string
+	Labels          map[string]string
+	// IP is the node's overlay address.
+	IP netip.Addr
+	// PublicKey is the node's WireGuard public key, base64; "" until the
+	// node registers.
+	PublicKey string
+	// Endpoints are the node's underlay addresses.
+	Endpoints []netip.AddrPort
+	// Ports are the ports the node itself serves.
+	Ports []inventory.Port
+	// CertSerial is the serial (hex) of the node's current SVID.
+	CertSerial          string
+	CreatedAt, LastSeen time.Time
+}
+
+// Workload is a workload declared by a node; its Node field names the node.
+// Its key (namespace/name) is unique across all nodes.
+type Workload = inventory.Workload
+
+// Policy is one NetworkPolicy, kept as the YAML the admin supplied.
+type Policy struct {
+	Namespace, Name, YAML string
+	UpdatedAt             time.Time
+}
+
+// Token is a join token. The store keeps only a hash of its secret.
+type Token struct {
+	ID         string
+	SecretHash []byte
+	// Namespace and Labels are given to the node that enrolls with it.
+	Namespace string
+	Labels    map[string]string
+	// UsesLeft is how many more enrollments the token allows; 0 means used
+	// up.
+	UsesLeft int
+	// ExpiresAt must be set: a token that never expires is refused.
+	ExpiresAt, CreatedAt time.Time
+	Revoked              bool
+}
+
+// AuditEntry is one record of the audit log. AppendAudit assigns ID.
+type AuditEntry struct {
+	ID                            int64
+	Time                          time.Time
+	Actor, Action, Object, Detail string
+}
+
+// Store is the coordinator's persistent store.
+//
+// Reading back: times are in UTC, without monotonic clock reading; empty
+// maps and slices read back as nil; lists are ordered by key.
+type Store interface {
+	// Update runs fn in one read-write transaction: all of it commits or
+	// none of it. Writers are serialized. If fn returns an error or panics,
+	// nothing is written and that error (or panic) is passed on. When Update
+	// returns nil the change is durable. fn must not call Update (it would
+	// wait for itself); it may call View, which does not see fn's writes.
+	Update(ctx context.Context, fn func(Tx) error) error
+	// View runs fn in a read-only transaction that sees one consistent
+	// snapshot. Writing methods of Tx fail inside View.
+	View(ctx context.Context, fn func(Tx) error) error
+	// Close releases the store. The caller must not be running Update or
+	// View.
+	Close() error
+}
+
+// Tx is the set of operations available inside a transaction. A Tx must not
+// be used after the function it was passed to returns, nor by two
+// goroutines at once.
+type Tx interface {
+	// PutNamespace creates or replaces a namespace.
+	PutNamespace(Namespace) error
+	GetNamespace(name string) (Namespace, error)
+	ListNamespaces() ([]Namespace, error)
+	// DeleteNamespace fails with ErrConflict while nodes, workloads or
+	// policies are in the namespace.
+	DeleteNamespace(name string) error
+
+	// PutNode creates or replaces a node; its namespace must exist.
+	PutNode(Node) error
+	GetNode(name string) (Node, error)
+	ListNodes() ([]Node, error)
+	// DeleteNode deletes a node and its workloads. It does not release the
+	// node's address: call ReleaseAddr.
+	DeleteNode(name string) error
+
+	// SetWorkloads replaces the node's whole workload list. Each
+	// workload's Node is set to node; a workload whose Node names another
+	// node is refused. A key owned by another node or an address used by
+	// another workload is ErrConflict.
+	SetWorkloads(node string, ws []Workload) error
+	// ListWorkloads returns all workloads ordered by namespace, name.
+	ListWorkloads() ([]Workload, error)
+
+	// PutPolicy creates or replaces a policy; its namespace must exist.
+	PutPolicy(Policy) error
+	DeletePolicy(namespace, name string) error
+	// ListPolicies returns all policies ordered by namespace, name.
+	ListPolicies() ([]Policy, error)
+
+	// PutToken creates or replaces a join token.
+	PutToken(Token) error
+	ListTokens() ([]Token, error)
+	RevokeToken(id string) error
+	// ConsumeToken checks id's secret hash (constant-time compare), expiry
+	// (against now), revocation and uses left, and decrements UsesLeft; it
+	// returns the token as it was. An unknown id and a wrong secret both
+	// give ErrNotFound, with the same message.
+	ConsumeToken(id string, secretHash []byte, now time.Time) (Token, error)
+
+	// RevokeSerial records a certificate serial (hex, any case, colons
+	// allowed) as revoked. Revoking it again keeps the first time.
+	RevokeSerial(serial string, at time.Time) error
+	IsRevoked(serial string) (bool, error)
+
+	// AllocateAddr returns owner's address in pool, allocating the lowest
+	// free one the first time (the pool's first two addresses, .0 and .1,
+	// are never given out). The same owner always gets the same address.
+	// An owner holds one address; if it holds one outside pool, the result
+	// is ErrConflict. Pools must not overlap.
+	AllocateAddr(owner string, pool netip.Prefix) (netip.Addr, error)
+	// ReleaseAddr frees owner's address for reuse.
+	ReleaseAddr(owner string) error
+
+	// AppendAudit appends an entry and returns its ID; IDs increase.
+	AppendAudit(AuditEntry) (int64, error)
+	// ListAudit returns up to limit entries, newest first; limit <= 0
+	// means all.
+	ListAudit(limit int) ([]AuditEntry, error)
+
+	// GetMeta returns a value of the key/value table, or ErrNotFound.
+	GetMeta(key string) (string, error)
+	PutMeta(key, value string) error
+}
