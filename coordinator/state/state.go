@@ -537,3 +537,10 @@ func keysOf(m map[string]bool) []string {
 	slices.Sort(out)
 	return out
 }
+
+// RevokeToken revokes a join token so it can no longer enroll nodes.
+func (s *State) RevokeToken(ctx context.Context, actor, id string) error {
+	return s.change(ctx, "token.revoke", actor, id, nil, func(tx store.Tx) ([]string, error) {
+		return nil, tx.RevokeToken(id)
+	})
+}

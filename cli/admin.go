@@ -1,0 +1,295 @@
+package cli
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/latchnet/latch/coordinator/api"
+	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/view"
+	"github.com/latchnet/latch/wire"
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+)
+
+// adminFlags locate the coordinator's admin API.
+type adminFlags struct {
+	coordinator, tokenFile, caFile string
+}
+
+func (f *adminFlags) register(cmd *cobra.Command) {
+	fl := cmd.PersistentFlags()
+	fl.StringVar(&f.coordinator, "coordinator", os.Getenv("LATCH_COORDINATOR"), "coordinator URL, such as https://127.0.0.1:7443 (env LATCH_COORDINATOR)")
+	fl.StringVar(&f.tokenFile, "token-file", os.Getenv("LATCH_TOKEN_FILE"), "file holding the admin API token (env LATCH_TOKEN_FILE)")
+	fl.StringVar(&f.caFile, "ca-file", os.Getenv("LATCH_CA_FILE"), "the coordinator's CA certificate (default: ca.crt next to the token file)")
+}
+
+// adminClient talks to the admin API over TLS, trusting only the
+// coordinator's CA and checking its SPIFFE ID.
+type adminClient struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+func (f *adminFlags) client() (*adminClient, error) {
+	if f.coordinator == "" {
+		return nil, fmt.Errorf("no coordinator: pass --coordinator https://HOST:PORT or set LATCH_COORDINATOR")
+	}
+	if f.tokenFile == "" {
+		return nil, fmt.Errorf("no admin token: pass --token-file DATA_DIR/admin.token or set LATCH_TOKEN_FILE")
+	}
+	tok, err := os.ReadFile(f.tokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading the admin token: %w", err)
+	}
+	caFile := f.caFile
+	if caFile == "" {
+		caFile = filepath.Join(filepath.Dir(f.tokenFile), "ca.crt")
+	}
+	pemData, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading the coordinator's CA certificate (--ca-file): %w", err)
+	}
+	block, _ := pem.Decode(pemData)
+	if block == nil {
+		return nil, fmt.Errorf("%s: no PEM certificate", caFile)
+	}
+	root, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", caFile, err)
+	}
+	if len(root.URIs) == 0 {
+		return nil, fmt.Errorf("%s: not a Latch CA (no SPIFFE trust domain)", caFile)
+	}
+	td, err := spiffeid.TrustDomainFromURI(root.URIs[0])
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", caFile, err)
+	}
+	coordID, err := spiffeid.FromSegments(td, "latch", "coordinator")
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg := tlsconfig.TLSClientConfig(x509bundle.FromX509Authorities(td, []*x509.Certificate{root}), tlsconfig.AuthorizeID(coordID))
+	return &adminClient{
+		base:  strings.TrimRight(f.coordinator, "/"),
+		token: strings.TrimSpace(string(tok)),
+		http:  &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg}},
+	}, nil
+}
+
+// do sends a request and decodes a JSON answer into out (if not nil).
+func (c *adminClient) do(method, path, contentType string, body []byte, out any) error {
+	req, err := http.NewRequest(method, c.base+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("calling the coordinator: %w", err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
+	if resp.StatusCode >= 300 {
+		var e wire.Error
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return fmt.Errorf("%s", e.Error)
+		}
+		return fmt.Errorf("coordinator answered %s", resp.Status)
+	}
+	if out != nil && len(data) > 0 {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+func (c *adminClient) json(method, path string, in, out any) error {
+	var body []byte
+	if in != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
+			return err
+		}
+	}
+	return c.do(method, path, "application/json", body, out)
+}
+
+func newAdminCmd() *cobra.Command {
+	var f adminFlags
+	cmd := &cobra.Command{Use: "admin", Short: "Administer a coordinator: join tokens, nodes"}
+	f.register(cmd)
+	token := &cobra.Command{Use: "token", Short: "Join tokens"}
+	var req api.TokenRequest
+	var labels string
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Create a join token and print it",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			if req.Labels, err = parseLabels(labels); err != nil {
+				return err
+			}
+			var resp api.TokenResponse
+			if err := c.json(http.MethodPost, "/v1/admin/tokens", req, &resp); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), resp.Token)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&req.Namespace, "namespace", "", "namespace of the nodes that enroll with it (default \"default\")")
+	create.Flags().StringVar(&labels, "labels", "", "labels for the nodes, k=v,k=v")
+	create.Flags().IntVar(&req.Uses, "uses", 1, "how many nodes may enroll with it")
+	create.Flags().StringVar(&req.TTL, "ttl", "1h", "how long it is valid")
+	token.AddCommand(create)
+
+	node := &cobra.Command{Use: "node", Short: "Nodes"}
+	node.AddCommand(&cobra.Command{
+		Use:   "list",
+		Short: "List nodes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			var nodes []store.Node
+			if err := c.json(http.MethodGet, "/v1/admin/nodes", nil, &nodes); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tNAMESPACE\tIP\tLABELS\tLAST SEEN")
+			for _, n := range nodes {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, n.Namespace, n.IP, formatLabels(n.Labels), n.LastSeen.Format(time.RFC3339))
+			}
+			return tw.Flush()
+		},
+	}, &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a node: revoke its certificate and remove it from every peer",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			if err := c.json(http.MethodDelete, "/v1/admin/nodes/"+url.PathEscape(args[0]), nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "node %s deleted\n", args[0])
+			return nil
+		},
+	}, &cobra.Command{
+		Use:   "peers NAME",
+		Short: "Show the peers in a node's view",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			var v view.View
+			if err := c.json(http.MethodGet, "/v1/admin/nodes/"+url.PathEscape(args[0])+"/view", nil, &v); err != nil {
+				return err
+			}
+			for _, p := range v.Peers {
+				var ips []string
+				for _, a := range p.AllowedIPs {
+					ips = append(ips, a.String())
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s\t%s\n", p.Node, strings.Join(ips, ","))
+			}
+			return nil
+		},
+	})
+	cmd.AddCommand(token, node)
+	return cmd
+}
+
+// newPolicyApplyCmd is `latch policy apply -f FILE`: the files are checked
+// here first (with their own names in messages) and then sent together,
+// so the coordinator applies all or nothing.
+func newPolicyApplyCmd() *cobra.Command {
+	var f adminFlags
+	var files []string
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE [-f FILE ...]",
+		Short: "Validate NetworkPolicy files and apply them on the coordinator",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(files) == 0 {
+				return fmt.Errorf("no policy file: give one or more with -f FILE")
+			}
+			ps, err := readPolicies(files)
+			if err != nil {
+				return err
+			}
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			var body bytes.Buffer
+			for _, name := range files {
+				data, _ := os.ReadFile(name)
+				body.WriteString("---\n")
+				body.Write(data)
+				body.WriteString("\n")
+			}
+			var resp struct{ Applied []string }
+			if err := c.do(http.MethodPost, "/v1/admin/policies?filename="+url.QueryEscape(strings.Join(files, ",")), "application/yaml", body.Bytes(), &resp); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "applied %d policies: %s\n", len(ps), strings.Join(resp.Applied, ", "))
+			return nil
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "NetworkPolicy file; repeatable")
+	return cmd
+}
+
+func parseLabels(s string) (map[string]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("labels %q: want k=v,k=v", s)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func formatLabels(l map[string]string) string {
+	var kv []string
+	for k, v := range l {
+		kv = append(kv, k+"="+v)
+	}
+	sort.Strings(kv)
+	return strings.Join(kv, ",")
+}

@@ -1,0 +1,152 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/latchnet/latch/coordinator/api"
+	"github.com/latchnet/latch/coordinator/ca"
+	"github.com/latchnet/latch/coordinator/fanout"
+	"github.com/latchnet/latch/coordinator/state"
+	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/policy"
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+type coordinatorFlags struct {
+	listen, dataDir, trustDomain, baseline string
+	svidTTL                                time.Duration
+	keepalive                              time.Duration
+}
+
+func newCoordinatorCmd() *cobra.Command {
+	var f coordinatorFlags
+	cmd := &cobra.Command{
+		Use:   "coordinator --listen ADDR --data-dir DIR --trust-domain TD",
+		Short: "Run the coordinator: SPIFFE CA, store, policy, views, node and admin APIs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runCoordinator(cmd.Context(), f, cmd.ErrOrStderr())
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:7443", "HTTPS address to listen on")
+	fl.StringVar(&f.dataDir, "data-dir", "/var/lib/latch", "directory for the CA, the database and the admin token")
+	fl.StringVar(&f.trustDomain, "trust-domain", "example.test", "SPIFFE trust domain")
+	fl.StringVar(&f.baseline, "baseline", string(policy.BaselineDeny), "decision for directions no policy isolates: deny or allow")
+	fl.DurationVar(&f.svidTTL, "svid-ttl", time.Hour, "lifetime of node SVIDs (renewed at half-life)")
+	fl.DurationVar(&f.keepalive, "keepalive", 10*time.Second, "view stream keepalive interval")
+	return cmd
+}
+
+func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ Write([]byte) (int, error) }) error {
+	log := slog.New(slog.NewTextHandler(logOut, nil))
+	td, err := spiffeid.TrustDomainFromString(f.trustDomain)
+	if err != nil {
+		return fmt.Errorf("--trust-domain %q: %w", f.trustDomain, err)
+	}
+	baseline, err := policy.ParseBaseline(f.baseline)
+	if err != nil {
+		return fmt.Errorf("--baseline: %w", err)
+	}
+	if f.svidTTL < time.Minute {
+		return fmt.Errorf("--svid-ttl %v: must be at least 1m", f.svidTTL)
+	}
+	host, _, err := net.SplitHostPort(f.listen)
+	if err != nil {
+		return fmt.Errorf("--listen %q: want HOST:PORT: %w", f.listen, err)
+	}
+	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	authority, err := ca.Open(f.dataDir, td, ca.SystemClock{})
+	if err != nil {
+		return err
+	}
+	db, err := store.OpenSQLite(filepath.Join(f.dataDir, "latch.db"))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	adminToken, err := adminToken(f.dataDir, log)
+	if err != nil {
+		return err
+	}
+	st, err := state.Open(ctx, db, fanout.New(), state.Options{Baseline: baseline, Log: log})
+	if err != nil {
+		return err
+	}
+	srv := api.New(api.Config{State: st, CA: authority, AdminTokenHash: api.AdminTokenHash(adminToken),
+		SVIDTTL: f.svidTTL, Keepalive: f.keepalive, Log: log})
+	ips := []net.IP{net.IPv4(127, 0, 0, 1)}
+	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+		ips = append(ips, ip)
+	} else if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				ips = append(ips, n.IP)
+			}
+		}
+	}
+	// The serving certificate lives as long as the process, up to 30 days;
+	// restart the coordinator to renew it.
+	svid, err := authority.ServerSVID([]string{"localhost"}, ips, 30*24*time.Hour)
+	if err != nil {
+		return err
+	}
+	ln, err := tls.Listen("tcp", f.listen, authority.ServerTLSConfig(svid))
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", f.listen, err)
+	}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	log.Info("coordinator listening", "addr", ln.Addr().String(), "trust_domain", td.String(),
+		"ca_fingerprint", authority.Fingerprint(), "admin_token_file", filepath.Join(f.dataDir, "admin.token"))
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(sctx)
+	return nil
+}
+
+// adminToken reads DIR/admin.token, creating it (0600) on first start.
+func adminToken(dir string, log *slog.Logger) (string, error) {
+	path := filepath.Join(dir, "admin.token")
+	data, err := os.ReadFile(path)
+	if err == nil {
+		if t := strings.TrimSpace(string(data)); t != "" {
+			return t, nil
+		}
+		return "", fmt.Errorf("%s is empty: delete it to have a new admin token made", path)
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("reading the admin token: %w", err)
+	}
+	buf := make([]byte, 32)
+	if _, err := rand.Read(buf); err != nil {
+		return "", err
+	}
+	tok := base64.RawURLEncoding.EncodeToString(buf)
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing the admin token: %w", err)
+	}
+	log.Info("admin API token created", "file", path)
+	return tok, nil
+}

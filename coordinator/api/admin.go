@@ -1,0 +1,181 @@
+package api
+
+import (
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/latchnet/latch/coordinator/ca"
+	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/policy"
+)
+
+const adminActor = "admin"
+
+func (s *Server) adminRoutes(g *echo.Group) {
+	g.GET("/nodes", s.listNodes)
+	g.GET("/nodes/:name", s.getNode)
+	g.DELETE("/nodes/:name", s.deleteNode)
+	g.GET("/nodes/:name/view", s.nodeView)
+	g.GET("/namespaces", s.listNamespaces)
+	g.PUT("/namespaces/:name", s.putNamespace)
+	g.GET("/workloads", s.listWorkloads)
+	g.GET("/policies", s.listPolicies)
+	g.POST("/policies", s.applyPolicies)
+	g.DELETE("/policies/:namespace/:name", s.deletePolicy)
+	g.GET("/tokens", s.listTokens)
+	g.POST("/tokens", s.createToken)
+	g.DELETE("/tokens/:id", s.revokeToken)
+	g.GET("/audit", s.listAudit)
+}
+
+func (s *Server) read(c echo.Context, fn func(store.Tx) (any, error)) error {
+	var out any
+	err := s.cfg.State.Read(c.Request().Context(), func(tx store.Tx) error {
+		var err error
+		out, err = fn(tx)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) listNodes(c echo.Context) error {
+	return s.read(c, func(tx store.Tx) (any, error) { return tx.ListNodes() })
+}
+
+func (s *Server) getNode(c echo.Context) error {
+	return s.read(c, func(tx store.Tx) (any, error) { return tx.GetNode(c.Param("name")) })
+}
+
+func (s *Server) deleteNode(c echo.Context) error {
+	if err := s.cfg.State.DeleteNode(c.Request().Context(), adminActor, c.Param("name")); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *Server) nodeView(c echo.Context) error {
+	v := s.cfg.State.View(c.Param("name"))
+	if v == nil {
+		return fail(http.StatusNotFound, "not_found", "node %q has no view: it does not exist", c.Param("name"))
+	}
+	return c.JSON(http.StatusOK, v)
+}
+
+func (s *Server) listNamespaces(c echo.Context) error {
+	return s.read(c, func(tx store.Tx) (any, error) { return tx.ListNamespaces() })
+}
+
+func (s *Server) putNamespace(c echo.Context) error {
+	var ns store.Namespace
+	if err := bind(c, &ns); err != nil {
+		return err
+	}
+	ns.Name = c.Param("name")
+	if err := s.cfg.State.PutNamespace(c.Request().Context(), adminActor, ns); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, ns)
+}
+
+func (s *Server) listWorkloads(c echo.Context) error {
+	return s.read(c, func(tx store.Tx) (any, error) { return tx.ListWorkloads() })
+}
+
+func (s *Server) listPolicies(c echo.Context) error {
+	return s.read(c, func(tx store.Tx) (any, error) { return tx.ListPolicies() })
+}
+
+// applyPolicies takes multi-document YAML in the body; the file name for
+// messages comes from the "filename" query parameter.
+func (s *Server) applyPolicies(c echo.Context) error {
+	body, err := io.ReadAll(io.LimitReader(c.Request().Body, 8<<20))
+	if err != nil {
+		return fail(http.StatusBadRequest, "bad_request", "reading the policy: %v", err)
+	}
+	name := c.QueryParam("filename")
+	if name == "" {
+		name = "request"
+	}
+	keys, err := s.cfg.State.ApplyPolicies(c.Request().Context(), adminActor, policy.File{Name: name, Data: body})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"applied": keys})
+}
+
+func (s *Server) deletePolicy(c echo.Context) error {
+	if err := s.cfg.State.DeletePolicy(c.Request().Context(), adminActor, c.Param("namespace"), c.Param("name")); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// TokenRequest asks for a join token.
+type TokenRequest struct {
+	Namespace string            `json:"namespace,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Uses      int               `json:"uses,omitempty"` // default 1
+	TTL       string            `json:"ttl,omitempty"`  // Go duration, default 1h
+}
+
+// TokenResponse carries the token, shown once.
+type TokenResponse struct {
+	Token     string    `json:"token"`
+	ID        string    `json:"id"`
+	ExpiresAt time.Time `json:"expiresAt"`
+}
+
+func (s *Server) createToken(c echo.Context) error {
+	var req TokenRequest
+	if err := bind(c, &req); err != nil {
+		return err
+	}
+	if req.Uses == 0 {
+		req.Uses = 1
+	}
+	ttl := time.Hour
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 {
+			return fail(http.StatusBadRequest, "invalid", "ttl %q: want a positive duration such as 30m or 24h", req.TTL)
+		}
+		ttl = d
+	}
+	tok, hash, err := ca.NewToken(s.cfg.CA.Fingerprint())
+	if err != nil {
+		return err
+	}
+	now := s.cfg.Now()
+	t := store.Token{ID: tok.ID, SecretHash: hash, Namespace: req.Namespace, Labels: req.Labels,
+		UsesLeft: req.Uses, ExpiresAt: now.Add(ttl), CreatedAt: now}
+	if err := s.cfg.State.AddToken(c.Request().Context(), adminActor, t); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, TokenResponse{Token: tok.String(), ID: tok.ID, ExpiresAt: t.ExpiresAt})
+}
+
+func (s *Server) listTokens(c echo.Context) error {
+	return s.read(c, func(tx store.Tx) (any, error) {
+		ts, err := tx.ListTokens()
+		for i := range ts {
+			ts[i].SecretHash = nil
+		}
+		return ts, err
+	})
+}
+
+func (s *Server) revokeToken(c echo.Context) error {
+	if err := s.cfg.State.RevokeToken(c.Request().Context(), adminActor, c.Param("id")); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *Server) listAudit(c echo.Context) error {
+	return s.read(c, func(tx store.Tx) (any, error) { return tx.ListAudit(200) })
+}

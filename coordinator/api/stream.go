@@ -1,0 +1,68 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+	"github.com/latchnet/latch/coordinator/fanout"
+	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/wire"
+)
+
+func workloadOf(d wire.WorkloadDecl) inventory.Workload {
+	ports := append([]inventory.Port(nil), d.Ports...)
+	for i := range ports {
+		if ports[i].Protocol == "" {
+			ports[i].Protocol = inventory.TCP
+		}
+	}
+	return inventory.Workload{Name: d.Name, Namespace: d.Namespace, Labels: d.Labels, Ports: ports}
+}
+
+// stream sends the node its view: in full, or as a delta from the version
+// it holds, then every newer version as it comes, with keepalives. It ends
+// when the node is deleted or the client goes away.
+func (s *Server) stream(c echo.Context) error {
+	have := uint64(0)
+	if h := c.QueryParam("have"); h != "" {
+		v, err := strconv.ParseUint(h, 10, 64)
+		if err != nil {
+			return fail(http.StatusBadRequest, "bad_request", "have=%q: want the view version the node holds (a number)", h)
+		}
+		have = v
+	}
+	name := nodeOf(c).Name
+	w := c.Response()
+	w.Header().Set(echo.HeaderContentType, "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	w.Flush()
+	enc := json.NewEncoder(w)
+	ctx := c.Request().Context()
+	for {
+		wait, cancel := context.WithTimeout(ctx, s.cfg.Keepalive)
+		u, err := s.cfg.State.Hub().Next(wait, name, have)
+		cancel()
+		var msg wire.StreamMessage
+		switch {
+		case err == nil:
+			msg.Full, msg.Delta = u.Full, u.Delta
+			have = u.Version()
+		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+			msg.Keepalive = true
+		case errors.Is(err, fanout.ErrGone):
+			s.cfg.Log.Info("stream ended: node removed", "node", name)
+			return nil
+		default:
+			return nil // client gone
+		}
+		if err := enc.Encode(&msg); err != nil {
+			return nil
+		}
+		w.Flush()
+	}
+}
