@@ -8,9 +8,10 @@ LDFLAGS := -s -w -X github.com/latchnet/latch/cli.Version=$(VERSION)
 BIN     := bin/latch
 FUZZTIME ?= 15s
 
-# Debian packages the targets need (the WireGuard tests use ip, wg and ping;
-# later issues add clang, chromium, postgresql, ...).
-DEB_PACKAGES ?= iproute2 wireguard-tools iputils-ping
+# Debian packages the targets need: ip, wg, ping and nc for the tests and
+# the demo, shellcheck for the scripts (later issues add clang, chromium,
+# postgresql, ...).
+DEB_PACKAGES ?= iproute2 wireguard-tools iputils-ping netcat-openbsd shellcheck
 
 .PHONY: all build deps test lint unit fuzz bench demo clean
 
@@ -38,9 +39,10 @@ lint:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) mod verify >/dev/null
+	shellcheck scripts/*.sh
 
 unit:
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -timeout 20m ./...
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./policy
@@ -50,14 +52,13 @@ BENCHTIME ?= 5s
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 -timeout 60m ./... | tee bench.out
 
-# demo evaluates the example policies over the example inventory. The
-# coordinator, nodes and measured connectivity join it with issue 3.
-demo: build
+# demo runs a coordinator and four nodes in network namespaces with the
+# sample policy and prints the measured connectivity matrix beside the
+# predicted one; it stays up until Ctrl-C (DEMO_HOLD=0: exit at once).
+demo: deps build
 	@echo "== latch policy eval: examples/policy.yaml over examples/inventory.yaml (baseline deny)"
 	@$(BIN) policy eval --inventory examples/inventory.yaml --policy examples/policy.yaml
-	@echo
-	@echo "== the same with the Kubernetes baseline (allow)"
-	@$(BIN) policy eval --inventory examples/inventory.yaml --policy examples/policy.yaml --baseline allow
+	BIN=$(BIN) ./scripts/demo.sh
 
 clean:
 	rm -rf bin bench.out

@@ -46,7 +46,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(newCoordinatorCmd(), newAdminCmd())
-	root.AddCommand(newPolicyCmd(), &cobra.Command{
+	root.AddCommand(newPolicyCmd(), newNodeCmd(), newStatusCmd(), newPeersCmd(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
 		Args:  cobra.NoArgs,

@@ -1,0 +1,225 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/latchnet/latch/node/agent"
+	"github.com/spf13/cobra"
+)
+
+// defaultStateDir is where `latch node` keeps its state unless told.
+const defaultStateDir = "/var/lib/latch"
+
+type nodeFlags struct {
+	coordinator string
+	token       string
+	stateDir    string
+	iface       string
+	name        string
+	labels      string
+	listenPort  int
+	endpoints   []string
+}
+
+func newNodeCmd() *cobra.Command {
+	var f nodeFlags
+	cmd := &cobra.Command{
+		Use:   "node --coordinator URL [--join-token T] [--state-dir DIR]",
+		Short: "Run the node agent: enroll, bring up WireGuard and follow the coordinator",
+		Long: `Runs the node agent until interrupted. On first start it enrolls with the
+join token (LATCH_JOIN_TOKEN if --join-token is not given); later starts use
+the SVID saved in the state directory and never the token. The agent brings
+up the WireGuard interface, applies the last saved view at once, registers
+with the coordinator (LATCH_COORDINATOR if --coordinator is not given) and
+follows its view stream. "latch status" and "latch peers" ask it how it is.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.config()
+			if err != nil {
+				return err
+			}
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+			return agent.Run(cmd.Context(), cfg, log)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.coordinator, "coordinator", "", "coordinator node API URL, https://HOST:PORT (default $LATCH_COORDINATOR)")
+	fl.StringVar(&f.token, "join-token", "", "join token latch1.<id>.<secret>.<ca-hash>, used on first start only (default $LATCH_JOIN_TOKEN)")
+	fl.StringVar(&f.stateDir, "state-dir", defaultStateDir, "directory for the node's keys, SVID, last view and status socket")
+	fl.StringVar(&f.iface, "iface", agent.DefaultIface, "WireGuard interface name")
+	fl.StringVar(&f.name, "name", "", "node name to enroll with (default: the host name)")
+	fl.StringVar(&f.labels, "labels", "", "node labels k=v,k=v to enroll with")
+	fl.IntVar(&f.listenPort, "listen-port", agent.DefaultListenPort, "WireGuard UDP port")
+	fl.StringArrayVar(&f.endpoints, "endpoint", nil, "underlay IP:PORT peers reach this node at; repeatable (default: every global IPv4 address with --listen-port)")
+	return cmd
+}
+
+// config turns the flags into an agent.Config.
+func (f nodeFlags) config() (agent.Config, error) {
+	cfg := agent.Config{
+		Coordinator: f.coordinator,
+		JoinToken:   f.token,
+		StateDir:    f.stateDir,
+		Iface:       f.iface,
+		Name:        f.name,
+		ListenPort:  f.listenPort,
+	}
+	if cfg.Coordinator == "" {
+		cfg.Coordinator = os.Getenv("LATCH_COORDINATOR")
+	}
+	if cfg.JoinToken == "" {
+		cfg.JoinToken = os.Getenv("LATCH_JOIN_TOKEN")
+	}
+	if cfg.Coordinator == "" {
+		return cfg, errors.New("no coordinator: pass --coordinator https://HOST:PORT or set LATCH_COORDINATOR")
+	}
+	if f.listenPort < 1 || f.listenPort > 65535 {
+		return cfg, fmt.Errorf("--listen-port %d is out of range 1-65535", f.listenPort)
+	}
+	labels, err := parseNodeLabels(f.labels)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Labels = labels
+	for _, e := range f.endpoints {
+		ap, err := netip.ParseAddrPort(strings.TrimSpace(e))
+		if err != nil {
+			return cfg, fmt.Errorf("--endpoint %q: want IP:PORT, e.g. 198.18.0.1:51820", e)
+		}
+		cfg.Endpoints = append(cfg.Endpoints, ap)
+	}
+	return cfg, nil
+}
+
+// parseNodeLabels parses "k=v,k=v", refusing a key given twice.
+func parseNodeLabels(s string) (map[string]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--labels: %q is not key=value (want k=v,k=v)", kv)
+		}
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("--labels: key %q given twice", k)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func newStatusCmd() *cobra.Command {
+	var stateDir string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status [--state-dir DIR] [--json]",
+		Short: "Show the local node agent's identity and connection",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := agent.QueryStatus(cmd.Context(), stateDir)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSONOut(cmd.OutOrStdout(), st)
+			}
+			printStatus(cmd.OutOrStdout(), st)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&stateDir, "state-dir", defaultStateDir, "the node agent's state directory")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newPeersCmd() *cobra.Command {
+	var stateDir string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "peers [--state-dir DIR] [--json]",
+		Short: "List the local node's WireGuard peers",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ps, err := agent.QueryPeers(cmd.Context(), stateDir)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSONOut(cmd.OutOrStdout(), ps)
+			}
+			printPeers(cmd.OutOrStdout(), ps, time.Now())
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&stateDir, "state-dir", defaultStateDir, "the node agent's state directory")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func writeJSONOut(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func printStatus(w io.Writer, st agent.Status) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	conn := "yes"
+	if !st.Connected {
+		conn = "no"
+	}
+	rows := [][2]string{
+		{"Name", st.Name},
+		{"SPIFFE ID", st.SPIFFEID},
+		{"SVID expires", st.SVIDExpiry.UTC().Format(time.RFC3339)},
+		{"Coordinator", st.Coordinator},
+		{"Connected", conn},
+		{"View version", fmt.Sprint(st.ViewVersion)},
+		{"Interface", st.Iface + " (" + st.Impl + ")"},
+		{"Overlay IP", st.IP},
+		{"Public key", st.PublicKey},
+	}
+	if st.LastError != "" {
+		rows = append(rows, [2]string{"Last error", st.LastError})
+	}
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s:\t%s\n", r[0], r[1])
+	}
+	tw.Flush()
+}
+
+func printPeers(w io.Writer, ps []agent.PeerInfo, now time.Time) {
+	if len(ps) == 0 {
+		fmt.Fprintln(w, "no peers")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tENDPOINT\tALLOWED IPS\tHANDSHAKE\tRX\tTX")
+	for _, p := range ps {
+		node := p.Node
+		if node == "" {
+			node = "(" + p.PublicKey[:min(8, len(p.PublicKey))] + "…)"
+		}
+		ep := p.Endpoint
+		if ep == "" {
+			ep = "-"
+		}
+		hs := "never"
+		if !p.LastHandshake.IsZero() {
+			hs = now.Sub(p.LastHandshake).Round(time.Second).String() + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", node, ep, strings.Join(p.AllowedIPs, ","), hs, p.RxBytes, p.TxBytes)
+	}
+	tw.Flush()
+}

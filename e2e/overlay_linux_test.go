@@ -1,0 +1,415 @@
+// Package e2e holds the end-to-end tests: the real latch binary, real
+// WireGuard devices and real sockets, in network namespaces the tests make
+// (package netlab). They need root; under CI=true they fail rather than
+// skip.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/latchnet/latch/e2e/netlab"
+)
+
+var (
+	buildOnce sync.Once
+	latchBin  string
+	buildErr  error
+)
+
+// binary builds cmd/latch once per test run.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "latch-e2e-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		latchBin = filepath.Join(dir, "latch")
+		out, err := exec.Command("go", "build", "-o", latchBin, "../cmd/latch").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("building latch: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return latchBin
+}
+
+// cluster is a coordinator and nodes in one lab.
+type cluster struct {
+	t       *testing.T
+	bin     string
+	lab     *netlab.Lab
+	coord   *netlab.Host
+	data    string
+	url     string
+	coordP  *netlab.Proc
+	nodes   map[string]*node
+	nextIdx int
+}
+
+type node struct {
+	name  string
+	host  *netlab.Host
+	state string
+	iface string
+	proc  *netlab.Proc
+	args  []string
+}
+
+type status struct {
+	Name        string `json:"name"`
+	IP          string `json:"ip"`
+	PublicKey   string `json:"publicKey"`
+	ViewVersion uint64 `json:"viewVersion"`
+	Connected   bool   `json:"connected"`
+}
+
+func newCluster(t *testing.T, extra ...string) *cluster {
+	c := &cluster{t: t, bin: binary(t), lab: netlab.New(t), nodes: map[string]*node{}}
+	c.coord = c.lab.Host("coord")
+	c.data = t.TempDir()
+	c.url = fmt.Sprintf("https://%s:7443", c.coord.Underlay)
+	c.startCoordinator(extra...)
+	return c
+}
+
+func (c *cluster) startCoordinator(extra ...string) {
+	args := append([]string{c.bin, "coordinator", "--listen", c.coord.Underlay.String() + ":7443",
+		"--data-dir", c.data, "--trust-domain", "example.test", "--keepalive", "1s"}, extra...)
+	c.coordP = c.coord.Start(c.t, nil, args...)
+	netlab.Eventually(c.t, 15*time.Second, func() error {
+		_, err := c.admin("admin", "node", "list")
+		return err
+	})
+}
+
+// admin runs a latch client command against the coordinator.
+func (c *cluster) admin(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := c.coord.Command(ctx, append([]string{c.bin}, args...)...)
+	cmd.Env = append(os.Environ(), "LATCH_COORDINATOR="+c.url, "LATCH_TOKEN_FILE="+filepath.Join(c.data, "admin.token"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("latch %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+func (c *cluster) mustAdmin(args ...string) string {
+	c.t.Helper()
+	out, err := c.admin(args...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return out
+}
+
+func (c *cluster) token(args ...string) string {
+	c.t.Helper()
+	return strings.TrimSpace(c.mustAdmin(append([]string{"admin", "token", "create"}, args...)...))
+}
+
+// addNode starts `latch node` in a new host and waits until it is up.
+func (c *cluster) addNode(name, token string, labels string) *node {
+	c.t.Helper()
+	c.nextIdx++
+	h := c.lab.Host(name)
+	n := &node{name: name, host: h, state: c.t.TempDir(), iface: fmt.Sprintf("lt%s%02d", c.lab.Suffix()[:6], c.nextIdx)}
+	n.args = []string{c.bin, "node", "--coordinator", c.url, "--state-dir", n.state, "--iface", n.iface,
+		"--name", name, "--endpoint", h.Underlay.String() + ":51820", "--listen-port", "51820"}
+	if labels != "" {
+		n.args = append(n.args, "--labels", labels)
+	}
+	n.proc = h.Start(c.t, nil, append(n.args, "--join-token", token)...)
+	c.nodes[name] = n
+	netlab.Eventually(c.t, 20*time.Second, func() error {
+		st, err := c.status(n)
+		if err != nil {
+			return err
+		}
+		if !st.Connected || st.IP == "" {
+			return fmt.Errorf("node %s not connected yet: %+v", name, st)
+		}
+		return nil
+	})
+	return n
+}
+
+// restart starts a stopped node again from its state dir (no token).
+func (c *cluster) restart(n *node) {
+	n.proc = n.host.Start(c.t, nil, n.args...)
+}
+
+func (c *cluster) status(n *node) (status, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := n.host.Command(ctx, c.bin, "status", "--state-dir", n.state, "--json").Output()
+	if err != nil {
+		return status{}, fmt.Errorf("latch status on %s: %v", n.name, err)
+	}
+	var st status
+	if err := json.Unmarshal(out, &st); err != nil {
+		return status{}, fmt.Errorf("latch status on %s: %v: %s", n.name, err, out)
+	}
+	return st, nil
+}
+
+// wgPeers lists the node names of the WireGuard peers a node holds, read
+// with `wg show` from wireguard-tools.
+func (c *cluster) wgPeers(n *node) ([]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := n.host.Run(ctx, "wg", "show", n.iface, "peers")
+	if err != nil {
+		return nil, err
+	}
+	keys := map[string]string{}
+	for _, m := range c.nodes {
+		if st, err := c.status(m); err == nil {
+			keys[st.PublicKey] = m.name
+		}
+	}
+	var names []string
+	for _, k := range strings.Fields(out) {
+		name, ok := keys[k]
+		if !ok {
+			name = "unknown:" + k
+		}
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// expectPeers waits until every node holds exactly the given peers.
+func (c *cluster) expectPeers(timeout time.Duration, want map[string][]string) {
+	c.t.Helper()
+	netlab.Eventually(c.t, timeout, func() error {
+		for name, n := range c.nodes {
+			if n.proc == nil {
+				continue
+			}
+			got, err := c.wgPeers(n)
+			if err != nil {
+				return err
+			}
+			w := append([]string(nil), want[name]...)
+			sort.Strings(w)
+			if strings.Join(got, ",") != strings.Join(w, ",") {
+				return fmt.Errorf("node %s has peers %v, want %v", name, got, w)
+			}
+		}
+		return nil
+	})
+}
+
+func (c *cluster) overlayIP(n *node) netip.Addr {
+	c.t.Helper()
+	st, err := c.status(n)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return netip.MustParseAddr(st.IP)
+}
+
+const chainPolicy = `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web, namespace: prod}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress: [{from: [{podSelector: {matchLabels: {app: laptop}}}], ports: [{port: 443}]}]
+  egress: [{to: [{podSelector: {matchLabels: {app: api}}}], ports: [{port: 8080}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: api, namespace: prod}
+spec:
+  podSelector: {matchLabels: {app: api}}
+  ingress: [{from: [{podSelector: {matchLabels: {app: web}}}], ports: [{port: 8080}]}]
+  egress: [{to: [{podSelector: {matchLabels: {app: db}}}], ports: [{port: 5432}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db, namespace: prod}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  policyTypes: [Ingress, Egress]
+  ingress: [{from: [{podSelector: {matchLabels: {app: api}}}], ports: [{port: 5432}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: laptop, namespace: prod}
+spec:
+  podSelector: {matchLabels: {app: laptop}}
+  policyTypes: [Ingress, Egress]
+  egress: [{to: [{podSelector: {matchLabels: {app: web}}}], ports: [{port: 443}]}]
+`
+
+func (c *cluster) applyPolicy(doc string) (string, error) {
+	f := filepath.Join(c.t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(f, []byte(doc), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	return c.admin("policy", "apply", "-f", f)
+}
+
+func TestOverlay(t *testing.T) {
+	c := newCluster(t)
+	tok := c.token("--namespace", "prod", "--uses", "4", "--ttl", "10m")
+	web := c.addNode("web", tok, "app=web")
+	api := c.addNode("api", tok, "app=api")
+	db := c.addNode("db", tok, "app=db")
+	laptop := c.addNode("laptop", tok, "app=laptop")
+
+	// Baseline deny, no policy: nobody has a peer.
+	c.expectPeers(10*time.Second, map[string][]string{})
+
+	if _, err := c.applyPolicy(chainPolicy); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{
+		"web": {"api", "laptop"}, "api": {"db", "web"}, "db": {"api"}, "laptop": {"web"},
+	}
+	c.expectPeers(10*time.Second, want)
+
+	// Allowed flows connect through the tunnel; a node cannot reach one it
+	// holds no peer for.
+	webIP, apiIP, dbIP := c.overlayIP(web), c.overlayIP(api), c.overlayIP(db)
+	web.host.ServeTCP(t, netip.AddrPortFrom(webIP, 443))
+	api.host.ServeTCP(t, netip.AddrPortFrom(apiIP, 8080))
+	db.host.ServeTCP(t, netip.AddrPortFrom(dbIP, 5432))
+	for _, f := range []struct {
+		from *node
+		to   netip.AddrPort
+	}{
+		{laptop, netip.AddrPortFrom(webIP, 443)},
+		{web, netip.AddrPortFrom(apiIP, 8080)},
+		{api, netip.AddrPortFrom(dbIP, 5432)},
+	} {
+		netlab.Eventually(t, 15*time.Second, func() error { return f.from.host.DialTCP(f.to, 2*time.Second) })
+	}
+	for _, f := range []struct {
+		from *node
+		to   netip.AddrPort
+	}{
+		{laptop, netip.AddrPortFrom(apiIP, 8080)},
+		{laptop, netip.AddrPortFrom(dbIP, 5432)},
+		{web, netip.AddrPortFrom(dbIP, 5432)},
+	} {
+		if err := f.from.host.DialTCP(f.to, time.Second); err == nil {
+			t.Errorf("%s reached %s without an allowed flow", f.from.name, f.to)
+		}
+	}
+
+	t.Run("bad policy keeps the old one", func(t *testing.T) {
+		out, err := c.applyPolicy("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web, namespace: prod}\nspec:\n  podSelector: {}\n  ingress: [{ports: [{port: 70000}]}]\n")
+		if err == nil || !strings.Contains(out, "spec.ingress[0].ports[0].port") {
+			t.Fatalf("bad policy: %v %s", err, out)
+		}
+		c.expectPeers(3*time.Second, want)
+	})
+
+	t.Run("used token", func(t *testing.T) {
+		h := c.lab.Host("late")
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		out, err := h.Command(ctx, c.bin, "node", "--coordinator", c.url, "--join-token", tok, "--state-dir", t.TempDir(),
+			"--iface", "ltlate"+c.lab.Suffix()[:6], "--name", "late").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "used") {
+			t.Fatalf("enrolling with a used-up token: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("policy change moves peers and keeps other tunnels", func(t *testing.T) {
+		// laptop may now also reach api directly.
+		extra := strings.Replace(chainPolicy, "ingress: [{from: [{podSelector: {matchLabels: {app: web}}}], ports: [{port: 8080}]}]",
+			"ingress: [{from: [{podSelector: {matchLabels: {app: web}}}, {podSelector: {matchLabels: {app: laptop}}}], ports: [{port: 8080}]}]", 1)
+		extra = strings.Replace(extra, "egress: [{to: [{podSelector: {matchLabels: {app: web}}}], ports: [{port: 443}]}]",
+			"egress: [{to: [{podSelector: {matchLabels: {app: web}}}, {podSelector: {matchLabels: {app: api}}}]}]", 1)
+		before := handshake(t, c, db, api)
+		if _, err := c.applyPolicy(extra); err != nil {
+			t.Fatal(err)
+		}
+		c.expectPeers(5*time.Second, map[string][]string{
+			"web": {"api", "laptop"}, "api": {"db", "laptop", "web"}, "db": {"api"}, "laptop": {"api", "web"},
+		})
+		if after := handshake(t, c, db, api); before != "" && after != before {
+			t.Errorf("db's tunnel to api was reset by an unrelated change: handshake %s -> %s", before, after)
+		}
+		if _, err := c.applyPolicy(chainPolicy); err != nil {
+			t.Fatal(err)
+		}
+		c.expectPeers(5*time.Second, want)
+	})
+
+	t.Run("coordinator away: tunnels keep working, then converge", func(t *testing.T) {
+		c.coordP.Kill(9)
+		c.coordP.Wait(10 * time.Second)
+		if err := laptop.host.DialTCP(netip.AddrPortFrom(webIP, 443), 3*time.Second); err != nil {
+			t.Fatalf("tunnel stopped with the coordinator away: %v", err)
+		}
+		c.startCoordinator()
+		netlab.Eventually(t, 20*time.Second, func() error {
+			for _, n := range c.nodes {
+				if st, err := c.status(n); err != nil || !st.Connected {
+					return fmt.Errorf("node %s not reconnected: %+v %v", n.name, st, err)
+				}
+			}
+			return nil
+		})
+		c.expectPeers(10*time.Second, want)
+	})
+
+	t.Run("deleted node disappears and is refused", func(t *testing.T) {
+		c.mustAdmin("admin", "node", "delete", "db")
+		delete(c.nodes, "db")
+		c.expectPeers(5*time.Second, map[string][]string{"web": {"api", "laptop"}, "api": {"web"}, "laptop": {"web"}})
+		netlab.Eventually(t, 10*time.Second, func() error {
+			st, err := c.status(db)
+			if err != nil {
+				return err
+			}
+			if st.Connected {
+				return fmt.Errorf("deleted node still connected")
+			}
+			return nil
+		})
+	})
+}
+
+// handshake returns the latest-handshake time n holds for peer.
+func handshake(t *testing.T, c *cluster, n, peer *node) string {
+	t.Helper()
+	st, err := c.status(peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := n.host.Run(ctx, "wg", "show", n.iface, "latest-handshakes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == st.PublicKey {
+			return f[1]
+		}
+	}
+	return ""
+}

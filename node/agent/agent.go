@@ -1,0 +1,335 @@
+// Package agent is the node agent: it enrolls the machine with a join
+// token, keeps its SPIFFE X.509-SVID renewed, registers the node's
+// WireGuard key, endpoints and workloads with the coordinator, streams the
+// node's view and applies it to the WireGuard device, keeps enforcing the
+// last view while the coordinator is away (fail-static), and answers local
+// status queries on a unix socket in its state directory.
+//
+// Only package cli imports it. It talks to the coordinator through the
+// wire types and imports no coordinator package.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/latchnet/latch/node/wg"
+	"github.com/latchnet/latch/view"
+	"github.com/latchnet/latch/wire"
+)
+
+// Log field names.
+const (
+	logErr     = "err"
+	logNode    = "node"
+	logID      = "spiffe_id"
+	logVersion = "version"
+	logPeers   = "peers"
+	logExpiry  = "expires"
+	logRetry   = "retry_in"
+	logCode    = "code"
+	logHave    = "have"
+)
+
+// deps are the agent's effects on the host and on time; tests replace
+// them.
+type deps struct {
+	open       func(wg.Config, *slog.Logger) (wg.Device, wg.Impl, error)
+	clock      Clock
+	hostAddrs  func() ([]netip.Addr, error)
+	hostname   func() (string, error)
+	backoffMin time.Duration
+	backoffMax time.Duration
+	// silence is how long the stream may stay quiet (the coordinator sends
+	// a keepalive every 10 s) before the agent reconnects.
+	silence time.Duration
+}
+
+func defaultDeps() deps {
+	return deps{
+		open:       wg.Open,
+		clock:      systemClock{},
+		hostAddrs:  interfaceAddrs,
+		hostname:   defaultName,
+		backoffMin: 500 * time.Millisecond,
+		backoffMax: 15 * time.Second,
+		silence:    35 * time.Second,
+	}
+}
+
+// ErrNotEnrolled is returned by Run when the state directory holds no SVID
+// and no join token was given.
+var ErrNotEnrolled = errors.New("this node is not enrolled: pass --join-token")
+
+// Run runs the node agent until ctx is cancelled; then it closes the
+// stream, removes the WireGuard interface and the status socket, and
+// returns nil. It returns an error at once if the configuration is invalid,
+// if enrollment fails (the coordinator's message), or if the WireGuard
+// device cannot be brought up. Once running, coordinator outages are
+// retried with backoff while the last view stays applied.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	return run(ctx, cfg, log, defaultDeps())
+}
+
+// agent is one running node agent.
+type agent struct {
+	s     settings
+	log   *slog.Logger
+	d     deps
+	dir   stateDir
+	src   *source
+	api   *client
+	dev   wg.Device
+	impl  wg.Impl
+	wgKey string // public, base64
+
+	mu          sync.Mutex
+	node        wire.NodeInfo // guarded by mu
+	view        *view.View    // the view applied; guarded by mu
+	needFull    bool          // ask for have=0 next; guarded by mu
+	applyFailed bool          // the last Device.Apply failed; guarded by mu
+	connected   bool          // guarded by mu
+	lastErr     string        // guarded by mu
+	issuedAt    time.Time     // when the current SVID was received; guarded by mu
+}
+
+func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	// Compute and validate everything before touching the host.
+	s, err := cfg.check(d.hostAddrs)
+	if err != nil {
+		return err
+	}
+	a := &agent{s: s, log: log, d: d, dir: stateDir(s.StateDir), src: &source{}}
+
+	if s.token == nil {
+		if _, err := os.Stat(a.dir.path(SVIDFile)); errors.Is(err, fs.ErrNotExist) {
+			return ErrNotEnrolled
+		}
+	}
+	if err := a.dir.create(); err != nil {
+		return err
+	}
+	key, err := a.dir.wgKey()
+	if err != nil {
+		return err
+	}
+	a.wgKey = key.PublicKey().String()
+	if err := a.loadOrEnroll(ctx); err != nil {
+		return err
+	}
+	id := a.src.get()
+	a.log = log.With(logNode, id.name)
+	a.api = newClient(s.base, a.src)
+	defer a.api.closeIdle()
+
+	v, err := a.dir.loadView()
+	if err != nil {
+		a.log.Warn("ignoring the saved view", logErr, err)
+	}
+	if v != nil && v.Node != id.name {
+		a.log.Warn("ignoring the saved view: it is for another node", logNode, v.Node)
+		v = nil
+	}
+	if _, ok, err := a.dir.loadNode(); err != nil || !ok {
+		// Enrolled, but node.json was lost: learn the address first.
+		if err := a.registerUntilDone(ctx); err != nil {
+			return err
+		}
+	}
+	node, _, err := a.dir.loadNode()
+	if err != nil {
+		return err
+	}
+	if !node.IP.Is4() {
+		return fmt.Errorf("the coordinator gave this node no IPv4 overlay address (%s in %s)", node.IP, a.dir.path(NodeFile))
+	}
+	a.node = node
+
+	// Touch the host: the WireGuard device, the last view, the socket.
+	dev, impl, err := d.open(wg.Config{
+		Name:       s.Iface,
+		PrivateKey: key,
+		ListenPort: s.ListenPort,
+		Address:    netip.PrefixFrom(node.IP, 32),
+		Route:      node.Route,
+	}, log)
+	if err != nil {
+		return fmt.Errorf("bringing up WireGuard: %w", err)
+	}
+	a.dev, a.impl = dev, impl
+	defer func() {
+		if err := dev.Close(); err != nil {
+			a.log.Warn("closing the WireGuard device", logErr, err)
+		}
+	}()
+	if v != nil {
+		a.setView(v, false)
+		a.log.Info("applied the saved view", logVersion, v.Version, logPeers, len(v.Peers))
+	}
+	stopStatus, err := a.serveStatus()
+	if err != nil {
+		return err
+	}
+	defer stopStatus()
+
+	a.log.Info("node agent running", logID, id.spiffeID().String(), logExpiry, id.notAfter())
+	var wg sync.WaitGroup
+	wg.Go(func() { a.renewLoop(ctx) })
+	wg.Go(func() { a.syncLoop(ctx) })
+	wg.Wait()
+	a.log.Info("node agent stopping")
+	return nil
+}
+
+// loadOrEnroll loads the saved SVID, or enrolls with the join token when
+// there is none.
+func (a *agent) loadOrEnroll(ctx context.Context) error {
+	id, ok, err := a.dir.loadIdentity()
+	if err != nil {
+		return err
+	}
+	if ok {
+		if a.s.Name != "" && a.s.Name != id.name {
+			return fmt.Errorf("the state directory %s belongs to node %q, not %q: use another --state-dir or drop --name", a.s.StateDir, id.name, a.s.Name)
+		}
+		issued := time.Time{}
+		if fi, err := os.Stat(a.dir.path(SVIDFile)); err == nil {
+			issued = fi.ModTime()
+		}
+		a.src.swap(id)
+		a.issuedAt = issued
+		return nil
+	}
+	if a.s.token == nil {
+		return ErrNotEnrolled
+	}
+	name := a.s.Name
+	if name == "" {
+		if name, err = a.d.hostname(); err != nil {
+			return err
+		}
+	}
+	a.log.Info("enrolling", logNode, name, "token", a.s.token.String())
+	id, node, err := enroll(ctx, a.s.base, *a.s.token, name, a.s.Labels)
+	if err != nil {
+		return fmt.Errorf("enrolling with %s: %w", a.s.Coordinator, err)
+	}
+	// node.json first: an identity without it is recovered by registering.
+	if err := a.dir.writeJSON(NodeFile, node); err != nil {
+		return err
+	}
+	if err := a.dir.saveIdentity(id); err != nil {
+		return err
+	}
+	a.src.swap(id)
+	a.issuedAt = a.d.clock.Now()
+	a.log.Info("enrolled", logID, id.spiffeID().String(), logExpiry, id.notAfter())
+	return nil
+}
+
+// registerRequest is what the node registers: its WireGuard key, its
+// endpoints outside the overlay, its ports and workloads.
+func (a *agent) registerRequest() wire.RegisterRequest {
+	a.mu.Lock()
+	route := a.node.Route
+	a.mu.Unlock()
+	req := wire.RegisterRequest{PublicKey: a.wgKey, Ports: a.s.Ports, Workloads: a.s.Workloads}
+	for _, ep := range a.s.Endpoints {
+		if route.IsValid() && route.Contains(ep.Addr()) {
+			continue
+		}
+		req.Endpoints = append(req.Endpoints, ep)
+	}
+	return req
+}
+
+// register registers the node and saves what the coordinator says of it.
+func (a *agent) register(ctx context.Context) error {
+	resp, err := a.api.register(ctx, a.registerRequest())
+	if err != nil {
+		return fmt.Errorf("registering: %w", err)
+	}
+	a.mu.Lock()
+	old := a.node
+	a.node = resp.Node
+	a.mu.Unlock()
+	if old.IP.IsValid() && (old.IP != resp.Node.IP || old.Route != resp.Node.Route) {
+		a.log.Error("the coordinator changed this node's overlay address; restart the agent to use it",
+			"old_ip", old.IP, "new_ip", resp.Node.IP, "old_route", old.Route, "new_route", resp.Node.Route)
+	}
+	if err := a.dir.writeJSON(NodeFile, resp.Node); err != nil {
+		a.log.Warn("saving node info", logErr, err)
+	}
+	return nil
+}
+
+// registerUntilDone registers, retrying with backoff, until it succeeds or
+// ctx ends.
+func (a *agent) registerUntilDone(ctx context.Context) error {
+	bo := newBackoff(a.d.backoffMin, a.d.backoffMax)
+	for {
+		err := a.register(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		wait := bo.next()
+		a.noteError(err, wait)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// noteError records err for status and logs it; a refusal by the
+// coordinator is logged with its message as an error.
+func (a *agent) noteError(err error, retry time.Duration) {
+	a.mu.Lock()
+	a.lastErr = err.Error()
+	a.mu.Unlock()
+	if ce, ok := refused(err); ok {
+		a.log.Error("the coordinator refused this node; keeping the last view", logErr, ce.Message, logCode, ce.Code, logRetry, retry)
+		return
+	}
+	if errors.Is(err, errNeedFull) {
+		a.log.Info("reconnecting for a full view", logRetry, retry)
+		return
+	}
+	a.log.Warn("lost the coordinator; keeping the last view and reconnecting", logErr, err, logRetry, retry)
+}
+
+// backoff is jittered exponential backoff.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max} }
+
+// next returns the next wait: a random duration in [d/2, d], where d starts
+// at min and doubles up to max.
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	} else {
+		b.cur = min(2*b.cur, b.max)
+	}
+	half := b.cur / 2
+	return half + rand.N(b.cur-half+1)
+}
+
+func (b *backoff) reset() { b.cur = 0 }

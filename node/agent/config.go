@@ -1,0 +1,224 @@
+package agent
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/wire"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultListenPort  = 51820
+	DefaultIface       = "latch0"
+	DefaultRenewBefore = 0.5
+)
+
+// Config is what Run needs to make this machine a node.
+type Config struct {
+	// Coordinator is the base URL of the coordinator's node API,
+	// https://HOST:PORT.
+	Coordinator string
+	// JoinToken ("latch1.<id>.<secret>.<ca-hash>") is used once, when the
+	// state directory holds no SVID yet.
+	JoinToken string
+	// StateDir holds the node's keys, SVID, trust bundle, last view and the
+	// status socket. Created 0700.
+	StateDir string
+	// Iface is the WireGuard interface name; DefaultIface if empty.
+	Iface string
+	// Name is the node name asked for at enrollment; the host name if
+	// empty. Once enrolled, the name in the SVID is authoritative.
+	Name   string
+	Labels map[string]string
+	// ListenPort is WireGuard's UDP port; DefaultListenPort if zero.
+	ListenPort int
+	// Endpoints are the underlay addresses peers reach this node at. If
+	// empty: every global unicast IPv4 address of the host's interfaces
+	// with ListenPort.
+	Endpoints []netip.AddrPort
+	// Ports are the node's own served ports (the node is a workload too).
+	Ports     []inventory.Port
+	Workloads []wire.WorkloadDecl
+	// RenewBefore is the fraction of the SVID's lifetime after which it is
+	// renewed; DefaultRenewBefore (half-life) if zero.
+	RenewBefore float64
+}
+
+// joinToken is a parsed join token. String never shows the secret.
+type joinToken struct {
+	id, text    string
+	fingerprint string // "sha256:<64 lowercase hex>"
+}
+
+func (t joinToken) String() string { return "latch1." + t.id + ".<redacted>" }
+
+// parseToken parses "latch1.<id>.<secret>.<ca-hash>". Errors never contain
+// the secret.
+func parseToken(s string) (joinToken, error) {
+	s = strings.TrimSpace(s)
+	const format = "latch1.<id>.<secret>.<ca-hash>"
+	parts := strings.Split(s, ".")
+	if len(parts) != 4 {
+		return joinToken{}, fmt.Errorf("join token: want 4 dot-separated parts %s, got %d", format, len(parts))
+	}
+	if parts[0] != "latch1" {
+		return joinToken{}, fmt.Errorf("join token: does not start with latch1 (%s): is it a Latch join token?", format)
+	}
+	if parts[1] == "" || parts[2] == "" {
+		return joinToken{}, fmt.Errorf("join token: empty id or secret (%s): was the token copied completely?", format)
+	}
+	fp := strings.ToLower(strings.TrimPrefix(parts[3], "sha256:"))
+	if len(fp) != 64 {
+		return joinToken{}, fmt.Errorf("join token: ca-hash must be 64 hex characters, got %d (%s): was the token copied completely?", len(fp), format)
+	}
+	if _, err := hex.DecodeString(fp); err != nil {
+		return joinToken{}, fmt.Errorf("join token: ca-hash is not hexadecimal (%s)", format)
+	}
+	return joinToken{id: parts[1], text: s, fingerprint: "sha256:" + fp}, nil
+}
+
+// settings is a Config checked and completed with defaults.
+type settings struct {
+	Config
+	base  *url.URL
+	token *joinToken // nil when no token was given
+}
+
+// check validates cfg and fills in defaults. It touches nothing on the
+// host except reading the host name and interface addresses when those
+// defaults are needed.
+func (cfg Config) check(hostAddrs func() ([]netip.Addr, error)) (settings, error) {
+	s := settings{Config: cfg}
+	if cfg.Coordinator == "" {
+		return s, errors.New("no coordinator: pass --coordinator https://HOST:PORT")
+	}
+	u, err := url.Parse(cfg.Coordinator)
+	if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return s, fmt.Errorf("coordinator %q is not a URL of the form https://HOST:PORT", cfg.Coordinator)
+	}
+	u.Path = ""
+	s.base = u
+	if cfg.StateDir == "" {
+		return s, errors.New("no state directory: pass --state-dir DIR")
+	}
+	if cfg.JoinToken != "" {
+		t, err := parseToken(cfg.JoinToken)
+		if err != nil {
+			return s, err
+		}
+		s.token = &t
+	}
+	if s.Iface == "" {
+		s.Iface = DefaultIface
+	}
+	if len(s.Iface) > 15 {
+		return s, fmt.Errorf("interface name %q is longer than 15 bytes", s.Iface)
+	}
+	if s.Name != "" {
+		if err := validateName(s.Name); err != nil {
+			return s, err
+		}
+	}
+	for k := range s.Labels {
+		if k == "" {
+			return s, errors.New("label with an empty key")
+		}
+	}
+	if s.ListenPort == 0 {
+		s.ListenPort = DefaultListenPort
+	}
+	if s.ListenPort < 1 || s.ListenPort > 65535 {
+		return s, fmt.Errorf("listen port %d is out of range 1-65535", s.ListenPort)
+	}
+	if s.RenewBefore == 0 {
+		s.RenewBefore = DefaultRenewBefore
+	}
+	if s.RenewBefore <= 0 || s.RenewBefore >= 1 {
+		return s, fmt.Errorf("renew-before %g must be a fraction of the SVID lifetime between 0 and 1, e.g. 0.5", s.RenewBefore)
+	}
+	for _, ep := range s.Endpoints {
+		if !ep.IsValid() || ep.Port() == 0 || ep.Addr().IsUnspecified() {
+			return s, fmt.Errorf("endpoint %s is not an address and port peers can reach", ep)
+		}
+	}
+	if len(s.Endpoints) == 0 {
+		addrs, err := hostAddrs()
+		if err != nil {
+			return s, fmt.Errorf("finding this host's addresses for the default endpoints: %w; pass --endpoint IP:PORT", err)
+		}
+		for _, a := range addrs {
+			s.Endpoints = append(s.Endpoints, netip.AddrPortFrom(a, uint16(s.ListenPort)))
+		}
+	}
+	for i, w := range s.Workloads {
+		if w.Name == "" || w.Namespace == "" {
+			return s, fmt.Errorf("workload %d needs a name and a namespace", i)
+		}
+	}
+	return s, nil
+}
+
+// validateName checks a DNS-1123 label, the form node names take.
+func validateName(name string) error {
+	if name == "" || len(name) > 63 {
+		return fmt.Errorf("node name %q must be 1 to 63 characters long", name)
+	}
+	for i := 0; i < len(name); i++ {
+		ch := name[i]
+		switch {
+		case ch >= 'a' && ch <= 'z', ch >= '0' && ch <= '9':
+		case ch == '-' && i != 0 && i != len(name)-1:
+		default:
+			return fmt.Errorf("invalid node name %q: use lowercase letters, digits and '-', starting and ending with a letter or digit (pass --name)", name)
+		}
+	}
+	return nil
+}
+
+// defaultName is the host name, lowercased and cut at the first dot.
+func defaultName() (string, error) {
+	h, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("reading the host name: %w; pass --name", err)
+	}
+	h, _, _ = strings.Cut(strings.ToLower(h), ".")
+	if err := validateName(h); err != nil {
+		return "", fmt.Errorf("the host name cannot be a node name: %w", err)
+	}
+	return h, nil
+}
+
+// interfaceAddrs returns every global unicast IPv4 address of the host.
+func interfaceAddrs() ([]netip.Addr, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		n, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(n.IP)
+		if !ok {
+			continue
+		}
+		ip = ip.Unmap()
+		if ip.Is4() && ip.IsGlobalUnicast() {
+			out = append(out, ip)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no global unicast IPv4 address")
+	}
+	return out, nil
+}

@@ -1,0 +1,208 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Status is the answer of GET /status on the agent's socket.
+type Status struct {
+	Name        string    `json:"name"`
+	SPIFFEID    string    `json:"spiffeID"`
+	SVIDExpiry  time.Time `json:"svidExpiry"`
+	Coordinator string    `json:"coordinator"`
+	Connected   bool      `json:"connected"`
+	LastError   string    `json:"lastError"`
+	ViewVersion uint64    `json:"viewVersion"`
+	Iface       string    `json:"iface"`
+	Impl        string    `json:"impl"`
+	PublicKey   string    `json:"publicKey"`
+	IP          string    `json:"ip"`
+}
+
+// PeerInfo is one entry of GET /peers: a WireGuard peer as the device
+// reports it, named from the view.
+type PeerInfo struct {
+	Node          string    `json:"node"` // "" if the peer is not in the view
+	PublicKey     string    `json:"publicKey"`
+	Endpoint      string    `json:"endpoint,omitempty"`
+	AllowedIPs    []string  `json:"allowedIPs"`
+	LastHandshake time.Time `json:"lastHandshake,omitzero"`
+	RxBytes       int64     `json:"rxBytes"`
+	TxBytes       int64     `json:"txBytes"`
+}
+
+func (a *agent) status() Status {
+	id := a.src.get()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := Status{
+		Name:        id.name,
+		SPIFFEID:    id.spiffeID().String(),
+		SVIDExpiry:  id.notAfter(),
+		Coordinator: a.s.base.String(),
+		Connected:   a.connected,
+		LastError:   a.lastErr,
+		Iface:       a.dev.Name(),
+		Impl:        string(a.impl),
+		PublicKey:   a.dev.PublicKey().String(),
+		IP:          a.node.IP.String(),
+	}
+	if a.view != nil {
+		st.ViewVersion = a.view.Version
+	}
+	return st
+}
+
+func (a *agent) peers() ([]PeerInfo, error) {
+	ps, err := a.dev.Peers()
+	if err != nil {
+		return nil, err
+	}
+	names := map[string]string{}
+	a.mu.Lock()
+	if a.view != nil {
+		for _, p := range a.view.Peers {
+			names[p.PublicKey] = p.Node
+		}
+	}
+	a.mu.Unlock()
+	out := make([]PeerInfo, 0, len(ps))
+	for _, p := range ps {
+		pi := PeerInfo{
+			Node:          names[p.PublicKey.String()],
+			PublicKey:     p.PublicKey.String(),
+			Endpoint:      p.Endpoint,
+			AllowedIPs:    make([]string, 0, len(p.AllowedIPs)),
+			LastHandshake: p.LastHandshake,
+			RxBytes:       p.RxBytes,
+			TxBytes:       p.TxBytes,
+		}
+		for _, ip := range p.AllowedIPs {
+			pi.AllowedIPs = append(pi.AllowedIPs, ip.String())
+		}
+		out = append(out, pi)
+	}
+	return out, nil
+}
+
+// serveStatus listens on DIR/latch.sock (0600) and serves GET /status and
+// GET /peers. The returned function stops the server and removes the
+// socket.
+func (a *agent) serveStatus() (stop func(), err error) {
+	path := a.dir.path(SocketFile)
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another agent is running with state directory %s (it answers on %s)", a.s.StateDir, path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("removing the stale status socket: %w", err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("status socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("status socket: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, a.status())
+	})
+	mux.HandleFunc("GET /peers", func(w http.ResponseWriter, r *http.Request) {
+		ps, err := a.peers()
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, ps)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Warn("status socket", logErr, err)
+		}
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+		os.Remove(path)
+	}, nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// QueryStatus asks the agent running with stateDir for its status.
+func QueryStatus(ctx context.Context, stateDir string) (Status, error) {
+	var st Status
+	err := query(ctx, stateDir, "/status", &st)
+	return st, err
+}
+
+// QueryPeers asks the agent running with stateDir for its WireGuard peers.
+func QueryPeers(ctx context.Context, stateDir string) ([]PeerInfo, error) {
+	var ps []PeerInfo
+	err := query(ctx, stateDir, "/peers", &ps)
+	return ps, err
+}
+
+func query(ctx context.Context, stateDir, path string, v any) error {
+	sock := filepath.Join(stateDir, SocketFile)
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
+	defer hc.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://latch"+path, nil)
+	if err != nil {
+		return err
+	}
+	res, err := hc.Do(req)
+	if err != nil {
+		switch {
+		case errors.Is(err, fs.ErrNotExist), errors.Is(err, errConnRefused):
+			return fmt.Errorf("no node agent is running with state directory %s (nothing answers on %s): start one with latch node, or pass --state-dir", stateDir, sock)
+		case errors.Is(err, fs.ErrPermission):
+			return fmt.Errorf("cannot reach the node agent at %s: permission denied: run as the agent's user (usually root)", sock)
+		}
+		return fmt.Errorf("asking the node agent at %s: %w", sock, err)
+	}
+	defer res.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(res.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("reading the node agent's answer: %w", err)
+	}
+	if res.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		json.Unmarshal(data, &e)
+		return fmt.Errorf("the node agent answered %s: %s", res.Status, e.Error)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("reading the node agent's answer: %w", err)
+	}
+	return nil
+}
