@@ -61,8 +61,8 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	if err != nil {
 		return fmt.Errorf("--baseline: %w", err)
 	}
-	if f.svidTTL < time.Minute {
-		return fmt.Errorf("--svid-ttl %v: must be at least 1m", f.svidTTL)
+	if f.svidTTL < 10*time.Second {
+		return fmt.Errorf("--svid-ttl %v: must be at least 10s", f.svidTTL)
 	}
 	host, _, err := net.SplitHostPort(f.listen)
 	if err != nil {

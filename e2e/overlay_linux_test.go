@@ -71,11 +71,13 @@ type node struct {
 }
 
 type status struct {
-	Name        string `json:"name"`
-	IP          string `json:"ip"`
-	PublicKey   string `json:"publicKey"`
-	ViewVersion uint64 `json:"viewVersion"`
-	Connected   bool   `json:"connected"`
+	SVIDExpiry  time.Time `json:"svidExpiry"`
+	LastError   string    `json:"lastError"`
+	Name        string    `json:"name"`
+	IP          string    `json:"ip"`
+	PublicKey   string    `json:"publicKey"`
+	ViewVersion uint64    `json:"viewVersion"`
+	Connected   bool      `json:"connected"`
 }
 
 func newCluster(t *testing.T, extra ...string) *cluster {
@@ -269,12 +271,15 @@ func (c *cluster) applyPolicy(doc string) (string, error) {
 }
 
 func TestOverlay(t *testing.T) {
-	c := newCluster(t)
-	tok := c.token("--namespace", "prod", "--uses", "4", "--ttl", "10m")
+	// Short SVIDs, so that renewal happens during the test.
+	c := newCluster(t, "--svid-ttl", "20s")
+	tok := c.token("--namespace", "prod", "--uses", "5", "--ttl", "10m")
 	web := c.addNode("web", tok, "app=web")
 	api := c.addNode("api", tok, "app=api")
 	db := c.addNode("db", tok, "app=db")
 	laptop := c.addNode("laptop", tok, "app=laptop")
+	// A node that no policy mentions: it must never hold a peer.
+	c.addNode("idle", tok, "app=idle")
 
 	// Baseline deny, no policy: nobody has a peer.
 	c.expectPeers(10*time.Second, map[string][]string{})
@@ -322,6 +327,52 @@ func TestOverlay(t *testing.T) {
 			t.Fatalf("bad policy: %v %s", err, out)
 		}
 		c.expectPeers(3*time.Second, want)
+	})
+
+	t.Run("expired token", func(t *testing.T) {
+		short := c.token("--namespace", "prod", "--ttl", "1s")
+		time.Sleep(1500 * time.Millisecond) // let the token expire: the point of the test
+		h := c.lab.Host("expired")
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		out, err := h.Command(ctx, c.bin, "node", "--coordinator", c.url, "--join-token", short, "--state-dir", t.TempDir(),
+			"--iface", "ltexp"+c.lab.Suffix()[:6], "--name", "expired").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "expired") {
+			t.Fatalf("enrolling with an expired token: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("SVID renewal", func(t *testing.T) {
+		first, err := c.status(web)
+		if err != nil {
+			t.Fatal(err)
+		}
+		netlab.Eventually(t, 30*time.Second, func() error {
+			st, err := c.status(web)
+			if err != nil {
+				return err
+			}
+			if !st.SVIDExpiry.After(first.SVIDExpiry) {
+				return fmt.Errorf("SVID not renewed yet (expires %v)", st.SVIDExpiry)
+			}
+			return nil
+		})
+		c.expectPeers(5*time.Second, want)
+	})
+
+	t.Run("node restart without a token", func(t *testing.T) {
+		laptop.proc.Kill(15)
+		laptop.proc.Wait(10 * time.Second)
+		c.restart(laptop)
+		netlab.Eventually(t, 20*time.Second, func() error {
+			st, err := c.status(laptop)
+			if err != nil || !st.Connected {
+				return fmt.Errorf("laptop not back: %+v %v", st, err)
+			}
+			return nil
+		})
+		c.expectPeers(10*time.Second, want)
+		netlab.Eventually(t, 15*time.Second, func() error { return laptop.host.DialTCP(netip.AddrPortFrom(webIP, 443), 2*time.Second) })
 	})
 
 	t.Run("used token", func(t *testing.T) {
@@ -384,8 +435,8 @@ func TestOverlay(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if st.Connected {
-				return fmt.Errorf("deleted node still connected")
+			if st.Connected || !strings.Contains(st.LastError, "revoked") {
+				return fmt.Errorf("deleted node: connected=%v, last error %q; want its certificate refused as revoked", st.Connected, st.LastError)
 			}
 			return nil
 		})
