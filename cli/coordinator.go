@@ -106,7 +106,7 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	if err != nil {
 		return err
 	}
-	ln, err := tls.Listen("tcp", f.listen, authority.ServerTLSConfig(svid))
+	ln, err := tls.Listen("tcp", f.listen, api.TLSConfig(authority, svid))
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", f.listen, err)
 	}

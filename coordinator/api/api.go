@@ -9,6 +9,7 @@ package api
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -25,6 +26,7 @@ import (
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/policy"
 	"github.com/latchnet/latch/wire"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
 // Config wires a Server.
@@ -282,4 +284,15 @@ func (s *Server) adminAuth(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		return next(c)
 	}
+}
+
+// TLSConfig is the listener's TLS configuration: the coordinator's SVID
+// with its chain, and client certificates requested but not verified in
+// the handshake. nodeAuth verifies them on every node call, so that a
+// refused certificate (expired, revoked, another trust domain) gets an
+// HTTP answer saying why instead of a bare TLS alert.
+func TLSConfig(authority *ca.CA, svid *x509svid.SVID) *tls.Config {
+	cfg := authority.ServerTLSConfig(svid)
+	cfg.VerifyConnection = nil
+	return cfg
 }

@@ -30,6 +30,7 @@ import (
 
 type harness struct {
 	t     *testing.T
+	clock *ca.FakeClock
 	srv   *httptest.Server
 	ca    *ca.CA
 	admin string
@@ -38,7 +39,8 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	dir := t.TempDir()
 	td := spiffeid.RequireTrustDomainFromString("example.test")
-	authority, err := ca.Open(dir, td, ca.SystemClock{})
+	clock := ca.NewFakeClock(time.Now())
+	authority, err := ca.Open(dir, td, clock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,14 +53,14 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, ca: authority, admin: "secret-admin"}
+	h := &harness{t: t, ca: authority, clock: clock, admin: "secret-admin"}
 	s := New(Config{State: st, CA: authority, AdminTokenHash: AdminTokenHash(h.admin), Keepalive: 200 * time.Millisecond})
 	h.srv = httptest.NewUnstartedServer(s)
 	svid, err := authority.ServerSVID([]string{"localhost"}, nil, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.srv.TLS = authority.ServerTLSConfig(svid)
+	h.srv.TLS = TLSConfig(authority, svid)
 	h.srv.StartTLS()
 	t.Cleanup(h.srv.Close)
 	return h
@@ -280,5 +282,18 @@ func TestAuth(t *testing.T) {
 	tok, _, _ := ca.NewToken(other.Fingerprint())
 	if n, _, msg := h.enroll(tok.String(), "x"); n != nil || !strings.Contains(msg, "fingerprint mismatch") {
 		t.Fatalf("enrolling with a token pinned to another CA: %q", msg)
+	}
+}
+
+func TestExpiredCertificateIsRefusedWithAReason(t *testing.T) {
+	h := newHarness(t)
+	n, code, msg := h.enroll(h.token(1), "old")
+	if n == nil {
+		t.Fatalf("enroll: %d %s", code, msg)
+	}
+	h.clock.Advance(2 * time.Hour)
+	code, body := h.post(n, wire.PathRegister, wire.RegisterRequest{PublicKey: "k"}, nil)
+	if code != http.StatusUnauthorized || !strings.Contains(body, "expired") {
+		t.Fatalf("expired certificate: %d %s", code, body)
 	}
 }
