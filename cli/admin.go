@@ -148,7 +148,7 @@ func newAdminCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if req.Labels, err = parseLabels(labels); err != nil {
+			if req.Labels, err = parseNodeLabels(labels); err != nil {
 				return err
 			}
 			var resp api.TokenResponse
@@ -268,21 +268,6 @@ func newPolicyApplyCmd() *cobra.Command {
 	f.register(cmd)
 	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "NetworkPolicy file; repeatable")
 	return cmd
-}
-
-func parseLabels(s string) (map[string]string, error) {
-	if strings.TrimSpace(s) == "" {
-		return nil, nil
-	}
-	out := map[string]string{}
-	for _, kv := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("labels %q: want k=v,k=v", s)
-		}
-		out[k] = v
-	}
-	return out, nil
 }
 
 func formatLabels(l map[string]string) string {

@@ -4,6 +4,7 @@
 package wire
 
 import (
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -94,4 +95,27 @@ type Error struct {
 	Error string `json:"error"`
 	// Code is a stable machine-readable reason, such as "token_used".
 	Code string `json:"code,omitempty"`
+}
+
+// CheckNodeName reports whether name can be a node name: a DNS-1123 label
+// (1 to 63 characters of a-z, 0-9 and '-', starting and ending with a
+// letter or digit). The node checks it before enrolling and the
+// coordinator again before signing.
+func CheckNodeName(name string) error {
+	if name == "" {
+		return fmt.Errorf("empty node name")
+	}
+	if len(name) > 63 {
+		return fmt.Errorf("node name %q is %d characters long, at most 63 are allowed", name, len(name))
+	}
+	for i := 0; i < len(name); i++ {
+		ch := name[i]
+		switch {
+		case ch >= 'a' && ch <= 'z', ch >= '0' && ch <= '9':
+		case ch == '-' && i != 0 && i != len(name)-1:
+		default:
+			return fmt.Errorf("invalid node name %q: use lowercase letters, digits and '-', starting and ending with a letter or digit", name)
+		}
+	}
+	return nil
 }

@@ -23,6 +23,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/latchnet/latch/internal/atomicfile"
+	"github.com/latchnet/latch/wire"
 	"io/fs"
 	"math/big"
 	"net"
@@ -151,45 +153,13 @@ func create(dir string, td spiffeid.TrustDomain, clock Clock) (*CA, error) {
 	}
 	// Key first: a crash in between leaves a key without a certificate,
 	// which Open reports instead of overwriting.
-	if err := writeFileAtomic(filepath.Join(dir, KeyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+	if err := atomicfile.Create(filepath.Join(dir, KeyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, CertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := atomicfile.Create(filepath.Join(dir, CertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return nil, err
 	}
 	return newCA(td, key, root, clock), nil
-}
-
-// writeFileAtomic writes data to a temporary file with exactly mode perm
-// (no umask), syncs it and links it to path, failing if path exists.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("ca: writing %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		f.Close()
-		os.Remove(tmp)
-		if err != nil {
-			err = fmt.Errorf("ca: writing %s: %w", path, err)
-		}
-	}()
-	// CreateTemp makes the file 0600, so the key is never readable by others.
-	if err := f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	// Link, unlike rename, refuses to replace a file another process made.
-	return os.Link(tmp, path)
 }
 
 func load(keyPath, certPath string, td spiffeid.TrustDomain, clock Clock) (*CA, error) {
@@ -324,24 +294,7 @@ func SPKIFingerprint(cert *x509.Certificate) string {
 // ValidateNodeName reports whether name can be a node name: a DNS-1123 label
 // (1 to 63 characters of a-z, 0-9 and '-', starting and ending with a letter
 // or digit).
-func ValidateNodeName(name string) error {
-	if name == "" {
-		return errors.New("empty node name")
-	}
-	if len(name) > 63 {
-		return fmt.Errorf("node name %q is %d characters long, at most 63 are allowed", name, len(name))
-	}
-	for i := 0; i < len(name); i++ {
-		ch := name[i]
-		switch {
-		case ch >= 'a' && ch <= 'z', ch >= '0' && ch <= '9':
-		case ch == '-' && i != 0 && i != len(name)-1:
-		default:
-			return fmt.Errorf("invalid node name %q: use lowercase letters, digits and '-', starting and ending with a letter or digit", name)
-		}
-	}
-	return nil
-}
+func ValidateNodeName(name string) error { return wire.CheckNodeName(name) }
 
 // NodeID returns spiffe://<td>/latch/node/<name>.
 func (c *CA) NodeID(name string) (spiffeid.ID, error) {

@@ -166,19 +166,10 @@ func (cfg Config) check(hostAddrs func() ([]netip.Addr, error)) (settings, error
 	return s, nil
 }
 
-// validateName checks a DNS-1123 label, the form node names take.
+// validateName checks a node name (see wire.CheckNodeName).
 func validateName(name string) error {
-	if name == "" || len(name) > 63 {
-		return fmt.Errorf("node name %q must be 1 to 63 characters long", name)
-	}
-	for i := 0; i < len(name); i++ {
-		ch := name[i]
-		switch {
-		case ch >= 'a' && ch <= 'z', ch >= '0' && ch <= '9':
-		case ch == '-' && i != 0 && i != len(name)-1:
-		default:
-			return fmt.Errorf("invalid node name %q: use lowercase letters, digits and '-', starting and ending with a letter or digit (pass --name)", name)
-		}
+	if err := wire.CheckNodeName(name); err != nil {
+		return fmt.Errorf("%w (pass --name)", err)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/latchnet/latch/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -45,33 +46,8 @@ func (d stateDir) create() error {
 }
 
 // write replaces name with data atomically, mode 0600.
-func (d stateDir) write(name string, data []byte) (err error) {
-	path := d.path(name)
-	f, err := os.CreateTemp(string(d), "."+name+".tmp*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-			err = fmt.Errorf("writing %s: %w", path, err)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+func (d stateDir) write(name string, data []byte) error {
+	return atomicfile.Write(d.path(name), data, 0o600)
 }
 
 // read returns the content of name; ok is false if it does not exist.
