@@ -1,0 +1,54 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+func demoNamespaces(t *testing.T) []string {
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ns []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) > 0 && strings.HasPrefix(f[0], "ld-") {
+			ns = append(ns, f[0])
+		}
+	}
+	return ns
+}
+
+// TestDemo runs `make demo`'s script once (without holding) and checks
+// that every allowed flow connected and that it left nothing behind.
+func TestDemo(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("the demo needs root (network namespaces); CI runs as root")
+		}
+		t.Skip("the demo needs root (network namespaces)")
+	}
+	bin := binary(t)
+	before := demoNamespaces(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "./scripts/demo.sh")
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "BIN="+bin, "DEMO_HOLD=0")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo failed: %v\n%s", err, out)
+	}
+	for _, want := range []string{"connectivity matrix", "laptop  open (allow)", "allowed flows that did not connect: 0", "-- web"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	if after := demoNamespaces(t); len(after) > len(before) {
+		t.Errorf("the demo left namespaces behind: %v", after)
+	}
+}
