@@ -163,7 +163,88 @@ func newAdminCmd() *cobra.Command {
 	create.Flags().StringVar(&labels, "labels", "", "labels for the nodes, k=v,k=v")
 	create.Flags().IntVar(&req.Uses, "uses", 1, "how many nodes may enroll with it")
 	create.Flags().StringVar(&req.TTL, "ttl", "1h", "how long it is valid")
-	token.AddCommand(create)
+	token.AddCommand(create, &cobra.Command{
+		Use:   "list",
+		Short: "List join tokens (never their secrets)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			var ts []store.Token
+			if err := c.json(http.MethodGet, "/v1/admin/tokens", nil, &ts); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAMESPACE\tLABELS\tUSES LEFT\tEXPIRES\tREVOKED")
+			for _, t := range ts {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%v\n", t.ID, t.Namespace, formatLabels(t.Labels), t.UsesLeft, t.ExpiresAt.Format(time.RFC3339), t.Revoked)
+			}
+			return tw.Flush()
+		},
+	}, &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke a join token",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			if err := c.json(http.MethodDelete, "/v1/admin/tokens/"+url.PathEscape(args[0]), nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "token %s revoked\n", args[0])
+			return nil
+		},
+	})
+
+	ns := &cobra.Command{Use: "namespace", Short: "Namespaces"}
+	var nsLabels, nsMode string
+	set := &cobra.Command{
+		Use:   "set NAME [--labels k=v,...] [--mode enforce|monitor]",
+		Short: "Create a namespace or change its labels and mode",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			l, err := parseNodeLabels(nsLabels)
+			if err != nil {
+				return err
+			}
+			if err := c.json(http.MethodPut, "/v1/admin/namespaces/"+url.PathEscape(args[0]), store.Namespace{Labels: l, Mode: nsMode}, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "namespace %s set\n", args[0])
+			return nil
+		},
+	}
+	set.Flags().StringVar(&nsLabels, "labels", "", "labels, k=v,k=v")
+	set.Flags().StringVar(&nsMode, "mode", "enforce", "enforce or monitor")
+	ns.AddCommand(set, &cobra.Command{
+		Use:   "list",
+		Short: "List namespaces",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			var list []store.Namespace
+			if err := c.json(http.MethodGet, "/v1/admin/namespaces", nil, &list); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tMODE\tLABELS")
+			for _, n := range list {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", n.Name, n.Mode, formatLabels(n.Labels))
+			}
+			return tw.Flush()
+		},
+	})
 
 	node := &cobra.Command{Use: "node", Short: "Nodes"}
 	node.AddCommand(&cobra.Command{
@@ -224,8 +305,79 @@ func newAdminCmd() *cobra.Command {
 			return nil
 		},
 	})
-	cmd.AddCommand(token, node)
+	audit := &cobra.Command{
+		Use:   "audit",
+		Short: "Show the newest audit entries: who changed what and when",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			var entries []store.AuditEntry
+			if err := c.json(http.MethodGet, "/v1/admin/audit", nil, &entries); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIME\tACTOR\tACTION\tOBJECT")
+			for _, e := range entries {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Time.Format(time.RFC3339), e.Actor, e.Action, e.Object)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.AddCommand(token, node, ns, audit)
 	return cmd
+}
+
+// newPolicyAdminCmds are `latch policy list` and `latch policy delete`.
+func newPolicyAdminCmds() []*cobra.Command {
+	var f adminFlags
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the policies applied on the coordinator",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			var ps []store.Policy
+			if err := c.json(http.MethodGet, "/v1/admin/policies", nil, &ps); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAMESPACE\tNAME\tUPDATED")
+			for _, p := range ps {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", p.Namespace, p.Name, p.UpdatedAt.Format(time.RFC3339))
+			}
+			return tw.Flush()
+		},
+	}
+	f.register(list)
+	var g adminFlags
+	del := &cobra.Command{
+		Use:   "delete NAMESPACE/NAME",
+		Short: "Delete a policy on the coordinator",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ns, name, ok := strings.Cut(args[0], "/")
+			if !ok || ns == "" || name == "" {
+				return fmt.Errorf("%q: give the policy as NAMESPACE/NAME", args[0])
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			if err := c.json(http.MethodDelete, "/v1/admin/policies/"+url.PathEscape(ns)+"/"+url.PathEscape(name), nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "policy %s deleted\n", args[0])
+			return nil
+		},
+	}
+	g.register(del)
+	return []*cobra.Command{list, del}
 }
 
 // newPolicyApplyCmd is `latch policy apply -f FILE`: the files are checked

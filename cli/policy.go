@@ -19,6 +19,7 @@ func newPolicyCmd() *cobra.Command {
 		Short: "Validate and evaluate NetworkPolicy files",
 	}
 	cmd.AddCommand(newPolicyEvalCmd(), newPolicyValidateCmd(), newPolicyApplyCmd())
+	cmd.AddCommand(newPolicyAdminCmds()...)
 	return cmd
 }
 

@@ -296,7 +296,7 @@ func (s *State) DeletePolicy(ctx context.Context, actor, namespace, name string)
 	key := namespace + "/" + name
 	return s.change(ctx, "policy.delete", actor, key, nil, func(tx store.Tx) ([]string, error) {
 		if err := tx.DeletePolicy(namespace, name); err != nil {
-			return nil, fmt.Errorf("policy %s: %w", key, err)
+			return nil, err
 		}
 		return s.eng.DeletePolicy(key)
 	})
@@ -365,7 +365,7 @@ func (s *State) Renew(ctx context.Context, name string, sign func(store.Node) (s
 	err := s.change(ctx, "node.renew", "node:"+name, name, nil, func(tx store.Tx) ([]string, error) {
 		var err error
 		if node, err = tx.GetNode(name); err != nil {
-			return nil, fmt.Errorf("node %q: %w", name, err)
+			return nil, err
 		}
 		if node.CertSerial, err = sign(node); err != nil {
 			return nil, fmt.Errorf("signing the node's certificate: %w", err)
@@ -404,7 +404,7 @@ func (s *State) Register(ctx context.Context, name string, r Registration) (stor
 	err := s.change(ctx, "node.register", "node:"+name, name, r, func(tx store.Tx) ([]string, error) {
 		var err error
 		if node, err = tx.GetNode(name); err != nil {
-			return nil, fmt.Errorf("node %q: %w", name, err)
+			return nil, err
 		}
 		node.PublicKey, node.Endpoints, node.Ports = r.PublicKey, r.Endpoints, r.Ports
 		node.LastSeen = s.opts.Now()
@@ -463,7 +463,7 @@ func (s *State) DeleteNode(ctx context.Context, actor, name string) error {
 	return s.change(ctx, "node.delete", actor, name, nil, func(tx store.Tx) ([]string, error) {
 		node, err := tx.GetNode(name)
 		if err != nil {
-			return nil, fmt.Errorf("node %q: %w", name, err)
+			return nil, err
 		}
 		ws, err := tx.ListWorkloads()
 		if err != nil {
