@@ -13,7 +13,10 @@ FUZZTIME ?= 15s
 # postgresql, ...).
 DEB_PACKAGES ?= iproute2 wireguard-tools iputils-ping netcat-openbsd shellcheck
 
-.PHONY: all build deps test lint unit fuzz bench demo clean
+# Debian packages `make generate` needs to compile bpf/latch.c.
+BPF_DEB_PACKAGES ?= clang llvm libbpf-dev gcc-multilib bpftool
+
+.PHONY: all build deps generate generate-check test lint unit fuzz bench demo clean
 
 all: build
 
@@ -24,15 +27,22 @@ $(BIN): $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
 
 # deps installs the missing Debian packages in DEB_PACKAGES.
 deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
-		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-		echo "installing:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
-	fi
+	@./scripts/install-packages.sh $(DEB_PACKAGES)
+
+# generate compiles the eBPF programs (bpf/latch.c) with bpf2go; its output
+# (bpf/latch_bpfel.go, bpf/latch_bpfel.o) is committed so that building
+# needs no clang.
+generate:
+	@./scripts/install-packages.sh $(BPF_DEB_PACKAGES)
+	$(GO) generate ./bpf/...
+
+# generate-check fails when the committed bpf2go output differs from a
+# fresh build of bpf/latch.c.
+generate-check: generate
+	git diff --exit-code -- bpf/
 
 # test is what CI runs (.ci/run): formatting, vet, every test, a fuzz smoke run.
-test: deps lint unit fuzz
+test: deps generate-check lint unit fuzz
 
 lint:
 	@unformatted="$$(gofmt -l $$(find . -name '*.go' -not -path './bin/*'))"; \

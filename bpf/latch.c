@@ -1,0 +1,469 @@
+//go:build ignore
+
+// Latch's per-workload enforcement on the WireGuard interface.
+//
+// Two TCX programs: latch_ingress sees packets that came out of the tunnel
+// (remote source -> local workload), latch_egress sees packets about to enter
+// it (local workload -> remote destination). Both decide exactly as
+// view.Rules.Allows does; see enforce/ebpf for the map layout and the Go side.
+//
+// Decisions beyond Rules.Allows:
+//   - the local address must be a local workload (the overlay carries only
+//     workload traffic); otherwise the packet is dropped;
+//   - ICMP: echo request and echo reply pass iff the remote address is in
+//     the identity map (a peer in the view); all other ICMP is dropped,
+//     including errors (so path-MTU discovery inside the tunnel relies on
+//     the overlay MTU, not on ICMP "fragmentation needed");
+//   - IPv4 fragments (MF set or offset non-zero) are dropped: a non-first
+//     fragment has no ports to check;
+//   - non-IPv4 packets pass (the overlay is IPv4; WireGuard's AllowedIPs
+//     carry no IPv6 overlay address);
+//   - tracked flows keep passing after a rule set switch until they time
+//     out (TCP 6 h, UDP/SCTP 60 s idle; set in the config map).
+//
+// Packets are read with bpf_skb_load_bytes_relative(BPF_HDR_START_NET), so
+// the IP header is found both on the TUN device (L3, no link header) and in
+// BPF_PROG_TEST_RUN, which prepends an Ethernet header.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+char __license[] SEC("license") = "Dual MIT/GPL";
+
+// TCX verdicts (linux/bpf.h of kernels >= 6.6; defined here so older
+// headers build). Allowed packets continue to the next program.
+#define VERDICT_ALLOW (-1) // TCX_NEXT
+#define VERDICT_DROP 2     // TCX_DROP
+
+#define MAX_RANGES 16
+#define MAX_WORKLOADS 4096
+#define MAX_IDENTITIES (1 << 18)
+#define MAX_RULES (1 << 18)
+#define MAX_CT (1 << 17)
+
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1fff
+
+#define DEFAULT_CT_TCP_NS (6ULL * 3600 * 1000000000ULL)
+#define DEFAULT_CT_OTHER_NS (60ULL * 1000000000ULL)
+
+enum dir {
+	DIR_INGRESS = 0,
+	DIR_EGRESS = 1,
+};
+
+enum verdict {
+	VERDICT_ALLOWED = 0,
+	VERDICT_DROPPED = 1,
+};
+
+// Reasons index the counters array; the Go side mirrors them.
+enum reason {
+	REASON_ALLOW_ALL = 0,     // the workload's direction allows everything
+	REASON_ALLOW_ANY,         // port in the workload's Any ranges
+	REASON_ALLOW_IDENTITY,    // port in the rule of the remote identity
+	REASON_ALLOW_CIDR,        // port in the longest CIDR rule
+	REASON_ALLOW_TRACKED,     // packet of a tracked flow or its reply
+	REASON_ALLOW_ICMP_ECHO,   // echo request/reply with a known remote
+	REASON_ALLOW_NOT_IPV4,    // not IPv4: not the overlay's business
+	REASON_DROP_NO_RULE,      // no rule allows the flow
+	REASON_DROP_UNKNOWN_LOCAL,// local address is not a local workload
+	REASON_DROP_NOT_SYN,      // TCP non-SYN packet of an unknown flow
+	REASON_DROP_FRAGMENT,     // IPv4 fragment (ports cannot be checked)
+	REASON_DROP_ICMP,         // ICMP other than echo, or unknown remote
+	REASON_DROP_PROTOCOL,     // not TCP, UDP, SCTP or ICMP
+	REASON_DROP_MALFORMED,    // truncated or invalid header
+	REASON_EVENT_LOST,        // ring buffer full (counted, not a verdict)
+	REASON_MAX,
+};
+
+// settings is the single entry of the config array. active selects the rule
+// set (0 = the _a maps, 1 = the _b maps); one write switches sets.
+struct settings {
+	__u32 active;
+	__u32 generation;
+	__u64 ct_timeout_tcp_ns;
+	__u64 ct_timeout_other_ns;
+};
+
+// ident_key is an LPM key: the remote address (network order) with
+// prefixlen 32 for a host entry.
+struct ident_key {
+	__u32 prefixlen;
+	__u32 addr;
+};
+
+// workload is the value of the workloads map, keyed by local overlay
+// address (network order).
+struct workload {
+	__u32 index;
+	__u32 identity;
+	__u8 allow_all[2]; // by enum dir
+	__u8 pad[2];
+};
+
+// rule_key keys the rules hash: identity 0 holds the workload's Any ranges
+// (identity 0 is "unknown", which never matches an identity rule).
+struct rule_key {
+	__u32 workload;
+	__u32 identity;
+	__u8 dir;
+	__u8 proto;
+	__u16 pad;
+};
+
+// cidr_key is an LPM key: prefixlen = 64 (workload, dir, proto, pad) +
+// the prefix bits of addr.
+struct cidr_key {
+	__u32 prefixlen;
+	__u32 workload;
+	__u8 dir;
+	__u8 proto;
+	__u16 pad;
+	__u32 addr;
+};
+
+struct port_range {
+	__u16 first;
+	__u16 last;
+};
+
+// ports is an inclusive set of destination ports of one protocol.
+struct ports {
+	__u32 count;
+	struct port_range r[MAX_RANGES];
+};
+
+// ct_key is a flow as seen on the wire (addresses and ports network order).
+struct ct_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct ct_val {
+	__u64 last_seen_ns;
+	__u8 dir; // direction of the packet that opened the flow
+	__u8 pad[7];
+};
+
+// event reports a drop or a new allowed flow. Ports in host order.
+struct event {
+	__u64 time_ns;
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 dir;
+	__u8 verdict;
+	__u8 reason;
+	__u32 workload; // index in the active set; 0xffffffff if unknown
+	__u32 remote_identity;
+	__u32 set;
+	__u32 pad;
+};
+
+#define RULE_SET_MAPS(sfx)                                               \
+	struct {                                                             \
+		__uint(type, BPF_MAP_TYPE_HASH);                                 \
+		__uint(max_entries, MAX_WORKLOADS);                              \
+		__type(key, __u32);                                              \
+		__type(value, struct workload);                                  \
+	} workloads_##sfx SEC(".maps");                                      \
+	struct {                                                             \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                             \
+		__uint(max_entries, MAX_IDENTITIES);                             \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                            \
+		__type(key, struct ident_key);                                   \
+		__type(value, __u32);                                            \
+	} identities_##sfx SEC(".maps");                                     \
+	struct {                                                             \
+		__uint(type, BPF_MAP_TYPE_HASH);                                 \
+		__uint(max_entries, MAX_RULES);                                  \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                            \
+		__type(key, struct rule_key);                                    \
+		__type(value, struct ports);                                     \
+	} rules_##sfx SEC(".maps");                                          \
+	struct {                                                             \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                             \
+		__uint(max_entries, MAX_RULES);                                  \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                            \
+		__type(key, struct cidr_key);                                    \
+		__type(value, struct ports);                                     \
+	} cidrs_##sfx SEC(".maps");
+
+RULE_SET_MAPS(a)
+RULE_SET_MAPS(b)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct settings);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_CT);
+	__type(key, struct ct_key);
+	__type(value, struct ct_val);
+} conntrack SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, REASON_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+// Force BTF for the types bpf2go generates (-type).
+const struct event *unused_event __attribute__((unused));
+const struct ident_key *unused_ident_key __attribute__((unused));
+const struct rule_key *unused_rule_key __attribute__((unused));
+const struct cidr_key *unused_cidr_key __attribute__((unused));
+const enum reason *unused_reason __attribute__((unused));
+const enum dir *unused_dir __attribute__((unused));
+const enum verdict *unused_verdict __attribute__((unused));
+
+// The two sets are separate maps; pick one per lookup.
+#define SET_LOOKUP(set, name, key) \
+	((set) ? bpf_map_lookup_elem(&name##_b, (key)) : bpf_map_lookup_elem(&name##_a, (key)))
+
+struct pkt {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport; // network order
+	__u16 dport; // network order
+	__u8 proto;
+	__u8 dir;
+	__u32 workload;
+	__u32 identity;
+	__u32 set;
+};
+
+static __always_inline void count(__u32 reason)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &reason);
+	if (c)
+		*c += 1; // per-CPU: no atomics needed
+}
+
+static __always_inline void emit(const struct pkt *p, __u8 verdict, __u8 reason)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(REASON_EVENT_LOST);
+		return;
+	}
+	e->time_ns = bpf_ktime_get_ns();
+	e->saddr = p->saddr;
+	e->daddr = p->daddr;
+	e->sport = bpf_ntohs(p->sport);
+	e->dport = bpf_ntohs(p->dport);
+	e->proto = p->proto;
+	e->dir = p->dir;
+	e->verdict = verdict;
+	e->reason = reason;
+	e->workload = p->workload;
+	e->remote_identity = p->identity;
+	e->set = p->set;
+	e->pad = 0;
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline int drop(const struct pkt *p, __u8 reason)
+{
+	count(reason);
+	emit(p, VERDICT_DROPPED, reason);
+	return VERDICT_DROP;
+}
+
+static __always_inline int ports_contain(const struct ports *ps, __u16 port)
+{
+	if (!ps)
+		return 0;
+	for (int i = 0; i < MAX_RANGES; i++) {
+		if (i >= ps->count)
+			break;
+		if (ps->r[i].first <= port && port <= ps->r[i].last)
+			return 1;
+	}
+	return 0;
+}
+
+// policy returns the allow reason for a new flow, or REASON_DROP_NO_RULE.
+static __always_inline __u8 policy(const struct pkt *p, const struct workload *wl, __u32 remote)
+{
+	__u32 set = p->set;
+	__u16 port = bpf_ntohs(p->dport);
+
+	if (wl->allow_all[p->dir & 1])
+		return REASON_ALLOW_ALL;
+
+	struct rule_key rk = {
+		.workload = wl->index,
+		.identity = 0,
+		.dir = p->dir,
+		.proto = p->proto,
+	};
+	if (ports_contain(SET_LOOKUP(set, rules, &rk), port))
+		return REASON_ALLOW_ANY;
+
+	if (p->identity != 0) {
+		rk.identity = p->identity;
+		if (ports_contain(SET_LOOKUP(set, rules, &rk), port))
+			return REASON_ALLOW_IDENTITY;
+	}
+
+	struct cidr_key ck = {
+		.prefixlen = 64 + 32,
+		.workload = wl->index,
+		.dir = p->dir,
+		.proto = p->proto,
+		.addr = remote,
+	};
+	if (ports_contain(SET_LOOKUP(set, cidrs, &ck), port))
+		return REASON_ALLOW_CIDR;
+	return REASON_DROP_NO_RULE;
+}
+
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+{
+	if (skb->protocol != bpf_htons(ETH_P_IP)) {
+		count(REASON_ALLOW_NOT_IPV4);
+		return VERDICT_ALLOW;
+	}
+
+	struct pkt p = {.dir = dir, .workload = 0xffffffff};
+	struct iphdr ip;
+	if (bpf_skb_load_bytes_relative(skb, 0, &ip, sizeof(ip), BPF_HDR_START_NET) < 0)
+		return drop(&p, REASON_DROP_MALFORMED);
+	p.saddr = ip.saddr;
+	p.daddr = ip.daddr;
+	p.proto = ip.protocol;
+	if (ip.version != 4 || ip.ihl < 5)
+		return drop(&p, REASON_DROP_MALFORMED);
+
+	__u32 zero = 0;
+	struct settings *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg)
+		return drop(&p, REASON_DROP_MALFORMED);
+	p.set = cfg->active & 1;
+
+	__u32 local = dir == DIR_INGRESS ? ip.daddr : ip.saddr;
+	__u32 remote = dir == DIR_INGRESS ? ip.saddr : ip.daddr;
+
+	struct ident_key ik = {.prefixlen = 32, .addr = remote};
+	__u32 *id = SET_LOOKUP(p.set, identities, &ik);
+	if (id)
+		p.identity = *id;
+
+	struct workload *wl = SET_LOOKUP(p.set, workloads, &local);
+	if (!wl)
+		return drop(&p, REASON_DROP_UNKNOWN_LOCAL);
+	p.workload = wl->index;
+
+	if (ip.frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return drop(&p, REASON_DROP_FRAGMENT);
+
+	__u32 l4 = ip.ihl * 4;
+	__u8 tcp_flags = 0;
+	switch (ip.protocol) {
+	case IPPROTO_ICMP: {
+		__u8 icmp[2];
+		if (bpf_skb_load_bytes_relative(skb, l4, icmp, sizeof(icmp), BPF_HDR_START_NET) < 0)
+			return drop(&p, REASON_DROP_MALFORMED);
+		// Echo request (8) / reply (0), code 0, with a remote in the view.
+		if ((icmp[0] == 8 || icmp[0] == 0) && icmp[1] == 0 && p.identity != 0) {
+			count(REASON_ALLOW_ICMP_ECHO);
+			return VERDICT_ALLOW;
+		}
+		return drop(&p, REASON_DROP_ICMP);
+	}
+	case IPPROTO_TCP: {
+		__u8 th[14];
+		if (bpf_skb_load_bytes_relative(skb, l4, th, sizeof(th), BPF_HDR_START_NET) < 0)
+			return drop(&p, REASON_DROP_MALFORMED);
+		__builtin_memcpy(&p.sport, &th[0], 2);
+		__builtin_memcpy(&p.dport, &th[2], 2);
+		tcp_flags = th[13];
+		break;
+	}
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP: {
+		__u16 ports[2];
+		if (bpf_skb_load_bytes_relative(skb, l4, ports, sizeof(ports), BPF_HDR_START_NET) < 0)
+			return drop(&p, REASON_DROP_MALFORMED);
+		p.sport = ports[0];
+		p.dport = ports[1];
+		break;
+	}
+	default:
+		return drop(&p, REASON_DROP_PROTOCOL);
+	}
+
+	// Connection tracking: the flow itself, in the direction that opened
+	// it, or its reply, in the other direction.
+	__u64 now = bpf_ktime_get_ns();
+	__u64 timeout = ip.protocol == IPPROTO_TCP ? cfg->ct_timeout_tcp_ns : cfg->ct_timeout_other_ns;
+	if (timeout == 0)
+		timeout = ip.protocol == IPPROTO_TCP ? DEFAULT_CT_TCP_NS : DEFAULT_CT_OTHER_NS;
+
+	struct ct_key fwd = {
+		.saddr = p.saddr, .daddr = p.daddr, .sport = p.sport, .dport = p.dport, .proto = p.proto,
+	};
+	struct ct_val *ct = bpf_map_lookup_elem(&conntrack, &fwd);
+	if (ct && ct->dir == dir && now - ct->last_seen_ns <= timeout) {
+		ct->last_seen_ns = now;
+		count(REASON_ALLOW_TRACKED);
+		return VERDICT_ALLOW;
+	}
+	struct ct_key rev = {
+		.saddr = p.daddr, .daddr = p.saddr, .sport = p.dport, .dport = p.sport, .proto = p.proto,
+	};
+	ct = bpf_map_lookup_elem(&conntrack, &rev);
+	if (ct && ct->dir != dir && now - ct->last_seen_ns <= timeout) {
+		ct->last_seen_ns = now;
+		count(REASON_ALLOW_TRACKED);
+		return VERDICT_ALLOW;
+	}
+
+	// A new TCP flow starts with a SYN without ACK.
+	if (ip.protocol == IPPROTO_TCP && (tcp_flags & 0x12) != 0x02)
+		return drop(&p, REASON_DROP_NOT_SYN);
+
+	__u8 reason = policy(&p, wl, remote);
+	if (reason == REASON_DROP_NO_RULE)
+		return drop(&p, reason);
+
+	struct ct_val v = {.last_seen_ns = now, .dir = dir};
+	bpf_map_update_elem(&conntrack, &fwd, &v, BPF_ANY);
+	count(reason);
+	emit(&p, VERDICT_ALLOWED, reason);
+	return VERDICT_ALLOW;
+}
+
+SEC("tcx/ingress")
+int latch_ingress(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_INGRESS);
+}
+
+SEC("tcx/egress")
+int latch_egress(struct __sk_buff *skb)
+{
+	return handle(skb, DIR_EGRESS);
+}

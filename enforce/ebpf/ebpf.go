@@ -1,0 +1,146 @@
+// Package ebpf enforces a node's view in the kernel: two TCX programs on the
+// WireGuard interface (bpf/latch.c) decide every packet that leaves or
+// enters the tunnel exactly as view.Rules.Allows does, with connection
+// tracking for replies and flow events through a ring buffer.
+//
+// Compile turns a view into the entries of one rule set; it is pure and
+// builds everywhere. The Enforcer (Linux only; elsewhere Load returns
+// ErrUnsupported) loads the programs, pins maps and links under a directory
+// on bpffs so that enforcement outlives the agent, adopts those pins when
+// the agent restarts, and applies a view by filling the inactive one of two
+// rule sets and switching sets with one map write.
+//
+// The node agent imports this package; nothing else should.
+package ebpf
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/latchnet/latch/view"
+)
+
+// PinRoot is where the default pin directories live.
+const PinRoot = "/sys/fs/bpf/latch"
+
+// DefaultPinDir is the pin directory for the WireGuard interface iface.
+func DefaultPinDir(iface string) string { return filepath.Join(PinRoot, iface) }
+
+// ErrUnsupported is returned by Load where eBPF enforcement is not built
+// (any OS but Linux).
+var ErrUnsupported = errors.New("eBPF enforcement needs Linux; use the userspace enforcer (--enforce userspace)")
+
+// ErrNotLoaded is returned by methods of an Enforcer that was closed.
+var ErrNotLoaded = errors.New("eBPF enforcer is closed")
+
+// Direction is the side of the tunnel a packet is on.
+type Direction uint8
+
+const (
+	// Ingress: the packet came out of the tunnel (remote source, local
+	// destination).
+	Ingress Direction = 0
+	// Egress: the packet is about to enter the tunnel (local source,
+	// remote destination).
+	Egress Direction = 1
+)
+
+func (d Direction) String() string {
+	switch d {
+	case Ingress:
+		return "ingress"
+	case Egress:
+		return "egress"
+	}
+	return fmt.Sprintf("direction(%d)", uint8(d))
+}
+
+// Verdict is what the programs did with a packet.
+type Verdict uint8
+
+const (
+	Allowed Verdict = 0
+	Dropped Verdict = 1
+)
+
+func (v Verdict) String() string {
+	if v == Allowed {
+		return "allowed"
+	}
+	return "dropped"
+}
+
+// Reason says why a packet was allowed or dropped. The values are those of
+// enum reason in bpf/latch.c (a test checks they agree).
+type Reason uint8
+
+const (
+	ReasonAllowAll     Reason = iota // the workload's direction allows everything
+	ReasonAny                        // port in the workload's Any ranges
+	ReasonIdentity                   // port in the rule of the remote identity
+	ReasonCIDR                       // port in the longest CIDR rule containing the remote
+	ReasonTracked                    // packet of a tracked flow, or its reply
+	ReasonICMPEcho                   // ICMP echo request/reply with a remote in the view
+	ReasonNotIPv4                    // not IPv4: passed (the overlay is IPv4)
+	ReasonNoRule                     // dropped: no rule allows the flow
+	ReasonUnknownLocal               // dropped: the local address is no local workload
+	ReasonNotSYN                     // dropped: TCP non-SYN packet of an unknown flow
+	ReasonFragment                   // dropped: IPv4 fragment
+	ReasonICMP                       // dropped: ICMP other than echo, or unknown remote
+	ReasonProtocol                   // dropped: not TCP, UDP, SCTP or ICMP
+	ReasonMalformed                  // dropped: truncated or invalid header
+	ReasonEventLost                  // an event did not fit in the ring buffer
+	numReasons
+)
+
+var reasonNames = [...]string{
+	"allow-all", "any", "identity", "cidr", "tracked", "icmp-echo", "not-ipv4",
+	"no-rule", "unknown-local", "not-syn", "fragment", "icmp", "protocol", "malformed",
+	"event-lost",
+}
+
+func (r Reason) String() string {
+	if int(r) < len(reasonNames) {
+		return reasonNames[r]
+	}
+	return fmt.Sprintf("reason(%d)", uint8(r))
+}
+
+// Verdict is the verdict of packets counted under r.
+func (r Reason) Verdict() Verdict {
+	if r <= ReasonNotIPv4 {
+		return Allowed
+	}
+	return Dropped
+}
+
+// Event is a drop or a new allowed flow.
+type Event struct {
+	Time      time.Time
+	Src, Dst  view.Addr
+	SrcPort   uint16
+	DstPort   uint16
+	Protocol  uint8 // IP protocol number
+	Direction Direction
+	Verdict   Verdict
+	Reason    Reason
+	// Workload is the local workload ("namespace/name"), empty when the
+	// local address is no workload or the rule set was loaded by an
+	// earlier agent; WorkloadIndex is its index in that rule set.
+	Workload       string
+	WorkloadIndex  uint32
+	RemoteIdentity view.Identity
+}
+
+// Counters are the packets counted by reason since the maps were created
+// (they survive agent restarts), plus events the agent could not deliver
+// because the Events channel was full.
+type Counters struct {
+	ByReason      map[Reason]uint64
+	Allowed       uint64
+	Dropped       uint64
+	EventsLost    uint64 // ring buffer full in the kernel
+	EventsSkipped uint64 // Events channel full in the agent
+}

@@ -1,0 +1,496 @@
+//go:build linux
+
+package ebpf
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/latchnet/latch/bpf"
+	"github.com/latchnet/latch/view"
+)
+
+// Pin names of the links; maps are pinned under their own names.
+const (
+	pinIngress = "link_ingress"
+	pinEgress  = "link_egress"
+)
+
+// Connection-tracking timeouts written to the config map.
+const (
+	ctTimeoutTCP   = 6 * time.Hour
+	ctTimeoutOther = 60 * time.Second
+)
+
+// Enforcer owns the loaded programs and pinned maps of one interface.
+type Enforcer struct {
+	pinDir string
+	objs   bpf.LatchObjects
+
+	mu    sync.Mutex
+	links [2]link.Link // by Direction; guarded by mu
+	// names are the workload names by rule set and index; guarded by mu.
+	names [2][]string
+
+	reader  *ringbuf.Reader
+	events  chan Event
+	skipped atomic.Uint64
+	done    chan struct{}
+}
+
+// Load loads the programs and maps, pinning the maps under pinDir
+// (DefaultPinDir of the interface). Maps and links already pinned there are
+// adopted: the rules in force stay in force and the links are switched to
+// the newly loaded programs. It mounts bpffs on /sys/fs/bpf when missing.
+func Load(pinDir string) (*Enforcer, error) {
+	if pinDir == "" {
+		return nil, errors.New("loading eBPF enforcer: empty pin directory")
+	}
+	if err := ensureBPFFS(pinDir); err != nil {
+		return nil, fmt.Errorf("loading eBPF enforcer: %w", err)
+	}
+	if err := os.MkdirAll(pinDir, 0o700); err != nil {
+		return nil, fmt.Errorf("loading eBPF enforcer: %w", err)
+	}
+	spec, err := bpf.LoadLatch()
+	if err != nil {
+		return nil, fmt.Errorf("loading eBPF enforcer: %w", err)
+	}
+	for name, m := range spec.Maps {
+		if !strings.HasPrefix(name, ".") {
+			m.Pinning = ebpf.PinByName
+		}
+	}
+	e := &Enforcer{pinDir: pinDir, events: make(chan Event, 4096), done: make(chan struct{})}
+	err = spec.LoadAndAssign(&e.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: pinDir}})
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		return nil, fmt.Errorf("loading eBPF enforcer: maps pinned under %s come from an incompatible version (%w); remove them with `latch node --cleanup`", pinDir, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading eBPF enforcer: %w", err)
+	}
+
+	// Adopt pinned links: point them at the programs just loaded, which
+	// use the same (pinned) maps.
+	for dir, name := range [2]string{pinIngress, pinEgress} {
+		path := filepath.Join(pinDir, name)
+		if _, err := os.Stat(path); err != nil {
+			continue
+		}
+		l, err := link.LoadPinnedLink(path, nil)
+		if err != nil {
+			e.Close()
+			return nil, fmt.Errorf("loading eBPF enforcer: adopting %s: %w", path, err)
+		}
+		e.links[dir] = l
+		if err := l.Update(e.program(Direction(dir))); err != nil {
+			e.Close()
+			return nil, fmt.Errorf("loading eBPF enforcer: updating %s: %w", path, err)
+		}
+	}
+
+	e.reader, err = ringbuf.NewReader(e.objs.Events)
+	if err != nil {
+		e.Close()
+		return nil, fmt.Errorf("loading eBPF enforcer: opening ring buffer: %w", err)
+	}
+	go e.readEvents()
+	return e, nil
+}
+
+func (e *Enforcer) program(d Direction) *ebpf.Program {
+	if d == Ingress {
+		return e.objs.LatchIngress
+	}
+	return e.objs.LatchEgress
+}
+
+// ensureBPFFS mounts bpffs on /sys/fs/bpf if pinDir is under it and it is
+// not mounted (as in a fresh network namespace's mount namespace).
+func ensureBPFFS(pinDir string) error {
+	const root = "/sys/fs/bpf"
+	if !strings.HasPrefix(filepath.Clean(pinDir)+"/", root+"/") {
+		return nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err != nil {
+		return fmt.Errorf("checking %s: %w", root, err)
+	}
+	if st.Type == unix.BPF_FS_MAGIC {
+		return nil
+	}
+	if err := unix.Mount("bpf", root, "bpf", 0, "mode=0700"); err != nil {
+		return fmt.Errorf("mounting bpffs on %s: %w", root, err)
+	}
+	return nil
+}
+
+// AttachTCX attaches the programs at TCX ingress and egress of the
+// interface and pins the links. Links adopted by Load are kept if they are
+// on the same interface. Call Apply first: until then every packet from or
+// to a workload address is dropped.
+func (e *Enforcer) AttachTCX(ifindex int) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.objs.LatchIngress == nil {
+		return ErrNotLoaded
+	}
+	for dir, attach := range [2]ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
+		name := [2]string{pinIngress, pinEgress}[dir]
+		if l := e.links[dir]; l != nil {
+			info, err := l.Info()
+			if err != nil {
+				return fmt.Errorf("attaching %s: reading pinned link: %w", Direction(dir), err)
+			}
+			if tcx := info.TCX(); tcx != nil && int(tcx.Ifindex) == ifindex {
+				continue
+			}
+			return fmt.Errorf("attaching %s: %s pins a link on another interface; remove it with `latch node --cleanup`", Direction(dir), filepath.Join(e.pinDir, name))
+		}
+		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: e.program(Direction(dir)), Attach: attach})
+		if err != nil {
+			return fmt.Errorf("attaching %s to interface %d: %w", Direction(dir), ifindex, err)
+		}
+		if err := l.Pin(filepath.Join(e.pinDir, name)); err != nil {
+			l.Close()
+			return fmt.Errorf("pinning %s link: %w", Direction(dir), err)
+		}
+		e.links[dir] = l
+	}
+	return nil
+}
+
+// setMaps are the maps of one rule set.
+type setMaps struct{ workloads, identities, rules, cidrs *ebpf.Map }
+
+func (e *Enforcer) set(i uint32) setMaps {
+	if i == 0 {
+		return setMaps{e.objs.WorkloadsA, e.objs.IdentitiesA, e.objs.RulesA, e.objs.CidrsA}
+	}
+	return setMaps{e.objs.WorkloadsB, e.objs.IdentitiesB, e.objs.RulesB, e.objs.CidrsB}
+}
+
+// Apply compiles v, writes it into the inactive rule set and then makes that
+// set active with one write to the config map. Packets see either the old
+// rules or the new ones, never a mix. Flows already tracked keep passing
+// until they time out.
+func (e *Enforcer) Apply(v *view.View) error {
+	t, err := Compile(v)
+	if err != nil {
+		return fmt.Errorf("applying view %d: %w", v.Version, err)
+	}
+	entries := encode(t)
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.objs.Config == nil {
+		return ErrNotLoaded
+	}
+	var cfg bpf.LatchSettings
+	if err := e.objs.Config.Lookup(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("applying view %d: reading config: %w", v.Version, err)
+	}
+	next := (cfg.Active + 1) & 1
+	m := e.set(next)
+	for _, s := range []struct {
+		name string
+		m    *ebpf.Map
+		kv   map[any]any
+	}{
+		{"workloads", m.workloads, entries.workloads},
+		{"identities", m.identities, entries.identities},
+		{"rules", m.rules, entries.rules},
+		{"cidrs", m.cidrs, entries.cidrs},
+	} {
+		if err := replace(s.m, s.kv); err != nil {
+			return fmt.Errorf("applying view %d: filling %s: %w", v.Version, s.name, err)
+		}
+	}
+	cfg.Active = next
+	cfg.Generation++
+	cfg.CtTimeoutTcpNs = uint64(ctTimeoutTCP)
+	cfg.CtTimeoutOtherNs = uint64(ctTimeoutOther)
+	if err := e.objs.Config.Put(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("applying view %d: switching rule sets: %w", v.Version, err)
+	}
+	e.names[next] = t.Names()
+	return nil
+}
+
+// replace makes m hold exactly kv: stale keys are deleted, then every
+// entry is written. Must only be called on the inactive set.
+func replace(m *ebpf.Map, kv map[any]any) error {
+	// Keys are read with the map's own key type, so compare by bytes.
+	want := make(map[string]bool, len(kv))
+	for k := range kv {
+		b, err := binaryOf(k)
+		if err != nil {
+			return err
+		}
+		want[string(b)] = true
+	}
+	var stale [][]byte
+	it := m.Iterate()
+	var k []byte
+	var v []byte
+	for it.Next(&k, &v) {
+		if !want[string(k)] {
+			stale = append(stale, slicesClone(k))
+		}
+	}
+	if err := it.Err(); err != nil {
+		return err
+	}
+	for _, k := range stale {
+		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+	}
+	for k, v := range kv {
+		if err := m.Put(k, v); err != nil {
+			return fmt.Errorf("writing %+v: %w", k, err)
+		}
+	}
+	return nil
+}
+
+func slicesClone(b []byte) []byte { return append([]byte(nil), b...) }
+
+func binaryOf(v any) ([]byte, error) {
+	b, err := binary.Append(nil, binary.NativeEndian, v)
+	if err != nil {
+		return nil, fmt.Errorf("encoding %T: %w", v, err)
+	}
+	return b, nil
+}
+
+// entries are a Tables in the generated key and value types.
+type entries struct{ workloads, identities, rules, cidrs map[any]any }
+
+// be32 returns the uint32 whose memory holds a in network order.
+func be32(a view.Addr) uint32 { return binary.NativeEndian.Uint32(a[:]) }
+
+func addrOf(u uint32) view.Addr {
+	var a view.Addr
+	binary.NativeEndian.PutUint32(a[:], u)
+	return a
+}
+
+func encodePorts(s PortSet) bpf.LatchPorts {
+	var p bpf.LatchPorts
+	p.Count = s.N
+	for i := range s.Ranges {
+		p.R[i].First, p.R[i].Last = s.Ranges[i].First, s.Ranges[i].Last
+	}
+	return p
+}
+
+func encode(t *Tables) entries {
+	en := entries{
+		workloads:  make(map[any]any, len(t.Workloads)),
+		identities: make(map[any]any, len(t.Identities)),
+		rules:      make(map[any]any, len(t.Rules)),
+		cidrs:      make(map[any]any, len(t.CIDRs)),
+	}
+	b2u := func(b bool) uint8 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	for _, w := range t.Workloads {
+		v := bpf.LatchWorkload{Index: w.Index, Identity: uint32(w.Identity)}
+		v.AllowAll = [2]uint8{b2u(w.AllowAll[0]), b2u(w.AllowAll[1])}
+		en.workloads[be32(w.Addr)] = v
+	}
+	for _, i := range t.Identities {
+		en.identities[bpf.LatchIdentKey{Prefixlen: 32, Addr: be32(i.Addr)}] = uint32(i.Identity)
+	}
+	for _, r := range t.Rules {
+		k := bpf.LatchRuleKey{Workload: r.Workload, Identity: uint32(r.Identity), Dir: uint8(r.Dir), Proto: r.Proto}
+		en.rules[k] = encodePorts(r.Ports)
+	}
+	for _, c := range t.CIDRs {
+		k := bpf.LatchCidrKey{Prefixlen: 64 + uint32(c.Prefix.Bits), Workload: c.Workload, Dir: uint8(c.Dir), Proto: c.Proto, Addr: be32(c.Prefix.Addr)}
+		en.cidrs[k] = encodePorts(c.Ports)
+	}
+	return en
+}
+
+// Events returns the flow events: drops and new allowed flows. The channel
+// is closed by Close. When it is full, events are counted in
+// Counters.EventsSkipped and discarded.
+func (e *Enforcer) Events() <-chan Event { return e.events }
+
+func (e *Enforcer) readEvents() {
+	defer close(e.done)
+	defer close(e.events)
+	var rec ringbuf.Record
+	for {
+		if err := e.reader.ReadInto(&rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return
+			}
+			continue
+		}
+		var raw bpf.LatchEvent
+		if _, err := binary.Decode(rec.RawSample, binary.NativeEndian, &raw); err != nil {
+			continue
+		}
+		ev := e.decode(&raw)
+		select {
+		case e.events <- ev:
+		default:
+			e.skipped.Add(1)
+		}
+	}
+}
+
+func (e *Enforcer) decode(r *bpf.LatchEvent) Event {
+	ev := Event{
+		Time:           monoToTime(r.TimeNs),
+		Src:            addrOf(r.Saddr),
+		Dst:            addrOf(r.Daddr),
+		SrcPort:        r.Sport,
+		DstPort:        r.Dport,
+		Protocol:       r.Proto,
+		Direction:      Direction(r.Dir),
+		Verdict:        Verdict(r.Verdict),
+		Reason:         Reason(r.Reason),
+		WorkloadIndex:  r.Workload,
+		RemoteIdentity: view.Identity(r.RemoteIdentity),
+	}
+	e.mu.Lock()
+	if names := e.names[r.Set&1]; int64(r.Workload) < int64(len(names)) {
+		ev.Workload = names[r.Workload]
+	}
+	e.mu.Unlock()
+	return ev
+}
+
+// monoToTime converts a bpf_ktime_get_ns (CLOCK_MONOTONIC) stamp.
+func monoToTime(ns uint64) time.Time {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return time.Now()
+	}
+	return time.Now().Add(-time.Duration(uint64(ts.Nano()) - ns))
+}
+
+// Counters sums the per-CPU counters.
+func (e *Enforcer) Counters() (Counters, error) {
+	e.mu.Lock()
+	m := e.objs.Counters
+	e.mu.Unlock()
+	if m == nil {
+		return Counters{}, ErrNotLoaded
+	}
+	c := Counters{ByReason: make(map[Reason]uint64), EventsSkipped: e.skipped.Load()}
+	for r := Reason(0); r < numReasons; r++ {
+		var per []uint64
+		if err := m.Lookup(uint32(r), &per); err != nil {
+			return Counters{}, fmt.Errorf("reading counter %s: %w", r, err)
+		}
+		var sum uint64
+		for _, n := range per {
+			sum += n
+		}
+		switch {
+		case r == ReasonEventLost:
+			c.EventsLost = sum
+			continue
+		case r.Verdict() == Allowed:
+			c.Allowed += sum
+		default:
+			c.Dropped += sum
+		}
+		if sum > 0 {
+			c.ByReason[r] = sum
+		}
+	}
+	return c, nil
+}
+
+// Close releases the programs, maps and links held by this process. Pinned
+// maps and links stay: enforcement continues until Remove.
+func (e *Enforcer) Close() error {
+	if e.reader != nil {
+		e.reader.Close()
+		<-e.done
+		e.reader = nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var errs []error
+	for i, l := range e.links {
+		if l != nil {
+			errs = append(errs, l.Close())
+			e.links[i] = nil
+		}
+	}
+	errs = append(errs, e.objs.Close())
+	e.objs = bpf.LatchObjects{}
+	return errors.Join(errs...)
+}
+
+// Remove detaches the programs and deletes the maps pinned under pinDir by
+// removing the pins and the directory (`latch node --cleanup`). The links
+// are detached even if an Enforcer still holds them. A missing pinDir is
+// not an error.
+func Remove(pinDir string) error {
+	spec, err := bpf.LoadLatch()
+	if err != nil {
+		return fmt.Errorf("removing eBPF pins: %w", err)
+	}
+	var errs []error
+	// Detach first, so that the programs are gone when Remove returns even
+	// if another process still holds the link.
+	for _, n := range []string{pinIngress, pinEgress} {
+		path := filepath.Join(pinDir, n)
+		if _, err := os.Stat(path); err != nil {
+			continue
+		}
+		l, err := link.LoadPinnedLink(path, nil)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := l.Detach(); err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+			errs = append(errs, fmt.Errorf("detaching %s: %w", path, err))
+		}
+		l.Close()
+	}
+	names := []string{pinIngress, pinEgress}
+	for name := range spec.Maps {
+		if !strings.HasPrefix(name, ".") {
+			names = append(names, name)
+		}
+	}
+	for _, n := range names {
+		if err := os.Remove(filepath.Join(pinDir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.Remove(pinDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("%w (files not made by latch are left there)", err))
+	}
+	if filepath.Dir(filepath.Clean(pinDir)) == PinRoot {
+		os.Remove(PinRoot) // only if empty
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("removing eBPF pins: %w", err)
+	}
+	return nil
+}

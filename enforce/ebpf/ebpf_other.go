@@ -1,0 +1,20 @@
+//go:build !linux
+
+package ebpf
+
+import "github.com/latchnet/latch/view"
+
+// Enforcer is unavailable on this OS; Load returns ErrUnsupported.
+type Enforcer struct{}
+
+// Load returns ErrUnsupported.
+func Load(pinDir string) (*Enforcer, error) { return nil, ErrUnsupported }
+
+// Remove returns ErrUnsupported.
+func Remove(pinDir string) error { return ErrUnsupported }
+
+func (e *Enforcer) AttachTCX(ifindex int) error { return ErrUnsupported }
+func (e *Enforcer) Apply(v *view.View) error    { return ErrUnsupported }
+func (e *Enforcer) Events() <-chan Event        { return nil }
+func (e *Enforcer) Counters() (Counters, error) { return Counters{}, ErrUnsupported }
+func (e *Enforcer) Close() error                { return nil }
