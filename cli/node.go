@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -28,6 +29,7 @@ type nodeFlags struct {
 	labels      string
 	listenPort  int
 	endpoints   []string
+	enforce     string
 }
 
 func newNodeCmd() *cobra.Command {
@@ -59,6 +61,7 @@ follows its view stream. "latch status" and "latch peers" ask it how it is.`,
 	fl.StringVar(&f.name, "name", "", "node name to enroll with (default: the host name)")
 	fl.StringVar(&f.labels, "labels", "", "node labels k=v,k=v to enroll with")
 	fl.IntVar(&f.listenPort, "listen-port", agent.DefaultListenPort, "WireGuard UDP port")
+	fl.StringVar(&f.enforce, "enforce", agent.EnforceAuto, "enforcement inside the tunnel: auto, ebpf, userspace or off (auto is userspace until the eBPF enforcer exists)")
 	fl.StringArrayVar(&f.endpoints, "endpoint", nil, "underlay IP:PORT peers reach this node at; repeatable (default: every global IPv4 address with --listen-port)")
 	return cmd
 }
@@ -72,6 +75,7 @@ func (f nodeFlags) config() (agent.Config, error) {
 		Iface:       f.iface,
 		Name:        f.name,
 		ListenPort:  f.listenPort,
+		Enforce:     f.enforce,
 	}
 	if cfg.Coordinator == "" {
 		cfg.Coordinator = os.Getenv("LATCH_COORDINATOR")
@@ -84,6 +88,11 @@ func (f nodeFlags) config() (agent.Config, error) {
 	}
 	if f.listenPort < 1 || f.listenPort > 65535 {
 		return cfg, fmt.Errorf("--listen-port %d is out of range 1-65535", f.listenPort)
+	}
+	switch f.enforce {
+	case agent.EnforceAuto, agent.EnforceEBPF, agent.EnforceUserspace, agent.EnforceOff:
+	default:
+		return cfg, fmt.Errorf("--enforce %q: want auto, ebpf, userspace or off", f.enforce)
 	}
 	labels, err := parseNodeLabels(f.labels)
 	if err != nil {
@@ -189,6 +198,19 @@ func printStatus(w io.Writer, st agent.Status) {
 		{"Interface", st.Iface + " (" + st.Impl + ")"},
 		{"Overlay IP", st.IP},
 		{"Public key", st.PublicKey},
+		{"Enforce", st.Enforce},
+	}
+	if e := st.Enforcement; e != nil {
+		rows = append(rows, [2]string{"Enforcement", fmt.Sprintf("view %d, %d flows tracked, %d packets passed, %d dropped, %d events (%d lost)",
+			e.ViewVersion, e.Flows, e.Passed, e.Dropped, e.Events, e.EventsLost)})
+		if len(e.Packets) > 0 {
+			reasons := make([]string, 0, len(e.Packets))
+			for r, n := range e.Packets {
+				reasons = append(reasons, fmt.Sprintf("%s=%d", r, n))
+			}
+			sort.Strings(reasons)
+			rows = append(rows, [2]string{"Packets by reason", strings.Join(reasons, " ")})
+		}
 	}
 	if st.LastError != "" {
 		rows = append(rows, [2]string{"Last error", st.LastError})

@@ -23,6 +23,7 @@ var pure = []string{
 	"netmap",
 	"view",
 	"internal/strictyaml",
+	"enforce/userspace",
 }
 
 var forbidden = []string{

@@ -1,9 +1,11 @@
 // Package agent is the node agent: it enrolls the machine with a join
 // token, keeps its SPIFFE X.509-SVID renewed, registers the node's
 // WireGuard key, endpoints and workloads with the coordinator, streams the
-// node's view and applies it to the WireGuard device, keeps enforcing the
-// last view while the coordinator is away (fail-static), and answers local
-// status queries on a unix socket in its state directory.
+// node's view and applies it to the WireGuard device and to the enforcer
+// (--enforce: the userspace packet filter of package enforce/userspace, or
+// none), keeps enforcing the last view while the coordinator is away
+// (fail-static), and answers local status queries on a unix socket in its
+// state directory.
 //
 // Only package cli imports it. It talks to the coordinator through the
 // wire types and imports no coordinator package.
@@ -19,8 +21,10 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/latchnet/latch/enforce/userspace"
 	"github.com/latchnet/latch/node/wg"
 	"github.com/latchnet/latch/view"
 	"github.com/latchnet/latch/wire"
@@ -37,6 +41,7 @@ const (
 	logRetry   = "retry_in"
 	logCode    = "code"
 	logHave    = "have"
+	logEnforce = "enforce"
 )
 
 // deps are the agent's effects on the host and on time; tests replace
@@ -90,6 +95,9 @@ type agent struct {
 	dev   wg.Device
 	impl  wg.Impl
 	wgKey string // public, base64
+	// filter is the userspace enforcer; nil unless it is the active mode.
+	filter *userspace.Filter
+	events atomic.Uint64 // flow events read from filter
 
 	mu          sync.Mutex
 	node        wire.NodeInfo // guarded by mu
@@ -156,17 +164,32 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 	}
 	a.node = node
 
-	// Touch the host: the WireGuard device, the last view, the socket.
-	dev, impl, err := d.open(wg.Config{
+	wgcfg := wg.Config{
 		Name:       s.Iface,
 		PrivateKey: key,
 		ListenPort: s.ListenPort,
 		Address:    netip.PrefixFrom(node.IP, 32),
 		Route:      node.Route,
-	}, log)
+	}
+	if s.enforce == EnforceUserspace {
+		// The filter holds the saved view before the first packet can
+		// flow; with none it drops everything until the first view.
+		a.filter = userspace.New(userspace.Options{})
+		if v != nil {
+			a.filter.Apply(v)
+		}
+		wgcfg.Filter = wgFilter{a.filter}
+	}
+
+	// Touch the host: the WireGuard device, the last view, the socket.
+	dev, impl, err := d.open(wgcfg, log)
 	if err != nil {
+		if errors.Is(err, wg.ErrFilterNeedsUserspace) {
+			return fmt.Errorf("bringing up WireGuard with --enforce %s: %w; the eBPF enforcer that works with kernel WireGuard is not built yet: pass --enforce off to run without enforcement inside the tunnel", s.Enforce, err)
+		}
 		return fmt.Errorf("bringing up WireGuard: %w", err)
 	}
+	a.log.Info("enforcement", logEnforce, s.enforce)
 	a.dev, a.impl = dev, impl
 	defer func() {
 		if err := dev.Close(); err != nil {
@@ -187,6 +210,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { a.renewLoop(ctx) })
 	wg.Go(func() { a.syncLoop(ctx) })
+	if a.filter != nil {
+		wg.Go(func() { flowEvents(ctx, a.filter, a.log, &a.events) })
+	}
 	wg.Wait()
 	a.log.Info("node agent stopping")
 	return nil

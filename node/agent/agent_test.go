@@ -501,6 +501,10 @@ func TestAgentLifecycle(t *testing.T) {
 		Name: "n1", SPIFFEID: "spiffe://example.test/latch/node/n1", SVIDExpiry: st.SVIDExpiry,
 		Coordinator: fc.srv.URL, Connected: true, ViewVersion: 3, Iface: "latch-test",
 		Impl: "wireguard-go", PublicKey: dev.PublicKey().String(), IP: nodeIP.String(),
+		Enforce: EnforceUserspace, Enforcement: st.Enforcement, // counters: see TestEnforce
+	}
+	if st.Enforcement == nil || st.Enforcement.ViewVersion != 3 {
+		t.Errorf("status.enforcement = %+v, want the filter at view version 3", st.Enforcement)
 	}
 	if d := cmp.Diff(wantSt, st); d != "" {
 		t.Errorf("status (-want +got):\n%s", d)

@@ -50,6 +50,9 @@ type Config struct {
 	// RenewBefore is the fraction of the SVID's lifetime after which it is
 	// renewed; DefaultRenewBefore (half-life) if zero.
 	RenewBefore float64
+	// Enforce is the enforcement mode: EnforceAuto (if empty),
+	// EnforceEBPF, EnforceUserspace or EnforceOff.
+	Enforce string
 }
 
 // joinToken is a parsed join token. String never shows the secret.
@@ -88,8 +91,9 @@ func parseToken(s string) (joinToken, error) {
 // settings is a Config checked and completed with defaults.
 type settings struct {
 	Config
-	base  *url.URL
-	token *joinToken // nil when no token was given
+	base    *url.URL
+	token   *joinToken // nil when no token was given
+	enforce string     // the mode that runs: EnforceUserspace or EnforceOff
 }
 
 // check validates cfg and fills in defaults. It touches nothing on the
@@ -162,6 +166,12 @@ func (cfg Config) check(hostAddrs func() ([]netip.Addr, error)) (settings, error
 		if w.Name == "" || w.Namespace == "" {
 			return s, fmt.Errorf("workload %d needs a name and a namespace", i)
 		}
+	}
+	if s.enforce, err = resolveEnforce(s.Enforce); err != nil {
+		return s, err
+	}
+	if s.Enforce == "" {
+		s.Enforce = EnforceAuto
 	}
 	return s, nil
 }

@@ -27,6 +27,10 @@ type Status struct {
 	Impl        string    `json:"impl"`
 	PublicKey   string    `json:"publicKey"`
 	IP          string    `json:"ip"`
+	// Enforce is the active enforcement mode: userspace or off.
+	Enforce string `json:"enforce"`
+	// Enforcement holds the enforcer's counters; nil when Enforce is off.
+	Enforcement *EnforceStatus `json:"enforcement,omitempty"`
 }
 
 // PeerInfo is one entry of GET /peers: a WireGuard peer as the device
@@ -56,6 +60,10 @@ func (a *agent) status() Status {
 		Impl:        string(a.impl),
 		PublicKey:   a.dev.PublicKey().String(),
 		IP:          a.node.IP.String(),
+		Enforce:     a.s.enforce,
+	}
+	if a.filter != nil {
+		st.Enforcement = &EnforceStatus{Stats: a.filter.Stats(), Events: a.events.Load()}
 	}
 	if a.view != nil {
 		st.ViewVersion = a.view.Version

@@ -133,9 +133,12 @@ func (a *agent) handle(m *wire.StreamMessage) error {
 	return nil
 }
 
-// setView makes v the node's view: it applies v's peers to the device and,
-// if persist, saves v as view.json.
+// setView makes v the node's view: it gives v to the enforcer, applies v's
+// peers to the device and, if persist, saves v as view.json.
 func (a *agent) setView(v *view.View, persist bool) {
+	// The enforcer first: a narrower view takes effect before any new peer
+	// can send.
+	a.applyFilter(v)
 	peers := a.peersOf(v)
 	err := a.dev.Apply(peers)
 	a.mu.Lock()

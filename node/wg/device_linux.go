@@ -83,6 +83,9 @@ func (d *linuxDevice) open(cfg Config) error {
 	switch {
 	case err == nil:
 		d.impl = Kernel
+		if cfg.Filter != nil {
+			return fmt.Errorf("%w: the userspace enforcer cannot see its packets (use the eBPF enforcer, or none)", ErrFilterNeedsUserspace)
+		}
 	case errors.Is(err, unix.EOPNOTSUPP):
 		d.log.Info("kernel WireGuard not available, using wireguard-go", logErr, err)
 		d.impl = Userspace
@@ -152,6 +155,9 @@ func (d *linuxDevice) startUserspace(cfg Config) error {
 	tdev, err := tun.CreateTUN(cfg.Name, cfg.MTU)
 	if err != nil {
 		return fmt.Errorf("creating TUN device (is /dev/net/tun present and are we root?): %w", err)
+	}
+	if cfg.Filter != nil {
+		tdev = &filterTUN{Device: tdev, f: cfg.Filter}
 	}
 	d.wgdev = wgdevice.NewDevice(tdev, conn.NewDefaultBind(), &wgdevice.Logger{
 		Verbosef: func(format string, args ...any) { d.log.Debug(fmt.Sprintf(format, args...)) },

@@ -31,6 +31,10 @@ type Config struct {
 	Address    netip.Prefix // the node's overlay address, e.g. 100.64.0.5/32
 	Route      netip.Prefix // route sent through the device, e.g. 100.64.0.0/10; zero for none
 	MTU        int          // 0 means DefaultMTU
+	// Filter, if set, judges every packet between the TUN device and
+	// wireguard-go. Only wireguard-go can hold one: with kernel WireGuard
+	// Open fails with ErrFilterNeedsUserspace.
+	Filter PacketFilter
 }
 
 // Peer is one desired WireGuard peer.
