@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/latchnet/latch/enforce/ebpf"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -30,6 +31,8 @@ type nodeFlags struct {
 	listenPort  int
 	endpoints   []string
 	enforce     string
+	pinDir      string
+	cleanup     bool
 }
 
 func newNodeCmd() *cobra.Command {
@@ -45,6 +48,17 @@ with the coordinator (LATCH_COORDINATOR if --coordinator is not given) and
 follows its view stream. "latch status" and "latch peers" ask it how it is.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.cleanup {
+				pin := f.pinDir
+				if pin == "" {
+					pin = ebpf.DefaultPinDir(f.iface)
+				}
+				if err := ebpf.Remove(pin); err != nil {
+					return fmt.Errorf("removing the eBPF enforcer's maps and links: %w", err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "removed the eBPF enforcer of %s (%s)\n", f.iface, pin)
+				return nil
+			}
 			cfg, err := f.config()
 			if err != nil {
 				return err
@@ -61,7 +75,9 @@ follows its view stream. "latch status" and "latch peers" ask it how it is.`,
 	fl.StringVar(&f.name, "name", "", "node name to enroll with (default: the host name)")
 	fl.StringVar(&f.labels, "labels", "", "node labels k=v,k=v to enroll with")
 	fl.IntVar(&f.listenPort, "listen-port", agent.DefaultListenPort, "WireGuard UDP port")
-	fl.StringVar(&f.enforce, "enforce", agent.EnforceAuto, "enforcement inside the tunnel: auto, ebpf, userspace or off (auto is userspace until the eBPF enforcer exists)")
+	fl.StringVar(&f.enforce, "enforce", agent.EnforceAuto, "enforcement inside the tunnel: auto (eBPF where it loads, else userspace), ebpf, userspace or off")
+	fl.StringVar(&f.pinDir, "bpf-pin-dir", "", "where the eBPF enforcer pins its maps and links (default /sys/fs/bpf/latch/<iface>)")
+	fl.BoolVar(&f.cleanup, "cleanup", false, "remove the eBPF enforcer's programs, maps and pins of --iface and exit")
 	fl.StringArrayVar(&f.endpoints, "endpoint", nil, "underlay IP:PORT peers reach this node at; repeatable (default: every global IPv4 address with --listen-port)")
 	return cmd
 }
@@ -76,6 +92,7 @@ func (f nodeFlags) config() (agent.Config, error) {
 		Name:        f.name,
 		ListenPort:  f.listenPort,
 		Enforce:     f.enforce,
+		PinDir:      f.pinDir,
 	}
 	if cfg.Coordinator == "" {
 		cfg.Coordinator = os.Getenv("LATCH_COORDINATOR")

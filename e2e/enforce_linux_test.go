@@ -58,14 +58,20 @@ func (c *cluster) policyDrops(t *testing.T, n *node) uint64 {
 	return st.Enforcement.Packets["policy"]
 }
 
-// TestEnforceUserspace runs every node with the userspace enforcer and
+// TestEnforce runs every node with each enforcer (eBPF, userspace) and
 // checks that the directions peer visibility alone would let through (a
 // node may reach every address of a peer, on any port, both ways) are now
 // refused, while the allowed flows connect.
-func TestEnforceUserspace(t *testing.T) {
+func TestEnforce(t *testing.T) {
+	for _, mode := range []string{"ebpf", "userspace"} {
+		t.Run(mode, func(t *testing.T) { testEnforce(t, mode) })
+	}
+}
+
+func testEnforce(t *testing.T, mode string) {
 	c := newCluster(t)
 	tok := c.token("--namespace", "prod", "--uses", "4", "--ttl", "10m")
-	enforce := []string{"--enforce", "userspace"}
+	enforce := []string{"--enforce", mode}
 	web := c.AddNodeWith("web", tok, "app=web", enforce...)
 	api := c.AddNodeWith("api", tok, "app=api", enforce...)
 	db := c.AddNodeWith("db", tok, "app=db", enforce...)
@@ -75,8 +81,8 @@ func TestEnforceUserspace(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st.Enforce != "userspace" || st.Enforcement == nil {
-			t.Fatalf("%s: status enforce=%q enforcement=%v, want userspace with counters", n.name, st.Enforce, st.Enforcement)
+		if st.Enforce != mode || st.Enforcement == nil {
+			t.Fatalf("%s: status enforce=%q enforcement=%v, want %s with counters", n.name, st.Enforce, st.Enforcement, mode)
 		}
 	}
 	if _, err := c.applyPolicy(enforcePolicy); err != nil {

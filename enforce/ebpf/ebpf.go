@@ -97,7 +97,7 @@ const (
 
 var reasonNames = [...]string{
 	"allow-all", "any", "identity", "cidr", "tracked", "icmp-echo", "not-ipv4",
-	"no-rule", "unknown-local", "not-syn", "fragment", "icmp", "protocol", "malformed",
+	"policy", "no-local-workload", "tcp-not-syn", "fragment", "icmp", "protocol", "malformed",
 	"event-lost",
 }
 

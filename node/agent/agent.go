@@ -18,12 +18,14 @@ import (
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/latchnet/latch/enforce/ebpf"
 	"github.com/latchnet/latch/enforce/userspace"
 	"github.com/latchnet/latch/node/wg"
 	"github.com/latchnet/latch/view"
@@ -48,6 +50,7 @@ const (
 // them.
 type deps struct {
 	open       func(wg.Config, *slog.Logger) (wg.Device, wg.Impl, error)
+	loadEBPF   func(pinDir string) (*ebpf.Enforcer, error)
 	clock      Clock
 	hostAddrs  func() ([]netip.Addr, error)
 	hostname   func() (string, error)
@@ -61,6 +64,7 @@ type deps struct {
 func defaultDeps() deps {
 	return deps{
 		open:       wg.Open,
+		loadEBPF:   ebpf.Load,
 		clock:      systemClock{},
 		hostAddrs:  interfaceAddrs,
 		hostname:   defaultName,
@@ -97,6 +101,8 @@ type agent struct {
 	wgKey string // public, base64
 	// filter is the userspace enforcer; nil unless it is the active mode.
 	filter *userspace.Filter
+	// bpf is the eBPF enforcer; nil unless it is the active mode.
+	bpf    *ebpf.Enforcer
 	events atomic.Uint64 // flow events read from filter
 
 	mu          sync.Mutex
@@ -171,6 +177,30 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 		Address:    netip.PrefixFrom(node.IP, 32),
 		Route:      node.Route,
 	}
+	if s.enforce == EnforceAuto || s.enforce == EnforceEBPF {
+		pin := s.PinDir
+		if pin == "" {
+			pin = ebpf.DefaultPinDir(s.Iface)
+		}
+		e, err := d.loadEBPF(pin)
+		switch {
+		case err == nil:
+			a.bpf = e
+			s.enforce = EnforceEBPF
+			defer e.Close() // keeps the pins: enforcement outlives the agent
+		case s.enforce == EnforceEBPF:
+			return fmt.Errorf("loading the eBPF enforcer (--enforce ebpf): %w; use --enforce userspace where eBPF is not available", err)
+		default:
+			a.log.Info("eBPF enforcer unavailable; using the userspace filter", logErr, err)
+			s.enforce = EnforceUserspace
+		}
+		if a.bpf != nil && v != nil {
+			// The rules are in place before the programs attach.
+			if err := a.bpf.Apply(v); err != nil {
+				return fmt.Errorf("loading the saved view into the eBPF enforcer: %w", err)
+			}
+		}
+	}
 	if s.enforce == EnforceUserspace {
 		// The filter holds the saved view before the first packet can
 		// flow; with none it drops everything until the first view.
@@ -189,8 +219,18 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 		}
 		return fmt.Errorf("bringing up WireGuard: %w", err)
 	}
-	a.log.Info("enforcement", logEnforce, s.enforce)
 	a.dev, a.impl = dev, impl
+	if a.bpf != nil {
+		ifc, err := net.InterfaceByName(s.Iface)
+		if err != nil {
+			return fmt.Errorf("finding the WireGuard interface for the eBPF enforcer: %w", err)
+		}
+		if err := a.bpf.AttachTCX(ifc.Index); err != nil {
+			return fmt.Errorf("attaching the eBPF enforcer to %s: %w", s.Iface, err)
+		}
+	}
+	a.s.enforce = s.enforce
+	a.log.Info("enforcement", logEnforce, s.enforce)
 	defer func() {
 		if err := dev.Close(); err != nil {
 			a.log.Warn("closing the WireGuard device", logErr, err)
@@ -212,6 +252,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 	wg.Go(func() { a.syncLoop(ctx) })
 	if a.filter != nil {
 		wg.Go(func() { flowEvents(ctx, a.filter, a.log, &a.events) })
+	}
+	if a.bpf != nil {
+		wg.Go(func() { ebpfEvents(ctx, a.bpf, a.log, &a.events) })
 	}
 	wg.Wait()
 	a.log.Info("node agent stopping")

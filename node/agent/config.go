@@ -53,6 +53,10 @@ type Config struct {
 	// Enforce is the enforcement mode: EnforceAuto (if empty),
 	// EnforceEBPF, EnforceUserspace or EnforceOff.
 	Enforce string
+	// PinDir is where the eBPF enforcer pins its maps and links (default
+	// /sys/fs/bpf/latch/<iface>); they survive the agent, so enforcement
+	// continues across restarts and a restarted agent adopts them.
+	PinDir string
 }
 
 // joinToken is a parsed join token. String never shows the secret.
@@ -93,7 +97,7 @@ type settings struct {
 	Config
 	base    *url.URL
 	token   *joinToken // nil when no token was given
-	enforce string     // the mode that runs: EnforceUserspace or EnforceOff
+	enforce string     // the mode asked for; decided when the device comes up (see Run)
 }
 
 // check validates cfg and fills in defaults. It touches nothing on the

@@ -2,20 +2,20 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"sync/atomic"
 
+	"github.com/latchnet/latch/enforce/ebpf"
 	"github.com/latchnet/latch/enforce/userspace"
 	"github.com/latchnet/latch/view"
 )
 
 // Enforcement modes (Config.Enforce).
 const (
-	// EnforceAuto picks the best enforcer available. Until the eBPF
-	// enforcer exists it is EnforceUserspace.
+	// EnforceAuto picks the eBPF enforcer when the kernel and privileges
+	// allow it, else the userspace filter.
 	EnforceAuto      = "auto"
 	EnforceEBPF      = "ebpf"
 	EnforceUserspace = "userspace"
@@ -24,21 +24,57 @@ const (
 	EnforceOff = "off"
 )
 
-// ErrEBPFNotBuilt is returned for --enforce ebpf until the eBPF enforcer
-// exists.
-var ErrEBPFNotBuilt = errors.New("the eBPF enforcer is not built yet: use --enforce userspace")
-
-// resolveEnforce turns a configured mode into the one that runs.
+// resolveEnforce checks a configured mode; EnforceAuto is decided when
+// the device comes up (eBPF if it loads, else userspace).
 func resolveEnforce(mode string) (string, error) {
 	switch mode {
-	case "", EnforceAuto:
-		return EnforceUserspace, nil
-	case EnforceUserspace, EnforceOff:
+	case "":
+		return EnforceAuto, nil
+	case EnforceAuto, EnforceEBPF, EnforceUserspace, EnforceOff:
 		return mode, nil
-	case EnforceEBPF:
-		return "", ErrEBPFNotBuilt
 	}
 	return "", fmt.Errorf("enforce mode %q: want auto, ebpf, userspace or off", mode)
+}
+
+// ebpfCounters converts the eBPF enforcer's counters to the status form
+// the userspace filter uses, so both read alike.
+func ebpfCounters(c ebpf.Counters, version uint64) userspace.Stats {
+	st := userspace.Stats{ViewVersion: version, Packets: map[string]uint64{}, Passed: c.Allowed, Dropped: c.Dropped,
+		EventsLost: c.EventsLost + c.EventsSkipped}
+	for r, n := range c.ByReason {
+		if n > 0 {
+			st.Packets[r.String()] = n
+		}
+	}
+	return st
+}
+
+// ebpfEvents reads the eBPF enforcer's events until ctx ends, counting
+// them and logging each at debug level.
+func ebpfEvents(ctx context.Context, e *ebpf.Enforcer, log *slog.Logger, count *atomic.Uint64) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-e.Events():
+			if !ok {
+				return
+			}
+			count.Add(1)
+			if !log.Enabled(ctx, slog.LevelDebug) {
+				continue
+			}
+			log.Debug("flow",
+				logDir, ev.Direction.String(),
+				logVerdict, ev.Verdict.String(),
+				logReason, ev.Reason.String(),
+				logProto, ev.Protocol,
+				logSrc, netip.AddrPortFrom(ev.Src.Netip(), ev.SrcPort).String(),
+				logDst, netip.AddrPortFrom(ev.Dst.Netip(), ev.DstPort).String(),
+				logWorkload, ev.Workload,
+				logRemoteID, uint32(ev.RemoteIdentity))
+		}
+	}
 }
 
 // EnforceStatus is the enforcer's part of Status.
@@ -96,5 +132,13 @@ func flowEvents(ctx context.Context, f *userspace.Filter, log *slog.Logger, coun
 func (a *agent) applyFilter(v *view.View) {
 	if a.filter != nil {
 		a.filter.Apply(v)
+	}
+	if a.bpf != nil {
+		if err := a.bpf.Apply(v); err != nil {
+			a.log.Error("loading the view into the eBPF enforcer; the previous rules stay in force", logVersion, v.Version, logErr, err)
+			a.mu.Lock()
+			a.lastErr = "eBPF enforcer: " + err.Error()
+			a.mu.Unlock()
+		}
 	}
 }

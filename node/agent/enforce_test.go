@@ -53,11 +53,11 @@ func TestResolveEnforce(t *testing.T) {
 		in, want string
 		err      error
 	}{
-		{"", EnforceUserspace, nil},
-		{EnforceAuto, EnforceUserspace, nil},
+		{"", EnforceAuto, nil},
+		{EnforceAuto, EnforceAuto, nil},
 		{EnforceUserspace, EnforceUserspace, nil},
 		{EnforceOff, EnforceOff, nil},
-		{EnforceEBPF, "", ErrEBPFNotBuilt},
+		{EnforceEBPF, EnforceEBPF, nil},
 	} {
 		got, err := resolveEnforce(tc.in)
 		if got != tc.want || !errors.Is(err, tc.err) {
@@ -66,10 +66,6 @@ func TestResolveEnforce(t *testing.T) {
 	}
 	if _, err := resolveEnforce("bpf"); err == nil {
 		t.Error("resolveEnforce(bpf) accepted an unknown mode")
-	}
-	base := Config{Coordinator: "https://coord.example:8443", StateDir: "/x", Endpoints: []netip.AddrPort{underlay1}, Enforce: EnforceEBPF}
-	if _, err := base.check(nil); !errors.Is(err, ErrEBPFNotBuilt) || err.Error() != "the eBPF enforcer is not built yet: use --enforce userspace" {
-		t.Errorf("check with --enforce ebpf: %v", err)
 	}
 }
 

@@ -27,7 +27,7 @@ type Status struct {
 	Impl        string    `json:"impl"`
 	PublicKey   string    `json:"publicKey"`
 	IP          string    `json:"ip"`
-	// Enforce is the active enforcement mode: userspace or off.
+	// Enforce is the active enforcement mode: ebpf, userspace or off.
 	Enforce string `json:"enforce"`
 	// Enforcement holds the enforcer's counters; nil when Enforce is off.
 	Enforcement *EnforceStatus `json:"enforcement,omitempty"`
@@ -64,6 +64,15 @@ func (a *agent) status() Status {
 	}
 	if a.filter != nil {
 		st.Enforcement = &EnforceStatus{Stats: a.filter.Stats(), Events: a.events.Load()}
+	}
+	if a.bpf != nil {
+		var version uint64
+		if a.view != nil {
+			version = a.view.Version
+		}
+		if c, err := a.bpf.Counters(); err == nil {
+			st.Enforcement = &EnforceStatus{Stats: ebpfCounters(c, version), Events: a.events.Load()}
+		}
 	}
 	if a.view != nil {
 		st.ViewVersion = a.view.Version
