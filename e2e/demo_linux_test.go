@@ -43,7 +43,7 @@ func TestDemo(t *testing.T) {
 	if err != nil {
 		t.Fatalf("demo failed: %v\n%s", err, out)
 	}
-	for _, want := range []string{"connectivity matrix", "laptop  open (allow)", "allowed flows that did not connect: 0", "-- web"} {
+	for _, want := range []string{"connectivity matrix", "laptop  open (allow)", "allowed flows that did not connect: 0", "denied flows that connected: 0", "-- web"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
