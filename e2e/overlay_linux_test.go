@@ -28,7 +28,7 @@ var (
 )
 
 // binary builds cmd/latch once per test run.
-func binary(t *testing.T) string {
+func binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "latch-e2e-bin-")
@@ -50,7 +50,7 @@ func binary(t *testing.T) string {
 
 // cluster is a coordinator and nodes in one lab.
 type cluster struct {
-	t       *testing.T
+	t       testing.TB
 	bin     string
 	lab     *netlab.Lab
 	coord   *netlab.Host
@@ -80,7 +80,7 @@ type status struct {
 	Connected   bool      `json:"connected"`
 }
 
-func newCluster(t *testing.T, extra ...string) *cluster {
+func newCluster(t testing.TB, extra ...string) *cluster {
 	c := &cluster{t: t, bin: binary(t), lab: netlab.New(t), nodes: map[string]*node{}}
 	c.coord = c.lab.Host("coord")
 	c.data = t.TempDir()
