@@ -21,6 +21,15 @@
 //   - tracked flows keep passing after a rule set switch until they time
 //     out (TCP 6 h, UDP/SCTP 60 s idle; set in the config map).
 //
+// Two cgroup programs (latch_connect4, latch_sendmsg4), attached to the
+// cgroup v2 root, see sockets of local workloads (the cgroups map says which
+// cgroup is which workload) connecting or sending into the overlay
+// (100.64.0.0/10): they give an unbound socket the workload's overlay
+// address as source (bpf_bind on connect, msg_src_ip4 on sendmsg) and refuse
+// at once (EPERM) a connect or send the workload's egress rules deny, as
+// latch_egress would drop its first packet. Other sockets and destinations
+// are left alone.
+//
 // Packets are read with bpf_skb_load_bytes_relative(BPF_HDR_START_NET), so
 // the IP header is found both on the TUN device (L3, no link header) and in
 // BPF_PROG_TEST_RUN, which prepends an Ethernet header.
@@ -44,6 +53,11 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define MAX_IDENTITIES (1 << 18)
 #define MAX_RULES (1 << 18)
 #define MAX_CT (1 << 17)
+#define MAX_CGROUPS 4096
+
+#define AF_INET 2
+#define OVERLAY_NET 0x64400000  // 100.64.0.0
+#define OVERLAY_MASK 0xffc00000 // /10
 
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
@@ -77,6 +91,7 @@ enum reason {
 	REASON_DROP_ICMP,         // ICMP other than echo, or unknown remote
 	REASON_DROP_PROTOCOL,     // not TCP, UDP, SCTP or ICMP
 	REASON_DROP_MALFORMED,    // truncated or invalid header
+	REASON_DROP_CONNECT_DENIED, // connect/sendmsg refused by the cgroup hooks
 	REASON_EVENT_LOST,        // ring buffer full (counted, not a verdict)
 	REASON_MAX,
 };
@@ -125,6 +140,14 @@ struct cidr_key {
 	__u8 proto;
 	__u16 pad;
 	__u32 addr;
+};
+
+// cgroup_workload is the value of the cgroups map, keyed by cgroup id (the
+// inode of the cgroup v2 directory): the workload's overlay address
+// (network order), which keys the workloads map of either rule set.
+struct cgroup_workload {
+	__u32 addr;
+	__u32 pad;
 };
 
 struct port_range {
@@ -211,6 +234,13 @@ struct {
 } config SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_CGROUPS);
+	__type(key, __u64);
+	__type(value, struct cgroup_workload);
+} cgroups SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, MAX_CT);
 	__type(key, struct ct_key);
@@ -234,6 +264,7 @@ const struct event *unused_event __attribute__((unused));
 const struct ident_key *unused_ident_key __attribute__((unused));
 const struct rule_key *unused_rule_key __attribute__((unused));
 const struct cidr_key *unused_cidr_key __attribute__((unused));
+const struct cgroup_workload *unused_cgroup_workload __attribute__((unused));
 const enum reason *unused_reason __attribute__((unused));
 const enum dir *unused_dir __attribute__((unused));
 const enum verdict *unused_verdict __attribute__((unused));
@@ -466,4 +497,83 @@ SEC("tcx/egress")
 int latch_egress(struct __sk_buff *skb)
 {
 	return handle(skb, DIR_EGRESS);
+}
+
+// sock_hook decides a connect (connect = 1) or sendmsg of a socket; it
+// returns 1 to let the call proceed and 0 to fail it with EPERM.
+static __always_inline int sock_hook(struct bpf_sock_addr *ctx, int connect)
+{
+	if (ctx->user_family != AF_INET)
+		return 1;
+	__u32 daddr = ctx->user_ip4;
+	if ((bpf_ntohl(daddr) & OVERLAY_MASK) != OVERLAY_NET)
+		return 1;
+
+	__u64 cgid = bpf_get_current_cgroup_id();
+	struct cgroup_workload *cw = bpf_map_lookup_elem(&cgroups, &cgid);
+	if (!cw)
+		return 1;
+	__u32 local = cw->addr;
+
+	__u32 zero = 0;
+	struct settings *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg)
+		return 1;
+	struct pkt p = {
+		.saddr = local,
+		.daddr = daddr,
+		.dport = (__u16)ctx->user_port,
+		.dir = DIR_EGRESS,
+		.workload = 0xffffffff,
+		.set = cfg->active & 1,
+	};
+	// A workload that left the active rule set: latch_egress decides.
+	struct workload *wl = SET_LOOKUP(p.set, workloads, &local);
+	if (!wl)
+		return 1;
+	p.workload = wl->index;
+
+	// Source address = the workload's, unless the socket chose one.
+	struct bpf_sock *sk = ctx->sk;
+	if (sk && sk->src_ip4 == 0) {
+		if (connect) {
+			struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = local};
+			bpf_bind(ctx, (struct sockaddr *)&sa, sizeof(sa));
+		} else {
+			ctx->msg_src_ip4 = local;
+		}
+	}
+
+	switch (ctx->protocol) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP:
+		p.proto = ctx->protocol;
+		break;
+	default:
+		return 1; // ICMP and others: latch_egress decides
+	}
+
+	struct ident_key ik = {.prefixlen = 32, .addr = daddr};
+	__u32 *id = SET_LOOKUP(p.set, identities, &ik);
+	if (id)
+		p.identity = *id;
+
+	if (policy(&p, wl, daddr) != REASON_DROP_NO_RULE)
+		return 1;
+	count(REASON_DROP_CONNECT_DENIED);
+	emit(&p, VERDICT_DROPPED, REASON_DROP_CONNECT_DENIED);
+	return 0;
+}
+
+SEC("cgroup/connect4")
+int latch_connect4(struct bpf_sock_addr *ctx)
+{
+	return sock_hook(ctx, 1);
+}
+
+SEC("cgroup/sendmsg4")
+int latch_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return sock_hook(ctx, 0);
 }

@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type LatchCgroupWorkload struct {
+	_    structs.HostLayout
+	Addr uint32
+	Pad  uint32
+}
+
 type LatchCidrKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -85,22 +91,23 @@ type LatchPorts struct {
 type LatchReason uint32
 
 const (
-	LatchReasonREASON_ALLOW_ALL          LatchReason = 0
-	LatchReasonREASON_ALLOW_ANY          LatchReason = 1
-	LatchReasonREASON_ALLOW_IDENTITY     LatchReason = 2
-	LatchReasonREASON_ALLOW_CIDR         LatchReason = 3
-	LatchReasonREASON_ALLOW_TRACKED      LatchReason = 4
-	LatchReasonREASON_ALLOW_ICMP_ECHO    LatchReason = 5
-	LatchReasonREASON_ALLOW_NOT_IPV4     LatchReason = 6
-	LatchReasonREASON_DROP_NO_RULE       LatchReason = 7
-	LatchReasonREASON_DROP_UNKNOWN_LOCAL LatchReason = 8
-	LatchReasonREASON_DROP_NOT_SYN       LatchReason = 9
-	LatchReasonREASON_DROP_FRAGMENT      LatchReason = 10
-	LatchReasonREASON_DROP_ICMP          LatchReason = 11
-	LatchReasonREASON_DROP_PROTOCOL      LatchReason = 12
-	LatchReasonREASON_DROP_MALFORMED     LatchReason = 13
-	LatchReasonREASON_EVENT_LOST         LatchReason = 14
-	LatchReasonREASON_MAX                LatchReason = 15
+	LatchReasonREASON_ALLOW_ALL           LatchReason = 0
+	LatchReasonREASON_ALLOW_ANY           LatchReason = 1
+	LatchReasonREASON_ALLOW_IDENTITY      LatchReason = 2
+	LatchReasonREASON_ALLOW_CIDR          LatchReason = 3
+	LatchReasonREASON_ALLOW_TRACKED       LatchReason = 4
+	LatchReasonREASON_ALLOW_ICMP_ECHO     LatchReason = 5
+	LatchReasonREASON_ALLOW_NOT_IPV4      LatchReason = 6
+	LatchReasonREASON_DROP_NO_RULE        LatchReason = 7
+	LatchReasonREASON_DROP_UNKNOWN_LOCAL  LatchReason = 8
+	LatchReasonREASON_DROP_NOT_SYN        LatchReason = 9
+	LatchReasonREASON_DROP_FRAGMENT       LatchReason = 10
+	LatchReasonREASON_DROP_ICMP           LatchReason = 11
+	LatchReasonREASON_DROP_PROTOCOL       LatchReason = 12
+	LatchReasonREASON_DROP_MALFORMED      LatchReason = 13
+	LatchReasonREASON_DROP_CONNECT_DENIED LatchReason = 14
+	LatchReasonREASON_EVENT_LOST          LatchReason = 15
+	LatchReasonREASON_MAX                 LatchReason = 16
 )
 
 type LatchRuleKey struct {
@@ -139,27 +146,31 @@ type LatchWorkload struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	LatchMapCidrsA         = "cidrs_a"
-	LatchMapCidrsB         = "cidrs_b"
-	LatchMapConfig         = "config"
-	LatchMapConntrack      = "conntrack"
-	LatchMapCounters       = "counters"
-	LatchMapEvents         = "events"
-	LatchMapIdentitiesA    = "identities_a"
-	LatchMapIdentitiesB    = "identities_b"
-	LatchMapRulesA         = "rules_a"
-	LatchMapRulesB         = "rules_b"
-	LatchMapWorkloadsA     = "workloads_a"
-	LatchMapWorkloadsB     = "workloads_b"
-	LatchProgLatchEgress   = "latch_egress"
-	LatchProgLatchIngress  = "latch_ingress"
-	LatchVarUnusedCidrKey  = "unused_cidr_key"
-	LatchVarUnusedDir      = "unused_dir"
-	LatchVarUnusedEvent    = "unused_event"
-	LatchVarUnusedIdentKey = "unused_ident_key"
-	LatchVarUnusedReason   = "unused_reason"
-	LatchVarUnusedRuleKey  = "unused_rule_key"
-	LatchVarUnusedVerdict  = "unused_verdict"
+	LatchMapCgroups              = "cgroups"
+	LatchMapCidrsA               = "cidrs_a"
+	LatchMapCidrsB               = "cidrs_b"
+	LatchMapConfig               = "config"
+	LatchMapConntrack            = "conntrack"
+	LatchMapCounters             = "counters"
+	LatchMapEvents               = "events"
+	LatchMapIdentitiesA          = "identities_a"
+	LatchMapIdentitiesB          = "identities_b"
+	LatchMapRulesA               = "rules_a"
+	LatchMapRulesB               = "rules_b"
+	LatchMapWorkloadsA           = "workloads_a"
+	LatchMapWorkloadsB           = "workloads_b"
+	LatchProgLatchConnect4       = "latch_connect4"
+	LatchProgLatchEgress         = "latch_egress"
+	LatchProgLatchIngress        = "latch_ingress"
+	LatchProgLatchSendmsg4       = "latch_sendmsg4"
+	LatchVarUnusedCgroupWorkload = "unused_cgroup_workload"
+	LatchVarUnusedCidrKey        = "unused_cidr_key"
+	LatchVarUnusedDir            = "unused_dir"
+	LatchVarUnusedEvent          = "unused_event"
+	LatchVarUnusedIdentKey       = "unused_ident_key"
+	LatchVarUnusedReason         = "unused_reason"
+	LatchVarUnusedRuleKey        = "unused_rule_key"
+	LatchVarUnusedVerdict        = "unused_verdict"
 )
 
 // LoadLatch returns the embedded CollectionSpec for Latch.
@@ -204,14 +215,17 @@ type LatchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type LatchProgramSpecs struct {
-	LatchEgress  *ebpf.ProgramSpec `ebpf:"latch_egress"`
-	LatchIngress *ebpf.ProgramSpec `ebpf:"latch_ingress"`
+	LatchConnect4 *ebpf.ProgramSpec `ebpf:"latch_connect4"`
+	LatchEgress   *ebpf.ProgramSpec `ebpf:"latch_egress"`
+	LatchIngress  *ebpf.ProgramSpec `ebpf:"latch_ingress"`
+	LatchSendmsg4 *ebpf.ProgramSpec `ebpf:"latch_sendmsg4"`
 }
 
 // LatchMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type LatchMapSpecs struct {
+	Cgroups     *ebpf.MapSpec `ebpf:"cgroups"`
 	CidrsA      *ebpf.MapSpec `ebpf:"cidrs_a"`
 	CidrsB      *ebpf.MapSpec `ebpf:"cidrs_b"`
 	Config      *ebpf.MapSpec `ebpf:"config"`
@@ -230,13 +244,14 @@ type LatchMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type LatchVariableSpecs struct {
-	UnusedCidrKey  *ebpf.VariableSpec `ebpf:"unused_cidr_key"`
-	UnusedDir      *ebpf.VariableSpec `ebpf:"unused_dir"`
-	UnusedEvent    *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedIdentKey *ebpf.VariableSpec `ebpf:"unused_ident_key"`
-	UnusedReason   *ebpf.VariableSpec `ebpf:"unused_reason"`
-	UnusedRuleKey  *ebpf.VariableSpec `ebpf:"unused_rule_key"`
-	UnusedVerdict  *ebpf.VariableSpec `ebpf:"unused_verdict"`
+	UnusedCgroupWorkload *ebpf.VariableSpec `ebpf:"unused_cgroup_workload"`
+	UnusedCidrKey        *ebpf.VariableSpec `ebpf:"unused_cidr_key"`
+	UnusedDir            *ebpf.VariableSpec `ebpf:"unused_dir"`
+	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedIdentKey       *ebpf.VariableSpec `ebpf:"unused_ident_key"`
+	UnusedReason         *ebpf.VariableSpec `ebpf:"unused_reason"`
+	UnusedRuleKey        *ebpf.VariableSpec `ebpf:"unused_rule_key"`
+	UnusedVerdict        *ebpf.VariableSpec `ebpf:"unused_verdict"`
 }
 
 // LatchObjects contains all objects after they have been loaded into the kernel.
@@ -259,6 +274,7 @@ func (o *LatchObjects) Close() error {
 //
 // It can be passed to LoadLatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type LatchMaps struct {
+	Cgroups     *ebpf.Map `ebpf:"cgroups"`
 	CidrsA      *ebpf.Map `ebpf:"cidrs_a"`
 	CidrsB      *ebpf.Map `ebpf:"cidrs_b"`
 	Config      *ebpf.Map `ebpf:"config"`
@@ -275,6 +291,7 @@ type LatchMaps struct {
 
 func (m *LatchMaps) Close() error {
 	return _LatchClose(
+		m.Cgroups,
 		m.CidrsA,
 		m.CidrsB,
 		m.Config,
@@ -294,27 +311,32 @@ func (m *LatchMaps) Close() error {
 //
 // It can be passed to LoadLatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type LatchVariables struct {
-	UnusedCidrKey  *ebpf.Variable `ebpf:"unused_cidr_key"`
-	UnusedDir      *ebpf.Variable `ebpf:"unused_dir"`
-	UnusedEvent    *ebpf.Variable `ebpf:"unused_event"`
-	UnusedIdentKey *ebpf.Variable `ebpf:"unused_ident_key"`
-	UnusedReason   *ebpf.Variable `ebpf:"unused_reason"`
-	UnusedRuleKey  *ebpf.Variable `ebpf:"unused_rule_key"`
-	UnusedVerdict  *ebpf.Variable `ebpf:"unused_verdict"`
+	UnusedCgroupWorkload *ebpf.Variable `ebpf:"unused_cgroup_workload"`
+	UnusedCidrKey        *ebpf.Variable `ebpf:"unused_cidr_key"`
+	UnusedDir            *ebpf.Variable `ebpf:"unused_dir"`
+	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
+	UnusedIdentKey       *ebpf.Variable `ebpf:"unused_ident_key"`
+	UnusedReason         *ebpf.Variable `ebpf:"unused_reason"`
+	UnusedRuleKey        *ebpf.Variable `ebpf:"unused_rule_key"`
+	UnusedVerdict        *ebpf.Variable `ebpf:"unused_verdict"`
 }
 
 // LatchPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to LoadLatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type LatchPrograms struct {
-	LatchEgress  *ebpf.Program `ebpf:"latch_egress"`
-	LatchIngress *ebpf.Program `ebpf:"latch_ingress"`
+	LatchConnect4 *ebpf.Program `ebpf:"latch_connect4"`
+	LatchEgress   *ebpf.Program `ebpf:"latch_egress"`
+	LatchIngress  *ebpf.Program `ebpf:"latch_ingress"`
+	LatchSendmsg4 *ebpf.Program `ebpf:"latch_sendmsg4"`
 }
 
 func (p *LatchPrograms) Close() error {
 	return _LatchClose(
+		p.LatchConnect4,
 		p.LatchEgress,
 		p.LatchIngress,
+		p.LatchSendmsg4,
 	)
 }
 

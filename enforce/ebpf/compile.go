@@ -16,6 +16,7 @@ const (
 	MaxIdentities = 1 << 18 // identity entries
 	MaxRules      = 1 << 18 // Any and identity entries (rules map)
 	MaxCIDRs      = 1 << 18 // CIDR entries (one per prefix and protocol)
+	MaxCgroups    = 4096    // workload cgroups (cgroups map)
 )
 
 // ErrTooLarge is wrapped by Compile when a view does not fit the maps.

@@ -1,7 +1,11 @@
 // Package ebpf enforces a node's view in the kernel: two TCX programs on the
 // WireGuard interface (bpf/latch.c) decide every packet that leaves or
 // enters the tunnel exactly as view.Rules.Allows does, with connection
-// tracking for replies and flow events through a ring buffer.
+// tracking for replies and flow events through a ring buffer. Two cgroup
+// programs (connect4, sendmsg4 on the cgroup v2 root) give sockets of the
+// workload cgroups named by SetCgroups their workload's overlay address as
+// source and refuse with EPERM, at once, a connect or send into the overlay
+// that the workload's egress rules deny.
 //
 // Compile turns a view into the entries of one rule set; it is pure and
 // builds everywhere. The Enforcer (Linux only; elsewhere Load returns
@@ -17,6 +21,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/latchnet/latch/view"
@@ -77,28 +83,29 @@ func (v Verdict) String() string {
 type Reason uint8
 
 const (
-	ReasonAllowAll     Reason = iota // the workload's direction allows everything
-	ReasonAny                        // port in the workload's Any ranges
-	ReasonIdentity                   // port in the rule of the remote identity
-	ReasonCIDR                       // port in the longest CIDR rule containing the remote
-	ReasonTracked                    // packet of a tracked flow, or its reply
-	ReasonICMPEcho                   // ICMP echo request/reply with a remote in the view
-	ReasonNotIPv4                    // not IPv4: passed (the overlay is IPv4)
-	ReasonNoRule                     // dropped: no rule allows the flow
-	ReasonUnknownLocal               // dropped: the local address is no local workload
-	ReasonNotSYN                     // dropped: TCP non-SYN packet of an unknown flow
-	ReasonFragment                   // dropped: IPv4 fragment
-	ReasonICMP                       // dropped: ICMP other than echo, or unknown remote
-	ReasonProtocol                   // dropped: not TCP, UDP, SCTP or ICMP
-	ReasonMalformed                  // dropped: truncated or invalid header
-	ReasonEventLost                  // an event did not fit in the ring buffer
+	ReasonAllowAll      Reason = iota // the workload's direction allows everything
+	ReasonAny                         // port in the workload's Any ranges
+	ReasonIdentity                    // port in the rule of the remote identity
+	ReasonCIDR                        // port in the longest CIDR rule containing the remote
+	ReasonTracked                     // packet of a tracked flow, or its reply
+	ReasonICMPEcho                    // ICMP echo request/reply with a remote in the view
+	ReasonNotIPv4                     // not IPv4: passed (the overlay is IPv4)
+	ReasonNoRule                      // dropped: no rule allows the flow
+	ReasonUnknownLocal                // dropped: the local address is no local workload
+	ReasonNotSYN                      // dropped: TCP non-SYN packet of an unknown flow
+	ReasonFragment                    // dropped: IPv4 fragment
+	ReasonICMP                        // dropped: ICMP other than echo, or unknown remote
+	ReasonProtocol                    // dropped: not TCP, UDP, SCTP or ICMP
+	ReasonMalformed                   // dropped: truncated or invalid header
+	ReasonConnectDenied               // refused: connect/sendmsg of a workload socket (EPERM)
+	ReasonEventLost                   // an event did not fit in the ring buffer
 	numReasons
 )
 
 var reasonNames = [...]string{
 	"allow-all", "any", "identity", "cidr", "tracked", "icmp-echo", "not-ipv4",
 	"policy", "no-local-workload", "tcp-not-syn", "fragment", "icmp", "protocol", "malformed",
-	"event-lost",
+	"connect-denied", "event-lost",
 }
 
 func (r Reason) String() string {
@@ -132,6 +139,52 @@ type Event struct {
 	Workload       string
 	WorkloadIndex  uint32
 	RemoteIdentity view.Identity
+}
+
+// ErrUnknownWorkload is wrapped by SetCgroups when a cgroup is assigned to
+// a workload that is not in the applied view.
+var ErrUnknownWorkload = errors.New("workload is not in the applied view")
+
+// resolveCgroups validates the cgroup assignment of SetCgroups (cgroup v2
+// path → workload "namespace/name") and resolves it with cgroupID (the
+// inode of the cgroup directory) and addrs (the overlay address of each
+// workload of the applied view) to the entries of the cgroups map. It
+// touches nothing but what cgroupID reads.
+func resolveCgroups(in map[string]string, addrs map[string]view.Addr, cgroupID func(path string) (uint64, error)) (map[uint64]view.Addr, error) {
+	out := make(map[uint64]view.Addr, len(in))
+	byID := make(map[uint64]string, len(in))
+	paths := make([]string, 0, len(in))
+	for p := range in {
+		paths = append(paths, p)
+	}
+	slices.Sort(paths) // deterministic errors
+	for _, path := range paths {
+		wl := in[path]
+		switch {
+		case path == "":
+			return nil, fmt.Errorf("cgroup of workload %q: empty path", wl)
+		case !filepath.IsAbs(path):
+			return nil, fmt.Errorf("cgroup %q: not an absolute path (give the cgroup v2 directory, e.g. /sys/fs/cgroup/system.slice/api.service)", path)
+		}
+		ns, name, ok := strings.Cut(wl, "/")
+		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			return nil, fmt.Errorf("cgroup %s: workload %q is not \"namespace/name\"", path, wl)
+		}
+		addr, ok := addrs[wl]
+		if !ok {
+			return nil, fmt.Errorf("cgroup %s: workload %s: %w", path, wl, ErrUnknownWorkload)
+		}
+		id, err := cgroupID(path)
+		if err != nil {
+			return nil, fmt.Errorf("cgroup %s of workload %s: %w", path, wl, err)
+		}
+		if other, dup := byID[id]; dup && in[other] != wl {
+			return nil, fmt.Errorf("cgroups %s and %s are the same cgroup but are given to workloads %s and %s", other, path, in[other], wl)
+		}
+		byID[id] = path
+		out[id] = addr
+	}
+	return out, nil
 }
 
 // Counters are the packets counted by reason since the maps were created

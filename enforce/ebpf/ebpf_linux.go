@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,11 +23,24 @@ import (
 	"github.com/latchnet/latch/view"
 )
 
-// Pin names of the links; maps are pinned under their own names.
+// Pin names of the links, by link index; maps are pinned under their own
+// names.
 const (
-	pinIngress = "link_ingress"
-	pinEgress  = "link_egress"
+	pinIngress  = "link_ingress"
+	pinEgress   = "link_egress"
+	pinConnect4 = "link_connect4"
+	pinSendmsg4 = "link_sendmsg4"
 )
+
+// Indexes of Enforcer.links: the TCX links by Direction, then the cgroup
+// links.
+const (
+	linkConnect4 = 2
+	linkSendmsg4 = 3
+	numLinks     = 4
+)
+
+var linkPins = [numLinks]string{pinIngress, pinEgress, pinConnect4, pinSendmsg4}
 
 // Connection-tracking timeouts written to the config map.
 const (
@@ -40,9 +54,16 @@ type Enforcer struct {
 	objs   bpf.LatchObjects
 
 	mu    sync.Mutex
-	links [2]link.Link // by Direction; guarded by mu
+	links [numLinks]link.Link // by Direction, then linkConnect4, linkSendmsg4; guarded by mu
 	// names are the workload names by rule set and index; guarded by mu.
 	names [2][]string
+	// addrs are the workload addresses by rule set and name; guarded by mu.
+	addrs [2]map[string]view.Addr
+	// active is the rule set of the last Apply, -1 before; guarded by mu.
+	active int
+	// cgroups is the assignment of the last SetCgroups (cgroup path →
+	// workload); guarded by mu.
+	cgroups map[string]string
 
 	reader  *ringbuf.Reader
 	events  chan Event
@@ -73,7 +94,7 @@ func Load(pinDir string) (*Enforcer, error) {
 			m.Pinning = ebpf.PinByName
 		}
 	}
-	e := &Enforcer{pinDir: pinDir, events: make(chan Event, 4096), done: make(chan struct{})}
+	e := &Enforcer{pinDir: pinDir, events: make(chan Event, 4096), done: make(chan struct{}), active: -1}
 	err = spec.LoadAndAssign(&e.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: pinDir}})
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		return nil, fmt.Errorf("loading eBPF enforcer: maps pinned under %s come from an incompatible version (%w); remove them with `latch node --cleanup`", pinDir, err)
@@ -84,7 +105,7 @@ func Load(pinDir string) (*Enforcer, error) {
 
 	// Adopt pinned links: point them at the programs just loaded, which
 	// use the same (pinned) maps.
-	for dir, name := range [2]string{pinIngress, pinEgress} {
+	for i, name := range linkPins {
 		path := filepath.Join(pinDir, name)
 		if _, err := os.Stat(path); err != nil {
 			continue
@@ -94,8 +115,8 @@ func Load(pinDir string) (*Enforcer, error) {
 			e.Close()
 			return nil, fmt.Errorf("loading eBPF enforcer: adopting %s: %w", path, err)
 		}
-		e.links[dir] = l
-		if err := l.Update(e.program(Direction(dir))); err != nil {
+		e.links[i] = l
+		if err := l.Update(e.linkProgram(i)); err != nil {
 			e.Close()
 			return nil, fmt.Errorf("loading eBPF enforcer: updating %s: %w", path, err)
 		}
@@ -108,6 +129,17 @@ func Load(pinDir string) (*Enforcer, error) {
 	}
 	go e.readEvents()
 	return e, nil
+}
+
+// linkProgram is the program of e.links[i].
+func (e *Enforcer) linkProgram(i int) *ebpf.Program {
+	switch i {
+	case linkConnect4:
+		return e.objs.LatchConnect4
+	case linkSendmsg4:
+		return e.objs.LatchSendmsg4
+	}
+	return e.program(Direction(i))
 }
 
 func (e *Enforcer) program(d Direction) *ebpf.Program {
@@ -226,6 +258,156 @@ func (e *Enforcer) Apply(v *view.View) error {
 		return fmt.Errorf("applying view %d: switching rule sets: %w", v.Version, err)
 	}
 	e.names[next] = t.Names()
+	e.addrs[next] = make(map[string]view.Addr, len(t.Workloads))
+	for _, w := range t.Workloads {
+		e.addrs[next][w.Name] = w.Addr
+	}
+	e.active = int(next)
+	if e.cgroups != nil {
+		// Workloads that left the view lose their cgroup entry (their
+		// sockets are then left to latch_egress).
+		known := make(map[string]string, len(e.cgroups))
+		for path, wl := range e.cgroups {
+			if _, ok := e.addrs[next][wl]; ok {
+				known[path] = wl
+			}
+		}
+		if err := e.writeCgroups(known); err != nil {
+			return fmt.Errorf("applying view %d: %w", v.Version, err)
+		}
+	}
+	return nil
+}
+
+// SetCgroups says which cgroup v2 directory holds which local workload of
+// the applied view (path → "namespace/name"), replacing the previous
+// assignment: sockets in those cgroups that connect or send into the
+// overlay get the workload's address as source and are refused (EPERM)
+// when its egress rules deny the destination. A cgroup's descendants are
+// not included; list each cgroup whose processes open sockets. Call it
+// after Apply; later Applys keep it current. An empty or nil map clears it.
+func (e *Enforcer) SetCgroups(cgroups map[string]string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.objs.Cgroups == nil {
+		return ErrNotLoaded
+	}
+	if len(cgroups) > 0 && e.active < 0 {
+		return errors.New("setting cgroups: no view applied yet: call Apply first")
+	}
+	if err := e.writeCgroups(cgroups); err != nil {
+		return err
+	}
+	e.cgroups = maps.Clone(cgroups)
+	return nil
+}
+
+// writeCgroups resolves cgroups against the active rule set and makes the
+// cgroups map hold exactly them. Must hold e.mu.
+func (e *Enforcer) writeCgroups(cgroups map[string]string) error {
+	var addrs map[string]view.Addr
+	if e.active >= 0 {
+		addrs = e.addrs[e.active]
+	}
+	ids, err := resolveCgroups(cgroups, addrs, cgroupID)
+	if err != nil {
+		return fmt.Errorf("setting cgroups: %w", err)
+	}
+	if len(ids) > MaxCgroups {
+		return fmt.Errorf("setting cgroups: %w: %d cgroups, at most %d", ErrTooLarge, len(ids), MaxCgroups)
+	}
+	kv := make(map[any]any, len(ids))
+	for id, a := range ids {
+		kv[id] = bpf.LatchCgroupWorkload{Addr: be32(a)}
+	}
+	if err := replace(e.objs.Cgroups, kv); err != nil {
+		return fmt.Errorf("setting cgroups: filling cgroups map: %w", err)
+	}
+	return nil
+}
+
+// cgroupID is the id bpf_get_current_cgroup_id returns for processes in
+// the cgroup v2 directory path: its inode number.
+func cgroupID(path string) (uint64, error) {
+	var fs unix.Statfs_t
+	if err := unix.Statfs(path, &fs); err != nil {
+		return 0, err
+	}
+	if fs.Type != unix.CGROUP2_SUPER_MAGIC {
+		return 0, errors.New("not a directory of the cgroup v2 hierarchy")
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return 0, errors.New("not a cgroup directory")
+	}
+	return st.Ino, nil
+}
+
+// CgroupRoot returns the mount point of the cgroup v2 hierarchy
+// (/sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid systems), read from
+// /proc/mounts.
+func CgroupRoot() (string, error) {
+	b, err := os.ReadFile("/proc/mounts")
+	if err != nil {
+		return "", fmt.Errorf("finding the cgroup v2 root: %w", err)
+	}
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[2] == "cgroup2" {
+			return f[1], nil
+		}
+	}
+	return "", errors.New("finding the cgroup v2 root: no cgroup2 file system in /proc/mounts: mount one (mount -t cgroup2 none /sys/fs/cgroup)")
+}
+
+// AttachCgroup attaches the connect4 and sendmsg4 programs to the cgroup
+// v2 directory root (empty: CgroupRoot) and pins the links. Links adopted
+// by Load are kept if they are on the same cgroup.
+func (e *Enforcer) AttachCgroup(root string) error {
+	if root == "" {
+		r, err := CgroupRoot()
+		if err != nil {
+			return err
+		}
+		root = r
+	}
+	id, err := cgroupID(root)
+	if err != nil {
+		return fmt.Errorf("attaching to cgroup %s: %w", root, err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.objs.LatchConnect4 == nil {
+		return ErrNotLoaded
+	}
+	for _, h := range []struct {
+		i      int
+		attach ebpf.AttachType
+	}{{linkConnect4, ebpf.AttachCGroupInet4Connect}, {linkSendmsg4, ebpf.AttachCGroupUDP4Sendmsg}} {
+		name := linkPins[h.i]
+		if l := e.links[h.i]; l != nil {
+			info, err := l.Info()
+			if err != nil {
+				return fmt.Errorf("attaching %s: reading pinned link: %w", name, err)
+			}
+			if cg := info.Cgroup(); cg != nil && cg.CgroupId == id {
+				continue
+			}
+			return fmt.Errorf("attaching %s: %s pins a link on another cgroup; remove it with `latch node --cleanup`", name, filepath.Join(e.pinDir, name))
+		}
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: root, Attach: h.attach, Program: e.linkProgram(h.i)})
+		if err != nil {
+			return fmt.Errorf("attaching %s to cgroup %s: %w", name, root, err)
+		}
+		if err := l.Pin(filepath.Join(e.pinDir, name)); err != nil {
+			l.Close()
+			return fmt.Errorf("pinning %s link: %w", name, err)
+		}
+		e.links[h.i] = l
+	}
 	return nil
 }
 
@@ -457,7 +639,7 @@ func Remove(pinDir string) error {
 	var errs []error
 	// Detach first, so that the programs are gone when Remove returns even
 	// if another process still holds the link.
-	for _, n := range []string{pinIngress, pinEgress} {
+	for _, n := range linkPins {
 		path := filepath.Join(pinDir, n)
 		if _, err := os.Stat(path); err != nil {
 			continue
@@ -472,7 +654,7 @@ func Remove(pinDir string) error {
 		}
 		l.Close()
 	}
-	names := []string{pinIngress, pinEgress}
+	names := append([]string(nil), linkPins[:]...)
 	for name := range spec.Maps {
 		if !strings.HasPrefix(name, ".") {
 			names = append(names, name)

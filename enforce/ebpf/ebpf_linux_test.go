@@ -449,7 +449,8 @@ func TestReasonsMatchC(t *testing.T) {
 		ReasonUnknownLocal: bpf.LatchReasonREASON_DROP_UNKNOWN_LOCAL, ReasonNotSYN: bpf.LatchReasonREASON_DROP_NOT_SYN,
 		ReasonFragment: bpf.LatchReasonREASON_DROP_FRAGMENT, ReasonICMP: bpf.LatchReasonREASON_DROP_ICMP,
 		ReasonProtocol: bpf.LatchReasonREASON_DROP_PROTOCOL, ReasonMalformed: bpf.LatchReasonREASON_DROP_MALFORMED,
-		ReasonEventLost: bpf.LatchReasonREASON_EVENT_LOST, numReasons: bpf.LatchReasonREASON_MAX,
+		ReasonConnectDenied: bpf.LatchReasonREASON_DROP_CONNECT_DENIED,
+		ReasonEventLost:     bpf.LatchReasonREASON_EVENT_LOST, numReasons: bpf.LatchReasonREASON_MAX,
 	}
 	for g, c := range pairs {
 		if uint32(g) != uint32(c) {

@@ -18,3 +18,9 @@ func (e *Enforcer) Apply(v *view.View) error    { return ErrUnsupported }
 func (e *Enforcer) Events() <-chan Event        { return nil }
 func (e *Enforcer) Counters() (Counters, error) { return Counters{}, ErrUnsupported }
 func (e *Enforcer) Close() error                { return nil }
+
+func (e *Enforcer) SetCgroups(cgroups map[string]string) error { return ErrUnsupported }
+func (e *Enforcer) AttachCgroup(root string) error             { return ErrUnsupported }
+
+// CgroupRoot returns ErrUnsupported.
+func CgroupRoot() (string, error) { return "", ErrUnsupported }
