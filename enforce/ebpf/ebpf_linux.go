@@ -189,7 +189,14 @@ func (e *Enforcer) AttachTCX(ifindex int) error {
 			if tcx := info.TCX(); tcx != nil && int(tcx.Ifindex) == ifindex {
 				continue
 			}
-			return fmt.Errorf("attaching %s: %s pins a link on another interface; remove it with `latch node --cleanup`", Direction(dir), filepath.Join(e.pinDir, name))
+			// The pin dir belongs to one interface name; a link on another
+			// index is from an interface that was recreated (wireguard-go's
+			// TUN lives and dies with the agent). Replace it.
+			if err := l.Unpin(); err != nil {
+				return fmt.Errorf("attaching %s: unpinning the stale link %s: %w", Direction(dir), filepath.Join(e.pinDir, name), err)
+			}
+			l.Close()
+			e.links[dir] = nil
 		}
 		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: e.program(Direction(dir)), Attach: attach})
 		if err != nil {
