@@ -179,24 +179,31 @@ func (e *Enforcer) AttachTCX(ifindex int) error {
 	if e.objs.LatchIngress == nil {
 		return ErrNotLoaded
 	}
+	// The pin dir belongs to one interface name; a link on another index
+	// is from an interface that was recreated (wireguard-go's TUN lives
+	// and dies with the agent). Drop such links first, then attach.
+	for dir, name := range [2]string{pinIngress, pinEgress} {
+		l := e.links[dir]
+		if l == nil {
+			continue
+		}
+		info, err := l.Info()
+		if err != nil {
+			return fmt.Errorf("attaching %s: reading pinned link: %w", Direction(dir), err)
+		}
+		if tcx := info.TCX(); tcx != nil && int(tcx.Ifindex) == ifindex {
+			continue
+		}
+		if err := l.Unpin(); err != nil {
+			return fmt.Errorf("attaching %s: unpinning the stale link %s: %w", Direction(dir), filepath.Join(e.pinDir, name), err)
+		}
+		l.Close()
+		e.links[dir] = nil
+	}
 	for dir, attach := range [2]ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
 		name := [2]string{pinIngress, pinEgress}[dir]
-		if l := e.links[dir]; l != nil {
-			info, err := l.Info()
-			if err != nil {
-				return fmt.Errorf("attaching %s: reading pinned link: %w", Direction(dir), err)
-			}
-			if tcx := info.TCX(); tcx != nil && int(tcx.Ifindex) == ifindex {
-				continue
-			}
-			// The pin dir belongs to one interface name; a link on another
-			// index is from an interface that was recreated (wireguard-go's
-			// TUN lives and dies with the agent). Replace it.
-			if err := l.Unpin(); err != nil {
-				return fmt.Errorf("attaching %s: unpinning the stale link %s: %w", Direction(dir), filepath.Join(e.pinDir, name), err)
-			}
-			l.Close()
-			e.links[dir] = nil
+		if e.links[dir] != nil {
+			continue
 		}
 		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: e.program(Direction(dir)), Attach: attach})
 		if err != nil {
