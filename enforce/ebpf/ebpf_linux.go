@@ -115,11 +115,19 @@ func Load(pinDir string) (*Enforcer, error) {
 			e.Close()
 			return nil, fmt.Errorf("loading eBPF enforcer: adopting %s: %w", path, err)
 		}
-		e.links[i] = l
 		if err := l.Update(e.linkProgram(i)); err != nil {
-			e.Close()
-			return nil, fmt.Errorf("loading eBPF enforcer: updating %s: %w", path, err)
+			// The link's interface is gone (a wireguard-go TUN dies with
+			// its agent): the link is severed. Drop it; AttachTCX attaches
+			// afresh to the new interface.
+			if uerr := l.Unpin(); uerr != nil {
+				l.Close()
+				e.Close()
+				return nil, fmt.Errorf("loading eBPF enforcer: %s cannot be updated (%v) nor unpinned: %w", path, err, uerr)
+			}
+			l.Close()
+			continue
 		}
+		e.links[i] = l
 	}
 
 	e.reader, err = ringbuf.NewReader(e.objs.Events)
