@@ -33,6 +33,7 @@ type nodeFlags struct {
 	enforce     string
 	pinDir      string
 	cleanup     bool
+	workloads   []string
 }
 
 func newNodeCmd() *cobra.Command {
@@ -78,6 +79,7 @@ follows its view stream. "latch status" and "latch peers" ask it how it is.`,
 	fl.StringVar(&f.enforce, "enforce", agent.EnforceAuto, "enforcement inside the tunnel: auto (eBPF where it loads, else userspace), ebpf, userspace or off")
 	fl.StringVar(&f.pinDir, "bpf-pin-dir", "", "where the eBPF enforcer pins its maps and links (default /sys/fs/bpf/latch/<iface>)")
 	fl.BoolVar(&f.cleanup, "cleanup", false, "remove the eBPF enforcer's programs, maps and pins of --iface and exit")
+	fl.StringArrayVar(&f.workloads, "workload", nil, "a workload on this node, "+agent.WorkloadSpecHelp+"; repeatable. Each gets an overlay address bound on the WireGuard interface")
 	fl.StringArrayVar(&f.endpoints, "endpoint", nil, "underlay IP:PORT peers reach this node at; repeatable (default: every global IPv4 address with --listen-port)")
 	return cmd
 }
@@ -116,6 +118,19 @@ func (f nodeFlags) config() (agent.Config, error) {
 		return cfg, err
 	}
 	cfg.Labels = labels
+	for _, spec := range f.workloads {
+		w, cgroup, err := agent.ParseWorkload(spec)
+		if err != nil {
+			return cfg, fmt.Errorf("--workload: %w", err)
+		}
+		cfg.Workloads = append(cfg.Workloads, w)
+		if cgroup != "" {
+			if cfg.WorkloadCgroups == nil {
+				cfg.WorkloadCgroups = map[string]string{}
+			}
+			cfg.WorkloadCgroups[w.Namespace+"/"+w.Name] = cgroup
+		}
+	}
 	for _, e := range f.endpoints {
 		ap, err := netip.ParseAddrPort(strings.TrimSpace(e))
 		if err != nil {
@@ -228,6 +243,17 @@ func printStatus(w io.Writer, st agent.Status) {
 			sort.Strings(reasons)
 			rows = append(rows, [2]string{"Packets by reason", strings.Join(reasons, " ")})
 		}
+	}
+	for _, w := range st.Workloads {
+		ip := w.IP
+		if ip == "" {
+			ip = "(no address yet)"
+		}
+		line := ip
+		if w.Cgroup != "" {
+			line += " cgroup " + w.Cgroup + " (not enforced yet)"
+		}
+		rows = append(rows, [2]string{"Workload " + w.Namespace + "/" + w.Name, line})
 	}
 	if st.LastError != "" {
 		rows = append(rows, [2]string{"Last error", st.LastError})

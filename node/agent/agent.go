@@ -27,6 +27,7 @@ import (
 
 	"github.com/latchnet/latch/enforce/ebpf"
 	"github.com/latchnet/latch/enforce/userspace"
+	"github.com/latchnet/latch/inventory"
 	"github.com/latchnet/latch/node/wg"
 	"github.com/latchnet/latch/view"
 	"github.com/latchnet/latch/wire"
@@ -34,16 +35,17 @@ import (
 
 // Log field names.
 const (
-	logErr     = "err"
-	logNode    = "node"
-	logID      = "spiffe_id"
-	logVersion = "version"
-	logPeers   = "peers"
-	logExpiry  = "expires"
-	logRetry   = "retry_in"
-	logCode    = "code"
-	logHave    = "have"
-	logEnforce = "enforce"
+	logErr       = "err"
+	logNode      = "node"
+	logID        = "spiffe_id"
+	logVersion   = "version"
+	logPeers     = "peers"
+	logExpiry    = "expires"
+	logRetry     = "retry_in"
+	logCode      = "code"
+	logHave      = "have"
+	logEnforce   = "enforce"
+	logWorkloads = "workloads"
 )
 
 // deps are the agent's effects on the host and on time; tests replace
@@ -113,6 +115,9 @@ type agent struct {
 	connected   bool          // guarded by mu
 	lastErr     string        // guarded by mu
 	issuedAt    time.Time     // when the current SVID was received; guarded by mu
+	// workloads are the declared workloads with the addresses the
+	// coordinator assigned; guarded by mu.
+	workloads []inventory.Workload
 }
 
 func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
@@ -155,6 +160,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 		a.log.Warn("ignoring the saved view: it is for another node", logNode, v.Node)
 		v = nil
 	}
+	saved, err := a.dir.loadWorkloads()
+	if err != nil {
+		a.log.Warn("ignoring the saved workloads", logErr, err)
+	}
+	a.workloads = declared(saved, s.Workloads)
 	if _, ok, err := a.dir.loadNode(); err != nil || !ok {
 		// Enrolled, but node.json was lost: learn the address first.
 		if err := a.registerUntilDone(ctx); err != nil {
@@ -219,7 +229,13 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 		}
 		return fmt.Errorf("bringing up WireGuard: %w", err)
 	}
+	a.mu.Lock()
 	a.dev, a.impl = dev, impl
+	ws := a.workloads
+	a.mu.Unlock()
+	// The saved (or just registered) workload addresses, so that the
+	// workloads can bind them before the coordinator answers.
+	a.bindWorkloads(dev, ws)
 	if a.bpf != nil {
 		ifc, err := net.InterfaceByName(s.Iface)
 		if err != nil {
@@ -340,6 +356,7 @@ func (a *agent) register(ctx context.Context) error {
 	if err := a.dir.writeJSON(NodeFile, resp.Node); err != nil {
 		a.log.Warn("saving node info", logErr, err)
 	}
+	a.setWorkloads(resp.Workloads, true)
 	return nil
 }
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/latchnet/latch/coordinator/ca"
+	"github.com/latchnet/latch/inventory"
 	"github.com/latchnet/latch/node/wg"
 	"github.com/latchnet/latch/view"
 	"github.com/latchnet/latch/wire"
@@ -200,7 +201,13 @@ func (fc *fakeCoord) register(w http.ResponseWriter, r *http.Request) {
 	fc.mu.Lock()
 	fc.registers = append(fc.registers, req)
 	fc.mu.Unlock()
-	json.NewEncoder(w).Encode(wire.RegisterResponse{Node: fc.nodeInfo(name)})
+	resp := wire.RegisterResponse{Node: fc.nodeInfo(name)}
+	for i, d := range req.Workloads {
+		// Addresses from 100.64.1.1 in declaration order.
+		resp.Workloads = append(resp.Workloads, inventory.Workload{Name: d.Name, Namespace: d.Namespace,
+			Labels: d.Labels, Ports: d.Ports, Node: name, IP: netip.AddrFrom4([4]byte{100, 64, 1, byte(i + 1)})})
+	}
+	json.NewEncoder(w).Encode(resp)
 }
 
 func (fc *fakeCoord) stream(w http.ResponseWriter, r *http.Request) {
@@ -506,6 +513,7 @@ func TestAgentLifecycle(t *testing.T) {
 		Coordinator: fc.srv.URL, Connected: true, ViewVersion: 3, Iface: "latch-test",
 		Impl: "wireguard-go", PublicKey: dev.PublicKey().String(), IP: nodeIP.String(),
 		Enforce: EnforceUserspace, Enforcement: st.Enforcement, // counters: see TestEnforce
+		Workloads: []WorkloadStatus{{Name: "web", Namespace: "default", IP: "100.64.1.1", Labels: map[string]string{"app": "web"}}},
 	}
 	if st.Enforcement == nil || st.Enforcement.ViewVersion != 3 {
 		t.Errorf("status.enforcement = %+v, want the filter at view version 3", st.Enforcement)

@@ -45,8 +45,14 @@ type Config struct {
 	// with ListenPort.
 	Endpoints []netip.AddrPort
 	// Ports are the node's own served ports (the node is a workload too).
-	Ports     []inventory.Port
+	Ports []inventory.Port
+	// Workloads are sent in every registration; the coordinator assigns
+	// each an overlay address, which the agent adds to the WireGuard
+	// interface so that the workload's processes can bind it.
 	Workloads []wire.WorkloadDecl
+	// WorkloadCgroups maps a workload ("namespace/name") to its cgroup v2
+	// directory. Checked and reported in status; not enforced yet.
+	WorkloadCgroups map[string]string
 	// RenewBefore is the fraction of the SVID's lifetime after which it is
 	// renewed; DefaultRenewBefore (half-life) if zero.
 	RenewBefore float64
@@ -166,10 +172,8 @@ func (cfg Config) check(hostAddrs func() ([]netip.Addr, error)) (settings, error
 			s.Endpoints = append(s.Endpoints, netip.AddrPortFrom(a, uint16(s.ListenPort)))
 		}
 	}
-	for i, w := range s.Workloads {
-		if w.Name == "" || w.Namespace == "" {
-			return s, fmt.Errorf("workload %d needs a name and a namespace", i)
-		}
+	if err := checkWorkloads(s.Workloads, s.WorkloadCgroups, isCgroup2Dir); err != nil {
+		return s, err
 	}
 	if s.enforce, err = resolveEnforce(s.Enforce); err != nil {
 		return s, err

@@ -31,6 +31,9 @@ type Status struct {
 	Enforce string `json:"enforce"`
 	// Enforcement holds the enforcer's counters; nil when Enforce is off.
 	Enforcement *EnforceStatus `json:"enforcement,omitempty"`
+	// Workloads are the node's declared workloads with their overlay
+	// addresses ("" until the coordinator assigned one).
+	Workloads []WorkloadStatus `json:"workloads"`
 }
 
 // PeerInfo is one entry of GET /peers: a WireGuard peer as the device
@@ -61,6 +64,7 @@ func (a *agent) status() Status {
 		PublicKey:   a.dev.PublicKey().String(),
 		IP:          a.node.IP.String(),
 		Enforce:     a.s.enforce,
+		Workloads:   a.workloadStatus(),
 	}
 	if a.filter != nil {
 		st.Enforcement = &EnforceStatus{Stats: a.filter.Stats(), Events: a.events.Load()}

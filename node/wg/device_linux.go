@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -32,6 +33,7 @@ type linuxDevice struct {
 	pub  wgtypes.Key
 	log  *slog.Logger
 
+	addr   netip.Prefix   // Config.Address; set once by Open
 	port   int            // set once by Open
 	client *wgctrl.Client // set once by Open
 
@@ -66,7 +68,7 @@ func Open(cfg Config, log *slog.Logger) (Device, Impl, error) {
 		return nil, "", fmt.Errorf("opening WireGuard interface %s: looking up link: %w", cfg.Name, err)
 	}
 
-	d := &linuxDevice{name: cfg.Name, pub: cfg.PrivateKey.PublicKey(), log: log}
+	d := &linuxDevice{name: cfg.Name, pub: cfg.PrivateKey.PublicKey(), log: log, addr: cfg.Address.Masked()}
 	if err := d.open(cfg); err != nil {
 		if cerr := d.teardown(); cerr != nil {
 			log.Warn("cleaning up after failed open", logErr, cerr)
@@ -219,6 +221,62 @@ func (d *linuxDevice) Apply(peers []Peer) error {
 	}
 	d.log.Debug("applied peers", logPeers, len(cfg.Peers))
 	return nil
+}
+
+// SetAddresses implements Device.
+func (d *linuxDevice) SetAddresses(extra []netip.Prefix) error {
+	if err := checkAddrs(extra); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return ErrClosed
+	}
+	link, err := netlink.LinkByName(d.name)
+	if err != nil {
+		return fmt.Errorf("looking up link %s: %w", d.name, err)
+	}
+	list, err := netlink.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("listing addresses of %s: %w", d.name, err)
+	}
+	current := make([]netip.Prefix, 0, len(list))
+	for _, a := range list {
+		if p, ok := ipNetPrefix(a.IPNet); ok {
+			current = append(current, p)
+		}
+	}
+	add, del := PlanAddrs(current, d.addr, extra)
+	for _, p := range add {
+		n := prefixIPNet(p)
+		if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: &n}); err != nil {
+			return fmt.Errorf("adding address %s to %s: %w", p, d.name, err)
+		}
+	}
+	for _, p := range del {
+		n := prefixIPNet(p)
+		if err := netlink.AddrDel(link, &netlink.Addr{IPNet: &n}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return fmt.Errorf("removing address %s from %s: %w", p, d.name, err)
+		}
+	}
+	if len(add)+len(del) > 0 {
+		d.log.Info("interface addresses set", logAdded, len(add), logRemoved, len(del))
+	}
+	return nil
+}
+
+// ipNetPrefix converts a netlink address to a prefix.
+func ipNetPrefix(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones), true
 }
 
 // Peers implements Device.

@@ -41,6 +41,7 @@ const (
 //
 //	apply <JSON []Peer>  -> ok
 //	peers                -> ok <JSON []PeerStatus>
+//	addrs <JSON []netip.Prefix> -> ok (SetAddresses)
 //	reopen               -> ok <error from a second Open of the same name>
 //	close                -> ok, then exit
 //
@@ -90,6 +91,15 @@ func TestHelperProcess(t *testing.T) {
 			}
 			b, _ := json.Marshal(st)
 			reply("ok %s", b)
+		case "addrs":
+			var extra []netip.Prefix
+			if err := json.Unmarshal([]byte(arg), &extra); err != nil {
+				reply("err %v", err)
+			} else if err := dev.SetAddresses(extra); err != nil {
+				reply("err %v", err)
+			} else {
+				reply("ok")
+			}
 		case "reopen":
 			d2, _, err := Open(cfg, log)
 			if err == nil {
@@ -196,6 +206,33 @@ func TestE2E(t *testing.T) {
 	}
 	if r := run(t, "ip", "-n", a.ns, "route", "show", "100.64.0.0/10"); !strings.Contains(r, "dev "+a.cfg.Name) {
 		t.Fatalf("no route 100.64.0.0/10 through %s: %q", a.cfg.Name, r)
+	}
+	// SetAddresses adds workload addresses, removes stale ones, keeps the
+	// device's own, and is idempotent.
+	v4addrs := func() string {
+		out := run(t, "ip", "-n", a.ns, "-4", "-o", "addr", "show", "dev", a.cfg.Name)
+		var got []string
+		for _, f := range strings.Fields(out) {
+			if strings.HasPrefix(f, "100.64.") {
+				got = append(got, f)
+			}
+		}
+		return strings.Join(got, " ")
+	}
+	for _, step := range []struct{ extra, want string }{
+		{`["100.64.0.101/32","100.64.0.102/32"]`, "100.64.0.1/32 100.64.0.101/32 100.64.0.102/32"},
+		{`["100.64.0.101/32","100.64.0.102/32"]`, "100.64.0.1/32 100.64.0.101/32 100.64.0.102/32"},
+		{`["100.64.0.102/32"]`, "100.64.0.1/32 100.64.0.102/32"},
+		{`[]`, "100.64.0.1/32"},
+	} {
+		a.h.cmd(t, "addrs "+step.extra)
+		if got := v4addrs(); got != step.want {
+			t.Fatalf("after SetAddresses(%s): addresses %q, want %q", step.extra, got, step.want)
+		}
+	}
+	fmt.Fprintln(a.h.in, `addrs ["100.64.0.0/24"]`)
+	if got := a.h.read(t); !strings.Contains(got, ErrInvalidAddress.Error()) {
+		t.Fatalf("SetAddresses with a /24: %s, want %v", got, ErrInvalidAddress)
 	}
 	if got := a.h.cmd(t, "reopen"); !strings.Contains(got, ErrExists.Error()) {
 		t.Fatalf("second Open of %s: %q, want an ErrExists error", a.cfg.Name, got)

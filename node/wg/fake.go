@@ -1,6 +1,7 @@
 package wg
 
 import (
+	"net/netip"
 	"slices"
 	"sync"
 
@@ -17,10 +18,12 @@ type Fake struct {
 	port int
 
 	mu      sync.Mutex
-	peers   []Peer   // current peer set, in Apply order; guarded by mu
-	applies [][]Peer // every Apply call's argument; guarded by mu
-	err     error    // returned by the next Apply calls; guarded by mu
-	closed  bool     // guarded by mu
+	peers   []Peer         // current peer set, in Apply order; guarded by mu
+	applies [][]Peer       // every Apply call's argument; guarded by mu
+	err     error          // returned by the next Apply calls; guarded by mu
+	closed  bool           // guarded by mu
+	addrs   []netip.Prefix // extra addresses the last SetAddresses gave; guarded by mu
+	addrErr error          // returned by the next SetAddresses calls; guarded by mu
 }
 
 // NewFake returns a Fake with the given name, public key and listen port
@@ -54,6 +57,42 @@ func (f *Fake) Apply(peers []Peer) error {
 	}
 	f.peers = clonePeers(peers)
 	return nil
+}
+
+// SetAddresses records extra, sorted and without duplicates, as the
+// interface's extra addresses unless FailSetAddresses set an error or an
+// address is invalid (as the real device checks).
+func (f *Fake) SetAddresses(extra []netip.Prefix) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return ErrClosed
+	}
+	if f.addrErr != nil {
+		return f.addrErr
+	}
+	if err := checkAddrs(extra); err != nil {
+		return err
+	}
+	out := slices.Clone(extra)
+	sortPrefixes(out)
+	f.addrs = slices.Compact(out)
+	return nil
+}
+
+// FailSetAddresses makes the following SetAddresses calls return err (nil
+// to stop) without changing the addresses.
+func (f *Fake) FailSetAddresses(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.addrErr = err
+}
+
+// Addresses returns a copy of the extra addresses the interface holds.
+func (f *Fake) Addresses() []netip.Prefix {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.addrs)
 }
 
 // Applied returns a copy of every Apply call's argument, oldest first.

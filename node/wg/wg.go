@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -71,6 +72,12 @@ type Device interface {
 	PublicKey() wgtypes.Key
 	// ListenPort is the UDP port the device listens on.
 	ListenPort() int
+	// SetAddresses makes the interface's addresses exactly its own
+	// Config.Address plus extra (for example the /32 of each workload on
+	// the node, so that their processes can bind them): missing ones are
+	// added, stale ones removed, and IPv6 link-local addresses the kernel
+	// manages are left alone. It is idempotent.
+	SetAddresses(extra []netip.Prefix) error
 	// Close removes the interface (and, for wireguard-go, its UAPI socket).
 	Close() error
 }
@@ -97,6 +104,10 @@ var ErrInvalidConfig = errors.New("invalid WireGuard config")
 // ErrClosed is returned by a Device's methods after Close.
 var ErrClosed = errors.New("wg: device is closed")
 
+// ErrInvalidAddress is wrapped by the error SetAddresses returns for an
+// address it refuses; the interface is left unchanged.
+var ErrInvalidAddress = errors.New("invalid interface address")
+
 // ErrInvalidPeer is wrapped by the error Apply returns for a peer it
 // refuses; the device is left unchanged.
 var ErrInvalidPeer = errors.New("invalid WireGuard peer")
@@ -118,11 +129,13 @@ func checkPeers(peers []Peer, own wgtypes.Key) error {
 
 // Log field names.
 const (
-	logIface = "iface"
-	logImpl  = "impl"
-	logPort  = "listen_port"
-	logErr   = "err"
-	logPeers = "peers"
+	logIface   = "iface"
+	logImpl    = "impl"
+	logPort    = "listen_port"
+	logErr     = "err"
+	logPeers   = "peers"
+	logAdded   = "added"
+	logRemoved = "removed"
 )
 
 // check validates cfg and returns it with defaults filled in.
@@ -175,4 +188,58 @@ func status(p wgtypes.Peer) PeerStatus {
 		s.Endpoint = ap.String()
 	}
 	return s
+}
+
+// checkAddrs refuses addresses an interface should not hold: invalid ones,
+// and IPv4 ones that are not a single host (/32), since a wider prefix
+// would add a connected route that competes with Config.Route.
+func checkAddrs(extra []netip.Prefix) error {
+	for _, p := range extra {
+		switch {
+		case !p.IsValid():
+			return fmt.Errorf("%w: %v is not a valid prefix", ErrInvalidAddress, p)
+		case p.Addr().Is4() && p.Bits() != 32:
+			return fmt.Errorf("%w: %s is not a /32 host address", ErrInvalidAddress, p)
+		case p.Addr().Is6() && p.Bits() != 128:
+			return fmt.Errorf("%w: %s is not a /128 host address", ErrInvalidAddress, p)
+		}
+	}
+	return nil
+}
+
+// PlanAddrs computes what SetAddresses must change: the addresses of want
+// (the primary address plus extra) missing from current, and those of
+// current that are in neither and are not IPv6 link-local (the kernel's).
+// Both results are sorted; duplicates in the input are ignored.
+func PlanAddrs(current []netip.Prefix, primary netip.Prefix, extra []netip.Prefix) (add, del []netip.Prefix) {
+	want := map[netip.Prefix]bool{primary: true}
+	for _, p := range extra {
+		want[p] = true
+	}
+	have := map[netip.Prefix]bool{}
+	for _, p := range current {
+		have[p] = true
+	}
+	for p := range want {
+		if !have[p] {
+			add = append(add, p)
+		}
+	}
+	for p := range have {
+		if !want[p] && !p.Addr().IsLinkLocalUnicast() {
+			del = append(del, p)
+		}
+	}
+	sortPrefixes(add)
+	sortPrefixes(del)
+	return add, del
+}
+
+func sortPrefixes(ps []netip.Prefix) {
+	slices.SortFunc(ps, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
 }

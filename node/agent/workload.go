@@ -1,0 +1,254 @@
+package agent
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/wire"
+)
+
+// WorkloadsFile in the state directory holds the workloads with the
+// addresses the coordinator assigned ([]inventory.Workload), so that a
+// restarted agent binds them again before it reaches the coordinator.
+const WorkloadsFile = "workloads.json"
+
+// WorkloadStatus is one workload in Status.
+type WorkloadStatus struct {
+	Name      string            `json:"name"`
+	Namespace string            `json:"namespace"`
+	IP        string            `json:"ip"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Ports     []inventory.Port  `json:"ports,omitempty"`
+	// Cgroup is the workload's cgroup v2 directory, if declared. It is not
+	// enforced yet.
+	Cgroup string `json:"cgroup,omitempty"`
+}
+
+// WorkloadSpecHelp describes the syntax ParseWorkload accepts.
+const WorkloadSpecHelp = "name=N,namespace=NS[,labels=k=v;k=v][,ports=[name=]PORT/PROTO;...][,cgroup=/sys/fs/cgroup/...]"
+
+// ParseWorkload parses a --workload spec, WorkloadSpecHelp: fields are
+// separated by ',', labels and ports inside a field by ';'; a port is
+// [name=]port/proto with proto tcp, udp or sctp (tcp if omitted). It
+// returns the declaration and the cgroup path ("" if none); the path is
+// checked by Config validation, not here.
+func ParseWorkload(spec string) (wire.WorkloadDecl, string, error) {
+	var (
+		d      wire.WorkloadDecl
+		cgroup string
+		seen   = map[string]bool{}
+	)
+	bad := func(format string, args ...any) (wire.WorkloadDecl, string, error) {
+		return wire.WorkloadDecl{}, "", fmt.Errorf("workload %q: "+format+" (want %s)", append([]any{spec}, append(args, WorkloadSpecHelp)...)...)
+	}
+	for _, field := range strings.Split(spec, ",") {
+		field = strings.TrimSpace(field)
+		if field == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(field, "=")
+		if !ok {
+			return bad("field %q is not key=value", field)
+		}
+		if seen[k] {
+			return bad("field %q given twice", k)
+		}
+		seen[k] = true
+		switch k {
+		case "name":
+			d.Name = v
+		case "namespace":
+			d.Namespace = v
+		case "labels":
+			labels, err := parseLabelList(v)
+			if err != nil {
+				return bad("labels: %v", err)
+			}
+			d.Labels = labels
+		case "ports":
+			ports, err := parsePortList(v)
+			if err != nil {
+				return bad("ports: %v", err)
+			}
+			d.Ports = ports
+		case "cgroup":
+			if v == "" {
+				return bad("cgroup is empty")
+			}
+			cgroup = v
+		default:
+			return bad("unknown field %q: the fields are name, namespace, labels, ports and cgroup", k)
+		}
+	}
+	if d.Name == "" {
+		return bad("name is missing")
+	}
+	if d.Namespace == "" {
+		return bad("namespace is missing")
+	}
+	return d, cgroup, nil
+}
+
+// parseLabelList parses "k=v;k=v".
+func parseLabelList(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ";") {
+		kv = strings.TrimSpace(kv)
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%q is not key=value", kv)
+		}
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("key %q given twice", k)
+		}
+		out[k] = v
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out, nil
+}
+
+// parsePortList parses "[name=]port/proto;...".
+func parsePortList(s string) ([]inventory.Port, error) {
+	var out []inventory.Port
+	for _, item := range strings.Split(s, ";") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		var p inventory.Port
+		if name, rest, ok := strings.Cut(item, "="); ok {
+			if name == "" {
+				return nil, fmt.Errorf("%q has an empty port name", item)
+			}
+			p.Name, item = name, rest
+		}
+		num, proto, ok := strings.Cut(item, "/")
+		if !ok {
+			proto = "tcp"
+		}
+		n, err := strconv.ParseUint(num, 10, 16)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("%q: port must be a number 1-65535", num)
+		}
+		p.Port = uint16(n)
+		p.Protocol = inventory.Protocol(strings.ToUpper(proto))
+		if !p.Protocol.Valid() {
+			return nil, fmt.Errorf("%q: protocol must be tcp, udp or sctp", proto)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// checkWorkloads validates the declared workloads and their cgroups.
+// isCgroup checks that a path is a cgroup v2 directory.
+func checkWorkloads(ws []wire.WorkloadDecl, cgroups map[string]string, isCgroup func(string) error) error {
+	seen := map[string]bool{}
+	for i, w := range ws {
+		if w.Name == "" || w.Namespace == "" {
+			return fmt.Errorf("workload %d needs a name and a namespace", i)
+		}
+		key := w.Namespace + "/" + w.Name
+		if seen[key] {
+			return fmt.Errorf("workload %s is declared twice", key)
+		}
+		seen[key] = true
+		for _, p := range w.Ports {
+			if p.Port == 0 || !p.Protocol.Valid() {
+				return fmt.Errorf("workload %s: port %d/%s: want a port 1-65535 and tcp, udp or sctp", key, p.Port, p.Protocol)
+			}
+		}
+	}
+	for key, path := range cgroups {
+		if !seen[key] {
+			return fmt.Errorf("cgroup %s is given for workload %s, which is not declared", path, key)
+		}
+		if err := isCgroup(path); err != nil {
+			return fmt.Errorf("workload %s: cgroup %s: %w", key, path, err)
+		}
+	}
+	return nil
+}
+
+// workloadPrefixes returns the /32 (or /128) of each workload's address.
+func workloadPrefixes(ws []inventory.Workload) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(ws))
+	for _, w := range ws {
+		if w.IP.IsValid() {
+			out = append(out, netip.PrefixFrom(w.IP, w.IP.BitLen()))
+		}
+	}
+	return out
+}
+
+// declared keeps the workloads of ws that are among decls (the saved
+// assignment of a workload no longer declared is dropped).
+func declared(ws []inventory.Workload, decls []wire.WorkloadDecl) []inventory.Workload {
+	return slices.DeleteFunc(slices.Clone(ws), func(w inventory.Workload) bool {
+		return !slices.ContainsFunc(decls, func(d wire.WorkloadDecl) bool {
+			return d.Name == w.Name && d.Namespace == w.Namespace
+		})
+	})
+}
+
+// setWorkloads records ws as the node's workloads with their addresses,
+// saves them if persist, and binds their addresses on the device if it is
+// up. Failures are logged and shown in status; the next registration
+// retries.
+func (a *agent) setWorkloads(ws []inventory.Workload, persist bool) {
+	a.mu.Lock()
+	a.workloads = slices.Clone(ws)
+	dev := a.dev
+	a.mu.Unlock()
+	if persist {
+		if err := a.dir.writeJSON(WorkloadsFile, ws); err != nil {
+			a.log.Warn("saving the workloads", logErr, err)
+		}
+	}
+	if dev == nil {
+		return // Run binds them once the device is up
+	}
+	a.bindWorkloads(dev, ws)
+}
+
+// bindWorkloads adds each workload's address to the device.
+func (a *agent) bindWorkloads(dev interface{ SetAddresses([]netip.Prefix) error }, ws []inventory.Workload) {
+	if err := dev.SetAddresses(workloadPrefixes(ws)); err != nil {
+		a.mu.Lock()
+		a.lastErr = "binding workload addresses: " + err.Error()
+		a.mu.Unlock()
+		a.log.Error("binding the workloads' addresses", logErr, err)
+		return
+	}
+	a.log.Debug("workload addresses bound", logWorkloads, len(ws))
+}
+
+// loadWorkloads returns the saved workloads, nil if there are none.
+func (d stateDir) loadWorkloads() ([]inventory.Workload, error) {
+	var ws []inventory.Workload
+	_, err := d.readJSON(WorkloadsFile, &ws)
+	return ws, err
+}
+
+// workloadStatus lists the workloads for Status. Must hold a.mu.
+func (a *agent) workloadStatus() []WorkloadStatus {
+	out := make([]WorkloadStatus, 0, len(a.workloads))
+	for _, w := range a.workloads {
+		ws := WorkloadStatus{Name: w.Name, Namespace: w.Namespace, Labels: w.Labels, Ports: w.Ports,
+			Cgroup: a.s.WorkloadCgroups[w.Key()]}
+		if w.IP.IsValid() {
+			ws.IP = w.IP.String()
+		}
+		out = append(out, ws)
+	}
+	return out
+}
