@@ -244,6 +244,13 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 		if err := a.bpf.AttachTCX(ifc.Index); err != nil {
 			return fmt.Errorf("attaching the eBPF enforcer to %s: %w", s.Iface, err)
 		}
+		if len(s.WorkloadCgroups) > 0 {
+			// Workload sockets: bound to their overlay address, denied
+			// connects refused at once with EPERM.
+			if err := a.bpf.AttachCgroup(""); err != nil {
+				return fmt.Errorf("attaching the eBPF enforcer's cgroup hooks: %w", err)
+			}
+		}
 	}
 	a.s.enforce = s.enforce
 	a.log.Info("enforcement", logEnforce, s.enforce)

@@ -139,6 +139,33 @@ func (a *agent) applyFilter(v *view.View) {
 			a.mu.Lock()
 			a.lastErr = "eBPF enforcer: " + err.Error()
 			a.mu.Unlock()
+			return
 		}
+		a.setCgroups(v)
+	}
+}
+
+// setCgroups tells the eBPF enforcer which cgroup belongs to which of the
+// view's workloads (those the coordinator has not put in the view yet
+// wait for the next view).
+func (a *agent) setCgroups(v *view.View) {
+	if len(a.s.WorkloadCgroups) == 0 {
+		return
+	}
+	inView := make(map[string]bool, len(v.Workloads))
+	for _, w := range v.Workloads {
+		inView[w.Workload] = true
+	}
+	byPath := map[string]string{}
+	for key, path := range a.s.WorkloadCgroups {
+		if path != "" && inView[key] {
+			byPath[path] = key
+		}
+	}
+	if err := a.bpf.SetCgroups(byPath); err != nil {
+		a.log.Error("binding workload cgroups in the eBPF enforcer", logErr, err)
+		a.mu.Lock()
+		a.lastErr = "eBPF enforcer: " + err.Error()
+		a.mu.Unlock()
 	}
 }
