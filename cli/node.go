@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"github.com/latchnet/latch/enforce/ebpf"
+	"github.com/latchnet/latch/internal/strictyaml"
+	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/wire"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -34,6 +37,86 @@ type nodeFlags struct {
 	pinDir      string
 	cleanup     bool
 	workloads   []string
+	configFile  string
+}
+
+// nodeFile is `latch node --config FILE`: the same settings as the flags
+// (a flag given on the command line wins) and the workloads of the node.
+type nodeFile struct {
+	Coordinator string            `json:"coordinator,omitempty"`
+	StateDir    string            `json:"stateDir,omitempty"`
+	Iface       string            `json:"iface,omitempty"`
+	Name        string            `json:"name,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	ListenPort  int               `json:"listenPort,omitempty"`
+	Endpoints   []string          `json:"endpoints,omitempty"`
+	Enforce     string            `json:"enforce,omitempty"`
+	BPFPinDir   string            `json:"bpfPinDir,omitempty"`
+	Workloads   []fileWorkload    `json:"workloads,omitempty"`
+}
+
+type fileWorkload struct {
+	Name      string            `json:"name"`
+	Namespace string            `json:"namespace"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Ports     []inventory.Port  `json:"ports,omitempty"`
+	Cgroup    string            `json:"cgroup,omitempty"`
+}
+
+// applyFile fills the flags the command line left unset from the file and
+// returns its workloads.
+func (f *nodeFlags) applyFile(cmd *cobra.Command) ([]fileWorkload, error) {
+	if f.configFile == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(f.configFile)
+	if err != nil {
+		return nil, fmt.Errorf("--config: %w", err)
+	}
+	var nf nodeFile
+	if err := strictyaml.UnmarshalStrict(data, &nf); err != nil {
+		return nil, fmt.Errorf("--config %s: %w", f.configFile, err)
+	}
+	set := func(flag string, dst *string, v string) {
+		if v != "" && !cmd.Flags().Changed(flag) {
+			*dst = v
+		}
+	}
+	set("coordinator", &f.coordinator, nf.Coordinator)
+	set("state-dir", &f.stateDir, nf.StateDir)
+	set("iface", &f.iface, nf.Iface)
+	set("name", &f.name, nf.Name)
+	set("enforce", &f.enforce, nf.Enforce)
+	set("bpf-pin-dir", &f.pinDir, nf.BPFPinDir)
+	if len(nf.Labels) > 0 && !cmd.Flags().Changed("labels") {
+		var kv []string
+		for k, v := range nf.Labels {
+			kv = append(kv, k+"="+v)
+		}
+		f.labels = strings.Join(kv, ",")
+	}
+	if nf.ListenPort != 0 && !cmd.Flags().Changed("listen-port") {
+		f.listenPort = nf.ListenPort
+	}
+	if len(nf.Endpoints) > 0 && !cmd.Flags().Changed("endpoint") {
+		f.endpoints = nf.Endpoints
+	}
+	for i, w := range nf.Workloads {
+		if w.Name == "" || w.Namespace == "" {
+			return nil, fmt.Errorf("--config %s: workloads[%d]: name and namespace are required", f.configFile, i)
+		}
+		for j := range w.Ports {
+			p := &nf.Workloads[i].Ports[j]
+			p.Protocol = inventory.Protocol(strings.ToUpper(string(p.Protocol)))
+			if p.Protocol == "" {
+				p.Protocol = inventory.TCP
+			}
+			if !p.Protocol.Valid() || p.Port == 0 {
+				return nil, fmt.Errorf("--config %s: workloads[%d].ports[%d]: want a port 1-65535 and protocol TCP, UDP or SCTP", f.configFile, i, j)
+			}
+		}
+	}
+	return nf.Workloads, nil
 }
 
 func newNodeCmd() *cobra.Command {
@@ -60,9 +143,22 @@ follows its view stream. "latch status" and "latch peers" ask it how it is.`,
 				fmt.Fprintf(cmd.OutOrStdout(), "removed the eBPF enforcer of %s (%s)\n", f.iface, pin)
 				return nil
 			}
+			fileWorkloads, err := f.applyFile(cmd)
+			if err != nil {
+				return err
+			}
 			cfg, err := f.config()
 			if err != nil {
 				return err
+			}
+			for _, w := range fileWorkloads {
+				cfg.Workloads = append(cfg.Workloads, wire.WorkloadDecl{Name: w.Name, Namespace: w.Namespace, Labels: w.Labels, Ports: w.Ports})
+				if w.Cgroup != "" {
+					if cfg.WorkloadCgroups == nil {
+						cfg.WorkloadCgroups = map[string]string{}
+					}
+					cfg.WorkloadCgroups[w.Namespace+"/"+w.Name] = w.Cgroup
+				}
 			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
 			return agent.Run(cmd.Context(), cfg, log)
@@ -78,6 +174,7 @@ follows its view stream. "latch status" and "latch peers" ask it how it is.`,
 	fl.IntVar(&f.listenPort, "listen-port", agent.DefaultListenPort, "WireGuard UDP port")
 	fl.StringVar(&f.enforce, "enforce", agent.EnforceAuto, "enforcement inside the tunnel: auto (eBPF where it loads, else userspace), ebpf, userspace or off")
 	fl.StringVar(&f.pinDir, "bpf-pin-dir", "", "where the eBPF enforcer pins its maps and links (default /sys/fs/bpf/latch/<iface>)")
+	fl.StringVar(&f.configFile, "config", "", "YAML file with the node's settings and workloads (flags given win)")
 	fl.BoolVar(&f.cleanup, "cleanup", false, "remove the eBPF enforcer's programs, maps and pins of --iface and exit")
 	fl.StringArrayVar(&f.workloads, "workload", nil, "a workload on this node, "+agent.WorkloadSpecHelp+"; repeatable. Each gets an overlay address bound on the WireGuard interface")
 	fl.StringArrayVar(&f.endpoints, "endpoint", nil, "underlay IP:PORT peers reach this node at; repeatable (default: every global IPv4 address with --listen-port)")

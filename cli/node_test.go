@@ -1,0 +1,62 @@
+package cli
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestNodeConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "node.yaml")
+	os.WriteFile(file, []byte(`coordinator: https://coord.example:7443
+name: web1
+labels: {app: web}
+listenPort: 51999
+enforce: userspace
+workloads:
+  - name: api
+    namespace: prod
+    labels: {app: api}
+    ports: [{name: http, port: 8080, protocol: tcp}, {port: 53, protocol: UDP}]
+`), 0o644)
+	cmd := newNodeCmd()
+	if err := cmd.ParseFlags([]string{"--config", file, "--name", "override", "--state-dir", dir}); err != nil {
+		t.Fatal(err)
+	}
+	var f nodeFlags
+	// Reach the flags the command parsed into.
+	f.configFile = file
+	f.name, _ = cmd.Flags().GetString("name")
+	f.stateDir = dir
+	f.listenPort, _ = cmd.Flags().GetInt("listen-port")
+	f.enforce, _ = cmd.Flags().GetString("enforce")
+	ws, err := f.applyFile(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.name != "override" {
+		t.Errorf("a flag given on the command line must win: name %q", f.name)
+	}
+	if f.coordinator != "https://coord.example:7443" || f.listenPort != 51999 || f.enforce != "userspace" || f.labels != "app=web" {
+		t.Errorf("file values not applied: %+v", f)
+	}
+	if len(ws) != 1 || ws[0].Ports[0].Protocol != "TCP" || ws[0].Ports[1].Protocol != "UDP" {
+		t.Errorf("workloads: %+v", ws)
+	}
+
+	bad := filepath.Join(dir, "bad.yaml")
+	for doc, want := range map[string]string{
+		"workloads: [{name: a}]\n":                                   "name and namespace are required",
+		"workloads: [{name: a, namespace: p, ports: [{port: 0}]}]\n": "ports[0]",
+		"nmae: x\n": "nmae",
+		"workloads: [{name: a, namespace: p, ports: [{port: 1, protocol: icmp}]}]\n": "protocol TCP, UDP or SCTP",
+	} {
+		os.WriteFile(bad, []byte(doc), 0o644)
+		g := nodeFlags{configFile: bad}
+		if _, err := g.applyFile(newNodeCmd()); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want one containing %q", doc, err, want)
+		}
+	}
+}
