@@ -129,27 +129,7 @@ func (c *cluster) token(args ...string) string {
 // addNode starts `latch node` in a new host and waits until it is up.
 func (c *cluster) addNode(name, token string, labels string) *node {
 	c.t.Helper()
-	c.nextIdx++
-	h := c.lab.Host(name)
-	n := &node{name: name, host: h, state: c.t.TempDir(), iface: fmt.Sprintf("lt%s%02d", c.lab.Suffix()[:6], c.nextIdx)}
-	n.args = []string{c.bin, "node", "--coordinator", c.url, "--state-dir", n.state, "--iface", n.iface,
-		"--name", name, "--endpoint", h.Underlay.String() + ":51820", "--listen-port", "51820"}
-	if labels != "" {
-		n.args = append(n.args, "--labels", labels)
-	}
-	n.proc = h.Start(c.t, nil, append(n.args, "--join-token", token)...)
-	c.nodes[name] = n
-	netlab.Eventually(c.t, 20*time.Second, func() error {
-		st, err := c.status(n)
-		if err != nil {
-			return err
-		}
-		if !st.Connected || st.IP == "" {
-			return fmt.Errorf("node %s not connected yet: %+v", name, st)
-		}
-		return nil
-	})
-	return n
+	return c.AddNodeWith(name, token, labels)
 }
 
 // restart starts a stopped node again from its state dir (no token).

@@ -61,18 +61,9 @@ func ebpfEvents(ctx context.Context, e *ebpf.Enforcer, log *slog.Logger, count *
 				return
 			}
 			count.Add(1)
-			if !log.Enabled(ctx, slog.LevelDebug) {
-				continue
-			}
-			log.Debug("flow",
-				logDir, ev.Direction.String(),
-				logVerdict, ev.Verdict.String(),
-				logReason, ev.Reason.String(),
-				logProto, ev.Protocol,
-				logSrc, netip.AddrPortFrom(ev.Src.Netip(), ev.SrcPort).String(),
-				logDst, netip.AddrPortFrom(ev.Dst.Netip(), ev.DstPort).String(),
-				logWorkload, ev.Workload,
-				logRemoteID, uint32(ev.RemoteIdentity))
+			logFlow(ctx, log, ev.Direction.String(), ev.Verdict.String(), ev.Reason.String(), ev.Protocol,
+				netip.AddrPortFrom(ev.Src.Netip(), ev.SrcPort), netip.AddrPortFrom(ev.Dst.Netip(), ev.DstPort),
+				ev.Workload, uint32(ev.RemoteIdentity))
 		}
 	}
 }
@@ -112,20 +103,20 @@ func flowEvents(ctx context.Context, f *userspace.Filter, log *slog.Logger, coun
 			return
 		case ev := <-f.Events():
 			count.Add(1)
-			if !log.Enabled(ctx, slog.LevelDebug) {
-				continue
-			}
-			log.Debug("flow",
-				logDir, ev.Direction.String(),
-				logVerdict, ev.Verdict.String(),
-				logReason, ev.Reason.String(),
-				logProto, ev.Protocol,
-				logSrc, netip.AddrPortFrom(ev.Src.Netip(), ev.SrcPort).String(),
-				logDst, netip.AddrPortFrom(ev.Dst.Netip(), ev.DstPort).String(),
-				logWorkload, ev.Workload,
-				logRemoteID, uint32(ev.RemoteIdentity))
+			logFlow(ctx, log, ev.Direction.String(), ev.Verdict.String(), ev.Reason.String(), ev.Protocol,
+				netip.AddrPortFrom(ev.Src.Netip(), ev.SrcPort), netip.AddrPortFrom(ev.Dst.Netip(), ev.DstPort),
+				ev.Workload, uint32(ev.RemoteIdentity))
 		}
 	}
+}
+
+// logFlow logs one flow event of either enforcer at debug level.
+func logFlow(ctx context.Context, log *slog.Logger, dir, verdict, reason string, proto any, src, dst netip.AddrPort, workload string, remote uint32) {
+	if !log.Enabled(ctx, slog.LevelDebug) {
+		return
+	}
+	log.Debug("flow", logDir, dir, logVerdict, verdict, logReason, reason, logProto, proto,
+		logSrc, src.String(), logDst, dst.String(), logWorkload, workload, logRemoteID, remote)
 }
 
 // applyFilter gives v to the enforcer, if there is one.
