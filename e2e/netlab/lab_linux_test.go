@@ -334,7 +334,7 @@ const helperEnv = "NETLAB_TEST_HELPER"
 func TestHelperFailingLab(t *testing.T) {
 	mode := os.Getenv(helperEnv)
 	if mode == "" {
-		t.Skip("helper for TestCleanupAfterFailure")
+		return // only a helper: TestCleanupAfterFailure runs it in a subprocess
 	}
 	lab := New(t)
 	a, b := lab.Host("a"), lab.Host("b")
@@ -359,7 +359,7 @@ func TestHelperFailingLab(t *testing.T) {
 
 func TestCleanupAfterFailure(t *testing.T) {
 	if os.Getenv(helperEnv) != "" {
-		t.Skip("in helper subprocess")
+		return // running as a helper subprocess
 	}
 	_ = New(t) // skip or fail like the other tests when not root
 	for _, mode := range []string{"fatal", "panic"} {
@@ -400,7 +400,7 @@ func TestCleanupAfterFailure(t *testing.T) {
 // CI unset it must skip saying it needs root, with CI=true it must fail.
 func TestSkipsOrFailsWithoutRoot(t *testing.T) {
 	if os.Getenv(helperEnv) != "" {
-		t.Skip("in helper subprocess")
+		return // running as a helper subprocess
 	}
 	_ = New(t) // we must be root to switch to another user
 	// The test binary lives in a root-only build directory: copy it where
