@@ -182,6 +182,21 @@ func randomView(r *rand.Rand, workloads, rulesPer int) *view.View {
 	return v
 }
 
+// randomQuery picks a local workload, a remote address, a protocol index,
+// a port and a direction, and the rules that decide them.
+func randomQuery(r *rand.Rand, v *view.View) (w *view.WorkloadRules, remote view.Addr, pi int, port uint16, dir Direction, rules *view.Rules) {
+	w = &v.Workloads[r.IntN(len(v.Workloads))]
+	remote = view.Addr{100, 64, byte(r.IntN(2)), byte(r.IntN(16))}
+	pi = r.IntN(3)
+	port = uint16(r.IntN(50))
+	dir = Direction(r.IntN(2))
+	rules = &w.Ingress
+	if dir == Egress {
+		rules = &w.Egress
+	}
+	return w, remote, pi, port, dir, rules
+}
+
 func TestCompileMatchesAllows(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for range 200 {
@@ -191,15 +206,7 @@ func TestCompileMatchesAllows(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range 200 {
-			w := &v.Workloads[r.IntN(len(v.Workloads))]
-			remote := view.Addr{100, 64, byte(r.IntN(2)), byte(r.IntN(16))}
-			pi := r.IntN(3)
-			port := uint16(r.IntN(50))
-			dir := Direction(r.IntN(2))
-			rules := &w.Ingress
-			if dir == Egress {
-				rules = &w.Egress
-			}
+			w, remote, pi, port, dir, rules := randomQuery(r, v)
 			want := rules.Allows(v.IdentityOf(remote), remote, protocols[pi].name, port)
 			got, _ := tb.decide(w.IP, remote, dir, protocols[pi].num, port)
 			if got != want {

@@ -474,15 +474,9 @@ func TestProgramMatchesAllows(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range 200 {
-			w := &v.Workloads[r.IntN(len(v.Workloads))]
-			remote := view.Addr{100, 64, byte(r.IntN(2)), byte(r.IntN(16))}
-			pi := r.IntN(3)
-			port := uint16(r.IntN(50))
-			dir := Direction(r.IntN(2))
-			rules := &w.Ingress
+			w, remote, pi, port, dir, rules := randomQuery(r, v)
 			p := packet{src: remote.String(), dst: w.IP.String(), proto: protocols[pi].num, sport: sport, dport: port, flags: fSYN}
 			if dir == Egress {
-				rules = &w.Egress
 				p.src, p.dst = p.dst, p.src
 			}
 			sport++ // a new flow each time: no conntrack hits
