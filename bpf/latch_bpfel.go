@@ -42,8 +42,10 @@ type LatchCtKey struct {
 type LatchCtVal struct {
 	_          structs.HostLayout
 	LastSeenNs uint64
+	Generation uint32
 	Dir        uint8
-	Pad        [7]uint8
+	Opener     uint8
+	Pad        [2]uint8
 }
 
 type LatchDir uint32
@@ -106,8 +108,9 @@ const (
 	LatchReasonREASON_DROP_PROTOCOL       LatchReason = 12
 	LatchReasonREASON_DROP_MALFORMED      LatchReason = 13
 	LatchReasonREASON_DROP_CONNECT_DENIED LatchReason = 14
-	LatchReasonREASON_EVENT_LOST          LatchReason = 15
-	LatchReasonREASON_MAX                 LatchReason = 16
+	LatchReasonREASON_DROP_REVOKED        LatchReason = 15
+	LatchReasonREASON_EVENT_LOST          LatchReason = 16
+	LatchReasonREASON_MAX                 LatchReason = 17
 )
 
 type LatchRuleKey struct {
@@ -125,6 +128,8 @@ type LatchSettings struct {
 	Generation       uint32
 	CtTimeoutTcpNs   uint64
 	CtTimeoutOtherNs uint64
+	L3Offset         uint32
+	Pad              uint32
 }
 
 type LatchVerdict uint32
