@@ -51,4 +51,3 @@ func BenchmarkFirstConnect(b *testing.B) {
 	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/first-connect")
 	b.ReportMetric(float64(worst.Milliseconds()), "ms-worst")
 }
-
