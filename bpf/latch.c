@@ -562,7 +562,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 			}
 			ct->generation = cfg->generation;
 		}
-		ct->last_seen_ns = now;
+		if (ct->last_seen_ns != now) // coarse time: once per tick, not per packet
+			ct->last_seen_ns = now;
 		count(REASON_ALLOW_TRACKED);
 		return VERDICT_ALLOW;
 	}
