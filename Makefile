@@ -57,9 +57,12 @@ unit:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./policy
 
-# bench runs every Go benchmark; figures go to docs/benchmarks.md.
+# bench runs every Go benchmark; figures go to docs/benchmarks.md. perf
+# (linux-perf) is for BenchmarkEnforceCPU.
 BENCHTIME ?= 5s
+BENCH_DEB_PACKAGES ?= $(DEB_PACKAGES) linux-perf
 bench:
+	@./scripts/install-packages.sh $(BENCH_DEB_PACKAGES)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 -timeout 60m ./... | tee bench.out
 
 # demo runs a coordinator and four nodes in network namespaces with the
