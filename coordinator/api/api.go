@@ -168,14 +168,14 @@ func (s *Server) svidResponse(chain []*x509.Certificate, n store.Node) wire.SVID
 }
 
 // signer returns a state callback that issues the SVID and keeps it.
-func (s *Server) signer(csr []byte, keep *[]*x509.Certificate) func(store.Node) (string, error) {
-	return func(n store.Node) (string, error) {
+func (s *Server) signer(csr []byte, keep *[]*x509.Certificate) func(store.Node) (state.Cert, error) {
+	return func(n store.Node) (state.Cert, error) {
 		svid, err := s.cfg.CA.SignNode(csr, n.Name, s.cfg.SVIDTTL)
 		if err != nil {
-			return "", err
+			return state.Cert{}, err
 		}
 		*keep = svid.Certificates
-		return serialHex(svid.Certificates[0]), nil
+		return state.Cert{Serial: serialHex(svid.Certificates[0]), NotAfter: svid.Certificates[0].NotAfter}, nil
 	}
 }
 
