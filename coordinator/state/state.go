@@ -264,11 +264,11 @@ func (s *State) ApplyPolicies(ctx context.Context, actor string, files ...policy
 	var docs []stored
 	var keys []string
 	for _, p := range ps {
-		out, err := yaml.Marshal(&p.NetworkPolicy)
+		out, err := PolicyYAML(p)
 		if err != nil {
-			return nil, fmt.Errorf("encoding policy %s: %w", p.Key(), err)
+			return nil, err
 		}
-		docs = append(docs, stored{p.Key(), string(out)})
+		docs = append(docs, stored{p.Key(), out})
 		keys = append(keys, p.Key())
 	}
 	before, after := map[string]string{}, map[string]string{}
@@ -311,6 +311,15 @@ func (s *State) ApplyPolicies(ctx context.Context, actor string, files ...policy
 		return nil, err
 	}
 	return keys, nil
+}
+
+// PolicyYAML is a policy as the store keeps it.
+func PolicyYAML(p *policy.Policy) (string, error) {
+	out, err := yaml.Marshal(&p.NetworkPolicy)
+	if err != nil {
+		return "", fmt.Errorf("encoding policy %s: %w", p.Key(), err)
+	}
+	return string(out), nil
 }
 
 // DeletePolicy removes one policy.
