@@ -360,3 +360,6 @@ func TLSConfig(authority *ca.CA, svid *x509svid.SVID) *tls.Config {
 	cfg.VerifyConnection = nil
 	return cfg
 }
+
+// Routes lists every route the server answers (for tests that walk them).
+func (s *Server) Routes() []*echo.Route { return s.e.Routes() }

@@ -183,7 +183,7 @@ func (s *Server) status(c echo.Context) error {
 			return nil, err
 		}
 		out := Status{Now: s.cfg.Now(), Baseline: s.cfg.State.Baseline(), SVIDTTL: s.cfg.SVIDTTL.String(),
-			Nodes: make([]NodeStatus, 0, len(nodes)), Namespaces: nss}
+			Nodes: make([]NodeStatus, 0, len(nodes)), Namespaces: append([]store.Namespace{}, nss...)}
 		for _, n := range nodes {
 			ns := NodeStatus{Node: n, Online: online[n.Name]}
 			if id, err := s.cfg.CA.NodeID(n.Name); err == nil {

@@ -177,7 +177,7 @@ pages.overview = async (main) => {
           : h('p', { class: 'muted' }, 'None: every node certificate has more than a quarter of its lifetime (' + st.svidTTL + ') left.')),
       h('section', { class: 'card', 'aria-labelledby': 'ov-ns' },
         h('h2', { id: 'ov-ns' }, 'Namespaces'),
-        table(['Namespace', 'Mode'], st.namespaces.map((ns) => [ns.Name, h('span', { class: 'badge ' + ns.Mode }, ns.Mode)])),
+        table(['Namespace', 'Mode'], (st.namespaces || []).map((ns) => [ns.Name, h('span', { class: 'badge ' + ns.Mode }, ns.Mode)])),
         h('p', { class: 'hint' }, 'Baseline for directions no policy isolates: ' + st.baseline + '.')),
       h('section', { class: 'card', 'aria-labelledby': 'ov-flows' },
         h('h2', { id: 'ov-flows' }, 'Recent denied flows'),
