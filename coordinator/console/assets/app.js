@@ -44,7 +44,7 @@ function h(tag, attrs, ...children) {
     else if (v === true) el.setAttribute(k, '');
     else el.setAttribute(k, String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -138,7 +138,7 @@ function confirmDialog(text) {
 }
 
 function viewerNote() {
-  return isAdmin() ? null : h('p', { class: 'hint', id: 'viewer-note' }, 'You are a viewer: you can look at everything but change nothing.');
+  return isAdmin() ? '' : h('p', { class: 'hint', id: 'viewer-note' }, 'You are a viewer: you can look at everything but change nothing.');
 }
 
 // copyButton copies the value of input.
@@ -385,8 +385,9 @@ pages.whatif = async (main) => {
   const proto = h('select', { id: 'whatif-proto' }, ['TCP', 'UDP', 'SCTP'].map((p) => h('option', { value: p }, p)));
   const out = h('div', { id: 'whatif-result', 'aria-live': 'polite' });
   const side = (name, s) => h('li', {}, name + ': ' + (s.allowed ? 'allows' : 'denies') +
-    (s.isolated ? ' (isolated by policy)' : ' (no policy isolates it: baseline decides)') +
-    (s.policies && s.policies.length ? ' — policies: ' + s.policies.join(', ') : ''));
+    (!s.isolated ? ' (no policy isolates it: the baseline decides)'
+      : s.allowed ? ' — allowed by ' + (s.policies || []).join(', ')
+        : ' — isolated by ' + (s.policies || []).join(', ') + ', none of which allows it'));
   const form = h('form', { class: 'card row', onsubmit: async (ev) => {
     ev.preventDefault();
     try {
