@@ -10,8 +10,7 @@ FUZZTIME ?= 15s
 
 # Debian packages the targets need: ip, wg, ping and nc for the tests and
 # the demo, shellcheck for the scripts, chromium for the web console's
-# browser test (later issues add clang,
-# postgresql, ...).
+# browser test (later issues add postgresql, ...).
 DEB_PACKAGES ?= iproute2 wireguard-tools iputils-ping netcat-openbsd shellcheck iperf3 chromium
 
 # Debian packages `make generate` needs to compile bpf/latch.c.

@@ -179,8 +179,10 @@ func (b *browser) login(name, pw string) {
 	}
 }
 
-func set(sel, v string) chromedp.Action[chromedp.Void] { return chromedp.SetValue(chromedp.CSS(sel), v) }
-func click(sel string) chromedp.Action[chromedp.Void]  { return chromedp.Click(chromedp.CSS(sel)) }
+func set(sel, v string) chromedp.Action[chromedp.Void] {
+	return chromedp.SetValue(chromedp.CSS(sel), v)
+}
+func click(sel string) chromedp.Action[chromedp.Void] { return chromedp.Click(chromedp.CSS(sel)) }
 func visible(sel string) chromedp.Action[chromedp.Void] {
 	return chromedp.WaitVisible(chromedp.CSS(sel))
 }
