@@ -227,7 +227,7 @@ func TestBrowser(t *testing.T) {
 	b.page("tokens")
 	b.checkLabels("join tokens page")
 	b.run("creating a join token", set("#token-namespace", "prod"), set("#token-labels", "role=web"),
-		set("#token-uses", "2"), set("#token-ttl", "1h"), click("#token-create"), visible("#token-value"))
+		set("#token-uses", "3"), set("#token-ttl", "1h"), click("#token-create"), visible("#token-value"))
 	token, install := value(b, "#token-value"), value(b, "#token-install")
 	if want := "curl -fsSL https://" + strings.TrimPrefix(h.srv.URL, "https://") + "/install.sh | sudo sh -s -- --token " + token; install != want || token == "" {
 		t.Errorf("install one-liner %q, want %q", install, want)
@@ -403,6 +403,27 @@ func TestBrowser(t *testing.T) {
 	}
 	b.run("API token listed", visible(`[data-revoke-apitoken]`))
 	b.screenshot("access")
+	// Revoke the API token and the join token, delete a policy: each after
+	// a confirmation.
+	confirm := func(what, sel, gone string) {
+		b.t.Helper()
+		b.run(what, click(sel), visible("#confirm-yes"), click("#confirm-yes"), chromedp.WaitNotPresent(chromedp.CSS(gone)))
+	}
+	confirm("revoking the API token", `[data-revoke-apitoken]`, `[data-revoke-apitoken]`)
+	b.page("tokens")
+	confirm("revoking the join token", `[data-revoke-token]`, `[data-revoke-token]`)
+	if tl := text(b, "#token-list"); !strings.Contains(tl, "revoked") {
+		t.Errorf("token list after revoking %q", tl)
+	}
+	b.page("policies")
+	confirm("deleting a policy", `[data-delete-policy="prod/web"]`, `[data-delete-policy="prod/web"]`)
+	h.admin().call("GET", "/v1/admin/policies", nil, &ps)
+	if len(ps) != 1 || ps[0].Name != "internal" {
+		t.Errorf("policies after deleting prod/web: %+v", ps)
+	}
+	if err := h.enroll(token, "late"); err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Errorf("enrolling with the revoked join token: %v", err)
+	}
 
 	// Log out, then log in as the viewer: nothing can be changed.
 	b.run("logging out", click("#logout"), visible("#login-form"))

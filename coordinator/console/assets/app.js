@@ -306,16 +306,17 @@ pages.policies = async (main) => {
   const ps = await api('GET', '/v1/admin/policies');
   main.append(h('h1', { tabindex: '-1' }, 'Policies'), viewerNote());
   const editor = h('textarea', { id: 'policy-yaml', spellcheck: 'false', autocomplete: 'off', wrap: 'off' });
-  editor.value = samplePolicy;
+  editor.value = isAdmin() ? samplePolicy : '';
   main.append(table(['Namespace', 'Name', 'Updated', ''], (ps || []).map((p) => [p.Namespace, p.Name, fmtTime(p.UpdatedAt),
     h('div', {},
-      h('button', { type: 'button', class: 'secondary', onclick: () => { editor.value = p.YAML; editor.dispatchEvent(new Event('input')); editor.focus(); } }, 'Edit ' + p.Name),
-      isAdmin() ? h('button', { type: 'button', class: 'danger', onclick: async () => {
+      h('button', { type: 'button', class: 'secondary', onclick: () => { editor.value = p.YAML; editor.dispatchEvent(new Event('input')); editor.focus(); } }, (isAdmin() ? 'Edit ' : 'Show ') + p.Name),
+      isAdmin() ? h('button', { type: 'button', class: 'danger', 'data-delete-policy': p.Namespace + '/' + p.Name, onclick: async () => {
         if (!await confirmDialog('Delete policy ' + p.Namespace + '/' + p.Name + '? Traffic it allowed may be denied at once.')) return;
         await run('Deleting policy ' + p.Namespace + '/' + p.Name, () => api('DELETE', '/v1/admin/policies/' + encodeURIComponent(p.Namespace) + '/' + encodeURIComponent(p.Name)));
         render();
       } }, 'Delete') : null)])));
   if (!isAdmin()) {
+    editor.placeholder = 'Choose Show on a policy to read its YAML.';
     main.append(h('h2', {}, 'Policy YAML'), field('Policy YAML (read only)', editor));
     editor.readOnly = true;
     return;
