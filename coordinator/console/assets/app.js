@@ -597,18 +597,26 @@ async function render() {
   document.title = (main.querySelector('h1') || {}).textContent + ' · Latch console';
 }
 
-const livePages = new Set(['overview', 'nodes', 'workloads', 'graph', 'whatif']);
+// Pages redrawn on node events: those without forms a redraw would reset.
+const livePages = new Set(['overview', 'nodes', 'workloads']);
 
 function connectEvents() {
   const live = document.getElementById('live');
   const es = new EventSource('/v1/admin/events');
-  es.addEventListener('open', () => { live.classList.add('on'); live.title = 'Live updates: connected'; });
-  es.addEventListener('error', () => { live.classList.remove('on'); live.title = 'Live updates: reconnecting'; });
   const refresh = () => {
     if (!livePages.has(app.page) || document.getElementById('confirm').open) return;
     if (document.activeElement && ['INPUT', 'SELECT', 'TEXTAREA'].includes(document.activeElement.tagName)) return;
     render();
   };
+  let opened = false;
+  es.addEventListener('open', () => {
+    live.classList.add('on');
+    live.title = 'Live updates: connected';
+    // After a reconnect, events may have been missed: reload the page's data.
+    if (opened) refresh();
+    opened = true;
+  });
+  es.addEventListener('error', () => { live.classList.remove('on'); live.title = 'Live updates: reconnecting'; });
   es.addEventListener('resync', refresh);
   es.addEventListener('change', (ev) => {
     const e = JSON.parse(ev.data);
