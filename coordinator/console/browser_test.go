@@ -425,6 +425,14 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("enrolling with the revoked join token: %v", err)
 	}
 
+	// Fifty minutes on, db-1's one-hour SVID is close to expiry.
+	h.clock.Advance(50 * time.Minute)
+	b.page("overview")
+	if svids := text(b, `section[aria-labelledby="ov-svid"]`); !strings.Contains(svids, "db-1: expires") {
+		t.Errorf("SVIDs close to expiry %q: want db-1", svids)
+	}
+	b.screenshot("overview-svid-expiring")
+
 	// Log out, then log in as the viewer: nothing can be changed.
 	b.run("logging out", click("#logout"), visible("#login-form"))
 	b.login("vic", "viewer password 1")

@@ -5,7 +5,7 @@
 // change leaves nothing behind, and publishes the views that changed to
 // the nodes' mailboxes (package fanout).
 //
-// Only the coordinator's API layer imports it.
+// Only the coordinator's API layer and its web console import it.
 package state
 
 import (
