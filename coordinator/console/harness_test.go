@@ -18,7 +18,6 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/netip"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -287,7 +286,6 @@ func pathFor(r *echo.Route) string {
 	return strings.Join(parts, "/")
 }
 
-var _ = url.PathEscape
 
 // register declares the node's key, endpoint and workloads, as the agent does.
 func (h *harness) register(n *enrolledNode, ws ...wire.WorkloadDecl) error {

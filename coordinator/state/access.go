@@ -154,8 +154,7 @@ func (s *State) APITokenPrincipal(ctx context.Context, id, secret string) (Princ
 	err := s.st.View(ctx, func(tx store.Tx) error {
 		t, err := tx.GetAPIToken(id)
 		if err != nil {
-			auth.HashSecret(secret)
-			return ErrBadToken
+			return ErrBadToken // the id is not secret; only the secret is
 		}
 		if !secretEqual(auth.HashSecret(secret), t.SecretHash) || t.Revoked || (!t.ExpiresAt.IsZero() && !s.opts.Now().Before(t.ExpiresAt)) {
 			return ErrBadToken
