@@ -286,7 +286,6 @@ func pathFor(r *echo.Route) string {
 	return strings.Join(parts, "/")
 }
 
-
 // register declares the node's key, endpoint and workloads, as the agent does.
 func (h *harness) register(n *enrolledNode, ws ...wire.WorkloadDecl) error {
 	key := make([]byte, 32)
