@@ -9,9 +9,9 @@ BIN     := bin/latch
 FUZZTIME ?= 15s
 
 # Debian packages the targets need: ip, wg, ping and nc for the tests and
-# the demo, shellcheck for the scripts (later issues add clang, chromium,
-# postgresql, ...).
-DEB_PACKAGES ?= iproute2 wireguard-tools iputils-ping netcat-openbsd shellcheck iperf3
+# the demo, shellcheck for the scripts, chromium for the web console's
+# browser test (later issues add postgresql, ...).
+DEB_PACKAGES ?= iproute2 wireguard-tools iputils-ping netcat-openbsd shellcheck iperf3 chromium
 
 # Debian packages `make generate` needs to compile bpf/latch.c.
 BPF_DEB_PACKAGES ?= clang llvm libbpf-dev gcc-multilib bpftool

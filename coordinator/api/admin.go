@@ -28,6 +28,18 @@ func (s *Server) adminRoutes(g *echo.Group) {
 	g.POST("/tokens", s.createToken)
 	g.DELETE("/tokens/:id", s.revokeToken)
 	g.GET("/audit", s.listAudit)
+	g.GET("/whoami", s.whoami)
+	g.GET("/users", s.listUsers)
+	g.POST("/users", s.createUser)
+	g.DELETE("/users/:name", s.deleteUser)
+	g.GET("/apitokens", s.listAPITokens)
+	g.POST("/apitokens", s.createAPIToken)
+	g.DELETE("/apitokens/:id", s.revokeAPIToken)
+	g.GET("/status", s.status)
+	g.POST("/policies/validate", s.validatePolicies)
+	g.GET("/whatif", s.whatIf)
+	g.GET("/graph", s.graph)
+	g.GET("/events", s.events)
 }
 
 func (s *Server) read(c echo.Context, fn func(store.Tx) (any, error)) error {
@@ -52,7 +64,7 @@ func (s *Server) getNode(c echo.Context) error {
 }
 
 func (s *Server) deleteNode(c echo.Context) error {
-	if err := s.cfg.State.DeleteNode(c.Request().Context(), adminActor, c.Param("name")); err != nil {
+	if err := s.cfg.State.DeleteNode(c.Request().Context(), PrincipalOf(c).Name, c.Param("name")); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
@@ -76,7 +88,7 @@ func (s *Server) putNamespace(c echo.Context) error {
 		return err
 	}
 	ns.Name = c.Param("name")
-	if err := s.cfg.State.PutNamespace(c.Request().Context(), adminActor, ns); err != nil {
+	if err := s.cfg.State.PutNamespace(c.Request().Context(), PrincipalOf(c).Name, ns); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, ns)
@@ -101,7 +113,7 @@ func (s *Server) applyPolicies(c echo.Context) error {
 	if name == "" {
 		name = "request"
 	}
-	keys, err := s.cfg.State.ApplyPolicies(c.Request().Context(), adminActor, policy.File{Name: name, Data: body})
+	keys, err := s.cfg.State.ApplyPolicies(c.Request().Context(), PrincipalOf(c).Name, policy.File{Name: name, Data: body})
 	if err != nil {
 		return err
 	}
@@ -109,7 +121,7 @@ func (s *Server) applyPolicies(c echo.Context) error {
 }
 
 func (s *Server) deletePolicy(c echo.Context) error {
-	if err := s.cfg.State.DeletePolicy(c.Request().Context(), adminActor, c.Param("namespace"), c.Param("name")); err != nil {
+	if err := s.cfg.State.DeletePolicy(c.Request().Context(), PrincipalOf(c).Name, c.Param("namespace"), c.Param("name")); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
@@ -153,7 +165,7 @@ func (s *Server) createToken(c echo.Context) error {
 	now := s.cfg.Now()
 	t := store.Token{ID: tok.ID, SecretHash: hash, Namespace: req.Namespace, Labels: req.Labels,
 		UsesLeft: req.Uses, ExpiresAt: now.Add(ttl), CreatedAt: now}
-	if err := s.cfg.State.AddToken(c.Request().Context(), adminActor, t); err != nil {
+	if err := s.cfg.State.AddToken(c.Request().Context(), PrincipalOf(c).Name, t); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, TokenResponse{Token: tok.String(), ID: tok.ID, ExpiresAt: t.ExpiresAt})
@@ -170,7 +182,7 @@ func (s *Server) listTokens(c echo.Context) error {
 }
 
 func (s *Server) revokeToken(c echo.Context) error {
-	if err := s.cfg.State.RevokeToken(c.Request().Context(), adminActor, c.Param("id")); err != nil {
+	if err := s.cfg.State.RevokeToken(c.Request().Context(), PrincipalOf(c).Name, c.Param("id")); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)

@@ -36,6 +36,8 @@ func (s *Server) stream(c echo.Context) error {
 		have = v
 	}
 	name := nodeOf(c).Name
+	s.cfg.State.StreamOpened(name)
+	defer s.cfg.State.StreamClosed(name)
 	w := c.Response()
 	w.Header().Set(echo.HeaderContentType, "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
