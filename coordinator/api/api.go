@@ -1,7 +1,9 @@
 // Package api serves the coordinator's HTTPS APIs with echo: the node API
 // (enrollment with a join token; everything else over mTLS, the node's
 // identity taken from its verified certificate only) and the admin API
-// (bearer token). Every change goes through package state.
+// (bearer token). Every change goes through package state. Public, without
+// authentication: the install script (/install.sh), the CA certificate
+// (/ca.pem) and the binaries it installs (/dl/).
 //
 // Only cmd/latch (through package cli) imports it.
 package api
@@ -40,6 +42,15 @@ type Config struct {
 	Keepalive      time.Duration // stream keepalive, default 10 s
 	Now            func() time.Time
 	Log            *slog.Logger
+	// InstallScript returns the install script served at /install.sh with
+	// the given coordinator URL baked in; nil serves none.
+	InstallScript func(coordinatorURL string) ([]byte, error)
+	// PublicURL is the coordinator URL baked into the install script; if
+	// empty, https:// and the Host the script was fetched with.
+	PublicURL string
+	// DistDir holds the binaries and SHA256SUMS served at /dl/ (`make
+	// dist`); empty serves none.
+	DistDir string
 }
 
 // Server is the coordinator's HTTP handler.
@@ -76,6 +87,7 @@ func New(cfg Config) *Server {
 	node.POST(wire.PathRegister, s.register)
 	node.GET(wire.PathStream, s.stream)
 	s.adminRoutes(s.e.Group("/v1/admin", s.adminAuth))
+	s.installRoutes()
 	return s
 }
 
