@@ -402,3 +402,62 @@ func sha256Of(b []byte) []byte {
 	s := sha256.Sum256(b)
 	return s[:]
 }
+
+// unitCapabilities returns the capabilities a packaged unit keeps
+// (CapabilityBoundingSet), in setpriv's form: "-all,+net_admin,...".
+func unitCapabilities(t *testing.T, unit string) string {
+	t.Helper()
+	data, err := os.ReadFile(unit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapabilityBoundingSet="); ok {
+			set := "-all"
+			for _, c := range strings.Fields(v) {
+				set += ",+" + strings.ToLower(strings.TrimPrefix(c, "CAP_"))
+			}
+			return set
+		}
+	}
+	t.Fatalf("%s has no CapabilityBoundingSet", unit)
+	return ""
+}
+
+// TestNodeUnitCapabilities runs the node agent with only the capabilities
+// packaging/systemd/latch-node.service keeps (bpffs mounted, as systemd
+// mounts it at boot) and checks that it comes up with the eBPF enforcer
+// and reaches an allowed peer: the unit's set is enough.
+func TestNodeUnitCapabilities(t *testing.T) {
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Fatalf("this test needs setpriv (util-linux): %v", err)
+	}
+	caps := unitCapabilities(t, "../packaging/systemd/latch-node.service")
+	c := newCluster(t)
+	if _, err := c.applyPolicy(installPolicy); err != nil {
+		t.Fatal(err)
+	}
+	tok := c.token("--namespace", "prod", "--uses", "2", "--ttl", "10m")
+	peer := c.AddNodeWith("peer", tok, "app=peer")
+	peerAddr := netip.AddrPortFrom(c.overlayIP(peer), 8080)
+	peer.host.ServeTCP(t, peerAddr)
+
+	h := c.lab.Host("capped")
+	n := &node{name: "capped", host: h, state: t.TempDir(), iface: "ltcap" + c.lab.Suffix()[:6]}
+	n.args = []string{"unshare", "--mount", "--propagation", "private", "sh", "-c",
+		`mount -t bpf bpf /sys/fs/bpf && exec setpriv --bounding-set "$0" --inh-caps "$0" --ambient-caps "$0" "$@"`, caps,
+		c.bin, "node", "--coordinator", c.url, "--state-dir", n.state, "--iface", n.iface, "--name", "capped",
+		"--labels", "app=inst", "--enforce", "ebpf", "--join-token", tok}
+	n.proc = h.Start(t, nil, n.args...)
+	c.nodes["capped"] = n
+	c.WaitConnected(n, 30*time.Second)
+	out, err := h.Run(context.Background(), "grep", "^CapBnd", "/proc/"+strconv.Itoa(n.proc.Pid)+"/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("capabilities %s: %s", caps, strings.TrimSpace(out))
+	if strings.Contains(out, "000001ffffffffff") || strings.Contains(out, "000003ffffffffff") {
+		t.Fatalf("the agent kept every capability: %s", out)
+	}
+	netlab.Eventually(t, 20*time.Second, func() error { return h.DialTCP(peerAddr, 2*time.Second) })
+}

@@ -184,9 +184,10 @@ ExecStart=/usr/local/bin/latch node --config /etc/latch/node.yaml --state-dir /v
 Restart=on-failure
 RestartSec=5s
 # CAP_NET_ADMIN: the WireGuard TUN device, its address and routes, TCX and
-# cgroup links of the eBPF enforcer. CAP_BPF: its programs and maps.
-# CAP_PERFMON: the verifier's checks for privileged programs. bpffs must be
-# mounted on /sys/fs/bpf (systemd does that at boot).
+# cgroup links of the eBPF enforcer. CAP_BPF: its maps and programs.
+# CAP_PERFMON: without it the verifier refuses the programs' pointer
+# arithmetic. Nothing else (e2e TestNodeUnitCapabilities runs the agent
+# with this set). bpffs must be mounted on /sys/fs/bpf, as systemd does.
 CapabilityBoundingSet=CAP_NET_ADMIN CAP_BPF CAP_PERFMON
 AmbientCapabilities=CAP_NET_ADMIN CAP_BPF CAP_PERFMON
 LimitMEMLOCK=infinity
