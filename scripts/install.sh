@@ -29,6 +29,10 @@
 # refused) undoes every change.
 set -eu
 
+# The whole script is one compound command, so that sh reads all of it
+# before running any of it: a download cut short runs nothing.
+{
+
 # Set by the coordinator that serves this script.
 default_coordinator=''
 
@@ -74,7 +78,8 @@ while [ $# -gt 0 ]; do
 	--uninstall) uninstall=1 && shift ;;
 	--keep-state) keep_state=1 && shift ;;
 	-h | --help)
-		sed -n '2,/^set -eu/p' "$0" 2>/dev/null | sed -e '/^set -eu/d' -e 's/^# \{0,1\}//' >&2 || true
+		echo "usage: install.sh --token T [--coordinator URL] [--enforce auto|ebpf|userspace|off] [--name NAME] [--labels k=v,k=v]" >&2
+		echo "       install.sh --uninstall [--keep-state]" >&2
 		exit 0
 		;;
 	*) die "unknown option $1 (see --help)" ;;
@@ -465,3 +470,5 @@ done
 service_log >&2
 "$bin" status --state-dir "$state" >&2 || true
 die "the node agent runs but is not connected after ${wait_secs}s (log above)"
+
+}

@@ -119,3 +119,29 @@ func TestBuildScript(t *testing.T) {
 		}
 	}
 }
+
+func TestInstallScriptRefusesBadInputAndHalfDownloads(t *testing.T) {
+	run := func(script string, args ...string) (string, error) {
+		cmd := exec.Command("sh", append([]string{"-s", "--"}, args...)...)
+		cmd.Stdin = strings.NewReader(script)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := run(installScript, "--bogus")
+	if err == nil || !strings.Contains(out, "unknown option --bogus") {
+		t.Errorf("--bogus: %v %q", err, out)
+	}
+	out, err = run(installScript, "--token")
+	if err == nil || !strings.Contains(out, "--token needs a value") {
+		t.Errorf("--token without a value: %v %q", err, out)
+	}
+	// A download cut anywhere runs nothing: sh reads the whole script (one
+	// compound command) before it runs any of it.
+	for _, frac := range []int{10, 30, 50, 70, 90, 99} {
+		cut := installScript[:len(installScript)*frac/100]
+		out, err := run(cut, "--bogus") // harmless if it ran: it stops at parsing
+		if strings.Contains(out, "latch install:") || (err == nil && strings.Contains(cut, "\n{\n")) {
+			t.Errorf("the script cut at %d%% ran: %v %q", frac, err, out)
+		}
+	}
+}
