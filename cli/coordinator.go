@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,12 +24,14 @@ import (
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/policy"
+	"github.com/latchnet/latch/scripts"
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 type coordinatorFlags struct {
 	listen, dataDir, trustDomain, baseline string
+	distDir, publicURL                     string
 	svidTTL                                time.Duration
 	keepalive                              time.Duration
 }
@@ -50,6 +53,8 @@ func newCoordinatorCmd() *cobra.Command {
 	fl.StringVar(&f.baseline, "baseline", string(policy.BaselineDeny), "decision for directions no policy isolates: deny or allow")
 	fl.DurationVar(&f.svidTTL, "svid-ttl", time.Hour, "lifetime of node SVIDs (renewed at half-life)")
 	fl.DurationVar(&f.keepalive, "keepalive", 10*time.Second, "view stream keepalive interval")
+	fl.StringVar(&f.distDir, "dist-dir", "", "directory of `make dist` output (latch-OS-ARCH, SHA256SUMS) served at /dl/ to the install script; none if empty")
+	fl.StringVar(&f.publicURL, "public-url", "", "https://HOST[:PORT] nodes reach this coordinator at: baked into /install.sh and HOST added to the serving certificate (default: the address the script is fetched from)")
 	return cmd
 }
 
@@ -69,6 +74,22 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	host, _, err := net.SplitHostPort(f.listen)
 	if err != nil {
 		return fmt.Errorf("--listen %q: want HOST:PORT: %w", f.listen, err)
+	}
+	var publicHost string
+	if f.publicURL != "" {
+		if !scripts.ValidURL(f.publicURL) {
+			return fmt.Errorf("--public-url %q: want https://HOST[:PORT], e.g. https://coord.example.com:7443", f.publicURL)
+		}
+		u, err := url.Parse(f.publicURL)
+		if err != nil {
+			return fmt.Errorf("--public-url %q: %w", f.publicURL, err)
+		}
+		publicHost = u.Hostname()
+	}
+	if f.distDir != "" {
+		if _, err := os.Stat(filepath.Join(f.distDir, "SHA256SUMS")); err != nil {
+			log.Warn("the install script will find no binaries: --dist-dir has no SHA256SUMS (build it with make dist)", "dist_dir", f.distDir, "err", err)
+		}
 	}
 	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
@@ -95,7 +116,8 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	}
 	web := console.New(console.Config{State: st, Log: log})
 	srv := api.New(api.Config{State: st, CA: authority, AdminTokenHash: api.AdminTokenHash(adminToken),
-		SVIDTTL: f.svidTTL, Keepalive: f.keepalive, Log: log, Extensions: []func(*echo.Echo, *echo.Group){web.Mount}})
+		SVIDTTL: f.svidTTL, Keepalive: f.keepalive, Log: log, Extensions: []func(*echo.Echo, *echo.Group){web.Mount},
+		InstallScript: scripts.InstallScript, PublicURL: f.publicURL, DistDir: f.distDir})
 	ips := []net.IP{net.IPv4(127, 0, 0, 1)}
 	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
 		ips = append(ips, ip)
@@ -108,7 +130,13 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	}
 	// The serving certificate lives as long as the process, up to 30 days;
 	// restart the coordinator to renew it.
-	svid, err := authority.ServerSVID([]string{"localhost"}, ips, 30*24*time.Hour)
+	dnsNames := []string{"localhost"}
+	if ip := net.ParseIP(publicHost); ip != nil {
+		ips = append(ips, ip)
+	} else if publicHost != "" {
+		dnsNames = append(dnsNames, publicHost)
+	}
+	svid, err := authority.ServerSVID(dnsNames, ips, 30*24*time.Hour)
 	if err != nil {
 		return err
 	}

@@ -36,6 +36,7 @@ type nodeFlags struct {
 	enforce     string
 	pinDir      string
 	cleanup     bool
+	enrollOnly  bool
 	workloads   []string
 	configFile  string
 }
@@ -161,6 +162,13 @@ follows its view stream. "latch status" and "latch peers" ask it how it is.`,
 				}
 			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+			if f.enrollOnly {
+				if err := agent.Enroll(cmd.Context(), cfg, log); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "enrolled; the identity is in %s\n", cfg.StateDir)
+				return nil
+			}
 			return agent.Run(cmd.Context(), cfg, log)
 		},
 	}
@@ -175,6 +183,7 @@ follows its view stream. "latch status" and "latch peers" ask it how it is.`,
 	fl.StringVar(&f.enforce, "enforce", agent.EnforceAuto, "enforcement inside the tunnel: auto (eBPF where it loads, else userspace), ebpf, userspace or off")
 	fl.StringVar(&f.pinDir, "bpf-pin-dir", "", "where the eBPF enforcer pins its maps and links (default /sys/fs/bpf/latch/<iface>)")
 	fl.StringVar(&f.configFile, "config", "", "YAML file with the node's settings and workloads (flags given win)")
+	fl.BoolVar(&f.enrollOnly, "enroll-only", false, "enroll with the join token (if not enrolled yet), save the identity in --state-dir and exit without starting")
 	fl.BoolVar(&f.cleanup, "cleanup", false, "remove the eBPF enforcer's programs, maps and pins of --iface and exit")
 	fl.StringArrayVar(&f.workloads, "workload", nil, "a workload on this node, "+agent.WorkloadSpecHelp+"; repeatable. Each gets an overlay address bound on the WireGuard interface")
 	fl.StringArrayVar(&f.endpoints, "endpoint", nil, "underlay IP:PORT peers reach this node at; repeatable (default: every global IPv4 address with --listen-port)")

@@ -3,6 +3,8 @@
 // identity taken from its verified certificate only) and the admin API
 // (the admin bearer token, API tokens with a role, or a web console session
 // cookie with a CSRF header). Every change goes through package state.
+// Public, without authentication: the install script (/install.sh), the CA
+// certificate (/ca.pem) and the binaries it installs (/dl/).
 //
 // Only cmd/latch (through package cli) imports it.
 package api
@@ -46,6 +48,15 @@ type Config struct {
 	// root and its endpoints on the admin group, which carries admin auth
 	// and the role check.
 	Extensions []func(root *echo.Echo, admin *echo.Group)
+	// InstallScript returns the install script served at /install.sh with
+	// the given coordinator URL baked in; nil serves none.
+	InstallScript func(coordinatorURL string) ([]byte, error)
+	// PublicURL is the coordinator URL baked into the install script; if
+	// empty, https:// and the Host the script was fetched with.
+	PublicURL string
+	// DistDir holds the binaries and SHA256SUMS served at /dl/ (`make
+	// dist`); empty serves none.
+	DistDir string
 }
 
 // Server is the coordinator's HTTP handler.
@@ -83,6 +94,7 @@ func New(cfg Config) *Server {
 	node.GET(wire.PathStream, s.stream)
 	admin := s.e.Group("/v1/admin", s.adminAuth)
 	s.adminRoutes(admin)
+	s.installRoutes()
 	for _, ext := range cfg.Extensions {
 		ext(s.e, admin)
 	}

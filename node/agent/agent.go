@@ -90,6 +90,39 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return run(ctx, cfg, log, defaultDeps())
 }
 
+// Enroll enrolls the node with the join token, saves its identity in the
+// state directory and returns, touching no network configuration: the
+// install script enrolls this way before it starts the service, so that a
+// bad token fails the install at once instead of a service restarting. A
+// node already enrolled (an SVID in the state directory) returns nil
+// without using the token.
+func Enroll(ctx context.Context, cfg Config, log *slog.Logger) error {
+	return enrollOnly(ctx, cfg, log, defaultDeps())
+}
+
+func enrollOnly(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s, err := cfg.check(d.hostAddrs)
+	if err != nil {
+		return err
+	}
+	a := &agent{s: s, log: log, d: d, dir: stateDir(s.StateDir), src: &source{}}
+	if s.token == nil {
+		if _, err := os.Stat(a.dir.path(SVIDFile)); errors.Is(err, fs.ErrNotExist) {
+			return ErrNotEnrolled
+		}
+	}
+	if err := a.dir.create(); err != nil {
+		return err
+	}
+	if _, err := a.dir.wgKey(); err != nil {
+		return err
+	}
+	return a.loadOrEnroll(ctx)
+}
+
 // agent is one running node agent.
 type agent struct {
 	s     settings

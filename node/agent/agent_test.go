@@ -766,3 +766,41 @@ func TestBackoff(t *testing.T) {
 		t.Errorf("after reset: %v", d)
 	}
 }
+
+func TestEnrollOnly(t *testing.T) {
+	fc := newFakeCoord(t, time.Hour)
+	r := &running{clock: newFakeClock(time.Now()), dev: make(chan *wg.Fake, 1), cfgs: make(chan wg.Config, 1)}
+	ctx := context.Background()
+	dir := t.TempDir()
+
+	if err := enrollOnly(ctx, testConfig(fc, dir, fc.token), nil, testDeps(r)); err != nil {
+		t.Fatalf("enroll: %v", err)
+	}
+	for _, f := range []string{SVIDFile, NodeFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("after enrolling: %v", err)
+		}
+	}
+	if len(r.dev) != 0 {
+		t.Error("enrolling opened a WireGuard device")
+	}
+	// Enrolled already: the (now used) token is not sent again.
+	if err := enrollOnly(ctx, testConfig(fc, dir, fc.token), nil, testDeps(r)); err != nil {
+		t.Fatalf("enrolling again: %v", err)
+	}
+	if err := enrollOnly(ctx, testConfig(fc, dir, ""), nil, testDeps(r)); err != nil {
+		t.Fatalf("enrolled, no token: %v", err)
+	}
+	if enrolls, _, _ := fc.counts(); enrolls != 1 {
+		t.Errorf("%d enroll calls, want 1", enrolls)
+	}
+	// A used token on a fresh state directory is refused with the
+	// coordinator's message.
+	err := enrollOnly(ctx, testConfig(fc, t.TempDir(), fc.token), nil, testDeps(r))
+	if err == nil || !strings.Contains(err.Error(), "join token already used") {
+		t.Errorf("used token: %v", err)
+	}
+	if err := enrollOnly(ctx, testConfig(fc, t.TempDir(), ""), nil, testDeps(r)); !errors.Is(err, ErrNotEnrolled) {
+		t.Errorf("no token: %v", err)
+	}
+}
