@@ -19,8 +19,9 @@ import (
 )
 
 // isPublic lists what answers without credentials: the login page and
-// its assets, and the node API (enrollment, and the mTLS calls that
-// refuse on their own).
+// its assets, the node API (enrollment, and the mTLS calls that refuse on
+// their own), and what a machine being installed fetches (the install
+// script, the CA certificate, the binaries; coordinator/api tests them).
 func isPublic(method, path string) bool {
 	switch {
 	case path == "/" || path == "/console": // redirects to the console
@@ -29,6 +30,8 @@ func isPublic(method, path string) bool {
 		return true
 	case strings.HasPrefix(path, "/v1/") && !strings.HasPrefix(path, "/v1/admin"):
 		return true // node API: checked by its own tests
+	case method == "GET" && (path == "/install.sh" || path == "/ca.pem" || strings.HasPrefix(path, "/dl/")):
+		return true
 	}
 	return false
 }
