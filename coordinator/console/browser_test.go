@@ -229,7 +229,11 @@ func TestBrowser(t *testing.T) {
 	b.run("creating a join token", set("#token-namespace", "prod"), set("#token-labels", "role=web"),
 		set("#token-uses", "3"), set("#token-ttl", "1h"), click("#token-create"), visible("#token-value"))
 	token, install := value(b, "#token-value"), value(b, "#token-install")
-	if want := "curl -fsSL https://" + strings.TrimPrefix(h.srv.URL, "https://") + "/install.sh | sudo sh -s -- --token " + token; install != want || token == "" {
+	coord := h.srv.URL
+	pin := token[strings.LastIndex(token, ".")+1:]
+	if want := "curl -fsSk " + coord + "/ca.pem -o /tmp/latch-ca.pem && " +
+		`[ "$(openssl x509 -in /tmp/latch-ca.pem -noout -pubkey | openssl pkey -pubin -outform DER | openssl dgst -sha256 | awk '{print $NF}')" = ` + pin + " ] && " +
+		"curl -fsS --cacert /tmp/latch-ca.pem " + coord + "/install.sh | sudo sh -s -- --token " + token; install != want || token == "" || pin == "" {
 		t.Errorf("install one-liner %q, want %q", install, want)
 	}
 	b.screenshot("join-tokens")

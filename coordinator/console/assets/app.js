@@ -473,7 +473,7 @@ pages.tokens = async (main) => {
       const r = await run('Creating a join token', () => api('POST', '/v1/admin/tokens', { namespace: ns.value.trim(), labels: l, uses: parseInt(uses.value, 10) || 1, ttl: ttl.value.trim() }));
       const tokIn = h('input', { id: 'token-value', class: 'secret mono', readonly: true, value: r.token });
       const cmdIn = h('input', { id: 'token-install', class: 'secret mono', readonly: true,
-        value: 'curl -fsSL https://' + window.location.host + '/install.sh | sudo sh -s -- --token ' + r.token });
+        value: installCommand('https://' + window.location.host, r.token) });
       out.replaceChildren(h('p', { class: 'ok' }, 'Token ' + r.id + ' created; it is shown only now. Expires ' + fmtTime(r.expiresAt) + '.'),
         field('Join token', tokIn), copyButton(tokIn, 'Copy token'),
         field('Install one-liner (run on the new node)', cmdIn), copyButton(cmdIn, 'Copy command'));
@@ -644,3 +644,15 @@ async function start() {
 }
 
 start();
+
+// installCommand is the install one-liner for a join token. The
+// coordinator's certificate comes from its own CA, which the token pins
+// (its last part is the SHA-256 of the CA's public key): fetch the CA
+// certificate, check it against the token, then fetch the script over TLS
+// verified with it (README, "Install on a server or laptop").
+function installCommand(coord, token) {
+  const pin = token.slice(token.lastIndexOf('.') + 1);
+  return 'curl -fsSk ' + coord + '/ca.pem -o /tmp/latch-ca.pem && ' +
+    '[ "$(openssl x509 -in /tmp/latch-ca.pem -noout -pubkey | openssl pkey -pubin -outform DER | openssl dgst -sha256 | awk \'{print $NF}\')" = ' + pin + ' ] && ' +
+    'curl -fsS --cacert /tmp/latch-ca.pem ' + coord + '/install.sh | sudo sh -s -- --token ' + token;
+}
