@@ -65,6 +65,7 @@ type Engine struct {
 
 type namespace struct {
 	name    string
+	monitor bool       // monitor mode: carried into the rule tables of its workloads
 	labels  labels.Set // effective labels, with kubernetes.io/metadata.name
 	members idlist
 	byLabel map[string]map[string]idlist
@@ -349,6 +350,7 @@ func (e *Engine) putNamespace(ns inventory.Namespace) *namespace {
 		e.namespaces[ns.Name] = n
 	}
 	n.labels = labels.Set(ns.EffectiveLabels())
+	n.monitor = ns.Monitor
 	return n
 }
 

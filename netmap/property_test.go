@@ -426,8 +426,12 @@ func applyRandomChange(t *testing.T, r *rand.Rand, w *world, e *Engine) (string,
 		}
 		w.workloads = keep
 		return "leave " + n.Name, must(e.DeleteNode(n.Name))
-	case 8: // relabel a namespace
+	case 8: // relabel a namespace, or switch its mode
 		i := r.IntN(len(w.namespaces))
+		if r.IntN(2) == 0 {
+			w.namespaces[i].Monitor = !w.namespaces[i].Monitor
+			return "switch mode of namespace " + w.namespaces[i].Name, must(e.UpsertNamespace(w.namespaces[i]))
+		}
 		w.namespaces[i].Labels = map[string]string{"team": []string{"red", "blue", "green"}[r.IntN(3)]}
 		return "relabel namespace " + w.namespaces[i].Name, must(e.UpsertNamespace(w.namespaces[i]))
 	}
