@@ -30,6 +30,14 @@
 // latch_egress would drop its first packet. Other sockets and destinations
 // are left alone.
 //
+// Monitor mode (the workloads map's monitor flag, set for workloads of a
+// namespace in monitor mode): every drop decided once the local workload
+// is known becomes a pass, counted as REASON_ALLOW_MONITOR and reported
+// with the verdict VERDICT_WOULD_DENY and the drop reason; a TCP, UDP or
+// SCTP flow passed this way is tracked like an allowed one, so its later
+// packets and its replies pass as tracked. A connect or send the cgroup
+// hooks would refuse proceeds, reported the same way.
+//
 // Packets are read with bpf_skb_load_bytes_relative(BPF_HDR_START_NET), so
 // the IP header is found both on the TUN device (L3, no link header) and in
 // BPF_PROG_TEST_RUN, which prepends an Ethernet header.
@@ -73,6 +81,7 @@ enum dir {
 enum verdict {
 	VERDICT_ALLOWED = 0,
 	VERDICT_DROPPED = 1,
+	VERDICT_WOULD_DENY = 2, // passed: the workload is in monitor mode
 };
 
 // Reasons index the counters array; the Go side mirrors them.
@@ -93,6 +102,7 @@ enum reason {
 	REASON_DROP_MALFORMED,    // truncated or invalid header
 	REASON_DROP_CONNECT_DENIED, // connect/sendmsg refused by the cgroup hooks
 	REASON_EVENT_LOST,        // ring buffer full (counted, not a verdict)
+	REASON_ALLOW_MONITOR,     // denied, but passed: monitor mode
 	REASON_MAX,
 };
 
@@ -118,7 +128,8 @@ struct workload {
 	__u32 index;
 	__u32 identity;
 	__u8 allow_all[2]; // by enum dir
-	__u8 pad[2];
+	__u8 monitor;      // 1: monitor mode, drops become would-deny passes
+	__u8 pad;
 };
 
 // rule_key keys the rules hash: identity 0 holds the workload's Any ranges
@@ -191,7 +202,7 @@ struct event {
 	__u32 workload; // index in the active set; 0xffffffff if unknown
 	__u32 remote_identity;
 	__u32 set;
-	__u32 pad;
+	__u32 len; // bytes of the packet (skb->len); 0 for connect/sendmsg
 };
 
 #define RULE_SET_MAPS(sfx)                                               \
@@ -283,6 +294,8 @@ struct pkt {
 	__u32 workload;
 	__u32 identity;
 	__u32 set;
+	__u32 len;
+	__u8 monitor; // the local workload is in monitor mode
 };
 
 static __always_inline void count(__u32 reason)
@@ -311,12 +324,31 @@ static __always_inline void emit(const struct pkt *p, __u8 verdict, __u8 reason)
 	e->workload = p->workload;
 	e->remote_identity = p->identity;
 	e->set = p->set;
-	e->pad = 0;
+	e->len = p->len;
 	bpf_ringbuf_submit(e, 0);
+}
+
+// monitor_pass lets through a packet of a monitor-mode workload that would
+// be dropped for reason, tracking a TCP/UDP/SCTP flow denied by policy (or
+// seen mid-stream) so that its later packets and replies pass as tracked.
+static __always_inline int monitor_pass(const struct pkt *p, __u8 reason)
+{
+	if (reason == REASON_DROP_NO_RULE || reason == REASON_DROP_NOT_SYN) {
+		struct ct_key k = {
+			.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto,
+		};
+		struct ct_val v = {.last_seen_ns = bpf_ktime_get_ns(), .dir = p->dir};
+		bpf_map_update_elem(&conntrack, &k, &v, BPF_ANY);
+	}
+	count(REASON_ALLOW_MONITOR);
+	emit(p, VERDICT_WOULD_DENY, reason);
+	return VERDICT_ALLOW;
 }
 
 static __always_inline int drop(const struct pkt *p, __u8 reason)
 {
+	if (p->monitor)
+		return monitor_pass(p, reason);
 	count(reason);
 	emit(p, VERDICT_DROPPED, reason);
 	return VERDICT_DROP;
@@ -378,7 +410,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return VERDICT_ALLOW;
 	}
 
-	struct pkt p = {.dir = dir, .workload = 0xffffffff};
+	struct pkt p = {.dir = dir, .workload = 0xffffffff, .len = skb->len};
 	struct iphdr ip;
 	if (bpf_skb_load_bytes_relative(skb, 0, &ip, sizeof(ip), BPF_HDR_START_NET) < 0)
 		return drop(&p, REASON_DROP_MALFORMED);
@@ -406,6 +438,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (!wl)
 		return drop(&p, REASON_DROP_UNKNOWN_LOCAL);
 	p.workload = wl->index;
+	p.monitor = wl->monitor;
 
 	if (ip.frag_off & bpf_htons(IP_MF | IP_OFFSET))
 		return drop(&p, REASON_DROP_FRAGMENT);
@@ -561,6 +594,11 @@ static __always_inline int sock_hook(struct bpf_sock_addr *ctx, int connect)
 
 	if (policy(&p, wl, daddr) != REASON_DROP_NO_RULE)
 		return 1;
+	if (wl->monitor) {
+		count(REASON_ALLOW_MONITOR);
+		emit(&p, VERDICT_WOULD_DENY, REASON_DROP_CONNECT_DENIED);
+		return 1;
+	}
 	count(REASON_DROP_CONNECT_DENIED);
 	emit(&p, VERDICT_DROPPED, REASON_DROP_CONNECT_DENIED);
 	return 0;

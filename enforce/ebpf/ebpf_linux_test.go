@@ -400,6 +400,10 @@ func TestEvents(t *testing.T) {
 				t.Errorf("event %d time %v is %v from now", i, got.Time, d)
 			}
 			got.Time = time.Time{}
+			if got.Bytes != 54 { // Ethernet + IPv4 + TCP headers
+				t.Errorf("event %d: %d bytes, want 54", i, got.Bytes)
+			}
+			got.Bytes = 0
 			if got != w {
 				t.Errorf("event %d:\n got %+v\nwant %+v", i, got, w)
 			}
@@ -450,11 +454,18 @@ func TestReasonsMatchC(t *testing.T) {
 		ReasonFragment: bpf.LatchReasonREASON_DROP_FRAGMENT, ReasonICMP: bpf.LatchReasonREASON_DROP_ICMP,
 		ReasonProtocol: bpf.LatchReasonREASON_DROP_PROTOCOL, ReasonMalformed: bpf.LatchReasonREASON_DROP_MALFORMED,
 		ReasonConnectDenied: bpf.LatchReasonREASON_DROP_CONNECT_DENIED,
-		ReasonEventLost:     bpf.LatchReasonREASON_EVENT_LOST, numReasons: bpf.LatchReasonREASON_MAX,
+		ReasonEventLost:     bpf.LatchReasonREASON_EVENT_LOST, ReasonMonitor: bpf.LatchReasonREASON_ALLOW_MONITOR,
+		numReasons: bpf.LatchReasonREASON_MAX,
 	}
 	for g, c := range pairs {
 		if uint32(g) != uint32(c) {
 			t.Errorf("reason %s = %d in Go, %d in C", g, g, c)
+		}
+	}
+	for g, c := range map[Verdict]bpf.LatchVerdict{Allowed: bpf.LatchVerdictVERDICT_ALLOWED,
+		Dropped: bpf.LatchVerdictVERDICT_DROPPED, WouldDeny: bpf.LatchVerdictVERDICT_WOULD_DENY} {
+		if uint32(g) != uint32(c) {
+			t.Errorf("verdict %s = %d in Go, %d in C", g, g, c)
 		}
 	}
 	if MaxRanges != len(bpf.LatchPorts{}.R) {
