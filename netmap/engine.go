@@ -690,3 +690,14 @@ func parallel(n int, f func(i int)) {
 	}
 	wg.Wait()
 }
+
+// WorkloadAt returns the workload (a node's own workload included) with
+// overlay address a.
+func (e *Engine) WorkloadAt(a netip.Addr) (inventory.Workload, bool) {
+	e.refreshIPIndex()
+	i, ok := slices.BinarySearchFunc(e.ipIndex, a, func(id int32, a netip.Addr) int { return e.wls[id].w.IP.Compare(a) })
+	if !ok {
+		return inventory.Workload{}, false
+	}
+	return e.wls[e.ipIndex[i]].w, true
+}

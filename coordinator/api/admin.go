@@ -28,6 +28,8 @@ func (s *Server) adminRoutes(g *echo.Group) {
 	g.POST("/tokens", s.createToken)
 	g.DELETE("/tokens/:id", s.revokeToken)
 	g.GET("/audit", s.listAudit)
+	g.GET("/flows", s.listFlows)
+	g.GET("/namespaces/:name/suggest", s.suggest)
 }
 
 func (s *Server) read(c echo.Context, fn func(store.Tx) (any, error)) error {

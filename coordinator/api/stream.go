@@ -36,6 +36,8 @@ func (s *Server) stream(c echo.Context) error {
 		have = v
 	}
 	name := nodeOf(c).Name
+	s.metrics.streamOpen(name, 1)
+	defer s.metrics.streamOpen(name, -1)
 	w := c.Response()
 	w.Header().Set(echo.HeaderContentType, "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
@@ -64,5 +66,8 @@ func (s *Server) stream(c echo.Context) error {
 			return nil
 		}
 		w.Flush()
+		if err == nil {
+			s.metrics.pushed(msg.Full != nil, u.Published)
+		}
 	}
 }

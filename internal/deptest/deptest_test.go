@@ -24,6 +24,7 @@ var pure = []string{
 	"view",
 	"internal/strictyaml",
 	"enforce/userspace",
+	"suggest",
 }
 
 var forbidden = []string{
