@@ -42,8 +42,8 @@ type Config struct {
 	// FlowPoll is how often a following flow query looks for new flows;
 	// default 1 s.
 	FlowPoll time.Duration
-	Now            func() time.Time
-	Log            *slog.Logger
+	Now      func() time.Time
+	Log      *slog.Logger
 }
 
 // Server is the coordinator's HTTP handler.
