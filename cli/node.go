@@ -38,6 +38,9 @@ type nodeFlags struct {
 	cleanup     bool
 	workloads   []string
 	configFile  string
+
+	flowInterval  time.Duration
+	metricsListen string
 }
 
 // nodeFile is `latch node --config FILE`: the same settings as the flags
@@ -175,6 +178,8 @@ follows its view stream. "latch status" and "latch peers" ask it how it is.`,
 	fl.StringVar(&f.enforce, "enforce", agent.EnforceAuto, "enforcement inside the tunnel: auto (eBPF where it loads, else userspace), ebpf, userspace or off")
 	fl.StringVar(&f.pinDir, "bpf-pin-dir", "", "where the eBPF enforcer pins its maps and links (default /sys/fs/bpf/latch/<iface>)")
 	fl.StringVar(&f.configFile, "config", "", "YAML file with the node's settings and workloads (flags given win)")
+	fl.DurationVar(&f.flowInterval, "flow-interval", agent.DefaultFlowInterval, "how long enforcer events are aggregated into flow records before upload")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "", "plain HTTP address serving Prometheus /metrics, without authentication (e.g. 127.0.0.1:9471); off when empty")
 	fl.BoolVar(&f.cleanup, "cleanup", false, "remove the eBPF enforcer's programs, maps and pins of --iface and exit")
 	fl.StringArrayVar(&f.workloads, "workload", nil, "a workload on this node, "+agent.WorkloadSpecHelp+"; repeatable. Each gets an overlay address bound on the WireGuard interface")
 	fl.StringArrayVar(&f.endpoints, "endpoint", nil, "underlay IP:PORT peers reach this node at; repeatable (default: every global IPv4 address with --listen-port)")
@@ -192,6 +197,9 @@ func (f nodeFlags) config() (agent.Config, error) {
 		ListenPort:  f.listenPort,
 		Enforce:     f.enforce,
 		PinDir:      f.pinDir,
+
+		FlowInterval:  f.flowInterval,
+		MetricsListen: f.metricsListen,
 	}
 	if cfg.Coordinator == "" {
 		cfg.Coordinator = os.Getenv("LATCH_COORDINATOR")

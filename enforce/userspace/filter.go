@@ -279,6 +279,17 @@ type Stats struct {
 	EventsLost uint64 `json:"eventsLost"`
 }
 
+// PassReason reports whether the reason named name (a key of
+// Stats.Packets) lets packets through.
+func (Stats) PassReason(name string) bool {
+	for r := ReasonNewFlow; r < numReasons; r++ {
+		if r.String() == name {
+			return r.Verdict() == Pass
+		}
+	}
+	return false
+}
+
 // Stats returns the counters.
 func (f *Filter) Stats() Stats {
 	st := Stats{ViewVersion: f.Version(), Flows: f.flows.len(), Packets: map[string]uint64{}, EventsLost: f.eventsLost.Load()}

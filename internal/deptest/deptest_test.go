@@ -25,6 +25,7 @@ var pure = []string{
 	"internal/strictyaml",
 	"enforce/userspace",
 	"suggest",
+	"node/flowlog",
 }
 
 var forbidden = []string{
