@@ -161,9 +161,17 @@ func TestMetrics(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	bufio.NewScanner(resp.Body).Scan() // the first view was pushed
-	rec := httptest.NewRecorder()
-	h.api.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	body := rec.Body.String()
+	// The server counts a push just after sending it: scrape until it shows.
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		rec := httptest.NewRecorder()
+		h.api.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		body = rec.Body.String()
+		if strings.Contains(body, "latch_coordinator_stream_lag_seconds_count 1") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	for _, want := range []string{
 		`latch_coordinator_nodes{state="connected"} 1`,
 		`latch_coordinator_nodes{state="disconnected"} 2`,
