@@ -12,12 +12,12 @@ import (
 )
 
 func TestFormatFlow(t *testing.T) {
-	f := store.Flow{ID: 7, Time: time.Date(2026, 5, 4, 3, 2, 1, 0, time.Local), Protocol: "TCP", Port: 8080,
+	f := store.Flow{ID: 7, Reporter: "n1", Direction: "egress", Time: time.Date(2026, 5, 4, 3, 2, 1, 0, time.Local), Protocol: "TCP", Port: 8080,
 		Src:     store.FlowEnd{Namespace: "shop", Workload: "web", Node: "n1", IP: netip.MustParseAddr("100.64.0.10")},
 		Dst:     store.FlowEnd{IP: netip.MustParseAddr("198.19.0.7")},
 		Verdict: "would-deny", Reason: "policy", Packets: 3, Bytes: 180}
 	got := formatFlow(&f)
-	want := "May  4 03:02:01.000  shop/web (n1 100.64.0.10) -> 198.19.0.7 (outside the overlay's workloads):8080/TCP  WOULD-DENY (policy)  3 pkts 180 B"
+	want := "May  4 03:02:01.000  shop/web (n1 100.64.0.10) -> 198.19.0.7 (outside the overlay's workloads):8080/TCP  WOULD-DENY (policy)  3 pkts 180 B  by n1/egress"
 	if got != want {
 		t.Fatalf("got  %q\nwant %q", got, want)
 	}

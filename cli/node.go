@@ -55,7 +55,10 @@ type nodeFile struct {
 	Endpoints   []string          `json:"endpoints,omitempty"`
 	Enforce     string            `json:"enforce,omitempty"`
 	BPFPinDir   string            `json:"bpfPinDir,omitempty"`
-	Workloads   []fileWorkload    `json:"workloads,omitempty"`
+	// FlowInterval is a Go duration such as 5s.
+	FlowInterval  string         `json:"flowInterval,omitempty"`
+	MetricsListen string         `json:"metricsListen,omitempty"`
+	Workloads     []fileWorkload `json:"workloads,omitempty"`
 }
 
 type fileWorkload struct {
@@ -91,6 +94,14 @@ func (f *nodeFlags) applyFile(cmd *cobra.Command) ([]fileWorkload, error) {
 	set("name", &f.name, nf.Name)
 	set("enforce", &f.enforce, nf.Enforce)
 	set("bpf-pin-dir", &f.pinDir, nf.BPFPinDir)
+	set("metrics-listen", &f.metricsListen, nf.MetricsListen)
+	if nf.FlowInterval != "" && !cmd.Flags().Changed("flow-interval") {
+		d, err := time.ParseDuration(nf.FlowInterval)
+		if err != nil {
+			return nil, fmt.Errorf("--config %s: flowInterval %q: want a duration such as 5s", f.configFile, nf.FlowInterval)
+		}
+		f.flowInterval = d
+	}
 	if len(nf.Labels) > 0 && !cmd.Flags().Changed("labels") {
 		var kv []string
 		for k, v := range nf.Labels {

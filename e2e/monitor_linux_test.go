@@ -116,7 +116,9 @@ func testMonitorMode(t *testing.T, mode string) {
 		}
 	}
 	c.waitFlow(t, "web", "api", 8080, "--namespace", "shop", "--verdict", "would-deny")
-	if out := c.mustAdmin("flows", "--namespace", "shop", "--verdict", "would-deny"); !strings.Contains(out, "shop/web (web "+webIP.String()+") -> shop/api (api "+apiIP.String()+"):8080/TCP  WOULD-DENY") {
+	out := c.mustAdmin("flows", "--namespace", "shop", "--verdict", "would-deny")
+	t.Logf("latch flows --namespace shop --verdict would-deny:\n%s", out)
+	if !strings.Contains(out, "shop/web (web "+webIP.String()+") -> shop/api (api "+apiIP.String()+"):8080/TCP  WOULD-DENY") {
 		t.Fatalf("latch flows prints no would-deny line for web -> api:8080:\n%s", out)
 	}
 
