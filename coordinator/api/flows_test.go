@@ -16,6 +16,7 @@ import (
 	"github.com/latchnet/latch/inventory"
 	"github.com/latchnet/latch/policy"
 	"github.com/latchnet/latch/wire"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 )
 
 // flowSetup enrolls node-a (workload prod/web, app=web) and node-b
@@ -185,6 +186,15 @@ func TestMetrics(t *testing.T) {
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
+		}
+	}
+	problems, err := promlint.New(strings.NewReader(body)).Lint()
+	if err != nil {
+		t.Fatalf("promlint: %v", err)
+	}
+	for _, p := range problems {
+		if strings.HasPrefix(p.Metric, "latch_") {
+			t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 		}
 	}
 	if t.Failed() {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/latchnet/latch/view"
 	"github.com/latchnet/latch/wire"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 )
 
 func (fc *fakeCoord) postFlows(w http.ResponseWriter, r *http.Request) {
@@ -129,6 +130,15 @@ func TestMonitorFlowsAndMetrics(t *testing.T) {
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("node metrics lack %q", want)
+		}
+	}
+	problems, err := promlint.New(strings.NewReader(string(body))).Lint()
+	if err != nil {
+		t.Fatalf("promlint: %v", err)
+	}
+	for _, p := range problems {
+		if strings.HasPrefix(p.Metric, "latch_") {
+			t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 		}
 	}
 	if t.Failed() {
