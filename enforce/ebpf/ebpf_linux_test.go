@@ -481,6 +481,12 @@ func TestProgramMatchesAllows(t *testing.T) {
 	sport := uint16(1024)
 	for round := range 20 {
 		v := randomView(r, 4, 4)
+		if round%2 == 1 {
+			// Some workloads in monitor mode: they pass what Allows denies.
+			for i := range v.Workloads {
+				v.Workloads[i].Monitor = i%2 == 0
+			}
+		}
 		if err := e.Apply(v); err != nil {
 			t.Fatal(err)
 		}
@@ -492,7 +498,7 @@ func TestProgramMatchesAllows(t *testing.T) {
 			}
 			sport++ // a new flow each time: no conntrack hits
 			want := uint32(retDrop)
-			if rules.Allows(v.IdentityOf(remote), remote, protocols[pi].name, port) {
+			if rules.Allows(v.IdentityOf(remote), remote, protocols[pi].name, port) || w.Monitor {
 				want = retAllow
 			}
 			if got := run(t, e, dir, p); got != want {
