@@ -116,6 +116,8 @@ CREATE TABLE meta (
 	bytes        INTEGER NOT NULL
 );
 CREATE INDEX flows_time ON flows (time);
+CREATE INDEX flows_src_ns ON flows (src_ns, id);
+CREATE INDEX flows_dst_ns ON flows (dst_ns, id);
 `,
 }
 
