@@ -143,8 +143,8 @@ const (
 // port, verdict and reason. Packets counts the packets that produced an
 // event (the first packet of each new connection, every denied or
 // would-deny packet); later packets of tracked connections produce none
-// and are not counted. Bytes are those packets' lengths where the enforcer
-// reports them (the eBPF enforcer), else 0.
+// and are not counted. Bytes are those packets' lengths (IP packet; the
+// eBPF enforcer's skb length).
 type FlowRecord struct {
 	Start     time.Time  `json:"start"` // first event of the interval
 	End       time.Time  `json:"end"`   // last event

@@ -59,9 +59,11 @@ func TestFlowsIngestListFollowSuggest(t *testing.T) {
 	var resp wire.FlowBatchResponse
 	bad := rec(wire.DirEgress, wire.VerdictWouldDeny, 8080)
 	bad.Workload = "prod/api"
+	future := rec(wire.DirEgress, wire.VerdictWouldDeny, 8080)
+	future.Start, future.End = now.Add(time.Hour), now.Add(time.Hour)
 	batch := wire.FlowBatch{Records: []wire.FlowRecord{rec(wire.DirEgress, wire.VerdictWouldDeny, 8080),
-		rec(wire.DirIngress, wire.VerdictWouldDeny, 8080), bad}, Dropped: 3}
-	if code, body := h.post(a, wire.PathFlows, batch, &resp); code != 200 || resp.Accepted != 1 || resp.Rejected != 2 ||
+		rec(wire.DirIngress, wire.VerdictWouldDeny, 8080), bad, future}, Dropped: 3}
+	if code, body := h.post(a, wire.PathFlows, batch, &resp); code != 200 || resp.Accepted != 1 || resp.Rejected != 3 ||
 		!strings.Contains(resp.Message, "not a workload of node node-a") {
 		t.Fatalf("node-a batch: %d %s", code, body)
 	}

@@ -10,6 +10,9 @@ import (
 	"github.com/latchnet/latch/wire"
 )
 
+// maxClockSkew is how far in the future a flow record may start.
+const maxClockSkew = 5 * time.Minute
+
 // FlowResult is what IngestFlows did with a batch.
 type FlowResult struct {
 	Accepted, Rejected int
@@ -67,6 +70,9 @@ func (s *State) resolveFlowLocked(node string, r wire.FlowRecord) (store.Flow, e
 	}
 	if r.Start.IsZero() || r.End.Before(r.Start) {
 		return store.Flow{}, fmt.Errorf("flow times %s..%s are not an interval", r.Start, r.End)
+	}
+	if now := s.opts.Now(); r.Start.After(now.Add(maxClockSkew)) {
+		return store.Flow{}, fmt.Errorf("flow time %s is in the future (coordinator time %s): check the node's clock", r.Start, now)
 	}
 	lw, ok := s.eng.WorkloadAt(local)
 	if !ok || lw.Node != node {

@@ -194,6 +194,8 @@ type Event struct {
 	Workload string
 	// RemoteIdentity is the remote address's identity in the view.
 	RemoteIdentity view.Identity
+	// Bytes is the packet's IPv4 total length (0 if it could not be read).
+	Bytes uint32
 }
 
 // Options tune a Filter. The zero value is usable.
@@ -385,7 +387,7 @@ func (f *Filter) decide(dir Direction, b []byte) Verdict {
 func (f *Filter) monitored(dir Direction, p *packet, l *local, id view.Identity, r Reason) Verdict {
 	f.counts[ReasonMonitor].Add(1)
 	f.report(Event{Time: f.now(), Direction: dir, Verdict: WouldDeny, Reason: r, Protocol: p.proto,
-		Src: p.src, Dst: p.dst, SrcPort: p.sport, DstPort: p.dport, RemoteIdentity: id, Workload: l.name})
+		Src: p.src, Dst: p.dst, SrcPort: p.sport, DstPort: p.dport, RemoteIdentity: id, Workload: l.name, Bytes: uint32(p.length)})
 	return Pass
 }
 
@@ -520,7 +522,7 @@ func (f *Filter) finish(dir Direction, p *packet, l *local, id view.Identity, r 
 	if (v == Drop || r == ReasonNewFlow) && f.events != nil {
 		ev := Event{
 			Time: f.now(), Direction: dir, Verdict: v, Reason: r, Protocol: p.proto,
-			Src: p.src, Dst: p.dst, SrcPort: p.sport, DstPort: p.dport, RemoteIdentity: id,
+			Src: p.src, Dst: p.dst, SrcPort: p.sport, DstPort: p.dport, RemoteIdentity: id, Bytes: uint32(p.length),
 		}
 		if l != nil {
 			ev.Workload = l.name

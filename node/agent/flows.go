@@ -36,14 +36,14 @@ func ebpfFlowEvent(ev ebpf.Event) (flowlog.Event, bool) {
 	return out, true
 }
 
-// userspaceFlowEvent converts a userspace filter event (which has no
-// packet length); ok is false for events of no local workload.
+// userspaceFlowEvent converts a userspace filter event; ok is false for
+// events of no local workload.
 func userspaceFlowEvent(ev userspace.Event) (flowlog.Event, bool) {
 	if ev.Workload == "" {
 		return flowlog.Event{}, false
 	}
 	out := flowlog.Event{Time: ev.Time, Workload: ev.Workload, Src: ev.Src.Netip(), Dst: ev.Dst.Netip(),
-		Protocol: ev.Protocol, Port: ev.DstPort, Reason: ev.Reason.String(), Direction: wire.DirIngress}
+		Protocol: ev.Protocol, Port: ev.DstPort, Reason: ev.Reason.String(), Bytes: uint64(ev.Bytes), Direction: wire.DirIngress}
 	if ev.Direction == userspace.DirOutbound {
 		out.Direction = wire.DirEgress
 	}

@@ -79,7 +79,7 @@ func TestMonitorFlowsAndMetrics(t *testing.T) {
 	eventually(t, "a would-deny flow record at the coordinator", func() bool {
 		for _, r := range fc.flowRecords() {
 			if r.Verdict == wire.VerdictWouldDeny && r.Port == 23 && r.Src == remote && r.Dst == nodeIP &&
-				r.Direction == wire.DirIngress && r.Workload == "default/n1" && r.Protocol == "TCP" && r.Packets >= 1 {
+				r.Direction == wire.DirIngress && r.Workload == "default/n1" && r.Protocol == "TCP" && r.Packets >= 1 && r.Bytes == 40*r.Packets {
 				return true
 			}
 		}
