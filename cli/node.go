@@ -360,6 +360,10 @@ func printStatus(w io.Writer, st agent.Status) {
 			rows = append(rows, [2]string{"Packets by reason", strings.Join(reasons, " ")})
 		}
 	}
+	if f := st.Flows; f != nil {
+		rows = append(rows, [2]string{"Flow records", fmt.Sprintf("%d sent, %d queued, %d in the open interval, %d dropped (buffer full)",
+			f.Sent, f.Queued, f.Open, f.Dropped)})
+	}
 	for _, w := range st.Workloads {
 		ip := w.IP
 		if ip == "" {

@@ -516,6 +516,7 @@ func TestAgentLifecycle(t *testing.T) {
 		Coordinator: fc.srv.URL, Connected: true, ViewVersion: 3, Iface: "latch-test",
 		Impl: "wireguard-go", PublicKey: dev.PublicKey().String(), IP: nodeIP.String(),
 		Enforce: EnforceUserspace, Enforcement: st.Enforcement, // counters: see TestEnforce
+		Flows:     &FlowStatus{}, // records: see TestMonitorFlowsAndMetrics
 		Workloads: []WorkloadStatus{{Name: "web", Namespace: "default", IP: "100.64.1.1", Labels: map[string]string{"app": "web"}}},
 	}
 	if st.Enforcement == nil || st.Enforcement.ViewVersion != 3 {

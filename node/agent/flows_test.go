@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -105,6 +106,9 @@ func TestMonitorFlowsAndMetrics(t *testing.T) {
 		return false
 	})
 
+	if st, err := QueryStatus(context.Background(), dir); err != nil || st.Flows == nil || st.Flows.Sent == 0 || st.Flows.Dropped != 0 {
+		t.Fatalf("status flows: %+v, %v; want records sent, none dropped", st.Flows, err)
+	}
 	resp, err := http.Get("http://" + cfg.MetricsListen + "/metrics")
 	if err != nil {
 		t.Fatal(err)
