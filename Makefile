@@ -9,9 +9,9 @@ BIN     := bin/latch
 FUZZTIME ?= 15s
 
 # Debian packages the targets need: ip, wg, ping and nc for the tests and
-# the demo, shellcheck for the scripts (later issues add clang, chromium,
-# postgresql, ...).
-DEB_PACKAGES ?= iproute2 wireguard-tools iputils-ping netcat-openbsd shellcheck iperf3
+# the demo, shellcheck for the scripts, chromium for the web console's
+# browser test (later issues add postgresql, ...).
+DEB_PACKAGES ?= iproute2 wireguard-tools iputils-ping netcat-openbsd shellcheck iperf3 chromium
 
 # Debian packages `make generate` needs to compile bpf/latch.c.
 BPF_DEB_PACKAGES ?= clang llvm libbpf-dev gcc-multilib bpftool
@@ -57,9 +57,12 @@ unit:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./policy
 
-# bench runs every Go benchmark; figures go to docs/benchmarks.md.
+# bench runs every Go benchmark; figures go to docs/benchmarks.md. perf
+# (linux-perf) is for BenchmarkEnforceCPU.
 BENCHTIME ?= 5s
+BENCH_DEB_PACKAGES ?= $(DEB_PACKAGES) linux-perf
 bench:
+	@./scripts/install-packages.sh $(BENCH_DEB_PACKAGES)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 -timeout 60m ./... | tee bench.out
 
 # demo runs a coordinator and four nodes in network namespaces with the

@@ -18,8 +18,10 @@
 //     fragment has no ports to check;
 //   - non-IPv4 packets pass (the overlay is IPv4; WireGuard's AllowedIPs
 //     carry no IPv6 overlay address);
-//   - tracked flows keep passing after a rule set switch until they time
-//     out (TCP 6 h, UDP/SCTP 60 s idle; set in the config map).
+//   - tracked flows (TCP 6 h, UDP/SCTP 60 s idle; set in the config map)
+//     pass without a rule lookup while the rule set stays the same; after
+//     a switch each flow is decided again at its next packet, as it was
+//     opened, and dropped (REASON_DROP_REVOKED) if the new set denies it.
 //
 // Two cgroup programs (latch_connect4, latch_sendmsg4), attached to the
 // cgroup v2 root, see sockets of local workloads (the cgroups map says which
@@ -34,13 +36,16 @@
 // namespace in monitor mode): every drop decided once the local workload
 // is known becomes a pass, counted as REASON_ALLOW_MONITOR and reported
 // with the verdict VERDICT_WOULD_DENY and the drop reason; a TCP, UDP or
-// SCTP flow passed this way is tracked like an allowed one, so its later
-// packets and its replies pass as tracked. A connect or send the cgroup
-// hooks would refuse proceeds, reported the same way.
+// SCTP flow passed this way (denied, seen mid-stream, or revoked by a rule
+// set switch) is tracked like an allowed one, so its later packets and its
+// replies pass as tracked. A connect or send the cgroup hooks would refuse
+// proceeds, reported the same way.
 //
-// Packets are read with bpf_skb_load_bytes_relative(BPF_HDR_START_NET), so
-// the IP header is found both on the TUN device (L3, no link header) and in
-// BPF_PROG_TEST_RUN, which prepends an Ethernet header.
+// Headers are read directly from the linear packet data at
+// settings.l3_offset (0 on the TUN/WireGuard device, which has no link
+// header; 14 in BPF_PROG_TEST_RUN, which prepends an Ethernet header), and
+// with bpf_skb_load_bytes_relative(BPF_HDR_START_NET) when they are not in
+// the linear part.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -62,6 +67,8 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define MAX_RULES (1 << 18)
 #define MAX_CT (1 << 17)
 #define MAX_CGROUPS 4096
+#define EVENTS_BYTES (1 << 20)
+#define EVENT_WAKEUP_BYTES (EVENTS_BYTES / 16)
 
 #define AF_INET 2
 #define OVERLAY_NET 0x64400000  // 100.64.0.0
@@ -101,6 +108,7 @@ enum reason {
 	REASON_DROP_PROTOCOL,     // not TCP, UDP, SCTP or ICMP
 	REASON_DROP_MALFORMED,    // truncated or invalid header
 	REASON_DROP_CONNECT_DENIED, // connect/sendmsg refused by the cgroup hooks
+	REASON_DROP_REVOKED,      // tracked flow the active rule set no longer allows
 	REASON_EVENT_LOST,        // ring buffer full (counted, not a verdict)
 	REASON_ALLOW_MONITOR,     // denied, but passed: monitor mode
 	REASON_MAX,
@@ -113,6 +121,8 @@ struct settings {
 	__u32 generation;
 	__u64 ct_timeout_tcp_ns;
 	__u64 ct_timeout_other_ns;
+	__u32 l3_offset; // link header length of the device: 0 on TUN/WireGuard
+	__u32 pad;
 };
 
 // ident_key is an LPM key: the remote address (network order) with
@@ -182,10 +192,15 @@ struct ct_key {
 	__u8 pad[3];
 };
 
+// ct_val is one direction of a tracked flow: the entry of the opener's
+// tuple (opener = 1) matches packets in the opener's direction, the entry of
+// the reversed tuple (opener = 0) matches replies in the other direction.
 struct ct_val {
-	__u64 last_seen_ns;
-	__u8 dir; // direction of the packet that opened the flow
-	__u8 pad[7];
+	__u64 last_seen_ns;  // bpf_ktime_get_coarse_ns of the last packet
+	__u32 generation;    // settings.generation of the set that allowed it
+	__u8 dir;            // direction of the packets this entry matches
+	__u8 opener;         // 1: the tuple of the packet that opened the flow
+	__u8 pad[2];
 };
 
 // event reports a drop or a new allowed flow. Ports in host order.
@@ -267,7 +282,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, EVENTS_BYTES);
 } events SEC(".maps");
 
 // Force BTF for the types bpf2go generates (-type).
@@ -325,19 +340,32 @@ static __always_inline void emit(const struct pkt *p, __u8 verdict, __u8 reason)
 	e->remote_identity = p->identity;
 	e->set = p->set;
 	e->len = p->len;
-	bpf_ringbuf_submit(e, 0);
+	// Wake the reader only when a good part of the ring is waiting: it
+	// also polls on a short deadline (enforce/ebpf), and a wake-up per
+	// event would cost more than the event.
+	__u64 waiting = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(e, waiting >= EVENT_WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 // monitor_pass lets through a packet of a monitor-mode workload that would
-// be dropped for reason, tracking a TCP/UDP/SCTP flow denied by policy (or
-// seen mid-stream) so that its later packets and replies pass as tracked.
+// be dropped for reason, tracking a TCP/UDP/SCTP flow denied by policy,
+// seen mid-stream or revoked, so that its later packets and replies pass
+// as tracked.
 static __always_inline int monitor_pass(const struct pkt *p, __u8 reason)
 {
-	if (reason == REASON_DROP_NO_RULE || reason == REASON_DROP_NOT_SYN) {
+	__u32 zero = 0;
+	struct settings *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (cfg && (reason == REASON_DROP_NO_RULE || reason == REASON_DROP_NOT_SYN || reason == REASON_DROP_REVOKED)) {
 		struct ct_key k = {
 			.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto,
 		};
-		struct ct_val v = {.last_seen_ns = bpf_ktime_get_ns(), .dir = p->dir};
+		struct ct_val v = {
+			.last_seen_ns = bpf_ktime_get_coarse_ns(), .generation = cfg->generation, .dir = p->dir, .opener = 1,
+		};
+		bpf_map_update_elem(&conntrack, &k, &v, BPF_ANY);
+		k.saddr = p->daddr, k.daddr = p->saddr, k.sport = p->dport, k.dport = p->sport;
+		v.dir = p->dir == DIR_INGRESS ? DIR_EGRESS : DIR_INGRESS;
+		v.opener = 0;
 		bpf_map_update_elem(&conntrack, &k, &v, BPF_ANY);
 	}
 	count(REASON_ALLOW_MONITOR);
@@ -403,6 +431,67 @@ static __always_inline __u8 policy(const struct pkt *p, const struct workload *w
 	return REASON_DROP_NO_RULE;
 }
 
+// load copies len bytes at offset off of the network header into dst. The
+// fast path reads the linear packet data directly (the network header is at
+// settings.l3_offset); headers outside the linear part (or a wrong offset)
+// fall back to bpf_skb_load_bytes_relative. Returns < 0 when the packet is
+// too short.
+static __always_inline int load(struct __sk_buff *skb, __u32 l3off, __u32 off, void *dst, __u32 len)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	void *at = data + ((l3off + off) & 0x7f);
+	if (at + len <= end) {
+		__builtin_memcpy(dst, at, len);
+		return 0;
+	}
+	return bpf_skb_load_bytes_relative(skb, off, dst, len, BPF_HDR_START_NET);
+}
+
+// lookup_local fills p->identity and p->workload for a packet whose local
+// address is local and remote address remote, in p->set; it returns the
+// local workload or NULL when local is not a local workload.
+static __always_inline struct workload *lookup_local(struct pkt *p, __u32 local, __u32 remote)
+{
+	struct ident_key ik = {.prefixlen = 32, .addr = remote};
+	__u32 *id = SET_LOOKUP(p->set, identities, &ik);
+	if (id)
+		p->identity = *id;
+	struct workload *wl = SET_LOOKUP(p->set, workloads, &local);
+	if (wl) {
+		p->workload = wl->index;
+		p->monitor = wl->monitor;
+	}
+	return wl;
+}
+
+static __always_inline __u8 other_dir(__u8 dir)
+{
+	return dir == DIR_INGRESS ? DIR_EGRESS : DIR_INGRESS;
+}
+
+// recheck decides a tracked flow again after a rule set switch: the flow
+// as it was opened (the packet itself or, for a reply, the packet
+// reversed) against the active set. It returns the allow reason or a drop
+// reason.
+static __always_inline __u8 recheck(const struct pkt *cur, const struct ct_val *ct)
+{
+	struct pkt o = {.proto = cur->proto, .workload = 0xffffffff, .set = cur->set};
+	if (ct->opener) {
+		o.saddr = cur->saddr, o.daddr = cur->daddr, o.sport = cur->sport, o.dport = cur->dport;
+		o.dir = cur->dir;
+	} else {
+		o.saddr = cur->daddr, o.daddr = cur->saddr, o.sport = cur->dport, o.dport = cur->sport;
+		o.dir = other_dir(cur->dir);
+	}
+	__u32 local = o.dir == DIR_INGRESS ? o.daddr : o.saddr;
+	__u32 remote = o.dir == DIR_INGRESS ? o.saddr : o.daddr;
+	struct workload *wl = lookup_local(&o, local, remote);
+	if (!wl)
+		return REASON_DROP_UNKNOWN_LOCAL;
+	return policy(&o, wl, remote);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 {
 	if (skb->protocol != bpf_htons(ETH_P_IP)) {
@@ -411,8 +500,15 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	}
 
 	struct pkt p = {.dir = dir, .workload = 0xffffffff, .len = skb->len};
+	__u32 zero = 0;
+	struct settings *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg)
+		return drop(&p, REASON_DROP_MALFORMED);
+	p.set = cfg->active & 1;
+	__u32 l3off = cfg->l3_offset;
+
 	struct iphdr ip;
-	if (bpf_skb_load_bytes_relative(skb, 0, &ip, sizeof(ip), BPF_HDR_START_NET) < 0)
+	if (load(skb, l3off, 0, &ip, sizeof(ip)) < 0)
 		return drop(&p, REASON_DROP_MALFORMED);
 	p.saddr = ip.saddr;
 	p.daddr = ip.daddr;
@@ -420,36 +516,23 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (ip.version != 4 || ip.ihl < 5)
 		return drop(&p, REASON_DROP_MALFORMED);
 
-	__u32 zero = 0;
-	struct settings *cfg = bpf_map_lookup_elem(&config, &zero);
-	if (!cfg)
-		return drop(&p, REASON_DROP_MALFORMED);
-	p.set = cfg->active & 1;
-
 	__u32 local = dir == DIR_INGRESS ? ip.daddr : ip.saddr;
 	__u32 remote = dir == DIR_INGRESS ? ip.saddr : ip.daddr;
 
-	struct ident_key ik = {.prefixlen = 32, .addr = remote};
-	__u32 *id = SET_LOOKUP(p.set, identities, &ik);
-	if (id)
-		p.identity = *id;
-
-	struct workload *wl = SET_LOOKUP(p.set, workloads, &local);
-	if (!wl)
-		return drop(&p, REASON_DROP_UNKNOWN_LOCAL);
-	p.workload = wl->index;
-	p.monitor = wl->monitor;
-
-	if (ip.frag_off & bpf_htons(IP_MF | IP_OFFSET))
+	if (ip.frag_off & bpf_htons(IP_MF | IP_OFFSET)) {
+		lookup_local(&p, local, remote);
 		return drop(&p, REASON_DROP_FRAGMENT);
+	}
 
 	__u32 l4 = ip.ihl * 4;
 	__u8 tcp_flags = 0;
 	switch (ip.protocol) {
 	case IPPROTO_ICMP: {
 		__u8 icmp[2];
-		if (bpf_skb_load_bytes_relative(skb, l4, icmp, sizeof(icmp), BPF_HDR_START_NET) < 0)
+		if (load(skb, l3off, l4, icmp, sizeof(icmp)) < 0)
 			return drop(&p, REASON_DROP_MALFORMED);
+		if (!lookup_local(&p, local, remote))
+			return drop(&p, REASON_DROP_UNKNOWN_LOCAL);
 		// Echo request (8) / reply (0), code 0, with a remote in the view.
 		if ((icmp[0] == 8 || icmp[0] == 0) && icmp[1] == 0 && p.identity != 0) {
 			count(REASON_ALLOW_ICMP_ECHO);
@@ -459,7 +542,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	}
 	case IPPROTO_TCP: {
 		__u8 th[14];
-		if (bpf_skb_load_bytes_relative(skb, l4, th, sizeof(th), BPF_HDR_START_NET) < 0)
+		if (load(skb, l3off, l4, th, sizeof(th)) < 0)
 			return drop(&p, REASON_DROP_MALFORMED);
 		__builtin_memcpy(&p.sport, &th[0], 2);
 		__builtin_memcpy(&p.dport, &th[2], 2);
@@ -469,19 +552,23 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	case IPPROTO_UDP:
 	case IPPROTO_SCTP: {
 		__u16 ports[2];
-		if (bpf_skb_load_bytes_relative(skb, l4, ports, sizeof(ports), BPF_HDR_START_NET) < 0)
+		if (load(skb, l3off, l4, ports, sizeof(ports)) < 0)
 			return drop(&p, REASON_DROP_MALFORMED);
 		p.sport = ports[0];
 		p.dport = ports[1];
 		break;
 	}
 	default:
+		lookup_local(&p, local, remote);
 		return drop(&p, REASON_DROP_PROTOCOL);
 	}
 
-	// Connection tracking: the flow itself, in the direction that opened
-	// it, or its reply, in the other direction.
-	__u64 now = bpf_ktime_get_ns();
+	// Connection tracking, first: a flow has one entry per direction
+	// (opener and reply), so a packet of a tracked flow costs one lookup.
+	// Entries remember the rule set generation that allowed the flow;
+	// after a switch the flow is decided again, once, so a policy change
+	// also ends the established flows it no longer allows.
+	__u64 now = bpf_ktime_get_coarse_ns();
 	__u64 timeout = ip.protocol == IPPROTO_TCP ? cfg->ct_timeout_tcp_ns : cfg->ct_timeout_other_ns;
 	if (timeout == 0)
 		timeout = ip.protocol == IPPROTO_TCP ? DEFAULT_CT_TCP_NS : DEFAULT_CT_OTHER_NS;
@@ -489,21 +576,45 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	struct ct_key fwd = {
 		.saddr = p.saddr, .daddr = p.daddr, .sport = p.sport, .dport = p.dport, .proto = p.proto,
 	};
-	struct ct_val *ct = bpf_map_lookup_elem(&conntrack, &fwd);
-	if (ct && ct->dir == dir && now - ct->last_seen_ns <= timeout) {
-		ct->last_seen_ns = now;
-		count(REASON_ALLOW_TRACKED);
-		return VERDICT_ALLOW;
-	}
 	struct ct_key rev = {
 		.saddr = p.daddr, .daddr = p.saddr, .sport = p.dport, .dport = p.sport, .proto = p.proto,
 	};
-	ct = bpf_map_lookup_elem(&conntrack, &rev);
-	if (ct && ct->dir != dir && now - ct->last_seen_ns <= timeout) {
-		ct->last_seen_ns = now;
+	struct ct_val *ct = bpf_map_lookup_elem(&conntrack, &fwd);
+	if (!ct || ct->dir != dir || now - ct->last_seen_ns > timeout) {
+		// This direction's entry is gone (evicted, or idle while the other
+		// direction was busy): find the flow by its other entry.
+		struct ct_val *other = bpf_map_lookup_elem(&conntrack, &rev);
+		if (other && other->dir != dir && now - other->last_seen_ns <= timeout) {
+			struct ct_val v = {
+				.last_seen_ns = now, .generation = other->generation,
+				.dir = dir, .opener = !other->opener,
+			};
+			bpf_map_update_elem(&conntrack, &fwd, &v, BPF_ANY);
+			ct = bpf_map_lookup_elem(&conntrack, &fwd);
+		} else {
+			ct = 0;
+		}
+	}
+	if (ct) {
+		if (ct->generation != cfg->generation) {
+			__u8 reason = recheck(&p, ct);
+			if (reason >= REASON_DROP_NO_RULE) {
+				bpf_map_delete_elem(&conntrack, &fwd);
+				bpf_map_delete_elem(&conntrack, &rev);
+				lookup_local(&p, local, remote);
+				return drop(&p, REASON_DROP_REVOKED);
+			}
+			ct->generation = cfg->generation;
+		}
+		if (ct->last_seen_ns != now) // coarse time: once per tick, not per packet
+			ct->last_seen_ns = now;
 		count(REASON_ALLOW_TRACKED);
 		return VERDICT_ALLOW;
 	}
+
+	struct workload *wl = lookup_local(&p, local, remote);
+	if (!wl)
+		return drop(&p, REASON_DROP_UNKNOWN_LOCAL);
 
 	// A new TCP flow starts with a SYN without ACK.
 	if (ip.protocol == IPPROTO_TCP && (tcp_flags & 0x12) != 0x02)
@@ -513,8 +624,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (reason == REASON_DROP_NO_RULE)
 		return drop(&p, reason);
 
-	struct ct_val v = {.last_seen_ns = now, .dir = dir};
+	struct ct_val v = {.last_seen_ns = now, .generation = cfg->generation, .dir = dir, .opener = 1};
 	bpf_map_update_elem(&conntrack, &fwd, &v, BPF_ANY);
+	v.dir = other_dir(dir);
+	v.opener = 0;
+	bpf_map_update_elem(&conntrack, &rev, &v, BPF_ANY);
 	count(reason);
 	emit(&p, VERDICT_ALLOWED, reason);
 	return VERDICT_ALLOW;

@@ -42,8 +42,10 @@ type LatchCtKey struct {
 type LatchCtVal struct {
 	_          structs.HostLayout
 	LastSeenNs uint64
+	Generation uint32
 	Dir        uint8
-	Pad        [7]uint8
+	Opener     uint8
+	Pad        [2]uint8
 }
 
 type LatchDir uint32
@@ -106,9 +108,10 @@ const (
 	LatchReasonREASON_DROP_PROTOCOL       LatchReason = 12
 	LatchReasonREASON_DROP_MALFORMED      LatchReason = 13
 	LatchReasonREASON_DROP_CONNECT_DENIED LatchReason = 14
-	LatchReasonREASON_EVENT_LOST          LatchReason = 15
-	LatchReasonREASON_ALLOW_MONITOR       LatchReason = 16
-	LatchReasonREASON_MAX                 LatchReason = 17
+	LatchReasonREASON_DROP_REVOKED        LatchReason = 15
+	LatchReasonREASON_EVENT_LOST          LatchReason = 16
+	LatchReasonREASON_ALLOW_MONITOR       LatchReason = 17
+	LatchReasonREASON_MAX                 LatchReason = 18
 )
 
 type LatchRuleKey struct {
@@ -126,6 +129,8 @@ type LatchSettings struct {
 	Generation       uint32
 	CtTimeoutTcpNs   uint64
 	CtTimeoutOtherNs uint64
+	L3Offset         uint32
+	Pad              uint32
 }
 
 type LatchVerdict uint32

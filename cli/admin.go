@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/latchnet/latch/coordinator/api"
+	"github.com/latchnet/latch/coordinator/auth"
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/view"
 	"github.com/latchnet/latch/wire"
@@ -134,7 +135,7 @@ func (c *adminClient) json(method, path string, in, out any) error {
 
 func newAdminCmd() *cobra.Command {
 	var f adminFlags
-	cmd := &cobra.Command{Use: "admin", Short: "Administer a coordinator: join tokens, nodes"}
+	cmd := &cobra.Command{Use: "admin", Short: "Administer a coordinator: join tokens, nodes, namespaces, audit, users, API tokens"}
 	f.register(cmd)
 	token := &cobra.Command{Use: "token", Short: "Join tokens"}
 	var req api.TokenRequest
@@ -326,7 +327,156 @@ func newAdminCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.AddCommand(token, node, ns, audit)
+	cmd.AddCommand(token, node, ns, audit, newUserCmd(&f), newAPITokenCmd(&f))
+	return cmd
+}
+
+// newUserCmd is `latch admin user create|list|delete`: console users.
+func newUserCmd(f *adminFlags) *cobra.Command {
+	user := &cobra.Command{Use: "user", Short: "Web console users (roles admin and viewer)"}
+	var role string
+	var pwStdin bool
+	create := &cobra.Command{
+		Use:   "create NAME --role admin|viewer [--password-stdin]",
+		Short: "Create a console user; without --password-stdin a password is generated and printed once",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := auth.CheckRole(role); err != nil {
+				return fmt.Errorf("--role: %w", err)
+			}
+			req := api.UserRequest{Name: args[0], Role: role}
+			if pwStdin {
+				data, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), 4096))
+				if err != nil {
+					return fmt.Errorf("reading the password from stdin: %w", err)
+				}
+				req.Password = strings.TrimRight(string(data), "\r\n")
+				if err := auth.CheckPassword(req.Password); err != nil {
+					return err
+				}
+			}
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			var resp api.UserRequest
+			if err := c.json(http.MethodPost, "/v1/admin/users", req, &resp); err != nil {
+				return err
+			}
+			if resp.Password != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "user %s (%s) created; password (shown once): %s\n", resp.Name, resp.Role, resp.Password)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "user %s (%s) created\n", resp.Name, resp.Role)
+			}
+			return nil
+		},
+	}
+	create.Flags().StringVar(&role, "role", "viewer", "admin (may change things) or viewer (reads only)")
+	create.Flags().BoolVar(&pwStdin, "password-stdin", false, "read the password from stdin instead of generating one")
+	user.AddCommand(create, &cobra.Command{
+		Use:   "list",
+		Short: "List console users",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			var us []api.UserInfo
+			if err := c.json(http.MethodGet, "/v1/admin/users", nil, &us); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tROLE\tCREATED")
+			for _, u := range us {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", u.Name, u.Role, u.CreatedAt.Format(time.RFC3339))
+			}
+			return tw.Flush()
+		},
+	}, &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a console user and end its sessions",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			if err := c.json(http.MethodDelete, "/v1/admin/users/"+url.PathEscape(args[0]), nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "user %s deleted\n", args[0])
+			return nil
+		},
+	})
+	return user
+}
+
+// newAPITokenCmd is `latch admin apitoken create|list|revoke`: bearer
+// tokens for automation, with a role.
+func newAPITokenCmd(f *adminFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "apitoken", Short: "API tokens for automation (roles admin and viewer)"}
+	var req api.APITokenRequest
+	create := &cobra.Command{
+		Use:   "create NAME --role admin|viewer [--ttl 720h]",
+		Short: "Create an API token and print it (shown once)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Name = args[0]
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			var resp api.APITokenResponse
+			if err := c.json(http.MethodPost, "/v1/admin/apitokens", req, &resp); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), resp.Token)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&req.Role, "role", "viewer", "admin or viewer")
+	create.Flags().StringVar(&req.TTL, "ttl", "", "how long it is valid (default: until revoked)")
+	cmd.AddCommand(create, &cobra.Command{
+		Use:   "list",
+		Short: "List API tokens (never their secrets)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			var ts []api.APITokenInfo
+			if err := c.json(http.MethodGet, "/v1/admin/apitokens", nil, &ts); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tROLE\tCREATED BY\tEXPIRES\tREVOKED")
+			for _, t := range ts {
+				exp := "never"
+				if !t.ExpiresAt.IsZero() {
+					exp = t.ExpiresAt.Format(time.RFC3339)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\n", t.ID, t.Name, t.Role, t.CreatedBy, exp, t.Revoked)
+			}
+			return tw.Flush()
+		},
+	}, &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke an API token",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			if err := c.json(http.MethodDelete, "/v1/admin/apitokens/"+url.PathEscape(args[0]), nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "API token %s revoked\n", args[0])
+			return nil
+		},
+	})
 	return cmd
 }
 

@@ -15,8 +15,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/labstack/echo/v4"
 	"github.com/latchnet/latch/coordinator/api"
 	"github.com/latchnet/latch/coordinator/ca"
+	"github.com/latchnet/latch/coordinator/console"
 	"github.com/latchnet/latch/coordinator/fanout"
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
@@ -70,6 +72,9 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	if f.svidTTL < 10*time.Second {
 		return fmt.Errorf("--svid-ttl %v: must be at least 10s", f.svidTTL)
 	}
+	if f.flowRetention == 0 {
+		f.flowRetention = 24 * time.Hour
+	}
 	if f.flowRetention < time.Minute {
 		return fmt.Errorf("--flow-retention %v: must be at least 1m", f.flowRetention)
 	}
@@ -105,8 +110,12 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	if err != nil {
 		return err
 	}
+	if _, err := console.EnsureFirstAdmin(ctx, st, f.dataDir, log); err != nil {
+		return err
+	}
+	web := console.New(console.Config{State: st, Log: log})
 	srv := api.New(api.Config{State: st, CA: authority, AdminTokenHash: api.AdminTokenHash(adminToken),
-		SVIDTTL: f.svidTTL, Keepalive: f.keepalive, Log: log})
+		SVIDTTL: f.svidTTL, Keepalive: f.keepalive, Log: log, Extensions: []func(*echo.Echo, *echo.Group){web.Mount}})
 	ips := []net.IP{net.IPv4(127, 0, 0, 1)}
 	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
 		ips = append(ips, ip)
@@ -129,7 +138,8 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	}
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	log.Info("coordinator listening", "addr", ln.Addr().String(), "trust_domain", td.String(),
-		"ca_fingerprint", authority.Fingerprint(), "admin_token_file", filepath.Join(f.dataDir, "admin.token"))
+		"ca_fingerprint", authority.Fingerprint(), "admin_token_file", filepath.Join(f.dataDir, "admin.token"),
+		"console", "https://"+ln.Addr().String()+console.Prefix)
 	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(ln) }()
 	if f.metricsListen != "" {

@@ -30,6 +30,18 @@ func (s *Server) adminRoutes(g *echo.Group) {
 	g.GET("/audit", s.listAudit)
 	g.GET("/flows", s.listFlows)
 	g.GET("/namespaces/:name/suggest", s.suggest)
+	g.GET("/whoami", s.whoami)
+	g.GET("/users", s.listUsers)
+	g.POST("/users", s.createUser)
+	g.DELETE("/users/:name", s.deleteUser)
+	g.GET("/apitokens", s.listAPITokens)
+	g.POST("/apitokens", s.createAPIToken)
+	g.DELETE("/apitokens/:id", s.revokeAPIToken)
+	g.GET("/status", s.status)
+	g.POST("/policies/validate", s.validatePolicies)
+	g.GET("/whatif", s.whatIf)
+	g.GET("/graph", s.graph)
+	g.GET("/events", s.events)
 }
 
 func (s *Server) read(c echo.Context, fn func(store.Tx) (any, error)) error {
@@ -54,7 +66,7 @@ func (s *Server) getNode(c echo.Context) error {
 }
 
 func (s *Server) deleteNode(c echo.Context) error {
-	if err := s.cfg.State.DeleteNode(c.Request().Context(), adminActor, c.Param("name")); err != nil {
+	if err := s.cfg.State.DeleteNode(c.Request().Context(), PrincipalOf(c).Name, c.Param("name")); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
@@ -78,7 +90,7 @@ func (s *Server) putNamespace(c echo.Context) error {
 		return err
 	}
 	ns.Name = c.Param("name")
-	if err := s.cfg.State.PutNamespace(c.Request().Context(), adminActor, ns); err != nil {
+	if err := s.cfg.State.PutNamespace(c.Request().Context(), PrincipalOf(c).Name, ns); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, ns)
@@ -103,7 +115,7 @@ func (s *Server) applyPolicies(c echo.Context) error {
 	if name == "" {
 		name = "request"
 	}
-	keys, err := s.cfg.State.ApplyPolicies(c.Request().Context(), adminActor, policy.File{Name: name, Data: body})
+	keys, err := s.cfg.State.ApplyPolicies(c.Request().Context(), PrincipalOf(c).Name, policy.File{Name: name, Data: body})
 	if err != nil {
 		return err
 	}
@@ -111,7 +123,7 @@ func (s *Server) applyPolicies(c echo.Context) error {
 }
 
 func (s *Server) deletePolicy(c echo.Context) error {
-	if err := s.cfg.State.DeletePolicy(c.Request().Context(), adminActor, c.Param("namespace"), c.Param("name")); err != nil {
+	if err := s.cfg.State.DeletePolicy(c.Request().Context(), PrincipalOf(c).Name, c.Param("namespace"), c.Param("name")); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
@@ -155,7 +167,7 @@ func (s *Server) createToken(c echo.Context) error {
 	now := s.cfg.Now()
 	t := store.Token{ID: tok.ID, SecretHash: hash, Namespace: req.Namespace, Labels: req.Labels,
 		UsesLeft: req.Uses, ExpiresAt: now.Add(ttl), CreatedAt: now}
-	if err := s.cfg.State.AddToken(c.Request().Context(), adminActor, t); err != nil {
+	if err := s.cfg.State.AddToken(c.Request().Context(), PrincipalOf(c).Name, t); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, TokenResponse{Token: tok.String(), ID: tok.ID, ExpiresAt: t.ExpiresAt})
@@ -172,7 +184,7 @@ func (s *Server) listTokens(c echo.Context) error {
 }
 
 func (s *Server) revokeToken(c echo.Context) error {
-	if err := s.cfg.State.RevokeToken(c.Request().Context(), adminActor, c.Param("id")); err != nil {
+	if err := s.cfg.State.RevokeToken(c.Request().Context(), PrincipalOf(c).Name, c.Param("id")); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)

@@ -1,7 +1,8 @@
 // Package api serves the coordinator's HTTPS APIs with echo: the node API
 // (enrollment with a join token; everything else over mTLS, the node's
 // identity taken from its verified certificate only) and the admin API
-// (bearer token). Every change goes through package state.
+// (the admin bearer token, API tokens with a role, or a web console session
+// cookie with a CSRF header). Every change goes through package state.
 //
 // Only cmd/latch (through package cli) imports it.
 package api
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/latchnet/latch/coordinator/auth"
 	"github.com/latchnet/latch/coordinator/ca"
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
@@ -44,6 +46,10 @@ type Config struct {
 	FlowPoll time.Duration
 	Now      func() time.Time
 	Log      *slog.Logger
+	// Extensions mount more routes: the web console adds its pages on the
+	// root and its endpoints on the admin group, which carries admin auth
+	// and the role check.
+	Extensions []func(root *echo.Echo, admin *echo.Group)
 }
 
 // Server is the coordinator's HTTP handler.
@@ -87,7 +93,11 @@ func New(cfg Config) *Server {
 	node.POST(wire.PathRegister, s.register)
 	node.GET(wire.PathStream, s.stream)
 	node.POST(wire.PathFlows, s.flows)
-	s.adminRoutes(s.e.Group("/v1/admin", s.adminAuth))
+	admin := s.e.Group("/v1/admin", s.adminAuth)
+	s.adminRoutes(admin)
+	for _, ext := range cfg.Extensions {
+		ext(s.e, admin)
+	}
 	return s
 }
 
@@ -180,14 +190,14 @@ func (s *Server) svidResponse(chain []*x509.Certificate, n store.Node) wire.SVID
 }
 
 // signer returns a state callback that issues the SVID and keeps it.
-func (s *Server) signer(csr []byte, keep *[]*x509.Certificate) func(store.Node) (string, error) {
-	return func(n store.Node) (string, error) {
+func (s *Server) signer(csr []byte, keep *[]*x509.Certificate) func(store.Node) (state.Cert, error) {
+	return func(n store.Node) (state.Cert, error) {
 		svid, err := s.cfg.CA.SignNode(csr, n.Name, s.cfg.SVIDTTL)
 		if err != nil {
-			return "", err
+			return state.Cert{}, err
 		}
 		*keep = svid.Certificates
-		return serialHex(svid.Certificates[0]), nil
+		return state.Cert{Serial: serialHex(svid.Certificates[0]), NotAfter: svid.Certificates[0].NotAfter}, nil
 	}
 }
 
@@ -289,15 +299,69 @@ func adminHash(token string) []byte {
 // AdminTokenHash hashes an admin token for Config.AdminTokenHash.
 func AdminTokenHash(token string) []byte { return adminHash(token) }
 
+const ctxPrincipal = "latch.principal"
+
+// PrincipalOf returns who makes an admin request (set by the admin auth).
+func PrincipalOf(c echo.Context) state.Principal {
+	p, _ := c.Get(ctxPrincipal).(state.Principal)
+	return p
+}
+
+// readOnly reports whether an HTTP method only reads.
+func readOnly(method string) bool { return method == http.MethodGet || method == http.MethodHead }
+
+// adminAuth accepts the admin bearer token, an API token, or a console
+// session cookie (with the session's CSRF token in a header on every
+// request that changes something), then refuses changes by viewers.
 func (s *Server) adminAuth(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		h := c.Request().Header.Get("Authorization")
-		tok, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok || subtle.ConstantTimeCompare(adminHash(tok), s.cfg.AdminTokenHash) != 1 {
-			return fail(http.StatusUnauthorized, "unauthorized", "missing or wrong admin token: pass --token-file DATA_DIR/admin.token (or LATCH_TOKEN_FILE)")
+		p, err := s.authenticate(c)
+		if err != nil {
+			return err
 		}
+		if !readOnly(c.Request().Method) && p.Role != auth.RoleAdmin {
+			return fail(http.StatusForbidden, "read_only", "%s has the role %s, which may only read: ask an admin to make this change", p.Name, p.Role)
+		}
+		c.Set(ctxPrincipal, p)
 		return next(c)
 	}
+}
+
+func (s *Server) authenticate(c echo.Context) (state.Principal, error) {
+	r := c.Request()
+	if h := r.Header.Get("Authorization"); h != "" {
+		tok, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok {
+			return state.Principal{}, fail(http.StatusUnauthorized, "unauthorized", "the Authorization header must be \"Bearer TOKEN\"")
+		}
+		tok = strings.TrimSpace(tok)
+		if id, secret, ok := auth.ParseAPIToken(tok); ok {
+			p, err := s.cfg.State.APITokenPrincipal(r.Context(), id, secret)
+			if err != nil {
+				return state.Principal{}, fail(http.StatusUnauthorized, "unauthorized", "%v: create a new one in the console or with the admin API", err)
+			}
+			return p, nil
+		}
+		if subtle.ConstantTimeCompare(adminHash(tok), s.cfg.AdminTokenHash) != 1 {
+			return state.Principal{}, fail(http.StatusUnauthorized, "unauthorized", "missing or wrong admin token: pass --token-file DATA_DIR/admin.token (or LATCH_TOKEN_FILE)")
+		}
+		return state.Principal{Name: adminActor, Role: auth.RoleAdmin, Via: "admin-token"}, nil
+	}
+	ck, err := r.Cookie(auth.SessionCookie)
+	if err != nil || ck.Value == "" {
+		return state.Principal{}, fail(http.StatusUnauthorized, "unauthorized", "not logged in: log in to the web console, or pass the admin token or an API token as \"Authorization: Bearer TOKEN\"")
+	}
+	p, err := s.cfg.State.SessionPrincipal(r.Context(), ck.Value)
+	if err != nil {
+		return state.Principal{}, fail(http.StatusUnauthorized, "unauthorized", "your console session has ended: log in again")
+	}
+	if !readOnly(r.Method) {
+		got := r.Header.Get(auth.CSRFHeader)
+		if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(p.CSRF)) != 1 {
+			return state.Principal{}, fail(http.StatusForbidden, "csrf", "missing or wrong %s header: reload the console page", auth.CSRFHeader)
+		}
+	}
+	return p, nil
 }
 
 // TLSConfig is the listener's TLS configuration: the coordinator's SVID
@@ -310,3 +374,6 @@ func TLSConfig(authority *ca.CA, svid *x509svid.SVID) *tls.Config {
 	cfg.VerifyConnection = nil
 	return cfg
 }
+
+// Routes lists every route the server answers (for tests that walk them).
+func (s *Server) Routes() []*echo.Route { return s.e.Routes() }

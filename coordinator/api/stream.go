@@ -36,6 +36,8 @@ func (s *Server) stream(c echo.Context) error {
 		have = v
 	}
 	name := nodeOf(c).Name
+	s.cfg.State.StreamOpened(name)
+	defer s.cfg.State.StreamClosed(name)
 	s.metrics.streamOpen(name, 1)
 	defer s.metrics.streamOpen(name, -1)
 	w := c.Response()

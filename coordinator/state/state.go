@@ -5,7 +5,7 @@
 // change leaves nothing behind, and publishes the views that changed to
 // the nodes' mailboxes (package fanout).
 //
-// Only the coordinator's API layer imports it.
+// Only the coordinator's API layer and its web console import it.
 package state
 
 import (
@@ -63,6 +63,7 @@ type State struct {
 	st   store.Store
 	hub  *fanout.Hub
 	opts Options
+	ev   events
 
 	mu  sync.Mutex     // serializes changes; must hold to use eng
 	eng *netmap.Engine // must hold mu
@@ -86,7 +87,7 @@ func Open(ctx context.Context, st store.Store, hub *fanout.Hub, opts Options) (*
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &State{st: st, hub: hub, opts: opts}
+	s := &State{st: st, hub: hub, opts: opts, ev: newEvents()}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.loadLocked(ctx); err != nil {
@@ -154,22 +155,24 @@ func toInventory(n store.Node) inventory.Node {
 // the change to the engine, returning the nodes whose views changed. If fn
 // fails nothing is written and the engine is unchanged (engine methods
 // validate before they mutate). If the commit fails after the engine
-// changed, the engine is rebuilt from the store.
+// changed, the engine is rebuilt from the store. The audit entry is
+// appended in the same transaction after fn, so fn may fill in detail
+// (say, the object as it was before).
 func (s *State) change(ctx context.Context, what, actor, object string, detail any, fn func(tx store.Tx) ([]string, error)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var changed []string
 	s.touched = false
 	err := s.st.Update(ctx, func(tx store.Tx) error {
-		d, _ := json.Marshal(detail)
-		if _, err := tx.AppendAudit(store.AuditEntry{Time: s.opts.Now(), Actor: actor, Action: what, Object: object, Detail: string(d)}); err != nil {
-			return err
-		}
 		var err error
 		changed, err = fn(tx)
 		if err == nil {
 			s.touched = true // the engine took the change; the commit may still fail
+		} else {
+			return err
 		}
+		d, _ := json.Marshal(detail)
+		_, err = tx.AppendAudit(store.AuditEntry{Time: s.opts.Now(), Actor: actor, Action: what, Object: object, Detail: string(d)})
 		return err
 	})
 	if err != nil {
@@ -192,6 +195,7 @@ func (s *State) change(ctx context.Context, what, actor, object string, detail a
 		}
 	}
 	s.opts.Log.Info("state changed", logChange, what, "object", object, logViews, len(changed))
+	s.ev.publish(Event{Time: s.opts.Now(), Action: what, Object: object, Actor: actor})
 	return nil
 }
 
@@ -234,7 +238,11 @@ func (s *State) PutNamespace(ctx context.Context, actor string, ns store.Namespa
 	if err := inv.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	return s.change(ctx, "namespace.put", actor, ns.Name, ns, func(tx store.Tx) ([]string, error) {
+	detail := map[string]any{"after": ns}
+	return s.change(ctx, "namespace.put", actor, ns.Name, detail, func(tx store.Tx) ([]string, error) {
+		if old, err := tx.GetNamespace(ns.Name); err == nil {
+			detail["before"] = old
+		}
 		if err := tx.PutNamespace(ns); err != nil {
 			return nil, err
 		}
@@ -256,15 +264,29 @@ func (s *State) ApplyPolicies(ctx context.Context, actor string, files ...policy
 	var docs []stored
 	var keys []string
 	for _, p := range ps {
-		out, err := yaml.Marshal(&p.NetworkPolicy)
+		out, err := PolicyYAML(p)
 		if err != nil {
-			return nil, fmt.Errorf("encoding policy %s: %w", p.Key(), err)
+			return nil, err
 		}
-		docs = append(docs, stored{p.Key(), string(out)})
+		docs = append(docs, stored{p.Key(), out})
 		keys = append(keys, p.Key())
 	}
-	err = s.change(ctx, "policy.apply", actor, fmt.Sprint(keys), docs, func(tx store.Tx) ([]string, error) {
+	before, after := map[string]string{}, map[string]string{}
+	for _, d := range docs {
+		after[d.key] = d.yaml
+	}
+	detail := map[string]any{"before": before, "after": after}
+	err = s.change(ctx, "policy.apply", actor, fmt.Sprint(keys), detail, func(tx store.Tx) ([]string, error) {
 		changed := map[string]bool{}
+		old, err := tx.ListPolicies()
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range old {
+			if _, ok := after[p.Namespace+"/"+p.Name]; ok {
+				before[p.Namespace+"/"+p.Name] = p.YAML
+			}
+		}
 		for i, p := range ps {
 			if err := s.ensureNamespace(tx, p.Namespace); err != nil {
 				return nil, err
@@ -291,10 +313,29 @@ func (s *State) ApplyPolicies(ctx context.Context, actor string, files ...policy
 	return keys, nil
 }
 
+// PolicyYAML is a policy as the store keeps it.
+func PolicyYAML(p *policy.Policy) (string, error) {
+	out, err := yaml.Marshal(&p.NetworkPolicy)
+	if err != nil {
+		return "", fmt.Errorf("encoding policy %s: %w", p.Key(), err)
+	}
+	return string(out), nil
+}
+
 // DeletePolicy removes one policy.
 func (s *State) DeletePolicy(ctx context.Context, actor, namespace, name string) error {
 	key := namespace + "/" + name
-	return s.change(ctx, "policy.delete", actor, key, nil, func(tx store.Tx) ([]string, error) {
+	detail := map[string]any{}
+	return s.change(ctx, "policy.delete", actor, key, detail, func(tx store.Tx) ([]string, error) {
+		ps, err := tx.ListPolicies()
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range ps {
+			if p.Namespace == namespace && p.Name == name {
+				detail["before"] = map[string]string{key: p.YAML}
+			}
+		}
 		if err := tx.DeletePolicy(namespace, name); err != nil {
 			return nil, err
 		}
@@ -310,11 +351,16 @@ type Enrollment struct {
 	Labels     map[string]string // the node's own; the token's labels win on conflict
 }
 
+// Cert is what a signer reports about the certificate it issued.
+type Cert struct {
+	Serial   string // hex
+	NotAfter time.Time
+}
+
 // Enroll consumes the join token, records the node with an overlay
 // address, and calls sign inside the same transaction to issue its first
 // SVID: if signing fails, the token is not used up and nothing is stored.
-// sign returns the certificate's serial.
-func (s *State) Enroll(ctx context.Context, e Enrollment, sign func(store.Node) (serial string, err error)) (store.Node, error) {
+func (s *State) Enroll(ctx context.Context, e Enrollment, sign func(store.Node) (Cert, error)) (store.Node, error) {
 	if errs := validation.IsDNS1123Label(e.Name); len(errs) > 0 {
 		return store.Node{}, fmt.Errorf("%w: node name %q: %s", ErrInvalid, e.Name, errs[0])
 	}
@@ -347,9 +393,11 @@ func (s *State) Enroll(ctx context.Context, e Enrollment, sign func(store.Node) 
 		}
 		now := s.opts.Now()
 		node = store.Node{Name: e.Name, Namespace: ns, Labels: labels, IP: ip, CreatedAt: now, LastSeen: now}
-		if node.CertSerial, err = sign(node); err != nil {
+		cert, err := sign(node)
+		if err != nil {
 			return nil, fmt.Errorf("signing the node's certificate: %w", err)
 		}
+		node.CertSerial, node.CertExpires = cert.Serial, cert.NotAfter
 		if err := tx.PutNode(node); err != nil {
 			return nil, err
 		}
@@ -360,16 +408,18 @@ func (s *State) Enroll(ctx context.Context, e Enrollment, sign func(store.Node) 
 
 // Renew records a node's new certificate, issued by sign inside the
 // transaction.
-func (s *State) Renew(ctx context.Context, name string, sign func(store.Node) (serial string, err error)) (store.Node, error) {
+func (s *State) Renew(ctx context.Context, name string, sign func(store.Node) (Cert, error)) (store.Node, error) {
 	var node store.Node
 	err := s.change(ctx, "node.renew", "node:"+name, name, nil, func(tx store.Tx) ([]string, error) {
 		var err error
 		if node, err = tx.GetNode(name); err != nil {
 			return nil, err
 		}
-		if node.CertSerial, err = sign(node); err != nil {
+		cert, err := sign(node)
+		if err != nil {
 			return nil, fmt.Errorf("signing the node's certificate: %w", err)
 		}
+		node.CertSerial, node.CertExpires = cert.Serial, cert.NotAfter
 		node.LastSeen = s.opts.Now()
 		return nil, tx.PutNode(node)
 	})
@@ -460,11 +510,13 @@ func appendNS(list []inventory.Namespace, ns string) []inventory.Namespace {
 // DeleteNode removes a node and its workloads, revokes its certificate and
 // frees its addresses; its peers drop it.
 func (s *State) DeleteNode(ctx context.Context, actor, name string) error {
-	return s.change(ctx, "node.delete", actor, name, nil, func(tx store.Tx) ([]string, error) {
+	detail := map[string]any{}
+	return s.change(ctx, "node.delete", actor, name, detail, func(tx store.Tx) ([]string, error) {
 		node, err := tx.GetNode(name)
 		if err != nil {
 			return nil, err
 		}
+		detail["before"] = node
 		ws, err := tx.ListWorkloads()
 		if err != nil {
 			return nil, err

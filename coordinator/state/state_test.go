@@ -53,9 +53,9 @@ func (e *env) token(id string, uses int) {
 	}
 }
 
-func (e *env) sign(store.Node) (string, error) {
+func (e *env) sign(store.Node) (Cert, error) {
 	e.n++
-	return fmt.Sprintf("%032x", e.n), nil
+	return Cert{Serial: fmt.Sprintf("%032x", e.n), NotAfter: e.now.Add(time.Hour)}, nil
 }
 
 func (e *env) enroll(tokenID, name string) store.Node {
@@ -189,7 +189,7 @@ func TestEnrollRollsBackWhenSigningFails(t *testing.T) {
 	e := newEnv(t)
 	e.token("once", 1)
 	_, err := e.s.Enroll(ctx, Enrollment{TokenID: "once", SecretHash: []byte("h-once"), Name: "n1"},
-		func(store.Node) (string, error) { return "", errors.New("boom") })
+		func(store.Node) (Cert, error) { return Cert{}, errors.New("boom") })
 	if err == nil {
 		t.Fatal("enroll succeeded although signing failed")
 	}

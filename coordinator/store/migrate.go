@@ -93,7 +93,36 @@ CREATE TABLE meta (
 	value TEXT NOT NULL
 );
 `,
-	// 2: flow records reported by the nodes (issue 7).
+	// 2: web console: users, their sessions, API tokens for automation,
+	// and when each node's certificate expires.
+	`
+ALTER TABLE nodes ADD COLUMN cert_expires INTEGER;
+CREATE TABLE users (
+	name          TEXT PRIMARY KEY,
+	role          TEXT NOT NULL,
+	password_hash TEXT NOT NULL,
+	created_at    INTEGER
+);
+CREATE TABLE sessions (
+	id_hash    BLOB PRIMARY KEY,
+	user_name  TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+	csrf       TEXT NOT NULL,
+	created_at INTEGER,
+	expires_at INTEGER NOT NULL
+);
+CREATE INDEX sessions_user ON sessions (user_name);
+CREATE TABLE api_tokens (
+	id          TEXT PRIMARY KEY,
+	name        TEXT NOT NULL,
+	role        TEXT NOT NULL,
+	secret_hash BLOB NOT NULL,
+	created_by  TEXT NOT NULL,
+	created_at  INTEGER,
+	expires_at  INTEGER,
+	revoked     INTEGER NOT NULL
+);
+`,
+	// 3: flow records reported by the nodes (issue 7).
 	`CREATE TABLE flows (
 	id           INTEGER PRIMARY KEY AUTOINCREMENT,
 	time         INTEGER NOT NULL,

@@ -1,6 +1,7 @@
 // Package store is the coordinator's persistent store: namespaces, nodes,
 // workloads, policies, join tokens, revoked certificate serials, overlay
-// address allocations, the audit log and a small key/value table.
+// address allocations, the audit log, a small key/value table, and the
+// web console's users, sessions and API tokens.
 //
 // The Store interface hides the backend. OpenSQLite opens the embedded
 // default (pure-Go SQLite, WAL, synchronous=FULL); a PostgreSQL backend can
@@ -75,6 +76,9 @@ type Node struct {
 	// CertSerial is the serial (hex) of the node's current SVID.
 	CertSerial          string
 	CreatedAt, LastSeen time.Time
+	// CertExpires is when the node's current SVID expires (zero if
+	// unknown: nodes enrolled before this was recorded).
+	CertExpires time.Time
 }
 
 // Workload is a workload declared by a node; its Node field names the node.
@@ -107,6 +111,38 @@ type AuditEntry struct {
 	ID                            int64
 	Time                          time.Time
 	Actor, Action, Object, Detail string
+}
+
+// User is a person who may use the web console or the admin API.
+type User struct {
+	Name string
+	// Role is "admin" (may change things) or "viewer" (reads only); the
+	// store does not interpret it.
+	Role string
+	// PasswordHash is an encoded argon2id hash (package auth).
+	PasswordHash string
+	CreatedAt    time.Time
+}
+
+// Session is a logged-in console session. The store keeps only a hash of
+// the session id that the browser holds in its cookie.
+type Session struct {
+	IDHash []byte
+	User   string
+	// CSRF is the token the console must send back on every change.
+	CSRF                 string
+	CreatedAt, ExpiresAt time.Time
+}
+
+// APIToken is a bearer token for automation. The store keeps only a hash
+// of its secret.
+type APIToken struct {
+	ID, Name, Role string
+	SecretHash     []byte
+	CreatedBy      string
+	// ExpiresAt is zero for a token that does not expire.
+	CreatedAt, ExpiresAt time.Time
+	Revoked              bool
 }
 
 // Store is the coordinator's persistent store.
@@ -203,4 +239,27 @@ type Tx interface {
 
 	GetMeta(key string) (string, error)
 	PutMeta(key, value string) error
+
+	// PutUser creates or replaces a user.
+	PutUser(User) error
+	GetUser(name string) (User, error)
+	ListUsers() ([]User, error)
+	// DeleteUser deletes a user and its sessions.
+	DeleteUser(name string) error
+
+	// PutSession stores a session; its user must exist.
+	PutSession(Session) error
+	// GetSession returns the session with that id hash, or ErrNotFound.
+	// It does not check expiry.
+	GetSession(idHash []byte) (Session, error)
+	DeleteSession(idHash []byte) error
+	// DeleteExpiredSessions deletes the sessions expired at now and
+	// returns how many.
+	DeleteExpiredSessions(now time.Time) (int, error)
+
+	// PutAPIToken creates or replaces an API token.
+	PutAPIToken(APIToken) error
+	GetAPIToken(id string) (APIToken, error)
+	ListAPITokens() ([]APIToken, error)
+	RevokeAPIToken(id string) error
 }

@@ -265,7 +265,7 @@ func (t *sqlTx) DeleteNamespace(name string) error {
 
 // ---- nodes
 
-const nodeCols = `name, namespace, labels, ip, public_key, endpoints, ports, cert_serial, created_at, last_seen`
+const nodeCols = `name, namespace, labels, ip, public_key, endpoints, ports, cert_serial, created_at, last_seen, cert_expires`
 
 // PutNode implements Tx.
 func (t *sqlTx) PutNode(n Node) error {
@@ -296,11 +296,16 @@ func (t *sqlTx) PutNode(n Node) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.exec(`INSERT INTO nodes (`+nodeCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	certExpires, err := encTime(what+": certificate expiry", n.CertExpires)
+	if err != nil {
+		return err
+	}
+	_, err = t.exec(`INSERT INTO nodes (`+nodeCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (name) DO UPDATE SET namespace = excluded.namespace, labels = excluded.labels, ip = excluded.ip,
 	public_key = excluded.public_key, endpoints = excluded.endpoints, ports = excluded.ports,
-	cert_serial = excluded.cert_serial, created_at = excluded.created_at, last_seen = excluded.last_seen`,
-		n.Name, n.Namespace, labels, encAddr(n.IP), n.PublicKey, endpoints, ports, n.CertSerial, created, seen)
+	cert_serial = excluded.cert_serial, created_at = excluded.created_at, last_seen = excluded.last_seen,
+	cert_expires = excluded.cert_expires`,
+		n.Name, n.Namespace, labels, encAddr(n.IP), n.PublicKey, endpoints, ports, n.CertSerial, created, seen, certExpires)
 	if isUniqueViolation(err, "nodes.ip") {
 		var other string
 		_ = t.queryRow(`SELECT name FROM nodes WHERE ip = ?`, encAddr(n.IP)).Scan(&other)
@@ -315,8 +320,8 @@ ON CONFLICT (name) DO UPDATE SET namespace = excluded.namespace, labels = exclud
 func scanNode(sc interface{ Scan(...any) error }) (Node, error) {
 	var n Node
 	var labels, ip, endpoints, ports string
-	var created, seen sql.NullInt64
-	if err := sc.Scan(&n.Name, &n.Namespace, &labels, &ip, &n.PublicKey, &endpoints, &ports, &n.CertSerial, &created, &seen); err != nil {
+	var created, seen, certExpires sql.NullInt64
+	if err := sc.Scan(&n.Name, &n.Namespace, &labels, &ip, &n.PublicKey, &endpoints, &ports, &n.CertSerial, &created, &seen, &certExpires); err != nil {
 		return Node{}, err
 	}
 	what := fmt.Sprintf("node %q", n.Name)
@@ -328,7 +333,7 @@ func scanNode(sc interface{ Scan(...any) error }) (Node, error) {
 		decJSON(what+": labels", labels, &n.Labels),
 		decJSON(what+": endpoints", endpoints, &n.Endpoints),
 		decJSON(what+": ports", ports, &n.Ports))
-	n.CreatedAt, n.LastSeen = decTime(created), decTime(seen)
+	n.CreatedAt, n.LastSeen, n.CertExpires = decTime(created), decTime(seen), decTime(certExpires)
 	return n, err
 }
 
@@ -709,4 +714,192 @@ func (t *sqlTx) PutMeta(key, value string) error {
 		return fmt.Errorf("meta %q: %w", key, err)
 	}
 	return nil
+}
+
+// ---- users, sessions, API tokens
+
+const userCols = `name, role, password_hash, created_at`
+
+// PutUser implements Tx.
+func (t *sqlTx) PutUser(u User) error {
+	what := fmt.Sprintf("user %q", u.Name)
+	switch {
+	case u.Name == "":
+		return errors.New("user: name is empty")
+	case u.Role == "":
+		return fmt.Errorf("%s: role is empty", what)
+	case u.PasswordHash == "":
+		return fmt.Errorf("%s: password hash is empty", what)
+	}
+	created, err := encTime(what+": created", u.CreatedAt)
+	if err != nil {
+		return err
+	}
+	_, err = t.exec(`INSERT INTO users (`+userCols+`) VALUES (?, ?, ?, ?)
+ON CONFLICT (name) DO UPDATE SET role = excluded.role, password_hash = excluded.password_hash, created_at = excluded.created_at`,
+		u.Name, u.Role, u.PasswordHash, created)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+func scanUser(sc interface{ Scan(...any) error }) (User, error) {
+	var u User
+	var created sql.NullInt64
+	err := sc.Scan(&u.Name, &u.Role, &u.PasswordHash, &created)
+	u.CreatedAt = decTime(created)
+	return u, err
+}
+
+// GetUser implements Tx.
+func (t *sqlTx) GetUser(name string) (User, error) {
+	u, err := scanUser(t.queryRow(`SELECT `+userCols+` FROM users WHERE name = ?`, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return User{}, fmt.Errorf("user %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return User{}, fmt.Errorf("user %q: %w", name, err)
+	}
+	return u, nil
+}
+
+// ListUsers implements Tx.
+func (t *sqlTx) ListUsers() ([]User, error) {
+	return list(t, "listing users", `SELECT `+userCols+` FROM users ORDER BY name`, scanUser)
+}
+
+// DeleteUser implements Tx.
+func (t *sqlTx) DeleteUser(name string) error {
+	// Sessions go with it: ON DELETE CASCADE.
+	res, err := t.exec(`DELETE FROM users WHERE name = ?`, name)
+	return deleted(fmt.Sprintf("user %q", name), res, err)
+}
+
+const sessionCols = `id_hash, user_name, csrf, created_at, expires_at`
+
+// PutSession implements Tx.
+func (t *sqlTx) PutSession(s Session) error {
+	what := fmt.Sprintf("session of user %q", s.User)
+	switch {
+	case len(s.IDHash) == 0:
+		return fmt.Errorf("%s: id hash is empty", what)
+	case s.CSRF == "":
+		return fmt.Errorf("%s: csrf token is empty", what)
+	case s.ExpiresAt.IsZero():
+		return fmt.Errorf("%s: no expiry time: a session must expire", what)
+	}
+	if ok, err := t.exists(`SELECT 1 FROM users WHERE name = ?`, s.User); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	} else if !ok {
+		return fmt.Errorf("%s: user does not exist: %w", what, ErrNotFound)
+	}
+	created, err := encTime(what+": created", s.CreatedAt)
+	if err != nil {
+		return err
+	}
+	expires, err := encTime(what+": expiry", s.ExpiresAt)
+	if err != nil {
+		return err
+	}
+	_, err = t.exec(`INSERT INTO sessions (`+sessionCols+`) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (id_hash) DO UPDATE SET user_name = excluded.user_name, csrf = excluded.csrf, created_at = excluded.created_at, expires_at = excluded.expires_at`,
+		s.IDHash, s.User, s.CSRF, created, expires)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// GetSession implements Tx.
+func (t *sqlTx) GetSession(idHash []byte) (Session, error) {
+	var s Session
+	var created, expires sql.NullInt64
+	err := t.queryRow(`SELECT `+sessionCols+` FROM sessions WHERE id_hash = ?`, idHash).Scan(&s.IDHash, &s.User, &s.CSRF, &created, &expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Session{}, fmt.Errorf("session: %w", ErrNotFound)
+	}
+	if err != nil {
+		return Session{}, fmt.Errorf("session: %w", err)
+	}
+	s.CreatedAt, s.ExpiresAt = decTime(created), decTime(expires)
+	return s, nil
+}
+
+// DeleteSession implements Tx.
+func (t *sqlTx) DeleteSession(idHash []byte) error {
+	res, err := t.exec(`DELETE FROM sessions WHERE id_hash = ?`, idHash)
+	return deleted("session", res, err)
+}
+
+// DeleteExpiredSessions implements Tx.
+func (t *sqlTx) DeleteExpiredSessions(now time.Time) (int, error) {
+	res, err := t.exec(`DELETE FROM sessions WHERE expires_at <= ?`, now.UnixNano())
+	if err != nil {
+		return 0, fmt.Errorf("deleting expired sessions: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
+const apiTokenCols = `id, name, role, secret_hash, created_by, created_at, expires_at, revoked`
+
+// PutAPIToken implements Tx.
+func (t *sqlTx) PutAPIToken(tok APIToken) error {
+	what := fmt.Sprintf("API token %s", tok.ID)
+	switch {
+	case tok.ID == "":
+		return errors.New("API token: ID is empty")
+	case len(tok.SecretHash) == 0:
+		return fmt.Errorf("%s: secret hash is empty", what)
+	case tok.Role == "":
+		return fmt.Errorf("%s: role is empty", what)
+	}
+	created, err := encTime(what+": created", tok.CreatedAt)
+	if err != nil {
+		return err
+	}
+	expires, err := encTime(what+": expiry", tok.ExpiresAt)
+	if err != nil {
+		return err
+	}
+	_, err = t.exec(`INSERT INTO api_tokens (`+apiTokenCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET name = excluded.name, role = excluded.role, secret_hash = excluded.secret_hash,
+	created_by = excluded.created_by, created_at = excluded.created_at, expires_at = excluded.expires_at, revoked = excluded.revoked`,
+		tok.ID, tok.Name, tok.Role, tok.SecretHash, tok.CreatedBy, created, expires, tok.Revoked)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+func scanAPIToken(sc interface{ Scan(...any) error }) (APIToken, error) {
+	var tok APIToken
+	var created, expires sql.NullInt64
+	err := sc.Scan(&tok.ID, &tok.Name, &tok.Role, &tok.SecretHash, &tok.CreatedBy, &created, &expires, &tok.Revoked)
+	tok.CreatedAt, tok.ExpiresAt = decTime(created), decTime(expires)
+	return tok, err
+}
+
+// GetAPIToken implements Tx.
+func (t *sqlTx) GetAPIToken(id string) (APIToken, error) {
+	tok, err := scanAPIToken(t.queryRow(`SELECT `+apiTokenCols+` FROM api_tokens WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return APIToken{}, fmt.Errorf("API token %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return APIToken{}, fmt.Errorf("API token %s: %w", id, err)
+	}
+	return tok, nil
+}
+
+// ListAPITokens implements Tx.
+func (t *sqlTx) ListAPITokens() ([]APIToken, error) {
+	return list(t, "listing API tokens", `SELECT `+apiTokenCols+` FROM api_tokens ORDER BY id`, scanAPIToken)
+}
+
+// RevokeAPIToken implements Tx.
+func (t *sqlTx) RevokeAPIToken(id string) error {
+	res, err := t.exec(`UPDATE api_tokens SET revoked = ? WHERE id = ?`, true, id)
+	return deleted(fmt.Sprintf("revoking API token %s", id), res, err)
 }

@@ -104,6 +104,7 @@ const (
 	ReasonProtocol                    // dropped: not TCP, UDP, SCTP or ICMP
 	ReasonMalformed                   // dropped: truncated or invalid header
 	ReasonConnectDenied               // refused: connect/sendmsg of a workload socket (EPERM)
+	ReasonRevoked                     // dropped: tracked flow the new rule set no longer allows
 	ReasonEventLost                   // an event did not fit in the ring buffer
 	ReasonMonitor                     // denied, but passed: the workload is in monitor mode
 	numReasons
@@ -112,7 +113,7 @@ const (
 var reasonNames = [...]string{
 	"allow-all", "any", "identity", "cidr", "tracked", "icmp-echo", "not-ipv4",
 	"policy", "no-local-workload", "tcp-not-syn", "fragment", "icmp", "protocol", "malformed",
-	"connect-denied", "event-lost", "monitor",
+	"connect-denied", "revoked", "event-lost", "monitor",
 }
 
 func (r Reason) String() string {

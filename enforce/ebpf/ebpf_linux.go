@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -208,6 +209,13 @@ func (e *Enforcer) AttachTCX(ifindex int) error {
 		l.Close()
 		e.links[dir] = nil
 	}
+	ifc, err := net.InterfaceByIndex(ifindex)
+	if err != nil {
+		return fmt.Errorf("attaching to interface %d: %w", ifindex, err)
+	}
+	if err := e.setL3Offset(linkHeaderLen(ifc)); err != nil {
+		return fmt.Errorf("attaching to %s: %w", ifc.Name, err)
+	}
 	for dir, attach := range [2]ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
 		name := [2]string{pinIngress, pinEgress}[dir]
 		if e.links[dir] != nil {
@@ -222,6 +230,33 @@ func (e *Enforcer) AttachTCX(ifindex int) error {
 			return fmt.Errorf("pinning %s link: %w", Direction(dir), err)
 		}
 		e.links[dir] = l
+	}
+	return nil
+}
+
+// linkHeaderLen is the length of ifc's link header, where the programs find
+// the IP header: none on a TUN or WireGuard device (no hardware address),
+// 14 on Ethernet.
+func linkHeaderLen(ifc *net.Interface) uint32 {
+	if len(ifc.HardwareAddr) == 6 {
+		return 14
+	}
+	return 0
+}
+
+// setL3Offset tells the programs where the IP header starts in the packet
+// data they see; the caller holds e.mu.
+func (e *Enforcer) setL3Offset(n uint32) error {
+	var cfg bpf.LatchSettings
+	if err := e.objs.Config.Lookup(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("reading config: %w", err)
+	}
+	if cfg.L3Offset == n {
+		return nil
+	}
+	cfg.L3Offset = n
+	if err := e.objs.Config.Put(uint32(0), &cfg); err != nil {
+		return fmt.Errorf("writing config: %w", err)
 	}
 	return nil
 }
@@ -539,11 +574,18 @@ func encode(t *Tables) entries {
 // Counters.EventsSkipped and discarded.
 func (e *Enforcer) Events() <-chan Event { return e.events }
 
+// eventPoll is how often the event reader looks at the ring buffer when the
+// programs have not woken it (they do only when 1/16 of it is waiting).
+const eventPoll = 100 * time.Millisecond
+
 func (e *Enforcer) readEvents() {
 	defer close(e.done)
 	defer close(e.events)
 	var rec ringbuf.Record
 	for {
+		// The programs wake the reader only when much is waiting; the
+		// deadline bounds how late a lone event is read.
+		e.reader.SetDeadline(time.Now().Add(eventPoll))
 		if err := e.reader.ReadInto(&rec); err != nil {
 			if errors.Is(err, ringbuf.ErrClosed) {
 				return

@@ -24,6 +24,7 @@ var pure = []string{
 	"view",
 	"internal/strictyaml",
 	"enforce/userspace",
+	"coordinator/auth",
 	"suggest",
 	"node/flowlog",
 }

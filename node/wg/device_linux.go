@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -216,11 +217,36 @@ func (d *linuxDevice) Apply(peers []Peer) error {
 	if !changed {
 		return nil
 	}
+	held := holdKeepalives(dev.Peers, &cfg, d.pub)
 	if err := d.client.ConfigureDevice(d.name, cfg); err != nil {
 		return fmt.Errorf("configuring peers of %s: %w", d.name, err)
 	}
 	d.log.Debug("applied peers", logPeers, len(cfg.Peers))
+	if len(held) > 0 {
+		time.AfterFunc(releaseAfter(), func() { d.release(held) })
+	}
 	return nil
+}
+
+// release sets the keepalives holdKeepalives held back (see kick.go).
+func (d *linuxDevice) release(held map[wgtypes.Key]time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	dev, err := d.client.Device(d.name)
+	if err != nil {
+		d.log.Warn("reading peers to set their keepalives", logErr, err)
+		return
+	}
+	cfg, ok := releaseKeepalives(dev.Peers, held)
+	if !ok {
+		return
+	}
+	if err := d.client.ConfigureDevice(d.name, cfg); err != nil {
+		d.log.Warn("setting the keepalives of new peers", logErr, err)
+	}
 }
 
 // SetAddresses implements Device.

@@ -1,0 +1,119 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a log sink read while the coordinator writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestCoordinatorConsoleAndUsers runs the real coordinator command on
+// loopback: it makes the first admin (password printed and written
+// 0600), serves the console, and `latch admin user` manages users.
+func TestCoordinatorConsoleAndUsers(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	log := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- runCoordinator(ctx, coordinatorFlags{listen: "127.0.0.1:0", dataDir: dir, trustDomain: "example.test",
+			baseline: "deny", svidTTL: time.Hour, keepalive: 10 * time.Second}, log)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	addrRE := regexp.MustCompile(`msg="coordinator listening" addr=(\S+)`)
+	var addr string
+	for deadline := time.Now().Add(60 * time.Second); addr == ""; {
+		if m := addrRE.FindStringSubmatch(log.String()); m != nil {
+			addr = m[1]
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the coordinator did not start:\n%s", log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pwFile := filepath.Join(dir, "admin-password")
+	fi, err := os.Stat(pwFile)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("%s: %v %v; want a 0600 file", pwFile, fi, err)
+	}
+	pw, _ := os.ReadFile(pwFile)
+	if !strings.Contains(log.String(), "password="+strings.TrimSpace(string(pw))) {
+		t.Errorf("the first admin's password is not in the log:\n%s", log.String())
+	}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := c.Get("https://" + addr + "/console/login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("console login page: %d", resp.StatusCode)
+	}
+
+	latch := func(args ...string) (string, int) {
+		var out, errb bytes.Buffer
+		args = append(args, "--coordinator", "https://"+addr, "--token-file", filepath.Join(dir, "admin.token"))
+		code := Run(context.Background(), args, &out, &errb)
+		return out.String() + errb.String(), code
+	}
+	out, code := latch("admin", "user", "create", "bob", "--role", "viewer")
+	if code != 0 || !regexp.MustCompile(`user bob \(viewer\) created; password \(shown once\): \S{12,}`).MatchString(out) {
+		t.Fatalf("user create: %d %s", code, out)
+	}
+	if out, code := latch("admin", "user", "create", "eve", "--role", "root"); code == 0 || !strings.Contains(out, "must be admin or viewer") {
+		t.Errorf("bad role: %d %s", code, out)
+	}
+	out, code = latch("admin", "user", "list")
+	if code != 0 || !regexp.MustCompile(`(?m)^admin\s+admin\s`).MatchString(out) || !regexp.MustCompile(`(?m)^bob\s+viewer\s`).MatchString(out) {
+		t.Errorf("user list: %d %s", code, out)
+	}
+	if out, code := latch("admin", "user", "delete", "bob"); code != 0 || !strings.Contains(out, "user bob deleted") {
+		t.Errorf("user delete: %d %s", code, out)
+	}
+	out, code = latch("admin", "apitoken", "create", "ci", "--role", "viewer")
+	if code != 0 || !strings.HasPrefix(out, "latchapi.") {
+		t.Fatalf("apitoken create: %d %s", code, out)
+	}
+	// The API token works as the CLI's token, and reads only.
+	tokFile := filepath.Join(t.TempDir(), "api.token")
+	os.WriteFile(tokFile, []byte(out), 0o600)
+	var o, e bytes.Buffer
+	base := []string{"--coordinator", "https://" + addr, "--token-file", tokFile, "--ca-file", filepath.Join(dir, "ca.crt")}
+	if code := Run(context.Background(), append([]string{"admin", "node", "list"}, base...), &o, &e); code != 0 {
+		t.Errorf("node list with a viewer API token: %d %s", code, e.String())
+	}
+	e.Reset()
+	if code := Run(context.Background(), append([]string{"admin", "namespace", "set", "x"}, base...), &o, &e); code == 0 || !strings.Contains(e.String(), "may only read") {
+		t.Errorf("namespace set with a viewer API token: %d %s", code, e.String())
+	}
+	if out, code := latch("admin", "apitoken", "list"); code != 0 || !strings.Contains(out, "ci") {
+		t.Errorf("apitoken list: %d %s", code, out)
+	}
+}

@@ -1,0 +1,427 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/latchnet/latch/coordinator/auth"
+	"github.com/latchnet/latch/coordinator/state"
+	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/policy"
+)
+
+// This file holds the admin endpoints the web console added: users, API
+// tokens, node status, policy validation with the diff, "what if", the
+// connectivity graph and the event stream. The CLI may use them too.
+
+func (s *Server) whoami(c echo.Context) error { return c.JSON(http.StatusOK, PrincipalOf(c)) }
+
+// UserInfo is a user without its password hash.
+type UserInfo struct {
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// UserRequest creates a user. An empty Password has one generated and
+// returned once.
+type UserRequest struct {
+	Name     string `json:"name"`
+	Role     string `json:"role"`
+	Password string `json:"password,omitempty"`
+}
+
+func (s *Server) listUsers(c echo.Context) error {
+	return s.read(c, func(tx store.Tx) (any, error) {
+		us, err := tx.ListUsers()
+		out := make([]UserInfo, 0, len(us))
+		for _, u := range us {
+			out = append(out, UserInfo{u.Name, u.Role, u.CreatedAt})
+		}
+		return out, err
+	})
+}
+
+func (s *Server) createUser(c echo.Context) error {
+	var req UserRequest
+	if err := bind(c, &req); err != nil {
+		return err
+	}
+	if err := auth.CheckUserName(req.Name); err != nil {
+		return fail(http.StatusBadRequest, "invalid", "%v", err)
+	}
+	if err := auth.CheckRole(req.Role); err != nil {
+		return fail(http.StatusBadRequest, "invalid", "%v", err)
+	}
+	generated := req.Password == ""
+	if generated {
+		req.Password = auth.NewPassword()
+	}
+	if err := auth.CheckPassword(req.Password); err != nil {
+		return fail(http.StatusBadRequest, "invalid", "%v", err)
+	}
+	hash, err := auth.HashPassword(req.Password)
+	if err != nil {
+		return err
+	}
+	if err := s.cfg.State.CreateUser(c.Request().Context(), PrincipalOf(c).Name, store.User{Name: req.Name, Role: req.Role, PasswordHash: hash}); err != nil {
+		return err
+	}
+	out := UserRequest{Name: req.Name, Role: req.Role}
+	if generated {
+		out.Password = req.Password
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) deleteUser(c echo.Context) error {
+	if err := s.cfg.State.DeleteUser(c.Request().Context(), PrincipalOf(c).Name, c.Param("name")); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// APITokenInfo is an API token without its secret.
+type APITokenInfo struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	CreatedBy string    `json:"createdBy"`
+	CreatedAt time.Time `json:"createdAt"`
+	ExpiresAt time.Time `json:"expiresAt"`
+	Revoked   bool      `json:"revoked"`
+}
+
+// APITokenRequest creates an API token; TTL "" means it does not expire.
+type APITokenRequest struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
+	TTL  string `json:"ttl,omitempty"`
+}
+
+// APITokenResponse carries the token, shown once.
+type APITokenResponse struct {
+	ID    string `json:"id"`
+	Token string `json:"token"`
+}
+
+func (s *Server) listAPITokens(c echo.Context) error {
+	return s.read(c, func(tx store.Tx) (any, error) {
+		ts, err := tx.ListAPITokens()
+		out := make([]APITokenInfo, 0, len(ts))
+		for _, t := range ts {
+			out = append(out, APITokenInfo{t.ID, t.Name, t.Role, t.CreatedBy, t.CreatedAt, t.ExpiresAt, t.Revoked})
+		}
+		return out, err
+	})
+}
+
+func (s *Server) createAPIToken(c echo.Context) error {
+	var req APITokenRequest
+	if err := bind(c, &req); err != nil {
+		return err
+	}
+	var expires time.Time
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 {
+			return fail(http.StatusBadRequest, "invalid", "ttl %q: want a positive duration such as 720h, or nothing for a token that does not expire", req.TTL)
+		}
+		expires = s.cfg.Now().Add(d)
+	}
+	tok, id, secret := auth.NewAPIToken()
+	err := s.cfg.State.AddAPIToken(c.Request().Context(), PrincipalOf(c).Name, store.APIToken{
+		ID: id, Name: strings.TrimSpace(req.Name), Role: req.Role, SecretHash: auth.HashSecret(secret), ExpiresAt: expires})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, APITokenResponse{ID: id, Token: tok})
+}
+
+func (s *Server) revokeAPIToken(c echo.Context) error {
+	if err := s.cfg.State.RevokeAPIToken(c.Request().Context(), PrincipalOf(c).Name, c.Param("id")); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// NodeStatus is a node with its SPIFFE ID and whether its view stream is
+// connected.
+type NodeStatus struct {
+	store.Node
+	SPIFFEID string `json:"spiffeID"`
+	Online   bool   `json:"online"`
+}
+
+// Status is the overview: nodes, namespaces, the baseline.
+type Status struct {
+	Now        time.Time         `json:"now"`
+	Baseline   policy.Baseline   `json:"baseline"`
+	SVIDTTL    string            `json:"svidTTL"`
+	Nodes      []NodeStatus      `json:"nodes"`
+	Namespaces []store.Namespace `json:"namespaces"`
+}
+
+func (s *Server) status(c echo.Context) error {
+	online := s.cfg.State.Online()
+	return s.read(c, func(tx store.Tx) (any, error) {
+		nodes, err := tx.ListNodes()
+		if err != nil {
+			return nil, err
+		}
+		nss, err := tx.ListNamespaces()
+		if err != nil {
+			return nil, err
+		}
+		out := Status{Now: s.cfg.Now(), Baseline: s.cfg.State.Baseline(), SVIDTTL: s.cfg.SVIDTTL.String(),
+			Nodes: make([]NodeStatus, 0, len(nodes)), Namespaces: append([]store.Namespace{}, nss...)}
+		for _, n := range nodes {
+			ns := NodeStatus{Node: n, Online: online[n.Name]}
+			if id, err := s.cfg.CA.NodeID(n.Name); err == nil {
+				ns.SPIFFEID = id.String()
+			}
+			out.Nodes = append(out.Nodes, ns)
+		}
+		return out, nil
+	})
+}
+
+// PolicyProblem is one validation error, at its line of the request.
+type PolicyProblem struct {
+	Document int    `json:"document,omitempty"`
+	Line     int    `json:"line,omitempty"`
+	Field    string `json:"field,omitempty"`
+	Reason   string `json:"reason"`
+	Message  string `json:"message"`
+}
+
+// PolicyChange is one policy as stored now (Before, "" if new) and as it
+// would be stored (After).
+type PolicyChange struct {
+	Key    string `json:"key"`
+	Before string `json:"before"`
+	After  string `json:"after"`
+}
+
+// Validation is the answer of policies/validate.
+type Validation struct {
+	Valid    bool            `json:"valid"`
+	Problems []PolicyProblem `json:"problems,omitempty"`
+	Changes  []PolicyChange  `json:"changes,omitempty"`
+}
+
+// validatePolicies checks policy YAML without applying it and returns
+// the validator's problems with their lines, or the change it would make.
+func (s *Server) validatePolicies(c echo.Context) error {
+	body, err := io.ReadAll(io.LimitReader(c.Request().Body, 8<<20))
+	if err != nil {
+		return fail(http.StatusBadRequest, "bad_request", "reading the policy: %v", err)
+	}
+	ps, err := policy.ParseFiles(policy.File{Name: "editor", Data: body})
+	var ve *policy.ValidationError
+	if errors.As(err, &ve) {
+		out := Validation{}
+		for _, fe := range ve.Errors {
+			out.Problems = append(out.Problems, PolicyProblem{Document: fe.Document, Line: fe.Line, Field: fe.Field, Reason: fe.Reason, Message: fe.Error()})
+		}
+		return c.JSON(http.StatusOK, out)
+	}
+	if err != nil {
+		return err
+	}
+	if len(ps) == 0 {
+		return c.JSON(http.StatusOK, Validation{Problems: []PolicyProblem{{Reason: "no NetworkPolicy documents found", Message: "no NetworkPolicy documents found: paste at least one"}}})
+	}
+	return s.read(c, func(tx store.Tx) (any, error) {
+		stored, err := tx.ListPolicies()
+		if err != nil {
+			return nil, err
+		}
+		out := Validation{Valid: true}
+		for _, p := range ps {
+			after, err := state.PolicyYAML(p)
+			if err != nil {
+				return nil, err
+			}
+			ch := PolicyChange{Key: p.Key(), After: after}
+			for _, sp := range stored {
+				if sp.Namespace == p.Namespace && sp.Name == p.Name {
+					ch.Before = sp.YAML
+				}
+			}
+			out.Changes = append(out.Changes, ch)
+		}
+		return out, nil
+	})
+}
+
+// WhatIf is the answer of whatif: the verdict and the policies deciding it.
+type WhatIf struct {
+	From     string             `json:"from"`
+	To       string             `json:"to"`
+	Port     uint16             `json:"port"`
+	Protocol inventory.Protocol `json:"protocol"`
+	Baseline policy.Baseline    `json:"baseline"`
+	policy.Verdict
+}
+
+func (s *Server) whatIf(c echo.Context) error {
+	from, to := c.QueryParam("from"), c.QueryParam("to")
+	port, err := strconv.ParseUint(c.QueryParam("port"), 10, 16)
+	if err != nil || port == 0 {
+		return fail(http.StatusBadRequest, "invalid", "port %q: want a port number from 1 to 65535", c.QueryParam("port"))
+	}
+	proto := inventory.Protocol(strings.ToUpper(c.QueryParam("protocol")))
+	if proto == "" {
+		proto = inventory.TCP
+	}
+	if !proto.Valid() {
+		return fail(http.StatusBadRequest, "invalid", "protocol %q: want TCP, UDP or SCTP", proto)
+	}
+	ev, ws, err := s.cfg.State.Evaluator(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	find := func(key, what string) (*inventory.Workload, error) {
+		for i := range ws {
+			if ws[i].Key() == key {
+				return &ws[i], nil
+			}
+		}
+		return nil, fail(http.StatusNotFound, "not_found", "%s %q: no such workload or node; give it as NAMESPACE/NAME (see the workloads and nodes lists)", what, key)
+	}
+	src, err := find(from, "source")
+	if err != nil {
+		return err
+	}
+	dst, err := find(to, "destination")
+	if err != nil {
+		return err
+	}
+	v := ev.Decide(src, dst, proto, uint16(port))
+	return c.JSON(http.StatusOK, WhatIf{From: from, To: to, Port: uint16(port), Protocol: proto, Baseline: ev.Baseline(), Verdict: v})
+}
+
+// GraphNode is a workload (or a node, standing for itself) in the graph.
+type GraphNode struct {
+	Key       string `json:"key"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	Node      string `json:"node,omitempty"`
+	IsNode    bool   `json:"isNode,omitempty"`
+}
+
+// GraphEdge says From may reach To on Ports.
+type GraphEdge struct {
+	From  string   `json:"from"`
+	To    string   `json:"to"`
+	Ports []string `json:"ports"`
+}
+
+// Graph is who may talk to whom on the ports destinations declare.
+type Graph struct {
+	Nodes []GraphNode `json:"nodes"`
+	Edges []GraphEdge `json:"edges"`
+}
+
+// graph returns the connectivity graph; with ?namespace=NS only the
+// workloads of NS and the edges that touch them (and their other ends).
+func (s *Server) graph(c echo.Context) error {
+	ns := c.QueryParam("namespace")
+	ev, ws, err := s.cfg.State.Evaluator(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	nodeNames := map[string]bool{}
+	err = s.cfg.State.Read(c.Request().Context(), func(tx store.Tx) error {
+		nodes, err := tx.ListNodes()
+		for _, n := range nodes {
+			nodeNames[n.Namespace+"/"+n.Name] = true
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	edges := map[[2]string][]string{}
+	for _, r := range ev.TruthTable(ws) {
+		if r.Allowed {
+			k := [2]string{r.From, r.To}
+			edges[k] = append(edges[k], fmt.Sprintf("%d/%s", r.Port, r.Protocol))
+		}
+	}
+	inNS := func(key string) bool { return ns == "" || strings.HasPrefix(key, ns+"/") }
+	keep := map[string]bool{}
+	out := Graph{Nodes: []GraphNode{}, Edges: []GraphEdge{}}
+	for k, ports := range edges {
+		if inNS(k[0]) || inNS(k[1]) {
+			keep[k[0]], keep[k[1]] = true, true
+			out.Edges = append(out.Edges, GraphEdge{From: k[0], To: k[1], Ports: ports})
+		}
+	}
+	for _, w := range ws {
+		if keep[w.Key()] || inNS(w.Key()) {
+			out.Nodes = append(out.Nodes, GraphNode{Key: w.Key(), Namespace: w.Namespace, Name: w.Name, Node: w.Node, IsNode: nodeNames[w.Key()]})
+		}
+	}
+	slices.SortFunc(out.Edges, func(a, b GraphEdge) int { return strings.Compare(a.From+" "+a.To, b.From+" "+b.To) })
+	return c.JSON(http.StatusOK, out)
+}
+
+// eventKeepalive is how often the event stream sends a comment so that
+// proxies and the browser keep the connection.
+const eventKeepalive = 15 * time.Second
+
+// events streams state events as server-sent events: "change" with an
+// Event as data, and "resync" when events were lost.
+func (s *Server) events(c echo.Context) error {
+	w := c.Response()
+	w.Header().Set(echo.HeaderContentType, "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	if _, err := io.WriteString(w, ": latch events\n\n"); err != nil {
+		return nil
+	}
+	w.Flush()
+	watcher, stop := s.cfg.State.Watch()
+	defer stop()
+	tick := time.NewTicker(eventKeepalive)
+	defer tick.Stop()
+	ctx := c.Request().Context()
+	for {
+		var msg string
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			msg = ": keepalive\n\n"
+		case ev := <-watcher.C:
+			if watcher.Lost() {
+				msg = "event: resync\ndata: {}\n\n"
+			}
+			data, err := jsonString(ev)
+			if err != nil {
+				return err
+			}
+			msg += "event: change\ndata: " + data + "\n\n"
+		}
+		if _, err := io.WriteString(w, msg); err != nil {
+			return nil
+		}
+		w.Flush()
+	}
+}
+
+func jsonString(v any) (string, error) {
+	b, err := json.Marshal(v)
+	return string(b), err
+}

@@ -1,0 +1,646 @@
+'use strict';
+// The Latch web console. Every read and change goes through the admin API
+// (/v1/admin/...) with the session cookie; changes carry the session's
+// CSRF token in the X-CSRF-Token header.
+
+const app = { me: null, page: 'overview', status: null, renderSeq: 0 };
+
+class APIError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+async function api(method, path, body, contentType) {
+  const opts = { method, credentials: 'same-origin', headers: {} };
+  if (method !== 'GET' && method !== 'HEAD') {
+    opts.headers['X-CSRF-Token'] = app.me ? app.me.csrf : '';
+  }
+  if (body !== undefined) {
+    opts.headers['Content-Type'] = contentType || 'application/json';
+    opts.body = contentType ? body : JSON.stringify(body);
+  }
+  const resp = await fetch(path, opts);
+  if (resp.status === 401) {
+    window.location.assign('/console/login');
+    throw new APIError(401, 'not logged in');
+  }
+  const text = await resp.text();
+  let data = null;
+  if (text) { try { data = JSON.parse(text); } catch (e) { data = text; } }
+  if (!resp.ok) {
+    throw new APIError(resp.status, (data && data.error) || ('the coordinator answered ' + resp.status));
+  }
+  return data;
+}
+
+// h builds an element: h('button', {type: 'button', onclick: fn}, 'Save').
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v;
+    else if (k === 'text') el.textContent = v;
+    else if (k === 'value') el.value = v;
+    else if (v === true) el.setAttribute(k, '');
+    else el.setAttribute(k, String(v));
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+let fieldSeq = 0;
+// field is a labelled form control.
+function field(label, control, hint) {
+  if (!control.id) control.id = 'f' + (++fieldSeq);
+  const parts = [h('label', { for: control.id }, label), control];
+  if (hint) {
+    const hid = control.id + '-hint';
+    control.setAttribute('aria-describedby', hid);
+    parts.push(h('span', { id: hid, class: 'hint' }, hint));
+  }
+  return h('div', { class: 'field' }, parts);
+}
+
+function table(headers, rows, caption) {
+  return h('table', {},
+    caption ? h('caption', { class: 'muted' }, caption) : null,
+    h('thead', {}, h('tr', {}, headers.map((x) => h('th', { scope: 'col' }, x)))),
+    h('tbody', {}, rows.length ? rows.map((r) => h('tr', {}, r.map((c) => h('td', {}, c))))
+      : h('tr', {}, h('td', { colspan: headers.length, class: 'muted' }, 'None.'))));
+}
+
+const isAdmin = () => app.me && app.me.role === 'admin';
+const fmtLabels = (l) => Object.entries(l || {}).sort().map(([k, v]) => k + '=' + v).join(', ');
+function fmtTime(t) {
+  if (!t || t.startsWith('0001-')) return '—';
+  return new Date(t).toLocaleString();
+}
+function ago(t) {
+  if (!t || t.startsWith('0001-')) return 'never';
+  const s = Math.round((Date.now() - new Date(t).getTime()) / 1000);
+  if (s < 60) return s + ' s ago';
+  if (s < 3600) return Math.round(s / 60) + ' min ago';
+  if (s < 86400) return Math.round(s / 3600) + ' h ago';
+  return Math.round(s / 86400) + ' d ago';
+}
+function parseLabels(s) {
+  const out = {};
+  for (const part of s.split(',').map((x) => x.trim()).filter(Boolean)) {
+    const i = part.indexOf('=');
+    if (i <= 0) throw new Error('label "' + part + '": write labels as key=value, separated by commas');
+    out[part.slice(0, i).trim()] = part.slice(i + 1).trim();
+  }
+  return out;
+}
+
+function notice(msg, isError) {
+  const n = document.getElementById('notice');
+  n.textContent = msg;
+  n.className = 'notice' + (isError ? ' error' : '');
+}
+
+// run performs a change and reports its outcome.
+async function run(what, fn) {
+  try {
+    const r = await fn();
+    notice(what + ': done.');
+    return r;
+  } catch (e) {
+    notice(what + ' failed: ' + e.message, true);
+    throw e;
+  }
+}
+
+function confirmDialog(text) {
+  const dlg = document.getElementById('confirm');
+  document.getElementById('confirm-text').textContent = text;
+  return new Promise((resolve) => {
+    const yes = document.getElementById('confirm-yes');
+    const no = document.getElementById('confirm-no');
+    const done = (v) => {
+      yes.removeEventListener('click', onYes);
+      no.removeEventListener('click', onNo);
+      dlg.removeEventListener('cancel', onNo);
+      dlg.close();
+      resolve(v);
+    };
+    const onYes = () => done(true);
+    const onNo = () => done(false);
+    yes.addEventListener('click', onYes);
+    no.addEventListener('click', onNo);
+    dlg.addEventListener('cancel', onNo);
+    dlg.showModal();
+    no.focus();
+  });
+}
+
+function viewerNote() {
+  return isAdmin() ? '' : h('p', { class: 'hint', id: 'viewer-note' }, 'You are a viewer: you can look at everything but change nothing.');
+}
+
+// copyButton copies the value of input.
+function copyButton(input, label) {
+  return h('button', { type: 'button', class: 'secondary', onclick: async () => {
+    input.select();
+    try { await navigator.clipboard.writeText(input.value); notice('Copied.'); } catch (e) { document.execCommand('copy'); notice('Copied.'); }
+  } }, label || 'Copy');
+}
+
+// ---- pages
+
+const pages = {};
+
+pages.overview = async (main) => {
+  const [st, flows] = await Promise.all([api('GET', '/v1/admin/status'), api('GET', '/v1/admin/flows/denied')]);
+  app.status = st;
+  const online = st.nodes.filter((n) => n.online);
+  const offline = st.nodes.filter((n) => !n.online);
+  const ttlMs = parseDuration(st.svidTTL);
+  const now = new Date(st.now).getTime();
+  const expiring = st.nodes.filter((n) => n.CertExpires && !n.CertExpires.startsWith('0001-') &&
+    new Date(n.CertExpires).getTime() - now < ttlMs / 4);
+  main.append(
+    h('h1', { tabindex: '-1' }, 'Overview'),
+    h('div', { class: 'cards' },
+      h('section', { class: 'card', 'aria-labelledby': 'ov-nodes' },
+        h('h2', { id: 'ov-nodes' }, 'Nodes'),
+        h('p', {}, h('span', { class: 'big ok', id: 'nodes-online' }, String(online.length)), ' online · ',
+          h('span', { class: 'big bad', id: 'nodes-offline' }, String(offline.length)), ' offline'),
+        h('ul', {}, st.nodes.map((n) => h('li', {}, h('a', { href: '#nodes' }, n.Name), ' ',
+          h('span', { class: 'badge ' + (n.online ? 'online' : 'offline') }, n.online ? 'online' : 'offline'))))),
+      h('section', { class: 'card', 'aria-labelledby': 'ov-svid' },
+        h('h2', { id: 'ov-svid' }, 'SVIDs close to expiry'),
+        expiring.length ? h('ul', {}, expiring.map((n) => h('li', { class: 'warn' }, n.Name + ': expires ' + fmtTime(n.CertExpires))))
+          : h('p', { class: 'muted' }, 'None: every node certificate has more than a quarter of its lifetime (' + st.svidTTL + ') left.')),
+      h('section', { class: 'card', 'aria-labelledby': 'ov-ns' },
+        h('h2', { id: 'ov-ns' }, 'Namespaces'),
+        table(['Namespace', 'Mode'], (st.namespaces || []).map((ns) => [ns.Name, h('span', { class: 'badge ' + ns.Mode }, ns.Mode)])),
+        h('p', { class: 'hint' }, 'Baseline for directions no policy isolates: ' + st.baseline + '.')),
+      h('section', { class: 'card', 'aria-labelledby': 'ov-flows' },
+        h('h2', { id: 'ov-flows' }, 'Recent denied flows'),
+        !flows.available ? h('p', { class: 'muted', id: 'no-flow-data' }, 'No flow data yet: flow telemetry is not available on this coordinator.')
+          : flows.flows.length === 0 ? h('p', { class: 'muted' }, 'No denied flows recently.')
+            : table(['When', 'From', 'To', 'Port', 'Node'], flows.flows.map((f) => [fmtTime(f.time), f.from, f.to,
+              f.port + '/' + f.protocol + (f.monitor ? ' (monitor)' : ''), f.node || ''])))));
+};
+
+function parseDuration(s) {
+  let ms = 0;
+  const re = /([\d.]+)(h|ms|m|s|us|µs|ns)/g;
+  let m;
+  const unit = { h: 3600e3, m: 60e3, s: 1e3, ms: 1, us: 1e-3, 'µs': 1e-3, ns: 1e-6 };
+  while ((m = re.exec(s)) !== null) ms += parseFloat(m[1]) * unit[m[2]];
+  return ms || 3600e3;
+}
+
+pages.nodes = async (main) => {
+  const [st, wls] = await Promise.all([api('GET', '/v1/admin/status'), api('GET', '/v1/admin/workloads')]);
+  main.append(h('h1', { tabindex: '-1' }, 'Nodes'), viewerNote());
+  const rows = st.nodes.map((n) => {
+    const peers = h('div', { class: 'peers' });
+    const ws = (wls || []).filter((w) => w.node === n.Name).map((w) => w.namespace + '/' + w.name + ' ' + w.ip);
+    return [
+      h('strong', {}, n.Name),
+      h('span', { class: 'mono' }, n.spiffeID),
+      n.Namespace,
+      fmtLabels(n.Labels),
+      h('span', { class: 'mono' }, [n.IP, ...(n.Endpoints || [])].join('\n')),
+      ws.length ? h('ul', {}, ws.map((w) => h('li', {}, w))) : h('span', { class: 'muted' }, 'none'),
+      h('span', { class: 'badge ' + (n.online ? 'online' : 'offline'), 'data-node-status': n.Name }, n.online ? 'online' : 'offline'),
+      h('span', { title: fmtTime(n.LastSeen) }, ago(n.LastSeen)),
+      fmtTime(n.CertExpires),
+      h('div', {},
+        h('button', { type: 'button', class: 'secondary', 'aria-label': 'Show the peers of ' + n.Name, onclick: async () => {
+          peers.textContent = 'loading…';
+          try {
+            const v = await api('GET', '/v1/admin/nodes/' + encodeURIComponent(n.Name) + '/view');
+            peers.replaceChildren(v.peers && v.peers.length
+              ? h('ul', {}, v.peers.map((p) => h('li', {}, p.node + ' (' + (p.allowedIPs || []).join(', ') + ')')))
+              : h('span', { class: 'muted' }, 'sees no peers'));
+          } catch (e) { peers.textContent = e.message; }
+        } }, 'Peers'),
+        isAdmin() ? h('button', { type: 'button', class: 'danger', 'data-revoke': n.Name, 'aria-label': 'Revoke ' + n.Name, onclick: async () => {
+          if (!await confirmDialog('Revoke node ' + n.Name + '? Its certificate is revoked, its workloads removed and every peer drops it.')) return;
+          await run('Revoking ' + n.Name, () => api('DELETE', '/v1/admin/nodes/' + encodeURIComponent(n.Name)));
+          render();
+        } }, 'Revoke') : null,
+        peers),
+    ];
+  });
+  main.append(table(['Name', 'Identity (SPIFFE ID)', 'Namespace', 'Labels', 'Addresses', 'Workloads', 'Status', 'Last seen', 'SVID expires', ''], rows));
+};
+
+pages.workloads = async (main) => {
+  const wls = await api('GET', '/v1/admin/workloads');
+  main.append(h('h1', { tabindex: '-1' }, 'Workloads'),
+    table(['Namespace', 'Name', 'Node', 'Labels', 'Address', 'Ports'], (wls || []).map((w) => [w.namespace, w.name, w.node || '',
+      fmtLabels(w.labels), h('span', { class: 'mono' }, w.ip),
+      (w.ports || []).map((p) => (p.name ? p.name + ' ' : '') + p.port + '/' + (p.protocol || 'TCP')).join(', ')])));
+};
+
+pages.namespaces = async (main) => {
+  const nss = await api('GET', '/v1/admin/namespaces');
+  main.append(h('h1', { tabindex: '-1' }, 'Namespaces'), viewerNote(),
+    h('p', { class: 'hint' }, 'enforce drops what policy denies; monitor drops nothing and reports what would be dropped.'));
+  const rows = (nss || []).map((ns) => {
+    if (!isAdmin()) return [ns.Name, fmtLabels(ns.Labels), h('span', { class: 'badge ' + ns.Mode }, ns.Mode), ''];
+    const labels = h('input', { id: 'ns-labels-' + ns.Name, value: fmtLabels(ns.Labels).replace(/, /g, ',') });
+    const mode = h('select', { id: 'ns-mode-' + ns.Name },
+      ['enforce', 'monitor'].map((m) => h('option', { value: m, selected: m === ns.Mode }, m)));
+    return [ns.Name, field('Labels of ' + ns.Name, labels), field('Mode of ' + ns.Name, mode),
+      h('button', { type: 'button', 'data-save-ns': ns.Name, onclick: async () => {
+        let l;
+        try { l = parseLabels(labels.value); } catch (e) { notice(e.message, true); return; }
+        await run('Saving namespace ' + ns.Name, () => api('PUT', '/v1/admin/namespaces/' + encodeURIComponent(ns.Name), { Labels: l, Mode: mode.value }));
+        render();
+      } }, 'Save')];
+  });
+  main.append(table(['Namespace', 'Labels', 'Mode', ''], rows));
+};
+
+// diffLines is a line diff (longest common subsequence).
+function diffLines(a, b) {
+  const x = a ? a.replace(/\n$/, '').split('\n') : [];
+  const y = b ? b.replace(/\n$/, '').split('\n') : [];
+  if (x.length * y.length > 4e6) return [...x.map((l) => ['-', l]), ...y.map((l) => ['+', l])];
+  const n = x.length, m = y.length;
+  const L = Array.from({ length: n + 1 }, () => new Uint32Array(m + 1));
+  for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--) L[i][j] = x[i] === y[j] ? L[i + 1][j + 1] + 1 : Math.max(L[i + 1][j], L[i][j + 1]);
+  const out = [];
+  let i = 0, j = 0;
+  while (i < n && j < m) {
+    if (x[i] === y[j]) { out.push([' ', x[i]]); i++; j++; } else if (L[i + 1][j] >= L[i][j + 1]) { out.push(['-', x[i++]]); } else { out.push(['+', y[j++]]); }
+  }
+  while (i < n) out.push(['-', x[i++]]);
+  while (j < m) out.push(['+', y[j++]]);
+  return out;
+}
+
+function renderDiff(before, after) {
+  const lines = diffLines(before, after);
+  const changed = lines.some(([op]) => op !== ' ');
+  return h('pre', { class: 'diff' }, changed ? lines.map(([op, l]) =>
+    h('span', { class: op === '+' ? 'add' : op === '-' ? 'del' : 'same' }, op + ' ' + l)) : h('span', { class: 'same' }, '(no change)'));
+}
+
+const samplePolicy = `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: allow-web
+  namespace: default
+spec:
+  podSelector:
+    matchLabels:
+      app: web
+  policyTypes: [Ingress]
+  ingress:
+  - ports:
+    - port: 80
+      protocol: TCP
+`;
+
+pages.policies = async (main) => {
+  const ps = await api('GET', '/v1/admin/policies');
+  main.append(h('h1', { tabindex: '-1' }, 'Policies'), viewerNote());
+  const editor = h('textarea', { id: 'policy-yaml', spellcheck: 'false', autocomplete: 'off', wrap: 'off' });
+  editor.value = isAdmin() ? samplePolicy : '';
+  main.append(table(['Namespace', 'Name', 'Updated', ''], (ps || []).map((p) => [p.Namespace, p.Name, fmtTime(p.UpdatedAt),
+    h('div', {},
+      h('button', { type: 'button', class: 'secondary', onclick: () => { editor.value = p.YAML; editor.dispatchEvent(new Event('input')); editor.focus(); } }, (isAdmin() ? 'Edit ' : 'Show ') + p.Name),
+      isAdmin() ? h('button', { type: 'button', class: 'danger', 'data-delete-policy': p.Namespace + '/' + p.Name, onclick: async () => {
+        if (!await confirmDialog('Delete policy ' + p.Namespace + '/' + p.Name + '? Traffic it allowed may be denied at once.')) return;
+        await run('Deleting policy ' + p.Namespace + '/' + p.Name, () => api('DELETE', '/v1/admin/policies/' + encodeURIComponent(p.Namespace) + '/' + encodeURIComponent(p.Name)));
+        render();
+      } }, 'Delete') : null)])));
+  if (!isAdmin()) {
+    editor.placeholder = 'Choose Show on a policy to read its YAML.';
+    main.append(h('h2', {}, 'Policy YAML'), field('Policy YAML (read only)', editor));
+    editor.readOnly = true;
+    return;
+  }
+  const result = h('div', { id: 'policy-result', 'aria-live': 'polite' });
+  const apply = h('button', { type: 'button', id: 'policy-apply', disabled: true }, 'Apply');
+  let validated = null;
+  editor.addEventListener('input', () => { validated = null; apply.disabled = true; });
+  const validate = h('button', { type: 'button', id: 'policy-validate', onclick: async () => {
+    result.replaceChildren('Validating…');
+    let v;
+    try { v = await api('POST', '/v1/admin/policies/validate', editor.value, 'application/yaml'); } catch (e) { result.replaceChildren(h('p', { class: 'error' }, e.message)); return; }
+    if (!v.valid) {
+      result.replaceChildren(h('h2', {}, 'Problems'), h('ul', { id: 'policy-problems' }, v.problems.map((p) =>
+        h('li', { class: 'error' }, (p.line ? 'Line ' + p.line + ': ' : '') + (p.field ? p.field + ': ' : '') + p.reason))),
+      annotate(editor.value, v.problems));
+      const first = v.problems.find((p) => p.line);
+      if (first) selectLine(editor, first.line);
+      return;
+    }
+    validated = editor.value;
+    apply.disabled = false;
+    result.replaceChildren(h('h2', {}, 'Valid. Changes if applied'), ...v.changes.map((c) =>
+      h('section', { class: 'change' }, h('h3', {}, c.key + (c.before ? '' : ' (new)')), renderDiff(c.before, c.after))));
+  } }, 'Validate and show the diff');
+  apply.addEventListener('click', async () => {
+    if (validated !== editor.value) return;
+    const r = await run('Applying policies', () => api('POST', '/v1/admin/policies?filename=console', editor.value, 'application/yaml'));
+    result.replaceChildren(h('p', { class: 'ok', id: 'policy-applied' }, 'Applied: ' + r.applied.join(', ')));
+    const list = await api('GET', '/v1/admin/policies');
+    const t = main.querySelector('table');
+    if (t) t.replaceWith(table(['Namespace', 'Name', 'Updated'], (list || []).map((p) => [p.Namespace, p.Name, fmtTime(p.UpdatedAt)])));
+  });
+  main.append(h('h2', {}, 'Editor'),
+    h('p', { class: 'hint' }, 'Paste or write NetworkPolicy YAML (several documents separated by ---). Validate shows the validator\'s messages at their lines, or the diff against the current policies; Apply applies all of it or nothing.'),
+    field('Policy YAML', editor), h('div', { class: 'actions-left' }, validate, apply), result);
+};
+
+function selectLine(textarea, line) {
+  const lines = textarea.value.split('\n');
+  let start = 0;
+  for (let i = 0; i < line - 1 && i < lines.length; i++) start += lines[i].length + 1;
+  textarea.focus();
+  textarea.setSelectionRange(start, start + (lines[line - 1] || '').length);
+}
+
+// annotate lists the source with each problem's message under its line.
+function annotate(text, problems) {
+  const byLine = {};
+  for (const p of problems) if (p.line) (byLine[p.line] = byLine[p.line] || []).push(p);
+  return h('div', { class: 'annotated', id: 'policy-annotated', role: 'region', 'aria-label': 'Policy with problems marked at their lines' },
+    text.split('\n').map((l, i) => {
+      const ps = byLine[i + 1];
+      return [h('div', { class: 'ln' + (ps ? ' err' : ''), 'data-line': i + 1 }, h('span', { class: 'num' }, String(i + 1)), h('span', {}, l || ' ')),
+        ...(ps || []).map((p) => h('div', { class: 'msg', 'data-msg-line': i + 1 }, '▲ line ' + p.line + ': ' + (p.field ? p.field + ': ' : '') + p.reason))];
+    }));
+}
+
+pages.whatif = async (main) => {
+  const [st, wls] = await Promise.all([api('GET', '/v1/admin/status'), api('GET', '/v1/admin/workloads')]);
+  const keys = [...(wls || []).map((w) => w.namespace + '/' + w.name), ...st.nodes.map((n) => n.Namespace + '/' + n.Name)].sort();
+  const opts = () => keys.map((k) => h('option', { value: k }, k));
+  const from = h('select', { id: 'whatif-from' }, opts());
+  const to = h('select', { id: 'whatif-to' }, opts());
+  if (keys.length > 1) to.value = keys[1];
+  const port = h('input', { id: 'whatif-port', type: 'number', min: 1, max: 65535, value: '80' });
+  const proto = h('select', { id: 'whatif-proto' }, ['TCP', 'UDP', 'SCTP'].map((p) => h('option', { value: p }, p)));
+  const out = h('div', { id: 'whatif-result', 'aria-live': 'polite' });
+  const side = (name, s) => h('li', {}, name + ': ' + (s.allowed ? 'allows' : 'denies') +
+    (!s.isolated ? ' (no policy isolates it: the baseline decides)'
+      : s.allowed ? ' — allowed by ' + (s.policies || []).join(', ')
+        : ' — isolated by ' + (s.policies || []).join(', ') + ', none of which allows it'));
+  const form = h('form', { class: 'card row', onsubmit: async (ev) => {
+    ev.preventDefault();
+    try {
+      const q = new URLSearchParams({ from: from.value, to: to.value, port: port.value, protocol: proto.value });
+      const v = await api('GET', '/v1/admin/whatif?' + q);
+      out.replaceChildren(h('p', { class: 'verdict ' + (v.allowed ? 'ok' : 'bad') }, v.allowed ? 'Allowed' : 'Denied'),
+        h('p', {}, v.from + ' → ' + v.to + ' on ' + v.port + '/' + v.protocol),
+        h('ul', {}, side('Source egress', v.egress), side('Destination ingress', v.ingress)),
+        h('p', { class: 'hint' }, 'Traffic passes iff the source\'s egress and the destination\'s ingress both allow it; baseline ' + v.baseline + '.'));
+    } catch (e) { out.replaceChildren(h('p', { class: 'error' }, e.message)); }
+  } }, field('Source', from), field('Destination', to), field('Port', port), field('Protocol', proto),
+  h('div', { class: 'field' }, h('button', { type: 'submit', id: 'whatif-go' }, 'Decide')));
+  main.append(h('h1', { tabindex: '-1' }, 'What if'),
+    h('p', { class: 'hint' }, 'Decided by the reference policy evaluator over the current nodes, workloads and policies.'), form, out);
+};
+
+pages.graph = async (main) => {
+  const nss = await api('GET', '/v1/admin/namespaces');
+  const sel = h('select', { id: 'graph-ns' }, h('option', { value: '' }, 'All namespaces'), (nss || []).map((n) => h('option', { value: n.Name }, n.Name)));
+  const holder = h('div', { id: 'graph-holder' });
+  const draw = async () => {
+    const g = await api('GET', '/v1/admin/graph' + (sel.value ? '?namespace=' + encodeURIComponent(sel.value) : ''));
+    holder.replaceChildren(drawGraph(g), h('h2', {}, 'Allowed connections'),
+      table(['From', 'To', 'Ports'], g.edges.map((e) => [e.from, e.to, e.ports.join(', ')])));
+  };
+  sel.addEventListener('change', draw);
+  main.append(h('h1', { tabindex: '-1' }, 'Connectivity graph'),
+    h('p', { class: 'hint' }, 'An arrow means the source may reach the destination on at least one port the destination declares. Green circles are nodes, blue ones workloads.'),
+    h('div', { class: 'row' }, field('Namespace', sel)), holder);
+  await draw();
+};
+
+function drawGraph(g) {
+  const NS = 'http://www.w3.org/2000/svg';
+  const s = (tag, attrs, ...kids) => {
+    const el = document.createElementNS(NS, tag);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+    for (const c of kids) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    return el;
+  };
+  const W = 900, H = Math.max(420, 60 + g.nodes.length * 18);
+  const cx = W / 2, cy = H / 2, r = Math.min(W, H) / 2 - 90;
+  const pos = {};
+  g.nodes.forEach((n, i) => {
+    const a = (2 * Math.PI * i) / Math.max(1, g.nodes.length) - Math.PI / 2;
+    pos[n.key] = [cx + r * Math.cos(a), cy + r * Math.sin(a)];
+  });
+  const svg = s('svg', { class: 'graph', viewBox: '0 0 ' + W + ' ' + H, role: 'img', 'aria-labelledby': 'graph-title' },
+    s('title', { id: 'graph-title' }, 'Connectivity graph: ' + g.nodes.length + ' workloads, ' + g.edges.length + ' allowed connections'),
+    s('defs', {}, s('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 22, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' },
+      s('path', { d: 'M 0 0 L 10 5 L 0 10 z', fill: '#6c7a92' }))));
+  for (const e of g.edges) {
+    const [x1, y1] = pos[e.from] || [0, 0];
+    const [x2, y2] = pos[e.to] || [0, 0];
+    svg.append(s('line', { x1, y1, x2, y2, 'marker-end': 'url(#arrow)' }, s('title', {}, e.from + ' → ' + e.to + ': ' + e.ports.join(', '))));
+  }
+  for (const n of g.nodes) {
+    const [x, y] = pos[n.key];
+    const right = x >= cx;
+    svg.append(s('g', { 'data-key': n.key },
+      s('circle', { cx: x, cy: y, r: 12, class: n.isNode ? 'node' : 'workload' }, s('title', {}, n.key + (n.node ? ' on ' + n.node : ''))),
+      s('text', { x: x + (right ? 16 : -16), y: y + 4, 'text-anchor': right ? 'start' : 'end' }, n.key)));
+  }
+  if (!g.nodes.length) svg.append(s('text', { x: cx, y: cy, 'text-anchor': 'middle' }, 'Nothing to draw yet.'));
+  return svg;
+}
+
+pages.tokens = async (main) => {
+  const [toks, nss] = await Promise.all([api('GET', '/v1/admin/tokens'), api('GET', '/v1/admin/namespaces')]);
+  main.append(h('h1', { tabindex: '-1' }, 'Join tokens'), viewerNote());
+  if (isAdmin()) {
+    const ns = h('input', { id: 'token-namespace', list: 'ns-list', value: 'default' });
+    const dl = h('datalist', { id: 'ns-list' }, (nss || []).map((n) => h('option', { value: n.Name })));
+    const labels = h('input', { id: 'token-labels', placeholder: 'role=web,site=paris' });
+    const uses = h('input', { id: 'token-uses', type: 'number', min: 1, value: '1' });
+    const ttl = h('input', { id: 'token-ttl', value: '1h' });
+    const out = h('div', { id: 'token-result', 'aria-live': 'polite' });
+    const form = h('form', { class: 'card', onsubmit: async (ev) => {
+      ev.preventDefault();
+      let l;
+      try { l = parseLabels(labels.value); } catch (e) { notice(e.message, true); return; }
+      const r = await run('Creating a join token', () => api('POST', '/v1/admin/tokens', { namespace: ns.value.trim(), labels: l, uses: parseInt(uses.value, 10) || 1, ttl: ttl.value.trim() }));
+      const tokIn = h('input', { id: 'token-value', class: 'secret mono', readonly: true, value: r.token });
+      const cmdIn = h('input', { id: 'token-install', class: 'secret mono', readonly: true,
+        value: 'curl -fsSL https://' + window.location.host + '/install.sh | sudo sh -s -- --token ' + r.token });
+      out.replaceChildren(h('p', { class: 'ok' }, 'Token ' + r.id + ' created; it is shown only now. Expires ' + fmtTime(r.expiresAt) + '.'),
+        field('Join token', tokIn), copyButton(tokIn, 'Copy token'),
+        field('Install one-liner (run on the new node)', cmdIn), copyButton(cmdIn, 'Copy command'));
+      const list = await api('GET', '/v1/admin/tokens');
+      main.querySelector('#token-list').replaceWith(tokenTable(list));
+    } }, h('h2', {}, 'Create'), h('div', { class: 'row' }, field('Namespace', ns, 'nodes enrolling with it join this namespace'), dl,
+      field('Labels', labels, 'key=value, comma separated'), field('Uses', uses), field('Valid for (TTL)', ttl, 'such as 30m, 24h')),
+    h('button', { type: 'submit', id: 'token-create' }, 'Create token'), out);
+    main.append(form);
+  }
+  main.append(h('h2', {}, 'Tokens'), tokenTable(toks));
+};
+
+function tokenTable(toks) {
+  const t = table(['ID', 'Namespace', 'Labels', 'Uses left', 'Expires', 'State', ''], (toks || []).map((t) => {
+    const dead = t.Revoked || t.UsesLeft === 0 || new Date(t.ExpiresAt) < new Date();
+    return [h('span', { class: 'mono' }, t.ID), t.Namespace || 'default', fmtLabels(t.Labels), String(t.UsesLeft), fmtTime(t.ExpiresAt),
+      t.Revoked ? 'revoked' : t.UsesLeft === 0 ? 'used up' : new Date(t.ExpiresAt) < new Date() ? 'expired' : 'valid',
+      isAdmin() && !dead ? h('button', { type: 'button', class: 'danger', 'data-revoke-token': t.ID, onclick: async () => {
+        if (!await confirmDialog('Revoke join token ' + t.ID + '? Nodes can no longer enroll with it.')) return;
+        await run('Revoking token ' + t.ID, () => api('DELETE', '/v1/admin/tokens/' + encodeURIComponent(t.ID)));
+        render();
+      } }, 'Revoke') : ''];
+  }));
+  t.id = 'token-list';
+  return t;
+}
+
+pages.access = async (main) => {
+  const [users, toks] = await Promise.all([api('GET', '/v1/admin/users'), api('GET', '/v1/admin/apitokens')]);
+  main.append(h('h1', { tabindex: '-1' }, 'Users & API tokens'), viewerNote(),
+    h('p', { class: 'hint' }, 'Admins may change everything; viewers may only read. API tokens are for automation: send them as "Authorization: Bearer TOKEN" to /v1/admin/….'));
+  main.append(h('h2', {}, 'Users'), table(['Name', 'Role', 'Created', ''], users.map((u) => [u.name, u.role, fmtTime(u.createdAt),
+    isAdmin() && u.name !== app.me.name ? h('button', { type: 'button', class: 'danger', 'data-delete-user': u.name, onclick: async () => {
+      if (!await confirmDialog('Delete user ' + u.name + '? Their sessions end at once.')) return;
+      await run('Deleting user ' + u.name, () => api('DELETE', '/v1/admin/users/' + encodeURIComponent(u.name)));
+      render();
+    } }, 'Delete') : ''])));
+  if (isAdmin()) {
+    const name = h('input', { id: 'user-name', autocomplete: 'off' });
+    const role = h('select', { id: 'user-role' }, h('option', { value: 'viewer' }, 'viewer'), h('option', { value: 'admin' }, 'admin'));
+    const pw = h('input', { id: 'user-password', type: 'password', autocomplete: 'new-password' });
+    const out = h('div', { id: 'user-result', 'aria-live': 'polite' });
+    main.append(h('form', { class: 'card', onsubmit: async (ev) => {
+      ev.preventDefault();
+      const r = await run('Creating user ' + name.value, () => api('POST', '/v1/admin/users', { name: name.value.trim(), role: role.value, password: pw.value }));
+      await render();
+      if (r.password) {
+        const p = h('input', { id: 'user-generated-password', class: 'secret mono', readonly: true, value: r.password });
+        document.getElementById('user-result').replaceChildren(h('p', { class: 'ok' }, 'User ' + r.name + ' created with this password, shown only now:'), field('Password of ' + r.name, p), copyButton(p));
+      }
+    } }, h('h2', {}, 'Create a user'), h('div', { class: 'row' }, field('Name', name), field('Role', role),
+      field('Password', pw, 'at least 12 characters; leave empty to have one generated')),
+    h('button', { type: 'submit', id: 'user-create' }, 'Create user'), out));
+  }
+  main.append(h('h2', {}, 'API tokens'), table(['ID', 'Name', 'Role', 'Created by', 'Created', 'Expires', 'State', ''], toks.map((t) => [
+    h('span', { class: 'mono' }, t.id), t.name, t.role, t.createdBy, fmtTime(t.createdAt), t.expiresAt.startsWith('0001-') ? 'never' : fmtTime(t.expiresAt),
+    t.revoked ? 'revoked' : 'valid',
+    isAdmin() && !t.revoked ? h('button', { type: 'button', class: 'danger', 'data-revoke-apitoken': t.id, onclick: async () => {
+      if (!await confirmDialog('Revoke API token ' + t.name + '? Automation using it stops working.')) return;
+      await run('Revoking API token ' + t.name, () => api('DELETE', '/v1/admin/apitokens/' + encodeURIComponent(t.id)));
+      render();
+    } }, 'Revoke') : ''])));
+  if (isAdmin()) {
+    const name = h('input', { id: 'apitoken-name', placeholder: 'ci-deploy' });
+    const role = h('select', { id: 'apitoken-role' }, h('option', { value: 'viewer' }, 'viewer'), h('option', { value: 'admin' }, 'admin'));
+    const ttl = h('input', { id: 'apitoken-ttl', placeholder: '720h' });
+    const out = h('div', { id: 'apitoken-result', 'aria-live': 'polite' });
+    main.append(h('form', { class: 'card', onsubmit: async (ev) => {
+      ev.preventDefault();
+      const r = await run('Creating API token', () => api('POST', '/v1/admin/apitokens', { name: name.value.trim(), role: role.value, ttl: ttl.value.trim() }));
+      await render();
+      const t = h('input', { id: 'apitoken-value', class: 'secret mono', readonly: true, value: r.token });
+      document.getElementById('apitoken-result').replaceChildren(h('p', { class: 'ok' }, 'API token created; it is shown only now:'), field('API token', t), copyButton(t));
+    } }, h('h2', {}, 'Create an API token'), h('div', { class: 'row' }, field('Name', name, 'what uses it'), field('Role', role),
+      field('Valid for', ttl, 'empty: does not expire')), h('button', { type: 'submit', id: 'apitoken-create' }, 'Create API token'), out));
+  }
+};
+
+pages.audit = async (main) => {
+  const entries = await api('GET', '/v1/admin/audit');
+  main.append(h('h1', { tabindex: '-1' }, 'Audit log'), h('p', { class: 'hint' }, 'The newest 200 changes: who, what, when, and the change itself.'));
+  main.append(table(['When', 'Who', 'What', 'Object', 'Change'], (entries || []).map((e) => {
+    let d = null;
+    try { d = JSON.parse(e.Detail); } catch (x) { d = e.Detail; }
+    let body;
+    if (d && typeof d === 'object' && ('before' in d || 'after' in d)) {
+      const pretty = (v) => v === undefined ? '' : typeof v === 'object' && v !== null && Object.values(v).every((x) => typeof x === 'string')
+        ? Object.entries(v).map(([k, x]) => '# ' + k + '\n' + x).join('\n') : JSON.stringify(v, null, 2);
+      body = renderDiff(pretty(d.before), pretty(d.after));
+    } else if (d === null || d === 'null') {
+      body = h('span', { class: 'muted' }, '—');
+    } else {
+      body = h('pre', { class: 'diff' }, JSON.stringify(d, null, 2));
+    }
+    return [fmtTime(e.Time), e.Actor, e.Action, e.Object, h('details', {}, h('summary', {}, 'show'), body)];
+  })));
+};
+
+// ---- routing and live updates
+
+async function render() {
+  const seq = ++app.renderSeq;
+  const name = (window.location.hash || '#overview').slice(1);
+  app.page = pages[name] ? name : 'overview';
+  for (const a of document.querySelectorAll('#nav a')) {
+    if (a.getAttribute('href') === '#' + app.page) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+  }
+  const main = document.createElement('main');
+  main.id = 'main';
+  main.tabIndex = -1;
+  main.dataset.page = app.page;
+  try {
+    await pages[app.page](main);
+  } catch (e) {
+    if (e.status === 401) return;
+    main.append(h('p', { class: 'error' }, 'Could not load this page: ' + e.message));
+  }
+  if (seq !== app.renderSeq) return; // a newer render won
+  document.getElementById('main').replaceWith(main);
+  document.title = (main.querySelector('h1') || {}).textContent + ' · Latch console';
+}
+
+// Pages redrawn on node events: those without forms a redraw would reset.
+const livePages = new Set(['overview', 'nodes', 'workloads']);
+
+function connectEvents() {
+  const live = document.getElementById('live');
+  const es = new EventSource('/v1/admin/events');
+  const refresh = () => {
+    if (!livePages.has(app.page) || document.getElementById('confirm').open) return;
+    if (document.activeElement && ['INPUT', 'SELECT', 'TEXTAREA'].includes(document.activeElement.tagName)) return;
+    render();
+  };
+  let opened = false;
+  es.addEventListener('open', () => {
+    live.classList.add('on');
+    live.title = 'Live updates: connected';
+    // After a reconnect, events may have been missed: reload the page's data.
+    if (opened) refresh();
+    opened = true;
+  });
+  es.addEventListener('error', () => { live.classList.remove('on'); live.title = 'Live updates: reconnecting'; });
+  es.addEventListener('resync', refresh);
+  es.addEventListener('change', (ev) => {
+    const e = JSON.parse(ev.data);
+    if (!e.action.startsWith('node.')) return;
+    const what = { 'node.enroll': 'enrolled', 'node.register': 'registered', 'node.connect': 'connected', 'node.disconnect': 'disconnected', 'node.delete': 'deleted', 'node.renew': 'renewed its certificate' }[e.action] || e.action;
+    notice('Node ' + e.object + ' ' + what + ' (' + new Date(e.time).toLocaleTimeString() + ').');
+    refresh();
+  });
+}
+
+async function start() {
+  try {
+    app.me = await api('GET', '/v1/admin/whoami');
+  } catch (e) {
+    return;
+  }
+  document.getElementById('whoami').textContent = app.me.name + ' (' + app.me.role + ')';
+  document.body.dataset.role = app.me.role;
+  document.getElementById('logout').addEventListener('click', async () => {
+    try { await api('POST', '/console/logout'); } finally { window.location.assign('/console/login'); }
+  });
+  window.addEventListener('hashchange', async () => { await render(); document.getElementById('main').focus(); });
+  await render();
+  connectEvents();
+}
+
+start();

@@ -1,0 +1,483 @@
+package console
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+	"github.com/latchnet/latch/coordinator/auth"
+	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/wire"
+)
+
+// chromiumPath is Debian's chromium (make deps installs it).
+const chromiumPath = "/usr/bin/chromium"
+
+// screenshotDir is where the browser test writes its PNGs:
+// $LATCH_SCREENSHOTS, or e2e/screenshots/ in the repository (git-ignored).
+func screenshotDir(t *testing.T) string {
+	dir := os.Getenv("LATCH_SCREENSHOTS")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "e2e", "screenshots")
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// browser drives one headless Chromium against the harness.
+type browser struct {
+	t    *testing.T
+	h    *harness
+	ctx  context.Context
+	shot string
+	n    int
+}
+
+func newBrowser(t *testing.T, h *harness) *browser {
+	if _, err := os.Stat(chromiumPath); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is missing (%v): the browser test must run in CI; install it with `make deps` (Debian package chromium)", chromiumPath, err)
+		}
+		t.Skipf("%s is missing: install the Debian package chromium (make deps) to run the browser test", chromiumPath)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Flag("headless", true),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		// The harness serves the coordinator's certificate, signed by a CA
+		// the browser does not know; the test talks only to loopback.
+		chromedp.Flag("ignore-certificate-errors", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1400, 1000),
+	}
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelC := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelC(); cancelA() })
+	b := &browser{t: t, h: h, ctx: ctx, shot: screenshotDir(t)}
+	// The first run starts the browser; it must not have a deadline, which
+	// would stop the browser with it.
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("starting %s: %v", chromiumPath, err)
+	}
+	return b
+}
+
+// run performs actions with a deadline; a failure stops the test.
+func (b *browser) run(what string, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 60*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, actions...); err != nil {
+		b.screenshot("failed-" + strings.ReplaceAll(what, " ", "-"))
+		b.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// get runs one action that returns a value.
+func get[T any](b *browser, what string, a chromedp.Action[T]) T {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 60*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		b.screenshot("failed-" + strings.ReplaceAll(what, " ", "-"))
+		b.t.Fatalf("%s: %v", what, err)
+	}
+	return v
+}
+
+// js evaluates an expression (awaiting a promise) and returns its value.
+func js[T any](b *browser, what, expr string) T {
+	b.t.Helper()
+	return get(b, what, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+}
+
+func text(b *browser, sel string) string {
+	b.t.Helper()
+	return get(b, "reading "+sel, chromedp.Text(chromedp.CSS(sel)))
+}
+
+func value(b *browser, sel string) string {
+	b.t.Helper()
+	return get(b, "reading "+sel, chromedp.Value(chromedp.CSS(sel)))
+}
+
+func (b *browser) screenshot(name string) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Errorf("screenshot %s: %v", name, err)
+		return
+	}
+	b.n++
+	path := filepath.Join(b.shot, fmt.Sprintf("%02d-%s.png", b.n, name))
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		b.t.Errorf("screenshot %s: %v", name, err)
+	}
+}
+
+// page switches the console to a page (hash routing) and waits for it.
+func (b *browser) page(name string) {
+	b.t.Helper()
+	b.run("opening page "+name,
+		chromedp.Evaluate[chromedp.Void](fmt.Sprintf("void (window.location.hash = %q)", "#"+name)),
+		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`main[data-page=%q] h1`, name))))
+}
+
+// checkLabels fails if a visible form control on the page has no label.
+func (b *browser) checkLabels(where string) {
+	b.t.Helper()
+	unlabelled := js[[]string](b, "checking labels", `Array.from(document.querySelectorAll('input, select, textarea'))
+		.filter((el) => el.type !== 'hidden' && (!el.labels || el.labels.length === 0) && !el.getAttribute('aria-label'))
+		.map((el) => el.outerHTML)`)
+	if len(unlabelled) > 0 {
+		b.t.Errorf("%s: form fields without a label: %v", where, unlabelled)
+	}
+}
+
+// focusOutline returns the id and outline style of the focused element.
+func (b *browser) focusOutline() (string, string) {
+	out := js[[]string](b, "reading focus", `[document.activeElement.id || document.activeElement.tagName,
+		getComputedStyle(document.activeElement).outlineStyle + ' ' + getComputedStyle(document.activeElement).outlineWidth]`)
+	return out[0], out[1]
+}
+
+func (b *browser) login(name, pw string) {
+	b.t.Helper()
+	b.run("logging in as "+name,
+		chromedp.Navigate(b.h.srv.URL+Prefix),
+		chromedp.WaitVisible(chromedp.ID("login-name")),
+		chromedp.SetValue(chromedp.ID("login-name"), name),
+		chromedp.SetValue(chromedp.ID("login-password"), pw),
+		chromedp.Click(chromedp.ID("login-submit")),
+		chromedp.WaitVisible(chromedp.CSS(`main[data-page="overview"] h1`)))
+	if who := js[string](b, "reading the user", `document.getElementById('whoami').textContent`); !strings.HasPrefix(who, name+" ") {
+		b.t.Fatalf("logged in as %q, want %s", who, name)
+	}
+}
+
+func set(sel, v string) chromedp.Action[chromedp.Void] {
+	return chromedp.SetValue(chromedp.CSS(sel), v)
+}
+func click(sel string) chromedp.Action[chromedp.Void] { return chromedp.Click(chromedp.CSS(sel)) }
+func visible(sel string) chromedp.Action[chromedp.Void] {
+	return chromedp.WaitVisible(chromedp.CSS(sel))
+}
+
+// TestBrowser drives the console in headless Chromium against a real
+// coordinator (admin API, state, SQLite store) on loopback TLS.
+func TestBrowser(t *testing.T) {
+	h := newHarness(t)
+	b := newBrowser(t, h)
+	t.Logf("screenshots go to %s", b.shot)
+
+	// The console sends an anonymous visitor to the login page.
+	b.run("opening the console", chromedp.Navigate(h.srv.URL+Prefix), visible("#login-form"))
+	if loc := get(b, "location", chromedp.Location()); !strings.HasSuffix(loc, Prefix+"login") {
+		t.Errorf("anonymous visit landed on %s, want the login page", loc)
+	}
+	b.checkLabels("login page")
+	// Keyboard: Tab moves the focus, and the focus is visible.
+	b.run("tabbing", chromedp.Focus(chromedp.ID("login-name")), chromedp.KeyEvent(kb.Tab))
+	if id, outline := b.focusOutline(); id != "login-password" || !strings.HasPrefix(outline, "solid") {
+		t.Errorf("after Tab the focus is on %s with outline %q; want login-password with a solid outline", id, outline)
+	}
+	b.run("tabbing", chromedp.KeyEvent(kb.Tab))
+	if id, outline := b.focusOutline(); id != "login-submit" || !strings.HasPrefix(outline, "solid") {
+		t.Errorf("after Tab the focus is on %s with outline %q; want login-submit with a solid outline", id, outline)
+	}
+	// A wrong password is refused with a message.
+	b.run("wrong password", set("#login-name", "admin"), set("#login-password", "not the password"),
+		click("#login-submit"), visible("#login-error"))
+	if msg := text(b, "#login-error"); !strings.Contains(msg, "wrong user name or password") {
+		t.Errorf("wrong password message %q", msg)
+	}
+	b.screenshot("login")
+
+	b.login("admin", h.adminPW)
+	if flows := text(b, "#no-flow-data"); !strings.Contains(flows, "No flow data yet") {
+		t.Errorf("denied flows panel says %q", flows)
+	}
+	b.screenshot("overview-empty")
+
+	// Join token: create one and read the install one-liner.
+	b.page("tokens")
+	b.checkLabels("join tokens page")
+	b.run("creating a join token", set("#token-namespace", "prod"), set("#token-labels", "role=web"),
+		set("#token-uses", "3"), set("#token-ttl", "1h"), click("#token-create"), visible("#token-value"))
+	token, install := value(b, "#token-value"), value(b, "#token-install")
+	if want := "curl -fsSL https://" + strings.TrimPrefix(h.srv.URL, "https://") + "/install.sh | sudo sh -s -- --token " + token; install != want || token == "" {
+		t.Errorf("install one-liner %q, want %q", install, want)
+	}
+	b.screenshot("join-tokens")
+
+	// Policies: an error shows at its line; fixed, the diff shows and it applies.
+	b.page("policies")
+	b.checkLabels("policies page")
+	b.run("validating a bad policy", set("#policy-yaml", badPolicy), click("#policy-validate"), visible("#policy-annotated .msg"))
+	problem, lineText := text(b, "#policy-annotated .msg"), text(b, "#policy-annotated .ln.err")
+	if !strings.Contains(problem, "line 11") || !strings.Contains(problem, "protocol") || !strings.Contains(lineText, "TCPP") {
+		t.Errorf("problem %q at line %q; want the protocol error at line 11 (protocol: TCPP)", problem, lineText)
+	}
+	if js[int](b, "message placement", `(() => { const m = document.querySelector('#policy-annotated .msg'); return +m.previousElementSibling.dataset.line; })()`) != 11 {
+		t.Error("the message is not shown right under line 11")
+	}
+	if !js[bool](b, "apply state", `document.getElementById('policy-apply').disabled`) {
+		t.Error("Apply is enabled for an invalid policy")
+	}
+	b.screenshot("policy-error")
+	good := strings.Replace(badPolicy, "TCPP", "TCP", 1)
+	b.run("validating the fixed policy", set("#policy-yaml", good), click("#policy-validate"), visible("#policy-result .diff .add"))
+	if diff := text(b, "#policy-result .diff"); !strings.Contains(diff, "+ kind: NetworkPolicy") {
+		t.Errorf("diff %q: want the new policy's lines added", diff)
+	}
+	b.screenshot("policy-diff")
+	b.run("applying", click("#policy-apply"), visible("#policy-applied"))
+	if applied := text(b, "#policy-applied"); !strings.Contains(applied, "prod/web") {
+		t.Errorf("applied: %q", applied)
+	}
+	b.screenshot("policy-applied")
+	var ps []store.Policy
+	h.admin().call("GET", "/v1/admin/policies", nil, &ps)
+	if len(ps) != 1 || ps[0].Name != "web" {
+		t.Errorf("stored policies %+v", ps)
+	}
+	// Changing the applied policy shows a diff against it.
+	b.run("validating a change", set("#policy-yaml", strings.Replace(good, "port: 80", "port: 8080", 1)), click("#policy-validate"), visible("#policy-result .diff .del"))
+	if diff := text(b, "#policy-result .diff"); !strings.Contains(diff, "- ") || !strings.Contains(diff, "+ ") || !strings.Contains(diff, "8080") {
+		t.Errorf("diff against the applied policy %q", diff)
+	}
+
+	// A node appears live on the nodes page, without a reload.
+	b.page("nodes")
+	js[chromedp.Void](b, "marking the page", `void (window.latchNoReload = 42)`)
+	if err := h.enroll(token, "web-1"); err != nil {
+		t.Fatal(err)
+	}
+	b.run("waiting for the node to appear", visible(`[data-node-status="web-1"]`))
+	if js[int](b, "checking no reload", `window.latchNoReload || 0`) != 42 {
+		t.Error("the page reloaded; the node should appear through live updates")
+	}
+	if ident := text(b, `main[data-page="nodes"] tbody`); !strings.Contains(ident, "spiffe://example.test/latch/node/web-1") || !strings.Contains(ident, "role=web") {
+		t.Errorf("nodes table %q: want the SPIFFE ID and labels of web-1", ident)
+	}
+	db, err := h.enrollNode(token, "db-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.run("waiting for the second node", visible(`[data-node-status="db-1"]`))
+	// Its view stream connects: it turns online live, and offline when the
+	// stream ends.
+	streamCtx, endStream := context.WithCancel(context.Background())
+	defer endStream()
+	if err := h.connect(streamCtx, db); err != nil {
+		t.Fatal(err)
+	}
+	b.run("waiting for db-1 online", visible(`[data-node-status="db-1"].online`))
+	b.run("showing peers", click(`[aria-label="Show the peers of db-1"]`), chromedp.Sleep(0))
+	b.screenshot("nodes-live")
+
+	// Revoke web-1 with the keyboard: the button, then the confirmation.
+	b.run("revoking web-1", chromedp.Focus(chromedp.CSS(`[data-revoke="web-1"]`)), chromedp.KeyEvent(kb.Enter), visible("#confirm-yes"))
+	if id, _ := b.focusOutline(); id != "confirm-no" {
+		t.Errorf("the confirmation dialog focuses %s; want Cancel first", id)
+	}
+	b.screenshot("revoke-confirm")
+	b.run("confirming", chromedp.KeyEvent(kb.Tab), chromedp.KeyEvent(kb.Enter),
+		chromedp.WaitNotPresent(chromedp.CSS(`[data-node-status="web-1"]`)))
+	var nodes []store.Node
+	h.admin().call("GET", "/v1/admin/nodes", nil, &nodes)
+	if len(nodes) != 1 || nodes[0].Name != "db-1" {
+		t.Errorf("nodes after revoking web-1: %+v", nodes)
+	}
+	b.screenshot("nodes-after-revoke")
+	endStream()
+	b.run("waiting for db-1 offline", visible(`[data-node-status="db-1"].offline`))
+	if js[int](b, "checking no reload", `window.latchNoReload || 0`) != 42 {
+		t.Error("the page reloaded; status should change through live updates")
+	}
+
+	// The other pages.
+	b.page("overview")
+	b.screenshot("overview")
+	b.page("namespaces")
+	b.checkLabels("namespaces page")
+	b.run("setting prod to monitor", set("#ns-mode-prod", "monitor"), click(`[data-save-ns="prod"]`))
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var nss []store.Namespace
+		h.admin().call("GET", "/v1/admin/namespaces", nil, &nss)
+		if len(nss) == 1 && nss[0].Mode == "monitor" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("namespaces after saving prod as monitor: %+v", nss)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.page("overview")
+	b.page("namespaces")
+	b.screenshot("namespaces")
+	// Workloads on db-1 and a policy letting prod talk to itself make a
+	// graph with edges; a workload in another namespace stays apart.
+	if err := h.register(db,
+		wire.WorkloadDecl{Name: "api", Namespace: "prod", Labels: map[string]string{"app": "api"}, Ports: []inventory.Port{{Port: 8080}}},
+		wire.WorkloadDecl{Name: "pg", Namespace: "prod", Labels: map[string]string{"app": "pg"}, Ports: []inventory.Port{{Port: 5432}}},
+		wire.WorkloadDecl{Name: "batch", Namespace: "jobs", Ports: []inventory.Port{{Port: 9000}}},
+	); err != nil {
+		t.Fatal(err)
+	}
+	admin := h.admin()
+	if got := admin.do("POST", "/v1/admin/policies", "application/yaml", internalPolicy, map[string]string{auth.CSRFHeader: admin.csrf}); got.code != 200 {
+		t.Fatalf("applying the internal policy: %d %s", got.code, got.body)
+	}
+	b.page("workloads")
+	if wl := text(b, `main[data-page="workloads"] tbody`); !strings.Contains(wl, "api") || !strings.Contains(wl, "8080/TCP") {
+		t.Errorf("workloads page %q", wl)
+	}
+	b.screenshot("workloads")
+	b.page("whatif")
+	b.checkLabels("what-if page")
+	b.run("asking what if", set("#whatif-from", "prod/api"), set("#whatif-to", "prod/pg"), set("#whatif-port", "5432"),
+		click("#whatif-go"), visible("#whatif-result .verdict"))
+	if verdict := text(b, "#whatif-result"); !strings.Contains(verdict, "Allowed") || !strings.Contains(verdict, "prod/internal") {
+		t.Errorf("what-if answer %q: want Allowed by prod/internal", verdict)
+	}
+	b.run("asking what if", set("#whatif-from", "jobs/batch"), set("#whatif-to", "prod/pg"), click("#whatif-go"),
+		chromedp.WaitVisible(chromedp.CSS("#whatif-result .verdict.bad")))
+	b.screenshot("whatif")
+	b.page("graph")
+	b.checkLabels("graph page")
+	b.run("graph", visible("svg.graph line"))
+	all := js[int](b, "counting edges", `document.querySelectorAll('svg.graph line').length`)
+	b.screenshot("graph")
+	b.run("filtering the graph", set("#graph-ns", "jobs"),
+		chromedp.Evaluate[chromedp.Void](`void document.getElementById('graph-ns').dispatchEvent(new Event('change'))`),
+		chromedp.WaitNotPresent(chromedp.CSS("svg.graph line")))
+	if n := js[int](b, "counting nodes", `document.querySelectorAll('svg.graph g[data-key]').length`); all < 2 || n != 1 {
+		t.Errorf("graph: %d edges for all namespaces, %d workloads for jobs; want edges, and jobs/batch alone", all, n)
+	}
+	b.screenshot("graph-jobs")
+	b.page("audit")
+	if audit := text(b, `main[data-page="audit"] tbody`); !strings.Contains(audit, "node.delete") || !strings.Contains(audit, "policy.apply") {
+		t.Errorf("audit page %q: want the revocation and the policy", audit)
+	}
+	js[chromedp.Void](b, "opening a diff", `void Array.from(document.querySelectorAll('main tbody tr'))
+		.find((tr) => tr.textContent.includes('namespace.put')).querySelector('summary').click()`)
+	if d := text(b, `main[data-page="audit"] details[open] .diff`); !strings.Contains(d, "-   \"Mode\": \"enforce\"") || !strings.Contains(d, "+   \"Mode\": \"monitor\"") {
+		t.Errorf("audit diff of the namespace change %q: want enforce replaced by monitor", d)
+	}
+	b.screenshot("audit")
+
+	// Users and API tokens: create a viewer and a token in the console.
+	b.page("access")
+	b.checkLabels("access page")
+	b.run("creating a viewer", set("#user-name", "vic"), set("#user-role", "viewer"), set("#user-password", "viewer password 1"),
+		click("#user-create"), visible(`[data-delete-user="vic"]`))
+	b.run("creating an API token", set("#apitoken-name", "ci"), click("#apitoken-create"), visible("#apitoken-value"))
+	if tok := value(b, "#apitoken-value"); !strings.HasPrefix(tok, "latchapi.") {
+		t.Errorf("API token %q", tok)
+	}
+	b.run("API token listed", visible(`[data-revoke-apitoken]`))
+	b.screenshot("access")
+	// Revoke the API token and the join token, delete a policy: each after
+	// a confirmation.
+	confirm := func(what, sel, gone string) {
+		b.t.Helper()
+		b.run(what, click(sel), visible("#confirm-yes"), click("#confirm-yes"), chromedp.WaitNotPresent(chromedp.CSS(gone)))
+	}
+	confirm("revoking the API token", `[data-revoke-apitoken]`, `[data-revoke-apitoken]`)
+	b.page("tokens")
+	confirm("revoking the join token", `[data-revoke-token]`, `[data-revoke-token]`)
+	if tl := text(b, "#token-list"); !strings.Contains(tl, "revoked") {
+		t.Errorf("token list after revoking %q", tl)
+	}
+	b.page("policies")
+	confirm("deleting a policy", `[data-delete-policy="prod/web"]`, `[data-delete-policy="prod/web"]`)
+	h.admin().call("GET", "/v1/admin/policies", nil, &ps)
+	if len(ps) != 1 || ps[0].Name != "internal" {
+		t.Errorf("policies after deleting prod/web: %+v", ps)
+	}
+	if err := h.enroll(token, "late"); err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Errorf("enrolling with the revoked join token: %v", err)
+	}
+
+	// Fifty minutes on, db-1's one-hour SVID is close to expiry.
+	h.clock.Advance(50 * time.Minute)
+	b.page("overview")
+	if svids := text(b, `section[aria-labelledby="ov-svid"]`); !strings.Contains(svids, "db-1: expires") {
+		t.Errorf("SVIDs close to expiry %q: want db-1", svids)
+	}
+	b.screenshot("overview-svid-expiring")
+
+	// Log out, then log in as the viewer: nothing can be changed.
+	b.run("logging out", click("#logout"), visible("#login-form"))
+	b.login("vic", "viewer password 1")
+	for _, p := range []struct{ page, forbidden string }{
+		{"nodes", `[data-revoke]`},
+		{"namespaces", `[data-save-ns], main select`},
+		{"policies", `#policy-apply, #policy-validate, main .danger`},
+		{"tokens", `#token-create, [data-revoke-token]`},
+		{"access", `#user-create, #apitoken-create, [data-delete-user], [data-revoke-apitoken]`},
+	} {
+		b.page(p.page)
+		if n := js[int](b, "counting controls", fmt.Sprintf(`document.querySelectorAll(%q).length`, p.forbidden)); n != 0 {
+			t.Errorf("viewer sees %d change controls (%s) on %s", n, p.forbidden, p.page)
+		}
+		if js[int](b, "viewer note", `document.querySelectorAll('#viewer-note').length`) != 1 {
+			t.Errorf("viewer page %s does not say the user may only look", p.page)
+		}
+		b.screenshot("viewer-" + p.page)
+	}
+	// Even hand-made requests from the page, with the right CSRF token, are refused.
+	got := js[[]int](b, "trying changes as viewer", `(async () => {
+		const calls = [
+			['DELETE', '/v1/admin/nodes/db-1'],
+			['PUT', '/v1/admin/namespaces/prod', '{"Mode":"enforce"}'],
+			['POST', '/v1/admin/tokens', '{}'],
+			['DELETE', '/v1/admin/policies/prod/web'],
+			['POST', '/v1/admin/users', '{"name":"eve","role":"admin"}'],
+		];
+		const out = [];
+		for (const [m, p, body] of calls) {
+			const r = await fetch(p, {method: m, headers: {'X-CSRF-Token': app.me.csrf, 'Content-Type': 'application/json'}, body});
+			out.push(r.status);
+		}
+		return out;
+	})()`)
+	if len(got) != 5 {
+		t.Errorf("viewer changes: %v", got)
+	}
+	for i, c := range got {
+		if c != 403 {
+			t.Errorf("viewer change %d: status %d, want 403", i, c)
+		}
+	}
+	h.admin().call("GET", "/v1/admin/nodes", nil, &nodes)
+	if len(nodes) != 1 {
+		t.Errorf("a viewer changed the nodes: %+v", nodes)
+	}
+}

@@ -1,0 +1,318 @@
+// Package console is the coordinator's web admin console: its HTTP
+// handlers (login, logout, pages), console sessions, the login rate
+// limit, the first admin account, and its assets (HTML, JavaScript, CSS),
+// embedded with go:embed so the binary serves everything itself.
+//
+// The pages are static; their script reads and changes everything
+// through the same admin API as the CLI (/v1/admin/...), authenticated by
+// the session cookie plus the session's CSRF token in a header, so every
+// change goes through package state and the audit log.
+//
+// Only the coordinator's command (package cli) imports it; it mounts
+// itself on the admin API's echo server through api.Config.Extensions.
+package console
+
+import (
+	"context"
+	"crypto/subtle"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/latchnet/latch/coordinator/auth"
+	"github.com/latchnet/latch/coordinator/state"
+	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/internal/atomicfile"
+	"github.com/latchnet/latch/wire"
+)
+
+//go:embed assets
+var assetFS embed.FS
+
+// Prefix is where the console is served.
+const Prefix = "/console/"
+
+// publicAssets may be fetched without a session: what the login page
+// needs. Everything else needs one.
+var publicAssets = map[string]bool{"style.css": true, "login.js": true, "login.html": true}
+
+// Config wires a Console.
+type Config struct {
+	State *state.State
+	// Flows answers the overview's "recent denied flows"; nil until flow
+	// telemetry exists (the panel then says there is no flow data).
+	Flows FlowSource
+	Now   func() time.Time
+	Log   *slog.Logger
+	// Limiter limits login attempts; default NewLimiter(5, 15 min).
+	Limiter *Limiter
+}
+
+// Console serves the web console.
+type Console struct {
+	cfg    Config
+	assets fs.FS
+}
+
+// New builds the console.
+func New(cfg Config) *Console {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Limiter == nil {
+		cfg.Limiter = NewLimiter(5, 15*time.Minute, 10000, cfg.Now)
+	}
+	sub, err := fs.Sub(assetFS, "assets")
+	if err != nil {
+		panic(err) // the embedded directory exists
+	}
+	return &Console{cfg: cfg, assets: sub}
+}
+
+// Mount adds the console's routes; pass it in api.Config.Extensions.
+func (k *Console) Mount(root *echo.Echo, admin *echo.Group) {
+	page := root.Group("", securityHeaders)
+	page.GET("/", k.redirectHome)
+	page.GET("/console", k.redirectHome)
+	page.GET(Prefix, k.index)
+	page.GET(Prefix+"login", k.loginPage)
+	page.POST(Prefix+"login", k.login)
+	page.POST(Prefix+"logout", k.logout)
+	page.GET(Prefix+"assets/*", k.asset)
+	admin.GET("/flows/denied", k.deniedFlows)
+}
+
+// securityHeaders keeps the pages to their own origin: no inline script,
+// no framing, no sniffing.
+func securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-store")
+		return next(c)
+	}
+}
+
+func (k *Console) redirectHome(c echo.Context) error {
+	return c.Redirect(http.StatusSeeOther, Prefix)
+}
+
+// session returns the principal of the request's session cookie.
+func (k *Console) session(c echo.Context) (state.Principal, string, bool) {
+	ck, err := c.Request().Cookie(auth.SessionCookie)
+	if err != nil || ck.Value == "" {
+		return state.Principal{}, "", false
+	}
+	p, err := k.cfg.State.SessionPrincipal(c.Request().Context(), ck.Value)
+	if err != nil {
+		return state.Principal{}, "", false
+	}
+	return p, ck.Value, true
+}
+
+func (k *Console) index(c echo.Context) error {
+	if _, _, ok := k.session(c); !ok {
+		return c.Redirect(http.StatusSeeOther, Prefix+"login")
+	}
+	return k.serveFile(c, "index.html")
+}
+
+func (k *Console) loginPage(c echo.Context) error {
+	if _, _, ok := k.session(c); ok {
+		return c.Redirect(http.StatusSeeOther, Prefix)
+	}
+	return k.serveFile(c, "login.html")
+}
+
+// asset serves an embedded file by its plain name: no directories, no
+// dot segments, nothing outside the embedded assets.
+func (k *Console) asset(c echo.Context) error {
+	name := c.Param("*")
+	if name == "" || strings.ContainsAny(name, "/\\\x00") || strings.HasPrefix(name, ".") || path.Clean(name) != name {
+		return echo.NewHTTPError(http.StatusNotFound, "no such asset")
+	}
+	if !publicAssets[name] {
+		if _, _, ok := k.session(c); !ok {
+			return echo.NewHTTPError(http.StatusUnauthorized, "not logged in: log in at "+Prefix+"login")
+		}
+	}
+	return k.serveFile(c, name)
+}
+
+func (k *Console) serveFile(c echo.Context, name string) error {
+	data, err := fs.ReadFile(k.assets, name)
+	if err != nil {
+		return echo.NewHTTPError(http.StatusNotFound, "no such asset")
+	}
+	ct := mime.TypeByExtension(filepath.Ext(name))
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	return c.Blob(http.StatusOK, ct, data)
+}
+
+// loginRequest is the login form, sent as JSON (a cross-site form cannot
+// send JSON, which keeps login CSRF out).
+type loginRequest struct {
+	Name     string `json:"name"`
+	Password string `json:"password"`
+}
+
+func (k *Console) login(c echo.Context) error {
+	r := c.Request()
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
+		return c.JSON(http.StatusUnsupportedMediaType, wire.Error{Error: "send the login as application/json", Code: "bad_request"})
+	}
+	var req loginRequest
+	if err := c.Bind(&req); err != nil {
+		return c.JSON(http.StatusBadRequest, wire.Error{Error: "reading the login: " + err.Error(), Code: "bad_request"})
+	}
+	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		ip = r.RemoteAddr
+	}
+	// The key is the peer address, not X-Forwarded-For, which a client
+	// could set to dodge the limit.
+	key := req.Name + "|" + ip
+	if wait := k.cfg.Limiter.Blocked(key); wait > 0 {
+		c.Response().Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
+		return c.JSON(http.StatusTooManyRequests, wire.Error{Error: fmt.Sprintf("too many failed logins for %q from this address: try again in %s", req.Name, wait.Round(time.Second)), Code: "rate_limited"})
+	}
+	u, err := k.cfg.State.UserForLogin(r.Context(), req.Name)
+	ok := false
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		auth.BurnPasswordTime(req.Password)
+	case err != nil:
+		return err
+	default:
+		ok, err = auth.VerifyPassword(u.PasswordHash, req.Password)
+		if err != nil {
+			k.cfg.Log.Error("stored password hash unreadable", "user", u.Name, "err", err)
+		}
+	}
+	if !ok {
+		k.cfg.Limiter.Fail(key)
+		k.cfg.Log.Warn("console login failed", "user", req.Name, "ip", ip)
+		return c.JSON(http.StatusUnauthorized, wire.Error{Error: "wrong user name or password", Code: "unauthorized"})
+	}
+	k.cfg.Limiter.Reset(key)
+	id := auth.NewSecret()
+	now := k.cfg.Now()
+	sess := store.Session{IDHash: auth.HashSecret(id), User: u.Name, CSRF: auth.NewSecret(), CreatedAt: now, ExpiresAt: now.Add(state.SessionTTL)}
+	if err := k.cfg.State.Login(r.Context(), sess); err != nil {
+		return err
+	}
+	c.SetCookie(&http.Cookie{Name: auth.SessionCookie, Value: id, Path: "/", HttpOnly: true, Secure: r.TLS != nil,
+		SameSite: http.SameSiteStrictMode, Expires: sess.ExpiresAt})
+	return c.JSON(http.StatusOK, state.Principal{Name: u.Name, Role: u.Role, Via: "session", CSRF: sess.CSRF})
+}
+
+func (k *Console) logout(c echo.Context) error {
+	p, id, ok := k.session(c)
+	if !ok {
+		return c.JSON(http.StatusUnauthorized, wire.Error{Error: "not logged in", Code: "unauthorized"})
+	}
+	got := c.Request().Header.Get(auth.CSRFHeader)
+	if got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(p.CSRF)) != 1 {
+		return c.JSON(http.StatusForbidden, wire.Error{Error: "missing or wrong " + auth.CSRFHeader + " header: reload the page", Code: "csrf"})
+	}
+	if err := k.cfg.State.Logout(c.Request().Context(), p.Name, auth.HashSecret(id)); err != nil {
+		return err
+	}
+	c.SetCookie(&http.Cookie{Name: auth.SessionCookie, Value: "", Path: "/", HttpOnly: true, Secure: c.Request().TLS != nil,
+		SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	return c.NoContent(http.StatusNoContent)
+}
+
+// FirstAdmin is the name of the account made at first start.
+const FirstAdmin = "admin"
+
+// PasswordFile is where the first admin's password is written, in the
+// data directory.
+const PasswordFile = "admin-password"
+
+// EnsureFirstAdmin creates the user "admin" with a random password when no
+// user exists, writes the password to dataDir/admin-password (0600) and
+// logs it once. It returns the password, or "" when users existed.
+func EnsureFirstAdmin(ctx context.Context, st *state.State, dataDir string, log *slog.Logger) (string, error) {
+	has, err := st.HasUsers(ctx)
+	if err != nil || has {
+		return "", err
+	}
+	pw := auth.NewPassword()
+	hash, err := auth.HashPassword(pw)
+	if err != nil {
+		return "", err
+	}
+	file := filepath.Join(dataDir, PasswordFile)
+	if err := os.Remove(file); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("replacing %s: %w", file, err)
+	}
+	if err := atomicfile.Create(file, []byte(pw+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing the first admin's password: %w", err)
+	}
+	if err := st.CreateUser(ctx, "system", store.User{Name: FirstAdmin, Role: auth.RoleAdmin, PasswordHash: hash}); err != nil {
+		return "", fmt.Errorf("creating the first admin: %w", err)
+	}
+	log.Warn("web console: first admin created; log in and create your own users, then delete "+file,
+		"user", FirstAdmin, "password", pw, "password_file", file)
+	return pw, nil
+}
+
+// DeniedFlow is one flow that policy denied, for the overview.
+type DeniedFlow struct {
+	Time     time.Time `json:"time"`
+	From     string    `json:"from"`
+	To       string    `json:"to"`
+	Port     uint16    `json:"port"`
+	Protocol string    `json:"protocol"`
+	Node     string    `json:"node,omitempty"`
+	// Monitor is true when the namespace is in monitor mode (the flow
+	// would have been dropped but was let through).
+	Monitor bool `json:"monitor,omitempty"`
+}
+
+// FlowSource is where the console reads recent denied flows from: the
+// coordinator's flow telemetry, when it exists.
+type FlowSource interface {
+	RecentDenied(ctx context.Context, limit int) ([]DeniedFlow, error)
+}
+
+// deniedFlowsAnswer says whether flow data exists at all, so the page can
+// tell "none denied" from "no telemetry".
+type deniedFlowsAnswer struct {
+	Available bool         `json:"available"`
+	Flows     []DeniedFlow `json:"flows"`
+}
+
+func (k *Console) deniedFlows(c echo.Context) error {
+	if k.cfg.Flows == nil {
+		return c.JSON(http.StatusOK, deniedFlowsAnswer{Flows: []DeniedFlow{}})
+	}
+	fl, err := k.cfg.Flows.RecentDenied(c.Request().Context(), 50)
+	if err != nil {
+		return err
+	}
+	if fl == nil {
+		fl = []DeniedFlow{}
+	}
+	return c.JSON(http.StatusOK, deniedFlowsAnswer{Available: true, Flows: fl})
+}
