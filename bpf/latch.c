@@ -32,6 +32,15 @@
 // latch_egress would drop its first packet. Other sockets and destinations
 // are left alone.
 //
+// Monitor mode (the workloads map's monitor flag, set for workloads of a
+// namespace in monitor mode): every drop decided once the local workload
+// is known becomes a pass, counted as REASON_ALLOW_MONITOR and reported
+// with the verdict VERDICT_WOULD_DENY and the drop reason; a TCP, UDP or
+// SCTP flow passed this way (denied, seen mid-stream, or revoked by a rule
+// set switch) is tracked like an allowed one, so its later packets and its
+// replies pass as tracked. A connect or send the cgroup hooks would refuse
+// proceeds, reported the same way.
+//
 // Headers are read directly from the linear packet data at
 // settings.l3_offset (0 on the TUN/WireGuard device, which has no link
 // header; 14 in BPF_PROG_TEST_RUN, which prepends an Ethernet header), and
@@ -79,6 +88,7 @@ enum dir {
 enum verdict {
 	VERDICT_ALLOWED = 0,
 	VERDICT_DROPPED = 1,
+	VERDICT_WOULD_DENY = 2, // passed: the workload is in monitor mode
 };
 
 // Reasons index the counters array; the Go side mirrors them.
@@ -100,6 +110,7 @@ enum reason {
 	REASON_DROP_CONNECT_DENIED, // connect/sendmsg refused by the cgroup hooks
 	REASON_DROP_REVOKED,      // tracked flow the active rule set no longer allows
 	REASON_EVENT_LOST,        // ring buffer full (counted, not a verdict)
+	REASON_ALLOW_MONITOR,     // denied, but passed: monitor mode
 	REASON_MAX,
 };
 
@@ -127,7 +138,8 @@ struct workload {
 	__u32 index;
 	__u32 identity;
 	__u8 allow_all[2]; // by enum dir
-	__u8 pad[2];
+	__u8 monitor;      // 1: monitor mode, drops become would-deny passes
+	__u8 pad;
 };
 
 // rule_key keys the rules hash: identity 0 holds the workload's Any ranges
@@ -205,7 +217,7 @@ struct event {
 	__u32 workload; // index in the active set; 0xffffffff if unknown
 	__u32 remote_identity;
 	__u32 set;
-	__u32 pad;
+	__u32 len; // bytes of the packet (skb->len); 0 for connect/sendmsg
 };
 
 #define RULE_SET_MAPS(sfx)                                               \
@@ -297,6 +309,8 @@ struct pkt {
 	__u32 workload;
 	__u32 identity;
 	__u32 set;
+	__u32 len;
+	__u8 monitor; // the local workload is in monitor mode
 };
 
 static __always_inline void count(__u32 reason)
@@ -325,7 +339,7 @@ static __always_inline void emit(const struct pkt *p, __u8 verdict, __u8 reason)
 	e->workload = p->workload;
 	e->remote_identity = p->identity;
 	e->set = p->set;
-	e->pad = 0;
+	e->len = p->len;
 	// Wake the reader only when a good part of the ring is waiting: it
 	// also polls on a short deadline (enforce/ebpf), and a wake-up per
 	// event would cost more than the event.
@@ -333,8 +347,36 @@ static __always_inline void emit(const struct pkt *p, __u8 verdict, __u8 reason)
 	bpf_ringbuf_submit(e, waiting >= EVENT_WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
+// monitor_pass lets through a packet of a monitor-mode workload that would
+// be dropped for reason, tracking a TCP/UDP/SCTP flow denied by policy,
+// seen mid-stream or revoked, so that its later packets and replies pass
+// as tracked.
+static __always_inline int monitor_pass(const struct pkt *p, __u8 reason)
+{
+	__u32 zero = 0;
+	struct settings *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (cfg && (reason == REASON_DROP_NO_RULE || reason == REASON_DROP_NOT_SYN || reason == REASON_DROP_REVOKED)) {
+		struct ct_key k = {
+			.saddr = p->saddr, .daddr = p->daddr, .sport = p->sport, .dport = p->dport, .proto = p->proto,
+		};
+		struct ct_val v = {
+			.last_seen_ns = bpf_ktime_get_coarse_ns(), .generation = cfg->generation, .dir = p->dir, .opener = 1,
+		};
+		bpf_map_update_elem(&conntrack, &k, &v, BPF_ANY);
+		k.saddr = p->daddr, k.daddr = p->saddr, k.sport = p->dport, k.dport = p->sport;
+		v.dir = p->dir == DIR_INGRESS ? DIR_EGRESS : DIR_INGRESS;
+		v.opener = 0;
+		bpf_map_update_elem(&conntrack, &k, &v, BPF_ANY);
+	}
+	count(REASON_ALLOW_MONITOR);
+	emit(p, VERDICT_WOULD_DENY, reason);
+	return VERDICT_ALLOW;
+}
+
 static __always_inline int drop(const struct pkt *p, __u8 reason)
 {
+	if (p->monitor)
+		return monitor_pass(p, reason);
 	count(reason);
 	emit(p, VERDICT_DROPPED, reason);
 	return VERDICT_DROP;
@@ -416,8 +458,10 @@ static __always_inline struct workload *lookup_local(struct pkt *p, __u32 local,
 	if (id)
 		p->identity = *id;
 	struct workload *wl = SET_LOOKUP(p->set, workloads, &local);
-	if (wl)
+	if (wl) {
 		p->workload = wl->index;
+		p->monitor = wl->monitor;
+	}
 	return wl;
 }
 
@@ -455,7 +499,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		return VERDICT_ALLOW;
 	}
 
-	struct pkt p = {.dir = dir, .workload = 0xffffffff};
+	struct pkt p = {.dir = dir, .workload = 0xffffffff, .len = skb->len};
 	__u32 zero = 0;
 	struct settings *cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg)
@@ -664,6 +708,11 @@ static __always_inline int sock_hook(struct bpf_sock_addr *ctx, int connect)
 
 	if (policy(&p, wl, daddr) != REASON_DROP_NO_RULE)
 		return 1;
+	if (wl->monitor) {
+		count(REASON_ALLOW_MONITOR);
+		emit(&p, VERDICT_WOULD_DENY, REASON_DROP_CONNECT_DENIED);
+		return 1;
+	}
 	count(REASON_DROP_CONNECT_DENIED);
 	emit(&p, VERDICT_DROPPED, REASON_DROP_CONNECT_DENIED);
 	return 0;

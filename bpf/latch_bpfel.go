@@ -69,7 +69,7 @@ type LatchEvent struct {
 	Workload       uint32
 	RemoteIdentity uint32
 	Set            uint32
-	Pad            uint32
+	Len            uint32
 }
 
 type LatchIdentKey struct {
@@ -110,7 +110,8 @@ const (
 	LatchReasonREASON_DROP_CONNECT_DENIED LatchReason = 14
 	LatchReasonREASON_DROP_REVOKED        LatchReason = 15
 	LatchReasonREASON_EVENT_LOST          LatchReason = 16
-	LatchReasonREASON_MAX                 LatchReason = 17
+	LatchReasonREASON_ALLOW_MONITOR       LatchReason = 17
+	LatchReasonREASON_MAX                 LatchReason = 18
 )
 
 type LatchRuleKey struct {
@@ -135,8 +136,9 @@ type LatchSettings struct {
 type LatchVerdict uint32
 
 const (
-	LatchVerdictVERDICT_ALLOWED LatchVerdict = 0
-	LatchVerdictVERDICT_DROPPED LatchVerdict = 1
+	LatchVerdictVERDICT_ALLOWED    LatchVerdict = 0
+	LatchVerdictVERDICT_DROPPED    LatchVerdict = 1
+	LatchVerdictVERDICT_WOULD_DENY LatchVerdict = 2
 )
 
 type LatchWorkload struct {
@@ -144,7 +146,8 @@ type LatchWorkload struct {
 	Index    uint32
 	Identity uint32
 	AllowAll [2]uint8
-	Pad      [2]uint8
+	Monitor  uint8
+	Pad      uint8
 }
 
 // Names of all BPF objects in the ELF.

@@ -45,7 +45,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newCoordinatorCmd(), newAdminCmd())
+	root.AddCommand(newCoordinatorCmd(), newAdminCmd(), newFlowsCmd())
 	root.AddCommand(newPolicyCmd(), newNodeCmd(), newStatusCmd(), newPeersCmd(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",

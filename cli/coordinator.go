@@ -34,6 +34,9 @@ type coordinatorFlags struct {
 	distDir, publicURL                     string
 	svidTTL                                time.Duration
 	keepalive                              time.Duration
+	flowRetention                          time.Duration
+	flowMaxRows                            int
+	metricsListen                          string
 }
 
 func newCoordinatorCmd() *cobra.Command {
@@ -55,6 +58,9 @@ func newCoordinatorCmd() *cobra.Command {
 	fl.DurationVar(&f.keepalive, "keepalive", 10*time.Second, "view stream keepalive interval")
 	fl.StringVar(&f.distDir, "dist-dir", "", "directory of `make dist` output (latch-OS-ARCH, SHA256SUMS) served at /dl/ to the install script; none if empty")
 	fl.StringVar(&f.publicURL, "public-url", "", "https://HOST[:PORT] nodes reach this coordinator at: baked into /install.sh and HOST added to the serving certificate (default: the address the script is fetched from)")
+	fl.DurationVar(&f.flowRetention, "flow-retention", 24*time.Hour, "how long flow records are kept")
+	fl.IntVar(&f.flowMaxRows, "flow-max-rows", 1000000, "the most flow records kept; the oldest beyond are deleted (0: no bound)")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "", "plain HTTP address serving Prometheus /metrics, without authentication (e.g. 127.0.0.1:9470); off when empty")
 	return cmd
 }
 
@@ -70,6 +76,20 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	}
 	if f.svidTTL < 10*time.Second {
 		return fmt.Errorf("--svid-ttl %v: must be at least 10s", f.svidTTL)
+	}
+	if f.flowRetention == 0 {
+		f.flowRetention = 24 * time.Hour
+	}
+	if f.flowRetention < time.Minute {
+		return fmt.Errorf("--flow-retention %v: must be at least 1m", f.flowRetention)
+	}
+	if f.flowMaxRows < 0 {
+		return fmt.Errorf("--flow-max-rows %d: must be 0 (no bound) or more", f.flowMaxRows)
+	}
+	if f.metricsListen != "" {
+		if _, _, err := net.SplitHostPort(f.metricsListen); err != nil {
+			return fmt.Errorf("--metrics-listen %q: want HOST:PORT: %w", f.metricsListen, err)
+		}
 	}
 	host, _, err := net.SplitHostPort(f.listen)
 	if err != nil {
@@ -148,8 +168,21 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	log.Info("coordinator listening", "addr", ln.Addr().String(), "trust_domain", td.String(),
 		"ca_fingerprint", authority.Fingerprint(), "admin_token_file", filepath.Join(f.dataDir, "admin.token"),
 		"console", "https://"+ln.Addr().String()+console.Prefix)
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(ln) }()
+	if f.metricsListen != "" {
+		mln, err := net.Listen("tcp", f.metricsListen)
+		if err != nil {
+			return fmt.Errorf("--metrics-listen %s: %w", f.metricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", srv.MetricsHandler())
+		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		defer ms.Close()
+		log.Info("metrics listening", "addr", mln.Addr().String())
+		go func() { errc <- ms.Serve(mln) }()
+	}
+	go pruneFlows(ctx, st, f.flowRetention, f.flowMaxRows, log)
 	select {
 	case err := <-errc:
 		return err
@@ -159,6 +192,25 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	defer cancel()
 	_ = hs.Shutdown(sctx)
 	return nil
+}
+
+// pruneFlows deletes expired and surplus flow records at start and every
+// minute until ctx ends.
+func pruneFlows(ctx context.Context, st *state.State, retention time.Duration, maxRows int, log *slog.Logger) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		if n, err := st.PruneFlows(ctx, retention, maxRows); err != nil && ctx.Err() == nil {
+			log.Warn("pruning flow records", "err", err)
+		} else if n > 0 {
+			log.Info("pruned flow records", "deleted", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // adminToken reads DIR/admin.token, creating it (0600) on first start.

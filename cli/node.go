@@ -39,6 +39,9 @@ type nodeFlags struct {
 	enrollOnly  bool
 	workloads   []string
 	configFile  string
+
+	flowInterval  time.Duration
+	metricsListen string
 }
 
 // nodeFile is `latch node --config FILE`: the same settings as the flags
@@ -53,7 +56,10 @@ type nodeFile struct {
 	Endpoints   []string          `json:"endpoints,omitempty"`
 	Enforce     string            `json:"enforce,omitempty"`
 	BPFPinDir   string            `json:"bpfPinDir,omitempty"`
-	Workloads   []fileWorkload    `json:"workloads,omitempty"`
+	// FlowInterval is a Go duration such as 5s.
+	FlowInterval  string         `json:"flowInterval,omitempty"`
+	MetricsListen string         `json:"metricsListen,omitempty"`
+	Workloads     []fileWorkload `json:"workloads,omitempty"`
 }
 
 type fileWorkload struct {
@@ -89,6 +95,14 @@ func (f *nodeFlags) applyFile(cmd *cobra.Command) ([]fileWorkload, error) {
 	set("name", &f.name, nf.Name)
 	set("enforce", &f.enforce, nf.Enforce)
 	set("bpf-pin-dir", &f.pinDir, nf.BPFPinDir)
+	set("metrics-listen", &f.metricsListen, nf.MetricsListen)
+	if nf.FlowInterval != "" && !cmd.Flags().Changed("flow-interval") {
+		d, err := time.ParseDuration(nf.FlowInterval)
+		if err != nil {
+			return nil, fmt.Errorf("--config %s: flowInterval %q: want a duration such as 5s", f.configFile, nf.FlowInterval)
+		}
+		f.flowInterval = d
+	}
 	if len(nf.Labels) > 0 && !cmd.Flags().Changed("labels") {
 		var kv []string
 		for k, v := range nf.Labels {
@@ -184,6 +198,8 @@ follows its view stream. "latch status" and "latch peers" ask it how it is.`,
 	fl.StringVar(&f.pinDir, "bpf-pin-dir", "", "where the eBPF enforcer pins its maps and links (default /sys/fs/bpf/latch/<iface>)")
 	fl.StringVar(&f.configFile, "config", "", "YAML file with the node's settings and workloads (flags given win)")
 	fl.BoolVar(&f.enrollOnly, "enroll-only", false, "enroll with the join token (if not enrolled yet), save the identity in --state-dir and exit without starting")
+	fl.DurationVar(&f.flowInterval, "flow-interval", agent.DefaultFlowInterval, "how long enforcer events are aggregated into flow records before upload")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "", "plain HTTP address serving Prometheus /metrics, without authentication (e.g. 127.0.0.1:9471); off when empty")
 	fl.BoolVar(&f.cleanup, "cleanup", false, "remove the eBPF enforcer's programs, maps and pins of --iface and exit")
 	fl.StringArrayVar(&f.workloads, "workload", nil, "a workload on this node, "+agent.WorkloadSpecHelp+"; repeatable. Each gets an overlay address bound on the WireGuard interface")
 	fl.StringArrayVar(&f.endpoints, "endpoint", nil, "underlay IP:PORT peers reach this node at; repeatable (default: every global IPv4 address with --listen-port)")
@@ -201,6 +217,9 @@ func (f nodeFlags) config() (agent.Config, error) {
 		ListenPort:  f.listenPort,
 		Enforce:     f.enforce,
 		PinDir:      f.pinDir,
+
+		FlowInterval:  f.flowInterval,
+		MetricsListen: f.metricsListen,
 	}
 	if cfg.Coordinator == "" {
 		cfg.Coordinator = os.Getenv("LATCH_COORDINATOR")
@@ -349,6 +368,10 @@ func printStatus(w io.Writer, st agent.Status) {
 			sort.Strings(reasons)
 			rows = append(rows, [2]string{"Packets by reason", strings.Join(reasons, " ")})
 		}
+	}
+	if f := st.Flows; f != nil {
+		rows = append(rows, [2]string{"Flow records", fmt.Sprintf("%d sent, %d queued, %d in the open interval, %d dropped (buffer full)",
+			f.Sent, f.Queued, f.Open, f.Dropped)})
 	}
 	for _, w := range st.Workloads {
 		ip := w.IP

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestNodeConfigFile(t *testing.T) {
@@ -15,6 +16,8 @@ name: web1
 labels: {app: web}
 listenPort: 51999
 enforce: userspace
+flowInterval: 2s
+metricsListen: 127.0.0.1:9999
 workloads:
   - name: api
     namespace: prod
@@ -42,6 +45,9 @@ workloads:
 	if f.coordinator != "https://coord.example:7443" || f.listenPort != 51999 || f.enforce != "userspace" || f.labels != "app=web" {
 		t.Errorf("file values not applied: %+v", f)
 	}
+	if f.flowInterval != 2*time.Second || f.metricsListen != "127.0.0.1:9999" {
+		t.Errorf("flowInterval/metricsListen not applied: %v %q", f.flowInterval, f.metricsListen)
+	}
 	if len(ws) != 1 || ws[0].Ports[0].Protocol != "TCP" || ws[0].Ports[1].Protocol != "UDP" {
 		t.Errorf("workloads: %+v", ws)
 	}
@@ -50,7 +56,8 @@ workloads:
 	for doc, want := range map[string]string{
 		"workloads: [{name: a}]\n":                                   "name and namespace are required",
 		"workloads: [{name: a, namespace: p, ports: [{port: 0}]}]\n": "ports[0]",
-		"nmae: x\n": "nmae",
+		"nmae: x\n":           "nmae",
+		"flowInterval: 5s5\n": "want a duration",
 		"workloads: [{name: a, namespace: p, ports: [{port: 1, protocol: icmp}]}]\n": "protocol TCP, UDP or SCTP",
 	} {
 		os.WriteFile(bad, []byte(doc), 0o644)

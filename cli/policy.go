@@ -18,7 +18,7 @@ func newPolicyCmd() *cobra.Command {
 		Use:   "policy",
 		Short: "Validate and evaluate NetworkPolicy files",
 	}
-	cmd.AddCommand(newPolicyEvalCmd(), newPolicyValidateCmd(), newPolicyApplyCmd())
+	cmd.AddCommand(newPolicyEvalCmd(), newPolicyValidateCmd(), newPolicyApplyCmd(), newPolicySuggestCmd())
 	cmd.AddCommand(newPolicyAdminCmds()...)
 	return cmd
 }

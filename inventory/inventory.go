@@ -39,6 +39,9 @@ func (p Protocol) Valid() bool { return p == TCP || p == UDP || p == SCTP }
 type Namespace struct {
 	Name   string            `json:"name"`
 	Labels map[string]string `json:"labels,omitempty"`
+	// Monitor is true for a namespace in monitor mode: its workloads'
+	// enforcers drop nothing and report what they would have dropped.
+	Monitor bool `json:"monitor,omitempty"`
 }
 
 // EffectiveLabels returns the namespace's labels plus

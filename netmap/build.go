@@ -152,6 +152,7 @@ func (e *Engine) buildView(nd *node) *view.View {
 			Identity: w.identity,
 			Ingress:  e.rules(w, true, ids, repList, s),
 			Egress:   e.rules(w, false, ids, repList, s),
+			Monitor:  w.ns.monitor,
 		})
 	}
 	return v

@@ -341,7 +341,9 @@ func (e *Engine) DeleteNode(name string) ([]string, error) {
 	return t.finish(), nil
 }
 
-// UpsertNamespace adds a namespace or changes its labels.
+// UpsertNamespace adds a namespace or changes its labels or mode. A mode
+// change alone changes only the views of the nodes hosting the
+// namespace's workloads (their rule tables carry the mode).
 func (e *Engine) UpsertNamespace(ns inventory.Namespace) ([]string, error) {
 	t := e.begin()
 	n, ok := e.namespaces[ns.Name]

@@ -65,6 +65,7 @@ type Engine struct {
 
 type namespace struct {
 	name    string
+	monitor bool       // monitor mode: carried into the rule tables of its workloads
 	labels  labels.Set // effective labels, with kubernetes.io/metadata.name
 	members idlist
 	byLabel map[string]map[string]idlist
@@ -349,6 +350,7 @@ func (e *Engine) putNamespace(ns inventory.Namespace) *namespace {
 		e.namespaces[ns.Name] = n
 	}
 	n.labels = labels.Set(ns.EffectiveLabels())
+	n.monitor = ns.Monitor
 	return n
 }
 
@@ -687,4 +689,15 @@ func parallel(n int, f func(i int)) {
 		}()
 	}
 	wg.Wait()
+}
+
+// WorkloadAt returns the workload (a node's own workload included) with
+// overlay address a.
+func (e *Engine) WorkloadAt(a netip.Addr) (inventory.Workload, bool) {
+	e.refreshIPIndex()
+	i, ok := slices.BinarySearchFunc(e.ipIndex, a, func(id int32, a netip.Addr) int { return e.wls[id].w.IP.Compare(a) })
+	if !ok {
+		return inventory.Workload{}, false
+	}
+	return e.wls[e.ipIndex[i]].w, true
 }

@@ -73,7 +73,13 @@ func ruleMatches(r *crule, other *workload) bool {
 
 // sidePorts returns the ports self's policies allow to (egress) or from
 // (ingress) other, appended to buf; all is true when every port is allowed.
+// A workload of a namespace in monitor mode lets everything through (its
+// enforcer drops nothing), so for flows, peers and identities its sides
+// allow every port; its rule tables still say what policy allows.
 func (e *Engine) sidePorts(self, other *workload, ingress bool, buf portSet) (ps portSet, all bool) {
+	if self.ns.monitor {
+		return buf, true
+	}
 	pols, dst := self.outPol, other
 	if ingress {
 		pols, dst = self.inPol, self
@@ -141,6 +147,9 @@ func (e *Engine) decideFlow(a, b *workload, s *scratch) bool {
 // it (ingress) or that it could reach (egress), possibly more than once.
 // It returns true without visiting when that is every workload.
 func (e *Engine) candidates(w *workload, ingress bool, visit func(int32)) (all bool) {
+	if w.ns.monitor {
+		return true
+	}
 	pols := polsOf(w, ingress)
 	if len(pols) == 0 {
 		return e.baseline == policy.BaselineAllow

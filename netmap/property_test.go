@@ -19,19 +19,26 @@ import (
 
 // oracle answers flow questions with the reference evaluator.
 type oracle struct {
-	ev    *policy.Evaluator
-	ports map[inventory.Protocol][]uint16
+	ev      *policy.Evaluator
+	ports   map[inventory.Protocol][]uint16
+	monitor map[string]bool // namespaces in monitor mode
 }
 
 func newOracle(w *world) *oracle {
-	return &oracle{ev: policy.NewEvaluator(w.namespaces, w.policies, w.baseline), ports: candidatePorts(w)}
+	o := &oracle{ev: policy.NewEvaluator(w.namespaces, w.policies, w.baseline), ports: candidatePorts(w), monitor: map[string]bool{}}
+	for _, ns := range w.namespaces {
+		o.monitor[ns.Name] = ns.Monitor
+	}
+	return o
 }
 
-// flow reports whether a may send to b on some protocol and port.
+// flow reports whether a may send to b on some protocol and port: a's
+// egress and b's ingress allow it, or are not enforced (monitor mode).
 func (o *oracle) flow(a, b *inventory.Workload) bool {
 	for proto, ports := range o.ports {
 		for _, p := range ports {
-			if o.ev.Decide(a, b, proto, p).Allowed {
+			v := o.ev.Decide(a, b, proto, p)
+			if (v.Egress.Allowed || o.monitor[a.Namespace]) && (v.Ingress.Allowed || o.monitor[b.Namespace]) {
 				return true
 			}
 		}
@@ -426,8 +433,12 @@ func applyRandomChange(t *testing.T, r *rand.Rand, w *world, e *Engine) (string,
 		}
 		w.workloads = keep
 		return "leave " + n.Name, must(e.DeleteNode(n.Name))
-	case 8: // relabel a namespace
+	case 8: // relabel a namespace, or switch its mode
 		i := r.IntN(len(w.namespaces))
+		if r.IntN(2) == 0 {
+			w.namespaces[i].Monitor = !w.namespaces[i].Monitor
+			return "switch mode of namespace " + w.namespaces[i].Name, must(e.UpsertNamespace(w.namespaces[i]))
+		}
 		w.namespaces[i].Labels = map[string]string{"team": []string{"red", "blue", "green"}[r.IntN(3)]}
 		return "relabel namespace " + w.namespaces[i].Name, must(e.UpsertNamespace(w.namespaces[i]))
 	}

@@ -79,6 +79,7 @@ func newWorld(r *rand.Rand) *world {
 		if r.IntN(2) == 0 {
 			ns.Labels = map[string]string{"team": []string{"red", "blue"}[r.IntN(2)]}
 		}
+		ns.Monitor = r.IntN(3) == 0
 		w.namespaces = append(w.namespaces, ns)
 	}
 	nn := 3 + r.IntN(5)

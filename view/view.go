@@ -66,6 +66,10 @@ type WorkloadRules struct {
 	Identity Identity `json:"identity"`
 	Ingress  Rules    `json:"ingress"`
 	Egress   Rules    `json:"egress"`
+	// Monitor is true when the workload's namespace is in monitor mode:
+	// the enforcer lets through what the rules deny, tracks it like an
+	// allowed flow and reports it with the verdict would-deny.
+	Monitor bool `json:"monitor,omitempty"`
 }
 
 // Rules decide one direction of one workload's traffic. For a packet with

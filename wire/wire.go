@@ -119,3 +119,59 @@ func CheckNodeName(name string) error {
 	}
 	return nil
 }
+
+// PathFlows is a POST of a FlowBatch: the flow records the node's
+// enforcer saw. The coordinator accepts only records whose local side is a
+// workload of the calling node.
+const PathFlows = "/v1/node/flows"
+
+// Flow verdicts.
+const (
+	VerdictAllowed   = "allowed"
+	VerdictDenied    = "denied"
+	VerdictWouldDeny = "would-deny" // passed: the namespace is in monitor mode
+)
+
+// Flow directions, as seen from the local workload.
+const (
+	DirIngress = "ingress" // the remote end sent the packet
+	DirEgress  = "egress"  // the local workload sent it
+)
+
+// FlowRecord aggregates the enforcer's events of one flow in one interval:
+// the same direction, local workload, addresses, protocol, destination
+// port, verdict and reason. Packets counts the packets that produced an
+// event (the first packet of each new connection, every denied or
+// would-deny packet); later packets of tracked connections produce none
+// and are not counted. Bytes are those packets' lengths (IP packet; the
+// eBPF enforcer's skb length).
+type FlowRecord struct {
+	Start     time.Time  `json:"start"` // first event of the interval
+	End       time.Time  `json:"end"`   // last event
+	Direction string     `json:"direction"`
+	Workload  string     `json:"workload"` // the local workload, namespace/name
+	Src       netip.Addr `json:"src"`
+	Dst       netip.Addr `json:"dst"`
+	Protocol  string     `json:"protocol"` // TCP, UDP, SCTP, ICMP or the IP protocol number
+	Port      uint16     `json:"port"`     // destination port; 0 without ports
+	Verdict   string     `json:"verdict"`
+	Reason    string     `json:"reason,omitempty"`
+	Packets   uint64     `json:"packets"`
+	Bytes     uint64     `json:"bytes"`
+}
+
+// FlowBatch is what a node uploads. Dropped counts records the node
+// discarded (oldest first) because its buffer was full while the
+// coordinator was away.
+type FlowBatch struct {
+	Records []FlowRecord `json:"records"`
+	Dropped uint64       `json:"dropped,omitempty"`
+}
+
+// FlowBatchResponse says how many records were stored; Rejected records
+// named a local side that is not a workload of the node.
+type FlowBatchResponse struct {
+	Accepted int    `json:"accepted"`
+	Rejected int    `json:"rejected,omitempty"`
+	Message  string `json:"message,omitempty"`
+}

@@ -28,6 +28,8 @@ func (s *Server) adminRoutes(g *echo.Group) {
 	g.POST("/tokens", s.createToken)
 	g.DELETE("/tokens/:id", s.revokeToken)
 	g.GET("/audit", s.listAudit)
+	g.GET("/flows", s.listFlows)
+	g.GET("/namespaces/:name/suggest", s.suggest)
 	g.GET("/whoami", s.whoami)
 	g.GET("/users", s.listUsers)
 	g.POST("/users", s.createUser)

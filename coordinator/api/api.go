@@ -30,6 +30,7 @@ import (
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/policy"
 	"github.com/latchnet/latch/wire"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
@@ -42,8 +43,11 @@ type Config struct {
 	SVIDTTL        time.Duration // default 1 h
 	Pool           netip.Prefix  // the overlay, told to nodes as their route
 	Keepalive      time.Duration // stream keepalive, default 10 s
-	Now            func() time.Time
-	Log            *slog.Logger
+	// FlowPoll is how often a following flow query looks for new flows;
+	// default 1 s.
+	FlowPoll time.Duration
+	Now      func() time.Time
+	Log      *slog.Logger
 	// Extensions mount more routes: the web console adds its pages on the
 	// root and its endpoints on the admin group, which carries admin auth
 	// and the role check.
@@ -61,8 +65,9 @@ type Config struct {
 
 // Server is the coordinator's HTTP handler.
 type Server struct {
-	cfg Config
-	e   *echo.Echo
+	cfg     Config
+	e       *echo.Echo
+	metrics *metrics
 }
 
 const ctxNode = "latch.node"
@@ -75,6 +80,9 @@ func New(cfg Config) *Server {
 	if cfg.Keepalive == 0 {
 		cfg.Keepalive = 10 * time.Second
 	}
+	if cfg.FlowPoll == 0 {
+		cfg.FlowPoll = time.Second
+	}
 	if !cfg.Pool.IsValid() {
 		cfg.Pool = state.DefaultPool
 	}
@@ -85,13 +93,17 @@ func New(cfg Config) *Server {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, e: echo.New()}
+	s.metrics = newMetrics(s)
+	s.metrics.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	s.e.HideBanner, s.e.HidePort = true, true
+	s.e.Use(s.metrics.instrument)
 	s.e.HTTPErrorHandler = s.errorHandler
 	s.e.POST(wire.PathEnroll, s.enroll)
 	node := s.e.Group("", s.nodeAuth)
 	node.POST(wire.PathRenew, s.renew)
 	node.POST(wire.PathRegister, s.register)
 	node.GET(wire.PathStream, s.stream)
+	node.POST(wire.PathFlows, s.flows)
 	admin := s.e.Group("/v1/admin", s.adminAuth)
 	s.adminRoutes(admin)
 	s.installRoutes()
@@ -226,8 +238,10 @@ func (s *Server) enroll(c echo.Context) error {
 		TokenID: tok.ID, SecretHash: ca.HashSecret(tok.Secret), Name: req.Name, Labels: req.Labels,
 	}, s.signer(req.CSR, &chain))
 	if err != nil {
+		s.metrics.enrollments.WithLabelValues("refused").Inc()
 		return err
 	}
+	s.metrics.enrollments.WithLabelValues("ok").Inc()
 	return c.JSON(http.StatusOK, s.svidResponse(chain, n))
 }
 

@@ -34,6 +34,7 @@ type harness struct {
 	srv   *httptest.Server
 	ca    *ca.CA
 	admin string
+	api   *Server
 }
 
 func newHarness(t *testing.T) *harness {
@@ -54,7 +55,9 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, ca: authority, clock: clock, admin: "secret-admin"}
-	s := New(Config{State: st, CA: authority, AdminTokenHash: AdminTokenHash(h.admin), Keepalive: 200 * time.Millisecond})
+	s := New(Config{State: st, CA: authority, AdminTokenHash: AdminTokenHash(h.admin), Keepalive: 200 * time.Millisecond,
+		FlowPoll: 50 * time.Millisecond})
+	h.api = s
 	h.srv = httptest.NewUnstartedServer(s)
 	svid, err := authority.ServerSVID([]string{"localhost"}, nil, time.Hour)
 	if err != nil {

@@ -38,6 +38,8 @@ func (s *Server) stream(c echo.Context) error {
 	name := nodeOf(c).Name
 	s.cfg.State.StreamOpened(name)
 	defer s.cfg.State.StreamClosed(name)
+	s.metrics.streamOpen(name, 1)
+	defer s.metrics.streamOpen(name, -1)
 	w := c.Response()
 	w.Header().Set(echo.HeaderContentType, "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
@@ -66,5 +68,8 @@ func (s *Server) stream(c echo.Context) error {
 			return nil
 		}
 		w.Flush()
+		if err == nil {
+			s.metrics.pushed(msg.Full != nil, u.Published)
+		}
 	}
 }

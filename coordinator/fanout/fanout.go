@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/latchnet/latch/view"
 )
@@ -32,6 +33,7 @@ type Hub struct {
 
 type box struct {
 	history []*view.View  // oldest first; the last is the newest; guarded by Hub.mu
+	at      time.Time     // when the newest was published; guarded by Hub.mu
 	wake    chan struct{} // closed and replaced on every publish
 	gone    bool
 	waiters int // streams blocked in Next
@@ -59,6 +61,7 @@ func (h *Hub) Publish(v *view.View) {
 		return // an older or repeated version: keep the newest
 	}
 	b.gone = false
+	b.at = time.Now()
 	b.history = append(b.history, v)
 	if len(b.history) > History {
 		b.history = append(b.history[:0], b.history[len(b.history)-History:]...)
@@ -104,6 +107,8 @@ func (h *Hub) Latest(node string) *view.View {
 type Update struct {
 	Full  *view.View
 	Delta *view.Delta
+	// Published is when the view was published (for stream lag).
+	Published time.Time
 }
 
 // Version is the version the update brings the node to.
@@ -130,7 +135,7 @@ func (h *Hub) Next(ctx context.Context, node string, have uint64) (Update, error
 			return Update{}, fmt.Errorf("%s: %w", node, ErrGone)
 		}
 		if n := len(b.history); n > 0 && b.history[n-1].Version != have {
-			latest := b.history[n-1]
+			latest, at := b.history[n-1], b.at
 			var base *view.View
 			for _, old := range b.history {
 				if old.Version == have {
@@ -139,10 +144,10 @@ func (h *Hub) Next(ctx context.Context, node string, have uint64) (Update, error
 			}
 			h.mu.Unlock()
 			if base == nil {
-				return Update{Full: latest}, nil
+				return Update{Full: latest, Published: at}, nil
 			}
 			d := view.Diff(base, latest)
-			return Update{Delta: &d}, nil
+			return Update{Delta: &d, Published: at}, nil
 		}
 		wake := b.wake
 		b.waiters++

@@ -110,7 +110,7 @@ func (s *State) loadLocked(ctx context.Context) error {
 			return err
 		}
 		for _, ns := range nss {
-			in.Namespaces = append(in.Namespaces, inventory.Namespace{Name: ns.Name, Labels: ns.Labels})
+			in.Namespaces = append(in.Namespaces, inventory.Namespace{Name: ns.Name, Labels: ns.Labels, Monitor: ns.Mode == store.ModeMonitor})
 		}
 		nodes, err := tx.ListNodes()
 		if err != nil {
@@ -246,7 +246,7 @@ func (s *State) PutNamespace(ctx context.Context, actor string, ns store.Namespa
 		if err := tx.PutNamespace(ns); err != nil {
 			return nil, err
 		}
-		return s.eng.UpsertNamespace(inventory.Namespace{Name: ns.Name, Labels: ns.Labels})
+		return s.eng.UpsertNamespace(inventory.Namespace{Name: ns.Name, Labels: ns.Labels, Monitor: ns.Mode == store.ModeMonitor})
 	})
 }
 

@@ -122,6 +122,32 @@ CREATE TABLE api_tokens (
 	revoked     INTEGER NOT NULL
 );
 `,
+	// 3: flow records reported by the nodes (issue 7).
+	`CREATE TABLE flows (
+	id           INTEGER PRIMARY KEY AUTOINCREMENT,
+	time         INTEGER NOT NULL,
+	end_time     INTEGER NOT NULL,
+	reporter     TEXT NOT NULL,
+	direction    TEXT NOT NULL,
+	src_ns       TEXT NOT NULL,
+	src_workload TEXT NOT NULL,
+	src_node     TEXT NOT NULL,
+	src_ip       TEXT NOT NULL,
+	dst_ns       TEXT NOT NULL,
+	dst_workload TEXT NOT NULL,
+	dst_node     TEXT NOT NULL,
+	dst_ip       TEXT NOT NULL,
+	proto        TEXT NOT NULL,
+	port         INTEGER NOT NULL,
+	verdict      TEXT NOT NULL,
+	reason       TEXT NOT NULL,
+	packets      INTEGER NOT NULL,
+	bytes        INTEGER NOT NULL
+);
+CREATE INDEX flows_time ON flows (time);
+CREATE INDEX flows_src_ns ON flows (src_ns, id);
+CREATE INDEX flows_dst_ns ON flows (dst_ns, id);
+`,
 }
 
 // migrate applies the migrations db lacks, all in one transaction, and

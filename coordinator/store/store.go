@@ -229,6 +229,14 @@ type Tx interface {
 	ListAudit(limit int) ([]AuditEntry, error)
 
 	// GetMeta returns a value of the key/value table, or ErrNotFound.
+	// InsertFlows stores flow records; ListFlows reads them by filter,
+	// oldest first; PruneFlows deletes those older than before and, when
+	// maxRows > 0, the oldest beyond maxRows. It returns how many it
+	// deleted.
+	InsertFlows([]Flow) error
+	ListFlows(FlowQuery) ([]Flow, error)
+	PruneFlows(before time.Time, maxRows int) (int64, error)
+
 	GetMeta(key string) (string, error)
 	PutMeta(key, value string) error
 

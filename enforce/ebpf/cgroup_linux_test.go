@@ -325,6 +325,38 @@ func TestAttachCgroup(t *testing.T) {
 		}
 	}
 
+	// prod/b in monitor mode: the connect its rules deny proceeds and is
+	// reported as would-deny.
+	mv := cgroupView()
+	mv.Version = 2
+	mv.Workloads[1].Monitor = true
+	if err := e.Apply(mv); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := runHelper(t, cgB), (helperResult{tcpErr: "ok", tcpLocal: cgBIP, udpErr: "ok", udpSrc: cgBIP}); got != want {
+		t.Errorf("prod/b in monitor mode: got %+v, want %+v", got, want)
+	}
+	timeout = time.After(5 * time.Second)
+	for found := false; !found; {
+		select {
+		case ev := <-e.Events():
+			found = ev.Reason == ReasonConnectDenied && ev.Verdict == WouldDeny && ev.Workload == "prod/b" && ev.DstPort == 80
+			if ev.Reason == ReasonConnectDenied && ev.Verdict == Dropped {
+				t.Fatalf("monitor mode refused a connect: %+v", ev)
+			}
+		case <-timeout:
+			t.Fatal("no would-deny connect event for prod/b in monitor mode")
+		}
+	}
+	if c, err := e.Counters(); err != nil || c.ByReason[ReasonConnectDenied] != 2 || c.ByReason[ReasonMonitor] == 0 {
+		t.Errorf("counters after the monitor-mode connect: %+v %v; want connect-denied still 2 and monitor > 0", c, err)
+	}
+	back := cgroupView()
+	back.Version = 3
+	if err := e.Apply(back); err != nil {
+		t.Fatal(err)
+	}
+
 	e2, err := Load(e.pinDir)
 	if err != nil {
 		t.Fatalf("Load adopting links: %v", err)

@@ -72,6 +72,7 @@ type Workload struct {
 	Index    uint32
 	Identity view.Identity
 	AllowAll [2]bool // by Direction
+	Monitor  bool    // monitor mode: denied packets pass as would-deny
 }
 
 // IdentityEntry is an entry of the identities map: Addr/32 → Identity.
@@ -136,6 +137,7 @@ func Compile(v *view.View) (*Tables, error) {
 		t.Workloads = append(t.Workloads, Workload{
 			Name: w.Workload, Addr: w.IP, Index: idx, Identity: w.Identity,
 			AllowAll: [2]bool{w.Ingress.AllowAll, w.Egress.AllowAll},
+			Monitor:  w.Monitor,
 		})
 		for _, d := range []struct {
 			dir Direction

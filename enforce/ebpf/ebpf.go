@@ -69,11 +69,17 @@ type Verdict uint8
 const (
 	Allowed Verdict = 0
 	Dropped Verdict = 1
+	// WouldDeny: the packet (or connect) passed because its workload is
+	// in monitor mode, but the rules deny it.
+	WouldDeny Verdict = 2
 )
 
 func (v Verdict) String() string {
-	if v == Allowed {
+	switch v {
+	case Allowed:
 		return "allowed"
+	case WouldDeny:
+		return "would-deny"
 	}
 	return "dropped"
 }
@@ -100,13 +106,14 @@ const (
 	ReasonConnectDenied               // refused: connect/sendmsg of a workload socket (EPERM)
 	ReasonRevoked                     // dropped: tracked flow the new rule set no longer allows
 	ReasonEventLost                   // an event did not fit in the ring buffer
+	ReasonMonitor                     // denied, but passed: the workload is in monitor mode
 	numReasons
 )
 
 var reasonNames = [...]string{
 	"allow-all", "any", "identity", "cidr", "tracked", "icmp-echo", "not-ipv4",
 	"policy", "no-local-workload", "tcp-not-syn", "fragment", "icmp", "protocol", "malformed",
-	"connect-denied", "revoked", "event-lost",
+	"connect-denied", "revoked", "event-lost", "monitor",
 }
 
 func (r Reason) String() string {
@@ -118,7 +125,7 @@ func (r Reason) String() string {
 
 // Verdict is the verdict of packets counted under r.
 func (r Reason) Verdict() Verdict {
-	if r <= ReasonNotIPv4 {
+	if r <= ReasonNotIPv4 || r == ReasonMonitor {
 		return Allowed
 	}
 	return Dropped
@@ -140,6 +147,9 @@ type Event struct {
 	Workload       string
 	WorkloadIndex  uint32
 	RemoteIdentity view.Identity
+	// Bytes is the packet's length (0 for a connect or send refused or
+	// reported by the cgroup hooks).
+	Bytes uint32
 }
 
 // ErrUnknownWorkload is wrapped by SetCgroups when a cgroup is assigned to

@@ -552,6 +552,7 @@ func encode(t *Tables) entries {
 	for _, w := range t.Workloads {
 		v := bpf.LatchWorkload{Index: w.Index, Identity: uint32(w.Identity)}
 		v.AllowAll = [2]uint8{b2u(w.AllowAll[0]), b2u(w.AllowAll[1])}
+		v.Monitor = b2u(w.Monitor)
 		en.workloads[be32(w.Addr)] = v
 	}
 	for _, i := range t.Identities {
@@ -617,6 +618,7 @@ func (e *Enforcer) decode(r *bpf.LatchEvent) Event {
 		Reason:         Reason(r.Reason),
 		WorkloadIndex:  r.Workload,
 		RemoteIdentity: view.Identity(r.RemoteIdentity),
+		Bytes:          r.Len,
 	}
 	e.mu.Lock()
 	if names := e.names[r.Set&1]; int64(r.Workload) < int64(len(names)) {

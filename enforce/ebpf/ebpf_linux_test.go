@@ -417,6 +417,10 @@ func TestEvents(t *testing.T) {
 				t.Errorf("event %d time %v is %v from now", i, got.Time, d)
 			}
 			got.Time = time.Time{}
+			if got.Bytes != 54 { // Ethernet + IPv4 + TCP headers
+				t.Errorf("event %d: %d bytes, want 54", i, got.Bytes)
+			}
+			got.Bytes = 0
 			if got != w {
 				t.Errorf("event %d:\n got %+v\nwant %+v", i, got, w)
 			}
@@ -471,11 +475,18 @@ func TestReasonsMatchC(t *testing.T) {
 		ReasonProtocol: bpf.LatchReasonREASON_DROP_PROTOCOL, ReasonMalformed: bpf.LatchReasonREASON_DROP_MALFORMED,
 		ReasonConnectDenied: bpf.LatchReasonREASON_DROP_CONNECT_DENIED,
 		ReasonRevoked:       bpf.LatchReasonREASON_DROP_REVOKED,
-		ReasonEventLost:     bpf.LatchReasonREASON_EVENT_LOST, numReasons: bpf.LatchReasonREASON_MAX,
+		ReasonEventLost:     bpf.LatchReasonREASON_EVENT_LOST, ReasonMonitor: bpf.LatchReasonREASON_ALLOW_MONITOR,
+		numReasons: bpf.LatchReasonREASON_MAX,
 	}
 	for g, c := range pairs {
 		if uint32(g) != uint32(c) {
 			t.Errorf("reason %s = %d in Go, %d in C", g, g, c)
+		}
+	}
+	for g, c := range map[Verdict]bpf.LatchVerdict{Allowed: bpf.LatchVerdictVERDICT_ALLOWED,
+		Dropped: bpf.LatchVerdictVERDICT_DROPPED, WouldDeny: bpf.LatchVerdictVERDICT_WOULD_DENY} {
+		if uint32(g) != uint32(c) {
+			t.Errorf("verdict %s = %d in Go, %d in C", g, g, c)
 		}
 	}
 	if MaxRanges != len(bpf.LatchPorts{}.R) {
@@ -491,6 +502,12 @@ func TestProgramMatchesAllows(t *testing.T) {
 	sport := uint16(1024)
 	for round := range 20 {
 		v := randomView(r, 4, 4)
+		if round%2 == 1 {
+			// Some workloads in monitor mode: they pass what Allows denies.
+			for i := range v.Workloads {
+				v.Workloads[i].Monitor = i%2 == 0
+			}
+		}
 		if err := e.Apply(v); err != nil {
 			t.Fatal(err)
 		}
@@ -502,7 +519,7 @@ func TestProgramMatchesAllows(t *testing.T) {
 			}
 			sport++ // a new flow each time: no conntrack hits
 			want := uint32(retDrop)
-			if rules.Allows(v.IdentityOf(remote), remote, protocols[pi].name, port) {
+			if rules.Allows(v.IdentityOf(remote), remote, protocols[pi].name, port) || w.Monitor {
 				want = retAllow
 			}
 			if got := run(t, e, dir, p); got != want {

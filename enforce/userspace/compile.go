@@ -125,6 +125,7 @@ type local struct {
 	identity view.Identity
 	ingress  rules
 	egress   rules
+	monitor  bool // the namespace is in monitor mode: denied packets pass
 }
 
 // ruleset is the compiled, immutable form of one view. The filter swaps
@@ -155,6 +156,7 @@ func compile(v *view.View, gen uint64) *ruleset {
 			identity: w.Identity,
 			ingress:  compileRules(&w.Ingress),
 			egress:   compileRules(&w.Egress),
+			monitor:  w.Monitor,
 		}
 	}
 	return rs

@@ -33,6 +33,12 @@
 //     passes, the datagram's identification is remembered for 10 s; later
 //     fragments pass iff their datagram's first fragment did. A later
 //     fragment that arrives before its first fragment is dropped.
+//   - Monitor mode (view.WorkloadRules.Monitor): a packet of such a local
+//     workload that would be dropped for any reason passes instead and is
+//     counted as "monitor"; its event carries the drop reason and the
+//     verdict WouldDeny. A TCP, UDP or SCTP flow let through this way is
+//     tracked like an allowed one, so its later packets and its replies
+//     pass without further events.
 //   - A new view (Apply) replaces the rule set atomically. A tracked flow is
 //     checked again against the new rules at its next packet and ended if
 //     they no longer allow it.
@@ -98,11 +104,17 @@ type Verdict uint8
 const (
 	Drop Verdict = iota
 	Pass
+	// WouldDeny is the verdict of events only: the packet passed because
+	// its workload's namespace is in monitor mode, but the rules deny it.
+	WouldDeny
 )
 
 func (v Verdict) String() string {
-	if v == Pass {
+	switch v {
+	case Pass:
 		return "pass"
+	case WouldDeny:
+		return "would-deny"
 	}
 	return "drop"
 }
@@ -119,6 +131,7 @@ const (
 	ReasonICMPRelated // an ICMP error quoting a tracked flow
 	ReasonFragment    // a later fragment of a datagram that passed
 	ReasonAllowAll    // a protocol the rules do not name, under AllowAll
+	ReasonMonitor     // denied, but passed: the namespace is in monitor mode
 	// Drops.
 	ReasonMalformed       // truncated or inconsistent headers
 	ReasonNotIPv4         // IPv6 or another version
@@ -139,6 +152,7 @@ var reasonNames = [numReasons]string{
 	ReasonICMPRelated:     "icmp-related",
 	ReasonFragment:        "fragment",
 	ReasonAllowAll:        "allow-all",
+	ReasonMonitor:         "monitor",
 	ReasonMalformed:       "malformed",
 	ReasonNotIPv4:         "not-ipv4",
 	ReasonNoWorkload:      "no-local-workload",
@@ -158,7 +172,7 @@ func (r Reason) String() string {
 
 // Verdict is the verdict a packet with reason r gets.
 func (r Reason) Verdict() Verdict {
-	if r >= ReasonNewFlow && r <= ReasonAllowAll {
+	if r >= ReasonNewFlow && r <= ReasonMonitor {
 		return Pass
 	}
 	return Drop
@@ -180,6 +194,8 @@ type Event struct {
 	Workload string
 	// RemoteIdentity is the remote address's identity in the view.
 	RemoteIdentity view.Identity
+	// Bytes is the packet's IPv4 total length (0 if it could not be read).
+	Bytes uint32
 }
 
 // Options tune a Filter. The zero value is usable.
@@ -265,6 +281,17 @@ type Stats struct {
 	EventsLost uint64 `json:"eventsLost"`
 }
 
+// PassReason reports whether the reason named name (a key of
+// Stats.Packets) lets packets through.
+func (Stats) PassReason(name string) bool {
+	for r := ReasonNewFlow; r < numReasons; r++ {
+		if r.String() == name {
+			return r.Verdict() == Pass
+		}
+	}
+	return false
+}
+
 // Stats returns the counters.
 func (f *Filter) Stats() Stats {
 	st := Stats{ViewVersion: f.Version(), Flows: f.flows.len(), Packets: map[string]uint64{}, EventsLost: f.eventsLost.Load()}
@@ -312,6 +339,9 @@ func (f *Filter) decide(dir Direction, b []byte) Verdict {
 		if f.frags.touchLive(k, now) {
 			return f.finish(dir, &p, l, view.IdentityUnknown, ReasonFragment)
 		}
+		if l.monitor {
+			return f.monitored(dir, &p, l, rs.view.IdentityOf(rem), ReasonFragmentUnknown)
+		}
 		return f.finish(dir, &p, l, rs.view.IdentityOf(rem), ReasonFragmentUnknown)
 	}
 	rules := &l.egress
@@ -330,11 +360,35 @@ func (f *Filter) decide(dir Direction, b []byte) Verdict {
 			r = ReasonAllowAll
 		}
 	}
+	if l.monitor && r.Verdict() == Drop {
+		if r == ReasonPolicy || r == ReasonNotSYN {
+			k := flowKey{local: loc, remote: rem, lport: p.sport, rport: p.dport, proto: p.proto}
+			if dir == DirInbound {
+				k.lport, k.rport = p.dport, p.sport
+			}
+			f.flows.insert(k, flow{dir: dir, gen: rs.gen, expires: now + int64(TimeoutNew), identity: id, replied: r == ReasonNotSYN})
+		}
+		if p.moreFrags {
+			f.frags.insert(flowKey{local: loc, remote: rem, lport: p.id, rport: uint16(dir), proto: p.proto},
+				flow{dir: dir, expires: now + int64(TimeoutFragment)})
+		}
+		return f.monitored(dir, &p, l, id, r)
+	}
 	if p.moreFrags && r.Verdict() == Pass {
 		f.frags.insert(flowKey{local: loc, remote: rem, lport: p.id, rport: uint16(dir), proto: p.proto},
 			flow{dir: dir, expires: now + int64(TimeoutFragment)})
 	}
 	return f.finish(dir, &p, l, id, r)
+}
+
+// monitored lets through a packet of a monitor-mode workload that the
+// rules deny for reason r: it counts ReasonMonitor and reports the packet
+// with the verdict WouldDeny and the reason it would have been dropped for.
+func (f *Filter) monitored(dir Direction, p *packet, l *local, id view.Identity, r Reason) Verdict {
+	f.counts[ReasonMonitor].Add(1)
+	f.report(Event{Time: f.now(), Direction: dir, Verdict: WouldDeny, Reason: r, Protocol: p.proto,
+		Src: p.src, Dst: p.dst, SrcPort: p.sport, DstPort: p.dport, RemoteIdentity: id, Workload: l.name, Bytes: uint32(p.length)})
+	return Pass
 }
 
 // transport decides a TCP, UDP or SCTP packet that is not a later
@@ -357,7 +411,7 @@ func (f *Filter) transport(dir Direction, rs *ruleset, l *local, p *packet, loc,
 			// The view changed since the flow was allowed: check it again
 			// in the direction it was opened.
 			e.identity = rs.view.IdentityOf(rem)
-			valid = rs.allowsFlow(e.dir, loc, rem, e.identity, k)
+			valid = l.monitor || rs.allowsFlow(e.dir, loc, rem, e.identity, k)
 			e.gen = rs.gen
 		}
 		// A SYN the other way opens a new connection on the same ports:
@@ -468,16 +522,25 @@ func (f *Filter) finish(dir Direction, p *packet, l *local, id view.Identity, r 
 	if (v == Drop || r == ReasonNewFlow) && f.events != nil {
 		ev := Event{
 			Time: f.now(), Direction: dir, Verdict: v, Reason: r, Protocol: p.proto,
-			Src: p.src, Dst: p.dst, SrcPort: p.sport, DstPort: p.dport, RemoteIdentity: id,
+			Src: p.src, Dst: p.dst, SrcPort: p.sport, DstPort: p.dport, RemoteIdentity: id, Bytes: uint32(p.length),
 		}
 		if l != nil {
 			ev.Workload = l.name
 		}
-		select {
-		case f.events <- ev:
-		default:
-			f.eventsLost.Add(1)
-		}
+		f.report(ev)
 	}
 	return v
+}
+
+// report queues ev without waiting: when the channel is full it is
+// counted as lost.
+func (f *Filter) report(ev Event) {
+	if f.events == nil {
+		return
+	}
+	select {
+	case f.events <- ev:
+	default:
+		f.eventsLost.Add(1)
+	}
 }

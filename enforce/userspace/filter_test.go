@@ -335,9 +335,9 @@ func TestEvents(t *testing.T) {
 	}
 	want := []Event{
 		{Direction: DirInbound, Verdict: Pass, Reason: ReasonNewFlow, Protocol: protoTCP,
-			Src: view.MustAddr(laptop), Dst: view.MustAddr(web), SrcPort: 40000, DstPort: 443, Workload: "prod/web", RemoteIdentity: 400},
+			Src: view.MustAddr(laptop), Dst: view.MustAddr(web), SrcPort: 40000, DstPort: 443, Workload: "prod/web", RemoteIdentity: 400, Bytes: 40},
 		{Direction: DirOutbound, Verdict: Drop, Reason: ReasonPolicy, Protocol: protoTCP,
-			Src: view.MustAddr(web), Dst: view.MustAddr(laptop), SrcPort: 40001, DstPort: 22, Workload: "prod/web", RemoteIdentity: 400},
+			Src: view.MustAddr(web), Dst: view.MustAddr(laptop), SrcPort: 40001, DstPort: 22, Workload: "prod/web", RemoteIdentity: 400, Bytes: 40},
 	}
 	for i := range want {
 		got[i].Time = time.Time{}

@@ -45,6 +45,8 @@ type packet struct {
 	// inner is the quoted packet of an ICMP error (its IP header and at
 	// least 8 bytes of transport header), or nil.
 	inner []byte
+	// length is the IPv4 total length.
+	length uint16
 }
 
 // parse reads pkt, which must start with an IPv4 header. It never reads
@@ -67,6 +69,7 @@ func parse(pkt []byte) (packet, Reason) {
 		return p, ReasonMalformed
 	}
 	pkt = pkt[:total]
+	p.length = uint16(total)
 	p.id = binary.BigEndian.Uint16(pkt[4:6])
 	frag := binary.BigEndian.Uint16(pkt[6:8])
 	p.moreFrags = frag&0x2000 != 0

@@ -25,7 +25,8 @@ func randWorld(r *rand.Rand) (netmap.Input, []netip.Addr) {
 		in.Baseline = policy.BaselineAllow
 	}
 	for _, n := range propNS {
-		in.Namespaces = append(in.Namespaces, inventory.Namespace{Name: n, Labels: map[string]string{"team": []string{"red", "blue"}[r.IntN(2)]}})
+		in.Namespaces = append(in.Namespaces, inventory.Namespace{Name: n, Labels: map[string]string{"team": []string{"red", "blue"}[r.IntN(2)]},
+			Monitor: r.IntN(4) == 0})
 	}
 	var addrs []netip.Addr
 	randPorts := func() []inventory.Port {
@@ -193,9 +194,10 @@ func TestFirstPacketMatchesRules(t *testing.T) {
 								f.Apply(v)
 								sport = 20000
 							}
-							wantOut := w.Egress.Allows(id, rem, proto, port)
+							// Monitor mode passes what the rules deny.
+							wantOut := w.Egress.Allows(id, rem, proto, port) || w.Monitor
 							gotOut := f.Outbound(first(proto, w.IP, rem, sport, port)) == Pass
-							wantIn := w.Ingress.Allows(id, rem, proto, port)
+							wantIn := w.Ingress.Allows(id, rem, proto, port) || w.Monitor
 							gotIn := f.Inbound(first(proto, rem, w.IP, sport, port)) == Pass
 							if gotOut != wantOut || gotIn != wantIn {
 								t.Fatalf("seed %d node %s workload %s remote %s (identity %d) %s/%d: outbound %v want %v, inbound %v want %v\negress %+v\ningress %+v",

@@ -25,6 +25,8 @@ var pure = []string{
 	"internal/strictyaml",
 	"enforce/userspace",
 	"coordinator/auth",
+	"suggest",
+	"node/flowlog",
 }
 
 var forbidden = []string{

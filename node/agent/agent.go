@@ -28,6 +28,7 @@ import (
 	"github.com/latchnet/latch/enforce/ebpf"
 	"github.com/latchnet/latch/enforce/userspace"
 	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/node/flowlog"
 	"github.com/latchnet/latch/node/wg"
 	"github.com/latchnet/latch/view"
 	"github.com/latchnet/latch/wire"
@@ -139,6 +140,10 @@ type agent struct {
 	// bpf is the eBPF enforcer; nil unless it is the active mode.
 	bpf    *ebpf.Enforcer
 	events atomic.Uint64 // flow events read from filter
+	// flows aggregates the enforcer's events into flow records for the
+	// coordinator; flowsSent counts the records it accepted.
+	flows     *flowlog.Log
+	flowsSent atomic.Uint64
 
 	mu          sync.Mutex
 	node        wire.NodeInfo // guarded by mu
@@ -162,7 +167,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 	if err != nil {
 		return err
 	}
-	a := &agent{s: s, log: log, d: d, dir: stateDir(s.StateDir), src: &source{}}
+	a := &agent{s: s, log: log, d: d, dir: stateDir(s.StateDir), src: &source{}, flows: flowlog.New(flowlog.Options{})}
 
 	if s.token == nil {
 		if _, err := os.Stat(a.dir.path(SVIDFile)); errors.Is(err, fs.ErrNotExist) {
@@ -301,16 +306,24 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 		return err
 	}
 	defer stopStatus()
+	stopMetrics, err := a.serveMetrics()
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 
 	a.log.Info("node agent running", logID, id.spiffeID().String(), logExpiry, id.notAfter())
 	var wg sync.WaitGroup
 	wg.Go(func() { a.renewLoop(ctx) })
 	wg.Go(func() { a.syncLoop(ctx) })
 	if a.filter != nil {
-		wg.Go(func() { flowEvents(ctx, a.filter, a.log, &a.events) })
+		wg.Go(func() { flowEvents(ctx, a.filter, a.log, &a.events, a.flows) })
 	}
 	if a.bpf != nil {
-		wg.Go(func() { ebpfEvents(ctx, a.bpf, a.log, &a.events) })
+		wg.Go(func() { ebpfEvents(ctx, a.bpf, a.log, &a.events, a.flows) })
+	}
+	if a.filter != nil || a.bpf != nil {
+		wg.Go(func() { a.flowLoop(ctx) })
 	}
 	wg.Wait()
 	a.log.Info("node agent stopping")

@@ -68,6 +68,8 @@ type fakeCoord struct {
 	tokenUsed bool                   // guarded by mu
 	renewed   []string               // serials issued by renew; guarded by mu
 	registers []wire.RegisterRequest // guarded by mu
+	flows     []wire.FlowBatch       // guarded by mu
+	flowsDown atomic.Bool            // answer 503 to flow uploads
 }
 
 type fakeStream struct {
@@ -95,6 +97,7 @@ func newFakeCoord(t *testing.T, ttl time.Duration) *fakeCoord {
 	mux.HandleFunc("POST "+wire.PathRenew, fc.renew)
 	mux.HandleFunc("POST "+wire.PathRegister, fc.register)
 	mux.HandleFunc("GET "+wire.PathStream, fc.stream)
+	mux.HandleFunc("POST "+wire.PathFlows, fc.postFlows)
 	fc.srv = httptest.NewUnstartedServer(mux)
 	svid, err := c.ServerSVID([]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Hour)
 	if err != nil {
@@ -513,6 +516,7 @@ func TestAgentLifecycle(t *testing.T) {
 		Coordinator: fc.srv.URL, Connected: true, ViewVersion: 3, Iface: "latch-test",
 		Impl: "wireguard-go", PublicKey: dev.PublicKey().String(), IP: nodeIP.String(),
 		Enforce: EnforceUserspace, Enforcement: st.Enforcement, // counters: see TestEnforce
+		Flows:     &FlowStatus{}, // records: see TestMonitorFlowsAndMetrics
 		Workloads: []WorkloadStatus{{Name: "web", Namespace: "default", IP: "100.64.1.1", Labels: map[string]string{"app": "web"}}},
 	}
 	if st.Enforcement == nil || st.Enforcement.ViewVersion != 3 {

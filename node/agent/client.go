@@ -164,6 +164,14 @@ func (c *client) register(ctx context.Context, req wire.RegisterRequest) (*wire.
 	return &resp, nil
 }
 
+func (c *client) postFlows(ctx context.Context, b wire.FlowBatch) (*wire.FlowBatchResponse, error) {
+	var resp wire.FlowBatchResponse
+	if err := post(ctx, c.http, c.url(wire.PathFlows, nil), b, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
 // stream opens the view stream. The caller closes the body.
 func (c *client) stream(ctx context.Context, have uint64) (io.ReadCloser, error) {
 	r, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url(wire.PathStream, url.Values{"have": {strconv.FormatUint(have, 10)}}), nil)

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/latchnet/latch/inventory"
 	"github.com/latchnet/latch/wire"
@@ -19,6 +20,9 @@ const (
 	DefaultListenPort  = 51820
 	DefaultIface       = "latch0"
 	DefaultRenewBefore = 0.5
+	// DefaultFlowInterval is how long flow events are aggregated before
+	// the records are uploaded.
+	DefaultFlowInterval = 5 * time.Second
 )
 
 // Config is what Run needs to make this machine a node.
@@ -63,6 +67,12 @@ type Config struct {
 	// /sys/fs/bpf/latch/<iface>); they survive the agent, so enforcement
 	// continues across restarts and a restarted agent adopts them.
 	PinDir string
+	// FlowInterval is how long enforcer events are aggregated into flow
+	// records before upload; DefaultFlowInterval if zero.
+	FlowInterval time.Duration
+	// MetricsListen is a plain HTTP HOST:PORT serving Prometheus /metrics
+	// without authentication; no metrics listener when empty.
+	MetricsListen string
 }
 
 // joinToken is a parsed join token. String never shows the secret.
@@ -151,6 +161,17 @@ func (cfg Config) check(hostAddrs func() ([]netip.Addr, error)) (settings, error
 	}
 	if s.ListenPort < 1 || s.ListenPort > 65535 {
 		return s, fmt.Errorf("listen port %d is out of range 1-65535", s.ListenPort)
+	}
+	if s.FlowInterval == 0 {
+		s.FlowInterval = DefaultFlowInterval
+	}
+	if s.FlowInterval < 100*time.Millisecond || s.FlowInterval > time.Hour {
+		return s, fmt.Errorf("flow interval %v: want between 100ms and 1h, e.g. 5s", s.FlowInterval)
+	}
+	if s.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(s.MetricsListen); err != nil {
+			return s, fmt.Errorf("metrics listen address %q: want HOST:PORT, e.g. 127.0.0.1:9471: %v", s.MetricsListen, err)
+		}
 	}
 	if s.RenewBefore == 0 {
 		s.RenewBefore = DefaultRenewBefore

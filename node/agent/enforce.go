@@ -9,6 +9,7 @@ import (
 
 	"github.com/latchnet/latch/enforce/ebpf"
 	"github.com/latchnet/latch/enforce/userspace"
+	"github.com/latchnet/latch/node/flowlog"
 	"github.com/latchnet/latch/view"
 )
 
@@ -51,7 +52,7 @@ func ebpfCounters(c ebpf.Counters, version uint64) userspace.Stats {
 
 // ebpfEvents reads the eBPF enforcer's events until ctx ends, counting
 // them and logging each at debug level.
-func ebpfEvents(ctx context.Context, e *ebpf.Enforcer, log *slog.Logger, count *atomic.Uint64) {
+func ebpfEvents(ctx context.Context, e *ebpf.Enforcer, log *slog.Logger, count *atomic.Uint64, flows *flowlog.Log) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -61,6 +62,9 @@ func ebpfEvents(ctx context.Context, e *ebpf.Enforcer, log *slog.Logger, count *
 				return
 			}
 			count.Add(1)
+			if fe, ok := ebpfFlowEvent(ev); ok {
+				flows.Add(fe)
+			}
 			logFlow(ctx, log, ev.Direction.String(), ev.Verdict.String(), ev.Reason.String(), ev.Protocol,
 				netip.AddrPortFrom(ev.Src.Netip(), ev.SrcPort), netip.AddrPortFrom(ev.Dst.Netip(), ev.DstPort),
 				ev.Workload, uint32(ev.RemoteIdentity))
@@ -96,13 +100,16 @@ const (
 
 // flowEvents reads the filter's events until ctx ends, counting them and
 // logging each at debug level.
-func flowEvents(ctx context.Context, f *userspace.Filter, log *slog.Logger, count *atomic.Uint64) {
+func flowEvents(ctx context.Context, f *userspace.Filter, log *slog.Logger, count *atomic.Uint64, flows *flowlog.Log) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case ev := <-f.Events():
 			count.Add(1)
+			if fe, ok := userspaceFlowEvent(ev); ok {
+				flows.Add(fe)
+			}
 			logFlow(ctx, log, ev.Direction.String(), ev.Verdict.String(), ev.Reason.String(), ev.Protocol,
 				netip.AddrPortFrom(ev.Src.Netip(), ev.SrcPort), netip.AddrPortFrom(ev.Dst.Netip(), ev.DstPort),
 				ev.Workload, uint32(ev.RemoteIdentity))

@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/latchnet/latch/node/flowlog"
 )
 
 // Status is the answer of GET /status on the agent's socket.
@@ -31,9 +33,18 @@ type Status struct {
 	Enforce string `json:"enforce"`
 	// Enforcement holds the enforcer's counters; nil when Enforce is off.
 	Enforcement *EnforceStatus `json:"enforcement,omitempty"`
+	// Flows is the flow-record buffer; nil when Enforce is off.
+	Flows *FlowStatus `json:"flows,omitempty"`
 	// Workloads are the node's declared workloads with their overlay
 	// addresses ("" until the coordinator assigned one).
 	Workloads []WorkloadStatus `json:"workloads"`
+}
+
+// FlowStatus is the flow-record part of Status.
+type FlowStatus struct {
+	flowlog.Stats
+	// Sent counts the records the coordinator accepted.
+	Sent uint64 `json:"sent"`
 }
 
 // PeerInfo is one entry of GET /peers: a WireGuard peer as the device
@@ -80,6 +91,9 @@ func (a *agent) status() Status {
 	}
 	if a.view != nil {
 		st.ViewVersion = a.view.Version
+	}
+	if a.filter != nil || a.bpf != nil {
+		st.Flows = &FlowStatus{Stats: a.flows.Stats(), Sent: a.flowsSent.Load()}
 	}
 	return st
 }

@@ -1,0 +1,134 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/wire"
+)
+
+// maxFlowBatch bounds the records of one upload.
+const maxFlowBatch = 10000
+
+// flows stores a node's flow records (node API, mTLS). The node's
+// identity comes from its certificate; records whose local side is not
+// one of its workloads are refused and counted.
+func (s *Server) flows(c echo.Context) error {
+	var b wire.FlowBatch
+	if err := bind(c, &b); err != nil {
+		return err
+	}
+	if len(b.Records) > maxFlowBatch {
+		return fail(http.StatusRequestEntityTooLarge, "too_large", "%d flow records in one batch, at most %d: send smaller batches", len(b.Records), maxFlowBatch)
+	}
+	node := nodeOf(c).Name
+	res, err := s.cfg.State.IngestFlows(c.Request().Context(), node, b.Records)
+	if err != nil {
+		return err
+	}
+	s.metrics.flowsIngested(res.Accepted, res.Rejected, b.Dropped)
+	if res.Rejected > 0 {
+		s.cfg.Log.Warn("refused flow records", "node", node, "rejected", res.Rejected, "first", res.FirstRejection)
+	}
+	return c.JSON(http.StatusOK, wire.FlowBatchResponse{Accepted: res.Accepted, Rejected: res.Rejected, Message: res.FirstRejection})
+}
+
+// flowQuery reads the filters of /v1/admin/flows: namespace, verdict
+// (allowed, denied, would-deny), since (a Go duration back from now, or
+// an RFC 3339 time), after (a flow id), limit.
+func (s *Server) flowQuery(c echo.Context) (store.FlowQuery, error) {
+	q := store.FlowQuery{Namespace: c.QueryParam("namespace"), Verdict: c.QueryParam("verdict")}
+	switch q.Verdict {
+	case "", wire.VerdictAllowed, wire.VerdictDenied, wire.VerdictWouldDeny:
+	default:
+		return q, fail(http.StatusBadRequest, "invalid", "verdict=%q: want allowed, denied or would-deny", q.Verdict)
+	}
+	if v := c.QueryParam("since"); v != "" {
+		since, err := parseSince(v, s.cfg.Now())
+		if err != nil {
+			return q, fail(http.StatusBadRequest, "invalid", "since=%q: want a duration such as 10m or 24h, or an RFC 3339 time", v)
+		}
+		q.Since = since
+	}
+	for name, dst := range map[string]*int64{"after": &q.AfterID} {
+		if v := c.QueryParam(name); v != "" {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return q, fail(http.StatusBadRequest, "invalid", "%s=%q: want a flow id (a number)", name, v)
+			}
+			*dst = n
+		}
+	}
+	if v := c.QueryParam("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return q, fail(http.StatusBadRequest, "invalid", "limit=%q: want a positive number", v)
+		}
+		q.Limit = n
+	}
+	return q, nil
+}
+
+// parseSince reads a duration back from now or an RFC 3339 time.
+func parseSince(v string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Parse(time.RFC3339, v)
+}
+
+// listFlows answers the stored flows matching the filters as a JSON array,
+// oldest first. With follow=true it streams them as JSON lines instead,
+// then every new matching flow as it is stored, until the client goes
+// away (the console's live tail and `latch flows --follow`).
+func (s *Server) listFlows(c echo.Context) error {
+	q, err := s.flowQuery(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if c.QueryParam("follow") != "true" {
+		fs, err := s.cfg.State.Flows(ctx, q)
+		if err != nil {
+			return err
+		}
+		if fs == nil {
+			fs = []store.Flow{}
+		}
+		return c.JSON(http.StatusOK, fs)
+	}
+	w := c.Response()
+	w.Header().Set(echo.HeaderContentType, "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	w.Flush()
+	enc := json.NewEncoder(w)
+	tick := time.NewTicker(s.cfg.FlowPoll)
+	defer tick.Stop()
+	for {
+		fs, err := s.cfg.State.Flows(ctx, q)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.cfg.Log.Warn("following flows", "err", err)
+			}
+			return nil
+		}
+		for i := range fs {
+			if err := enc.Encode(&fs[i]); err != nil {
+				return nil
+			}
+			q.AfterID = fs[i].ID
+		}
+		w.Flush()
+		q.Since = time.Time{} // only the first read looks back
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,205 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/policy"
+	"github.com/latchnet/latch/wire"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+)
+
+// flowSetup enrolls node-a (workload prod/web, app=web) and node-b
+// (workload prod/api, app=api) and returns them with their workloads'
+// addresses.
+func flowSetup(t *testing.T, h *harness) (a, b *nodeClient, web, api netip.Addr) {
+	t.Helper()
+	tok := h.token(2)
+	a, _, msg := h.enroll(tok, "node-a")
+	b, _, msg2 := h.enroll(tok, "node-b")
+	if a == nil || b == nil {
+		t.Fatalf("enroll: %s %s", msg, msg2)
+	}
+	addr := map[string]netip.Addr{}
+	for _, x := range []struct {
+		n    *nodeClient
+		name string
+	}{{a, "web"}, {b, "api"}} {
+		var resp wire.RegisterResponse
+		code, body := h.post(x.n, wire.PathRegister, wire.RegisterRequest{PublicKey: "key-" + x.name,
+			Workloads: []wire.WorkloadDecl{{Name: x.name, Namespace: "prod", Labels: map[string]string{"app": x.name}}}}, &resp)
+		if code != 200 {
+			t.Fatalf("register: %d %s", code, body)
+		}
+		addr[x.name] = resp.Workloads[0].IP
+	}
+	return a, b, addr["web"], addr["api"]
+}
+
+func TestFlowsIngestListFollowSuggest(t *testing.T) {
+	h := newHarness(t)
+	a, b, web, api := flowSetup(t, h)
+	now := time.Now()
+	rec := func(dir string, verdict string, port uint16) wire.FlowRecord {
+		return wire.FlowRecord{Start: now.Add(-time.Minute), End: now, Direction: dir, Src: web, Dst: api,
+			Protocol: "TCP", Port: port, Verdict: verdict, Reason: "policy", Packets: 2, Bytes: 120}
+	}
+	// node-a reports web's egress; the ingress side belongs to node-b, so
+	// node-a may not report it, nor claim another workload name.
+	var resp wire.FlowBatchResponse
+	bad := rec(wire.DirEgress, wire.VerdictWouldDeny, 8080)
+	bad.Workload = "prod/api"
+	future := rec(wire.DirEgress, wire.VerdictWouldDeny, 8080)
+	future.Start, future.End = now.Add(time.Hour), now.Add(time.Hour)
+	batch := wire.FlowBatch{Records: []wire.FlowRecord{rec(wire.DirEgress, wire.VerdictWouldDeny, 8080),
+		rec(wire.DirIngress, wire.VerdictWouldDeny, 8080), bad, future}, Dropped: 3}
+	if code, body := h.post(a, wire.PathFlows, batch, &resp); code != 200 || resp.Accepted != 1 || resp.Rejected != 3 ||
+		!strings.Contains(resp.Message, "not a workload of node node-a") {
+		t.Fatalf("node-a batch: %d %s", code, body)
+	}
+	if code, body := h.post(b, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{
+		rec(wire.DirIngress, wire.VerdictWouldDeny, 8080), rec(wire.DirIngress, wire.VerdictAllowed, 9090)}}, &resp); code != 200 || resp.Accepted != 2 {
+		t.Fatalf("node-b batch: %d %s", code, body)
+	}
+	var fs []store.Flow
+	if code, body := h.adminCall("GET", "/v1/admin/flows?namespace=prod&verdict=would-deny&since=1h", "", &fs); code != 200 || len(fs) != 2 {
+		t.Fatalf("list: %d %s", code, body)
+	}
+	if f := fs[0]; f.Src.Workload != "web" || f.Src.Node != "node-a" || f.Dst.Workload != "api" || f.Dst.Node != "node-b" ||
+		f.Reporter != "node-a" || f.Port != 8080 || f.Packets != 2 {
+		t.Fatalf("resolved flow: %+v", f)
+	}
+	if code, body := h.adminCall("GET", "/v1/admin/flows?verdict=maybe", "", nil); code != 400 || !strings.Contains(body, "want allowed, denied or would-deny") {
+		t.Fatalf("bad verdict: %d %s", code, body)
+	}
+	if code, body := h.adminCall("GET", "/v1/admin/flows?namespace=other", "", &fs); code != 200 || len(fs) != 0 || strings.TrimSpace(body) != "[]" {
+		t.Fatalf("empty list: %d %s", code, body)
+	}
+
+	// Follow: the stored flows, then new ones as they come.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", h.srv.URL+"/v1/admin/flows?follow=true&verdict=allowed", nil)
+	req.Header.Set("Authorization", "Bearer "+h.admin)
+	res, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}).Do(req)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("follow: %v %v", err, res)
+	}
+	defer res.Body.Close()
+	lines := bufio.NewScanner(res.Body)
+	next := func() store.Flow {
+		if !lines.Scan() {
+			t.Fatalf("follow ended: %v", lines.Err())
+		}
+		var f store.Flow
+		if err := json.Unmarshal(lines.Bytes(), &f); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	if f := next(); f.Port != 9090 {
+		t.Fatalf("first followed flow: %+v", f)
+	}
+	if code, body := h.post(b, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{rec(wire.DirIngress, wire.VerdictAllowed, 7070)}}, &resp); code != 200 {
+		t.Fatalf("batch: %d %s", code, body)
+	}
+	if f := next(); f.Port != 7070 {
+		t.Fatalf("second followed flow: %+v", f)
+	}
+
+	// Suggest: web may reach api on 8080 (would-deny) and 9090, 7070
+	// (allowed); the YAML validates.
+	code, yml := h.adminCall("GET", "/v1/admin/namespaces/prod/suggest?since=1h", "", nil)
+	if code != 200 {
+		t.Fatalf("suggest: %d %s", code, yml)
+	}
+	ps, err := policy.Parse("suggestion", []byte(yml))
+	if err != nil || len(ps) != 2 {
+		t.Fatalf("suggestion: %v\n%s", err, yml)
+	}
+	ws := []inventory.Workload{{Name: "web", Namespace: "prod", Labels: map[string]string{"app": "web"}, IP: web},
+		{Name: "api", Namespace: "prod", Labels: map[string]string{"app": "api"}, IP: api}}
+	ev := policy.NewEvaluator([]inventory.Namespace{{Name: "prod"}}, ps, policy.BaselineDeny)
+	for port, want := range map[uint16]bool{8080: true, 9090: true, 7070: true, 22: false} {
+		if got := ev.Decide(&ws[0], &ws[1], inventory.TCP, port).Allowed; got != want {
+			t.Errorf("suggested policy: web -> api:%d allowed=%v, want %v\n%s", port, got, want, yml)
+		}
+	}
+	if code, body := h.adminCall("POST", "/v1/admin/policies", yml, nil); code != 200 {
+		t.Fatalf("applying the suggestion: %d %s", code, body)
+	}
+	if code, body := h.adminCall("GET", "/v1/admin/namespaces/nope/suggest", "", nil); code != 404 {
+		t.Fatalf("unknown namespace: %d %s", code, body)
+	}
+}
+
+// TestMetrics scrapes the coordinator's /metrics after some traffic and
+// checks the names the issue lists.
+func TestMetrics(t *testing.T) {
+	h := newHarness(t)
+	a, _, web, api := flowSetup(t, h)
+	tok := h.token(1)
+	h.enroll(tok, "node-c")
+	if _, code, _ := h.enroll(tok, "node-d"); code == 200 {
+		t.Fatal("a used token enrolled")
+	}
+	h.post(a, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{{Start: time.Now(), End: time.Now(), Direction: wire.DirEgress,
+		Src: web, Dst: api, Protocol: "TCP", Port: 1, Verdict: wire.VerdictAllowed}}}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", h.srv.URL+wire.PathStream+"?have=0", nil)
+	resp, err := a.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	bufio.NewScanner(resp.Body).Scan() // the first view was pushed
+	// The server counts a push just after sending it: scrape until it shows.
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		rec := httptest.NewRecorder()
+		h.api.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		body = rec.Body.String()
+		if strings.Contains(body, "latch_coordinator_stream_lag_seconds_count 1") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, want := range []string{
+		`latch_coordinator_nodes{state="connected"} 1`,
+		`latch_coordinator_nodes{state="disconnected"} 2`,
+		`latch_coordinator_views_pushed_total{kind="full"} 1`,
+		`latch_coordinator_stream_lag_seconds_count 1`,
+		`latch_coordinator_api_request_duration_seconds_count{code="200",route="/v1/node/register"} 2`,
+		`latch_coordinator_enrollments_total{result="ok"} 3`,
+		`latch_coordinator_enrollments_total{result="refused"} 1`,
+		`latch_coordinator_flows_ingested_total{result="accepted"} 1`,
+		"go_goroutines",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	problems, err := promlint.New(strings.NewReader(body)).Lint()
+	if err != nil {
+		t.Fatalf("promlint: %v", err)
+	}
+	for _, p := range problems {
+		if strings.HasPrefix(p.Metric, "latch_") {
+			t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+		}
+	}
+	if t.Failed() {
+		t.Log(body)
+	}
+}

@@ -1,0 +1,158 @@
+package agent
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/latchnet/latch/enforce/ebpf"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Node metric descriptions. Everything is read from the agent at scrape
+// time (the device's peer counters, the enforcer's counters, the applied
+// view), so nothing on the data path updates a metric.
+var (
+	descUp          = prometheus.NewDesc("latch_node_connected", "1 when the view stream to the coordinator is up.", nil, nil)
+	descViewVersion = prometheus.NewDesc("latch_node_view_version", "Version of the view applied.", nil, nil)
+	descPeers       = prometheus.NewDesc("latch_node_peers", "WireGuard peers of the device.", nil, nil)
+	descHandshakes  = prometheus.NewDesc("latch_node_peers_with_handshake", "Peers that completed a WireGuard handshake.", nil, nil)
+	descHandshake   = prometheus.NewDesc("latch_node_peer_last_handshake_age_seconds", "Seconds since the latest handshake with a peer (peers with one only).", []string{"peer"}, nil)
+	descRx          = prometheus.NewDesc("latch_node_peer_rx_bytes_total", "Bytes received from a peer.", []string{"peer"}, nil)
+	descTx          = prometheus.NewDesc("latch_node_peer_tx_bytes_total", "Bytes sent to a peer.", []string{"peer"}, nil)
+	descMode        = prometheus.NewDesc("latch_node_enforcer_mode", "1 for the active enforcement mode (ebpf, userspace or off).", []string{"mode"}, nil)
+	descPackets     = prometheus.NewDesc("latch_node_enforcer_packets_total", "Packets the enforcer decided, by verdict (allowed or dropped) and reason; verdict allowed, reason monitor counts would-be drops of monitor-mode namespaces.", []string{"verdict", "reason"}, nil)
+	descEventsLost  = prometheus.NewDesc("latch_node_enforcer_events_lost_total", "Enforcer events lost because a buffer was full.", nil, nil)
+	descMapEntries  = prometheus.NewDesc("latch_node_enforcer_map_entries", "Entries of the enforcer's rule tables for the applied view (workloads, identities, rules, cidrs), and tracked flows (conntrack, userspace enforcer).", []string{"map"}, nil)
+	descFlowQueued  = prometheus.NewDesc("latch_node_flow_records_queued", "Flow records waiting for upload.", nil, nil)
+	descFlowDropped = prometheus.NewDesc("latch_node_flow_records_dropped_total", "Flow records dropped because the buffer was full (the coordinator was away).", nil, nil)
+	descFlowSent    = prometheus.NewDesc("latch_node_flow_records_sent_total", "Flow records the coordinator accepted.", nil, nil)
+)
+
+type nodeCollector struct{ a *agent }
+
+func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descUp, descViewVersion, descPeers, descHandshakes, descHandshake, descRx, descTx,
+		descMode, descPackets, descEventsLost, descMapEntries, descFlowQueued, descFlowDropped, descFlowSent} {
+		ch <- d
+	}
+}
+
+func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+}
+
+func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	a := c.a
+	a.mu.Lock()
+	connected, v := a.connected, a.view
+	a.mu.Unlock()
+	gauge(ch, descUp, b2f(connected))
+	var version uint64
+	if v != nil {
+		version = v.Version
+	}
+	gauge(ch, descViewVersion, float64(version))
+
+	if ps, err := a.peers(); err == nil {
+		gauge(ch, descPeers, float64(len(ps)))
+		hs := 0
+		for _, p := range ps {
+			name := p.Node
+			if name == "" {
+				name = p.PublicKey
+			}
+			if !p.LastHandshake.IsZero() {
+				hs++
+				gauge(ch, descHandshake, time.Since(p.LastHandshake).Seconds(), name)
+			}
+			counter(ch, descRx, float64(p.RxBytes), name)
+			counter(ch, descTx, float64(p.TxBytes), name)
+		}
+		gauge(ch, descHandshakes, float64(hs))
+	} else {
+		ch <- prometheus.NewInvalidMetric(descPeers, err)
+	}
+
+	for _, m := range []string{EnforceEBPF, EnforceUserspace, EnforceOff} {
+		gauge(ch, descMode, b2f(a.s.enforce == m), m)
+	}
+	switch {
+	case a.filter != nil:
+		st := a.filter.Stats()
+		for reason, n := range st.Packets {
+			verdict := "dropped"
+			if st.PassReason(reason) {
+				verdict = "allowed"
+			}
+			counter(ch, descPackets, float64(n), verdict, reason)
+		}
+		counter(ch, descEventsLost, float64(st.EventsLost))
+		gauge(ch, descMapEntries, float64(st.Flows), "conntrack")
+	case a.bpf != nil:
+		if cs, err := a.bpf.Counters(); err == nil {
+			for r, n := range cs.ByReason {
+				verdict := "dropped"
+				if r.Verdict() != ebpf.Dropped {
+					verdict = "allowed"
+				}
+				counter(ch, descPackets, float64(n), verdict, r.String())
+			}
+			counter(ch, descEventsLost, float64(cs.EventsLost+cs.EventsSkipped))
+		} else {
+			ch <- prometheus.NewInvalidMetric(descPackets, err)
+		}
+	}
+	if (a.filter != nil || a.bpf != nil) && v != nil {
+		if t, err := ebpf.Compile(v); err == nil {
+			gauge(ch, descMapEntries, float64(len(t.Workloads)), "workloads")
+			gauge(ch, descMapEntries, float64(len(t.Identities)), "identities")
+			gauge(ch, descMapEntries, float64(len(t.Rules)), "rules")
+			gauge(ch, descMapEntries, float64(len(t.CIDRs)), "cidrs")
+		}
+	}
+	fs := a.flows.Stats()
+	gauge(ch, descFlowQueued, float64(fs.Queued))
+	counter(ch, descFlowDropped, float64(fs.Dropped))
+	counter(ch, descFlowSent, float64(a.flowsSent.Load()))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// metricsHandler serves the node's metrics with Go runtime and process
+// metrics.
+func (a *agent) metricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(nodeCollector{a}, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
+
+// serveMetrics listens on s.MetricsListen (plain HTTP, no authentication:
+// bind it to loopback or a monitoring network) and serves /metrics. The
+// returned function stops it.
+func (a *agent) serveMetrics() (stop func(), err error) {
+	if a.s.MetricsListen == "" {
+		return func() {}, nil
+	}
+	ln, err := net.Listen("tcp", a.s.MetricsListen)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener (--metrics-listen %s): %w", a.s.MetricsListen, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", a.metricsHandler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	a.log.Info("metrics listening", "addr", ln.Addr().String())
+	return func() { srv.Close() }, nil
+}
