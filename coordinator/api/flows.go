@@ -82,13 +82,20 @@ func parseSince(v string, now time.Time) (time.Time, error) {
 }
 
 // listFlows answers the stored flows matching the filters as a JSON array,
-// oldest first. With follow=true it streams them as JSON lines instead,
-// then every new matching flow as it is stored, until the client goes
-// away (the console's live tail and `latch flows --follow`).
+// oldest first; with format=jsonl as a JSON lines file to download (the
+// console's export). With follow=true it streams them as JSON lines
+// instead, then every new matching flow as it is stored, until the client
+// goes away (the console's live tail and `latch flows --follow`).
 func (s *Server) listFlows(c echo.Context) error {
 	q, err := s.flowQuery(c)
 	if err != nil {
 		return err
+	}
+	format := c.QueryParam("format")
+	switch format {
+	case "", "json", "jsonl":
+	default:
+		return fail(http.StatusBadRequest, "invalid", "format=%q: want json (an array) or jsonl (JSON lines)", format)
 	}
 	ctx := c.Request().Context()
 	if c.QueryParam("follow") != "true" {
@@ -99,7 +106,20 @@ func (s *Server) listFlows(c echo.Context) error {
 		if fs == nil {
 			fs = []store.Flow{}
 		}
-		return c.JSON(http.StatusOK, fs)
+		if format != "jsonl" {
+			return c.JSON(http.StatusOK, fs)
+		}
+		w := c.Response()
+		w.Header().Set(echo.HeaderContentType, "application/x-ndjson")
+		w.Header().Set(echo.HeaderContentDisposition, `attachment; filename="latch-flows.jsonl"`)
+		w.WriteHeader(http.StatusOK)
+		enc := json.NewEncoder(w)
+		for i := range fs {
+			if err := enc.Encode(&fs[i]); err != nil {
+				return nil
+			}
+		}
+		return nil
 	}
 	w := c.Response()
 	w.Header().Set(echo.HeaderContentType, "application/x-ndjson")

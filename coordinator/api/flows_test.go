@@ -85,11 +85,40 @@ func TestFlowsIngestListFollowSuggest(t *testing.T) {
 	if code, body := h.adminCall("GET", "/v1/admin/flows?namespace=other", "", &fs); code != 200 || len(fs) != 0 || strings.TrimSpace(body) != "[]" {
 		t.Fatalf("empty list: %d %s", code, body)
 	}
+	// Export: the same filtered flows as JSON lines, to download.
+	h.adminCall("GET", "/v1/admin/flows?namespace=prod&verdict=would-deny&since=1h", "", &fs)
+	if code, body := h.adminCall("GET", "/v1/admin/flows?namespace=prod&verdict=would-deny&since=1h&format=jsonl", "", nil); code != 200 {
+		t.Fatalf("export: %d %s", code, body)
+	} else {
+		lines := strings.Split(strings.TrimSuffix(body, "\n"), "\n")
+		if len(lines) != 2 {
+			t.Fatalf("export: %d lines, want 2:\n%s", len(lines), body)
+		}
+		for i, l := range lines {
+			var f store.Flow
+			if err := json.Unmarshal([]byte(l), &f); err != nil || f.ID != fs[i].ID || f.Verdict != wire.VerdictWouldDeny {
+				t.Errorf("export line %d %q: %v; want flow %d", i, l, err, fs[i].ID)
+			}
+		}
+	}
+	req, _ := http.NewRequest("GET", h.srv.URL+"/v1/admin/flows?format=jsonl", nil)
+	req.Header.Set("Authorization", "Bearer "+h.admin)
+	if res, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}).Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		res.Body.Close()
+		if ct, cd := res.Header.Get("Content-Type"), res.Header.Get("Content-Disposition"); ct != "application/x-ndjson" || !strings.HasPrefix(cd, "attachment;") {
+			t.Errorf("export headers: Content-Type %q, Content-Disposition %q", ct, cd)
+		}
+	}
+	if code, body := h.adminCall("GET", "/v1/admin/flows?format=xml", "", nil); code != 400 || !strings.Contains(body, "want json (an array) or jsonl") {
+		t.Fatalf("bad format: %d %s", code, body)
+	}
 
 	// Follow: the stored flows, then new ones as they come.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", h.srv.URL+"/v1/admin/flows?follow=true&verdict=allowed", nil)
+	req, _ = http.NewRequestWithContext(ctx, "GET", h.srv.URL+"/v1/admin/flows?follow=true&verdict=allowed", nil)
 	req.Header.Set("Authorization", "Bearer "+h.admin)
 	res, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}).Do(req)
 	if err != nil || res.StatusCode != 200 {
