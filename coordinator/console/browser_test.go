@@ -419,7 +419,9 @@ func TestBrowser(t *testing.T) {
 	b.page("flows")
 	b.checkLabels("flows page")
 	b.run("flows table", visible(`#flows-body tr[data-flow-id]`))
-	rows := func() int { return js[int](b, "counting flows", `document.querySelectorAll('#flows-body tr[data-flow-id]').length`) }
+	rows := func() int {
+		return js[int](b, "counting flows", `document.querySelectorAll('#flows-body tr[data-flow-id]').length`)
+	}
 	if n, tb := rows(), text(b, "#flows-body"); n != 3 || !strings.Contains(tb, "prod/pg:5432/TCP") || !strings.Contains(tb, "(db-1, "+api.String()+")") ||
 		!strings.Contains(tb, "WOULD-DENY") || !strings.Contains(tb, "DENIED") || !strings.Contains(tb, "ALLOWED") || !strings.Contains(tb, "db-1 egress") {
 		t.Errorf("flows table (%d rows) %q", n, tb)
