@@ -574,6 +574,7 @@ func TestBrowser(t *testing.T) {
 	if !js[bool](b, "read-only YAML", `document.getElementById('policy-yaml').readOnly`) {
 		t.Error("the viewer can edit the suggested YAML")
 	}
+	b.screenshot("viewer-suggest-prod")
 	// Even hand-made requests from the page, with the right CSRF token, are refused.
 	got := js[[]int](b, "trying changes as viewer", `(async () => {
 		const calls = [

@@ -180,11 +180,11 @@ pages.overview = async (main) => {
         table(['Namespace', 'Mode'], (st.namespaces || []).map((ns) => [ns.Name, [h('span', { class: 'badge ' + ns.Mode }, ns.Mode),
           ns.Mode === 'monitor' ? [' ', h('a', { href: '#suggest?namespace=' + encodeURIComponent(ns.Name) }, 'suggest a policy')] : null]])),
         h('p', { class: 'hint' }, 'Baseline for directions no policy isolates: ' + st.baseline + '.')),
-      h('section', { class: 'card', 'aria-labelledby': 'ov-flows' },
+      h('section', { class: 'card wide', 'aria-labelledby': 'ov-flows' },
         h('h2', { id: 'ov-flows' }, 'Recent denied flows'),
         !flows.available ? h('p', { class: 'muted', id: 'no-flow-data' }, 'No flow data yet: flow telemetry is not available on this coordinator.')
           : flows.flows.length === 0 ? h('p', { class: 'muted', id: 'no-denied-flows' }, 'No denied flows recently.')
-            : table(['When', 'From', 'To', 'Port', 'Reported by'], flows.flows.map((f) => [fmtTime(f.time), f.from, f.to,
+            : table(['When', 'From', 'To', 'Port', 'Reported by'], flows.flows.slice(0, 10).map((f) => [h('span', { class: 'mono', title: f.time }, fmtFlowTime(f.time)), f.from, f.to,
               f.port + '/' + f.protocol + (f.monitor ? ' (monitor)' : ''), f.node || ''])),
         flows.available ? h('p', {}, h('a', { href: '#flows?verdict=denied' }, 'Denied flows'), ' · ',
           h('a', { href: '#flows?verdict=would-deny' }, 'Would-deny flows (monitor mode)'), ' · ', h('a', { href: '#suggest' }, 'Policy suggestions')) : null)));
@@ -655,6 +655,9 @@ pages.suggest = async (main) => {
       return;
     }
     let applied = false;
+    const enforceHint = h('p', { class: 'hint', id: 'suggest-enforce-hint' });
+    const hint = () => { enforceHint.textContent = nsObj.Mode === 'enforce' ? 'Namespace ' + nsObj.Name + ' enforces its policies: traffic they do not allow is dropped.' : 'Once the policies allow what the namespace needs, switch it to enforce.'; };
+    hint();
     const enforce = h('button', { type: 'button', id: 'suggest-enforce', class: 'danger', disabled: nsObj.Mode === 'enforce' },
       'Switch ' + nsObj.Name + ' to enforce');
     enforce.addEventListener('click', async () => {
@@ -667,11 +670,12 @@ pages.suggest = async (main) => {
       modeBadge.className = 'badge ' + r.Mode;
       modeBadge.textContent = r.Mode;
       enforce.disabled = r.Mode === 'enforce';
+      hint();
       for (const o of ns.options) if (o.value === nsObj.Name) o.textContent = nsObj.Name + ' (' + r.Mode + ')';
     });
     parts.push(...policyEditor(editor, 'Suggested policy YAML', async () => { applied = true; }),
       h('h2', {}, 'Then enforce'),
-      h('p', { class: 'hint' }, nsObj.Mode === 'enforce' ? 'This namespace already enforces its policies.' : 'Once the policies allow what the namespace needs, switch it to enforce.'),
+      enforceHint,
       enforce);
     out.replaceChildren(...parts);
   };
