@@ -428,7 +428,11 @@ func TestBrowser(t *testing.T) {
 	}
 	// The live tail: a flow reported now appears without a reload.
 	js[chromedp.Void](b, "marking the page", `void (window.latchNoReload = 43)`)
-	b.run("starting the live tail", click("#flows-tail"), visible(`#flows-tail[aria-pressed="true"]`))
+	b.run("starting the live tail with the keyboard", chromedp.Focus(chromedp.ID("flows-tail")), chromedp.KeyEvent(kb.Enter),
+		visible(`#flows-tail[aria-pressed="true"]`))
+	if id, outline := b.focusOutline(); id != "flows-tail" || !strings.HasPrefix(outline, "solid") {
+		t.Errorf("the live tail button: focus on %s with outline %q", id, outline)
+	}
 	waitFor(t, "the follow request", func() bool { return h.following.Load() == 1 })
 	if _, err := h.postFlows(db, flow(pg, api, 8080, wire.VerdictAllowed)); err != nil {
 		t.Fatal(err)
@@ -504,6 +508,12 @@ func TestBrowser(t *testing.T) {
 		t.Error("the enforce button is still enabled for a namespace that enforces")
 	}
 	b.screenshot("suggest-enforced")
+	// The overview links to the flows page with a verdict chosen.
+	b.page("overview")
+	b.run("following the would-deny link", click(`a[href="#flows?verdict=would-deny"]`), visible(`main[data-page="flows"] #flows-body tr[data-flow-id]`))
+	if v, n := value(b, "#flows-verdict"), js[int](b, "counting flows", `document.querySelectorAll('#flows-body tr[data-flow-id]').length`); v != "would-deny" || n != 1 {
+		t.Errorf("flows page from the overview link: verdict %q, %d rows; want would-deny, 1", v, n)
+	}
 
 	// Users and API tokens: create a viewer and a token in the console.
 	b.page("access")
