@@ -98,6 +98,9 @@ func (s *Server) listFlows(c echo.Context) error {
 		return fail(http.StatusBadRequest, "invalid", "format=%q: want json (an array) or jsonl (JSON lines)", format)
 	}
 	ctx := c.Request().Context()
+	if c.QueryParam("follow") != "true" && format == "jsonl" {
+		return s.exportFlows(c, q)
+	}
 	if c.QueryParam("follow") != "true" {
 		fs, err := s.cfg.State.Flows(ctx, q)
 		if err != nil {
@@ -106,20 +109,7 @@ func (s *Server) listFlows(c echo.Context) error {
 		if fs == nil {
 			fs = []store.Flow{}
 		}
-		if format != "jsonl" {
-			return c.JSON(http.StatusOK, fs)
-		}
-		w := c.Response()
-		w.Header().Set(echo.HeaderContentType, "application/x-ndjson")
-		w.Header().Set(echo.HeaderContentDisposition, `attachment; filename="latch-flows.jsonl"`)
-		w.WriteHeader(http.StatusOK)
-		enc := json.NewEncoder(w)
-		for i := range fs {
-			if err := enc.Encode(&fs[i]); err != nil {
-				return nil
-			}
-		}
-		return nil
+		return c.JSON(http.StatusOK, fs)
 	}
 	w := c.Response()
 	w.Header().Set(echo.HeaderContentType, "application/x-ndjson")
@@ -149,6 +139,42 @@ func (s *Server) listFlows(c echo.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+		}
+	}
+}
+
+// exportFlows writes the matching flows as a JSON lines attachment, oldest
+// first: all of them, a page of store.MaxFlowQuery at a time, unless
+// limit= asks for the newest few.
+func (s *Server) exportFlows(c echo.Context, q store.FlowQuery) error {
+	ctx := c.Request().Context()
+	all := q.Limit == 0
+	if all {
+		q.Oldest = true
+	}
+	fs, err := s.cfg.State.Flows(ctx, q)
+	if err != nil {
+		return err
+	}
+	w := c.Response()
+	w.Header().Set(echo.HeaderContentType, "application/x-ndjson")
+	w.Header().Set(echo.HeaderContentDisposition, `attachment; filename="latch-flows.jsonl"`)
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	for {
+		for i := range fs {
+			if err := enc.Encode(&fs[i]); err != nil {
+				return nil
+			}
+			q.AfterID = fs[i].ID
+		}
+		if !all || len(fs) < store.MaxFlowQuery {
+			return nil
+		}
+		if fs, err = s.cfg.State.Flows(ctx, q); err != nil {
+			// The status is sent: end the body short, and say why in the log.
+			s.cfg.Log.Warn("exporting flows", "err", err)
+			return nil
 		}
 	}
 }
