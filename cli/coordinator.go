@@ -134,7 +134,7 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	if _, err := console.EnsureFirstAdmin(ctx, st, f.dataDir, log); err != nil {
 		return err
 	}
-	web := console.New(console.Config{State: st, Log: log})
+	web := console.New(console.Config{State: st, Flows: console.StoredFlows{State: st}, Log: log})
 	srv := api.New(api.Config{State: st, CA: authority, AdminTokenHash: api.AdminTokenHash(adminToken),
 		SVIDTTL: f.svidTTL, Keepalive: f.keepalive, Log: log, Extensions: []func(*echo.Echo, *echo.Group){web.Mount},
 		InstallScript: scripts.InstallScript, PublicURL: f.publicURL, DistDir: f.distDir})

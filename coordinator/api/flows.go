@@ -82,15 +82,25 @@ func parseSince(v string, now time.Time) (time.Time, error) {
 }
 
 // listFlows answers the stored flows matching the filters as a JSON array,
-// oldest first. With follow=true it streams them as JSON lines instead,
-// then every new matching flow as it is stored, until the client goes
-// away (the console's live tail and `latch flows --follow`).
+// oldest first; with format=jsonl as a JSON lines file to download (the
+// console's export). With follow=true it streams them as JSON lines
+// instead, then every new matching flow as it is stored, until the client
+// goes away (the console's live tail and `latch flows --follow`).
 func (s *Server) listFlows(c echo.Context) error {
 	q, err := s.flowQuery(c)
 	if err != nil {
 		return err
 	}
+	format := c.QueryParam("format")
+	switch format {
+	case "", "json", "jsonl":
+	default:
+		return fail(http.StatusBadRequest, "invalid", "format=%q: want json (an array) or jsonl (JSON lines)", format)
+	}
 	ctx := c.Request().Context()
+	if c.QueryParam("follow") != "true" && format == "jsonl" {
+		return s.exportFlows(c, q)
+	}
 	if c.QueryParam("follow") != "true" {
 		fs, err := s.cfg.State.Flows(ctx, q)
 		if err != nil {
@@ -129,6 +139,42 @@ func (s *Server) listFlows(c echo.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+		}
+	}
+}
+
+// exportFlows writes the matching flows as a JSON lines attachment, oldest
+// first: all of them, a page of store.MaxFlowQuery at a time, unless
+// limit= asks for the newest few.
+func (s *Server) exportFlows(c echo.Context, q store.FlowQuery) error {
+	ctx := c.Request().Context()
+	all := q.Limit == 0
+	if all {
+		q.Oldest = true
+	}
+	fs, err := s.cfg.State.Flows(ctx, q)
+	if err != nil {
+		return err
+	}
+	w := c.Response()
+	w.Header().Set(echo.HeaderContentType, "application/x-ndjson")
+	w.Header().Set(echo.HeaderContentDisposition, `attachment; filename="latch-flows.jsonl"`)
+	w.WriteHeader(http.StatusOK)
+	enc := json.NewEncoder(w)
+	for {
+		for i := range fs {
+			if err := enc.Encode(&fs[i]); err != nil {
+				return nil
+			}
+			q.AfterID = fs[i].ID
+		}
+		if !all || len(fs) < store.MaxFlowQuery {
+			return nil
+		}
+		if fs, err = s.cfg.State.Flows(ctx, q); err != nil {
+			// The status is sent: end the body short, and say why in the log.
+			s.cfg.Log.Warn("exporting flows", "err", err)
+			return nil
 		}
 	}
 }

@@ -3,6 +3,7 @@ package console
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -218,7 +219,7 @@ func TestBrowser(t *testing.T) {
 	b.screenshot("login")
 
 	b.login("admin", h.adminPW)
-	if flows := text(b, "#no-flow-data"); !strings.Contains(flows, "No flow data yet") {
+	if flows := text(b, "#no-denied-flows"); !strings.Contains(flows, "No denied flows recently") {
 		t.Errorf("denied flows panel says %q", flows)
 	}
 	b.screenshot("overview-empty")
@@ -396,6 +397,124 @@ func TestBrowser(t *testing.T) {
 	}
 	b.screenshot("audit")
 
+	// Flows: db-1 reports flow records through the node API (mTLS, its
+	// own certificate): prod is in monitor mode since above.
+	api, pg, batch := h.workloadIP("prod/api"), h.workloadIP("prod/pg"), h.workloadIP("jobs/batch")
+	ext := netip.MustParseAddr("198.19.0.5")
+	start := h.clock.Now().Add(-30 * time.Second)
+	flow := func(src, dst netip.Addr, port uint16, verdict string) wire.FlowRecord {
+		return wire.FlowRecord{Start: start, End: start.Add(5 * time.Second), Direction: wire.DirEgress, Src: src, Dst: dst,
+			Protocol: "TCP", Port: port, Verdict: verdict, Reason: map[bool]string{true: "policy"}[verdict != wire.VerdictAllowed], Packets: 3, Bytes: 180}
+	}
+	if n, err := h.postFlows(db, flow(api, pg, 5432, wire.VerdictAllowed), flow(api, ext, 443, wire.VerdictWouldDeny),
+		flow(batch, pg, 5432, wire.VerdictDenied)); err != nil || n != 3 {
+		t.Fatalf("reporting flows: %d accepted, %v", n, err)
+	}
+	b.page("overview")
+	if panel := text(b, `section[aria-labelledby="ov-flows"] tbody`); !strings.Contains(panel, "prod/api") || !strings.Contains(panel, "198.19.0.5") ||
+		!strings.Contains(panel, "443/TCP (monitor)") || !strings.Contains(panel, "jobs/batch") || strings.Contains(panel, "5432/TCP (monitor)") {
+		t.Errorf("denied flows panel %q: want the would-deny flow to 198.19.0.5:443 and the denied one from jobs/batch, not the allowed one", panel)
+	}
+	b.screenshot("overview-flows")
+	b.page("flows")
+	b.checkLabels("flows page")
+	b.run("flows table", visible(`#flows-body tr[data-flow-id]`))
+	rows := func() int {
+		return js[int](b, "counting flows", `document.querySelectorAll('#flows-body tr[data-flow-id]').length`)
+	}
+	if n, tb := rows(), text(b, "#flows-body"); n != 3 || !strings.Contains(tb, "prod/pg:5432/TCP") || !strings.Contains(tb, "(db-1, "+api.String()+")") ||
+		!strings.Contains(tb, "WOULD-DENY") || !strings.Contains(tb, "DENIED") || !strings.Contains(tb, "ALLOWED") || !strings.Contains(tb, "db-1 egress") {
+		t.Errorf("flows table (%d rows) %q", n, tb)
+	}
+	// The live tail: a flow reported now appears without a reload.
+	js[chromedp.Void](b, "marking the page", `void (window.latchNoReload = 43)`)
+	b.run("starting the live tail with the keyboard", chromedp.Focus(chromedp.ID("flows-tail")), chromedp.KeyEvent(kb.Enter),
+		visible(`#flows-tail[aria-pressed="true"]`))
+	if id, outline := b.focusOutline(); id != "flows-tail" || !strings.HasPrefix(outline, "solid") {
+		t.Errorf("the live tail button: focus on %s with outline %q", id, outline)
+	}
+	waitFor(t, "the follow request", func() bool { return h.following.Load() == 1 })
+	if _, err := h.postFlows(db, flow(pg, api, 8080, wire.VerdictAllowed)); err != nil {
+		t.Fatal(err)
+	}
+	b.run("waiting for the live flow", chromedp.WaitVisible(chromedp.CSS(`#flows-body tr[data-flow-id]:nth-child(4)`)))
+	if last := text(b, `#flows-body tr[data-flow-id]:last-child`); !strings.Contains(last, "prod/api:8080/TCP") || rows() != 4 {
+		t.Errorf("the live flow row %q (%d rows): want prod/pg -> prod/api:8080 appended", last, rows())
+	}
+	if js[int](b, "checking no reload", `window.latchNoReload || 0`) != 43 {
+		t.Error("the flows page reloaded; the live flow should arrive through the tail")
+	}
+	b.screenshot("flows-live")
+	// Filter by verdict; the export link downloads the same flows as JSON lines.
+	b.run("filtering would-deny", set("#flows-verdict", "would-deny"), click("#flows-show"),
+		chromedp.WaitNotPresent(chromedp.CSS(`#flows-body tr[data-verdict="allowed"]`)))
+	if n, v := rows(), text(b, "#flows-body"); n != 1 || !strings.Contains(v, "198.19.0.5:443/TCP") {
+		t.Errorf("would-deny flows (%d rows): %q", n, v)
+	}
+	href := js[string](b, "export link", `document.getElementById('flows-export').href`)
+	if !strings.Contains(href, "verdict=would-deny") || !strings.Contains(href, "format=jsonl") {
+		t.Errorf("export link %q: want the verdict filter and JSON lines", href)
+	}
+	export := js[[]string](b, "downloading the export", `fetch(document.getElementById('flows-export').href).then(async (r) => [r.headers.get('Content-Disposition') || '', await r.text()])`)
+	if lines := strings.Split(strings.TrimSpace(export[1]), "\n"); len(lines) != 1 || !strings.Contains(lines[0], `"verdict":"would-deny"`) ||
+		!strings.Contains(lines[0], `"ip":"198.19.0.5"`) || !strings.HasPrefix(export[0], "attachment") {
+		t.Errorf("export %q (%s): want one JSON line, the would-deny flow, as an attachment", export[1], export[0])
+	}
+	b.screenshot("flows-would-deny")
+	// The tail follows the new filter; leaving the page ends it.
+	waitFor(t, "the filtered follow request", func() bool { return h.following.Load() == 1 })
+	b.page("suggest")
+	waitFor(t, "the follow request to end after leaving the page", func() bool { return h.following.Load() == 0 })
+
+	// Suggestions for prod: the YAML allows what was observed; it goes
+	// through the policy editor (validate, diff, apply), then prod is
+	// switched to enforce.
+	b.checkLabels("suggestions page")
+	b.run("suggesting for prod", set("#suggest-namespace", "prod"), set("#suggest-since", "1h"), click("#suggest-go"),
+		chromedp.Poll[chromedp.Void](`document.getElementById('policy-yaml') && document.getElementById('policy-yaml').value.includes('198.19.0.5/32')`, chromedp.WithPollingTimeout(30*time.Second)))
+	yml := value(b, "#policy-yaml")
+	for _, want := range []string{"kind: NetworkPolicy", "namespace: prod", "port: 5432", "port: 443", "port: 8080", "198.19.0.5/32"} {
+		if !strings.Contains(yml, want) {
+			t.Errorf("suggested YAML lacks %q:\n%s", want, yml)
+		}
+	}
+	if mode := text(b, "#suggest-mode"); mode != "monitor" {
+		t.Errorf("suggestions page says prod is %q, want monitor", mode)
+	}
+	b.screenshot("suggest")
+	// An edit with a mistake shows the validator's message at its line.
+	b.run("validating a broken suggestion", set("#policy-yaml", strings.Replace(yml, "protocol: TCP", "protocol: TCPP", 1)), click("#policy-validate"),
+		visible("#policy-annotated .msg"))
+	if msg := text(b, "#policy-annotated .msg"); !strings.Contains(msg, "protocol") {
+		t.Errorf("message for the broken suggestion %q", msg)
+	}
+	b.run("validating the suggestion", set("#policy-yaml", yml), click("#policy-validate"), visible("#policy-result .diff .add"))
+	b.screenshot("suggest-diff")
+	b.run("applying the suggestion", click("#policy-apply"), visible("#policy-applied"))
+	h.admin().call("GET", "/v1/admin/policies", nil, &ps)
+	if len(ps) < 3 {
+		t.Errorf("policies after applying the suggestion: %+v; want the suggested ones added", ps)
+	}
+	b.run("switching prod to enforce", click("#suggest-enforce"), visible("#confirm-yes"), click("#confirm-yes"),
+		chromedp.Poll[chromedp.Void](`document.getElementById('suggest-mode').textContent === 'enforce'`, chromedp.WithPollingTimeout(30*time.Second)))
+	var nss []store.Namespace
+	h.admin().call("GET", "/v1/admin/namespaces", nil, &nss)
+	for _, ns := range nss {
+		if ns.Name == "prod" && ns.Mode != "enforce" {
+			t.Errorf("prod is %s after switching it to enforce in the console", ns.Mode)
+		}
+	}
+	if !js[bool](b, "enforce button", `document.getElementById('suggest-enforce').disabled`) {
+		t.Error("the enforce button is still enabled for a namespace that enforces")
+	}
+	b.screenshot("suggest-enforced")
+	// The overview links to the flows page with a verdict chosen.
+	b.page("overview")
+	b.run("following the would-deny link", click(`a[href="#flows?verdict=would-deny"]`), visible(`main[data-page="flows"] #flows-body tr[data-flow-id]`))
+	if v, n := value(b, "#flows-verdict"), js[int](b, "counting flows", `document.querySelectorAll('#flows-body tr[data-flow-id]').length`); v != "would-deny" || n != 1 {
+		t.Errorf("flows page from the overview link: verdict %q, %d rows; want would-deny, 1", v, n)
+	}
+
 	// Users and API tokens: create a viewer and a token in the console.
 	b.page("access")
 	b.checkLabels("access page")
@@ -422,8 +541,10 @@ func TestBrowser(t *testing.T) {
 	b.page("policies")
 	confirm("deleting a policy", `[data-delete-policy="prod/web"]`, `[data-delete-policy="prod/web"]`)
 	h.admin().call("GET", "/v1/admin/policies", nil, &ps)
-	if len(ps) != 1 || ps[0].Name != "internal" {
-		t.Errorf("policies after deleting prod/web: %+v", ps)
+	for _, p := range ps {
+		if p.Name == "web" {
+			t.Errorf("policies after deleting prod/web: %+v", ps)
+		}
 	}
 	if err := h.enroll(token, "late"); err == nil || !strings.Contains(err.Error(), "revoked") {
 		t.Errorf("enrolling with the revoked join token: %v", err)
@@ -446,6 +567,7 @@ func TestBrowser(t *testing.T) {
 		{"policies", `#policy-apply, #policy-validate, main .danger`},
 		{"tokens", `#token-create, [data-revoke-token]`},
 		{"access", `#user-create, #apitoken-create, [data-delete-user], [data-revoke-apitoken]`},
+		{"suggest", `#suggest-enforce, #policy-apply, #policy-validate`},
 	} {
 		b.page(p.page)
 		if n := js[int](b, "counting controls", fmt.Sprintf(`document.querySelectorAll(%q).length`, p.forbidden)); n != 0 {
@@ -456,6 +578,13 @@ func TestBrowser(t *testing.T) {
 		}
 		b.screenshot("viewer-" + p.page)
 	}
+	b.run("viewer reads the suggestion for prod", chromedp.Evaluate[chromedp.Void](`void (window.location.hash = '#suggest?namespace=prod')`),
+		chromedp.Poll[chromedp.Void](`document.getElementById('suggest-namespace').value === 'prod' && document.getElementById('policy-yaml') &&
+			document.getElementById('policy-yaml').value.includes('kind: NetworkPolicy')`, chromedp.WithPollingTimeout(30*time.Second)))
+	if !js[bool](b, "read-only YAML", `document.getElementById('policy-yaml').readOnly`) {
+		t.Error("the viewer can edit the suggested YAML")
+	}
+	b.screenshot("viewer-suggest-prod")
 	// Even hand-made requests from the page, with the right CSRF token, are refused.
 	got := js[[]int](b, "trying changes as viewer", `(async () => {
 		const calls = [
@@ -483,5 +612,15 @@ func TestBrowser(t *testing.T) {
 	h.admin().call("GET", "/v1/admin/nodes", nil, &nodes)
 	if len(nodes) != 1 {
 		t.Errorf("a viewer changed the nodes: %+v", nodes)
+	}
+}
+
+// waitFor polls cond for up to 30 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: timed out", what)
+		}
 	}
 }

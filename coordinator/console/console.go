@@ -50,8 +50,9 @@ var publicAssets = map[string]bool{"style.css": true, "login.js": true, "login.h
 // Config wires a Console.
 type Config struct {
 	State *state.State
-	// Flows answers the overview's "recent denied flows"; nil until flow
-	// telemetry exists (the panel then says there is no flow data).
+	// Flows answers the overview's "recent denied flows": StoredFlows
+	// over the coordinator's flow records; nil when there is no flow
+	// telemetry (the panel then says there is no flow data).
 	Flows FlowSource
 	Now   func() time.Time
 	Log   *slog.Logger
@@ -291,7 +292,7 @@ type DeniedFlow struct {
 }
 
 // FlowSource is where the console reads recent denied flows from: the
-// coordinator's flow telemetry, when it exists.
+// coordinator's flow telemetry (StoredFlows).
 type FlowSource interface {
 	RecentDenied(ctx context.Context, limit int) ([]DeniedFlow, error)
 }

@@ -5,17 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/labstack/echo/v4"
 	"github.com/latchnet/latch/coordinator/api"
 	"github.com/latchnet/latch/coordinator/auth"
 	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/wire"
 )
 
 // isPublic lists what answers without credentials: the login page and
@@ -491,23 +492,85 @@ func TestDeniedFlowsSource(t *testing.T) {
 	h := newHarness(t)
 	var got deniedFlowsAnswer
 	h.admin().call("GET", "/v1/admin/flows/denied", nil, &got)
-	if got.Available || got.Flows == nil || len(got.Flows) != 0 {
-		t.Errorf("without telemetry: %+v; want available=false and no flows", got)
+	if !got.Available || got.Flows == nil || len(got.Flows) != 0 {
+		t.Errorf("before any flow: %+v; want available=true and no flows", got)
 	}
-	// With a source, its flows are served.
-	k := New(Config{State: h.st, Flows: fakeFlows{{From: "prod/a", To: "prod/b", Port: 80, Protocol: "TCP"}}})
-	e := echo.New()
-	rec := httptest.NewRecorder()
-	if err := k.deniedFlows(e.NewContext(httptest.NewRequest("GET", "/v1/admin/flows/denied", nil), rec)); err != nil {
+	// Flow records reported through the node API: the panel lists the
+	// denied and would-deny ones, newest first, not the allowed ones.
+	a, b := h.flowNodes()
+	now := h.clock.Now()
+	rec := func(n int, verdict string, port uint16) wire.FlowRecord {
+		return wire.FlowRecord{Start: now.Add(time.Duration(n) * time.Second), End: now.Add(time.Duration(n+1) * time.Second),
+			Direction: wire.DirEgress, Src: a, Dst: b, Protocol: "TCP", Port: port, Verdict: verdict, Reason: "policy", Packets: 1, Bytes: 60}
+	}
+	if _, err := h.postFlows(h.flowNode, rec(0, wire.VerdictDenied, 22), rec(1, wire.VerdictAllowed, 80), rec(2, wire.VerdictWouldDeny, 8080)); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(rec.Body.String(), `"available":true`) || !strings.Contains(rec.Body.String(), `"from":"prod/a"`) {
-		t.Errorf("with a flow source: %s", rec.Body)
+	h.admin().call("GET", "/v1/admin/flows/denied", nil, &got)
+	if len(got.Flows) != 2 {
+		t.Fatalf("denied flows %+v; want the would-deny and the denied one", got.Flows)
+	}
+	if f := got.Flows[0]; f.Port != 8080 || !f.Monitor || f.From != "prod/api" || f.To != "prod/pg" || f.Node != "db-1" || f.Protocol != "TCP" {
+		t.Errorf("newest denied flow %+v; want the would-deny prod/api -> prod/pg:8080 reported by db-1", f)
+	}
+	if f := got.Flows[1]; f.Port != 22 || f.Monitor {
+		t.Errorf("second denied flow %+v; want the denied one on 22", f)
+	}
+	// The newest first, at most the limit.
+	fl, err := StoredFlows{State: h.st}.RecentDenied(context.Background(), 1)
+	if err != nil || len(fl) != 1 || fl[0].Port != 8080 {
+		t.Errorf("RecentDenied(1): %+v %v", fl, err)
+	}
+	// A viewer reads the flows and the suggestion, and may not apply or enforce.
+	v := h.loggedIn("vera", h.createUser("vera", "viewer"))
+	if r := v.do("GET", "/v1/admin/flows?namespace=prod&format=jsonl", "", "", nil); r.code != 200 || strings.Count(r.body, "\n") != 3 {
+		t.Errorf("viewer export: %d %q", r.code, r.body)
+	}
+	if r := v.do("GET", "/v1/admin/namespaces/prod/suggest?since=1h", "", "", nil); r.code != 200 || !strings.Contains(r.body, "kind: NetworkPolicy") {
+		t.Errorf("viewer suggestion: %d %q", r.code, r.body)
+	}
+	if r := v.call("PUT", "/v1/admin/namespaces/prod", store.Namespace{Mode: "enforce"}, nil); r.code != http.StatusForbidden {
+		t.Errorf("viewer switching prod to enforce: %d %s", r.code, r.body)
 	}
 }
 
-type fakeFlows []DeniedFlow
+// flowNodes enrolls db-1 with workloads prod/api and prod/pg and returns
+// their addresses; h.flowNode is db-1.
+func (h *harness) flowNodes() (api, pg netip.Addr) {
+	h.t.Helper()
+	c := h.admin()
+	var tok apiTokenResponse
+	if r := c.call("POST", "/v1/admin/tokens", map[string]any{"namespace": "prod", "uses": 1}, &tok); r.code != 200 {
+		h.t.Fatalf("join token: %d %s", r.code, r.body)
+	}
+	n, err := h.enrollNode(tok.Token, "db-1")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := h.register(n,
+		wire.WorkloadDecl{Name: "api", Namespace: "prod", Labels: map[string]string{"app": "api"}, Ports: []inventory.Port{{Port: 8080}}},
+		wire.WorkloadDecl{Name: "pg", Namespace: "prod", Labels: map[string]string{"app": "pg"}, Ports: []inventory.Port{{Port: 5432}}},
+	); err != nil {
+		h.t.Fatal(err)
+	}
+	h.flowNode = n
+	return h.workloadIP("prod/api"), h.workloadIP("prod/pg")
+}
 
-func (f fakeFlows) RecentDenied(context.Context, int) ([]DeniedFlow, error) { return f, nil }
+type apiTokenResponse struct {
+	Token string `json:"token"`
+}
 
-var _ FlowSource = fakeFlows(nil)
+// workloadIP is the address the coordinator gave workload ns/name.
+func (h *harness) workloadIP(key string) netip.Addr {
+	h.t.Helper()
+	var ws []inventory.Workload
+	h.admin().call("GET", "/v1/admin/workloads", nil, &ws)
+	for _, w := range ws {
+		if w.Namespace+"/"+w.Name == key {
+			return w.IP
+		}
+	}
+	h.t.Fatalf("no workload %s in %+v", key, ws)
+	return netip.Addr{}
+}

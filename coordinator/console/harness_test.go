@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,6 +49,9 @@ type harness struct {
 	adminToken string
 	adminPW    string // password of the first admin, "admin"
 	clock      *fakeNow
+	// following counts the flow follow requests being served.
+	following atomic.Int64
+	flowNode  *enrolledNode // set by flowNodes
 }
 
 type fakeNow struct {
@@ -90,10 +94,16 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, dir: dir, st: st, ca: authority, adminToken: "the-admin-token", adminPW: pw, clock: clock}
-	web := New(Config{State: st, Now: clock.Now, Log: log})
+	web := New(Config{State: st, Flows: StoredFlows{State: st}, Now: clock.Now, Log: log})
 	h.api = api.New(api.Config{State: st, CA: authority, AdminTokenHash: api.AdminTokenHash(h.adminToken),
 		Keepalive: 500 * time.Millisecond, Now: clock.Now, Log: log, Extensions: []func(*echo.Echo, *echo.Group){web.Mount}})
-	h.srv = httptest.NewUnstartedServer(h.api)
+	h.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("follow") == "true" {
+			h.following.Add(1)
+			defer h.following.Add(-1)
+		}
+		h.api.ServeHTTP(w, r)
+	}))
 	// Chromium opens spare connections it then drops: no log of those.
 	h.srv.Config.ErrorLog = stdlog.New(io.Discard, "", 0)
 	svid, err := authority.ServerSVID([]string{"localhost"}, nil, time.Hour)
@@ -320,3 +330,26 @@ spec:
   - to:
     - podSelector: {}
 `
+
+// postFlows sends flow records as the node's agent does (POST
+// /v1/node/flows over mTLS) and returns how many the coordinator accepted.
+func (h *harness) postFlows(n *enrolledNode, recs ...wire.FlowRecord) (int, error) {
+	body, _ := json.Marshal(wire.FlowBatch{Records: recs})
+	r, err := n.http.Post(h.srv.URL+wire.PathFlows, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	defer r.Body.Close()
+	var out wire.FlowBatchResponse
+	if r.StatusCode != 200 {
+		b, _ := io.ReadAll(r.Body)
+		return 0, fmt.Errorf("flows of %s: %d %s", n.name, r.StatusCode, b)
+	}
+	if err := json.NewDecoder(r.Body).Decode(&out); err != nil {
+		return 0, err
+	}
+	if out.Rejected > 0 {
+		return out.Accepted, fmt.Errorf("flows of %s: %d rejected: %s", n.name, out.Rejected, out.Message)
+	}
+	return out.Accepted, nil
+}

@@ -3,7 +3,7 @@
 // (/v1/admin/...) with the session cookie; changes carry the session's
 // CSRF token in the X-CSRF-Token header.
 
-const app = { me: null, page: 'overview', status: null, renderSeq: 0 };
+const app = { me: null, page: 'overview', status: null, renderSeq: 0, params: new URLSearchParams(), cleanups: [] };
 
 class APIError extends Error {
   constructor(status, message) { super(message); this.status = status; }
@@ -177,14 +177,17 @@ pages.overview = async (main) => {
           : h('p', { class: 'muted' }, 'None: every node certificate has more than a quarter of its lifetime (' + st.svidTTL + ') left.')),
       h('section', { class: 'card', 'aria-labelledby': 'ov-ns' },
         h('h2', { id: 'ov-ns' }, 'Namespaces'),
-        table(['Namespace', 'Mode'], (st.namespaces || []).map((ns) => [ns.Name, h('span', { class: 'badge ' + ns.Mode }, ns.Mode)])),
+        table(['Namespace', 'Mode'], (st.namespaces || []).map((ns) => [ns.Name, [h('span', { class: 'badge ' + ns.Mode }, ns.Mode),
+          ns.Mode === 'monitor' ? [' ', h('a', { href: '#suggest?namespace=' + encodeURIComponent(ns.Name) }, 'suggest a policy')] : null]])),
         h('p', { class: 'hint' }, 'Baseline for directions no policy isolates: ' + st.baseline + '.')),
-      h('section', { class: 'card', 'aria-labelledby': 'ov-flows' },
+      h('section', { class: 'card wide', 'aria-labelledby': 'ov-flows' },
         h('h2', { id: 'ov-flows' }, 'Recent denied flows'),
         !flows.available ? h('p', { class: 'muted', id: 'no-flow-data' }, 'No flow data yet: flow telemetry is not available on this coordinator.')
-          : flows.flows.length === 0 ? h('p', { class: 'muted' }, 'No denied flows recently.')
-            : table(['When', 'From', 'To', 'Port', 'Node'], flows.flows.map((f) => [fmtTime(f.time), f.from, f.to,
-              f.port + '/' + f.protocol + (f.monitor ? ' (monitor)' : ''), f.node || ''])))));
+          : flows.flows.length === 0 ? h('p', { class: 'muted', id: 'no-denied-flows' }, 'No denied flows recently.')
+            : table(['When', 'From', 'To', 'Port', 'Reported by'], flows.flows.slice(0, 10).map((f) => [h('span', { class: 'mono', title: f.time }, fmtFlowTime(f.time)), f.from, f.to,
+              f.port + '/' + f.protocol + (f.monitor ? ' (monitor)' : ''), f.node || ''])),
+        flows.available ? h('p', {}, h('a', { href: '#flows?verdict=denied' }, 'Denied flows'), ' · ',
+          h('a', { href: '#flows?verdict=would-deny' }, 'Would-deny flows (monitor mode)'), ' · ', h('a', { href: '#suggest' }, 'Policy suggestions')) : null)));
 };
 
 function parseDuration(s) {
@@ -302,6 +305,8 @@ spec:
       protocol: TCP
 `;
 
+const policyTable = (list) => table(['Namespace', 'Name', 'Updated'], (list || []).map((p) => [p.Namespace, p.Name, fmtTime(p.UpdatedAt)]));
+
 pages.policies = async (main) => {
   const ps = await api('GET', '/v1/admin/policies');
   main.append(h('h1', { tabindex: '-1' }, 'Policies'), viewerNote());
@@ -317,10 +322,26 @@ pages.policies = async (main) => {
       } }, 'Delete') : null)])));
   if (!isAdmin()) {
     editor.placeholder = 'Choose Show on a policy to read its YAML.';
-    main.append(h('h2', {}, 'Policy YAML'), field('Policy YAML (read only)', editor));
     editor.readOnly = true;
+    main.append(h('h2', {}, 'Policy YAML'), field('Policy YAML (read only)', editor));
     return;
   }
+  main.append(h('h2', {}, 'Editor'),
+    h('p', { class: 'hint' }, 'Paste or write NetworkPolicy YAML (several documents separated by ---). Validate shows the validator\'s messages at their lines, or the diff against the current policies; Apply applies all of it or nothing.'),
+    ...policyEditor(editor, 'Policy YAML', async () => {
+      const list = await api('GET', '/v1/admin/policies');
+      const t = main.querySelector('table');
+      if (t) t.replaceWith(policyTable(list));
+    }));
+};
+
+// policyEditor returns the YAML editor's controls for an admin: the
+// labelled textarea, Validate (the coordinator's validator: each message
+// under its line, or the diff against the current policies), Apply
+// (enabled once what is in the editor validated; all or nothing), and the
+// result. onApplied runs after an apply, with the applied keys. The
+// Policies and Suggestions pages share it.
+function policyEditor(editor, label, onApplied) {
   const result = h('div', { id: 'policy-result', 'aria-live': 'polite' });
   const apply = h('button', { type: 'button', id: 'policy-apply', disabled: true }, 'Apply');
   let validated = null;
@@ -346,14 +367,10 @@ pages.policies = async (main) => {
     if (validated !== editor.value) return;
     const r = await run('Applying policies', () => api('POST', '/v1/admin/policies?filename=console', editor.value, 'application/yaml'));
     result.replaceChildren(h('p', { class: 'ok', id: 'policy-applied' }, 'Applied: ' + r.applied.join(', ')));
-    const list = await api('GET', '/v1/admin/policies');
-    const t = main.querySelector('table');
-    if (t) t.replaceWith(table(['Namespace', 'Name', 'Updated'], (list || []).map((p) => [p.Namespace, p.Name, fmtTime(p.UpdatedAt)])));
+    if (onApplied) await onApplied(r.applied);
   });
-  main.append(h('h2', {}, 'Editor'),
-    h('p', { class: 'hint' }, 'Paste or write NetworkPolicy YAML (several documents separated by ---). Validate shows the validator\'s messages at their lines, or the diff against the current policies; Apply applies all of it or nothing.'),
-    field('Policy YAML', editor), h('div', { class: 'actions-left' }, validate, apply), result);
-};
+  return [field(label, editor), h('div', { class: 'actions-left' }, validate, apply), result];
+}
 
 function selectLine(textarea, line) {
   const lines = textarea.value.split('\n');
@@ -455,6 +472,222 @@ function drawGraph(g) {
   if (!g.nodes.length) svg.append(s('text', { x: cx, y: cy, 'text-anchor': 'middle' }, 'Nothing to draw yet.'));
   return svg;
 }
+
+// ---- flows
+
+// flowEnd names one end of a flow record: namespace/workload, or the
+// address when it is no known workload.
+const flowEnd = (e) => e.workload ? e.namespace + '/' + e.workload : e.ip;
+function fmtFlowTime(t) {
+  const d = new Date(t);
+  const p = (n, w) => String(n).padStart(w || 2, '0');
+  return d.toLocaleString('en', { month: 'short' }) + ' ' + d.getDate() + ' ' + p(d.getHours()) + ':' + p(d.getMinutes()) + ':' +
+    p(d.getSeconds()) + '.' + p(d.getMilliseconds(), 3);
+}
+function fmtBytes(n) {
+  if (n < 1024) return n + ' B';
+  if (n < 1024 * 1024) return (n / 1024).toFixed(1) + ' KiB';
+  return (n / 1024 / 1024).toFixed(1) + ' MiB';
+}
+const where = (e) => h('span', { class: 'muted mono' }, ' (' + [e.node, e.ip].filter(Boolean).join(', ') + ')');
+
+// flowRow is one flow record as `hubble observe` prints it.
+function flowRow(f) {
+  const port = f.port ? ':' + f.port : '';
+  return h('tr', { 'data-flow-id': f.id, 'data-verdict': f.verdict },
+    h('td', { class: 'mono', title: f.time + ' … ' + f.end }, fmtFlowTime(f.time)),
+    h('td', {}, h('strong', {}, flowEnd(f.src)), where(f.src)),
+    h('td', { 'aria-hidden': 'true' }, '→'),
+    h('td', {}, h('strong', {}, flowEnd(f.dst) + port + '/' + f.protocol), where(f.dst)),
+    h('td', {}, h('span', { class: 'badge verdict-' + f.verdict, title: f.reason || '' }, f.verdict.toUpperCase()),
+      f.reason ? h('span', { class: 'muted' }, ' (' + f.reason + ')') : null),
+    h('td', { class: 'num' }, String(f.packets)),
+    h('td', { class: 'num' }, fmtBytes(f.bytes)),
+    h('td', {}, f.reporter + ' ', h('span', { class: 'muted' }, f.direction)));
+}
+
+// followFlows reads the admin API's follow stream (JSON lines) and calls
+// onFlow for each flow, then onEnd (with the error, if any) when the
+// stream ends. It returns the function that stops it.
+function followFlows(query, onFlow, onEnd) {
+  const ctl = new AbortController();
+  (async () => {
+    try {
+      const resp = await fetch('/v1/admin/flows?' + query + '&follow=true', { credentials: 'same-origin', signal: ctl.signal });
+      if (!resp.ok) {
+        let msg = 'the coordinator answered ' + resp.status;
+        try { msg = (await resp.json()).error || msg; } catch (e) { /* not JSON */ }
+        throw new APIError(resp.status, msg);
+      }
+      const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buf = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += value;
+        let i;
+        while ((i = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, i).trim();
+          buf = buf.slice(i + 1);
+          if (line) onFlow(JSON.parse(line));
+        }
+      }
+      onEnd(null);
+    } catch (e) {
+      if (!ctl.signal.aborted) onEnd(e);
+    }
+  })();
+  return () => ctl.abort();
+}
+
+// The most rows the flows page keeps; the live tail drops the oldest.
+const maxFlowRows = 1000;
+
+pages.flows = async (main) => {
+  const nss = await api('GET', '/v1/admin/namespaces');
+  const ns = h('select', { id: 'flows-namespace' }, h('option', { value: '' }, 'All namespaces'),
+    (nss || []).map((n) => h('option', { value: n.Name }, n.Name)));
+  const verdict = h('select', { id: 'flows-verdict' }, h('option', { value: '' }, 'Any verdict'),
+    ['allowed', 'denied', 'would-deny'].map((v) => h('option', { value: v }, v)));
+  const since = h('input', { id: 'flows-since', value: '1h', size: 8 });
+  ns.value = app.params.get('namespace') || '';
+  verdict.value = app.params.get('verdict') || '';
+  if (app.params.get('since')) since.value = app.params.get('since');
+  const exportLink = h('a', { id: 'flows-export', class: 'button secondary', download: 'latch-flows.jsonl' }, 'Export JSON lines');
+  const tailBtn = h('button', { type: 'button', id: 'flows-tail', class: 'secondary', 'aria-pressed': 'false' }, 'Start live tail');
+  const status = h('p', { id: 'flows-status', class: 'hint', 'aria-live': 'polite' });
+  const tbody = h('tbody', { id: 'flows-body' });
+  const tbl = h('table', { id: 'flows-table' },
+    h('caption', { class: 'muted' }, 'Flow records, oldest first; each is one flow in one reporting interval of the node that reported it.'),
+    h('thead', {}, h('tr', {}, ['Time', 'Source (node, address)', '', 'Destination:port/protocol (node, address)', 'Verdict', 'Packets', 'Bytes', 'Reported by']
+      .map((x) => h('th', { scope: 'col' }, x)))), tbody);
+  let lastID = 0;
+  let stop = null;
+  const query = () => {
+    const q = new URLSearchParams();
+    if (ns.value) q.set('namespace', ns.value);
+    if (verdict.value) q.set('verdict', verdict.value);
+    if (since.value.trim()) q.set('since', since.value.trim());
+    return q;
+  };
+  const count = () => tbody.querySelectorAll('tr[data-flow-id]').length;
+  const add = (f) => {
+    if (f.id <= lastID) return;
+    lastID = f.id;
+    const empty = tbody.querySelector('tr.empty');
+    if (empty) empty.remove();
+    tbody.append(flowRow(f));
+    while (count() > maxFlowRows) tbody.firstElementChild.remove();
+  };
+  const stopTail = (msg) => {
+    if (stop) { stop(); stop = null; }
+    tailBtn.textContent = 'Start live tail';
+    tailBtn.setAttribute('aria-pressed', 'false');
+    if (msg !== undefined) status.textContent = msg;
+  };
+  const startTail = () => {
+    const q = query();
+    if (lastID) q.set('after', String(lastID));
+    stop = followFlows(q.toString(), (f) => { add(f); status.textContent = 'Live: ' + count() + ' flows shown, the newest at the bottom.'; },
+      (err) => { stop = null; stopTail(err ? 'Live tail stopped: ' + err.message : 'Live tail ended: the coordinator closed the stream.'); });
+    tailBtn.textContent = 'Stop live tail';
+    tailBtn.setAttribute('aria-pressed', 'true');
+    status.textContent = 'Live: new flows appear at the bottom as nodes report them.';
+  };
+  tailBtn.addEventListener('click', () => (stop ? stopTail('Live tail stopped.') : startTail()));
+  app.cleanups.push(() => stopTail());
+  const load = async () => {
+    const wasLive = !!stop;
+    stopTail();
+    const q = query();
+    const xq = new URLSearchParams(q);
+    xq.set('format', 'jsonl');
+    exportLink.href = '/v1/admin/flows?' + xq;
+    q.set('limit', '500');
+    const fs = await api('GET', '/v1/admin/flows?' + q);
+    lastID = 0;
+    tbody.replaceChildren();
+    for (const f of fs) add(f);
+    if (!fs.length) tbody.append(h('tr', { class: 'empty' }, h('td', { colspan: 8, class: 'muted' }, 'No flows match.')));
+    status.textContent = fs.length + ' flows' + (fs.length === 500 ? ' (the newest 500; narrow the filters or export for all)' : '') + '.';
+    if (wasLive) startTail();
+  };
+  const form = h('form', { class: 'card row', id: 'flows-filters', onsubmit: async (ev) => {
+    ev.preventDefault();
+    try { await load(); } catch (e) { status.textContent = ''; notice('Reading flows failed: ' + e.message, true); }
+  } }, field('Namespace', ns, 'either end in it'), field('Verdict', verdict), field('Since', since, 'such as 10m, 24h, or an RFC 3339 time'),
+  h('div', { class: 'field' }, h('button', { type: 'submit', id: 'flows-show' }, 'Show')),
+  h('div', { class: 'field' }, tailBtn), h('div', { class: 'field' }, exportLink));
+  main.append(h('h1', { tabindex: '-1' }, 'Flows'),
+    h('p', { class: 'hint' }, 'What the nodes report: allowed flows, flows policy denied, and flows a namespace in monitor mode let through that enforce would drop (would-deny). The export downloads the flows the filters select (all of them, not only those shown) as JSON lines, like `latch flows --json`.'),
+    form, status, tbl);
+  await load();
+};
+
+// ---- suggestions
+
+pages.suggest = async (main) => {
+  const nss = (await api('GET', '/v1/admin/namespaces')) || [];
+  const ns = h('select', { id: 'suggest-namespace' }, nss.map((n) => h('option', { value: n.Name }, n.Name + ' (' + n.Mode + ')')));
+  const wanted = app.params.get('namespace') || (nss.find((n) => n.Mode === 'monitor') || nss[0] || {}).Name;
+  if (wanted) ns.value = wanted;
+  const since = h('input', { id: 'suggest-since', value: app.params.get('since') || '24h', size: 8 });
+  const out = h('div', { id: 'suggest-result' });
+  main.append(h('h1', { tabindex: '-1' }, 'Policy suggestions'), viewerNote(),
+    h('p', { class: 'hint' }, 'The NetworkPolicy YAML that allows exactly the traffic observed in a namespace (flows allowed or would-deny; denied traffic is not learned), by workload labels and ports. Review and edit it, apply it, then switch the namespace to enforce: traffic the policies do not allow is then dropped.'));
+  const show = async () => {
+    out.replaceChildren(h('p', { class: 'muted' }, 'Reading the flows of ' + ns.value + '…'));
+    let yml, cur;
+    try {
+      [yml, cur] = await Promise.all([
+        api('GET', '/v1/admin/namespaces/' + encodeURIComponent(ns.value) + '/suggest?since=' + encodeURIComponent(since.value.trim() || '24h')),
+        api('GET', '/v1/admin/namespaces')]);
+    } catch (e) { out.replaceChildren(h('p', { class: 'error' }, e.message)); return; }
+    const nsObj = (cur || []).find((n) => n.Name === ns.value) || { Name: ns.value, Mode: 'enforce' };
+    const modeBadge = h('span', { id: 'suggest-mode', class: 'badge ' + nsObj.Mode }, nsObj.Mode);
+    const editor = h('textarea', { id: 'policy-yaml', spellcheck: 'false', autocomplete: 'off', wrap: 'off' });
+    editor.value = typeof yml === 'string' ? yml : JSON.stringify(yml);
+    const parts = [h('p', {}, 'Namespace ' + nsObj.Name + ' is in ', modeBadge, ' mode.')];
+    if (!isAdmin()) {
+      editor.readOnly = true;
+      parts.push(field('Suggested policy YAML (read only)', editor));
+      out.replaceChildren(...parts);
+      return;
+    }
+    let applied = false;
+    const enforceHint = h('p', { class: 'hint', id: 'suggest-enforce-hint' });
+    const hint = () => { enforceHint.textContent = nsObj.Mode === 'enforce' ? 'Namespace ' + nsObj.Name + ' enforces its policies: traffic they do not allow is dropped.' : 'Once the policies allow what the namespace needs, switch it to enforce.'; };
+    hint();
+    const enforce = h('button', { type: 'button', id: 'suggest-enforce', class: 'danger', disabled: nsObj.Mode === 'enforce' },
+      'Switch ' + nsObj.Name + ' to enforce');
+    enforce.addEventListener('click', async () => {
+      const q = (applied ? '' : 'The suggested policy has not been applied from this page. ') +
+        'Switch namespace ' + nsObj.Name + ' to enforce? Traffic its policies do not allow is dropped from then on.';
+      if (!await confirmDialog(q)) return;
+      const r = await run('Switching ' + nsObj.Name + ' to enforce', () => api('PUT', '/v1/admin/namespaces/' + encodeURIComponent(nsObj.Name),
+        { Labels: nsObj.Labels || {}, Mode: 'enforce' }));
+      nsObj.Mode = r.Mode;
+      modeBadge.className = 'badge ' + r.Mode;
+      modeBadge.textContent = r.Mode;
+      enforce.disabled = r.Mode === 'enforce';
+      hint();
+      for (const o of ns.options) if (o.value === nsObj.Name) o.textContent = nsObj.Name + ' (' + r.Mode + ')';
+    });
+    parts.push(...policyEditor(editor, 'Suggested policy YAML', async () => { applied = true; }),
+      h('h2', {}, 'Then enforce'),
+      enforceHint,
+      enforce);
+    out.replaceChildren(...parts);
+  };
+  if (!nss.length) {
+    main.append(h('p', { class: 'muted' }, 'No namespaces yet.'));
+    return;
+  }
+  main.append(h('form', { class: 'card row', id: 'suggest-form', onsubmit: async (ev) => { ev.preventDefault(); await show(); } },
+    field('Namespace', ns), field('Observed since', since, 'a duration such as 1h or 24h (a week: 168h), or an RFC 3339 time'),
+    h('div', { class: 'field' }, h('button', { type: 'submit', id: 'suggest-go' }, 'Suggest'))), out);
+  await show();
+};
 
 pages.tokens = async (main) => {
   const [toks, nss] = await Promise.all([api('GET', '/v1/admin/tokens'), api('GET', '/v1/admin/namespaces')]);
@@ -577,7 +810,11 @@ pages.audit = async (main) => {
 
 async function render() {
   const seq = ++app.renderSeq;
-  const name = (window.location.hash || '#overview').slice(1);
+  // A page's live parts (the flows tail) stop when another render begins.
+  for (const stop of app.cleanups.splice(0)) stop();
+  // #page or #page?key=value: a page and its parameters.
+  const [name, qs] = (window.location.hash || '#overview').slice(1).split('?');
+  app.params = new URLSearchParams(qs || '');
   app.page = pages[name] ? name : 'overview';
   for (const a of document.querySelectorAll('#nav a')) {
     if (a.getAttribute('href') === '#' + app.page) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
