@@ -93,6 +93,18 @@ CREATE TABLE meta (
 	value TEXT NOT NULL
 );
 `,
+	// 2: SPIFFE identities from SPIRE: which node an ID is, or that it
+	// waits for approval or was rejected.
+	`
+CREATE TABLE spiffe_nodes (
+	spiffe_id  TEXT PRIMARY KEY,
+	name       TEXT NOT NULL,
+	status     TEXT NOT NULL,
+	first_seen INTEGER,
+	last_seen  INTEGER
+);
+CREATE INDEX spiffe_nodes_name ON spiffe_nodes (name);
+`,
 }
 
 // migrate applies the migrations db lacks, all in one transaction, and
