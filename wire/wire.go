@@ -22,6 +22,10 @@ const (
 	// PathStream is a GET that streams newline-delimited StreamMessage
 	// JSON; the query parameter "have" is the view version the node holds.
 	PathStream = "/v1/node/stream"
+	// SpiffeALPN is the TLS application protocol a node offers when its
+	// SVID comes from SPIRE: the coordinator then presents its SPIRE SVID
+	// instead of its embedded CA's.
+	SpiffeALPN = "latch-spiffe"
 )
 
 // EnrollRequest trades a join token and a CSR for a first SVID.

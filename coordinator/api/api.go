@@ -22,6 +22,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/latchnet/latch/coordinator/ca"
+	"github.com/latchnet/latch/coordinator/spiffetrust"
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/policy"
@@ -40,6 +41,9 @@ type Config struct {
 	Keepalive      time.Duration // stream keepalive, default 10 s
 	Now            func() time.Time
 	Log            *slog.Logger
+	// Spiffe, if set, is a SPIRE trust domain whose SVIDs are node
+	// identities too (see state.SpiffeNode); nil trusts only CA.
+	Spiffe *spiffetrust.Trust
 }
 
 // Server is the coordinator's HTTP handler.
@@ -48,7 +52,10 @@ type Server struct {
 	e   *echo.Echo
 }
 
-const ctxNode = "latch.node"
+const (
+	ctxNode   = "latch.node"
+	ctxSpiffe = "latch.spiffe" // the SPIFFE ID of a node whose SVID is from SPIRE
+)
 
 // New builds the handler.
 func New(cfg Config) *Server {
@@ -75,7 +82,9 @@ func New(cfg Config) *Server {
 	node.POST(wire.PathRenew, s.renew)
 	node.POST(wire.PathRegister, s.register)
 	node.GET(wire.PathStream, s.stream)
-	s.adminRoutes(s.e.Group("/v1/admin", s.adminAuth))
+	admin := s.e.Group("/v1/admin", s.adminAuth)
+	s.adminRoutes(admin)
+	s.spiffeRoutes(admin)
 	return s
 }
 
@@ -217,6 +226,17 @@ func (s *Server) nodeAuth(next echo.HandlerFunc) echo.HandlerFunc {
 		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 			return fail(http.StatusUnauthorized, "no_certificate", "this call needs the node's certificate (mTLS); enroll first with a join token")
 		}
+		if s.cfg.Spiffe != nil {
+			if id, err := x509svid.IDFromCert(r.TLS.PeerCertificates[0]); err == nil && id.TrustDomain() == s.cfg.Spiffe.TD {
+				n, err := s.spiffeNode(c)
+				if err != nil {
+					return err
+				}
+				c.Set(ctxNode, n)
+				c.Set(ctxSpiffe, id.String())
+				return next(c)
+			}
+		}
 		name, _, err := s.cfg.CA.VerifyNode(r.TLS.PeerCertificates)
 		if err != nil {
 			return fail(http.StatusUnauthorized, "bad_certificate", "%v", err)
@@ -236,6 +256,9 @@ func (s *Server) renew(c echo.Context) error {
 	var req wire.RenewRequest
 	if err := bind(c, &req); err != nil {
 		return err
+	}
+	if id, ok := c.Get(ctxSpiffe).(string); ok {
+		return fail(http.StatusBadRequest, "spiffe_node", "node %s takes its SVID (%s) from SPIRE, which renews it; the coordinator does not", nodeOf(c).Name, id)
 	}
 	if err := parseCSR(req.CSR); err != nil {
 		return err
