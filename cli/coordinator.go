@@ -29,6 +29,7 @@ type coordinatorFlags struct {
 	listen, dataDir, trustDomain, baseline string
 	svidTTL                                time.Duration
 	keepalive                              time.Duration
+	spiffe                                 spiffeFlags
 }
 
 func newCoordinatorCmd() *cobra.Command {
@@ -48,6 +49,7 @@ func newCoordinatorCmd() *cobra.Command {
 	fl.StringVar(&f.baseline, "baseline", string(policy.BaselineDeny), "decision for directions no policy isolates: deny or allow")
 	fl.DurationVar(&f.svidTTL, "svid-ttl", time.Hour, "lifetime of node SVIDs (renewed at half-life)")
 	fl.DurationVar(&f.keepalive, "keepalive", 10*time.Second, "view stream keepalive interval")
+	f.spiffe.register(cmd)
 	return cmd
 }
 
@@ -84,12 +86,17 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	if err != nil {
 		return err
 	}
-	st, err := state.Open(ctx, db, fanout.New(), state.Options{Baseline: baseline, Log: log})
+	spire, err := f.spiffe.open(ctx, td, log)
+	if err != nil {
+		return err
+	}
+	defer spire.close()
+	st, err := state.Open(ctx, db, fanout.New(), state.Options{Baseline: baseline, Log: log, SpiffeMap: spire.mapping})
 	if err != nil {
 		return err
 	}
 	srv := api.New(api.Config{State: st, CA: authority, AdminTokenHash: api.AdminTokenHash(adminToken),
-		SVIDTTL: f.svidTTL, Keepalive: f.keepalive, Log: log})
+		SVIDTTL: f.svidTTL, Keepalive: f.keepalive, Log: log, Spiffe: spire.trust})
 	ips := []net.IP{net.IPv4(127, 0, 0, 1)}
 	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
 		ips = append(ips, ip)
@@ -106,7 +113,11 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	if err != nil {
 		return err
 	}
-	ln, err := tls.Listen("tcp", f.listen, api.TLSConfig(authority, svid))
+	tlsCfg := api.TLSConfig(authority, svid)
+	if spire.svids != nil {
+		tlsCfg = api.TLSConfigWithSPIRE(authority, svid, spire.svids)
+	}
+	ln, err := tls.Listen("tcp", f.listen, tlsCfg)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", f.listen, err)
 	}

@@ -38,6 +38,8 @@ type nodeFlags struct {
 	cleanup     bool
 	workloads   []string
 	configFile  string
+	spiffeSock  string
+	coordID     string
 }
 
 // nodeFile is `latch node --config FILE`: the same settings as the flags
@@ -52,7 +54,11 @@ type nodeFile struct {
 	Endpoints   []string          `json:"endpoints,omitempty"`
 	Enforce     string            `json:"enforce,omitempty"`
 	BPFPinDir   string            `json:"bpfPinDir,omitempty"`
-	Workloads   []fileWorkload    `json:"workloads,omitempty"`
+	// SpiffeSocket and CoordinatorID are --spiffe-socket and
+	// --coordinator-id.
+	SpiffeSocket  string         `json:"spiffeSocket,omitempty"`
+	CoordinatorID string         `json:"coordinatorID,omitempty"`
+	Workloads     []fileWorkload `json:"workloads,omitempty"`
 }
 
 type fileWorkload struct {
@@ -88,6 +94,8 @@ func (f *nodeFlags) applyFile(cmd *cobra.Command) ([]fileWorkload, error) {
 	set("name", &f.name, nf.Name)
 	set("enforce", &f.enforce, nf.Enforce)
 	set("bpf-pin-dir", &f.pinDir, nf.BPFPinDir)
+	set("spiffe-socket", &f.spiffeSock, nf.SpiffeSocket)
+	set("coordinator-id", &f.coordID, nf.CoordinatorID)
 	if len(nf.Labels) > 0 && !cmd.Flags().Changed("labels") {
 		var kv []string
 		for k, v := range nf.Labels {
@@ -178,20 +186,24 @@ follows its view stream. "latch status" and "latch peers" ask it how it is.`,
 	fl.BoolVar(&f.cleanup, "cleanup", false, "remove the eBPF enforcer's programs, maps and pins of --iface and exit")
 	fl.StringArrayVar(&f.workloads, "workload", nil, "a workload on this node, "+agent.WorkloadSpecHelp+"; repeatable. Each gets an overlay address bound on the WireGuard interface")
 	fl.StringArrayVar(&f.endpoints, "endpoint", nil, "underlay IP:PORT peers reach this node at; repeatable (default: every global IPv4 address with --listen-port)")
+	fl.StringVar(&f.spiffeSock, "spiffe-socket", "", "take the node's SVID from the local SPIRE agent's Workload API (unix:///PATH/api.sock) instead of a join token; the node name is the SPIFFE ID's last path segment")
+	fl.StringVar(&f.coordID, "coordinator-id", "", "with --spiffe-socket: the SPIFFE ID the coordinator must present (default spiffe://<the node's trust domain>/latch/coordinator)")
 	return cmd
 }
 
 // config turns the flags into an agent.Config.
 func (f nodeFlags) config() (agent.Config, error) {
 	cfg := agent.Config{
-		Coordinator: f.coordinator,
-		JoinToken:   f.token,
-		StateDir:    f.stateDir,
-		Iface:       f.iface,
-		Name:        f.name,
-		ListenPort:  f.listenPort,
-		Enforce:     f.enforce,
-		PinDir:      f.pinDir,
+		Coordinator:   f.coordinator,
+		JoinToken:     f.token,
+		StateDir:      f.stateDir,
+		Iface:         f.iface,
+		Name:          f.name,
+		ListenPort:    f.listenPort,
+		Enforce:       f.enforce,
+		PinDir:        f.pinDir,
+		SpiffeSocket:  f.spiffeSock,
+		CoordinatorID: f.coordID,
 	}
 	if cfg.Coordinator == "" {
 		cfg.Coordinator = os.Getenv("LATCH_COORDINATOR")

@@ -31,6 +31,8 @@ import (
 	"github.com/latchnet/latch/node/wg"
 	"github.com/latchnet/latch/view"
 	"github.com/latchnet/latch/wire"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 )
 
 // Log field names.
@@ -61,6 +63,8 @@ type deps struct {
 	// silence is how long the stream may stay quiet (the coordinator sends
 	// a keepalive every 10 s) before the agent reconnects.
 	silence time.Duration
+	// spire opens the SPIRE agent's Workload API (--spiffe-socket).
+	spire func(ctx context.Context, addr string) (SpireSource, error)
 }
 
 func defaultDeps() deps {
@@ -73,6 +77,7 @@ func defaultDeps() deps {
 		backoffMin: 500 * time.Millisecond,
 		backoffMax: 15 * time.Second,
 		silence:    35 * time.Second,
+		spire:      openWorkloadAPI,
 	}
 }
 
@@ -92,15 +97,21 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 // agent is one running node agent.
 type agent struct {
-	s     settings
-	log   *slog.Logger
-	d     deps
-	dir   stateDir
-	src   *source
-	api   *client
-	dev   wg.Device
-	impl  wg.Impl
-	wgKey string // public, base64
+	s   settings
+	log *slog.Logger
+	d   deps
+	dir stateDir
+	src *source // the embedded CA's SVID; unused with spire
+	// spire is the SVID source of a node with --spiffe-socket, nil
+	// otherwise; spireName is the node name from its SPIFFE ID and
+	// coordID the ID the coordinator must present.
+	spire     SpireSource
+	spireName string
+	coordID   spiffeid.ID
+	api       *client
+	dev       wg.Device
+	impl      wg.Impl
+	wgKey     string // public, base64
 	// filter is the userspace enforcer; nil unless it is the active mode.
 	filter *userspace.Filter
 	// bpf is the eBPF enforcer; nil unless it is the active mode.
@@ -131,7 +142,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 	}
 	a := &agent{s: s, log: log, d: d, dir: stateDir(s.StateDir), src: &source{}}
 
-	if s.token == nil {
+	if s.token == nil && s.SpiffeSocket == "" {
 		if _, err := os.Stat(a.dir.path(SVIDFile)); errors.Is(err, fs.ErrNotExist) {
 			return ErrNotEnrolled
 		}
@@ -144,19 +155,27 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 		return err
 	}
 	a.wgKey = key.PublicKey().String()
-	if err := a.loadOrEnroll(ctx); err != nil {
-		return err
+	if s.SpiffeSocket != "" {
+		if err := a.openSpire(ctx); err != nil {
+			return err
+		}
+		defer a.spire.Close()
+		a.api = newClient(s.base, a.spire, a.spire, tlsconfig.AuthorizeID(a.coordID), wire.SpiffeALPN)
+	} else {
+		if err := a.loadOrEnroll(ctx); err != nil {
+			return err
+		}
+		a.api = newClient(s.base, a.src, a.src, tlsconfig.AuthorizeID(a.src.get().coordinatorID()))
 	}
-	id := a.src.get()
-	a.log = log.With(logNode, id.name)
-	a.api = newClient(s.base, a.src)
 	defer a.api.closeIdle()
+	name, spiffeID, expiry := a.who()
+	a.log = log.With(logNode, name)
 
 	v, err := a.dir.loadView()
 	if err != nil {
 		a.log.Warn("ignoring the saved view", logErr, err)
 	}
-	if v != nil && v.Node != id.name {
+	if v != nil && v.Node != name {
 		a.log.Warn("ignoring the saved view: it is for another node", logNode, v.Node)
 		v = nil
 	}
@@ -269,9 +288,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 	}
 	defer stopStatus()
 
-	a.log.Info("node agent running", logID, id.spiffeID().String(), logExpiry, id.notAfter())
+	a.log.Info("node agent running", logID, spiffeID.String(), logExpiry, expiry)
 	var wg sync.WaitGroup
-	wg.Go(func() { a.renewLoop(ctx) })
+	if a.spire == nil {
+		wg.Go(func() { a.renewLoop(ctx) }) // SPIRE renews its own SVIDs
+	}
 	wg.Go(func() { a.syncLoop(ctx) })
 	if a.filter != nil {
 		wg.Go(func() { flowEvents(ctx, a.filter, a.log, &a.events) })
@@ -395,12 +416,23 @@ func (a *agent) noteError(err error, retry time.Duration) {
 	a.mu.Lock()
 	a.lastErr = err.Error()
 	a.mu.Unlock()
+	if ce, ok := refused(err); ok && ce.Code == "pending" {
+		a.log.Warn("this node waits for approval on the coordinator", logErr, ce.Message, logRetry, retry)
+		return
+	}
 	if ce, ok := refused(err); ok {
 		a.log.Error("the coordinator refused this node; keeping the last view", logErr, ce.Message, logCode, ce.Code, logRetry, retry)
 		return
 	}
 	if errors.Is(err, errNeedFull) {
 		a.log.Info("reconnecting for a full view", logRetry, retry)
+		return
+	}
+	if errors.Is(err, errSVIDRotated) {
+		a.mu.Lock()
+		a.lastErr = ""
+		a.mu.Unlock()
+		a.log.Info("SVID rotated by SPIRE: reconnecting with the new one", logRetry, retry)
 		return
 	}
 	a.log.Warn("lost the coordinator; keeping the last view and reconnecting", logErr, err, logRetry, retry)

@@ -1,0 +1,105 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/latchnet/latch/wire"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+)
+
+// spireWait bounds how long the agent waits for its first SVID from the
+// SPIRE agent.
+const spireWait = 2 * time.Minute
+
+// SpireSource is the node's identity from a SPIRE agent: the current
+// X.509-SVID and the trust bundles, kept fresh by the source (go-spiffe's
+// workloadapi.X509Source rotates them). Tests use a fake.
+type SpireSource interface {
+	x509svid.Source
+	x509bundle.Source
+	Close() error
+}
+
+// openWorkloadAPI is deps.spire: go-spiffe's X509Source on the SPIRE
+// agent's Workload API socket (unix:///PATH/api.sock).
+func openWorkloadAPI(ctx context.Context, addr string) (SpireSource, error) {
+	return workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr(addr)))
+}
+
+// spireName is the node name of a SPIFFE ID from SPIRE: the last segment
+// of its path (the coordinator derives it the same way).
+func spireName(id spiffeid.ID) (string, error) {
+	p := id.Path()
+	name := p[strings.LastIndex(p, "/")+1:]
+	if err := wire.CheckNodeName(name); err != nil {
+		return "", fmt.Errorf("the node name is the last path segment of the SPIFFE ID %s from SPIRE: %w; register the node in SPIRE under an ID that ends in a valid name", id, err)
+	}
+	return name, nil
+}
+
+// openSpire takes the node's identity from the SPIRE agent at
+// s.SpiffeSocket instead of the embedded CA.
+func (a *agent) openSpire(ctx context.Context) error {
+	if _, err := os.Stat(a.dir.path(SVIDFile)); err == nil {
+		return fmt.Errorf("the state directory %s holds an SVID from enrolling with a join token: use another --state-dir for --spiffe-socket", a.s.StateDir)
+	}
+	a.log.Info("waiting for an SVID from the SPIRE agent", "socket", a.s.SpiffeSocket)
+	wctx, cancel := context.WithTimeout(ctx, spireWait)
+	defer cancel()
+	src, err := a.d.spire(wctx, a.s.SpiffeSocket)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("--spiffe-socket %s: no SVID from the SPIRE agent within %v: %w (is the agent running, and does a registration entry match this process?)", a.s.SpiffeSocket, spireWait, err)
+	}
+	svid, err := src.GetX509SVID()
+	if err != nil {
+		src.Close()
+		return fmt.Errorf("--spiffe-socket %s: %w", a.s.SpiffeSocket, err)
+	}
+	name, err := spireName(svid.ID)
+	if err != nil {
+		src.Close()
+		return err
+	}
+	if a.s.Name != "" && a.s.Name != name {
+		src.Close()
+		return fmt.Errorf("--name %s: with --spiffe-socket the node's name comes from its SPIFFE ID %s (%s): drop --name", a.s.Name, svid.ID, name)
+	}
+	coord := a.s.coordinatorID
+	if coord.IsZero() {
+		coord, err = spiffeid.FromPath(svid.ID.TrustDomain(), coordinatorPath)
+		if err != nil {
+			src.Close()
+			return err
+		}
+	}
+	a.spire, a.spireName, a.coordID = src, name, coord
+	return nil
+}
+
+// who returns the node's name, SPIFFE ID and the expiry of its current
+// SVID, from SPIRE or from the embedded CA's SVID.
+func (a *agent) who() (string, spiffeid.ID, time.Time) {
+	if a.spire != nil {
+		svid, err := a.spire.GetX509SVID()
+		if err != nil || len(svid.Certificates) == 0 {
+			return a.spireName, spiffeid.ID{}, time.Time{}
+		}
+		return a.spireName, svid.ID, svid.Certificates[0].NotAfter
+	}
+	id := a.src.get()
+	return id.name, id.spiffeID(), id.notAfter()
+}
+
+// errNoSpire: reported when --spiffe-socket and --join-token meet.
+var errNoSpire = errors.New("--spiffe-socket and --join-token: give one (with SPIRE the node's identity comes from the SPIRE agent, no enrollment)")
