@@ -67,6 +67,8 @@ type fileWorkload struct {
 	Labels    map[string]string `json:"labels,omitempty"`
 	Ports     []inventory.Port  `json:"ports,omitempty"`
 	Cgroup    string            `json:"cgroup,omitempty"`
+	// SpiffeID is the workload's SPIFFE ID from SPIRE (spiffe_id=).
+	SpiffeID string `json:"spiffeID,omitempty"`
 }
 
 // applyFile fills the flags the command line left unset from the file and
@@ -160,7 +162,7 @@ follows its view stream. "latch status" and "latch peers" ask it how it is.`,
 				return err
 			}
 			for _, w := range fileWorkloads {
-				cfg.Workloads = append(cfg.Workloads, wire.WorkloadDecl{Name: w.Name, Namespace: w.Namespace, Labels: w.Labels, Ports: w.Ports})
+				cfg.Workloads = append(cfg.Workloads, wire.WorkloadDecl{Name: w.Name, Namespace: w.Namespace, Labels: w.Labels, Ports: w.Ports, SpiffeID: w.SpiffeID})
 				if w.Cgroup != "" {
 					if cfg.WorkloadCgroups == nil {
 						cfg.WorkloadCgroups = map[string]string{}

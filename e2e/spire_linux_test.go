@@ -217,17 +217,29 @@ metadata: {name: clients, namespace: prod}
 spec:
   podSelector: {matchLabels: {role: client}}
   policyTypes: [Ingress, Egress]
-  egress: [{to: [{podSelector: {matchLabels: {role: server}}}], ports: [{port: 8443}]}]
+  egress:
+  - {to: [{podSelector: {matchLabels: {role: server}}}], ports: [{port: 8443}]}
+  - {to: [{podSelector: {matchLabels: {spiffe.io/id: "spiffe://latch.test/prod/web/api"}}}], ports: [{port: 9000}]}
+---
+# The workload SPIRE attests as spiffe://latch.test/prod/web/api, selected
+# by its SPIFFE ID.
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: api, namespace: prod}
+spec:
+  podSelector: {matchLabels: {spiffe.io/id: "spiffe://latch.test/prod/web/api"}}
+  ingress: [{from: [{podSelector: {matchLabels: {role: client}}}], ports: [{port: 9000}]}]
 `
 
 // startSpireNode starts `latch node --spiffe-socket` in h; it waits for
 // nothing, since an unmapped node stays unconnected.
-func (c *cluster) startSpireNode(h *netlab.Host, name, socket string) *node {
+func (c *cluster) startSpireNode(h *netlab.Host, name, socket string, extra ...string) *node {
 	c.t.Helper()
 	c.nextIdx++
 	n := &node{name: name, host: h, state: c.t.TempDir(), iface: fmt.Sprintf("lt%s%02d", c.lab.Suffix()[:6], c.nextIdx)}
 	n.args = []string{c.bin, "node", "--coordinator", c.url, "--state-dir", n.state, "--iface", n.iface,
 		"--spiffe-socket", socket, "--endpoint", h.Underlay.String() + ":51820", "--listen-port", "51820"}
+	n.args = append(n.args, extra...)
 	n.proc = h.Start(c.t, nil, n.args...)
 	c.nodes[name] = n
 	return n
@@ -254,6 +266,7 @@ func TestSPIRE(t *testing.T) {
 	spire.entry("coord", "spiffe://latch.test/latch/coordinator")
 	spire.entry("client-a", "spiffe://latch.test/prod/client-a")
 	spire.entry("web", "spiffe://latch.test/prod/web")
+	spire.entry("web", "spiffe://latch.test/prod/web/api")  // a workload on web
 	spire.entry("laptop", "spiffe://latch.test/dev/laptop") // matches no mapping
 
 	mapFile := filepath.Join(t.TempDir(), "spiffe-map.yaml")
@@ -268,7 +281,8 @@ func TestSPIRE(t *testing.T) {
 	}
 
 	client := c.startSpireNode(hosts["client-a"], "client-a", sockets["client-a"])
-	web := c.startSpireNode(hosts["web"], "web", sockets["web"])
+	web := c.startSpireNode(hosts["web"], "web", sockets["web"],
+		"--workload", "name=api,namespace=prod,ports=9000/tcp,spiffe_id=spiffe://latch.test/prod/web/api")
 	c.WaitConnected(client, 90*time.Second)
 	c.WaitConnected(web, 90*time.Second)
 
@@ -294,6 +308,23 @@ func TestSPIRE(t *testing.T) {
 	})
 	if err := web.host.DialTCP(netip.AddrPortFrom(clientIP, 8443), time.Second); err == nil {
 		t.Error("web (role=server) reached client-a:8443, which no policy allows")
+	}
+
+	// The workload with a SPIFFE ID is selected by it: client-a reaches
+	// api:9000, but not port 9000 of the web node itself.
+	var apiIP netip.Addr
+	netlab.Eventually(t, 30*time.Second, func() error {
+		ips, err := c.workloadIPs(web, []string{"prod/api"})
+		apiIP = ips["prod/api"]
+		return err
+	})
+	web.host.ServeTCP(t, netip.AddrPortFrom(apiIP, 9000))
+	web.host.ServeTCP(t, netip.AddrPortFrom(webIP, 9000))
+	netlab.Eventually(t, 20*time.Second, func() error {
+		return client.host.DialTCP(netip.AddrPortFrom(apiIP, 9000), 2*time.Second)
+	})
+	if err := client.host.DialTCP(netip.AddrPortFrom(webIP, 9000), time.Second); err == nil {
+		t.Error("client-a reached web:9000; only the workload spiffe://latch.test/prod/web/api allows port 9000")
 	}
 
 	// An unmapped ID waits for approval and holds no peer meanwhile.
@@ -339,7 +370,7 @@ func TestSPIRE(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if !st.SVIDExpiry.After(before.SVIDExpiry.Add(45*time.Second)) {
+		if !st.SVIDExpiry.After(before.SVIDExpiry.Add(45 * time.Second)) {
 			return fmt.Errorf("SVID expiry %v: not yet two rotations past %v", st.SVIDExpiry, before.SVIDExpiry)
 		}
 		return nil

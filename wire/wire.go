@@ -77,6 +77,11 @@ type WorkloadDecl struct {
 	Namespace string            `json:"namespace"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	Ports     []inventory.Port  `json:"ports,omitempty"`
+	// SpiffeID is the workload's SPIFFE ID from SPIRE, for a node whose
+	// own SVID is from SPIRE (the agent checks that its SPIRE agent issues
+	// it that ID). The coordinator sets the label policy.SpiffeIDLabel
+	// from it.
+	SpiffeID string `json:"spiffeID,omitempty"`
 }
 
 // RegisterResponse gives the addresses the coordinator assigned.

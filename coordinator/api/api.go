@@ -278,7 +278,11 @@ func (s *Server) register(c echo.Context) error {
 	}
 	reg := state.Registration{PublicKey: req.PublicKey, Endpoints: req.Endpoints, Ports: req.Ports}
 	for _, d := range req.Workloads {
-		reg.Workloads = append(reg.Workloads, workloadOf(d))
+		w, err := s.spiffeWorkload(c, d)
+		if err != nil {
+			return err
+		}
+		reg.Workloads = append(reg.Workloads, w)
 	}
 	n, ws, err := s.cfg.State.Register(c.Request().Context(), nodeOf(c).Name, reg)
 	if err != nil {

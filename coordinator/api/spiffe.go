@@ -3,6 +3,7 @@ package api
 import (
 	"crypto/tls"
 	"errors"
+	"maps"
 	"net/http"
 	"slices"
 
@@ -10,7 +11,10 @@ import (
 	"github.com/latchnet/latch/coordinator/ca"
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/policy"
 	"github.com/latchnet/latch/wire"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
@@ -129,4 +133,33 @@ func TLSConfigWithSPIRE(authority *ca.CA, own *x509svid.SVID, svids x509svid.Sou
 		return nil, nil
 	}
 	return base
+}
+
+// spiffeWorkload turns a declared workload into an inventory workload. A
+// workload's SPIFFE ID becomes its label policy.SpiffeIDLabel; only a node
+// whose own SVID is from SPIRE may declare one, in SPIRE's trust domain
+// (its agent checked that SPIRE issues it the ID). Nobody sets that label
+// directly.
+func (s *Server) spiffeWorkload(c echo.Context, d wire.WorkloadDecl) (inventory.Workload, error) {
+	w := workloadOf(d)
+	if _, ok := d.Labels[policy.SpiffeIDLabel]; ok {
+		return w, fail(http.StatusBadRequest, "invalid", "workload %s/%s: the label %s is set by the coordinator from the workload's SPIFFE ID (spiffe_id=), not declared", d.Namespace, d.Name, policy.SpiffeIDLabel)
+	}
+	if d.SpiffeID == "" {
+		return w, nil
+	}
+	if _, spire := c.Get(ctxSpiffe).(string); !spire || s.cfg.Spiffe == nil {
+		return w, fail(http.StatusBadRequest, "invalid", "workload %s/%s declares the SPIFFE ID %s, but this node's identity is not from SPIRE: run the node with --spiffe-socket", d.Namespace, d.Name, d.SpiffeID)
+	}
+	id, err := spiffeid.FromString(d.SpiffeID)
+	if err != nil || policy.CheckSpiffeID(d.SpiffeID) != nil || id.TrustDomain() != s.cfg.Spiffe.TD {
+		return w, fail(http.StatusBadRequest, "invalid", "workload %s/%s: SPIFFE ID %q is not an ID of SPIRE's trust domain %q", d.Namespace, d.Name, d.SpiffeID, s.cfg.Spiffe.TD.Name())
+	}
+	labels := maps.Clone(w.Labels)
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	labels[policy.SpiffeIDLabel] = policy.SpiffeLabelValue(d.SpiffeID)
+	w.Labels = labels
+	return w, nil
 }

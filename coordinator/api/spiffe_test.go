@@ -18,6 +18,7 @@ import (
 	"github.com/latchnet/latch/coordinator/spiffemap"
 	"github.com/latchnet/latch/coordinator/spiffetrust"
 	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/policy"
 	"github.com/latchnet/latch/wire"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -130,6 +131,29 @@ func TestSpiffeNodes(t *testing.T) {
 		t.Errorf("renew by a SPIRE node: %d %+v", code, e)
 	}
 
+	// A SPIRE node's workload with a SPIFFE ID gets it as its label; the
+	// label cannot be declared directly, nor the ID be from elsewhere.
+	withID := wire.RegisterRequest{PublicKey: "k", Workloads: []wire.WorkloadDecl{{Name: "api", Namespace: "prod", SpiffeID: "spiffe://spire.test/prod/web/api"}}}
+	body, _ = json.Marshal(withID)
+	resp, err = web.Post(h.srv.URL+wire.PathRegister, "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr = wire.RegisterResponse{}
+	json.NewDecoder(resp.Body).Decode(&rr)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(rr.Workloads) != 1 || rr.Workloads[0].Labels[policy.SpiffeIDLabel] != policy.SpiffeLabelValue("spiffe://spire.test/prod/web/api") {
+		t.Fatalf("register with a workload SPIFFE ID: %d %+v", resp.StatusCode, rr.Workloads)
+	}
+	for name, d := range map[string]wire.WorkloadDecl{
+		"label":        {Name: "api", Namespace: "prod", Labels: map[string]string{policy.SpiffeIDLabel: "x"}},
+		"other domain": {Name: "api", Namespace: "prod", SpiffeID: "spiffe://other.test/api"},
+	} {
+		if code, e := postJSON(t, web, h.srv.URL+wire.PathRegister, wire.RegisterRequest{PublicKey: "k", Workloads: []wire.WorkloadDecl{d}}); code != 400 {
+			t.Errorf("%s: %d %+v", name, code, e)
+		}
+	}
+
 	// An unmapped node waits; the admin sees it, approves it, and it registers.
 	laptop := spireClient(spire, spire.svid(t, "spiffe://spire.test/dev/laptop"))
 	if code, e := postJSON(t, laptop, h.srv.URL+wire.PathRegister, reg); code != 403 || e.Code != "pending" {
@@ -168,5 +192,8 @@ func TestSpiffeNodes(t *testing.T) {
 	}
 	if code, body := h.post(n, wire.PathRegister, reg, nil); code != 200 {
 		t.Fatalf("register of a token node: %d %s", code, body)
+	}
+	if code, _ := h.post(n, wire.PathRegister, withID, nil); code != 400 {
+		t.Errorf("a token node declared a workload SPIFFE ID: %d", code)
 	}
 }

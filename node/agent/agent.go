@@ -64,7 +64,9 @@ type deps struct {
 	// a keepalive every 10 s) before the agent reconnects.
 	silence time.Duration
 	// spire opens the SPIRE agent's Workload API (--spiffe-socket).
-	spire func(ctx context.Context, addr string) (SpireSource, error)
+	spire func(ctx context.Context, addr string, workloadIDs []string) (SpireSource, error)
+	// spireIDs lists the SPIFFE IDs the SPIRE agent issues this process.
+	spireIDs func(ctx context.Context, addr string) ([]string, error)
 }
 
 func defaultDeps() deps {
@@ -78,6 +80,7 @@ func defaultDeps() deps {
 		backoffMax: 15 * time.Second,
 		silence:    35 * time.Second,
 		spire:      openWorkloadAPI,
+		spireIDs:   fetchSpireIDs,
 	}
 }
 

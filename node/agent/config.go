@@ -148,6 +148,14 @@ func (cfg Config) check(hostAddrs func() ([]netip.Addr, error)) (settings, error
 	if cfg.SpiffeSocket != "" && !strings.HasPrefix(cfg.SpiffeSocket, "unix://") && !strings.HasPrefix(cfg.SpiffeSocket, "tcp://") {
 		return s, fmt.Errorf("--spiffe-socket %q: want the SPIRE agent's Workload API address, unix:///PATH/api.sock", cfg.SpiffeSocket)
 	}
+	for _, w := range cfg.Workloads {
+		if w.SpiffeID != "" && cfg.SpiffeSocket == "" {
+			return s, fmt.Errorf("workload %s/%s: spiffe_id needs --spiffe-socket: the node's SPIRE agent must issue the ID to it", w.Namespace, w.Name)
+		}
+	}
+	if cfg.SpiffeSocket != "" && len(cfg.Labels) > 0 {
+		return s, errors.New("--labels: with --spiffe-socket the coordinator's --spiffe-map (or an admin approving the node) gives the node its labels")
+	}
 	if cfg.CoordinatorID != "" {
 		if cfg.SpiffeSocket == "" {
 			return s, errors.New("--coordinator-id is for nodes with --spiffe-socket (a token-enrolled node checks the coordinator's ID from its CA)")

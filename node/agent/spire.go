@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,9 +30,35 @@ type SpireSource interface {
 }
 
 // openWorkloadAPI is deps.spire: go-spiffe's X509Source on the SPIRE
-// agent's Workload API socket (unix:///PATH/api.sock).
-func openWorkloadAPI(ctx context.Context, addr string) (SpireSource, error) {
-	return workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr(addr)))
+// agent's Workload API socket (unix:///PATH/api.sock). SPIRE may issue
+// the agent's process several SVIDs: the node's own and those of the
+// workloads it declares (workloadIDs); the source serves the first one
+// that is not a workload's.
+func openWorkloadAPI(ctx context.Context, addr string, workloadIDs []string) (SpireSource, error) {
+	pick := func(svids []*x509svid.SVID) *x509svid.SVID {
+		for _, s := range svids {
+			if !slices.Contains(workloadIDs, s.ID.String()) {
+				return s
+			}
+		}
+		return svids[0]
+	}
+	return workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr(addr)),
+		workloadapi.WithDefaultX509SVIDPicker(pick))
+}
+
+// fetchSpireIDs is deps.spireIDs: the SPIFFE IDs of every SVID the SPIRE
+// agent at addr issues to this process.
+func fetchSpireIDs(ctx context.Context, addr string) ([]string, error) {
+	svids, err := workloadapi.FetchX509SVIDs(ctx, workloadapi.WithAddr(addr))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(svids))
+	for i, s := range svids {
+		out[i] = s.ID.String()
+	}
+	return out, nil
 }
 
 // spireName is the node name of a SPIFFE ID from SPIRE: the last segment
@@ -54,7 +81,13 @@ func (a *agent) openSpire(ctx context.Context) error {
 	a.log.Info("waiting for an SVID from the SPIRE agent", "socket", a.s.SpiffeSocket)
 	wctx, cancel := context.WithTimeout(ctx, spireWait)
 	defer cancel()
-	src, err := a.d.spire(wctx, a.s.SpiffeSocket)
+	var wlIDs []string
+	for _, w := range a.s.Workloads {
+		if w.SpiffeID != "" {
+			wlIDs = append(wlIDs, w.SpiffeID)
+		}
+	}
+	src, err := a.d.spire(wctx, a.s.SpiffeSocket, wlIDs)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -81,6 +114,21 @@ func (a *agent) openSpire(ctx context.Context) error {
 		if err != nil {
 			src.Close()
 			return err
+		}
+	}
+	if len(wlIDs) > 0 {
+		// A workload's SPIFFE ID is SPIRE's word, not the config's: the
+		// SPIRE agent must issue it to this process.
+		issued, err := a.d.spireIDs(wctx, a.s.SpiffeSocket)
+		if err != nil {
+			src.Close()
+			return fmt.Errorf("--spiffe-socket %s: listing the SVIDs SPIRE issues to this node: %w", a.s.SpiffeSocket, err)
+		}
+		for _, id := range wlIDs {
+			if !slices.Contains(issued, id) {
+				src.Close()
+				return fmt.Errorf("a workload declares spiffe_id=%s, but the SPIRE agent does not issue that ID to this node (it issues %s): register an entry for it under this node's SPIRE agent", id, strings.Join(issued, ", "))
+			}
 		}
 	}
 	a.spire, a.spireName, a.coordID = src, name, coord

@@ -120,8 +120,12 @@ func TestSpireNode(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
 	cfg := testConfig(fc, dir, "")
 	cfg.SpiffeSocket = "unix:///run/spire/agent.sock"
+	cfg.Workloads = append(cfg.Workloads, wire.WorkloadDecl{Name: "api", Namespace: "prod", SpiffeID: "spiffe://spire.test/prod/web1/api"})
 	a := startAgentWith(t, cfg, func(d *deps) {
-		d.spire = func(_ context.Context, addr string) (SpireSource, error) {
+		d.spireIDs = func(context.Context, string) ([]string, error) {
+			return []string{"spiffe://spire.test/prod/web1", "spiffe://spire.test/prod/web1/api"}, nil
+		}
+		d.spire = func(_ context.Context, addr string, _ []string) (SpireSource, error) {
 			if addr != cfg.SpiffeSocket {
 				t.Errorf("opened the Workload API at %s, want %s", addr, cfg.SpiffeSocket)
 			}
@@ -132,6 +136,9 @@ func TestSpireNode(t *testing.T) {
 	fc.nextStream(t)
 	if got := fc.lastRegisterName(); got != "web1" {
 		t.Fatalf("the coordinator saw node %q, want web1 (from the SPIFFE ID)", got)
+	}
+	if ws := fc.lastRegister().Workloads; len(ws) != 2 || ws[1].SpiffeID != "spiffe://spire.test/prod/web1/api" {
+		t.Fatalf("registered workloads %+v: want api with its SPIFFE ID", ws)
 	}
 	// SPIRE rotates the SVID; before the old one expires the agent
 	// reconnects with the new one.
@@ -177,6 +184,18 @@ func TestSpireNodeConfigErrors(t *testing.T) {
 		t.Errorf("an SVID whose last segment is no node name: %v", err)
 	}
 	spire.set(spire.issue(t, "spiffe://spire.test/prod/web1", time.Hour))
+	// A workload's SPIFFE ID must be one SPIRE issues to the node.
+	c.Workloads = []wire.WorkloadDecl{{Name: "api", Namespace: "prod", SpiffeID: "spiffe://spire.test/prod/web1/other"}}
+	if err := runWith(t, c, spire); err == nil || !strings.Contains(err.Error(), "does not issue that ID") {
+		t.Errorf("a workload SPIFFE ID SPIRE does not issue: %v", err)
+	}
+	noSock := base
+	noSock.SpiffeSocket = ""
+	noSock.Workloads = c.Workloads
+	if _, err := noSock.check(func() ([]netip.Addr, error) { return nil, nil }); err == nil || !strings.Contains(err.Error(), "needs --spiffe-socket") {
+		t.Errorf("a workload SPIFFE ID without --spiffe-socket: %v", err)
+	}
+	c.Workloads = nil
 	c.Name = "other"
 	if err := runWith(t, c, spire); err == nil || !strings.Contains(err.Error(), "drop --name") {
 		t.Errorf("--name other for spiffe://spire.test/prod/web1: %v", err)
@@ -188,7 +207,10 @@ func runWith(t *testing.T, cfg Config, spire *fakeSpire) error {
 	t.Helper()
 	r := &running{clock: newFakeClock(time.Now()), dev: make(chan *wg.Fake, 1), cfgs: make(chan wg.Config, 1)}
 	d := testDeps(r)
-	d.spire = func(context.Context, string) (SpireSource, error) { return spire, nil }
+	d.spire = func(context.Context, string, []string) (SpireSource, error) { return spire, nil }
+	d.spireIDs = func(context.Context, string) ([]string, error) {
+		return []string{"spiffe://spire.test/prod/web1", "spiffe://spire.test/prod/web1/api"}, nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	return run(ctx, cfg, nil, d)
