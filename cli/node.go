@@ -40,6 +40,7 @@ type nodeFlags struct {
 	configFile  string
 	spiffeSock  string
 	coordID     string
+	coordCA     string
 }
 
 // nodeFile is `latch node --config FILE`: the same settings as the flags
@@ -54,10 +55,11 @@ type nodeFile struct {
 	Endpoints   []string          `json:"endpoints,omitempty"`
 	Enforce     string            `json:"enforce,omitempty"`
 	BPFPinDir   string            `json:"bpfPinDir,omitempty"`
-	// SpiffeSocket and CoordinatorID are --spiffe-socket and
-	// --coordinator-id.
+	// SpiffeSocket, CoordinatorID and CoordinatorCA are --spiffe-socket,
+	// --coordinator-id and --coordinator-ca.
 	SpiffeSocket  string         `json:"spiffeSocket,omitempty"`
 	CoordinatorID string         `json:"coordinatorID,omitempty"`
+	CoordinatorCA string         `json:"coordinatorCA,omitempty"`
 	Workloads     []fileWorkload `json:"workloads,omitempty"`
 }
 
@@ -98,6 +100,7 @@ func (f *nodeFlags) applyFile(cmd *cobra.Command) ([]fileWorkload, error) {
 	set("bpf-pin-dir", &f.pinDir, nf.BPFPinDir)
 	set("spiffe-socket", &f.spiffeSock, nf.SpiffeSocket)
 	set("coordinator-id", &f.coordID, nf.CoordinatorID)
+	set("coordinator-ca", &f.coordCA, nf.CoordinatorCA)
 	if len(nf.Labels) > 0 && !cmd.Flags().Changed("labels") {
 		var kv []string
 		for k, v := range nf.Labels {
@@ -190,6 +193,7 @@ follows its view stream. "latch status" and "latch peers" ask it how it is.`,
 	fl.StringArrayVar(&f.endpoints, "endpoint", nil, "underlay IP:PORT peers reach this node at; repeatable (default: every global IPv4 address with --listen-port)")
 	fl.StringVar(&f.spiffeSock, "spiffe-socket", "", "take the node's SVID from the local SPIRE agent's Workload API (unix:///PATH/api.sock) instead of a join token; the node name is the SPIFFE ID's last path segment")
 	fl.StringVar(&f.coordID, "coordinator-id", "", "with --spiffe-socket: the SPIFFE ID the coordinator must present (default spiffe://<the node's trust domain>/latch/coordinator)")
+	fl.StringVar(&f.coordCA, "coordinator-ca", "", "with --spiffe-socket: the coordinator's CA certificate (its data dir's ca.crt), to trust a coordinator that has no SPIRE SVID (--trust-bundle)")
 	return cmd
 }
 
@@ -206,6 +210,7 @@ func (f nodeFlags) config() (agent.Config, error) {
 		PinDir:        f.pinDir,
 		SpiffeSocket:  f.spiffeSock,
 		CoordinatorID: f.coordID,
+		CoordinatorCA: f.coordCA,
 	}
 	if cfg.Coordinator == "" {
 		cfg.Coordinator = os.Getenv("LATCH_COORDINATOR")

@@ -31,6 +31,7 @@ import (
 	"github.com/latchnet/latch/node/wg"
 	"github.com/latchnet/latch/view"
 	"github.com/latchnet/latch/wire"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 )
@@ -109,6 +110,7 @@ type agent struct {
 	// otherwise; spireName is the node name from its SPIFFE ID and
 	// coordID the ID the coordinator must present.
 	spire     SpireSource
+	bundles   x509bundle.Source // SPIRE's, and the coordinator's CA with --coordinator-ca
 	spireName string
 	coordID   spiffeid.ID
 	api       *client
@@ -163,7 +165,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 			return err
 		}
 		defer a.spire.Close()
-		a.api = newClient(s.base, a.spire, a.spire, tlsconfig.AuthorizeID(a.coordID), wire.SpiffeALPN)
+		var protos []string
+		if s.CoordinatorCA == "" {
+			protos = []string{wire.SpiffeALPN} // ask for the coordinator's SPIRE SVID
+		}
+		a.api = newClient(s.base, a.spire, a.bundles, tlsconfig.AuthorizeID(a.coordID), protos...)
 	} else {
 		if err := a.loadOrEnroll(ctx); err != nil {
 			return err

@@ -69,6 +69,11 @@ type Config struct {
 	// SPIRE node; default spiffe://<the node's SPIRE trust
 	// domain>/latch/coordinator.
 	CoordinatorID string
+	// CoordinatorCA, for a SPIRE node, is a PEM file with the coordinator's
+	// own CA certificate (its data dir's ca.crt): the node then trusts the
+	// coordinator's embedded-CA SVID, for a coordinator that has no SPIRE
+	// SVID of its own (--trust-bundle).
+	CoordinatorCA string
 	// PinDir is where the eBPF enforcer pins its maps and links (default
 	// /sys/fs/bpf/latch/<iface>); they survive the agent, so enforcement
 	// continues across restarts and a restarted agent adopts them.
@@ -155,6 +160,9 @@ func (cfg Config) check(hostAddrs func() ([]netip.Addr, error)) (settings, error
 	}
 	if cfg.SpiffeSocket != "" && len(cfg.Labels) > 0 {
 		return s, errors.New("--labels: with --spiffe-socket the coordinator's --spiffe-map (or an admin approving the node) gives the node its labels")
+	}
+	if cfg.CoordinatorCA != "" && cfg.SpiffeSocket == "" {
+		return s, errors.New("--coordinator-ca is for nodes with --spiffe-socket (a token-enrolled node pins the coordinator's CA through its token)")
 	}
 	if cfg.CoordinatorID != "" {
 		if cfg.SpiffeSocket == "" {

@@ -108,9 +108,20 @@ func (a *agent) openSpire(ctx context.Context) error {
 		src.Close()
 		return fmt.Errorf("--name %s: with --spiffe-socket the node's name comes from its SPIFFE ID %s (%s): drop --name", a.s.Name, svid.ID, name)
 	}
+	coordTD := svid.ID.TrustDomain()
+	a.bundles = src
+	if a.s.CoordinatorCA != "" {
+		ca, err := loadCoordinatorCA(a.s.CoordinatorCA)
+		if err != nil {
+			src.Close()
+			return err
+		}
+		coordTD = ca.TrustDomain()
+		a.bundles = withBundle{Source: src, extra: ca}
+	}
 	coord := a.s.coordinatorID
 	if coord.IsZero() {
-		coord, err = spiffeid.FromPath(svid.ID.TrustDomain(), coordinatorPath)
+		coord, err = spiffeid.FromPath(coordTD, coordinatorPath)
 		if err != nil {
 			src.Close()
 			return err
@@ -151,3 +162,38 @@ func (a *agent) who() (string, spiffeid.ID, time.Time) {
 
 // errNoSpire: reported when --spiffe-socket and --join-token meet.
 var errNoSpire = errors.New("--spiffe-socket and --join-token: give one (with SPIRE the node's identity comes from the SPIRE agent, no enrollment)")
+
+// loadCoordinatorCA reads the coordinator's CA certificate (PEM); its
+// trust domain is its URI SAN spiffe://TD.
+func loadCoordinatorCA(path string) (*x509bundle.Bundle, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--coordinator-ca: %w", err)
+	}
+	certs, err := decodeCerts(data)
+	if err != nil || len(certs) == 0 {
+		return nil, fmt.Errorf("--coordinator-ca %s: no PEM certificate (want the coordinator's ca.crt)", path)
+	}
+	if len(certs[0].URIs) != 1 {
+		return nil, fmt.Errorf("--coordinator-ca %s: not a Latch CA certificate (it names no SPIFFE trust domain)", path)
+	}
+	td, err := spiffeid.TrustDomainFromURI(certs[0].URIs[0])
+	if err != nil {
+		return nil, fmt.Errorf("--coordinator-ca %s: %w", path, err)
+	}
+	return x509bundle.FromX509Authorities(td, certs), nil
+}
+
+// withBundle is SPIRE's bundles plus the coordinator's CA for its own
+// trust domain.
+type withBundle struct {
+	x509bundle.Source
+	extra *x509bundle.Bundle
+}
+
+func (b withBundle) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	if td == b.extra.TrustDomain() {
+		return b.extra, nil
+	}
+	return b.Source.GetX509BundleForTrustDomain(td)
+}

@@ -8,14 +8,17 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"math/big"
 	"net/netip"
+	"os"
 	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -214,4 +217,51 @@ func runWith(t *testing.T, cfg Config, spire *fakeSpire) error {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	return run(ctx, cfg, nil, d)
+}
+
+// TestSpireNodeCoordinatorCA: a SPIRE node given the coordinator's CA
+// certificate trusts the coordinator's embedded-CA SVID (a coordinator
+// with --trust-bundle has no SPIRE SVID) and does not ask for a SPIRE one.
+func TestSpireNodeCoordinatorCA(t *testing.T) {
+	spire := newFakeSpire(t)
+	spire.set(spire.issue(t, "spiffe://spire.test/prod/web1", time.Hour))
+	var offered atomic.Bool
+	fc := newFakeCoordWith(t, 20*time.Minute, func(fc *fakeCoord) {
+		fc.trustSpire(t, spire)
+		fc.srv.TLS.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+			offered.Store(offered.Load() || slices.Contains(h.SupportedProtos, wire.SpiffeALPN))
+			return nil, nil // always the embedded CA's SVID
+		}
+	})
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: fc.ca.Root().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(fc, filepath.Join(t.TempDir(), "state"), "")
+	cfg.SpiffeSocket = "unix:///run/spire/agent.sock"
+	cfg.CoordinatorCA = caFile
+	a := startAgentWith(t, cfg, func(d *deps) {
+		d.spire = func(context.Context, string, []string) (SpireSource, error) { return spire, nil }
+	})
+	a.device(t)
+	fc.nextStream(t)
+	if offered.Load() {
+		t.Error("the node asked for the coordinator's SPIRE SVID although it was given --coordinator-ca")
+	}
+	if err := a.stop(t); err != nil {
+		t.Fatal(err)
+	}
+
+	// Without the CA file the same coordinator is not trusted.
+	cfg.CoordinatorCA = ""
+	cfg.StateDir = filepath.Join(t.TempDir(), "state2")
+	b := startAgentWith(t, cfg, func(d *deps) {
+		d.spire = func(context.Context, string, []string) (SpireSource, error) { return spire, nil }
+	})
+	select {
+	case <-fc.streams:
+		t.Fatal("a SPIRE node trusted the coordinator's embedded CA without --coordinator-ca")
+	case <-time.After(time.Second):
+	}
+	b.stop(t)
 }
