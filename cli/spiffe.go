@@ -49,6 +49,9 @@ func (f *spiffeFlags) open(ctx context.Context, own spiffeid.TrustDomain, log *s
 		}
 		return out, nil
 	}
+	if f.bundleFile != "" && f.bundlePoll <= 0 {
+		return nil, fmt.Errorf("--trust-bundle-poll %v: must be positive, e.g. 5s", f.bundlePoll)
+	}
 	if f.socket != "" && f.bundleFile != "" {
 		return nil, errors.New("--spiffe-socket and --trust-bundle: give one (the socket already supplies SPIRE's bundle)")
 	}
