@@ -24,6 +24,7 @@ var pure = []string{
 	"view",
 	"internal/strictyaml",
 	"enforce/userspace",
+	"coordinator/spiffemap",
 }
 
 var forbidden = []string{
