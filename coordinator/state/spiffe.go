@@ -106,6 +106,12 @@ func (s *State) admit(ctx context.Context, actor, id, name, ns string, labels ma
 	var node store.Node
 	detail := map[string]any{"spiffe_id": id, "namespace": ns, "labels": labels}
 	err := s.change(ctx, "node.spiffe.admit", actor, name, detail, func(tx store.Tx) ([]string, error) {
+		if rec, err := tx.GetSpiffeNode(id); err == nil && rec.Status == store.SpiffeAdmitted && actor == "spiffe-map" {
+			// A concurrent request of the same node admitted it first.
+			var err error
+			node, err = tx.GetNode(rec.Name)
+			return nil, err
+		}
 		if _, err := tx.GetNode(name); err == nil {
 			return nil, fmt.Errorf("%w: a node named %q already exists (enrolled with a token, or another SPIFFE ID ending in /%s): delete it with `latch admin node delete %s`, or give the SPIRE entry another last path segment", ErrConflict, name, name, name)
 		} else if !errors.Is(err, store.ErrNotFound) {
