@@ -1,6 +1,7 @@
 // Package api serves the coordinator's HTTPS APIs with echo: the node API
 // (enrollment with a join token; everything else over mTLS, the node's
-// identity taken from its verified certificate only) and the admin API
+// identity taken from its verified certificate only: an SVID of the
+// embedded CA, or of a trusted SPIRE trust domain) and the admin API
 // (bearer token). Every change goes through package state.
 //
 // Only cmd/latch (through package cli) imports it.

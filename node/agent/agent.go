@@ -1,5 +1,7 @@
 // Package agent is the node agent: it enrolls the machine with a join
-// token, keeps its SPIFFE X.509-SVID renewed, registers the node's
+// token and keeps its SPIFFE X.509-SVID renewed (or, with --spiffe-socket,
+// takes the SVID from the local SPIRE agent's Workload API, which rotates
+// it), registers the node's
 // WireGuard key, endpoints and workloads with the coordinator, streams the
 // node's view and applies it to the WireGuard device and to the enforcer
 // (--enforce: the userspace packet filter of package enforce/userspace, or
