@@ -401,4 +401,22 @@ func TestSPIRE(t *testing.T) {
 	if !strings.Contains(c.coordP.Output(), "trusting SPIRE") {
 		t.Error("the coordinator did not log that it trusts SPIRE")
 	}
+
+	t.Run("trust bundle file", func(t *testing.T) {
+		// A coordinator without a SPIRE agent reads SPIRE's bundle from a
+		// file; its SPIRE node trusts the coordinator's own CA instead.
+		h := lab.Host("coord2")
+		c2 := &cluster{t: t, bin: c.bin, lab: lab, coord: h, data: t.TempDir(), nodes: map[string]*node{}, nextIdx: c.nextIdx} // interface names stay unique
+		c2.url = fmt.Sprintf("https://%s:7443", h.Underlay)
+		c2.startCoordinator("--trust-bundle", spire.bundle, "--spiffe-trust-domain", spireTD, "--spiffe-map", mapFile,
+			"--trust-bundle-poll", "1s")
+		nh := lab.Host("solo")
+		sock := spire.startAgent(nh, "solo")
+		spire.entry("solo", "spiffe://latch.test/prod/solo")
+		n := c2.startSpireNode(nh, "solo", sock, "--coordinator-ca", filepath.Join(c2.data, "ca.crt"))
+		c2.WaitConnected(n, 90*time.Second)
+		if out := c2.mustAdmin("admin", "node", "list"); !strings.Contains(out, "role=server") {
+			t.Errorf("the mapping did not label solo:\n%s", out)
+		}
+	})
 }
