@@ -306,6 +306,7 @@ func newAdminCmd() *cobra.Command {
 			return nil
 		},
 	})
+	node.AddCommand(spiffeNodeCmds(&f)...)
 	audit := &cobra.Command{
 		Use:   "audit",
 		Short: "Show the newest audit entries: who changed what and when",

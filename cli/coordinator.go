@@ -37,6 +37,7 @@ type coordinatorFlags struct {
 	flowRetention                          time.Duration
 	flowMaxRows                            int
 	metricsListen                          string
+	spiffe                                 spiffeFlags
 }
 
 func newCoordinatorCmd() *cobra.Command {
@@ -61,6 +62,7 @@ func newCoordinatorCmd() *cobra.Command {
 	fl.DurationVar(&f.flowRetention, "flow-retention", 24*time.Hour, "how long flow records are kept")
 	fl.IntVar(&f.flowMaxRows, "flow-max-rows", 1000000, "the most flow records kept; the oldest beyond are deleted (0: no bound)")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "plain HTTP address serving Prometheus /metrics, without authentication (e.g. 127.0.0.1:9470); off when empty")
+	f.spiffe.register(cmd)
 	return cmd
 }
 
@@ -127,7 +129,12 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	if err != nil {
 		return err
 	}
-	st, err := state.Open(ctx, db, fanout.New(), state.Options{Baseline: baseline, Log: log})
+	spire, err := f.spiffe.open(ctx, td, log)
+	if err != nil {
+		return err
+	}
+	defer spire.close()
+	st, err := state.Open(ctx, db, fanout.New(), state.Options{Baseline: baseline, Log: log, SpiffeMap: spire.mapping})
 	if err != nil {
 		return err
 	}
@@ -137,7 +144,7 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	web := console.New(console.Config{State: st, Flows: console.StoredFlows{State: st}, Log: log})
 	srv := api.New(api.Config{State: st, CA: authority, AdminTokenHash: api.AdminTokenHash(adminToken),
 		SVIDTTL: f.svidTTL, Keepalive: f.keepalive, Log: log, Extensions: []func(*echo.Echo, *echo.Group){web.Mount},
-		InstallScript: scripts.InstallScript, PublicURL: f.publicURL, DistDir: f.distDir})
+		InstallScript: scripts.InstallScript, PublicURL: f.publicURL, DistDir: f.distDir, Spiffe: spire.trust})
 	ips := []net.IP{net.IPv4(127, 0, 0, 1)}
 	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
 		ips = append(ips, ip)
@@ -160,7 +167,11 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	if err != nil {
 		return err
 	}
-	ln, err := tls.Listen("tcp", f.listen, api.TLSConfig(authority, svid))
+	tlsCfg := api.TLSConfig(authority, svid)
+	if spire.svids != nil {
+		tlsCfg = api.TLSConfigWithSPIRE(authority, svid, spire.svids)
+	}
+	ln, err := tls.Listen("tcp", f.listen, tlsCfg)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", f.listen, err)
 	}

@@ -42,6 +42,9 @@ type nodeFlags struct {
 
 	flowInterval  time.Duration
 	metricsListen string
+	spiffeSock  string
+	coordID     string
+	coordCA     string
 }
 
 // nodeFile is `latch node --config FILE`: the same settings as the flags
@@ -59,6 +62,11 @@ type nodeFile struct {
 	// FlowInterval is a Go duration such as 5s.
 	FlowInterval  string         `json:"flowInterval,omitempty"`
 	MetricsListen string         `json:"metricsListen,omitempty"`
+	// SpiffeSocket, CoordinatorID and CoordinatorCA are --spiffe-socket,
+	// --coordinator-id and --coordinator-ca.
+	SpiffeSocket  string         `json:"spiffeSocket,omitempty"`
+	CoordinatorID string         `json:"coordinatorID,omitempty"`
+	CoordinatorCA string         `json:"coordinatorCA,omitempty"`
 	Workloads     []fileWorkload `json:"workloads,omitempty"`
 }
 
@@ -68,6 +76,8 @@ type fileWorkload struct {
 	Labels    map[string]string `json:"labels,omitempty"`
 	Ports     []inventory.Port  `json:"ports,omitempty"`
 	Cgroup    string            `json:"cgroup,omitempty"`
+	// SpiffeID is the workload's SPIFFE ID from SPIRE (spiffe_id=).
+	SpiffeID string `json:"spiffeID,omitempty"`
 }
 
 // applyFile fills the flags the command line left unset from the file and
@@ -103,6 +113,9 @@ func (f *nodeFlags) applyFile(cmd *cobra.Command) ([]fileWorkload, error) {
 		}
 		f.flowInterval = d
 	}
+	set("spiffe-socket", &f.spiffeSock, nf.SpiffeSocket)
+	set("coordinator-id", &f.coordID, nf.CoordinatorID)
+	set("coordinator-ca", &f.coordCA, nf.CoordinatorCA)
 	if len(nf.Labels) > 0 && !cmd.Flags().Changed("labels") {
 		var kv []string
 		for k, v := range nf.Labels {
@@ -167,7 +180,7 @@ follows its view stream. "latch status" and "latch peers" ask it how it is.`,
 				return err
 			}
 			for _, w := range fileWorkloads {
-				cfg.Workloads = append(cfg.Workloads, wire.WorkloadDecl{Name: w.Name, Namespace: w.Namespace, Labels: w.Labels, Ports: w.Ports})
+				cfg.Workloads = append(cfg.Workloads, wire.WorkloadDecl{Name: w.Name, Namespace: w.Namespace, Labels: w.Labels, Ports: w.Ports, SpiffeID: w.SpiffeID})
 				if w.Cgroup != "" {
 					if cfg.WorkloadCgroups == nil {
 						cfg.WorkloadCgroups = map[string]string{}
@@ -203,20 +216,26 @@ follows its view stream. "latch status" and "latch peers" ask it how it is.`,
 	fl.BoolVar(&f.cleanup, "cleanup", false, "remove the eBPF enforcer's programs, maps and pins of --iface and exit")
 	fl.StringArrayVar(&f.workloads, "workload", nil, "a workload on this node, "+agent.WorkloadSpecHelp+"; repeatable. Each gets an overlay address bound on the WireGuard interface")
 	fl.StringArrayVar(&f.endpoints, "endpoint", nil, "underlay IP:PORT peers reach this node at; repeatable (default: every global IPv4 address with --listen-port)")
+	fl.StringVar(&f.spiffeSock, "spiffe-socket", "", "take the node's SVID from the local SPIRE agent's Workload API (unix:///PATH/api.sock) instead of a join token; the node name is the SPIFFE ID's last path segment")
+	fl.StringVar(&f.coordID, "coordinator-id", "", "with --spiffe-socket: the SPIFFE ID the coordinator must present (default spiffe://<the node's trust domain>/latch/coordinator)")
+	fl.StringVar(&f.coordCA, "coordinator-ca", "", "with --spiffe-socket: the coordinator's CA certificate (its data dir's ca.crt), to trust a coordinator that has no SPIRE SVID (--trust-bundle)")
 	return cmd
 }
 
 // config turns the flags into an agent.Config.
 func (f nodeFlags) config() (agent.Config, error) {
 	cfg := agent.Config{
-		Coordinator: f.coordinator,
-		JoinToken:   f.token,
-		StateDir:    f.stateDir,
-		Iface:       f.iface,
-		Name:        f.name,
-		ListenPort:  f.listenPort,
-		Enforce:     f.enforce,
-		PinDir:      f.pinDir,
+		Coordinator:   f.coordinator,
+		JoinToken:     f.token,
+		StateDir:      f.stateDir,
+		Iface:         f.iface,
+		Name:          f.name,
+		ListenPort:    f.listenPort,
+		Enforce:       f.enforce,
+		PinDir:        f.pinDir,
+		SpiffeSocket:  f.spiffeSock,
+		CoordinatorID: f.coordID,
+		CoordinatorCA: f.coordCA,
 
 		FlowInterval:  f.flowInterval,
 		MetricsListen: f.metricsListen,

@@ -250,6 +250,9 @@ func parseDocument(file string, index int, d document) (*Policy, []*FieldError) 
 	if p.Kind != Kind {
 		errs = append(errs, fe("kind", lines.find("kind"), fmt.Sprintf("must be %q, not %q", Kind, p.Kind)))
 	}
+	for _, e := range spiffeProblems(&p.NetworkPolicy) {
+		errs = append(errs, fe(e.field, lines.find(e.field), e.reason))
+	}
 	for _, e := range validate(&p.NetworkPolicy) {
 		errs = append(errs, fe(e.field, lines.find(e.field), e.reason))
 	}

@@ -69,10 +69,14 @@ func TestOneBuildCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	goBuild := regexp.MustCompile(`(?m)^[^#]*(\bgo|\$\(GO\)) build\b`)
+	// Builds of latch itself; the SPIRE tools module (tools/spire, for the
+	// SPIRE e2e test) is built on its own.
+	goBuild := regexp.MustCompile(`(?m)^[^#\n]*(\bgo|\$\(GO\)) build\b.*$`)
 	for name, text := range map[string][]byte{"Dockerfile": df, "Makefile": mk, "scripts/dist.sh": dist} {
-		if loc := goBuild.Find(text); loc != nil {
-			t.Errorf("%s runs go build itself (%q): build through scripts/build.sh", name, loc)
+		for _, loc := range goBuild.FindAll(text, -1) {
+			if !strings.Contains(string(loc), "tools/spire") {
+				t.Errorf("%s runs go build itself (%q): build through scripts/build.sh", name, loc)
+			}
 		}
 	}
 	froms := regexp.MustCompile(`(?m)^FROM `).FindAll(df, -1)

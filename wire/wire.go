@@ -22,6 +22,10 @@ const (
 	// PathStream is a GET that streams newline-delimited StreamMessage
 	// JSON; the query parameter "have" is the view version the node holds.
 	PathStream = "/v1/node/stream"
+	// SpiffeALPN is the TLS application protocol a node offers when its
+	// SVID comes from SPIRE: the coordinator then presents its SPIRE SVID
+	// instead of its embedded CA's.
+	SpiffeALPN = "latch-spiffe"
 )
 
 // EnrollRequest trades a join token and a CSR for a first SVID.
@@ -73,6 +77,11 @@ type WorkloadDecl struct {
 	Namespace string            `json:"namespace"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	Ports     []inventory.Port  `json:"ports,omitempty"`
+	// SpiffeID is the workload's SPIFFE ID from SPIRE, for a node whose
+	// own SVID is from SPIRE (the agent checks that its SPIRE agent issues
+	// it that ID). The coordinator sets the label policy.SpiffeIDLabel
+	// from it.
+	SpiffeID string `json:"spiffeID,omitempty"`
 }
 
 // RegisterResponse gives the addresses the coordinator assigned.

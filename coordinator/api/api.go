@@ -1,6 +1,7 @@
 // Package api serves the coordinator's HTTPS APIs with echo: the node API
 // (enrollment with a join token; everything else over mTLS, the node's
-// identity taken from its verified certificate only) and the admin API
+// identity taken from its verified certificate only: an SVID of the
+// embedded CA, or of a trusted SPIRE trust domain) and the admin API
 // (the admin bearer token, API tokens with a role, or a web console session
 // cookie with a CSRF header). Every change goes through package state.
 // Public, without authentication: the install script (/install.sh), the CA
@@ -26,6 +27,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/latchnet/latch/coordinator/auth"
 	"github.com/latchnet/latch/coordinator/ca"
+	"github.com/latchnet/latch/coordinator/spiffetrust"
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/policy"
@@ -61,6 +63,9 @@ type Config struct {
 	// DistDir holds the binaries and SHA256SUMS served at /dl/ (`make
 	// dist`); empty serves none.
 	DistDir string
+	// Spiffe, if set, is a SPIRE trust domain whose SVIDs are node
+	// identities too (see state.SpiffeNode); nil trusts only CA.
+	Spiffe *spiffetrust.Trust
 }
 
 // Server is the coordinator's HTTP handler.
@@ -70,7 +75,10 @@ type Server struct {
 	metrics *metrics
 }
 
-const ctxNode = "latch.node"
+const (
+	ctxNode   = "latch.node"
+	ctxSpiffe = "latch.spiffe" // the SPIFFE ID of a node whose SVID is from SPIRE
+)
 
 // New builds the handler.
 func New(cfg Config) *Server {
@@ -106,6 +114,7 @@ func New(cfg Config) *Server {
 	node.POST(wire.PathFlows, s.flows)
 	admin := s.e.Group("/v1/admin", s.adminAuth)
 	s.adminRoutes(admin)
+	s.spiffeRoutes(admin)
 	s.installRoutes()
 	for _, ext := range cfg.Extensions {
 		ext(s.e, admin)
@@ -253,6 +262,17 @@ func (s *Server) nodeAuth(next echo.HandlerFunc) echo.HandlerFunc {
 		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 			return fail(http.StatusUnauthorized, "no_certificate", "this call needs the node's certificate (mTLS); enroll first with a join token")
 		}
+		if s.cfg.Spiffe != nil {
+			if id, err := x509svid.IDFromCert(r.TLS.PeerCertificates[0]); err == nil && id.TrustDomain() == s.cfg.Spiffe.TD {
+				n, err := s.spiffeNode(c)
+				if err != nil {
+					return err
+				}
+				c.Set(ctxNode, n)
+				c.Set(ctxSpiffe, id.String())
+				return next(c)
+			}
+		}
 		name, _, err := s.cfg.CA.VerifyNode(r.TLS.PeerCertificates)
 		if err != nil {
 			return fail(http.StatusUnauthorized, "bad_certificate", "%v", err)
@@ -273,6 +293,9 @@ func (s *Server) renew(c echo.Context) error {
 	if err := bind(c, &req); err != nil {
 		return err
 	}
+	if id, ok := c.Get(ctxSpiffe).(string); ok {
+		return fail(http.StatusBadRequest, "spiffe_node", "node %s takes its SVID (%s) from SPIRE, which renews it; the coordinator does not", nodeOf(c).Name, id)
+	}
 	if err := parseCSR(req.CSR); err != nil {
 		return err
 	}
@@ -291,7 +314,11 @@ func (s *Server) register(c echo.Context) error {
 	}
 	reg := state.Registration{PublicKey: req.PublicKey, Endpoints: req.Endpoints, Ports: req.Ports}
 	for _, d := range req.Workloads {
-		reg.Workloads = append(reg.Workloads, workloadOf(d))
+		w, err := s.spiffeWorkload(c, d)
+		if err != nil {
+			return err
+		}
+		reg.Workloads = append(reg.Workloads, w)
 	}
 	n, ws, err := s.cfg.State.Register(c.Request().Context(), nodeOf(c).Name, reg)
 	if err != nil {

@@ -20,12 +20,15 @@ import (
 
 	"github.com/latchnet/latch/coordinator/ca"
 	"github.com/latchnet/latch/coordinator/fanout"
+	"github.com/latchnet/latch/coordinator/spiffemap"
+	"github.com/latchnet/latch/coordinator/spiffetrust"
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/identity/pin"
 	"github.com/latchnet/latch/inventory"
 	"github.com/latchnet/latch/wire"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
 type harness struct {
@@ -37,7 +40,16 @@ type harness struct {
 	api   *Server
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T) *harness { return newHarnessWith(t, harnessOpts{}) }
+
+// harnessOpts add SPIRE trust to a harness.
+type harnessOpts struct {
+	spiffe     *spiffetrust.Trust
+	spiffeMap  *spiffemap.Map
+	spireSVIDs x509svid.Source // the coordinator's SPIRE SVID
+}
+
+func newHarnessWith(t *testing.T, o harnessOpts) *harness {
 	dir := t.TempDir()
 	td := spiffeid.RequireTrustDomainFromString("example.test")
 	clock := ca.NewFakeClock(time.Now())
@@ -50,13 +62,13 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	st, err := state.Open(context.Background(), db, fanout.New(), state.Options{})
+	st, err := state.Open(context.Background(), db, fanout.New(), state.Options{SpiffeMap: o.spiffeMap})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, ca: authority, clock: clock, admin: "secret-admin"}
 	s := New(Config{State: st, CA: authority, AdminTokenHash: AdminTokenHash(h.admin), Keepalive: 200 * time.Millisecond,
-		FlowPoll: 50 * time.Millisecond})
+		FlowPoll: 50 * time.Millisecond, Spiffe: o.spiffe})
 	h.api = s
 	h.srv = httptest.NewUnstartedServer(s)
 	svid, err := authority.ServerSVID([]string{"localhost"}, nil, time.Hour)
@@ -64,6 +76,9 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	h.srv.TLS = TLSConfig(authority, svid)
+	if o.spireSVIDs != nil {
+		h.srv.TLS = TLSConfigWithSPIRE(authority, svid, o.spireSVIDs)
+	}
 	h.srv.StartTLS()
 	t.Cleanup(h.srv.Close)
 	return h

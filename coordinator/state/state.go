@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/latchnet/latch/coordinator/fanout"
+	"github.com/latchnet/latch/coordinator/spiffemap"
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/inventory"
 	"github.com/latchnet/latch/netmap"
@@ -56,6 +57,9 @@ type Options struct {
 	Pool     netip.Prefix    // default DefaultPool
 	Now      func() time.Time
 	Log      *slog.Logger
+	// SpiffeMap admits nodes with SPIFFE IDs from a trusted SPIRE
+	// deployment (see SpiffeNode); nil admits none without approval.
+	SpiffeMap *spiffemap.Map
 }
 
 // State holds the engine built from the store and the mailboxes.
@@ -512,35 +516,47 @@ func appendNS(list []inventory.Namespace, ns string) []inventory.Namespace {
 func (s *State) DeleteNode(ctx context.Context, actor, name string) error {
 	detail := map[string]any{}
 	return s.change(ctx, "node.delete", actor, name, detail, func(tx store.Tx) ([]string, error) {
-		node, err := tx.GetNode(name)
-		if err != nil {
-			return nil, err
+		if node, err := tx.GetNode(name); err == nil {
+			detail["before"] = node
 		}
-		detail["before"] = node
-		ws, err := tx.ListWorkloads()
-		if err != nil {
-			return nil, err
-		}
-		for _, w := range ws {
-			if w.Node == name {
-				if err := tx.ReleaseAddr("wl/" + w.Key()); err != nil {
-					return nil, err
-				}
-			}
-		}
-		if node.CertSerial != "" {
-			if err := tx.RevokeSerial(node.CertSerial, s.opts.Now()); err != nil {
+		return s.deleteNode(tx, name)
+	})
+}
+
+// deleteNode removes a node inside a change: its workloads and addresses,
+// its certificate serial (revoked) and its SPIFFE ID record. Must hold
+// s.mu.
+func (s *State) deleteNode(tx store.Tx, name string) ([]string, error) {
+	node, err := tx.GetNode(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.forgetSpiffeNode(tx, name); err != nil {
+		return nil, err
+	}
+	ws, err := tx.ListWorkloads()
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range ws {
+		if w.Node == name {
+			if err := tx.ReleaseAddr("wl/" + w.Key()); err != nil {
 				return nil, err
 			}
 		}
-		if err := tx.ReleaseAddr("node/" + name); err != nil {
+	}
+	if node.CertSerial != "" {
+		if err := tx.RevokeSerial(node.CertSerial, s.opts.Now()); err != nil {
 			return nil, err
 		}
-		if err := tx.DeleteNode(name); err != nil {
-			return nil, err
-		}
-		return s.eng.DeleteNode(name)
-	})
+	}
+	if err := tx.ReleaseAddr("node/" + name); err != nil {
+		return nil, err
+	}
+	if err := tx.DeleteNode(name); err != nil {
+		return nil, err
+	}
+	return s.eng.DeleteNode(name)
 }
 
 // NodeForCert returns the node a verified certificate belongs to, refusing

@@ -148,6 +148,18 @@ CREATE INDEX flows_time ON flows (time);
 CREATE INDEX flows_src_ns ON flows (src_ns, id);
 CREATE INDEX flows_dst_ns ON flows (dst_ns, id);
 `,
+	// 4: SPIFFE identities from SPIRE: which node an ID is, or that it
+	// waits for approval or was rejected.
+	`
+CREATE TABLE spiffe_nodes (
+	spiffe_id  TEXT PRIMARY KEY,
+	name       TEXT NOT NULL,
+	status     TEXT NOT NULL,
+	first_seen INTEGER,
+	last_seen  INTEGER
+);
+CREATE INDEX spiffe_nodes_name ON spiffe_nodes (name);
+`,
 }
 
 // migrate applies the migrations db lacks, all in one transaction, and

@@ -106,6 +106,28 @@ type Token struct {
 	Revoked              bool
 }
 
+// Statuses of a SpiffeNode.
+const (
+	// SpiffePending: the ID matched no mapping; it waits for an admin.
+	SpiffePending = "pending"
+	// SpiffeRejected: an admin rejected the ID; it is refused.
+	SpiffeRejected = "rejected"
+	// SpiffeAdmitted: the ID is the node Name.
+	SpiffeAdmitted = "admitted"
+)
+
+// SpiffeNode is what the coordinator knows of a SPIFFE ID from a trusted
+// SPIRE deployment that presented itself as a node.
+type SpiffeNode struct {
+	// ID is the SPIFFE ID, spiffe://td/path.
+	ID string
+	// Name is the node name the ID maps to (its last path segment).
+	Name string
+	// Status is SpiffePending, SpiffeRejected or SpiffeAdmitted.
+	Status              string
+	FirstSeen, LastSeen time.Time
+}
+
 // AuditEntry is one record of the audit log. AppendAudit assigns ID.
 type AuditEntry struct {
 	ID                            int64
@@ -227,6 +249,16 @@ type Tx interface {
 	// ListAudit returns up to limit entries, newest first; limit <= 0
 	// means all.
 	ListAudit(limit int) ([]AuditEntry, error)
+
+	// PutSpiffeNode creates or replaces the record of a SPIFFE ID.
+	PutSpiffeNode(SpiffeNode) error
+	// GetSpiffeNode returns the record of a SPIFFE ID, or ErrNotFound.
+	GetSpiffeNode(id string) (SpiffeNode, error)
+	// ListSpiffeNodes returns every record ordered by SPIFFE ID.
+	ListSpiffeNodes() ([]SpiffeNode, error)
+	// DeleteSpiffeNode deletes the record of a SPIFFE ID; a missing one is
+	// ErrNotFound.
+	DeleteSpiffeNode(id string) error
 
 	// GetMeta returns a value of the key/value table, or ErrNotFound.
 	// InsertFlows stores flow records; ListFlows reads them by filter,

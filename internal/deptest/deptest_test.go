@@ -27,6 +27,7 @@ var pure = []string{
 	"coordinator/auth",
 	"suggest",
 	"node/flowlog",
+	"coordinator/spiffemap",
 }
 
 var forbidden = []string{

@@ -1,5 +1,7 @@
 // Package agent is the node agent: it enrolls the machine with a join
-// token, keeps its SPIFFE X.509-SVID renewed, registers the node's
+// token and keeps its SPIFFE X.509-SVID renewed (or, with --spiffe-socket,
+// takes the SVID from the local SPIRE agent's Workload API, which rotates
+// it), registers the node's
 // WireGuard key, endpoints and workloads with the coordinator, streams the
 // node's view and applies it to the WireGuard device and to the enforcer
 // (--enforce: the userspace packet filter of package enforce/userspace, or
@@ -32,6 +34,9 @@ import (
 	"github.com/latchnet/latch/node/wg"
 	"github.com/latchnet/latch/view"
 	"github.com/latchnet/latch/wire"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 )
 
 // Log field names.
@@ -62,6 +67,10 @@ type deps struct {
 	// silence is how long the stream may stay quiet (the coordinator sends
 	// a keepalive every 10 s) before the agent reconnects.
 	silence time.Duration
+	// spire opens the SPIRE agent's Workload API (--spiffe-socket).
+	spire func(ctx context.Context, addr string, workloadIDs []string) (SpireSource, error)
+	// spireIDs lists the SPIFFE IDs the SPIRE agent issues this process.
+	spireIDs func(ctx context.Context, addr string) ([]string, error)
 }
 
 func defaultDeps() deps {
@@ -74,6 +83,8 @@ func defaultDeps() deps {
 		backoffMin: 500 * time.Millisecond,
 		backoffMax: 15 * time.Second,
 		silence:    35 * time.Second,
+		spire:      openWorkloadAPI,
+		spireIDs:   fetchSpireIDs,
 	}
 }
 
@@ -126,15 +137,22 @@ func enrollOnly(ctx context.Context, cfg Config, log *slog.Logger, d deps) error
 
 // agent is one running node agent.
 type agent struct {
-	s     settings
-	log   *slog.Logger
-	d     deps
-	dir   stateDir
-	src   *source
-	api   *client
-	dev   wg.Device
-	impl  wg.Impl
-	wgKey string // public, base64
+	s   settings
+	log *slog.Logger
+	d   deps
+	dir stateDir
+	src *source // the embedded CA's SVID; unused with spire
+	// spire is the SVID source of a node with --spiffe-socket, nil
+	// otherwise; spireName is the node name from its SPIFFE ID and
+	// coordID the ID the coordinator must present.
+	spire     SpireSource
+	bundles   x509bundle.Source // SPIRE's, and the coordinator's CA with --coordinator-ca
+	spireName string
+	coordID   spiffeid.ID
+	api       *client
+	dev       wg.Device
+	impl      wg.Impl
+	wgKey     string // public, base64
 	// filter is the userspace enforcer; nil unless it is the active mode.
 	filter *userspace.Filter
 	// bpf is the eBPF enforcer; nil unless it is the active mode.
@@ -169,7 +187,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 	}
 	a := &agent{s: s, log: log, d: d, dir: stateDir(s.StateDir), src: &source{}, flows: flowlog.New(flowlog.Options{})}
 
-	if s.token == nil {
+	if s.token == nil && s.SpiffeSocket == "" {
 		if _, err := os.Stat(a.dir.path(SVIDFile)); errors.Is(err, fs.ErrNotExist) {
 			return ErrNotEnrolled
 		}
@@ -182,19 +200,31 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 		return err
 	}
 	a.wgKey = key.PublicKey().String()
-	if err := a.loadOrEnroll(ctx); err != nil {
-		return err
+	if s.SpiffeSocket != "" {
+		if err := a.openSpire(ctx); err != nil {
+			return err
+		}
+		defer a.spire.Close()
+		var protos []string
+		if s.CoordinatorCA == "" {
+			protos = []string{wire.SpiffeALPN} // ask for the coordinator's SPIRE SVID
+		}
+		a.api = newClient(s.base, a.spire, a.bundles, tlsconfig.AuthorizeID(a.coordID), protos...)
+	} else {
+		if err := a.loadOrEnroll(ctx); err != nil {
+			return err
+		}
+		a.api = newClient(s.base, a.src, a.src, tlsconfig.AuthorizeID(a.src.get().coordinatorID()))
 	}
-	id := a.src.get()
-	a.log = log.With(logNode, id.name)
-	a.api = newClient(s.base, a.src)
 	defer a.api.closeIdle()
+	name, spiffeID, expiry := a.who()
+	a.log = log.With(logNode, name)
 
 	v, err := a.dir.loadView()
 	if err != nil {
 		a.log.Warn("ignoring the saved view", logErr, err)
 	}
-	if v != nil && v.Node != id.name {
+	if v != nil && v.Node != name {
 		a.log.Warn("ignoring the saved view: it is for another node", logNode, v.Node)
 		v = nil
 	}
@@ -312,9 +342,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 	}
 	defer stopMetrics()
 
-	a.log.Info("node agent running", logID, id.spiffeID().String(), logExpiry, id.notAfter())
+	a.log.Info("node agent running", logID, spiffeID.String(), logExpiry, expiry)
 	var wg sync.WaitGroup
-	wg.Go(func() { a.renewLoop(ctx) })
+	if a.spire == nil {
+		wg.Go(func() { a.renewLoop(ctx) }) // SPIRE renews its own SVIDs
+	}
 	wg.Go(func() { a.syncLoop(ctx) })
 	if a.filter != nil {
 		wg.Go(func() { flowEvents(ctx, a.filter, a.log, &a.events, a.flows) })
@@ -441,12 +473,23 @@ func (a *agent) noteError(err error, retry time.Duration) {
 	a.mu.Lock()
 	a.lastErr = err.Error()
 	a.mu.Unlock()
+	if ce, ok := refused(err); ok && ce.Code == "pending" {
+		a.log.Warn("this node waits for approval on the coordinator", logErr, ce.Message, logRetry, retry)
+		return
+	}
 	if ce, ok := refused(err); ok {
 		a.log.Error("the coordinator refused this node; keeping the last view", logErr, ce.Message, logCode, ce.Code, logRetry, retry)
 		return
 	}
 	if errors.Is(err, errNeedFull) {
 		a.log.Info("reconnecting for a full view", logRetry, retry)
+		return
+	}
+	if errors.Is(err, errSVIDRotated) {
+		a.mu.Lock()
+		a.lastErr = ""
+		a.mu.Unlock()
+		a.log.Info("SVID rotated by SPIRE: reconnecting with the new one", logRetry, retry)
 		return
 	}
 	a.log.Warn("lost the coordinator; keeping the last view and reconnecting", logErr, err, logRetry, retry)

@@ -27,6 +27,7 @@ import (
 	"github.com/latchnet/latch/view"
 	"github.com/latchnet/latch/wire"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -70,6 +71,9 @@ type fakeCoord struct {
 	registers []wire.RegisterRequest // guarded by mu
 	flows     []wire.FlowBatch       // guarded by mu
 	flowsDown atomic.Bool            // answer 503 to flow uploads
+	regNames  []string               // node names of registers; guarded by mu
+
+	spire *fakeSpire // trusted besides ca, if set (trustSpire)
 }
 
 type fakeStream struct {
@@ -80,6 +84,12 @@ type fakeStream struct {
 }
 
 func newFakeCoord(t *testing.T, ttl time.Duration) *fakeCoord {
+	t.Helper()
+	return newFakeCoordWith(t, ttl, nil)
+}
+
+// newFakeCoordWith calls setup before the server starts.
+func newFakeCoordWith(t *testing.T, ttl time.Duration, setup func(*fakeCoord)) *fakeCoord {
 	t.Helper()
 	td := spiffeid.RequireTrustDomainFromString("example.test")
 	c, err := ca.Open(t.TempDir(), td, nil)
@@ -104,6 +114,9 @@ func newFakeCoord(t *testing.T, ttl time.Duration) *fakeCoord {
 		t.Fatal(err)
 	}
 	fc.srv.TLS = c.ServerTLSConfig(svid)
+	if setup != nil {
+		setup(fc)
+	}
 	fc.srv.StartTLS()
 	t.Cleanup(func() {
 		close(fc.closed)
@@ -162,6 +175,15 @@ func (fc *fakeCoord) enroll(w http.ResponseWriter, r *http.Request) {
 
 // node verifies the client certificate as the real coordinator does.
 func (fc *fakeCoord) node(w http.ResponseWriter, r *http.Request) (string, bool) {
+	if len(r.TLS.PeerCertificates) > 0 && fc.spire != nil {
+		if id, err := x509svid.IDFromCert(r.TLS.PeerCertificates[0]); err == nil && id.TrustDomain() == spireTD {
+			if _, _, err := x509svid.Verify(r.TLS.PeerCertificates, fc.spire); err != nil {
+				fail(w, http.StatusUnauthorized, err.Error(), "cert_refused")
+				return "", false
+			}
+			return id.Path()[strings.LastIndex(id.Path(), "/")+1:], true
+		}
+	}
 	name, _, err := fc.ca.VerifyNode(r.TLS.PeerCertificates)
 	if err != nil {
 		fail(w, http.StatusUnauthorized, err.Error(), "cert_refused")
@@ -203,6 +225,7 @@ func (fc *fakeCoord) register(w http.ResponseWriter, r *http.Request) {
 	}
 	fc.mu.Lock()
 	fc.registers = append(fc.registers, req)
+	fc.regNames = append(fc.regNames, name)
 	fc.mu.Unlock()
 	resp := wire.RegisterResponse{Node: fc.nodeInfo(name)}
 	for i, d := range req.Workloads {
@@ -278,6 +301,12 @@ func (fc *fakeCoord) counts() (enrolls, registers int, renewed []string) {
 	return fc.enrolls, len(fc.registers), append([]string(nil), fc.renewed...)
 }
 
+func (fc *fakeCoord) lastRegisterName() string {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return fc.regNames[len(fc.regNames)-1]
+}
+
 func (fc *fakeCoord) lastRegister() wire.RegisterRequest {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
@@ -323,11 +352,21 @@ func testConfig(fc *fakeCoord, dir, token string) Config {
 
 func startAgent(t *testing.T, cfg Config) *running {
 	t.Helper()
+	return startAgentWith(t, cfg, nil)
+}
+
+// startAgentWith lets mod change the test deps.
+func startAgentWith(t *testing.T, cfg Config, mod func(*deps)) *running {
+	t.Helper()
 	r := &running{clock: newFakeClock(time.Now()), dev: make(chan *wg.Fake, 1), cfgs: make(chan wg.Config, 1), done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	go func() { r.done <- run(ctx, cfg, log, testDeps(r)) }()
+	d := testDeps(r)
+	if mod != nil {
+		mod(&d)
+	}
+	go func() { r.done <- run(ctx, cfg, log, d) }()
 	t.Cleanup(func() { r.stop(t) })
 	return r
 }

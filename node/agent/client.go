@@ -15,7 +15,9 @@ import (
 
 	"github.com/latchnet/latch/identity/pin"
 	"github.com/latchnet/latch/wire"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
 // callTimeout bounds every call but the stream.
@@ -49,12 +51,16 @@ type client struct {
 	http *http.Client
 }
 
-// newClient makes the mTLS client: it presents the SVID src holds at each
-// handshake, trusts only src's bundle and requires the coordinator's
-// SPIFFE ID in the node's trust domain.
-func newClient(base *url.URL, src *source) *client {
-	cfg := tlsconfig.MTLSClientConfig(src, src, tlsconfig.AuthorizeID(src.get().coordinatorID()))
+// newClient makes the mTLS client: it presents the SVID svids holds at
+// each handshake, trusts only bundles and requires the coordinator's
+// SPIFFE ID to pass authz. protos are offered by ALPN (wire.SpiffeALPN for
+// a node whose SVID is from SPIRE).
+func newClient(base *url.URL, svids x509svid.Source, bundles x509bundle.Source, authz tlsconfig.Authorizer, protos ...string) *client {
+	cfg := tlsconfig.MTLSClientConfig(svids, bundles, authz)
 	cfg.MinVersion = tls.VersionTLS13
+	if len(protos) > 0 {
+		cfg.NextProtos = append(protos, "http/1.1")
+	}
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		TLSClientConfig:       cfg,

@@ -13,6 +13,7 @@ import (
 
 	"github.com/latchnet/latch/inventory"
 	"github.com/latchnet/latch/wire"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // Defaults for Config fields left zero.
@@ -63,6 +64,20 @@ type Config struct {
 	// Enforce is the enforcement mode: EnforceAuto (if empty),
 	// EnforceEBPF, EnforceUserspace or EnforceOff.
 	Enforce string
+	// SpiffeSocket, if set, is the Workload API address of the local SPIRE
+	// agent (unix:///PATH/api.sock): the node's SVID comes from it
+	// (rotated by SPIRE) instead of from enrolling with a join token. The
+	// node name is the last path segment of the SPIFFE ID.
+	SpiffeSocket string
+	// CoordinatorID is the SPIFFE ID the coordinator must present to a
+	// SPIRE node; default spiffe://<the node's SPIRE trust
+	// domain>/latch/coordinator.
+	CoordinatorID string
+	// CoordinatorCA, for a SPIRE node, is a PEM file with the coordinator's
+	// own CA certificate (its data dir's ca.crt): the node then trusts the
+	// coordinator's embedded-CA SVID, for a coordinator that has no SPIRE
+	// SVID of its own (--trust-bundle).
+	CoordinatorCA string
 	// PinDir is where the eBPF enforcer pins its maps and links (default
 	// /sys/fs/bpf/latch/<iface>); they survive the agent, so enforcement
 	// continues across restarts and a restarted agent adopts them.
@@ -111,9 +126,11 @@ func parseToken(s string) (joinToken, error) {
 // settings is a Config checked and completed with defaults.
 type settings struct {
 	Config
-	base    *url.URL
-	token   *joinToken // nil when no token was given
-	enforce string     // the mode asked for; decided when the device comes up (see Run)
+	base  *url.URL
+	token *joinToken // nil when no token was given
+	// coordinatorID is CoordinatorID parsed; zero if not given.
+	coordinatorID spiffeid.ID
+	enforce       string // the mode asked for; decided when the device comes up (see Run)
 }
 
 // check validates cfg and fills in defaults. It touches nothing on the
@@ -139,6 +156,33 @@ func (cfg Config) check(hostAddrs func() ([]netip.Addr, error)) (settings, error
 			return s, err
 		}
 		s.token = &t
+	}
+	if cfg.SpiffeSocket != "" && cfg.JoinToken != "" {
+		return s, errNoSpire
+	}
+	if cfg.SpiffeSocket != "" && !strings.HasPrefix(cfg.SpiffeSocket, "unix://") && !strings.HasPrefix(cfg.SpiffeSocket, "tcp://") {
+		return s, fmt.Errorf("--spiffe-socket %q: want the SPIRE agent's Workload API address, unix:///PATH/api.sock", cfg.SpiffeSocket)
+	}
+	for _, w := range cfg.Workloads {
+		if w.SpiffeID != "" && cfg.SpiffeSocket == "" {
+			return s, fmt.Errorf("workload %s/%s: spiffe_id needs --spiffe-socket: the node's SPIRE agent must issue the ID to it", w.Namespace, w.Name)
+		}
+	}
+	if cfg.SpiffeSocket != "" && len(cfg.Labels) > 0 {
+		return s, errors.New("--labels: with --spiffe-socket the coordinator's --spiffe-map (or an admin approving the node) gives the node its labels")
+	}
+	if cfg.CoordinatorCA != "" && cfg.SpiffeSocket == "" {
+		return s, errors.New("--coordinator-ca is for nodes with --spiffe-socket (a token-enrolled node pins the coordinator's CA through its token)")
+	}
+	if cfg.CoordinatorID != "" {
+		if cfg.SpiffeSocket == "" {
+			return s, errors.New("--coordinator-id is for nodes with --spiffe-socket (a token-enrolled node checks the coordinator's ID from its CA)")
+		}
+		id, err := spiffeid.FromString(cfg.CoordinatorID)
+		if err != nil {
+			return s, fmt.Errorf("--coordinator-id %q: %w (want spiffe://TD/PATH)", cfg.CoordinatorID, err)
+		}
+		s.coordinatorID = id
 	}
 	if s.Iface == "" {
 		s.Iface = DefaultIface

@@ -60,13 +60,13 @@ type PeerInfo struct {
 }
 
 func (a *agent) status() Status {
-	id := a.src.get()
+	name, id, expiry := a.who()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := Status{
-		Name:        id.name,
-		SPIFFEID:    id.spiffeID().String(),
-		SVIDExpiry:  id.notAfter(),
+		Name:        name,
+		SPIFFEID:    id.String(),
+		SVIDExpiry:  expiry,
 		Coordinator: a.s.base.String(),
 		Connected:   a.connected,
 		LastError:   a.lastErr,

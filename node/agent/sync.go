@@ -23,6 +23,10 @@ const PersistentKeepalive = 25 * time.Second
 // reconnects asking for a full view.
 var errNeedFull = errors.New("the delta does not apply to the view held: asking for a full view")
 
+// errSVIDRotated ends the stream of a SPIRE node before the SVID it was
+// opened with expires; the agent reconnects with the current one.
+var errSVIDRotated = errors.New("reconnecting with the SVID SPIRE rotated in")
+
 // syncLoop registers and streams views until ctx ends, reconnecting with
 // backoff. The last view stays applied meanwhile.
 func (a *agent) syncLoop(ctx context.Context) {
@@ -48,6 +52,13 @@ func (a *agent) syncLoop(ctx context.Context) {
 // syncOnce registers, then reads one stream until it fails. It resets bo
 // once the stream is open.
 func (a *agent) syncOnce(ctx context.Context, bo *backoff) error {
+	var exp time.Time // of the SPIRE SVID the stream is opened with
+	if a.spire != nil {
+		// A new handshake, so that the coordinator sees the SVID SPIRE
+		// holds now.
+		_, _, exp = a.who()
+		a.api.closeIdle()
+	}
 	if err := a.register(ctx); err != nil {
 		return err
 	}
@@ -73,9 +84,16 @@ func (a *agent) syncOnce(ctx context.Context, bo *backoff) error {
 	bo.reset()
 	a.log.Info("view stream open", logHave, have)
 
-	var silent atomic.Bool
+	var silent, rotated atomic.Bool
 	watchdog := time.AfterFunc(a.d.silence, func() { silent.Store(true); cancel() })
 	defer watchdog.Stop()
+	if a.spire != nil {
+		// The stream was authorized with the SVID of its handshake; before
+		// that one expires, reconnect with the one SPIRE rotated in.
+		left := time.Until(exp)
+		rot := time.AfterFunc(left-min(10*time.Second, left/10), func() { rotated.Store(true); cancel() })
+		defer rot.Stop()
+	}
 	dec := json.NewDecoder(body)
 	for {
 		var m wire.StreamMessage
@@ -83,6 +101,8 @@ func (a *agent) syncOnce(ctx context.Context, bo *backoff) error {
 			switch {
 			case ctx.Err() != nil:
 				return ctx.Err()
+			case rotated.Load():
+				return errSVIDRotated
 			case silent.Load():
 				return fmt.Errorf("view stream: no message from the coordinator for %s", a.d.silence)
 			case errors.Is(err, io.EOF):

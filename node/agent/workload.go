@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/policy"
 	"github.com/latchnet/latch/wire"
 )
 
@@ -26,10 +27,13 @@ type WorkloadStatus struct {
 	// Cgroup is the workload's cgroup v2 directory, if declared. It is not
 	// enforced yet.
 	Cgroup string `json:"cgroup,omitempty"`
+	// SpiffeID is the workload's SPIFFE ID from SPIRE, if declared; its
+	// label spiffe.io/id holds policy.SpiffeLabelValue of it.
+	SpiffeID string `json:"spiffeID,omitempty"`
 }
 
 // WorkloadSpecHelp describes the syntax ParseWorkload accepts.
-const WorkloadSpecHelp = "name=N,namespace=NS[,labels=k=v;k=v][,ports=[name=]PORT/PROTO;...][,cgroup=/sys/fs/cgroup/...]"
+const WorkloadSpecHelp = "name=N,namespace=NS[,labels=k=v;k=v][,ports=[name=]PORT/PROTO;...][,cgroup=/sys/fs/cgroup/...][,spiffe_id=spiffe://TD/PATH]"
 
 // ParseWorkload parses a --workload spec, WorkloadSpecHelp: fields are
 // separated by ',', labels and ports inside a field by ';'; a port is
@@ -75,13 +79,15 @@ func ParseWorkload(spec string) (wire.WorkloadDecl, string, error) {
 				return bad("ports: %v", err)
 			}
 			d.Ports = ports
+		case "spiffe_id":
+			d.SpiffeID = v
 		case "cgroup":
 			if v == "" {
 				return bad("cgroup is empty")
 			}
 			cgroup = v
 		default:
-			return bad("unknown field %q: the fields are name, namespace, labels, ports and cgroup", k)
+			return bad("unknown field %q: the fields are name, namespace, labels, ports, cgroup and spiffe_id", k)
 		}
 	}
 	if d.Name == "" {
@@ -162,6 +168,11 @@ func checkWorkloads(ws []wire.WorkloadDecl, cgroups map[string]string, isCgroup 
 			return fmt.Errorf("workload %s is declared twice", key)
 		}
 		seen[key] = true
+		if w.SpiffeID != "" {
+			if err := policy.CheckSpiffeID(w.SpiffeID); err != nil {
+				return fmt.Errorf("workload %s: spiffe_id: %w", key, err)
+			}
+		}
 		for _, p := range w.Ports {
 			if p.Port == 0 || !p.Protocol.Valid() {
 				return fmt.Errorf("workload %s: port %d/%s: want a port 1-65535 and tcp, udp or sctp", key, p.Port, p.Protocol)
@@ -245,6 +256,11 @@ func (a *agent) workloadStatus() []WorkloadStatus {
 	for _, w := range a.workloads {
 		ws := WorkloadStatus{Name: w.Name, Namespace: w.Namespace, Labels: w.Labels, Ports: w.Ports,
 			Cgroup: a.s.WorkloadCgroups[w.Key()]}
+		for _, d := range a.s.Workloads {
+			if d.Namespace == w.Namespace && d.Name == w.Name {
+				ws.SpiffeID = d.SpiffeID
+			}
+		}
 		if w.IP.IsValid() {
 			ws.IP = w.IP.String()
 		}

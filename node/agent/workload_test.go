@@ -29,6 +29,7 @@ func TestParseWorkload(t *testing.T) {
 			want:       wire.WorkloadDecl{Name: "db", Namespace: "data", Ports: []inventory.Port{{Port: 5432, Protocol: inventory.TCP}}},
 			wantCgroup: "/sys/fs/cgroup/db.slice"},
 		{spec: " name=x , namespace=y ,", want: wire.WorkloadDecl{Name: "x", Namespace: "y"}},
+		{spec: "name=api,namespace=prod,spiffe_id=spiffe://td/prod/api", want: wire.WorkloadDecl{Name: "api", Namespace: "prod", SpiffeID: "spiffe://td/prod/api"}},
 		{spec: "namespace=prod", wantErr: "name is missing"},
 		{spec: "name=api", wantErr: "namespace is missing"},
 		{spec: "name=api,namespace=prod,colour=red", wantErr: `unknown field "colour"`},

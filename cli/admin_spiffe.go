@@ -1,0 +1,94 @@
+package cli
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/latchnet/latch/coordinator/api"
+	"github.com/latchnet/latch/coordinator/store"
+	"github.com/spf13/cobra"
+)
+
+// spiffeNodeCmds are `latch admin node pending|approve|reject`: nodes
+// whose SPIFFE ID from SPIRE matched no --spiffe-map entry.
+func spiffeNodeCmds(f *adminFlags) []*cobra.Command {
+	var all bool
+	pending := &cobra.Command{
+		Use:   "pending [--all]",
+		Short: "List SPIRE nodes waiting for approval (--all: also rejected and admitted ones)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			path := "/v1/admin/spiffe/nodes?status=" + store.SpiffePending
+			if all {
+				path = "/v1/admin/spiffe/nodes"
+			}
+			var recs []store.SpiffeNode
+			if err := c.json(http.MethodGet, path, nil, &recs); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tSPIFFE ID\tSTATUS\tFIRST SEEN")
+			for _, r := range recs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, r.ID, r.Status, r.FirstSeen.Format(time.RFC3339))
+			}
+			return tw.Flush()
+		},
+	}
+	pending.Flags().BoolVar(&all, "all", false, "also list rejected and admitted SPIFFE IDs")
+
+	var req api.SpiffeApproval
+	var labels []string
+	approve := &cobra.Command{
+		Use:   "approve NAME|SPIFFE-ID --namespace NS [--label k=v ...]",
+		Short: "Admit a pending SPIRE node into a namespace with labels",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if req.Namespace == "" {
+				return fmt.Errorf("approve needs --namespace NS: the namespace the node joins")
+			}
+			l, err := parseNodeLabels(strings.Join(labels, ","))
+			if err != nil {
+				return err
+			}
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			r := req
+			r.Node, r.Labels = args[0], l
+			var n store.Node
+			if err := c.json(http.MethodPost, "/v1/admin/spiffe/nodes/approve", r, &n); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "node %s approved: namespace %s, address %s\n", n.Name, n.Namespace, n.IP)
+			return nil
+		},
+	}
+	approve.Flags().StringVar(&req.Namespace, "namespace", "", "namespace the node joins (required)")
+	approve.Flags().StringArrayVar(&labels, "label", nil, "label k=v for the node; repeatable")
+
+	reject := &cobra.Command{
+		Use:   "reject NAME|SPIFFE-ID",
+		Short: "Refuse a SPIRE node from now on (an admitted one is removed)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			if err := c.json(http.MethodPost, "/v1/admin/spiffe/nodes/reject", api.SpiffeRejection{Node: args[0]}, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "node %s rejected\n", args[0])
+			return nil
+		},
+	}
+	return []*cobra.Command{pending, approve, reject}
+}

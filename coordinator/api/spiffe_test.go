@@ -1,0 +1,199 @@
+package api
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"math/big"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/latchnet/latch/coordinator/spiffemap"
+	"github.com/latchnet/latch/coordinator/spiffetrust"
+	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/policy"
+	"github.com/latchnet/latch/wire"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+// spireCA stands in for a SPIRE server's CA in these tests; the e2e tests
+// use a real SPIRE server.
+type spireCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func newSpireCA(t *testing.T) spireCA {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	u, _ := url.Parse("spiffe://spire.test")
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "spire"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		BasicConstraintsValid: true, URIs: []*url.URL{u}, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return spireCA{c, key}
+}
+
+func (ca spireCA) svid(t *testing.T, id string) *x509svid.SVID {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	u, _ := url.Parse(id)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), NotBefore: time.Now().Add(-time.Minute),
+		NotAfter: time.Now().Add(time.Hour), URIs: []*url.URL{u}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return &x509svid.SVID{ID: spiffeid.RequireFromString(id), Certificates: []*x509.Certificate{c}, PrivateKey: key}
+}
+
+type staticSVID struct{ s *x509svid.SVID }
+
+func (s staticSVID) GetX509SVID() (*x509svid.SVID, error) { return s.s, nil }
+
+// spireClient is a node holding a SPIRE SVID, offering SpiffeALPN.
+func spireClient(ca spireCA, svid *x509svid.SVID) *http.Client {
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	der := [][]byte{svid.Certificates[0].Raw}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: der, PrivateKey: svid.PrivateKey}},
+		NextProtos:   []string{SpiffeALPN, "http/1.1"},
+		// The coordinator's SPIRE SVID has no DNS name: check its chain here.
+		InsecureSkipVerify: true,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			c, err := x509.ParseCertificate(raw[0])
+			if err != nil {
+				return err
+			}
+			_, _, err = x509svid.Verify([]*x509.Certificate{c}, x509bundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString("spire.test"), []*x509.Certificate{ca.cert}))
+			return err
+		},
+	}}}
+}
+
+func postJSON(t *testing.T, c *http.Client, u string, in any) (int, wire.Error) {
+	body, _ := json.Marshal(in)
+	resp, err := c.Post(u, "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e wire.Error
+	json.NewDecoder(resp.Body).Decode(&e)
+	return resp.StatusCode, e
+}
+
+func TestSpiffeNodes(t *testing.T) {
+	spire := newSpireCA(t)
+	td := spiffeid.RequireTrustDomainFromString("spire.test")
+	m, err := spiffemap.New([]spiffemap.Entry{{ID: "spiffe://spire.test/prod/*", Namespace: "prod", Labels: map[string]string{"role": "server"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarnessWith(t, harnessOpts{
+		spiffe:     &spiffetrust.Trust{TD: td, Bundles: x509bundle.FromX509Authorities(td, []*x509.Certificate{spire.cert})},
+		spiffeMap:  m,
+		spireSVIDs: staticSVID{spire.svid(t, "spiffe://spire.test/latch/coordinator")},
+	})
+	reg := wire.RegisterRequest{PublicKey: "k"}
+
+	// A mapped node registers straight away and gets the mapping's namespace.
+	web := spireClient(spire, spire.svid(t, "spiffe://spire.test/prod/web"))
+	var rr wire.RegisterResponse
+	body, _ := json.Marshal(reg)
+	resp, err := web.Post(h.srv.URL+wire.PathRegister, "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&rr)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || rr.Node.Name != "web" || rr.Node.Namespace != "prod" || rr.Node.Labels["role"] != "server" || !rr.Node.IP.IsValid() {
+		t.Fatalf("register of a mapped SPIRE node: %d %+v", resp.StatusCode, rr.Node)
+	}
+	if resp.TLS.PeerCertificates[0].URIs[0].String() != "spiffe://spire.test/latch/coordinator" {
+		t.Errorf("the coordinator presented %v to a SPIRE node, want its SPIRE SVID", resp.TLS.PeerCertificates[0].URIs)
+	}
+	if code, e := postJSON(t, web, h.srv.URL+wire.PathRenew, wire.RenewRequest{CSR: []byte("x")}); code != 400 || e.Code != "spiffe_node" {
+		t.Errorf("renew by a SPIRE node: %d %+v", code, e)
+	}
+
+	// A SPIRE node's workload with a SPIFFE ID gets it as its label; the
+	// label cannot be declared directly, nor the ID be from elsewhere.
+	withID := wire.RegisterRequest{PublicKey: "k", Workloads: []wire.WorkloadDecl{{Name: "api", Namespace: "prod", SpiffeID: "spiffe://spire.test/prod/web/api"}}}
+	body, _ = json.Marshal(withID)
+	resp, err = web.Post(h.srv.URL+wire.PathRegister, "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr = wire.RegisterResponse{}
+	json.NewDecoder(resp.Body).Decode(&rr)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(rr.Workloads) != 1 || rr.Workloads[0].Labels[policy.SpiffeIDLabel] != policy.SpiffeLabelValue("spiffe://spire.test/prod/web/api") {
+		t.Fatalf("register with a workload SPIFFE ID: %d %+v", resp.StatusCode, rr.Workloads)
+	}
+	for name, d := range map[string]wire.WorkloadDecl{
+		"label":        {Name: "api", Namespace: "prod", Labels: map[string]string{policy.SpiffeIDLabel: "x"}},
+		"other domain": {Name: "api", Namespace: "prod", SpiffeID: "spiffe://other.test/api"},
+	} {
+		if code, e := postJSON(t, web, h.srv.URL+wire.PathRegister, wire.RegisterRequest{PublicKey: "k", Workloads: []wire.WorkloadDecl{d}}); code != 400 {
+			t.Errorf("%s: %d %+v", name, code, e)
+		}
+	}
+
+	// An unmapped node waits; the admin sees it, approves it, and it registers.
+	laptop := spireClient(spire, spire.svid(t, "spiffe://spire.test/dev/laptop"))
+	if code, e := postJSON(t, laptop, h.srv.URL+wire.PathRegister, reg); code != 403 || e.Code != "pending" {
+		t.Fatalf("register of an unmapped SPIRE node: %d %+v", code, e)
+	}
+	var pending []store.SpiffeNode
+	if code, body := h.adminCall("GET", "/v1/admin/spiffe/nodes?status=pending", "", &pending); code != 200 || len(pending) != 1 || pending[0].Name != "laptop" {
+		t.Fatalf("pending list: %d %s", code, body)
+	}
+	if code, body := h.adminCall("POST", "/v1/admin/spiffe/nodes/approve", `{"node":"laptop"}`, nil); code != 400 {
+		t.Fatalf("approve without a namespace: %d %s", code, body)
+	}
+	if code, body := h.adminCall("POST", "/v1/admin/spiffe/nodes/approve", `{"node":"laptop","namespace":"dev","labels":{"role":"client"}}`, nil); code != 200 {
+		t.Fatalf("approve: %d %s", code, body)
+	}
+	if code, e := postJSON(t, laptop, h.srv.URL+wire.PathRegister, reg); code != 200 {
+		t.Fatalf("register after approval: %d %+v", code, e)
+	}
+	if code, body := h.adminCall("POST", "/v1/admin/spiffe/nodes/reject", `{"node":"spiffe://spire.test/dev/laptop"}`, nil); code != 204 {
+		t.Fatalf("reject: %d %s", code, body)
+	}
+	if code, e := postJSON(t, laptop, h.srv.URL+wire.PathRegister, reg); code != 403 || e.Code != "rejected" {
+		t.Fatalf("register after rejection: %d %+v", code, e)
+	}
+
+	// An SVID from another SPIRE server of the same trust domain is refused.
+	rogue := newSpireCA(t)
+	if code, e := postJSON(t, spireClient(spire, rogue.svid(t, "spiffe://spire.test/prod/evil")), h.srv.URL+wire.PathRegister, reg); code != 401 {
+		t.Fatalf("register with an untrusted SVID: %d %+v", code, e)
+	}
+
+	// Token nodes still get the embedded CA's certificate and work as before.
+	n, code, msg := h.enroll(h.token(1), "tok")
+	if n == nil {
+		t.Fatalf("enroll: %d %s", code, msg)
+	}
+	if code, body := h.post(n, wire.PathRegister, reg, nil); code != 200 {
+		t.Fatalf("register of a token node: %d %s", code, body)
+	}
+	if code, _ := h.post(n, wire.PathRegister, withID, nil); code != 400 {
+		t.Errorf("a token node declared a workload SPIFFE ID: %d", code)
+	}
+}
