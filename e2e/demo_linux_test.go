@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -24,7 +26,8 @@ func demoNamespaces(t *testing.T) []string {
 }
 
 // TestDemo runs `make demo`'s script once (without holding) and checks
-// that every allowed flow connected and that it left nothing behind.
+// that the console answered through its relay, that every allowed flow
+// connected and that it left nothing behind.
 func TestDemo(t *testing.T) {
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") != "" {
@@ -38,17 +41,28 @@ func TestDemo(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "./scripts/demo.sh")
 	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "BIN="+bin, "DEMO_HOLD=0")
+	// A free port for the console relay on this machine's loopback.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd.Env = append(os.Environ(), "BIN="+bin, "DEMO_HOLD=0", fmt.Sprintf("DEMO_CONSOLE_PORT=%d", port))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("demo failed: %v\n%s", err, out)
 	}
-	for _, want := range []string{"connectivity matrix", "laptop  open (allow)", "allowed flows that did not connect: 0", "denied flows that connected: 0", "-- web"} {
+	for _, want := range []string{fmt.Sprintf("web console: https://127.0.0.1:%d/console/ (user admin, password ", port), "connectivity matrix", "laptop  open (allow)", "allowed flows that did not connect: 0", "denied flows that connected: 0", "-- web"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
 	}
 	if after := demoNamespaces(t); len(after) > len(before) {
 		t.Errorf("the demo left namespaces behind: %v", after)
+	}
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
+		c.Close()
+		t.Errorf("the demo left its console relay listening on 127.0.0.1:%d", port)
 	}
 }

@@ -3,8 +3,8 @@
 # its own network namespace on an underlay bridge in 198.18.0.0/24, a
 # sample NetworkPolicy set (laptop->web:443, web->api:8080, api->db:5432),
 # then the connectivity matrix measured with real TCP connects through the
-# WireGuard tunnels beside the one `latch policy eval` predicts, and each
-# node's peers. It stays up until Ctrl-C (or exits at once with
+# WireGuard tunnels beside the one `latch policy eval` predicts, each
+# node's peers, and the web console on 127.0.0.1:7443 (DEMO_CONSOLE_PORT). It stays up until Ctrl-C (or exits at once with
 # DEMO_HOLD=0) and removes everything it made, also after a failure.
 set -eu
 
@@ -59,6 +59,19 @@ until inns coord "$BIN" admin node list >/dev/null 2>&1; do
 	n=$((n + 1)); [ $n -lt 50 ] || { cat "$WORK/coordinator.log"; exit 1; }
 	sleep 0.2
 done
+
+# The web console: the coordinator listens inside its namespace, so socat
+# relays 127.0.0.1:DEMO_CONSOLE_PORT on this machine into it.
+CPORT=${DEMO_CONSOLE_PORT:-7443}
+socat "TCP-LISTEN:$CPORT,bind=127.0.0.1,reuseaddr,fork" \
+	"EXEC:ip netns exec ld-coord-$SUF socat STDIO TCP\:198.18.0.1\:7443" 2>"$WORK/socat.log" &
+PIDS="$PIDS $!"
+n=0
+until curl -fsk -o /dev/null "https://127.0.0.1:$CPORT/console/login" 2>/dev/null; do
+	n=$((n + 1)); [ $n -lt 50 ] || { echo "console relay on 127.0.0.1:$CPORT failed:"; cat "$WORK/socat.log"; exit 1; }
+	sleep 0.2
+done
+say "web console: https://127.0.0.1:$CPORT/console/ (user admin, password $(cat "$WORK/coord/admin-password"); the certificate is from the coordinator's own CA, $WORK/coord/ca.crt)"
 
 TOKEN=$(inns coord "$BIN" admin token create --namespace prod --uses 4 --ttl 10m)
 say "join token: $TOKEN"
