@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -95,9 +96,23 @@ func (f *adminFlags) client() (*adminClient, error) {
 
 // do sends a request and decodes a JSON answer into out (if not nil).
 func (c *adminClient) do(method, path, contentType string, body []byte, out any) error {
-	req, err := http.NewRequest(method, c.base+path, bytes.NewReader(body))
+	data, err := c.raw(context.Background(), method, path, contentType, body)
 	if err != nil {
 		return err
+	}
+	if out != nil && len(data) > 0 {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+// raw sends a request and returns the answer's body (at most 32 MiB); an
+// answer that is not a success becomes an error with the coordinator's
+// message.
+func (c *adminClient) raw(ctx context.Context, method, path, contentType string, body []byte) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	if contentType != "" {
@@ -105,21 +120,18 @@ func (c *adminClient) do(method, path, contentType string, body []byte, out any)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("calling the coordinator: %w", err)
+		return nil, fmt.Errorf("calling the coordinator: %w", err)
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
 	if resp.StatusCode >= 300 {
 		var e wire.Error
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s", e.Error)
+			return nil, fmt.Errorf("%s", e.Error)
 		}
-		return fmt.Errorf("coordinator answered %s", resp.Status)
+		return nil, fmt.Errorf("coordinator answered %s", resp.Status)
 	}
-	if out != nil && len(data) > 0 {
-		return json.Unmarshal(data, out)
-	}
-	return nil
+	return data, nil
 }
 
 func (c *adminClient) json(method, path string, in, out any) error {

@@ -218,24 +218,10 @@ Traffic between namespaces needs the suggestion of both namespaces.`,
 			if err != nil {
 				return err
 			}
-			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet,
-				c.base+"/v1/admin/namespaces/"+url.PathEscape(ns)+"/suggest?since="+url.QueryEscape(since.String()), nil)
+			data, err := c.raw(cmd.Context(), http.MethodGet,
+				"/v1/admin/namespaces/"+url.PathEscape(ns)+"/suggest?since="+url.QueryEscape(since.String()), "", nil)
 			if err != nil {
 				return err
-			}
-			req.Header.Set("Authorization", "Bearer "+c.token)
-			resp, err := c.http.Do(req)
-			if err != nil {
-				return fmt.Errorf("calling the coordinator: %w", err)
-			}
-			defer resp.Body.Close()
-			data, _ := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
-			if resp.StatusCode >= 300 {
-				var e wire.Error
-				if json.Unmarshal(data, &e) == nil && e.Error != "" {
-					return fmt.Errorf("%s", e.Error)
-				}
-				return fmt.Errorf("coordinator answered %s", resp.Status)
 			}
 			_, err = cmd.OutOrStdout().Write(data)
 			return err
