@@ -42,9 +42,9 @@ type nodeFlags struct {
 
 	flowInterval  time.Duration
 	metricsListen string
-	spiffeSock  string
-	coordID     string
-	coordCA     string
+	spiffeSock    string
+	coordID       string
+	coordCA       string
 }
 
 // nodeFile is `latch node --config FILE`: the same settings as the flags
@@ -60,8 +60,8 @@ type nodeFile struct {
 	Enforce     string            `json:"enforce,omitempty"`
 	BPFPinDir   string            `json:"bpfPinDir,omitempty"`
 	// FlowInterval is a Go duration such as 5s.
-	FlowInterval  string         `json:"flowInterval,omitempty"`
-	MetricsListen string         `json:"metricsListen,omitempty"`
+	FlowInterval  string `json:"flowInterval,omitempty"`
+	MetricsListen string `json:"metricsListen,omitempty"`
 	// SpiffeSocket, CoordinatorID and CoordinatorCA are --spiffe-socket,
 	// --coordinator-id and --coordinator-ca.
 	SpiffeSocket  string         `json:"spiffeSocket,omitempty"`
