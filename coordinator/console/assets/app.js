@@ -170,7 +170,7 @@ pages.overview = async (main) => {
         h('h2', { id: 'ov-spiffe' }, 'SPIFFE IDs waiting for approval'),
         h('p', {}, h('span', { class: 'big warn', id: 'spiffe-pending-count' }, String(pending.length)), ' ',
           pending.length === 1 ? 'node with an SVID from SPIRE matches no mapping' : 'nodes with SVIDs from SPIRE match no mapping',
-          ': ', h('a', { href: '#spiffe' }, isAdmin() ? 'approve or reject them' : 'see them'), '.')) : null,
+          ': ', h('a', { href: '#spiffe' }, (isAdmin() ? 'approve or reject ' : 'see ') + (pending.length === 1 ? 'it' : 'them')), '.')) : null,
       h('section', { class: 'card', 'aria-labelledby': 'ov-nodes' },
         h('h2', { id: 'ov-nodes' }, 'Nodes'),
         h('p', {}, h('span', { class: 'big ok', id: 'nodes-online' }, String(online.length)), ' online · ',
@@ -284,6 +284,7 @@ function approveDialog(rec, namespaces) {
       resolve(result);
     });
     cancel.addEventListener('click', () => dlg.close());
+    form.addEventListener('input', () => { err.textContent = ''; });
     form.addEventListener('submit', async (ev) => {
       ev.preventDefault();
       let l;
@@ -952,8 +953,23 @@ async function render() {
     main.append(h('p', { class: 'error' }, 'Could not load this page: ' + e.message));
   }
   if (seq !== app.renderSeq) return; // a newer render won
+  const focusKey = focusSelector(document.activeElement);
   document.getElementById('main').replaceWith(main);
+  // A live redraw keeps the keyboard focus on the same control.
+  const again = focusKey && main.querySelector(focusKey);
+  if (again) again.focus();
   document.title = (main.querySelector('h1') || {}).textContent + ' · Latch console';
+}
+
+// focusSelector names a focused control of the page so that a redraw can
+// focus its successor: by id, or by its data-* or aria-label attribute.
+function focusSelector(el) {
+  if (!el || !el.closest || !el.closest('main')) return '';
+  if (el.id && el.id !== 'main') return '#' + CSS.escape(el.id);
+  for (const a of el.attributes) {
+    if (a.name.startsWith('data-') || a.name === 'aria-label') return '[' + a.name + '="' + CSS.escape(a.value) + '"]';
+  }
+  return '';
 }
 
 // Pages redrawn on node events: those without forms a redraw would reset.
