@@ -269,16 +269,11 @@ func newAdminCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var nodes []store.Node
+			var nodes []api.NodeStatus
 			if err := c.json(http.MethodGet, "/v1/admin/nodes", nil, &nodes); err != nil {
 				return err
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tNAMESPACE\tIP\tLABELS\tLAST SEEN")
-			for _, n := range nodes {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, n.Namespace, n.IP, formatLabels(n.Labels), n.LastSeen.Format(time.RFC3339))
-			}
-			return tw.Flush()
+			return writeNodeList(cmd.OutOrStdout(), nodes)
 		},
 	}, &cobra.Command{
 		Use:   "delete NAME",
@@ -592,4 +587,17 @@ func formatLabels(l map[string]string) string {
 	}
 	sort.Strings(kv)
 	return strings.Join(kv, ",")
+}
+
+// writeNodeList prints `latch admin node list`: each node with its SPIFFE
+// ID and where that identity comes from (ca: enrolled with a join token;
+// spire: an SVID from the trusted SPIRE deployment). The SPIFFE ID is the
+// last column so that the earlier ones keep their places.
+func writeNodeList(w io.Writer, nodes []api.NodeStatus) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tNAMESPACE\tIP\tLABELS\tLAST SEEN\tIDENTITY\tSPIFFE ID")
+	for _, n := range nodes {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Namespace, n.IP, formatLabels(n.Labels), n.LastSeen.Format(time.RFC3339), n.Identity, n.SPIFFEID)
+	}
+	return tw.Flush()
 }

@@ -106,8 +106,8 @@ func TestCoordinatorConsoleAndUsers(t *testing.T) {
 	os.WriteFile(tokFile, []byte(out), 0o600)
 	var o, e bytes.Buffer
 	base := []string{"--coordinator", "https://" + addr, "--token-file", tokFile, "--ca-file", filepath.Join(dir, "ca.crt")}
-	if code := Run(context.Background(), append([]string{"admin", "node", "list"}, base...), &o, &e); code != 0 {
-		t.Errorf("node list with a viewer API token: %d %s", code, e.String())
+	if code := Run(context.Background(), append([]string{"admin", "node", "list"}, base...), &o, &e); code != 0 || !strings.Contains(o.String(), "IDENTITY  SPIFFE ID") {
+		t.Errorf("node list with a viewer API token: %d %s %s", code, o.String(), e.String())
 	}
 	e.Reset()
 	if code := Run(context.Background(), append([]string{"admin", "namespace", "set", "x"}, base...), &o, &e); code == 0 || !strings.Contains(e.String(), "may only read") {

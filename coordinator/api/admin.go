@@ -57,8 +57,10 @@ func (s *Server) read(c echo.Context, fn func(store.Tx) (any, error)) error {
 	return c.JSON(http.StatusOK, out)
 }
 
+// listNodes lists the nodes with their SPIFFE IDs and where those come
+// from (NodeStatus); the fields of store.Node are unchanged.
 func (s *Server) listNodes(c echo.Context) error {
-	return s.read(c, func(tx store.Tx) (any, error) { return tx.ListNodes() })
+	return s.read(c, func(tx store.Tx) (any, error) { return s.nodeStatuses(tx) })
 }
 
 func (s *Server) getNode(c echo.Context) error {

@@ -154,12 +154,54 @@ func (s *Server) revokeAPIToken(c echo.Context) error {
 	return c.NoContent(http.StatusNoContent)
 }
 
-// NodeStatus is a node with its SPIFFE ID and whether its view stream is
-// connected.
+// Where a node's identity comes from (NodeStatus.Identity).
+const (
+	// IdentityCA: the node enrolled with a join token; its SVID is from
+	// the coordinator's embedded CA.
+	IdentityCA = "ca"
+	// IdentitySPIRE: the node's SVID is from the trusted SPIRE deployment
+	// (admitted by the SPIFFE mapping or by an admin).
+	IdentitySPIRE = "spire"
+)
+
+// NodeStatus is a node with its SPIFFE ID, where that identity comes
+// from, and whether its view stream is connected.
 type NodeStatus struct {
 	store.Node
 	SPIFFEID string `json:"spiffeID"`
+	Identity string `json:"identity"`
 	Online   bool   `json:"online"`
+}
+
+// nodeStatuses lists the nodes with their identities: the SPIRE SPIFFE ID
+// of a node admitted through SPIRE, else the ID the embedded CA issues.
+func (s *Server) nodeStatuses(tx store.Tx) ([]NodeStatus, error) {
+	nodes, err := tx.ListNodes()
+	if err != nil {
+		return nil, err
+	}
+	recs, err := tx.ListSpiffeNodes()
+	if err != nil {
+		return nil, err
+	}
+	spire := map[string]string{}
+	for _, r := range recs {
+		if r.Status == store.SpiffeAdmitted {
+			spire[r.Name] = r.ID
+		}
+	}
+	online := s.cfg.State.Online()
+	out := make([]NodeStatus, 0, len(nodes))
+	for _, n := range nodes {
+		ns := NodeStatus{Node: n, Online: online[n.Name], Identity: IdentityCA}
+		if id, ok := spire[n.Name]; ok {
+			ns.SPIFFEID, ns.Identity = id, IdentitySPIRE
+		} else if id, err := s.cfg.CA.NodeID(n.Name); err == nil {
+			ns.SPIFFEID = id.String()
+		}
+		out = append(out, ns)
+	}
+	return out, nil
 }
 
 // Status is the overview: nodes, namespaces, the baseline.
@@ -172,9 +214,8 @@ type Status struct {
 }
 
 func (s *Server) status(c echo.Context) error {
-	online := s.cfg.State.Online()
 	return s.read(c, func(tx store.Tx) (any, error) {
-		nodes, err := tx.ListNodes()
+		nodes, err := s.nodeStatuses(tx)
 		if err != nil {
 			return nil, err
 		}
@@ -182,16 +223,8 @@ func (s *Server) status(c echo.Context) error {
 		if err != nil {
 			return nil, err
 		}
-		out := Status{Now: s.cfg.Now(), Baseline: s.cfg.State.Baseline(), SVIDTTL: s.cfg.SVIDTTL.String(),
-			Nodes: make([]NodeStatus, 0, len(nodes)), Namespaces: append([]store.Namespace{}, nss...)}
-		for _, n := range nodes {
-			ns := NodeStatus{Node: n, Online: online[n.Name]}
-			if id, err := s.cfg.CA.NodeID(n.Name); err == nil {
-				ns.SPIFFEID = id.String()
-			}
-			out.Nodes = append(out.Nodes, ns)
-		}
-		return out, nil
+		return Status{Now: s.cfg.Now(), Baseline: s.cfg.State.Baseline(), SVIDTTL: s.cfg.SVIDTTL.String(),
+			Nodes: nodes, Namespaces: append([]store.Namespace{}, nss...)}, nil
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+	"github.com/latchnet/latch/coordinator/api"
 	"github.com/latchnet/latch/coordinator/auth"
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/inventory"
@@ -623,4 +624,186 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("waiting for %s: timed out", what)
 		}
 	}
+}
+
+// TestBrowserSpiffe drives the SPIFFE identities page: nodes presenting
+// SVIDs of the SPIRE-like CA the coordinator trusts (over mTLS with the
+// ALPN latch-spiffe, as `latch node --spiffe-socket` does) wait for
+// approval; the admin approves one into a namespace with a label and
+// rejects another, with the keyboard; a viewer only looks.
+func TestBrowserSpiffe(t *testing.T) {
+	h := newHarness(t)
+	b := newBrowser(t, h)
+	const laptopID, kioskID, tabletID = "spiffe://spire.test/dev/laptop", "spiffe://spire.test/dev/kiosk", "spiffe://spire.test/dev/tablet"
+	laptop, kiosk := h.spireNode(laptopID), h.spireNode(kioskID)
+	if code, e := h.registerSpire(laptop); code != 403 || e.Code != "pending" {
+		t.Fatalf("register of an unmapped SPIRE node: %d %+v; want 403 pending", code, e)
+	}
+	if code, e := h.registerSpire(h.spireNode("spiffe://spire.test/prod/web")); code != 200 {
+		t.Fatalf("register of a mapped SPIRE node: %d %+v", code, e)
+	}
+
+	// The overview counts the pending IDs and links to them.
+	b.login("admin", h.adminPW)
+	b.run("pending count", visible("#ov-spiffe-pending"))
+	if n := liveText(b, "#spiffe-pending-count"); n != "1" {
+		t.Errorf("overview: %s pending SPIFFE IDs, want 1", n)
+	}
+	b.screenshot("spiffe-overview-pending")
+	b.run("following the link", click(`#ov-spiffe-pending a[href="#spiffe"]`), visible(`main[data-page="spiffe"] #spiffe-pending`))
+	b.checkLabels("SPIFFE identities page")
+	if tb := liveText(b, "#spiffe-pending tbody"); !strings.Contains(tb, laptopID) || !strings.Contains(tb, "laptop") {
+		t.Errorf("pending table %q: want %s, proposed name laptop", tb, laptopID)
+	}
+
+	// A second ID goes pending: it appears live, without a reload.
+	js[chromedp.Void](b, "marking the page", `void (window.latchNoReload = 44)`)
+	if code, e := h.registerSpire(kiosk); code != 403 || e.Code != "pending" {
+		t.Fatalf("register of kiosk: %d %+v", code, e)
+	}
+	b.run("waiting for kiosk to appear", visible(fmt.Sprintf(`[data-approve-spiffe=%q]`, kioskID)))
+	if js[int](b, "checking no reload", `window.latchNoReload || 0`) != 44 {
+		t.Error("the page reloaded; the pending ID should appear through live updates")
+	}
+	b.screenshot("spiffe-pending")
+
+	// Approve laptop with the keyboard: the dialog asks for the namespace
+	// and labels, its fields labelled; a malformed label is refused in it.
+	b.run("opening the approval", focusNow(fmt.Sprintf(`[data-approve-spiffe=%q]`, laptopID)), chromedp.KeyEvent(kb.Enter),
+		visible("#approve-namespace"))
+	if id, outline := b.focusOutline(); id != "approve-namespace" || !strings.HasPrefix(outline, "solid") {
+		t.Errorf("the approval dialog focuses %s with outline %q; want the namespace field, visibly", id, outline)
+	}
+	b.checkLabels("approval dialog")
+	if got := liveText(b, "#approve-id"); got != laptopID {
+		t.Errorf("the approval dialog is for %q, want %s", got, laptopID)
+	}
+	// The namespace's default is selected: typing replaces it.
+	b.run("typing the namespace", chromedp.SendKeys(chromedp.ID("approve-namespace"), "dev"))
+	if ns := value(b, "#approve-namespace"); ns != "dev" {
+		t.Errorf("namespace field after typing dev: %q", ns)
+	}
+	b.run("a malformed label", set("#approve-labels", "role"), chromedp.Focus(chromedp.ID("approve-labels")), chromedp.KeyEvent(kb.Enter),
+		chromedp.Poll[chromedp.Void](`document.getElementById('approve-error').textContent.includes('key=value')`, chromedp.WithPollingTimeout(30*time.Second)))
+	// A label value the coordinator refuses: its message shows in the dialog.
+	b.run("a label the coordinator refuses", set("#approve-labels", "role=not ok!"), chromedp.Focus(chromedp.ID("approve-labels")), chromedp.KeyEvent(kb.Enter),
+		chromedp.Poll[chromedp.Void](`document.getElementById('approve-error').textContent.includes('refused')`, chromedp.WithPollingTimeout(30*time.Second)))
+	if msg := liveText(b, "#approve-error"); !strings.Contains(msg, "label role") {
+		t.Errorf("the coordinator's refusal in the dialog: %q", msg)
+	}
+	b.run("typing the label", set("#approve-labels", "role=client"))
+	b.screenshot("spiffe-approve-dialog")
+	b.run("approving", chromedp.Focus(chromedp.ID("approve-labels")), chromedp.KeyEvent(kb.Enter),
+		chromedp.WaitNotPresent(chromedp.CSS("#approve")),
+		chromedp.WaitNotPresent(chromedp.CSS(fmt.Sprintf(`#spiffe-pending [data-approve-spiffe=%q]`, laptopID))))
+	var nodes []api.NodeStatus
+	h.admin().call("GET", "/v1/admin/nodes", nil, &nodes)
+	var admitted *api.NodeStatus
+	for i := range nodes {
+		if nodes[i].Name == "laptop" {
+			admitted = &nodes[i]
+		}
+	}
+	if admitted == nil || admitted.Namespace != "dev" || admitted.Labels["role"] != "client" || admitted.Identity != api.IdentitySPIRE || admitted.SPIFFEID != laptopID {
+		t.Fatalf("laptop after approving it in the console: %+v (nodes %+v)", admitted, nodes)
+	}
+	if code, e := h.registerSpire(laptop); code != 200 {
+		t.Errorf("laptop registers after the approval: %d %+v", code, e)
+	}
+
+	// Reject kiosk: the confirmation focuses Cancel; Tab, Enter confirms.
+	b.run("rejecting kiosk", focusNow(fmt.Sprintf(`#spiffe-pending [data-reject-spiffe=%q]`, kioskID)), chromedp.KeyEvent(kb.Enter),
+		visible("#confirm-yes"))
+	if id, _ := b.focusOutline(); id != "confirm-no" {
+		t.Errorf("the confirmation focuses %s; want Cancel first", id)
+	}
+	if q := liveText(b, "#confirm-text"); !strings.Contains(q, kioskID) {
+		t.Errorf("confirmation %q: want the SPIFFE ID", q)
+	}
+	b.screenshot("spiffe-reject-confirm")
+	b.run("confirming", chromedp.KeyEvent(kb.Tab), chromedp.KeyEvent(kb.Enter),
+		chromedp.WaitNotPresent(chromedp.CSS(fmt.Sprintf(`#spiffe-pending [data-reject-spiffe=%q]`, kioskID))))
+	var recs []store.SpiffeNode
+	h.admin().call("GET", "/v1/admin/spiffe/nodes?status=rejected", nil, &recs)
+	if len(recs) != 1 || recs[0].ID != kioskID {
+		t.Errorf("rejected IDs after rejecting kiosk: %+v", recs)
+	}
+	if code, e := h.registerSpire(kiosk); code != 403 || e.Code != "rejected" {
+		t.Errorf("kiosk after the rejection: %d %+v", code, e)
+	}
+
+	// The decided list: admitted (laptop by the admin, web by the mapping)
+	// and rejected; the status filter narrows it.
+	if dec := liveText(b, "#spiffe-decided tbody"); !strings.Contains(dec, laptopID) || !strings.Contains(dec, kioskID) || !strings.Contains(dec, "spiffe://spire.test/prod/web") {
+		t.Errorf("decided table %q", dec)
+	}
+	if p := liveText(b, "#spiffe-pending tbody"); !strings.Contains(p, "None.") {
+		t.Errorf("pending table after deciding both: %q", p)
+	}
+	b.screenshot("spiffe-decided")
+	b.run("filtering rejected",
+		chromedp.Evaluate[chromedp.Void](`void (() => { const s = document.getElementById('spiffe-status'); s.value = 'rejected'; s.dispatchEvent(new Event('change')); })()`),
+		chromedp.WaitNotPresent(chromedp.CSS(fmt.Sprintf(`#spiffe-decided [data-spiffe-id=%q]`, laptopID))))
+	if dec := liveText(b, "#spiffe-decided tbody"); !strings.Contains(dec, kioskID) || !strings.Contains(dec, "rejected") {
+		t.Errorf("rejected filter: %q", dec)
+	}
+	b.screenshot("spiffe-rejected")
+
+	// No pending ID: the overview shows no count. The nodes page says
+	// where each identity comes from.
+	b.page("overview")
+	if n := js[int](b, "pending card", `document.querySelectorAll('#ov-spiffe-pending').length`); n != 0 {
+		t.Error("the overview shows pending SPIFFE IDs when none waits")
+	}
+	b.page("nodes")
+	if id := liveText(b, `[data-identity="laptop"]`); id != "SPIRE" {
+		t.Errorf("laptop's identity source on the nodes page: %q", id)
+	}
+	if tb := liveText(b, `main[data-page="nodes"] tbody`); !strings.Contains(tb, laptopID) {
+		t.Errorf("nodes table %q: want laptop's SPIFFE ID from SPIRE", tb)
+	}
+	b.screenshot("spiffe-nodes")
+
+	// A viewer sees the lists, with no controls.
+	if code, _ := h.registerSpire(h.spireNode(tabletID)); code != 403 {
+		t.Fatalf("tablet: %d", code)
+	}
+	pw := h.createUser("vic", "viewer")
+	b.run("logging out", click("#logout"), visible("#login-form"))
+	b.login("vic", pw)
+	if n := liveText(b, "#spiffe-pending-count"); n != "1" {
+		t.Errorf("viewer's overview: %s pending, want 1", n)
+	}
+	b.page("spiffe")
+	if tb := liveText(b, "#spiffe-pending tbody"); !strings.Contains(tb, tabletID) {
+		t.Errorf("viewer's pending table %q", tb)
+	}
+	if n := js[int](b, "counting controls", `document.querySelectorAll('[data-approve-spiffe], [data-reject-spiffe]').length`); n != 0 {
+		t.Errorf("viewer sees %d approve/reject controls", n)
+	}
+	if js[int](b, "viewer note", `document.querySelectorAll('#viewer-note').length`) != 1 {
+		t.Error("the SPIFFE page does not tell the viewer they may only look")
+	}
+	b.screenshot("viewer-spiffe")
+}
+
+// focusNow focuses the element sel in one step of the page's script: the
+// live updates may redraw the page between a lookup and a focus by node,
+// and a redraw keeps the focus on the same control.
+func focusNow(sel string) chromedp.Action[chromedp.Void] {
+	return chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`void document.querySelector(%q).focus()`, sel))
+}
+
+// liveText waits up to 30 s for sel and returns its text, read in one step
+// of the page's script (a live redraw may replace the element meanwhile).
+func liveText(b *browser, sel string) string {
+	b.t.Helper()
+	return js[string](b, "reading "+sel, fmt.Sprintf(`(async () => {
+		for (let i = 0; i < 300; i++) {
+			const el = document.querySelector(%q);
+			if (el) return el.innerText;
+			await new Promise((r) => setTimeout(r, 100));
+		}
+		throw new Error('no element ' + %q);
+	})()`, sel, sel))
 }

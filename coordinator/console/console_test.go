@@ -574,3 +574,119 @@ func (h *harness) workloadIP(key string) netip.Addr {
 	h.t.Fatalf("no workload %s in %+v", key, ws)
 	return netip.Addr{}
 }
+
+// TestSpiffeApproval: a node with an SVID from the trusted SPIRE-like CA
+// whose ID matches no mapping waits; the console's session sees it (the
+// event stream says so), a viewer cannot decide on it, an admin approves
+// one and rejects another through the admin API, each in the audit log.
+func TestSpiffeApproval(t *testing.T) {
+	h := newHarness(t)
+	adm := h.admin()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", h.srv.URL+"/v1/admin/events", nil)
+	ev, err := adm.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ev.Body.Close()
+
+	laptop := h.spireNode("spiffe://spire.test/dev/laptop")
+	if code, e := h.registerSpire(laptop); code != http.StatusForbidden || e.Code != "pending" {
+		t.Fatalf("register of an unmapped SPIRE node: %d %+v; want 403 pending", code, e)
+	}
+	sc := bufio.NewScanner(ev.Body)
+	for found := false; !found; {
+		if !sc.Scan() {
+			t.Fatalf("no node.spiffe.pending event: %v", sc.Err())
+		}
+		found = strings.Contains(sc.Text(), `"action":"node.spiffe.pending"`) && strings.Contains(sc.Text(), `"object":"laptop"`)
+	}
+	kiosk := h.spireNode("spiffe://spire.test/dev/kiosk")
+	h.registerSpire(kiosk)
+	web := h.spireNode("spiffe://spire.test/prod/web")
+	if code, e := h.registerSpire(web); code != 200 {
+		t.Fatalf("register of a mapped SPIRE node: %d %+v", code, e)
+	}
+
+	// A viewer reads the lists and may decide nothing.
+	v := h.loggedIn("vera", h.createUser("vera", "viewer"))
+	var pending []store.SpiffeNode
+	if r := v.call("GET", "/v1/admin/spiffe/nodes?status=pending", nil, &pending); r.code != 200 || len(pending) != 2 {
+		t.Fatalf("viewer: pending list %d %s", r.code, r.body)
+	}
+	before := h.auditLen()
+	if r := v.call("POST", "/v1/admin/spiffe/nodes/approve", api.SpiffeApproval{Node: "laptop", Namespace: "dev"}, nil); r.code != http.StatusForbidden {
+		t.Errorf("viewer approving: %d %s", r.code, r.body)
+	}
+	if r := v.call("POST", "/v1/admin/spiffe/nodes/reject", api.SpiffeRejection{Node: "laptop"}, nil); r.code != http.StatusForbidden {
+		t.Errorf("viewer rejecting: %d %s", r.code, r.body)
+	}
+	// An admin's session without the CSRF header is refused too.
+	if r := adm.do("POST", "/v1/admin/spiffe/nodes/approve", "application/json", `{"node":"laptop","namespace":"dev"}`, nil); r.code != http.StatusForbidden {
+		t.Errorf("approving without the CSRF header: %d %s", r.code, r.body)
+	}
+	if after := h.auditLen(); after != before {
+		t.Errorf("refused decisions changed the audit log (%d to %d entries)", before, after)
+	}
+
+	// The admin approves laptop (by SPIFFE ID, as the console does) with a
+	// bad label first, then a good one; then it registers.
+	if r := adm.call("POST", "/v1/admin/spiffe/nodes/approve", api.SpiffeApproval{Node: "spiffe://spire.test/dev/laptop", Namespace: "dev",
+		Labels: map[string]string{"role": "bad value!"}}, nil); r.code != http.StatusBadRequest || !strings.Contains(r.body, "label role") {
+		t.Errorf("approving with a bad label: %d %s", r.code, r.body)
+	}
+	var n store.Node
+	if r := adm.call("POST", "/v1/admin/spiffe/nodes/approve", api.SpiffeApproval{Node: "spiffe://spire.test/dev/laptop", Namespace: "dev",
+		Labels: map[string]string{"role": "client"}}, &n); r.code != 200 || n.Name != "laptop" || n.Namespace != "dev" || n.Labels["role"] != "client" {
+		t.Fatalf("approve: %d %s", r.code, r.body)
+	}
+	if code, e := h.registerSpire(laptop); code != 200 {
+		t.Errorf("register after approval: %d %+v", code, e)
+	}
+	if r := adm.call("POST", "/v1/admin/spiffe/nodes/reject", api.SpiffeRejection{Node: "spiffe://spire.test/dev/kiosk"}, nil); r.code != http.StatusNoContent {
+		t.Fatalf("reject: %d %s", r.code, r.body)
+	}
+	if code, e := h.registerSpire(kiosk); code != http.StatusForbidden || e.Code != "rejected" {
+		t.Errorf("register after rejection: %d %+v", code, e)
+	}
+	var audit []store.AuditEntry
+	adm.call("GET", "/v1/admin/audit", nil, &audit)
+	actions := map[string]string{}
+	for _, a := range audit {
+		actions[a.Action+" "+a.Object] = a.Actor
+	}
+	if actions["node.spiffe.admit laptop"] != "admin" || actions["node.spiffe.reject spiffe://spire.test/dev/kiosk"] != "admin" {
+		t.Errorf("audit: %v; want the approval and the rejection by admin", actions)
+	}
+
+	// The node list says where each identity comes from.
+	var tok api.TokenResponse
+	adm.call("POST", "/v1/admin/tokens", api.TokenRequest{Uses: 1}, &tok)
+	if err := h.enroll(tok.Token, "tok-1"); err != nil {
+		t.Fatal(err)
+	}
+	var nodes []api.NodeStatus
+	v.call("GET", "/v1/admin/nodes", nil, &nodes)
+	got := map[string]string{}
+	for _, n := range nodes {
+		got[n.Name] = n.Identity + " " + n.SPIFFEID
+	}
+	want := map[string]string{"laptop": "spire spiffe://spire.test/dev/laptop", "web": "spire spiffe://spire.test/prod/web",
+		"tok-1": "ca spiffe://example.test/latch/node/tok-1"}
+	if len(got) != len(want) {
+		t.Errorf("nodes %v, want %v", got, want)
+	}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("node %s: %q, want %q", k, got[k], w)
+		}
+	}
+	var st api.Status
+	v.call("GET", "/v1/admin/status", nil, &st)
+	for _, n := range st.Nodes {
+		if n.Identity+" "+n.SPIFFEID != want[n.Name] {
+			t.Errorf("status of %s: %s %s", n.Name, n.Identity, n.SPIFFEID)
+		}
+	}
+}

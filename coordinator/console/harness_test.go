@@ -8,16 +8,19 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	stdlog "log"
 	"log/slog"
+	"math/big"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -30,11 +33,15 @@ import (
 	"github.com/latchnet/latch/coordinator/auth"
 	"github.com/latchnet/latch/coordinator/ca"
 	"github.com/latchnet/latch/coordinator/fanout"
+	"github.com/latchnet/latch/coordinator/spiffemap"
+	"github.com/latchnet/latch/coordinator/spiffetrust"
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/identity/pin"
 	"github.com/latchnet/latch/wire"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
 // harness is a real coordinator in-process: CA, SQLite store, state, the
@@ -52,6 +59,7 @@ type harness struct {
 	// following counts the flow follow requests being served.
 	following atomic.Int64
 	flowNode  *enrolledNode // set by flowNodes
+	spire     spireCA       // the SPIRE-like CA the coordinator trusts
 }
 
 type fakeNow struct {
@@ -84,7 +92,14 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	st, err := state.Open(context.Background(), db, fanout.New(), state.Options{Now: clock.Now})
+	// The coordinator trusts a SPIRE-like CA of the trust domain
+	// spire.test; its mapping admits spiffe://spire.test/prod/* at once.
+	spire := newSpireCA(t)
+	smap, err := spiffemap.New([]spiffemap.Entry{{ID: "spiffe://spire.test/prod/*", Namespace: "prod", Labels: map[string]string{"role": "server"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := state.Open(context.Background(), db, fanout.New(), state.Options{Now: clock.Now, SpiffeMap: smap})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,10 +108,11 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, dir: dir, st: st, ca: authority, adminToken: "the-admin-token", adminPW: pw, clock: clock}
+	h := &harness{t: t, dir: dir, st: st, ca: authority, adminToken: "the-admin-token", adminPW: pw, clock: clock, spire: spire}
 	web := New(Config{State: st, Flows: StoredFlows{State: st}, Now: clock.Now, Log: log})
 	h.api = api.New(api.Config{State: st, CA: authority, AdminTokenHash: api.AdminTokenHash(h.adminToken),
-		Keepalive: 500 * time.Millisecond, Now: clock.Now, Log: log, Extensions: []func(*echo.Echo, *echo.Group){web.Mount}})
+		Keepalive: 500 * time.Millisecond, Now: clock.Now, Log: log, Extensions: []func(*echo.Echo, *echo.Group){web.Mount},
+		Spiffe: &spiffetrust.Trust{TD: spireTD, Bundles: x509bundle.FromX509Authorities(spireTD, []*x509.Certificate{spire.cert})}})
 	h.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("follow") == "true" {
 			h.following.Add(1)
@@ -110,7 +126,7 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.srv.TLS = api.TLSConfig(authority, svid)
+	h.srv.TLS = api.TLSConfigWithSPIRE(authority, svid, staticSVID{h.spire.svid(t, "spiffe://spire.test/latch/coordinator")})
 	h.srv.StartTLS()
 	t.Cleanup(h.srv.Close)
 	return h
@@ -352,4 +368,102 @@ func (h *harness) postFlows(n *enrolledNode, recs ...wire.FlowRecord) (int, erro
 		return out.Accepted, fmt.Errorf("flows of %s: %d rejected: %s", n.name, out.Rejected, out.Message)
 	}
 	return out.Accepted, nil
+}
+
+// spireTD is the trust domain of the harness's SPIRE-like CA.
+var spireTD = spiffeid.RequireTrustDomainFromString("spire.test")
+
+// spireCA stands in for a SPIRE server's CA, as in coordinator/api's
+// tests; the e2e tests use a real SPIRE server.
+type spireCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func newSpireCA(t *testing.T) spireCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "spire"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true,
+		BasicConstraintsValid: true, URIs: []*url.URL{spireTD.ID().URL()}, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spireCA{c, key}
+}
+
+// svid issues an X.509 SVID for id, as a SPIRE agent hands one to a node.
+func (ca spireCA) svid(t *testing.T, id string) *x509svid.SVID {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sid := spiffeid.RequireFromString(id)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), NotBefore: time.Now().Add(-time.Minute),
+		NotAfter: time.Now().Add(24 * time.Hour), URIs: []*url.URL{sid.URL()}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &x509svid.SVID{ID: sid, Certificates: []*x509.Certificate{c}, PrivateKey: key}
+}
+
+type staticSVID struct{ s *x509svid.SVID }
+
+func (s staticSVID) GetX509SVID() (*x509svid.SVID, error) { return s.s, nil }
+
+// spireNode is a node whose identity is an SVID from the SPIRE-like CA:
+// it offers the ALPN latch-spiffe, as `latch node --spiffe-socket` does,
+// and checks that the coordinator answers with its SPIRE SVID.
+func (h *harness) spireNode(id string) *enrolledNode {
+	h.t.Helper()
+	svid := h.spire.svid(h.t, id)
+	bundle := x509bundle.FromX509Authorities(spireTD, []*x509.Certificate{h.spire.cert})
+	cfg := &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{svid.Certificates[0].Raw}, PrivateKey: svid.PrivateKey}},
+		NextProtos:   []string{api.SpiffeALPN, "http/1.1"},
+		// The coordinator's SPIRE SVID has no DNS name: its chain is
+		// checked against the SPIRE bundle here instead.
+		InsecureSkipVerify: true,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			c, err := x509.ParseCertificate(raw[0])
+			if err != nil {
+				return err
+			}
+			_, _, err = x509svid.Verify([]*x509.Certificate{c}, bundle)
+			return err
+		},
+	}
+	return &enrolledNode{name: svid.ID.String(), http: &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}}
+}
+
+// registerSpire registers a SPIRE node as its agent does and returns the
+// coordinator's answer: 200, or 403 with the code pending or rejected.
+func (h *harness) registerSpire(n *enrolledNode) (int, wire.Error) {
+	h.t.Helper()
+	body, _ := json.Marshal(wire.RegisterRequest{PublicKey: base64.StdEncoding.EncodeToString(make([]byte, 32))})
+	r, err := n.http.Post(h.srv.URL+wire.PathRegister, "application/json", bytes.NewReader(body))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer r.Body.Close()
+	var e wire.Error
+	if r.StatusCode != 200 {
+		json.NewDecoder(r.Body).Decode(&e)
+	}
+	return r.StatusCode, e
 }

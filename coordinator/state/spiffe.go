@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+	"time"
 
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/wire"
@@ -69,6 +70,11 @@ func (s *State) SpiffeNode(ctx context.Context, id string) (store.Node, error) {
 	if err != nil {
 		return store.Node{}, err
 	}
+	if found && rec.Status != store.SpiffeAdmitted {
+		if err := s.sawSpiffeNode(ctx, rec); err != nil {
+			return store.Node{}, err
+		}
+	}
 	switch {
 	case found && rec.Status == store.SpiffeAdmitted:
 		return node, nil
@@ -88,6 +94,33 @@ func (s *State) SpiffeNode(ctx context.Context, id string) (store.Node, error) {
 		}
 	}
 	return store.Node{}, fmt.Errorf("%w: node %s (%s) matches no --spiffe-map entry; an admin approves it with `latch admin node approve %s --namespace NS [--label k=v]`", ErrPending, name, id, name)
+}
+
+// SpiffeSeenEvery is how often, at most, the last sighting of a pending
+// or rejected SPIFFE ID is written: its node retries every few seconds.
+const SpiffeSeenEvery = time.Minute
+
+// sawSpiffeNode records that the pending or rejected SPIFFE ID of rec
+// presented itself again (its LastSeen, for the admin deciding on it), at
+// most every SpiffeSeenEvery. Like a flow record, a sighting is telemetry,
+// not a change: no audit entry, no event. An admin's decision made in the
+// meantime is kept.
+func (s *State) sawSpiffeNode(ctx context.Context, rec store.SpiffeNode) error {
+	now := s.opts.Now()
+	if now.Sub(rec.LastSeen) < SpiffeSeenEvery {
+		return nil
+	}
+	return s.st.Update(ctx, func(tx store.Tx) error {
+		cur, err := tx.GetSpiffeNode(rec.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil || cur.Status != rec.Status {
+			return err
+		}
+		cur.LastSeen = now
+		return tx.PutSpiffeNode(cur)
+	})
 }
 
 // admit makes the SPIFFE ID the node name in namespace ns with labels.

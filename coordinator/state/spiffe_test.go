@@ -116,3 +116,51 @@ func TestSpiffeAdmission(t *testing.T) {
 		}
 	}
 }
+
+// A pending or rejected ID that keeps knocking gets its LastSeen
+// refreshed, at most every SpiffeSeenEvery and without an audit entry; an
+// admin's decision is not undone by it.
+func TestSpiffeSighting(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	s, err := Open(ctx, e.db, fanout.New(), Options{Now: func() time.Time { return e.now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "spiffe://spire.test/dev/laptop"
+	first := e.now
+	record := func() (store.SpiffeNode, int) {
+		var rec store.SpiffeNode
+		var audit []store.AuditEntry
+		s.Read(ctx, func(tx store.Tx) error {
+			rec, _ = tx.GetSpiffeNode(id)
+			audit, _ = tx.ListAudit(0)
+			return nil
+		})
+		return rec, len(audit)
+	}
+	if _, err := s.SpiffeNode(ctx, id); !errors.Is(err, ErrPending) {
+		t.Fatal(err)
+	}
+	_, audits := record()
+	e.now = first.Add(SpiffeSeenEvery / 2)
+	s.SpiffeNode(ctx, id)
+	if rec, n := record(); !rec.LastSeen.Equal(first) || n != audits {
+		t.Errorf("after half a period: last seen %v (want %v), %d audit entries (want %d)", rec.LastSeen, first, n, audits)
+	}
+	e.now = first.Add(2 * SpiffeSeenEvery)
+	s.SpiffeNode(ctx, id)
+	if rec, n := record(); !rec.LastSeen.Equal(e.now) || !rec.FirstSeen.Equal(first) || rec.Status != store.SpiffePending || n != audits {
+		t.Errorf("after two periods: %+v, %d audit entries (want %d)", rec, n, audits)
+	}
+	if err := s.RejectSpiffeNode(ctx, "admin", id); err != nil {
+		t.Fatal(err)
+	}
+	e.now = e.now.Add(2 * SpiffeSeenEvery)
+	if _, err := s.SpiffeNode(ctx, id); !errors.Is(err, ErrRejected) {
+		t.Fatal(err)
+	}
+	if rec, _ := record(); rec.Status != store.SpiffeRejected || !rec.LastSeen.Equal(e.now) {
+		t.Errorf("a rejected ID seen again: %+v", rec)
+	}
+}

@@ -154,7 +154,8 @@ function copyButton(input, label) {
 const pages = {};
 
 pages.overview = async (main) => {
-  const [st, flows] = await Promise.all([api('GET', '/v1/admin/status'), api('GET', '/v1/admin/flows/denied')]);
+  const [st, flows, pending] = await Promise.all([api('GET', '/v1/admin/status'), api('GET', '/v1/admin/flows/denied'),
+    api('GET', '/v1/admin/spiffe/nodes?status=pending')]);
   app.status = st;
   const online = st.nodes.filter((n) => n.online);
   const offline = st.nodes.filter((n) => !n.online);
@@ -165,6 +166,11 @@ pages.overview = async (main) => {
   main.append(
     h('h1', { tabindex: '-1' }, 'Overview'),
     h('div', { class: 'cards' },
+      (pending || []).length ? h('section', { class: 'card wide attention', id: 'ov-spiffe-pending', 'aria-labelledby': 'ov-spiffe' },
+        h('h2', { id: 'ov-spiffe' }, 'SPIFFE IDs waiting for approval'),
+        h('p', {}, h('span', { class: 'big warn', id: 'spiffe-pending-count' }, String(pending.length)), ' ',
+          pending.length === 1 ? 'node with an SVID from SPIRE matches no mapping' : 'nodes with SVIDs from SPIRE match no mapping',
+          ': ', h('a', { href: '#spiffe' }, (isAdmin() ? 'approve or reject ' : 'see ') + (pending.length === 1 ? 'it' : 'them')), '.')) : null,
       h('section', { class: 'card', 'aria-labelledby': 'ov-nodes' },
         h('h2', { id: 'ov-nodes' }, 'Nodes'),
         h('p', {}, h('span', { class: 'big ok', id: 'nodes-online' }, String(online.length)), ' online · ',
@@ -207,14 +213,14 @@ pages.nodes = async (main) => {
     const ws = (wls || []).filter((w) => w.node === n.Name).map((w) => w.namespace + '/' + w.name + ' ' + w.ip);
     return [
       h('strong', {}, n.Name),
-      h('span', { class: 'mono' }, n.spiffeID),
+      h('div', {}, h('span', { class: 'mono' }, n.spiffeID), ' ', identityBadge(n.identity, n.Name)),
       n.Namespace,
       fmtLabels(n.Labels),
       h('span', { class: 'mono' }, [n.IP, ...(n.Endpoints || [])].join('\n')),
       ws.length ? h('ul', {}, ws.map((w) => h('li', {}, w))) : h('span', { class: 'muted' }, 'none'),
       h('span', { class: 'badge ' + (n.online ? 'online' : 'offline'), 'data-node-status': n.Name }, n.online ? 'online' : 'offline'),
       h('span', { title: fmtTime(n.LastSeen) }, ago(n.LastSeen)),
-      fmtTime(n.CertExpires),
+      n.identity === 'spire' ? h('span', { class: 'muted' }, 'rotated by SPIRE') : fmtTime(n.CertExpires),
       h('div', {},
         h('button', { type: 'button', class: 'secondary', 'aria-label': 'Show the peers of ' + n.Name, onclick: async () => {
           peers.textContent = 'loading…';
@@ -234,6 +240,123 @@ pages.nodes = async (main) => {
     ];
   });
   main.append(table(['Name', 'Identity (SPIFFE ID)', 'Namespace', 'Labels', 'Addresses', 'Workloads', 'Status', 'Last seen', 'SVID expires', ''], rows));
+};
+
+// identityBadge says where a node's identity comes from: an SVID of the
+// trusted SPIRE deployment, or of the coordinator's CA (join token).
+function identityBadge(identity, name) {
+  return identity === 'spire'
+    ? h('span', { class: 'badge spire', 'data-identity': name, title: 'SVID from the trusted SPIRE deployment' }, 'SPIRE')
+    : h('span', { class: 'badge ca', 'data-identity': name, title: 'SVID from the coordinator\'s CA, enrolled with a join token' }, 'join token');
+}
+
+// ---- SPIFFE identities from SPIRE
+
+// spiffeApprove and spiffeReject decide on a SPIFFE ID through the admin API.
+const spiffeApprove = (id, namespace, labels) => api('POST', '/v1/admin/spiffe/nodes/approve', { node: id, namespace, labels });
+const spiffeReject = (id) => api('POST', '/v1/admin/spiffe/nodes/reject', { node: id });
+
+// approveDialog asks for the namespace and labels of a SPIFFE ID and
+// approves it; the coordinator's refusal (a bad label, a name taken)
+// shows in the dialog, which stays open. It resolves to the admitted
+// node, or null when cancelled.
+function approveDialog(rec, namespaces) {
+  const ns = h('input', { id: 'approve-namespace', list: 'approve-ns-list', required: true, autocomplete: 'off', value: 'default' });
+  const dl = h('datalist', { id: 'approve-ns-list' }, (namespaces || []).map((n) => h('option', { value: n.Name })));
+  const labels = h('input', { id: 'approve-labels', placeholder: 'role=server,site=paris', autocomplete: 'off' });
+  const err = h('p', { id: 'approve-error', class: 'error', role: 'alert' });
+  const cancel = h('button', { type: 'button', id: 'approve-cancel', class: 'secondary' }, 'Cancel');
+  const submit = h('button', { type: 'submit', id: 'approve-submit' }, 'Approve');
+  const form = h('form', {},
+    h('h2', { id: 'approve-title' }, 'Approve node ' + rec.Name),
+    h('p', {}, 'SPIFFE ID ', h('code', { id: 'approve-id' }, rec.ID), '. The node joins the namespace with these labels and gets an overlay address; its next request to the coordinator goes through.'),
+    field('Namespace', ns, 'created if it does not exist'), dl,
+    field('Labels', labels, 'key=value, comma separated; may be empty'),
+    err, h('div', { class: 'actions' }, cancel, submit));
+  const dlg = h('dialog', { id: 'approve', 'aria-labelledby': 'approve-title' }, form);
+  const opener = document.activeElement;
+  document.body.append(dlg);
+  return new Promise((resolve) => {
+    let result = null;
+    dlg.addEventListener('close', () => {
+      dlg.remove();
+      if (opener && opener.isConnected) opener.focus();
+      resolve(result);
+    });
+    cancel.addEventListener('click', () => dlg.close());
+    form.addEventListener('input', () => { err.textContent = ''; });
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      let l;
+      try { l = parseLabels(labels.value); } catch (e) { err.textContent = e.message; labels.focus(); return; }
+      if (!ns.value.trim()) { err.textContent = 'Name the namespace the node joins.'; ns.focus(); return; }
+      submit.disabled = true;
+      err.textContent = '';
+      try {
+        result = await spiffeApprove(rec.ID, ns.value.trim(), l);
+        notice('Approving ' + rec.ID + ': done. Node ' + result.Name + ' is in namespace ' + result.Namespace + ' with address ' + result.IP + '.');
+        dlg.close();
+      } catch (e) {
+        err.textContent = 'The coordinator refused: ' + e.message;
+        submit.disabled = false;
+      }
+    });
+    dlg.showModal();
+    ns.focus();
+    ns.select();
+  });
+}
+
+// spiffeButtons are an admin's actions on a SPIFFE ID record: approve a
+// pending or rejected one, reject a pending or admitted one.
+function spiffeButtons(rec, namespaces) {
+  if (!isAdmin()) return '';
+  const approve = rec.Status !== 'admitted' ? h('button', { type: 'button', 'data-approve-spiffe': rec.ID,
+    'aria-label': 'Approve ' + rec.ID, onclick: async () => {
+      if (await approveDialog(rec, namespaces)) render();
+    } }, 'Approve…') : null;
+  const reject = rec.Status !== 'rejected' ? h('button', { type: 'button', class: 'danger', 'data-reject-spiffe': rec.ID,
+    'aria-label': 'Reject ' + rec.ID, onclick: async () => {
+      const q = rec.Status === 'admitted'
+        ? 'Reject ' + rec.ID + '? Node ' + rec.Name + ' is removed with its workloads, every peer drops it, and the ID is refused from then on.'
+        : 'Reject ' + rec.ID + '? Node ' + rec.Name + ' is refused from then on; you can still approve it later.';
+      if (!await confirmDialog(q)) return;
+      await run('Rejecting ' + rec.ID, () => spiffeReject(rec.ID));
+      render();
+    } }, 'Reject') : null;
+  return h('div', {}, approve, reject);
+}
+
+const spiffeStatusBadge = (s) => h('span', { class: 'badge spiffe-' + s }, s);
+
+pages.spiffe = async (main) => {
+  const status = ['admitted', 'rejected'].includes(app.params.get('status')) ? app.params.get('status') : '';
+  const [all, nss] = await Promise.all([api('GET', '/v1/admin/spiffe/nodes'), api('GET', '/v1/admin/namespaces')]);
+  const recs = all || [];
+  const pending = recs.filter((r) => r.Status === 'pending');
+  const decided = recs.filter((r) => r.Status !== 'pending' && (!status || r.Status === status));
+  main.append(h('h1', { tabindex: '-1' }, 'SPIFFE identities'), viewerNote(),
+    h('p', { class: 'hint' }, 'Nodes that present an SVID from the trusted SPIRE deployment. An ID that matches an entry of the coordinator\'s --spiffe-map is admitted at once; any other waits here until an admin approves it into a namespace with labels, or rejects it. The list updates live when an ID starts waiting.'));
+  const pendingTable = table(['SPIFFE ID', 'Proposed node name', 'First seen', 'Last seen', ''], pending.map((r) => [
+    h('code', { 'data-spiffe-id': r.ID }, r.ID), h('strong', {}, r.Name),
+    h('span', { title: fmtTime(r.FirstSeen) }, ago(r.FirstSeen)), h('span', { title: fmtTime(r.LastSeen) }, ago(r.LastSeen)),
+    spiffeButtons(r, nss)]), pending.length + ' waiting for approval');
+  pendingTable.id = 'spiffe-pending';
+  const filter = h('select', { id: 'spiffe-status' }, h('option', { value: '' }, 'Admitted and rejected'),
+    h('option', { value: 'admitted' }, 'Admitted'), h('option', { value: 'rejected' }, 'Rejected'));
+  filter.value = status;
+  filter.addEventListener('change', () => {
+    window.location.hash = '#spiffe' + (filter.value ? '?status=' + filter.value : '');
+  });
+  const decidedTable = table(['SPIFFE ID', 'Node name', 'Status', 'First seen', 'Last seen', ''], decided.map((r) => [
+    h('code', { 'data-spiffe-id': r.ID }, r.ID), r.Name, spiffeStatusBadge(r.Status),
+    h('span', { title: fmtTime(r.FirstSeen) }, ago(r.FirstSeen)), h('span', { title: fmtTime(r.LastSeen) }, ago(r.LastSeen)),
+    spiffeButtons(r, nss)]));
+  decidedTable.id = 'spiffe-decided';
+  main.append(h('section', { 'aria-labelledby': 'spiffe-pending-h' }, h('h2', { id: 'spiffe-pending-h' }, 'Waiting for approval'), pendingTable),
+    h('section', { 'aria-labelledby': 'spiffe-decided-h' }, h('h2', { id: 'spiffe-decided-h' }, 'Decided'),
+      h('div', { class: 'row' }, field('Status', filter)), decidedTable,
+      h('p', { class: 'hint' }, 'Deleting an admitted node (Nodes page) forgets its ID: when it comes back it is mapped again or waits here. A rejected ID is refused until approved.')));
 };
 
 pages.workloads = async (main) => {
@@ -830,18 +953,33 @@ async function render() {
     main.append(h('p', { class: 'error' }, 'Could not load this page: ' + e.message));
   }
   if (seq !== app.renderSeq) return; // a newer render won
+  const focusKey = focusSelector(document.activeElement);
   document.getElementById('main').replaceWith(main);
+  // A live redraw keeps the keyboard focus on the same control.
+  const again = focusKey && main.querySelector(focusKey);
+  if (again) again.focus();
   document.title = (main.querySelector('h1') || {}).textContent + ' · Latch console';
 }
 
+// focusSelector names a focused control of the page so that a redraw can
+// focus its successor: by id, or by its data-* or aria-label attribute.
+function focusSelector(el) {
+  if (!el || !el.closest || !el.closest('main')) return '';
+  if (el.id && el.id !== 'main') return '#' + CSS.escape(el.id);
+  for (const a of el.attributes) {
+    if (a.name.startsWith('data-') || a.name === 'aria-label') return '[' + a.name + '="' + CSS.escape(a.value) + '"]';
+  }
+  return '';
+}
+
 // Pages redrawn on node events: those without forms a redraw would reset.
-const livePages = new Set(['overview', 'nodes', 'workloads']);
+const livePages = new Set(['overview', 'nodes', 'workloads', 'spiffe']);
 
 function connectEvents() {
   const live = document.getElementById('live');
   const es = new EventSource('/v1/admin/events');
   const refresh = () => {
-    if (!livePages.has(app.page) || document.getElementById('confirm').open) return;
+    if (!livePages.has(app.page) || document.querySelector('dialog[open]')) return;
     if (document.activeElement && ['INPUT', 'SELECT', 'TEXTAREA'].includes(document.activeElement.tagName)) return;
     render();
   };
@@ -858,7 +996,8 @@ function connectEvents() {
   es.addEventListener('change', (ev) => {
     const e = JSON.parse(ev.data);
     if (!e.action.startsWith('node.')) return;
-    const what = { 'node.enroll': 'enrolled', 'node.register': 'registered', 'node.connect': 'connected', 'node.disconnect': 'disconnected', 'node.delete': 'deleted', 'node.renew': 'renewed its certificate' }[e.action] || e.action;
+    const what = { 'node.enroll': 'enrolled', 'node.register': 'registered', 'node.connect': 'connected', 'node.disconnect': 'disconnected', 'node.delete': 'deleted', 'node.renew': 'renewed its certificate',
+      'node.spiffe.pending': 'presented an SVID from SPIRE that matches no mapping: it waits for approval', 'node.spiffe.admit': 'was admitted (SPIRE)', 'node.spiffe.reject': 'was rejected (SPIRE)' }[e.action] || e.action;
     notice('Node ' + e.object + ' ' + what + ' (' + new Date(e.time).toLocaleTimeString() + ').');
     refresh();
   });
