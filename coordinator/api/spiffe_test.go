@@ -2,22 +2,17 @@ package api
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"math/big"
 	"net/http"
-	"net/url"
 	"testing"
 	"time"
 
 	"github.com/latchnet/latch/coordinator/spiffemap"
 	"github.com/latchnet/latch/coordinator/spiffetrust"
 	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/internal/spiffetest"
 	"github.com/latchnet/latch/policy"
 	"github.com/latchnet/latch/wire"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -25,49 +20,10 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
-// spireCA stands in for a SPIRE server's CA in these tests; the e2e tests
-// use a real SPIRE server.
-type spireCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func newSpireCA(t *testing.T) spireCA {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	u, _ := url.Parse("spiffe://spire.test")
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "spire"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		BasicConstraintsValid: true, URIs: []*url.URL{u}, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return spireCA{c, key}
-}
-
-func (ca spireCA) svid(t *testing.T, id string) *x509svid.SVID {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	u, _ := url.Parse(id)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), NotBefore: time.Now().Add(-time.Minute),
-		NotAfter: time.Now().Add(time.Hour), URIs: []*url.URL{u}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return &x509svid.SVID{ID: spiffeid.RequireFromString(id), Certificates: []*x509.Certificate{c}, PrivateKey: key}
-}
-
-type staticSVID struct{ s *x509svid.SVID }
-
-func (s staticSVID) GetX509SVID() (*x509svid.SVID, error) { return s.s, nil }
-
 // spireClient is a node holding a SPIRE SVID, offering SpiffeALPN.
-func spireClient(ca spireCA, svid *x509svid.SVID) *http.Client {
+func spireClient(ca *spiffetest.CA, svid *x509svid.SVID) *http.Client {
 	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
+	pool.AddCert(ca.Cert)
 	der := [][]byte{svid.Certificates[0].Raw}
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
 		Certificates: []tls.Certificate{{Certificate: der, PrivateKey: svid.PrivateKey}},
@@ -79,7 +35,7 @@ func spireClient(ca spireCA, svid *x509svid.SVID) *http.Client {
 			if err != nil {
 				return err
 			}
-			_, _, err = x509svid.Verify([]*x509.Certificate{c}, x509bundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString("spire.test"), []*x509.Certificate{ca.cert}))
+			_, _, err = x509svid.Verify([]*x509.Certificate{c}, x509bundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString("spire.test"), []*x509.Certificate{ca.Cert}))
 			return err
 		},
 	}}}
@@ -98,21 +54,21 @@ func postJSON(t *testing.T, c *http.Client, u string, in any) (int, wire.Error) 
 }
 
 func TestSpiffeNodes(t *testing.T) {
-	spire := newSpireCA(t)
+	spire := spiffetest.NewCA(t, "spire.test")
 	td := spiffeid.RequireTrustDomainFromString("spire.test")
 	m, err := spiffemap.New([]spiffemap.Entry{{ID: "spiffe://spire.test/prod/*", Namespace: "prod", Labels: map[string]string{"role": "server"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := newHarnessWith(t, harnessOpts{
-		spiffe:     &spiffetrust.Trust{TD: td, Bundles: x509bundle.FromX509Authorities(td, []*x509.Certificate{spire.cert})},
+		spiffe:     &spiffetrust.Trust{TD: td, Bundles: x509bundle.FromX509Authorities(td, []*x509.Certificate{spire.Cert})},
 		spiffeMap:  m,
-		spireSVIDs: staticSVID{spire.svid(t, "spiffe://spire.test/latch/coordinator")},
+		spireSVIDs: spiffetest.Static{SVID: spire.Issue(t, "spiffe://spire.test/latch/coordinator", time.Hour)},
 	})
 	reg := wire.RegisterRequest{PublicKey: "k"}
 
 	// A mapped node registers straight away and gets the mapping's namespace.
-	web := spireClient(spire, spire.svid(t, "spiffe://spire.test/prod/web"))
+	web := spireClient(spire, spire.Issue(t, "spiffe://spire.test/prod/web", time.Hour))
 	var rr wire.RegisterResponse
 	body, _ := json.Marshal(reg)
 	resp, err := web.Post(h.srv.URL+wire.PathRegister, "application/json", bytes.NewReader(body))
@@ -155,7 +111,7 @@ func TestSpiffeNodes(t *testing.T) {
 	}
 
 	// An unmapped node waits; the admin sees it, approves it, and it registers.
-	laptop := spireClient(spire, spire.svid(t, "spiffe://spire.test/dev/laptop"))
+	laptop := spireClient(spire, spire.Issue(t, "spiffe://spire.test/dev/laptop", time.Hour))
 	if code, e := postJSON(t, laptop, h.srv.URL+wire.PathRegister, reg); code != 403 || e.Code != "pending" {
 		t.Fatalf("register of an unmapped SPIRE node: %d %+v", code, e)
 	}
@@ -180,8 +136,8 @@ func TestSpiffeNodes(t *testing.T) {
 	}
 
 	// An SVID from another SPIRE server of the same trust domain is refused.
-	rogue := newSpireCA(t)
-	if code, e := postJSON(t, spireClient(spire, rogue.svid(t, "spiffe://spire.test/prod/evil")), h.srv.URL+wire.PathRegister, reg); code != 401 {
+	rogue := spiffetest.NewCA(t, "spire.test")
+	if code, e := postJSON(t, spireClient(spire, rogue.Issue(t, "spiffe://spire.test/prod/evil", time.Hour)), h.srv.URL+wire.PathRegister, reg); code != 401 {
 		t.Fatalf("register with an untrusted SVID: %d %+v", code, e)
 	}
 

@@ -8,19 +8,16 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	stdlog "log"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/netip"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -38,6 +35,7 @@ import (
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/identity/pin"
+	"github.com/latchnet/latch/internal/spiffetest"
 	"github.com/latchnet/latch/wire"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -58,8 +56,8 @@ type harness struct {
 	clock      *fakeNow
 	// following counts the flow follow requests being served.
 	following atomic.Int64
-	flowNode  *enrolledNode // set by flowNodes
-	spire     spireCA       // the SPIRE-like CA the coordinator trusts
+	flowNode  *enrolledNode  // set by flowNodes
+	spire     *spiffetest.CA // the SPIRE-like CA the coordinator trusts
 }
 
 type fakeNow struct {
@@ -94,7 +92,7 @@ func newHarness(t *testing.T) *harness {
 	t.Cleanup(func() { db.Close() })
 	// The coordinator trusts a SPIRE-like CA of the trust domain
 	// spire.test; its mapping admits spiffe://spire.test/prod/* at once.
-	spire := newSpireCA(t)
+	spire := spiffetest.NewCA(t, spireTD.Name())
 	smap, err := spiffemap.New([]spiffemap.Entry{{ID: "spiffe://spire.test/prod/*", Namespace: "prod", Labels: map[string]string{"role": "server"}}})
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +110,7 @@ func newHarness(t *testing.T) *harness {
 	web := New(Config{State: st, Flows: StoredFlows{State: st}, Now: clock.Now, Log: log})
 	h.api = api.New(api.Config{State: st, CA: authority, AdminTokenHash: api.AdminTokenHash(h.adminToken),
 		Keepalive: 500 * time.Millisecond, Now: clock.Now, Log: log, Extensions: []func(*echo.Echo, *echo.Group){web.Mount},
-		Spiffe: &spiffetrust.Trust{TD: spireTD, Bundles: x509bundle.FromX509Authorities(spireTD, []*x509.Certificate{spire.cert})}})
+		Spiffe: &spiffetrust.Trust{TD: spireTD, Bundles: x509bundle.FromX509Authorities(spireTD, []*x509.Certificate{spire.Cert})}})
 	h.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("follow") == "true" {
 			h.following.Add(1)
@@ -126,7 +124,7 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.srv.TLS = api.TLSConfigWithSPIRE(authority, svid, staticSVID{h.spire.svid(t, "spiffe://spire.test/latch/coordinator")})
+	h.srv.TLS = api.TLSConfigWithSPIRE(authority, svid, spiffetest.Static{SVID: h.spire.Issue(t, "spiffe://spire.test/latch/coordinator", 24*time.Hour)})
 	h.srv.StartTLS()
 	t.Cleanup(h.srv.Close)
 	return h
@@ -373,66 +371,13 @@ func (h *harness) postFlows(n *enrolledNode, recs ...wire.FlowRecord) (int, erro
 // spireTD is the trust domain of the harness's SPIRE-like CA.
 var spireTD = spiffeid.RequireTrustDomainFromString("spire.test")
 
-// spireCA stands in for a SPIRE server's CA, as in coordinator/api's
-// tests; the e2e tests use a real SPIRE server.
-type spireCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func newSpireCA(t *testing.T) spireCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "spire"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true,
-		BasicConstraintsValid: true, URIs: []*url.URL{spireTD.ID().URL()}, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return spireCA{c, key}
-}
-
-// svid issues an X.509 SVID for id, as a SPIRE agent hands one to a node.
-func (ca spireCA) svid(t *testing.T, id string) *x509svid.SVID {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sid := spiffeid.RequireFromString(id)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), NotBefore: time.Now().Add(-time.Minute),
-		NotAfter: time.Now().Add(24 * time.Hour), URIs: []*url.URL{sid.URL()}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &x509svid.SVID{ID: sid, Certificates: []*x509.Certificate{c}, PrivateKey: key}
-}
-
-type staticSVID struct{ s *x509svid.SVID }
-
-func (s staticSVID) GetX509SVID() (*x509svid.SVID, error) { return s.s, nil }
-
 // spireNode is a node whose identity is an SVID from the SPIRE-like CA:
 // it offers the ALPN latch-spiffe, as `latch node --spiffe-socket` does,
 // and checks that the coordinator answers with its SPIRE SVID.
 func (h *harness) spireNode(id string) *enrolledNode {
 	h.t.Helper()
-	svid := h.spire.svid(h.t, id)
-	bundle := x509bundle.FromX509Authorities(spireTD, []*x509.Certificate{h.spire.cert})
+	svid := h.spire.Issue(h.t, id, 24*time.Hour)
+	bundle := x509bundle.FromX509Authorities(spireTD, []*x509.Certificate{h.spire.Cert})
 	cfg := &tls.Config{
 		Certificates: []tls.Certificate{{Certificate: [][]byte{svid.Certificates[0].Raw}, PrivateKey: svid.PrivateKey}},
 		NextProtos:   []string{api.SpiffeALPN, "http/1.1"},

@@ -2,17 +2,10 @@ package agent
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
-	"math/big"
 	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/latchnet/latch/internal/spiffetest"
 	"github.com/latchnet/latch/node/wg"
 	"github.com/latchnet/latch/wire"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -35,8 +29,7 @@ var spireTD = spiffeid.RequireTrustDomainFromString("spire.test")
 // fakeSpire stands in for a SPIRE agent's Workload API (go-spiffe's
 // X509Source): a CA of its own and an SVID it can rotate.
 type fakeSpire struct {
-	ca    *x509.Certificate
-	caKey *ecdsa.PrivateKey
+	*spiffetest.CA
 
 	mu   sync.Mutex
 	svid *x509svid.SVID // guarded by mu
@@ -45,31 +38,7 @@ type fakeSpire struct {
 var _ SpireSource = (*fakeSpire)(nil)
 
 func newFakeSpire(t *testing.T) *fakeSpire {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	u, _ := url.Parse("spiffe://spire.test")
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "spire"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		BasicConstraintsValid: true, URIs: []*url.URL{u}, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return &fakeSpire{ca: c, caKey: key}
-}
-
-func (f *fakeSpire) issue(t *testing.T, id string, ttl time.Duration) *x509svid.SVID {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	u, _ := url.Parse(id)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), NotBefore: time.Now().Add(-time.Minute),
-		NotAfter: time.Now().Add(ttl), URIs: []*url.URL{u}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, f.ca, &key.PublicKey, f.caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return &x509svid.SVID{ID: spiffeid.RequireFromString(id), Certificates: []*x509.Certificate{c}, PrivateKey: key}
+	return &fakeSpire{CA: spiffetest.NewCA(t, spireTD.Name())}
 }
 
 func (f *fakeSpire) set(s *x509svid.SVID) {
@@ -88,7 +57,7 @@ func (f *fakeSpire) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509b
 	if td != spireTD {
 		return nil, errors.New("no bundle")
 	}
-	return x509bundle.FromX509Authorities(td, []*x509.Certificate{f.ca}), nil
+	return f.Bundle(), nil
 }
 
 func (f *fakeSpire) Close() error { return nil }
@@ -97,7 +66,7 @@ func (f *fakeSpire) Close() error { return nil }
 // segment) and present a SPIRE SVID of its own to clients offering
 // wire.SpiffeALPN, as the real coordinator with --spiffe-socket does.
 func (fc *fakeCoord) trustSpire(t *testing.T, spire *fakeSpire) {
-	own := spire.issue(t, "spiffe://spire.test/latch/coordinator", time.Hour)
+	own := spire.Issue(t, "spiffe://spire.test/latch/coordinator", time.Hour)
 	base := fc.srv.TLS
 	spireCfg := &tls.Config{MinVersion: tls.VersionTLS13, ClientAuth: tls.RequestClientCert,
 		GetCertificate: tlsconfig.GetCertificate(staticSVIDSource{own})}
@@ -118,7 +87,7 @@ func (s staticSVIDSource) GetX509SVID() (*x509svid.SVID, error) { return s.s, ni
 func TestSpireNode(t *testing.T) {
 	spire := newFakeSpire(t)
 	// Short-lived, as SPIRE's with a small x509_svid_ttl.
-	spire.set(spire.issue(t, "spiffe://spire.test/prod/web1", 3*time.Second))
+	spire.set(spire.Issue(t, "spiffe://spire.test/prod/web1", 3*time.Second))
 	fc := newFakeCoordWith(t, 20*time.Minute, func(fc *fakeCoord) { fc.trustSpire(t, spire) })
 	dir := filepath.Join(t.TempDir(), "state")
 	cfg := testConfig(fc, dir, "")
@@ -145,7 +114,7 @@ func TestSpireNode(t *testing.T) {
 	}
 	// SPIRE rotates the SVID; before the old one expires the agent
 	// reconnects with the new one.
-	next := spire.issue(t, "spiffe://spire.test/prod/web1", time.Hour)
+	next := spire.Issue(t, "spiffe://spire.test/prod/web1", time.Hour)
 	spire.set(next)
 	s2 := fc.nextStream(t)
 	if s2.serial != next.Certificates[0].SerialNumber.String() {
@@ -179,14 +148,14 @@ func TestSpireNodeConfigErrors(t *testing.T) {
 
 	// The node name comes from the SPIFFE ID; --name must agree.
 	spire := newFakeSpire(t)
-	spire.set(spire.issue(t, "spiffe://spire.test/prod/Bad_Name", time.Hour))
+	spire.set(spire.Issue(t, "spiffe://spire.test/prod/Bad_Name", time.Hour))
 	c := base
 	c.StateDir = filepath.Join(t.TempDir(), "s")
 	err := runWith(t, c, spire)
 	if err == nil || !strings.Contains(err.Error(), "last path segment") {
 		t.Errorf("an SVID whose last segment is no node name: %v", err)
 	}
-	spire.set(spire.issue(t, "spiffe://spire.test/prod/web1", time.Hour))
+	spire.set(spire.Issue(t, "spiffe://spire.test/prod/web1", time.Hour))
 	// A workload's SPIFFE ID must be one SPIRE issues to the node.
 	c.Workloads = []wire.WorkloadDecl{{Name: "api", Namespace: "prod", SpiffeID: "spiffe://spire.test/prod/web1/other"}}
 	if err := runWith(t, c, spire); err == nil || !strings.Contains(err.Error(), "does not issue that ID") {
@@ -224,7 +193,7 @@ func runWith(t *testing.T, cfg Config, spire *fakeSpire) error {
 // with --trust-bundle has no SPIRE SVID) and does not ask for a SPIRE one.
 func TestSpireNodeCoordinatorCA(t *testing.T) {
 	spire := newFakeSpire(t)
-	spire.set(spire.issue(t, "spiffe://spire.test/prod/web1", time.Hour))
+	spire.set(spire.Issue(t, "spiffe://spire.test/prod/web1", time.Hour))
 	var offered atomic.Bool
 	fc := newFakeCoordWith(t, 20*time.Minute, func(fc *fakeCoord) {
 		fc.trustSpire(t, spire)
