@@ -61,7 +61,7 @@ func TestSpiffeNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := newHarnessWith(t, harnessOpts{
-		spiffe:     &spiffetrust.Trust{TD: td, Bundles: x509bundle.FromX509Authorities(td, []*x509.Certificate{spire.Cert})},
+		spiffe:     &spiffetrust.Trust{TD: td, Bundles: spire.Bundle()},
 		spiffeMap:  m,
 		spireSVIDs: spiffetest.Static{SVID: spire.Issue(t, "spiffe://spire.test/latch/coordinator", time.Hour)},
 	})

@@ -37,7 +37,6 @@ import (
 	"github.com/latchnet/latch/identity/pin"
 	"github.com/latchnet/latch/internal/spiffetest"
 	"github.com/latchnet/latch/wire"
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
@@ -110,7 +109,7 @@ func newHarness(t *testing.T) *harness {
 	web := New(Config{State: st, Flows: StoredFlows{State: st}, Now: clock.Now, Log: log})
 	h.api = api.New(api.Config{State: st, CA: authority, AdminTokenHash: api.AdminTokenHash(h.adminToken),
 		Keepalive: 500 * time.Millisecond, Now: clock.Now, Log: log, Extensions: []func(*echo.Echo, *echo.Group){web.Mount},
-		Spiffe: &spiffetrust.Trust{TD: spireTD, Bundles: x509bundle.FromX509Authorities(spireTD, []*x509.Certificate{spire.Cert})}})
+		Spiffe: &spiffetrust.Trust{TD: spireTD, Bundles: spire.Bundle()}})
 	h.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("follow") == "true" {
 			h.following.Add(1)
@@ -377,7 +376,7 @@ var spireTD = spiffeid.RequireTrustDomainFromString("spire.test")
 func (h *harness) spireNode(id string) *enrolledNode {
 	h.t.Helper()
 	svid := h.spire.Issue(h.t, id, 24*time.Hour)
-	bundle := x509bundle.FromX509Authorities(spireTD, []*x509.Certificate{h.spire.Cert})
+	bundle := h.spire.Bundle()
 	cfg := &tls.Config{
 		Certificates: []tls.Certificate{{Certificate: [][]byte{svid.Certificates[0].Raw}, PrivateKey: svid.PrivateKey}},
 		NextProtos:   []string{api.SpiffeALPN, "http/1.1"},
