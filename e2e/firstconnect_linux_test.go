@@ -16,7 +16,7 @@ import (
 //
 // Each iteration applies the policy, connects, deletes the policy and
 // waits until both peers are gone again. Before node/wg held back the
-// keepalive of one end of each new pair (node/wg/kick.go), crossing
+// keepalive of one end of each new pair (node/wg/keepalive_hold.go), crossing
 // handshake initiations made about one first connection in three wait
 // for WireGuard's 5 s retry.
 func BenchmarkFirstConnect(b *testing.B) {

@@ -228,7 +228,7 @@ func (d *linuxDevice) Apply(peers []Peer) error {
 	return nil
 }
 
-// release sets the keepalives holdKeepalives held back (see kick.go).
+// release sets the keepalives holdKeepalives held back (see keepalive_hold.go).
 func (d *linuxDevice) release(held map[wgtypes.Key]time.Duration) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
