@@ -78,6 +78,7 @@ type Server struct {
 const (
 	ctxNode   = "latch.node"
 	ctxSpiffe = "latch.spiffe" // the SPIFFE ID of a node whose SVID is from SPIRE
+	ctxSerial = "latch.serial" // the serial of a node's certificate from the embedded CA
 )
 
 // New builds the handler.
@@ -255,7 +256,10 @@ func (s *Server) enroll(c echo.Context) error {
 }
 
 // nodeAuth takes the node's identity from its verified client certificate
-// and refuses revoked certificates and deleted nodes.
+// and refuses every certificate but the node's current one (and its
+// previous one during the grace after a renewal, state.RenewGrace): so
+// revoked and replaced certificates, and those of deleted nodes, are
+// refused, also after the name is enrolled again.
 func (s *Server) nodeAuth(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
@@ -275,13 +279,20 @@ func (s *Server) nodeAuth(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		name, _, err := s.cfg.CA.VerifyNode(r.TLS.PeerCertificates)
 		if err != nil {
+			c.Response().Header().Set(echo.HeaderConnection, "close")
 			return fail(http.StatusUnauthorized, "bad_certificate", "%v", err)
 		}
-		n, err := s.cfg.State.NodeForCert(r.Context(), name, serialHex(r.TLS.PeerCertificates[0]))
+		serial := serialHex(r.TLS.PeerCertificates[0])
+		n, err := s.cfg.State.NodeForCert(r.Context(), name, serial)
 		if err != nil {
+			// The connection carries the refused certificate: end it, so
+			// that the node's next call makes a handshake with its
+			// current one.
+			c.Response().Header().Set(echo.HeaderConnection, "close")
 			return fail(http.StatusForbidden, "refused", "%v", err)
 		}
 		c.Set(ctxNode, n)
+		c.Set(ctxSerial, serial)
 		return next(c)
 	}
 }
@@ -300,7 +311,8 @@ func (s *Server) renew(c echo.Context) error {
 		return err
 	}
 	var chain []*x509.Certificate
-	n, err := s.cfg.State.Renew(c.Request().Context(), nodeOf(c).Name, s.signer(req.CSR, &chain))
+	serial, _ := c.Get(ctxSerial).(string)
+	n, err := s.cfg.State.Renew(c.Request().Context(), nodeOf(c).Name, serial, s.signer(req.CSR, &chain))
 	if err != nil {
 		return err
 	}
