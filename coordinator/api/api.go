@@ -299,6 +299,54 @@ func (s *Server) nodeAuth(next echo.HandlerFunc) echo.HandlerFunc {
 
 func nodeOf(c echo.Context) store.Node { return c.Get(ctxNode).(store.Node) }
 
+// nodeStillAuthorized checks again, without side effects, that the
+// certificate of a node request that nodeAuth let through still
+// authorizes the node: open streams call it at least once per keepalive.
+func (s *Server) nodeStillAuthorized(c echo.Context) error {
+	r := c.Request()
+	name := nodeOf(c).Name
+	if id, ok := c.Get(ctxSpiffe).(string); ok {
+		got, err := s.cfg.Spiffe.Verify(r.TLS.PeerCertificates, s.cfg.Now())
+		if err != nil {
+			return fail(http.StatusUnauthorized, "bad_certificate", "%v", err)
+		}
+		if got.String() != id {
+			return fail(http.StatusForbidden, "refused", "the certificate names %s, not %s", got, id)
+		}
+		if err := s.cfg.State.CheckSpiffeNode(r.Context(), id, name); err != nil {
+			return fail(http.StatusForbidden, "refused", "%v", err)
+		}
+		return nil
+	}
+	got, _, err := s.cfg.CA.VerifyNode(r.TLS.PeerCertificates)
+	if err != nil {
+		return fail(http.StatusUnauthorized, "bad_certificate", "%v", err)
+	}
+	if got != name {
+		return fail(http.StatusForbidden, "refused", "the certificate names node %q, not %q", got, name)
+	}
+	serial, _ := c.Get(ctxSerial).(string)
+	if err := s.cfg.State.CheckCert(r.Context(), name, serial); err != nil {
+		return fail(http.StatusForbidden, "refused", "%v", err)
+	}
+	return nil
+}
+
+// adminStillAuthorized authenticates the request of an open admin stream
+// again, so that the stream ends when its user is deleted, its session
+// ends or its API token is revoked or expires: streams call it at least
+// once per keepalive.
+func (s *Server) adminStillAuthorized(c echo.Context) error {
+	p, err := s.authenticate(c)
+	if err != nil {
+		return err
+	}
+	if was := PrincipalOf(c); p.Name != was.Name || p.Role != was.Role {
+		return fail(http.StatusUnauthorized, "unauthorized", "the credential of this stream now stands for %s (%s), not %s (%s): open it again", p.Name, p.Role, was.Name, was.Role)
+	}
+	return nil
+}
+
 func (s *Server) renew(c echo.Context) error {
 	var req wire.RenewRequest
 	if err := bind(c, &req); err != nil {

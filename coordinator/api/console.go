@@ -17,6 +17,7 @@ import (
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/inventory"
 	"github.com/latchnet/latch/policy"
+	"github.com/latchnet/latch/wire"
 )
 
 // This file holds the admin endpoints the web console added: users, API
@@ -415,7 +416,11 @@ func (s *Server) graph(c echo.Context) error {
 const eventKeepalive = 15 * time.Second
 
 // events streams state events as server-sent events: "change" with an
-// Event as data, and "resync" when events were lost.
+// Event as data, and "resync" when events were lost. At least once per
+// keepalive interval (Config.Keepalive) it authenticates the request
+// again; when its credential no longer holds (user deleted, session
+// ended, API token revoked or expired) it sends "end" with a wire.Error
+// as data and ends.
 func (s *Server) events(c echo.Context) error {
 	w := c.Response()
 	w.Header().Set(echo.HeaderContentType, "text/event-stream")
@@ -429,6 +434,8 @@ func (s *Server) events(c echo.Context) error {
 	defer stop()
 	tick := time.NewTicker(eventKeepalive)
 	defer tick.Stop()
+	recheck := time.NewTicker(s.cfg.Keepalive)
+	defer recheck.Stop()
 	ctx := c.Request().Context()
 	for {
 		var msg string
@@ -437,6 +444,16 @@ func (s *Server) events(c echo.Context) error {
 			return nil
 		case <-tick.C:
 			msg = ": keepalive\n\n"
+		case <-recheck.C:
+			err := s.adminStillAuthorized(c)
+			if err == nil {
+				continue
+			}
+			ae := classify(err)
+			data, _ := jsonString(wire.Error{Error: ae.err.Error(), Code: ae.code})
+			_, _ = io.WriteString(w, "event: end\ndata: "+data+"\n\n")
+			w.Flush()
+			return nil
 		case ev := <-watcher.C:
 			if watcher.Lost() {
 				msg = "event: resync\ndata: {}\n\n"

@@ -652,7 +652,12 @@ function followFlows(query, onFlow, onEnd) {
         while ((i = buf.indexOf('\n')) >= 0) {
           const line = buf.slice(0, i).trim();
           buf = buf.slice(i + 1);
-          if (line) onFlow(JSON.parse(line));
+          if (!line) continue;
+          const f = JSON.parse(line);
+          // The coordinator ends the tail with a line saying why when the
+          // session no longer holds.
+          if (f.error !== undefined && f.id === undefined) throw new APIError(f.code === 'unauthorized' ? 401 : 403, f.error);
+          onFlow(f);
         }
       }
       onEnd(null);
@@ -993,6 +998,17 @@ function connectEvents() {
   });
   es.addEventListener('error', () => { live.classList.remove('on'); live.title = 'Live updates: reconnecting'; });
   es.addEventListener('resync', refresh);
+  // The coordinator ends the stream when the session no longer holds
+  // (logged out, user deleted, session expired).
+  es.addEventListener('end', (ev) => {
+    es.close();
+    live.classList.remove('on');
+    let e = {};
+    try { e = JSON.parse(ev.data); } catch (err) { /* not JSON */ }
+    live.title = 'Live updates: ended';
+    if (e.code === 'unauthorized') window.location.assign('/console/login');
+    else notice('Live updates ended: ' + (e.error || 'the coordinator closed them') + '.');
+  });
   es.addEventListener('change', (ev) => {
     const e = JSON.parse(ev.data);
     if (!e.action.startsWith('node.')) return;
