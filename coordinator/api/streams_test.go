@@ -234,12 +234,14 @@ func TestAdminStreamsEndWithTheirAuthority(t *testing.T) {
 }
 
 // session logs user (a viewer, created here) in and returns the session
-// id of its cookie.
-func (h *harness) session(user string) string {
+// id of its cookie; its CSRF token is "csrf".
+func (h *harness) session(user string) string { return h.sessionAs(user, auth.RoleViewer) }
+
+func (h *harness) sessionAs(user, role string) string {
 	h.t.Helper()
 	ctx := context.Background()
 	st := h.api.cfg.State
-	if err := st.CreateUser(ctx, "admin", store.User{Name: user, Role: auth.RoleViewer, PasswordHash: "unused"}); err != nil {
+	if err := st.CreateUser(ctx, "admin", store.User{Name: user, Role: role, PasswordHash: "unused"}); err != nil {
 		h.t.Fatal(err)
 	}
 	sid := auth.NewSecret()
