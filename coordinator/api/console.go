@@ -102,7 +102,8 @@ type APITokenInfo struct {
 	Revoked   bool      `json:"revoked"`
 }
 
-// APITokenRequest creates an API token; TTL "" means it does not expire.
+// APITokenRequest creates an API token; TTL "" means
+// auth.DefaultAPITokenTTL, and at most auth.MaxAPITokenTTL is allowed.
 type APITokenRequest struct {
 	Name string `json:"name"`
 	Role string `json:"role"`
@@ -131,14 +132,18 @@ func (s *Server) createAPIToken(c echo.Context) error {
 	if err := bind(c, &req); err != nil {
 		return err
 	}
-	var expires time.Time
+	ttl := auth.DefaultAPITokenTTL
 	if req.TTL != "" {
 		d, err := time.ParseDuration(req.TTL)
 		if err != nil || d <= 0 {
-			return fail(http.StatusBadRequest, "invalid", "ttl %q: want a positive duration such as 720h, or nothing for a token that does not expire", req.TTL)
+			return fail(http.StatusBadRequest, "invalid", "ttl %q: want a positive duration such as 720h, or nothing for the default, %s", req.TTL, state.Days(auth.DefaultAPITokenTTL))
 		}
-		expires = s.cfg.Now().Add(d)
+		if d > auth.MaxAPITokenTTL {
+			return fail(http.StatusBadRequest, "invalid", "ttl %q: an API token is valid for at most %s: choose a shorter ttl, and create a new token before it expires", req.TTL, state.Days(auth.MaxAPITokenTTL))
+		}
+		ttl = d
 	}
+	expires := s.cfg.Now().Add(ttl)
 	tok, id, secret := auth.NewAPIToken()
 	err := s.cfg.State.AddAPIToken(c.Request().Context(), PrincipalOf(c).Name, store.APIToken{
 		ID: id, Name: strings.TrimSpace(req.Name), Role: req.Role, SecretHash: auth.HashSecret(secret), ExpiresAt: expires})

@@ -674,6 +674,9 @@ func (s *State) checkCert(ctx context.Context, name, serial string) (node store.
 	return node, endGrace, err
 }
 
+// MaxJoinTokenTTL is the longest a join token may be valid.
+const MaxJoinTokenTTL = 30 * 24 * time.Hour
+
 // AddToken stores a join token (made by package ca) with an audit entry.
 func (s *State) AddToken(ctx context.Context, actor string, t store.Token) error {
 	if t.Namespace != "" {
@@ -683,6 +686,9 @@ func (s *State) AddToken(ctx context.Context, actor string, t store.Token) error
 	}
 	if t.UsesLeft < 1 {
 		return fmt.Errorf("%w: a token needs at least one use", ErrInvalid)
+	}
+	if t.ExpiresAt.Sub(s.opts.Now()) > MaxJoinTokenTTL {
+		return fmt.Errorf("%w: a join token may be valid for at most %s: choose a shorter lifetime", ErrInvalid, Days(MaxJoinTokenTTL))
 	}
 	return s.change(ctx, "token.create", actor, t.ID, map[string]any{"namespace": t.Namespace, "labels": t.Labels, "uses": t.UsesLeft, "expires": t.ExpiresAt}, func(tx store.Tx) ([]string, error) {
 		return nil, tx.PutToken(t)

@@ -173,7 +173,9 @@ type APIToken struct {
 	ID, Name, Role string
 	SecretHash     []byte
 	CreatedBy      string
-	// ExpiresAt is zero for a token that does not expire.
+	// ExpiresAt is zero only for a token stored by an older version,
+	// before an expiry was required (state: it expires a year after
+	// CreatedAt).
 	CreatedAt, ExpiresAt time.Time
 	Revoked              bool
 }
