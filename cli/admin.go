@@ -175,7 +175,7 @@ func newAdminCmd() *cobra.Command {
 	create.Flags().StringVar(&req.Namespace, "namespace", "", "namespace of the nodes that enroll with it (default \"default\")")
 	create.Flags().StringVar(&labels, "labels", "", "labels for the nodes, k=v,k=v")
 	create.Flags().IntVar(&req.Uses, "uses", 1, "how many nodes may enroll with it")
-	create.Flags().StringVar(&req.TTL, "ttl", "1h", "how long it is valid")
+	create.Flags().StringVar(&req.TTL, "ttl", "1h", "how long it is valid, at most 720h (30 days)")
 	token.AddCommand(create, &cobra.Command{
 		Use:   "list",
 		Short: "List join tokens (never their secrets)",
@@ -444,7 +444,7 @@ func newAPITokenCmd(f *adminFlags) *cobra.Command {
 		},
 	}
 	create.Flags().StringVar(&req.Role, "role", "viewer", "admin or viewer")
-	create.Flags().StringVar(&req.TTL, "ttl", "", "how long it is valid (default: until revoked)")
+	create.Flags().StringVar(&req.TTL, "ttl", "", "how long it is valid (default 2160h, 90 days; at most 8760h, 365 days)")
 	cmd.AddCommand(create, &cobra.Command{
 		Use:   "list",
 		Short: "List API tokens (never their secrets)",

@@ -125,6 +125,12 @@ func (c *adminClient) follow(ctx context.Context, path string, line func([]byte)
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
+		// The coordinator ends a stream whose credential no longer holds
+		// with a last line saying why.
+		var end wire.Error
+		if json.Unmarshal(sc.Bytes(), &end) == nil && end.Error != "" {
+			return fmt.Errorf("the coordinator ended the stream: %s", end.Error)
+		}
 		if err := line(sc.Bytes()); err != nil {
 			return err
 		}

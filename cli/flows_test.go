@@ -2,7 +2,10 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"testing"
@@ -43,5 +46,20 @@ func TestFlowsFlagErrors(t *testing.T) {
 		if err := root.Execute(); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("latch %s: %v, want %q", args, err, want)
 		}
+	}
+}
+
+// A follow stream whose credential the coordinator no longer accepts ends
+// with a line saying why; the CLI reports it instead of a bare "ended".
+func TestFollowReportsTheCoordinatorsReason(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"id":1,"verdict":"allowed"}` + "\n" + `{"error":"unknown, revoked or expired API token","code":"unauthorized"}` + "\n"))
+	}))
+	defer srv.Close()
+	c := &adminClient{base: srv.URL, token: "t", http: srv.Client()}
+	var lines int
+	err := c.follow(context.Background(), "/v1/admin/flows?follow=true", func([]byte) error { lines++; return nil })
+	if lines != 1 || err == nil || !strings.Contains(err.Error(), "revoked or expired API token") {
+		t.Fatalf("follow: %d lines, %v", lines, err)
 	}
 }

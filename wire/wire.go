@@ -91,11 +91,14 @@ type RegisterResponse struct {
 }
 
 // StreamMessage is one line of the view stream: a full view, a delta from
-// the version the node holds, or a keepalive.
+// the version the node holds, a keepalive, or the last line, End, when the
+// coordinator ends the stream (the node was deleted, or the certificate
+// the stream was opened with expired or was replaced).
 type StreamMessage struct {
 	Full      *view.View  `json:"full,omitempty"`
 	Delta     *view.Delta `json:"delta,omitempty"`
 	Keepalive bool        `json:"keepalive,omitempty"`
+	End       *Error      `json:"end,omitempty"`
 }
 
 // Error is the body of every non-2xx answer: what went wrong and what to

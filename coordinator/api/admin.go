@@ -7,6 +7,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/latchnet/latch/coordinator/ca"
+	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/policy"
 )
@@ -136,7 +137,7 @@ type TokenRequest struct {
 	Namespace string            `json:"namespace,omitempty"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	Uses      int               `json:"uses,omitempty"` // default 1
-	TTL       string            `json:"ttl,omitempty"`  // Go duration, default 1h
+	TTL       string            `json:"ttl,omitempty"`  // Go duration, default 1h, at most state.MaxJoinTokenTTL
 }
 
 // TokenResponse carries the token, shown once.
@@ -159,6 +160,9 @@ func (s *Server) createToken(c echo.Context) error {
 		d, err := time.ParseDuration(req.TTL)
 		if err != nil || d <= 0 {
 			return fail(http.StatusBadRequest, "invalid", "ttl %q: want a positive duration such as 30m or 24h", req.TTL)
+		}
+		if d > state.MaxJoinTokenTTL {
+			return fail(http.StatusBadRequest, "invalid", "ttl %q: a join token is valid for at most %s: choose a shorter ttl", req.TTL, state.Days(state.MaxJoinTokenTTL))
 		}
 		ttl = d
 	}

@@ -78,6 +78,7 @@ type Server struct {
 const (
 	ctxNode   = "latch.node"
 	ctxSpiffe = "latch.spiffe" // the SPIFFE ID of a node whose SVID is from SPIRE
+	ctxSerial = "latch.serial" // the serial of a node's certificate from the embedded CA
 )
 
 // New builds the handler.
@@ -255,7 +256,10 @@ func (s *Server) enroll(c echo.Context) error {
 }
 
 // nodeAuth takes the node's identity from its verified client certificate
-// and refuses revoked certificates and deleted nodes.
+// and refuses every certificate but the node's current one (and its
+// previous one during the grace after a renewal, state.RenewGrace): so
+// revoked and replaced certificates, and those of deleted nodes, are
+// refused, also after the name is enrolled again.
 func (s *Server) nodeAuth(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
@@ -275,18 +279,73 @@ func (s *Server) nodeAuth(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		name, _, err := s.cfg.CA.VerifyNode(r.TLS.PeerCertificates)
 		if err != nil {
+			c.Response().Header().Set(echo.HeaderConnection, "close")
 			return fail(http.StatusUnauthorized, "bad_certificate", "%v", err)
 		}
-		n, err := s.cfg.State.NodeForCert(r.Context(), name, serialHex(r.TLS.PeerCertificates[0]))
+		serial := serialHex(r.TLS.PeerCertificates[0])
+		n, err := s.cfg.State.NodeForCert(r.Context(), name, serial)
 		if err != nil {
+			// The connection carries the refused certificate: end it, so
+			// that the node's next call makes a handshake with its
+			// current one.
+			c.Response().Header().Set(echo.HeaderConnection, "close")
 			return fail(http.StatusForbidden, "refused", "%v", err)
 		}
 		c.Set(ctxNode, n)
+		c.Set(ctxSerial, serial)
 		return next(c)
 	}
 }
 
 func nodeOf(c echo.Context) store.Node { return c.Get(ctxNode).(store.Node) }
+
+// nodeStillAuthorized checks again, without side effects, that the
+// certificate of a node request that nodeAuth let through still
+// authorizes the node: open streams call it at least once per keepalive.
+func (s *Server) nodeStillAuthorized(c echo.Context) error {
+	r := c.Request()
+	name := nodeOf(c).Name
+	if id, ok := c.Get(ctxSpiffe).(string); ok {
+		got, err := s.cfg.Spiffe.Verify(r.TLS.PeerCertificates, s.cfg.Now())
+		if err != nil {
+			return fail(http.StatusUnauthorized, "bad_certificate", "%v", err)
+		}
+		if got.String() != id {
+			return fail(http.StatusForbidden, "refused", "the certificate names %s, not %s", got, id)
+		}
+		if err := s.cfg.State.CheckSpiffeNode(r.Context(), id, name); err != nil {
+			return fail(http.StatusForbidden, "refused", "%v", err)
+		}
+		return nil
+	}
+	got, _, err := s.cfg.CA.VerifyNode(r.TLS.PeerCertificates)
+	if err != nil {
+		return fail(http.StatusUnauthorized, "bad_certificate", "%v", err)
+	}
+	if got != name {
+		return fail(http.StatusForbidden, "refused", "the certificate names node %q, not %q", got, name)
+	}
+	serial, _ := c.Get(ctxSerial).(string)
+	if err := s.cfg.State.CheckCert(r.Context(), name, serial); err != nil {
+		return fail(http.StatusForbidden, "refused", "%v", err)
+	}
+	return nil
+}
+
+// adminStillAuthorized authenticates the request of an open admin stream
+// again, so that the stream ends when its user is deleted, its session
+// ends or its API token is revoked or expires: streams call it at least
+// once per keepalive.
+func (s *Server) adminStillAuthorized(c echo.Context) error {
+	p, err := s.authenticate(c)
+	if err != nil {
+		return err
+	}
+	if was := PrincipalOf(c); p.Name != was.Name || p.Role != was.Role {
+		return fail(http.StatusUnauthorized, "unauthorized", "the credential of this stream now stands for %s (%s), not %s (%s): open it again", p.Name, p.Role, was.Name, was.Role)
+	}
+	return nil
+}
 
 func (s *Server) renew(c echo.Context) error {
 	var req wire.RenewRequest
@@ -300,7 +359,8 @@ func (s *Server) renew(c echo.Context) error {
 		return err
 	}
 	var chain []*x509.Certificate
-	n, err := s.cfg.State.Renew(c.Request().Context(), nodeOf(c).Name, s.signer(req.CSR, &chain))
+	serial, _ := c.Get(ctxSerial).(string)
+	n, err := s.cfg.State.Renew(c.Request().Context(), nodeOf(c).Name, serial, s.signer(req.CSR, &chain))
 	if err != nil {
 		return err
 	}

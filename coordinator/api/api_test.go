@@ -62,13 +62,13 @@ func newHarnessWith(t *testing.T, o harnessOpts) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	st, err := state.Open(context.Background(), db, fanout.New(), state.Options{SpiffeMap: o.spiffeMap})
+	st, err := state.Open(context.Background(), db, fanout.New(), state.Options{SpiffeMap: o.spiffeMap, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, ca: authority, clock: clock, admin: "secret-admin"}
 	s := New(Config{State: st, CA: authority, AdminTokenHash: AdminTokenHash(h.admin), Keepalive: 200 * time.Millisecond,
-		FlowPoll: 50 * time.Millisecond, Spiffe: o.spiffe})
+		FlowPoll: 50 * time.Millisecond, Spiffe: o.spiffe, Now: clock.Now})
 	h.api = s
 	h.srv = httptest.NewUnstartedServer(s)
 	svid, err := authority.ServerSVID([]string{"localhost"}, nil, time.Hour)

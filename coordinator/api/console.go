@@ -17,6 +17,7 @@ import (
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/inventory"
 	"github.com/latchnet/latch/policy"
+	"github.com/latchnet/latch/wire"
 )
 
 // This file holds the admin endpoints the web console added: users, API
@@ -101,7 +102,8 @@ type APITokenInfo struct {
 	Revoked   bool      `json:"revoked"`
 }
 
-// APITokenRequest creates an API token; TTL "" means it does not expire.
+// APITokenRequest creates an API token; TTL "" means
+// auth.DefaultAPITokenTTL, and at most auth.MaxAPITokenTTL is allowed.
 type APITokenRequest struct {
 	Name string `json:"name"`
 	Role string `json:"role"`
@@ -130,14 +132,18 @@ func (s *Server) createAPIToken(c echo.Context) error {
 	if err := bind(c, &req); err != nil {
 		return err
 	}
-	var expires time.Time
+	ttl := auth.DefaultAPITokenTTL
 	if req.TTL != "" {
 		d, err := time.ParseDuration(req.TTL)
 		if err != nil || d <= 0 {
-			return fail(http.StatusBadRequest, "invalid", "ttl %q: want a positive duration such as 720h, or nothing for a token that does not expire", req.TTL)
+			return fail(http.StatusBadRequest, "invalid", "ttl %q: want a positive duration such as 720h, or nothing for the default, %s", req.TTL, state.Days(auth.DefaultAPITokenTTL))
 		}
-		expires = s.cfg.Now().Add(d)
+		if d > auth.MaxAPITokenTTL {
+			return fail(http.StatusBadRequest, "invalid", "ttl %q: an API token is valid for at most %s: choose a shorter ttl, and create a new token before it expires", req.TTL, state.Days(auth.MaxAPITokenTTL))
+		}
+		ttl = d
 	}
+	expires := s.cfg.Now().Add(ttl)
 	tok, id, secret := auth.NewAPIToken()
 	err := s.cfg.State.AddAPIToken(c.Request().Context(), PrincipalOf(c).Name, store.APIToken{
 		ID: id, Name: strings.TrimSpace(req.Name), Role: req.Role, SecretHash: auth.HashSecret(secret), ExpiresAt: expires})
@@ -415,7 +421,11 @@ func (s *Server) graph(c echo.Context) error {
 const eventKeepalive = 15 * time.Second
 
 // events streams state events as server-sent events: "change" with an
-// Event as data, and "resync" when events were lost.
+// Event as data, and "resync" when events were lost. At least once per
+// keepalive interval (Config.Keepalive) it authenticates the request
+// again; when its credential no longer holds (user deleted, session
+// ended, API token revoked or expired) it sends "end" with a wire.Error
+// as data and ends.
 func (s *Server) events(c echo.Context) error {
 	w := c.Response()
 	w.Header().Set(echo.HeaderContentType, "text/event-stream")
@@ -429,6 +439,8 @@ func (s *Server) events(c echo.Context) error {
 	defer stop()
 	tick := time.NewTicker(eventKeepalive)
 	defer tick.Stop()
+	recheck := time.NewTicker(s.cfg.Keepalive)
+	defer recheck.Stop()
 	ctx := c.Request().Context()
 	for {
 		var msg string
@@ -437,6 +449,16 @@ func (s *Server) events(c echo.Context) error {
 			return nil
 		case <-tick.C:
 			msg = ": keepalive\n\n"
+		case <-recheck.C:
+			err := s.adminStillAuthorized(c)
+			if err == nil {
+				continue
+			}
+			ae := classify(err)
+			data, _ := jsonString(wire.Error{Error: ae.err.Error(), Code: ae.code})
+			_, _ = io.WriteString(w, "event: end\ndata: "+data+"\n\n")
+			w.Flush()
+			return nil
 		case ev := <-watcher.C:
 			if watcher.Lost() {
 				msg = "event: resync\ndata: {}\n\n"

@@ -85,7 +85,11 @@ func parseSince(v string, now time.Time) (time.Time, error) {
 // oldest first; with format=jsonl as a JSON lines file to download (the
 // console's export). With follow=true it streams them as JSON lines
 // instead, then every new matching flow as it is stored, until the client
-// goes away (the console's live tail and `latch flows --follow`).
+// goes away (the console's live tail and `latch flows --follow`). A
+// following query authenticates again at least once per keepalive
+// interval (Config.Keepalive); when its credential no longer holds, its
+// last line is a wire.Error (a JSON object with "error" and "code") and
+// it ends.
 func (s *Server) listFlows(c echo.Context) error {
 	q, err := s.flowQuery(c)
 	if err != nil {
@@ -119,7 +123,17 @@ func (s *Server) listFlows(c echo.Context) error {
 	enc := json.NewEncoder(w)
 	tick := time.NewTicker(s.cfg.FlowPoll)
 	defer tick.Stop()
+	checked := time.Now()
 	for {
+		if time.Since(checked) >= s.cfg.Keepalive {
+			checked = time.Now()
+			if err := s.adminStillAuthorized(c); err != nil {
+				ae := classify(err)
+				_ = enc.Encode(wire.Error{Error: ae.err.Error(), Code: ae.code})
+				w.Flush()
+				return nil
+			}
+		}
 		fs, err := s.cfg.State.Flows(ctx, q)
 		if err != nil {
 			if ctx.Err() == nil {

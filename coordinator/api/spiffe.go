@@ -65,7 +65,7 @@ func (s *Server) approveSpiffeNode(c echo.Context) error {
 	if req.Node == "" || req.Namespace == "" {
 		return fail(http.StatusBadRequest, "invalid", "approve needs the node (its name or SPIFFE ID) and a namespace")
 	}
-	n, err := s.cfg.State.ApproveSpiffeNode(c.Request().Context(), adminActor, req.Node, req.Namespace, req.Labels)
+	n, err := s.cfg.State.ApproveSpiffeNode(c.Request().Context(), PrincipalOf(c).Name, req.Node, req.Namespace, req.Labels)
 	if err != nil {
 		return err
 	}
@@ -80,7 +80,7 @@ func (s *Server) rejectSpiffeNode(c echo.Context) error {
 	if req.Node == "" {
 		return fail(http.StatusBadRequest, "invalid", "reject needs the node (its name or SPIFFE ID)")
 	}
-	if err := s.cfg.State.RejectSpiffeNode(c.Request().Context(), adminActor, req.Node); err != nil {
+	if err := s.cfg.State.RejectSpiffeNode(c.Request().Context(), PrincipalOf(c).Name, req.Node); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/latchnet/latch/coordinator/fanout"
@@ -24,8 +26,12 @@ func workloadOf(d wire.WorkloadDecl) inventory.Workload {
 }
 
 // stream sends the node its view: in full, or as a delta from the version
-// it holds, then every newer version as it comes, with keepalives. It ends
-// when the node is deleted or the client goes away.
+// it holds, then every newer version as it comes, with keepalives. At
+// least once per keepalive interval it checks again that the certificate
+// the stream was opened with still authorizes the node (not expired, not
+// replaced by a renewal, the node not deleted); when it no longer does,
+// or the node is deleted, the last line says why (StreamMessage.End) and
+// the stream ends. It also ends when the client goes away.
 func (s *Server) stream(c echo.Context) error {
 	have := uint64(0)
 	if h := c.QueryParam("have"); h != "" {
@@ -47,6 +53,7 @@ func (s *Server) stream(c echo.Context) error {
 	w.Flush()
 	enc := json.NewEncoder(w)
 	ctx := c.Request().Context()
+	checked := time.Now()
 	for {
 		wait, cancel := context.WithTimeout(ctx, s.cfg.Keepalive)
 		u, err := s.cfg.State.Hub().Next(wait, name, have)
@@ -60,14 +67,25 @@ func (s *Server) stream(c echo.Context) error {
 			msg.Keepalive = true
 		case errors.Is(err, fanout.ErrGone):
 			s.cfg.Log.Info("stream ended: node removed", "node", name)
-			return nil
+			msg.End = &wire.Error{Error: fmt.Sprintf("node %q was deleted: enroll it again with a new join token", name), Code: "deleted"}
 		default:
 			return nil // client gone
+		}
+		if msg.End == nil && (msg.Keepalive || time.Since(checked) >= s.cfg.Keepalive) {
+			checked = time.Now()
+			if err := s.nodeStillAuthorized(c); err != nil {
+				ae := classify(err)
+				s.cfg.Log.Info("stream ended: the node's certificate no longer authorizes it", "node", name, "err", ae.err)
+				msg = wire.StreamMessage{End: &wire.Error{Error: ae.err.Error(), Code: ae.code}}
+			}
 		}
 		if err := enc.Encode(&msg); err != nil {
 			return nil
 		}
 		w.Flush()
+		if msg.End != nil {
+			return nil
+		}
 		if err == nil {
 			s.metrics.pushed(msg.Full != nil, u.Published)
 		}

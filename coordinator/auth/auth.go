@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -150,6 +151,15 @@ func HashSecret(s string) []byte {
 	h := sha256.Sum256([]byte(s))
 	return h[:]
 }
+
+// API token lifetimes: a token made without one expires after
+// DefaultAPITokenTTL; none lives longer than MaxAPITokenTTL (a token
+// stored without an expiry, before one was required, expires
+// MaxAPITokenTTL after its creation).
+const (
+	DefaultAPITokenTTL = 90 * 24 * time.Hour
+	MaxAPITokenTTL     = 365 * 24 * time.Hour
+)
 
 // NewAPIToken returns a new token string and its id and secret.
 func NewAPIToken() (token, id, secret string) {

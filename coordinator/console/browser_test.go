@@ -14,6 +14,7 @@ import (
 	"github.com/chromedp/chromedp/kb"
 	"github.com/latchnet/latch/coordinator/api"
 	"github.com/latchnet/latch/coordinator/auth"
+	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/inventory"
 	"github.com/latchnet/latch/wire"
@@ -806,4 +807,19 @@ func liveText(b *browser, sel string) string {
 		}
 		throw new Error('no element ' + %q);
 	})()`, sel, sel))
+}
+
+// TestBrowserLiveUpdatesEndWithTheSession: when the console session ends
+// on the server, the event stream ends saying so and the page goes to the
+// login page by itself.
+func TestBrowserLiveUpdatesEndWithTheSession(t *testing.T) {
+	h := newHarness(t)
+	b := newBrowser(t, h)
+	b.login("admin", h.adminPW)
+	b.run("live updates connected", visible("#live.on"))
+	h.clock.Advance(state.SessionTTL + time.Hour)
+	b.run("sent to the login page", visible("#login-form"))
+	if loc := get(b, "location", chromedp.Location()); !strings.HasSuffix(loc, Prefix+"login") {
+		t.Errorf("after the session expired the browser is on %s, want the login page", loc)
+	}
 }

@@ -93,9 +93,18 @@ func (s *State) AddAPIToken(ctx context.Context, actor string, t store.APIToken)
 	if len(t.Name) > 100 {
 		return fmt.Errorf("%w: API token name too long: use at most 100 characters", ErrInvalid)
 	}
+	now := s.opts.Now()
+	switch {
+	case t.ExpiresAt.IsZero():
+		return fmt.Errorf("%w: an API token needs an expiry, at most %s from now", ErrInvalid, Days(auth.MaxAPITokenTTL))
+	case !t.ExpiresAt.After(now):
+		return fmt.Errorf("%w: the API token would expire at once: give it a positive lifetime", ErrInvalid)
+	case t.ExpiresAt.Sub(now) > auth.MaxAPITokenTTL:
+		return fmt.Errorf("%w: an API token may be valid for at most %s: choose a shorter lifetime, and create a new token before it expires", ErrInvalid, Days(auth.MaxAPITokenTTL))
+	}
 	t.CreatedBy = actor
 	if t.CreatedAt.IsZero() {
-		t.CreatedAt = s.opts.Now()
+		t.CreatedAt = now
 	}
 	return s.change(ctx, "apitoken.create", actor, t.ID, map[string]any{"after": map[string]any{"name": t.Name, "role": t.Role, "expires": t.ExpiresAt}}, func(tx store.Tx) ([]string, error) {
 		return nil, tx.PutAPIToken(t)
@@ -156,7 +165,12 @@ func (s *State) APITokenPrincipal(ctx context.Context, id, secret string) (Princ
 		if err != nil {
 			return ErrBadToken // the id is not secret; only the secret is
 		}
-		if !secretEqual(auth.HashSecret(secret), t.SecretHash) || t.Revoked || (!t.ExpiresAt.IsZero() && !s.opts.Now().Before(t.ExpiresAt)) {
+		expires := t.ExpiresAt
+		if expires.IsZero() {
+			// Stored before an expiry was required.
+			expires = t.CreatedAt.Add(auth.MaxAPITokenTTL)
+		}
+		if !secretEqual(auth.HashSecret(secret), t.SecretHash) || t.Revoked || !s.opts.Now().Before(expires) {
 			return ErrBadToken
 		}
 		p = Principal{Name: "apitoken:" + t.Name, Role: t.Role, Via: "api-token"}
@@ -185,6 +199,11 @@ func (s *State) HasUsers(ctx context.Context) (bool, error) {
 		return err
 	})
 	return n > 0, err
+}
+
+// Days formats a lifetime of whole days for messages: "720h (30 days)".
+func Days(d time.Duration) string {
+	return fmt.Sprintf("%dh (%d days)", int(d.Hours()), int(d.Hours())/24)
 }
 
 // SessionTTL is how long a console session lasts.

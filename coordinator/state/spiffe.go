@@ -123,6 +123,25 @@ func (s *State) sawSpiffeNode(ctx context.Context, rec store.SpiffeNode) error {
 	})
 }
 
+// CheckSpiffeNode reports, without side effects, whether the SPIFFE ID id
+// (already verified) is still admitted as the node name and the node
+// exists: open streams check it again and again.
+func (s *State) CheckSpiffeNode(ctx context.Context, id, name string) error {
+	return s.st.View(ctx, func(tx store.Tx) error {
+		rec, err := tx.GetSpiffeNode(id)
+		if err != nil {
+			return fmt.Errorf("SPIFFE ID %s: %w: the node was deleted", id, err)
+		}
+		if rec.Status != store.SpiffeAdmitted || rec.Name != name {
+			return fmt.Errorf("SPIFFE ID %s is %s, no longer admitted as node %q", id, rec.Status, name)
+		}
+		if _, err := tx.GetNode(name); err != nil {
+			return fmt.Errorf("node %q: %w: it was deleted", name, err)
+		}
+		return nil
+	})
+}
+
 // admit makes the SPIFFE ID the node name in namespace ns with labels.
 func (s *State) admit(ctx context.Context, actor, id, name, ns string, labels map[string]string) (store.Node, error) {
 	if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {

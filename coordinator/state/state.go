@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -410,24 +411,76 @@ func (s *State) Enroll(ctx context.Context, e Enrollment, sign func(store.Node) 
 	return node, err
 }
 
+// RenewGrace is how long a node's previous certificate is still accepted
+// after a renewal: until the node first uses its new certificate, and at
+// most this long. It covers a renewal answer lost on the way (the node
+// renews again with the certificate it holds) and connections the node
+// opened with the previous certificate.
+const RenewGrace = 2 * time.Minute
+
 // Renew records a node's new certificate, issued by sign inside the
-// transaction.
-func (s *State) Renew(ctx context.Context, name string, sign func(store.Node) (Cert, error)) (store.Node, error) {
+// transaction. presented is the serial of the certificate the node
+// authenticated with: its current one, or its previous one during the
+// grace (RenewGrace) when the answer to a renewal was lost. The presented
+// certificate becomes the previous one, accepted for the rest of the
+// grace; every other certificate of the node is refused from then on.
+func (s *State) Renew(ctx context.Context, name, presented string, sign func(store.Node) (Cert, error)) (store.Node, error) {
 	var node store.Node
-	err := s.change(ctx, "node.renew", "node:"+name, name, nil, func(tx store.Tx) ([]string, error) {
+	detail := map[string]string{"presented": presented}
+	err := s.change(ctx, "node.renew", "node:"+name, name, detail, func(tx store.Tx) ([]string, error) {
 		var err error
 		if node, err = tx.GetNode(name); err != nil {
 			return nil, err
+		}
+		now := s.opts.Now()
+		grace := store.GraceCert{Node: name, Serial: presented, Until: now.Add(RenewGrace)}
+		if !sameSerial(presented, node.CertSerial) {
+			prev, err := s.graceCert(tx, name, presented, now)
+			if err != nil {
+				return nil, err
+			}
+			grace.Until = prev.Until // renewing again does not extend the grace
 		}
 		cert, err := sign(node)
 		if err != nil {
 			return nil, fmt.Errorf("signing the node's certificate: %w", err)
 		}
 		node.CertSerial, node.CertExpires = cert.Serial, cert.NotAfter
-		node.LastSeen = s.opts.Now()
-		return nil, tx.PutNode(node)
+		node.LastSeen = now
+		detail["serial"] = cert.Serial
+		if err := tx.PutNode(node); err != nil {
+			return nil, err
+		}
+		return nil, tx.PutGraceCert(grace)
 	})
 	return node, err
+}
+
+// ErrCertReplaced: the certificate is not the node's current one (nor its
+// previous one within the grace after a renewal).
+var ErrCertReplaced = errors.New("certificate replaced")
+
+// graceCert returns the node's previous certificate if it has serial and
+// its grace lasts beyond now, else an error wrapping ErrCertReplaced.
+func (s *State) graceCert(tx store.Tx, name, serial string, now time.Time) (store.GraceCert, error) {
+	prev, err := tx.GetGraceCert(name)
+	switch {
+	case err == nil && sameSerial(serial, prev.Serial) && now.Before(prev.Until):
+		return prev, nil
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return store.GraceCert{}, err
+	}
+	return store.GraceCert{}, fmt.Errorf("certificate %s of node %q was replaced (by a renewal, or it is from an earlier enrollment of that name): %w; "+
+		"the node must use its current certificate, or enroll again with a new join token", serial, name, ErrCertReplaced)
+}
+
+// sameSerial compares certificate serials in hex, ignoring case, colons
+// and leading zeros.
+func sameSerial(a, b string) bool {
+	canon := func(s string) string {
+		return strings.TrimLeft(strings.ToLower(strings.ReplaceAll(s, ":", "")), "0")
+	}
+	return a != "" && b != "" && canon(a) == canon(b)
 }
 
 // Registration is what a node reports about itself.
@@ -559,11 +612,42 @@ func (s *State) deleteNode(tx store.Tx, name string) ([]string, error) {
 	return s.eng.DeleteNode(name)
 }
 
-// NodeForCert returns the node a verified certificate belongs to, refusing
-// revoked serials and nodes that no longer exist.
+// NodeForCert returns the node a verified certificate belongs to. It
+// accepts only the node's current certificate, and its previous one for
+// the grace after a renewal (RenewGrace), which the first use of the
+// current one ends. So the certificates of a deleted node stay refused
+// when its name is enrolled again, and a renewed certificate is worthless
+// soon after.
 func (s *State) NodeForCert(ctx context.Context, name, serial string) (store.Node, error) {
-	var node store.Node
-	err := s.st.View(ctx, func(tx store.Tx) error {
+	node, endGrace, err := s.checkCert(ctx, name, serial)
+	if err != nil || !endGrace {
+		return node, err
+	}
+	// The node uses its current certificate: end the previous one's grace.
+	// Without an audit entry: it is a sighting, not a change.
+	err = s.st.Update(ctx, func(tx store.Tx) error {
+		cur, err := tx.GetNode(name)
+		if err != nil || !sameSerial(serial, cur.CertSerial) {
+			return err
+		}
+		return tx.DeleteGraceCert(name)
+	})
+	return node, err
+}
+
+// CheckCert is NodeForCert without its effect: it reports whether the
+// certificate with serial still authorizes node name (open streams check
+// it again and again).
+func (s *State) CheckCert(ctx context.Context, name, serial string) error {
+	_, _, err := s.checkCert(ctx, name, serial)
+	return err
+}
+
+// checkCert returns the node of a certificate, and whether the
+// certificate is the node's current one while its previous one is in its
+// grace (which the caller may end).
+func (s *State) checkCert(ctx context.Context, name, serial string) (node store.Node, endGrace bool, err error) {
+	err = s.st.View(ctx, func(tx store.Tx) error {
 		revoked, err := tx.IsRevoked(serial)
 		if err != nil {
 			return err
@@ -574,10 +658,24 @@ func (s *State) NodeForCert(ctx context.Context, name, serial string) (store.Nod
 		if node, err = tx.GetNode(name); err != nil {
 			return fmt.Errorf("node %q: %w: enroll it again with a new join token", name, err)
 		}
-		return nil
+		if !sameSerial(serial, node.CertSerial) {
+			_, err = s.graceCert(tx, name, serial, s.opts.Now())
+			return err
+		}
+		_, err = tx.GetGraceCert(name)
+		switch {
+		case err == nil:
+			endGrace = true
+		case errors.Is(err, store.ErrNotFound):
+			err = nil
+		}
+		return err
 	})
-	return node, err
+	return node, endGrace, err
 }
+
+// MaxJoinTokenTTL is the longest a join token may be valid.
+const MaxJoinTokenTTL = 30 * 24 * time.Hour
 
 // AddToken stores a join token (made by package ca) with an audit entry.
 func (s *State) AddToken(ctx context.Context, actor string, t store.Token) error {
@@ -588,6 +686,9 @@ func (s *State) AddToken(ctx context.Context, actor string, t store.Token) error
 	}
 	if t.UsesLeft < 1 {
 		return fmt.Errorf("%w: a token needs at least one use", ErrInvalid)
+	}
+	if t.ExpiresAt.Sub(s.opts.Now()) > MaxJoinTokenTTL {
+		return fmt.Errorf("%w: a join token may be valid for at most %s: choose a shorter lifetime", ErrInvalid, Days(MaxJoinTokenTTL))
 	}
 	return s.change(ctx, "token.create", actor, t.ID, map[string]any{"namespace": t.Namespace, "labels": t.Labels, "uses": t.UsesLeft, "expires": t.ExpiresAt}, func(tx store.Tx) ([]string, error) {
 		return nil, tx.PutToken(t)

@@ -160,6 +160,15 @@ CREATE TABLE spiffe_nodes (
 );
 CREATE INDEX spiffe_nodes_name ON spiffe_nodes (name);
 `,
+	// 5: a node's previous certificate, accepted for a short grace after
+	// a renewal (issue 12); it goes with the node.
+	`
+CREATE TABLE grace_certs (
+	node   TEXT PRIMARY KEY REFERENCES nodes (name) ON DELETE CASCADE,
+	serial TEXT NOT NULL,
+	until  INTEGER NOT NULL
+);
+`,
 }
 
 // migrate applies the migrations db lacks, all in one transaction, and

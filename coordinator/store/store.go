@@ -128,6 +128,17 @@ type SpiffeNode struct {
 	FirstSeen, LastSeen time.Time
 }
 
+// GraceCert is a node's previous certificate during the short grace after
+// a renewal: the coordinator accepts it until Until, so that a node whose
+// renewal answer was lost, or whose open connections still carry the old
+// certificate, is not cut off at once.
+type GraceCert struct {
+	Node string
+	// Serial is the certificate's serial, hex.
+	Serial string
+	Until  time.Time
+}
+
 // AuditEntry is one record of the audit log. AppendAudit assigns ID.
 type AuditEntry struct {
 	ID                            int64
@@ -162,7 +173,9 @@ type APIToken struct {
 	ID, Name, Role string
 	SecretHash     []byte
 	CreatedBy      string
-	// ExpiresAt is zero for a token that does not expire.
+	// ExpiresAt is zero only for a token stored by an older version,
+	// before an expiry was required (state: it expires a year after
+	// CreatedAt).
 	CreatedAt, ExpiresAt time.Time
 	Revoked              bool
 }
@@ -234,6 +247,16 @@ type Tx interface {
 	// allowed) as revoked. Revoking it again keeps the first time.
 	RevokeSerial(serial string, at time.Time) error
 	IsRevoked(serial string) (bool, error)
+
+	// PutGraceCert records the node's previous certificate (replacing any
+	// earlier one); the node must exist. Deleting the node deletes it.
+	PutGraceCert(GraceCert) error
+	// GetGraceCert returns the node's previous certificate, or
+	// ErrNotFound.
+	GetGraceCert(node string) (GraceCert, error)
+	// DeleteGraceCert forgets the node's previous certificate; none is not
+	// an error.
+	DeleteGraceCert(node string) error
 
 	// AllocateAddr returns owner's address in pool, allocating the lowest
 	// free one the first time (the pool's first two addresses, .0 and .1,

@@ -655,6 +655,56 @@ func (t *sqlTx) IsRevoked(serial string) (bool, error) {
 	return ok, nil
 }
 
+// ---- certificates in their grace after a renewal
+
+// PutGraceCert implements Tx.
+func (t *sqlTx) PutGraceCert(g GraceCert) error {
+	what := fmt.Sprintf("previous certificate of node %q", g.Node)
+	s, err := canonSerial(g.Serial)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if g.Until.IsZero() {
+		return fmt.Errorf("%s: no end of grace", what)
+	}
+	until, err := encTime(what, g.Until)
+	if err != nil {
+		return err
+	}
+	_, err = t.exec(`INSERT INTO grace_certs (node, serial, until) VALUES (?, ?, ?)
+ON CONFLICT (node) DO UPDATE SET serial = excluded.serial, until = excluded.until`, g.Node, s, until)
+	if isForeignKeyViolation(err) {
+		return fmt.Errorf("%s: node %q: %w", what, g.Node, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// GetGraceCert implements Tx.
+func (t *sqlTx) GetGraceCert(node string) (GraceCert, error) {
+	g := GraceCert{Node: node}
+	var until sql.NullInt64
+	err := t.queryRow(`SELECT serial, until FROM grace_certs WHERE node = ?`, node).Scan(&g.Serial, &until)
+	if errors.Is(err, sql.ErrNoRows) {
+		return GraceCert{}, fmt.Errorf("previous certificate of node %q: %w", node, ErrNotFound)
+	}
+	if err != nil {
+		return GraceCert{}, fmt.Errorf("previous certificate of node %q: %w", node, err)
+	}
+	g.Until = decTime(until)
+	return g, nil
+}
+
+// DeleteGraceCert implements Tx.
+func (t *sqlTx) DeleteGraceCert(node string) error {
+	if _, err := t.exec(`DELETE FROM grace_certs WHERE node = ?`, node); err != nil {
+		return fmt.Errorf("forgetting the previous certificate of node %q: %w", node, err)
+	}
+	return nil
+}
+
 // ---- audit
 
 // AppendAudit implements Tx.

@@ -171,6 +171,9 @@ type agent struct {
 	connected   bool          // guarded by mu
 	lastErr     string        // guarded by mu
 	issuedAt    time.Time     // when the current SVID was received; guarded by mu
+	// restream ends the open view stream, so that it is opened again with
+	// the renewed SVID; nil while none is open. Guarded by mu.
+	restream func()
 	// workloads are the declared workloads with the addresses the
 	// coordinator assigned; guarded by mu.
 	workloads []inventory.Workload
@@ -483,6 +486,13 @@ func (a *agent) noteError(err error, retry time.Duration) {
 	}
 	if errors.Is(err, errNeedFull) {
 		a.log.Info("reconnecting for a full view", logRetry, retry)
+		return
+	}
+	if errors.Is(err, errSVIDRenewed) {
+		a.mu.Lock()
+		a.lastErr = ""
+		a.mu.Unlock()
+		a.log.Info("SVID renewed: opening the view stream again with the new one", logRetry, retry)
 		return
 	}
 	if errors.Is(err, errSVIDRotated) {

@@ -85,8 +85,12 @@ func (a *agent) renew(ctx context.Context) error {
 	a.mu.Lock()
 	a.src.swap(id)
 	a.issuedAt = a.d.clock.Now()
+	restream := a.restream
 	a.mu.Unlock()
 	a.api.closeIdle()
+	if restream != nil {
+		restream()
+	}
 	a.log.Info("SVID renewed", logExpiry, id.notAfter())
 	return nil
 }

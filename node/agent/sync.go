@@ -27,6 +27,11 @@ var errNeedFull = errors.New("the delta does not apply to the view held: asking 
 // opened with expires; the agent reconnects with the current one.
 var errSVIDRotated = errors.New("reconnecting with the SVID SPIRE rotated in")
 
+// errSVIDRenewed ends the view stream after a renewal: the coordinator
+// accepts the SVID it was opened with only for a short grace
+// (state.RenewGrace), so the agent reconnects with the new one.
+var errSVIDRenewed = errors.New("reconnecting with the renewed SVID")
+
 // syncLoop registers and streams views until ctx ends, reconnecting with
 // backoff. The last view stays applied meanwhile.
 func (a *agent) syncLoop(ctx context.Context) {
@@ -84,9 +89,17 @@ func (a *agent) syncOnce(ctx context.Context, bo *backoff) error {
 	bo.reset()
 	a.log.Info("view stream open", logHave, have)
 
-	var silent, rotated atomic.Bool
+	var silent, rotated, renewed atomic.Bool
 	watchdog := time.AfterFunc(a.d.silence, func() { silent.Store(true); cancel() })
 	defer watchdog.Stop()
+	a.mu.Lock()
+	a.restream = func() { renewed.Store(true); cancel() }
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.restream = nil
+		a.mu.Unlock()
+	}()
 	if a.spire != nil {
 		// The stream was authorized with the SVID of its handshake; before
 		// that one expires, reconnect with the one SPIRE rotated in.
@@ -103,6 +116,8 @@ func (a *agent) syncOnce(ctx context.Context, bo *backoff) error {
 				return ctx.Err()
 			case rotated.Load():
 				return errSVIDRotated
+			case renewed.Load():
+				return errSVIDRenewed
 			case silent.Load():
 				return fmt.Errorf("view stream: no message from the coordinator for %s", a.d.silence)
 			case errors.Is(err, io.EOF):
@@ -120,6 +135,8 @@ func (a *agent) syncOnce(ctx context.Context, bo *backoff) error {
 // handle applies one stream message.
 func (a *agent) handle(m *wire.StreamMessage) error {
 	switch {
+	case m.End != nil:
+		return fmt.Errorf("view stream: the coordinator ended it: %w", &CoordinatorError{Code: m.End.Code, Message: m.End.Error})
 	case m.Full != nil:
 		a.setView(m.Full, true)
 	case m.Delta != nil:

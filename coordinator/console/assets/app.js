@@ -652,7 +652,12 @@ function followFlows(query, onFlow, onEnd) {
         while ((i = buf.indexOf('\n')) >= 0) {
           const line = buf.slice(0, i).trim();
           buf = buf.slice(i + 1);
-          if (line) onFlow(JSON.parse(line));
+          if (!line) continue;
+          const f = JSON.parse(line);
+          // The coordinator ends the tail with a line saying why when the
+          // session no longer holds.
+          if (f.error !== undefined && f.id === undefined) throw new APIError(f.code === 'unauthorized' ? 401 : 403, f.error);
+          onFlow(f);
         }
       }
       onEnd(null);
@@ -836,7 +841,7 @@ pages.tokens = async (main) => {
       const list = await api('GET', '/v1/admin/tokens');
       main.querySelector('#token-list').replaceWith(tokenTable(list));
     } }, h('h2', {}, 'Create'), h('div', { class: 'row' }, field('Namespace', ns, 'nodes enrolling with it join this namespace'), dl,
-      field('Labels', labels, 'key=value, comma separated'), field('Uses', uses), field('Valid for (TTL)', ttl, 'such as 30m, 24h')),
+      field('Labels', labels, 'key=value, comma separated'), field('Uses', uses), field('Valid for (TTL)', ttl, 'such as 30m, 24h; at most 720h (30 days)')),
     h('button', { type: 'submit', id: 'token-create' }, 'Create token'), out);
     main.append(form);
   }
@@ -896,7 +901,7 @@ pages.access = async (main) => {
   if (isAdmin()) {
     const name = h('input', { id: 'apitoken-name', placeholder: 'ci-deploy' });
     const role = h('select', { id: 'apitoken-role' }, h('option', { value: 'viewer' }, 'viewer'), h('option', { value: 'admin' }, 'admin'));
-    const ttl = h('input', { id: 'apitoken-ttl', placeholder: '720h' });
+    const ttl = h('input', { id: 'apitoken-ttl', placeholder: '2160h' });
     const out = h('div', { id: 'apitoken-result', 'aria-live': 'polite' });
     main.append(h('form', { class: 'card', onsubmit: async (ev) => {
       ev.preventDefault();
@@ -905,7 +910,7 @@ pages.access = async (main) => {
       const t = h('input', { id: 'apitoken-value', class: 'secret mono', readonly: true, value: r.token });
       document.getElementById('apitoken-result').replaceChildren(h('p', { class: 'ok' }, 'API token created; it is shown only now:'), field('API token', t), copyButton(t));
     } }, h('h2', {}, 'Create an API token'), h('div', { class: 'row' }, field('Name', name, 'what uses it'), field('Role', role),
-      field('Valid for', ttl, 'empty: does not expire')), h('button', { type: 'submit', id: 'apitoken-create' }, 'Create API token'), out));
+      field('Valid for', ttl, 'empty: 2160h (90 days); at most 8760h (365 days)')), h('button', { type: 'submit', id: 'apitoken-create' }, 'Create API token'), out));
   }
 };
 
@@ -993,6 +998,17 @@ function connectEvents() {
   });
   es.addEventListener('error', () => { live.classList.remove('on'); live.title = 'Live updates: reconnecting'; });
   es.addEventListener('resync', refresh);
+  // The coordinator ends the stream when the session no longer holds
+  // (logged out, user deleted, session expired).
+  es.addEventListener('end', (ev) => {
+    es.close();
+    live.classList.remove('on');
+    let e = {};
+    try { e = JSON.parse(ev.data); } catch (err) { /* not JSON */ }
+    live.title = 'Live updates: ended';
+    if (e.code === 'unauthorized') window.location.assign('/console/login');
+    else notice('Live updates ended: ' + (e.error || 'the coordinator closed them') + '.');
+  });
   es.addEventListener('change', (ev) => {
     const e = JSON.parse(ev.data);
     if (!e.action.startsWith('node.')) return;

@@ -1,0 +1,89 @@
+package api
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/latchnet/latch/coordinator/auth"
+	"github.com/latchnet/latch/coordinator/spiffetrust"
+	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/internal/spiffetest"
+	"github.com/latchnet/latch/wire"
+)
+
+// callAs makes an admin call with the credential authz sets.
+func (h *harness) callAs(method, path, body string, authz func(*http.Request)) (int, string) {
+	h.t.Helper()
+	req, _ := http.NewRequest(method, h.srv.URL+path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	authz(req)
+	pool := x509.NewCertPool()
+	pool.AddCert(h.ca.Root())
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}}
+	resp, err := c.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	buf.ReadFrom(resp.Body)
+	return resp.StatusCode, buf.String()
+}
+
+// auditActor returns the actor of the newest audit entry with action.
+func (h *harness) auditActor(action string) string {
+	h.t.Helper()
+	var entries []store.AuditEntry
+	if code, body := h.adminCall("GET", "/v1/admin/audit", "", &entries); code != http.StatusOK {
+		h.t.Fatalf("audit: %d %s", code, body)
+	}
+	for _, e := range entries {
+		if e.Action == action {
+			return e.Actor
+		}
+	}
+	h.t.Fatalf("no audit entry %s", action)
+	return ""
+}
+
+// TestSpiffeDecisionsAuditTheRealActor approves a pending SPIRE node with
+// an API token and rejects it from a console session: the audit log names
+// each, not "admin".
+func TestSpiffeDecisionsAuditTheRealActor(t *testing.T) {
+	spire := spiffetest.NewCA(t, "spire.test")
+	h := newHarnessWith(t, harnessOpts{
+		spiffe:     &spiffetrust.Trust{TD: spire.TD, Bundles: spire.Bundle()},
+		spireSVIDs: spiffetest.Static{SVID: spire.Issue(t, "spiffe://spire.test/latch/coordinator", time.Hour)},
+	})
+	laptop := spireClient(spire, spire.Issue(t, "spiffe://spire.test/dev/laptop", time.Hour))
+	if code, e := postJSON(t, laptop, h.srv.URL+wire.PathRegister, wire.RegisterRequest{PublicKey: "k"}); code != http.StatusForbidden || e.Code != "pending" {
+		t.Fatalf("register of an unmapped SPIRE node: %d %+v", code, e)
+	}
+	var tok APITokenResponse
+	if code, body := h.adminCall("POST", "/v1/admin/apitokens", `{"name":"ops","role":"admin","ttl":"1h"}`, &tok); code != http.StatusOK {
+		t.Fatalf("api token: %d %s", code, body)
+	}
+	bearer := func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok.Token) }
+	if code, body := h.callAs("POST", "/v1/admin/spiffe/nodes/approve", `{"node":"laptop","namespace":"dev"}`, bearer); code != http.StatusOK {
+		t.Fatalf("approve: %d %s", code, body)
+	}
+	if got := h.auditActor("node.spiffe.admit"); got != "apitoken:ops" {
+		t.Errorf("approval audited as %q, want apitoken:ops", got)
+	}
+	sid := h.sessionAs("alice", auth.RoleAdmin)
+	session := func(r *http.Request) {
+		r.AddCookie(&http.Cookie{Name: auth.SessionCookie, Value: sid})
+		r.Header.Set(auth.CSRFHeader, "csrf")
+	}
+	if code, body := h.callAs("POST", "/v1/admin/spiffe/nodes/reject", `{"node":"laptop"}`, session); code != http.StatusNoContent {
+		t.Fatalf("reject: %d %s", code, body)
+	}
+	if got := h.auditActor("node.spiffe.reject"); got != "alice" {
+		t.Errorf("rejection audited as %q, want alice", got)
+	}
+}
