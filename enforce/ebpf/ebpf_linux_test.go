@@ -817,3 +817,61 @@ func BenchmarkTestRunFloor(b *testing.B) {
 		b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/pkt")
 	})
 }
+
+// TestConntrackEviction fills a small conntrack map with new flows and
+// checks the stats that show it: entries created beyond the capacity, and
+// the packet of an evicted TCP connection dropped as a miss (it is no SYN,
+// so it cannot open a new flow) while a recent flow still passes.
+func TestConntrackEviction(t *testing.T) {
+	requireRoot(t)
+	const capacity = 16
+	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("latch-test-ct-%d-%d", os.Getpid(), rand.Uint32()))
+	e, err := load(dir, func(s *ebpf.CollectionSpec) { s.Maps[bpf.LatchMapConntrack].MaxEntries = capacity })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if err := Remove(dir); err != nil {
+			t.Errorf("Remove: %v", err)
+		}
+	})
+	if err := e.setL3Offset(14); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Apply(testView()); err != nil {
+		t.Fatal(err)
+	}
+	const flows = 8 * capacity
+	for i := range uint16(flows) {
+		syn := packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 50000 + i, dport: 8080, flags: fSYN}
+		if got := run(t, e, Ingress, syn); got != retAllow {
+			t.Fatalf("syn %d: %s", i, verdictName(got))
+		}
+	}
+	c, err := e.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ConntrackCapacity != capacity || c.ConntrackCreated != 2*flows || c.ConntrackMisses != 0 {
+		t.Fatalf("after %d flows: capacity %d, created %d, misses %d; want %d, %d, 0",
+			flows, c.ConntrackCapacity, c.ConntrackCreated, c.ConntrackMisses, capacity, 2*flows)
+	}
+	last := packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 50000 + flows - 1, dport: 8080, flags: fACK}
+	if got := run(t, e, Ingress, last); got != retAllow {
+		t.Errorf("ack of the newest flow: %s, want allow", verdictName(got))
+	}
+	first := packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 50000, dport: 8080, flags: fACK}
+	if got := run(t, e, Ingress, first); got != retDrop {
+		t.Errorf("ack of the first (evicted) flow: %s, want drop", verdictName(got))
+	}
+	c2, err := e.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2.ConntrackMisses != 1 || c2.ByReason[ReasonNotSYN] != 1 {
+		t.Errorf("after the evicted flow's ack: misses %d, tcp-not-syn %d; want 1 and 1", c2.ConntrackMisses, c2.ByReason[ReasonNotSYN])
+	}
+}
