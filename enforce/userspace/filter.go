@@ -80,7 +80,7 @@ const (
 	// DefaultMaxEntries is as many entries as the eBPF enforcer's
 	// identity, rule and CIDR maps hold together.
 	DefaultMaxEntries = 3 << 18
-	maxFragments       = 4096
+	maxFragments      = 4096
 )
 
 // Direction says which way a packet goes through the tunnel.
