@@ -23,8 +23,8 @@
 //     a switch each flow is decided again at its next packet, as it was
 //     opened, and dropped (REASON_DROP_REVOKED) if the new set denies it.
 //
-// Two cgroup programs (latch_connect4, latch_sendmsg4), attached to the
-// cgroup v2 root, see sockets of local workloads (the cgroups map says which
+// Two cgroup programs (latch_connect4, latch_sendmsg4; latch_bind4 beside
+// them, below), attached to the cgroup v2 root, see sockets of local workloads (the cgroups map says which
 // cgroup is which workload) connecting or sending into the overlay
 // (100.64.0.0/10): they give an unbound socket the workload's overlay
 // address as source (bpf_bind on connect, msg_src_ip4 on sendmsg) and refuse
