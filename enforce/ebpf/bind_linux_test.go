@@ -273,4 +273,14 @@ func TestBindOwnAddress(t *testing.T) {
 	if got := runBindHelper(t, e, "", true); got.bindB != ok || got.bindA != perm {
 		t.Errorf("no workload, prod/b gone: got %+v, want prod/b's address free and prod/a's refused", got)
 	}
+
+	// Removed: nothing is refused any more.
+	e.Close()
+	if err := Remove(e.pinDir); err != nil {
+		t.Fatal(err)
+	}
+	free := bindResult{bindA: ok, bindB: ok, bindNode: ok, bindAny: ok, sendAsB: ok, connectedSendAsB: ok}
+	if got := runBindHelper(t, e, "", false); got != free {
+		t.Errorf("no workload after Remove: got %+v, want %+v", got, free)
+	}
 }

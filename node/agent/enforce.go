@@ -145,11 +145,9 @@ func (a *agent) applyRules(v *view.View) error {
 
 // setCgroups tells the eBPF enforcer which cgroup belongs to which of the
 // view's workloads (those the coordinator has not put in the view yet
-// wait for the next view).
+// wait for the next view). With none it clears what an earlier agent
+// left in the pinned maps.
 func (a *agent) setCgroups(v *view.View) {
-	if len(a.s.WorkloadCgroups) == 0 {
-		return
-	}
 	inView := make(map[string]bool, len(v.Workloads))
 	for _, w := range v.Workloads {
 		inView[w.Workload] = true
