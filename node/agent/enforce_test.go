@@ -217,6 +217,9 @@ func TestViewTooLargeFailsClosed(t *testing.T) {
 			}
 		}
 	}
+	if v := savedVersion(dir); v != 1 {
+		t.Errorf("view.json holds version %d, want 1 (the view in force)", v)
+	}
 	if st.EnforcedVersion != 1 || !strings.Contains(st.ViewError, "does not fit") || st.Enforcement == nil || st.Enforcement.ViewVersion != 1 {
 		t.Errorf("status after the refused view: enforced %d, error %q, enforcement %+v; want 1, a too-large error, filter at 1",
 			st.EnforcedVersion, st.ViewError, st.Enforcement)
@@ -249,8 +252,9 @@ func TestViewTooLargeFailsClosed(t *testing.T) {
 	eventuallyPeers(t, dev, "view 3's peers", want3)
 	eventually(t, "status of view 3", func() bool {
 		st, err := QueryStatus(ctx, dir)
-		return err == nil && st.ViewVersion == 3 && st.EnforcedVersion == 3 && st.ViewError == ""
+		return err == nil && st.ViewVersion == 3 && st.EnforcedVersion == 3 && st.ViewError == "" && st.LastError == ""
 	})
+	eventually(t, "view.json at version 3", func() bool { return savedVersion(dir) == 3 })
 }
 
 // eventuallyPeers waits until dev holds exactly want.

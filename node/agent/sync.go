@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -159,7 +160,7 @@ func (a *agent) handle(m *wire.StreamMessage) error {
 
 // setView makes v the node's view, rules and peers as one step: it loads
 // v's rules into the enforcer, then gives WireGuard v's peers and, if
-// persist, saves v as view.json. Rules first, so that a narrower view
+// persist and its rules loaded, saves v as view.json. Rules first, so that a narrower view
 // takes effect before any new peer can send. When the enforcer cannot
 // load v (too large for its maps, say) it keeps the rules of the last
 // view it loaded, and WireGuard gets no peer that view lacked: only v's
@@ -196,6 +197,9 @@ func (a *agent) setView(v *view.View, persist bool) {
 	a.mu.Lock()
 	a.view = v
 	a.applyFailed = err != nil
+	if a.viewErr != "" && strings.HasPrefix(a.lastErr, "loading view ") {
+		a.lastErr = ""
+	}
 	a.viewErr, a.viewErrVersion = "", 0
 	if ruleErr != nil {
 		a.viewErr, a.viewErrVersion = ruleErr.Error(), v.Version
@@ -211,7 +215,10 @@ func (a *agent) setView(v *view.View, persist bool) {
 	case ruleErr == nil:
 		a.log.Info("view applied", logVersion, v.Version, logPeers, len(peers))
 	}
-	if persist {
+	// Only a view in force is saved: a restarted agent enforces what it
+	// enforced, and a view its enforcer cannot load must not keep it from
+	// starting.
+	if persist && ruleErr == nil {
 		if err := a.dir.writeJSON(ViewFile, v); err != nil {
 			a.log.Warn("saving the view", logErr, err)
 		}
