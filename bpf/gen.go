@@ -8,4 +8,4 @@
 // the committed output differs from a fresh build.
 package bpf
 
-//go:generate go tool bpf2go -tags linux -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel -type settings -type ident_key -type workload -type rule_key -type cidr_key -type port_range -type ports -type ct_key -type ct_val -type cgroup_workload -type event -type reason -type dir -type verdict -output-stem latch Latch latch.c -- -I/usr/include/x86_64-linux-gnu
+//go:generate go tool bpf2go -tags linux -cc clang -cflags "-O2 -g -Wall -Werror" -target bpfel -type settings -type ident_key -type workload -type rule_key -type cidr_key -type port_range -type ports -type ct_key -type ct_val -type cgroup_workload -type event -type reason -type dir -type verdict -type stat -type host -output-stem latch Latch latch.c -- -I/usr/include/x86_64-linux-gnu

@@ -23,14 +23,26 @@
 //     a switch each flow is decided again at its next packet, as it was
 //     opened, and dropped (REASON_DROP_REVOKED) if the new set denies it.
 //
-// Two cgroup programs (latch_connect4, latch_sendmsg4), attached to the
-// cgroup v2 root, see sockets of local workloads (the cgroups map says which
+// Two cgroup programs (latch_connect4, latch_sendmsg4; latch_bind4 beside
+// them, below), attached to the cgroup v2 root, see sockets of local workloads (the cgroups map says which
 // cgroup is which workload) connecting or sending into the overlay
 // (100.64.0.0/10): they give an unbound socket the workload's overlay
 // address as source (bpf_bind on connect, msg_src_ip4 on sendmsg) and refuse
 // at once (EPERM) a connect or send the workload's egress rules deny, as
 // latch_egress would drop its first packet. Other sockets and destinations
 // are left alone.
+//
+// Overlay addresses belong to their workloads (latch_bind4 and the source
+// check of latch_sendmsg4, in the agent's network namespace only, named by
+// its cookie in the scope map): a socket of a workload cgroup may bind or
+// send from no overlay address but its workload's, and other sockets may
+// not use the address of a workload that has a cgroup (the owners map).
+// Binding the wildcard address, and addresses outside the overlay, is left
+// alone. So a local process cannot take another workload's identity by
+// binding its address or by naming it as source (IP_PKTINFO).
+//
+// The stats array counts what is not a packet verdict: conntrack entries
+// written, entries found missing, and refused binds and sources.
 //
 // Monitor mode (the workloads map's monitor flag, set for workloads of a
 // namespace in monitor mode): every drop decided once the local workload
@@ -67,6 +79,7 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define MAX_RULES (1 << 18)
 #define MAX_CT (1 << 17)
 #define MAX_CGROUPS 4096
+#define MAX_STATS 16 // room for later stats without changing the pinned map
 #define EVENTS_BYTES (1 << 20)
 #define EVENT_WAKEUP_BYTES (EVENTS_BYTES / 16)
 
@@ -112,6 +125,17 @@ enum reason {
 	REASON_EVENT_LOST,        // ring buffer full (counted, not a verdict)
 	REASON_ALLOW_MONITOR,     // denied, but passed: monitor mode
 	REASON_MAX,
+};
+
+// Stats index the stats array (not packet verdicts); the Go side mirrors
+// them.
+enum stat {
+	STAT_CT_CREATED = 0, // conntrack entries written for a new or monitored flow, or re-created
+	STAT_CT_RECREATED,   // one direction's entry was gone (evicted or idle) and rebuilt from the other
+	STAT_CT_MISS,        // TCP packet without SYN and no live entry: flow evicted, expired or never tracked
+	STAT_BIND_REFUSED,   // bind of an overlay address the socket's cgroup does not own (EPERM)
+	STAT_SOURCE_REFUSED, // send with a source address the socket's cgroup does not own (EPERM)
+	STAT_MAX,
 };
 
 // settings is the single entry of the config array. active selects the rule
@@ -169,6 +193,12 @@ struct cidr_key {
 struct cgroup_workload {
 	__u32 addr;
 	__u32 pad;
+};
+
+// host is the single entry of the scope array: what the cgroup programs
+// need to know of the agent that loaded them.
+struct host {
+	__u64 netns_cookie; // the agent's network namespace; 0: decide nothing
 };
 
 struct port_range {
@@ -266,6 +296,29 @@ struct {
 	__type(value, struct cgroup_workload);
 } cgroups SEC(".maps");
 
+// owners: the overlay addresses (network order) of workloads that have a
+// cgroup, with one cgroup id that owns each.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_CGROUPS);
+	__type(key, __u32);
+	__type(value, __u64);
+} owners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct host);
+} scope SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_STATS);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, MAX_CT);
@@ -294,6 +347,8 @@ const struct cgroup_workload *unused_cgroup_workload __attribute__((unused));
 const enum reason *unused_reason __attribute__((unused));
 const enum dir *unused_dir __attribute__((unused));
 const enum verdict *unused_verdict __attribute__((unused));
+const enum stat *unused_stat __attribute__((unused));
+const struct host *unused_host __attribute__((unused));
 
 // The two sets are separate maps; pick one per lookup.
 #define SET_LOOKUP(set, name, key) \
@@ -318,6 +373,13 @@ static __always_inline void count(__u32 reason)
 	__u64 *c = bpf_map_lookup_elem(&counters, &reason);
 	if (c)
 		*c += 1; // per-CPU: no atomics needed
+}
+
+static __always_inline void count_stat(__u32 stat, __u64 n)
+{
+	__u64 *c = bpf_map_lookup_elem(&stats, &stat);
+	if (c)
+		*c += n;
 }
 
 static __always_inline void emit(const struct pkt *p, __u8 verdict, __u8 reason)
@@ -367,6 +429,7 @@ static __always_inline int monitor_pass(const struct pkt *p, __u8 reason)
 		v.dir = p->dir == DIR_INGRESS ? DIR_EGRESS : DIR_INGRESS;
 		v.opener = 0;
 		bpf_map_update_elem(&conntrack, &k, &v, BPF_ANY);
+		count_stat(STAT_CT_CREATED, 2);
 	}
 	count(REASON_ALLOW_MONITOR);
 	emit(p, VERDICT_WOULD_DENY, reason);
@@ -590,6 +653,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 				.dir = dir, .opener = !other->opener,
 			};
 			bpf_map_update_elem(&conntrack, &fwd, &v, BPF_ANY);
+			count_stat(STAT_CT_CREATED, 1);
+			count_stat(STAT_CT_RECREATED, 1);
 			ct = bpf_map_lookup_elem(&conntrack, &fwd);
 		} else {
 			ct = 0;
@@ -616,9 +681,13 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	if (!wl)
 		return drop(&p, REASON_DROP_UNKNOWN_LOCAL);
 
-	// A new TCP flow starts with a SYN without ACK.
-	if (ip.protocol == IPPROTO_TCP && (tcp_flags & 0x12) != 0x02)
+	// A new TCP flow starts with a SYN without ACK. Anything else is a
+	// packet of a flow that has no live entry: never allowed, idle past
+	// its timeout, or evicted from the full LRU map (both entries).
+	if (ip.protocol == IPPROTO_TCP && (tcp_flags & 0x12) != 0x02) {
+		count_stat(STAT_CT_MISS, 1);
 		return drop(&p, REASON_DROP_NOT_SYN);
+	}
 
 	__u8 reason = policy(&p, wl, remote);
 	if (reason == REASON_DROP_NO_RULE)
@@ -629,6 +698,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	v.dir = other_dir(dir);
 	v.opener = 0;
 	bpf_map_update_elem(&conntrack, &rev, &v, BPF_ANY);
+	count_stat(STAT_CT_CREATED, 2);
 	count(reason);
 	emit(&p, VERDICT_ALLOWED, reason);
 	return VERDICT_ALLOW;
@@ -646,10 +716,36 @@ int latch_egress(struct __sk_buff *skb)
 	return handle(skb, DIR_EGRESS);
 }
 
+// may_use reports whether the calling task may use addr (network order)
+// as a socket's local address: always outside the overlay, for the
+// wildcard address and outside the agent's network namespace; in it, a
+// task of a workload cgroup only its workload's address, any other task
+// any address but those of workloads that have a cgroup.
+static __always_inline int may_use(struct bpf_sock_addr *ctx, __u32 addr)
+{
+	if (addr == 0 || (bpf_ntohl(addr) & OVERLAY_MASK) != OVERLAY_NET)
+		return 1;
+	__u32 zero = 0;
+	struct host *h = bpf_map_lookup_elem(&scope, &zero);
+	if (!h || h->netns_cookie == 0 || bpf_get_netns_cookie(ctx) != h->netns_cookie)
+		return 1;
+	__u64 cgid = bpf_get_current_cgroup_id();
+	struct cgroup_workload *cw = bpf_map_lookup_elem(&cgroups, &cgid);
+	if (cw)
+		return cw->addr == addr;
+	return bpf_map_lookup_elem(&owners, &addr) == 0;
+}
+
 // sock_hook decides a connect (connect = 1) or sendmsg of a socket; it
 // returns 1 to let the call proceed and 0 to fail it with EPERM.
 static __always_inline int sock_hook(struct bpf_sock_addr *ctx, int connect)
 {
+	// The source a send names (IP_PKTINFO, or the bound address), also
+	// on a connected socket (whose user_family is AF_UNSPEC here).
+	if (!connect && !may_use(ctx, ctx->msg_src_ip4)) {
+		count_stat(STAT_SOURCE_REFUSED, 1);
+		return 0;
+	}
 	if (ctx->user_family != AF_INET)
 		return 1;
 	__u32 daddr = ctx->user_ip4;
@@ -728,4 +824,17 @@ SEC("cgroup/sendmsg4")
 int latch_sendmsg4(struct bpf_sock_addr *ctx)
 {
 	return sock_hook(ctx, 0);
+}
+
+// latch_bind4 refuses (EPERM) a bind to an overlay address the calling
+// task may not use (may_use).
+SEC("cgroup/bind4")
+int latch_bind4(struct bpf_sock_addr *ctx)
+{
+	if (ctx->user_family != AF_INET)
+		return 1;
+	if (may_use(ctx, ctx->user_ip4))
+		return 1;
+	count_stat(STAT_BIND_REFUSED, 1);
+	return 0;
 }

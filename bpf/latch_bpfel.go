@@ -72,6 +72,11 @@ type LatchEvent struct {
 	Len            uint32
 }
 
+type LatchHost struct {
+	_           structs.HostLayout
+	NetnsCookie uint64
+}
+
 type LatchIdentKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -133,6 +138,17 @@ type LatchSettings struct {
 	Pad              uint32
 }
 
+type LatchStat uint32
+
+const (
+	LatchStatSTAT_CT_CREATED     LatchStat = 0
+	LatchStatSTAT_CT_RECREATED   LatchStat = 1
+	LatchStatSTAT_CT_MISS        LatchStat = 2
+	LatchStatSTAT_BIND_REFUSED   LatchStat = 3
+	LatchStatSTAT_SOURCE_REFUSED LatchStat = 4
+	LatchStatSTAT_MAX            LatchStat = 5
+)
+
 type LatchVerdict uint32
 
 const (
@@ -163,10 +179,14 @@ const (
 	LatchMapEvents               = "events"
 	LatchMapIdentitiesA          = "identities_a"
 	LatchMapIdentitiesB          = "identities_b"
+	LatchMapOwners               = "owners"
 	LatchMapRulesA               = "rules_a"
 	LatchMapRulesB               = "rules_b"
+	LatchMapScope                = "scope"
+	LatchMapStats                = "stats"
 	LatchMapWorkloadsA           = "workloads_a"
 	LatchMapWorkloadsB           = "workloads_b"
+	LatchProgLatchBind4          = "latch_bind4"
 	LatchProgLatchConnect4       = "latch_connect4"
 	LatchProgLatchEgress         = "latch_egress"
 	LatchProgLatchIngress        = "latch_ingress"
@@ -175,9 +195,11 @@ const (
 	LatchVarUnusedCidrKey        = "unused_cidr_key"
 	LatchVarUnusedDir            = "unused_dir"
 	LatchVarUnusedEvent          = "unused_event"
+	LatchVarUnusedHost           = "unused_host"
 	LatchVarUnusedIdentKey       = "unused_ident_key"
 	LatchVarUnusedReason         = "unused_reason"
 	LatchVarUnusedRuleKey        = "unused_rule_key"
+	LatchVarUnusedStat           = "unused_stat"
 	LatchVarUnusedVerdict        = "unused_verdict"
 )
 
@@ -223,6 +245,7 @@ type LatchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type LatchProgramSpecs struct {
+	LatchBind4    *ebpf.ProgramSpec `ebpf:"latch_bind4"`
 	LatchConnect4 *ebpf.ProgramSpec `ebpf:"latch_connect4"`
 	LatchEgress   *ebpf.ProgramSpec `ebpf:"latch_egress"`
 	LatchIngress  *ebpf.ProgramSpec `ebpf:"latch_ingress"`
@@ -242,8 +265,11 @@ type LatchMapSpecs struct {
 	Events      *ebpf.MapSpec `ebpf:"events"`
 	IdentitiesA *ebpf.MapSpec `ebpf:"identities_a"`
 	IdentitiesB *ebpf.MapSpec `ebpf:"identities_b"`
+	Owners      *ebpf.MapSpec `ebpf:"owners"`
 	RulesA      *ebpf.MapSpec `ebpf:"rules_a"`
 	RulesB      *ebpf.MapSpec `ebpf:"rules_b"`
+	Scope       *ebpf.MapSpec `ebpf:"scope"`
+	Stats       *ebpf.MapSpec `ebpf:"stats"`
 	WorkloadsA  *ebpf.MapSpec `ebpf:"workloads_a"`
 	WorkloadsB  *ebpf.MapSpec `ebpf:"workloads_b"`
 }
@@ -256,9 +282,11 @@ type LatchVariableSpecs struct {
 	UnusedCidrKey        *ebpf.VariableSpec `ebpf:"unused_cidr_key"`
 	UnusedDir            *ebpf.VariableSpec `ebpf:"unused_dir"`
 	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedHost           *ebpf.VariableSpec `ebpf:"unused_host"`
 	UnusedIdentKey       *ebpf.VariableSpec `ebpf:"unused_ident_key"`
 	UnusedReason         *ebpf.VariableSpec `ebpf:"unused_reason"`
 	UnusedRuleKey        *ebpf.VariableSpec `ebpf:"unused_rule_key"`
+	UnusedStat           *ebpf.VariableSpec `ebpf:"unused_stat"`
 	UnusedVerdict        *ebpf.VariableSpec `ebpf:"unused_verdict"`
 }
 
@@ -291,8 +319,11 @@ type LatchMaps struct {
 	Events      *ebpf.Map `ebpf:"events"`
 	IdentitiesA *ebpf.Map `ebpf:"identities_a"`
 	IdentitiesB *ebpf.Map `ebpf:"identities_b"`
+	Owners      *ebpf.Map `ebpf:"owners"`
 	RulesA      *ebpf.Map `ebpf:"rules_a"`
 	RulesB      *ebpf.Map `ebpf:"rules_b"`
+	Scope       *ebpf.Map `ebpf:"scope"`
+	Stats       *ebpf.Map `ebpf:"stats"`
 	WorkloadsA  *ebpf.Map `ebpf:"workloads_a"`
 	WorkloadsB  *ebpf.Map `ebpf:"workloads_b"`
 }
@@ -308,8 +339,11 @@ func (m *LatchMaps) Close() error {
 		m.Events,
 		m.IdentitiesA,
 		m.IdentitiesB,
+		m.Owners,
 		m.RulesA,
 		m.RulesB,
+		m.Scope,
+		m.Stats,
 		m.WorkloadsA,
 		m.WorkloadsB,
 	)
@@ -323,9 +357,11 @@ type LatchVariables struct {
 	UnusedCidrKey        *ebpf.Variable `ebpf:"unused_cidr_key"`
 	UnusedDir            *ebpf.Variable `ebpf:"unused_dir"`
 	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
+	UnusedHost           *ebpf.Variable `ebpf:"unused_host"`
 	UnusedIdentKey       *ebpf.Variable `ebpf:"unused_ident_key"`
 	UnusedReason         *ebpf.Variable `ebpf:"unused_reason"`
 	UnusedRuleKey        *ebpf.Variable `ebpf:"unused_rule_key"`
+	UnusedStat           *ebpf.Variable `ebpf:"unused_stat"`
 	UnusedVerdict        *ebpf.Variable `ebpf:"unused_verdict"`
 }
 
@@ -333,6 +369,7 @@ type LatchVariables struct {
 //
 // It can be passed to LoadLatchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type LatchPrograms struct {
+	LatchBind4    *ebpf.Program `ebpf:"latch_bind4"`
 	LatchConnect4 *ebpf.Program `ebpf:"latch_connect4"`
 	LatchEgress   *ebpf.Program `ebpf:"latch_egress"`
 	LatchIngress  *ebpf.Program `ebpf:"latch_ingress"`
@@ -341,6 +378,7 @@ type LatchPrograms struct {
 
 func (p *LatchPrograms) Close() error {
 	return _LatchClose(
+		p.LatchBind4,
 		p.LatchConnect4,
 		p.LatchEgress,
 		p.LatchIngress,

@@ -370,7 +370,7 @@ func printStatus(w io.Writer, st agent.Status) {
 		{"SVID expires", st.SVIDExpiry.UTC().Format(time.RFC3339)},
 		{"Coordinator", st.Coordinator},
 		{"Connected", conn},
-		{"View version", fmt.Sprint(st.ViewVersion)},
+		{"View version", viewVersionLine(st)},
 		{"Interface", st.Iface + " (" + st.Impl + ")"},
 		{"Overlay IP", st.IP},
 		{"Public key", st.PublicKey},
@@ -410,6 +410,15 @@ func printStatus(w io.Writer, st agent.Status) {
 		fmt.Fprintf(tw, "%s:\t%s\n", r[0], r[1])
 	}
 	tw.Flush()
+}
+
+// viewVersionLine is the received view's version, and the one in force
+// when the enforcer could not load the received one.
+func viewVersionLine(st agent.Status) string {
+	if st.ViewError == "" && st.EnforcedVersion == st.ViewVersion {
+		return fmt.Sprint(st.ViewVersion)
+	}
+	return fmt.Sprintf("%d received, %d in force (not loaded: %s; its new peers wait)", st.ViewVersion, st.EnforcedVersion, st.ViewError)
 }
 
 func printPeers(w io.Writer, ps []agent.PeerInfo, now time.Time) {

@@ -361,7 +361,7 @@ func TestAttachCgroup(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load adopting links: %v", err)
 	}
-	if e2.links[linkConnect4] == nil || e2.links[linkSendmsg4] == nil {
+	if e2.links[linkConnect4] == nil || e2.links[linkSendmsg4] == nil || e2.links[linkBind4] == nil {
 		t.Error("pinned cgroup links not adopted")
 	}
 	e2.Close()

@@ -1,11 +1,13 @@
 // Package ebpf enforces a node's view in the kernel: two TCX programs on the
 // WireGuard interface (bpf/latch.c) decide every packet that leaves or
 // enters the tunnel exactly as view.Rules.Allows does, with connection
-// tracking for replies and flow events through a ring buffer. Two cgroup
-// programs (connect4, sendmsg4 on the cgroup v2 root) give sockets of the
-// workload cgroups named by SetCgroups their workload's overlay address as
-// source and refuse with EPERM, at once, a connect or send into the overlay
-// that the workload's egress rules deny.
+// tracking for replies and flow events through a ring buffer. Three cgroup
+// programs (connect4, sendmsg4, bind4 on the cgroup v2 root) give sockets of
+// the workload cgroups named by SetCgroups their workload's overlay address
+// as source, refuse with EPERM, at once, a connect or send into the overlay
+// that the workload's egress rules deny, and keep each such workload's
+// address to its own cgroup: in the agent's network namespace no other
+// process may bind it or send from it.
 //
 // Compile turns a view into the entries of one rule set; it is pure and
 // builds everywhere. The Enforcer (Linux only; elsewhere Load returns
@@ -207,4 +209,27 @@ type Counters struct {
 	Dropped       uint64
 	EventsLost    uint64 // ring buffer full in the kernel
 	EventsSkipped uint64 // Events channel full in the agent
+
+	// ConntrackCapacity is the size of the conntrack LRU map (entries; a
+	// flow takes two, one per direction). When it is full, writing an
+	// entry evicts the least recently used ones.
+	ConntrackCapacity uint32
+	// ConntrackCreated counts conntrack entries written: two per new (or
+	// monitored) flow, one per re-created direction. Created entries
+	// beyond ConntrackCapacity within a flow's lifetime evict others.
+	ConntrackCreated uint64
+	// ConntrackRecreated counts entries re-created because one direction
+	// of a live flow had lost its entry (evicted, or idle while the other
+	// direction was busy).
+	ConntrackRecreated uint64
+	// ConntrackMisses counts TCP packets without SYN and with no live
+	// entry (also counted as ReasonNotSYN, or ReasonMonitor): packets of
+	// flows evicted, expired or never allowed. An evicted TCP connection
+	// shows here, and is dropped.
+	ConntrackMisses uint64
+	// BindsRefused and SourcesRefused count binds and sends refused
+	// (EPERM) because the socket's cgroup does not own the overlay
+	// address it named.
+	BindsRefused   uint64
+	SourcesRefused uint64
 }

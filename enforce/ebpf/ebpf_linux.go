@@ -31,6 +31,7 @@ const (
 	pinEgress   = "link_egress"
 	pinConnect4 = "link_connect4"
 	pinSendmsg4 = "link_sendmsg4"
+	pinBind4    = "link_bind4"
 )
 
 // Indexes of Enforcer.links: the TCX links by Direction, then the cgroup
@@ -38,10 +39,11 @@ const (
 const (
 	linkConnect4 = 2
 	linkSendmsg4 = 3
-	numLinks     = 4
+	linkBind4    = 4
+	numLinks     = 5
 )
 
-var linkPins = [numLinks]string{pinIngress, pinEgress, pinConnect4, pinSendmsg4}
+var linkPins = [numLinks]string{pinIngress, pinEgress, pinConnect4, pinSendmsg4, pinBind4}
 
 // Connection-tracking timeouts written to the config map.
 const (
@@ -55,7 +57,7 @@ type Enforcer struct {
 	objs   bpf.LatchObjects
 
 	mu    sync.Mutex
-	links [numLinks]link.Link // by Direction, then linkConnect4, linkSendmsg4; guarded by mu
+	links [numLinks]link.Link // by Direction, then linkConnect4, linkSendmsg4, linkBind4; guarded by mu
 	// names are the workload names by rule set and index; guarded by mu.
 	names [2][]string
 	// addrs are the workload addresses by rule set and name; guarded by mu.
@@ -77,6 +79,12 @@ type Enforcer struct {
 // adopted: the rules in force stay in force and the links are switched to
 // the newly loaded programs. It mounts bpffs on /sys/fs/bpf when missing.
 func Load(pinDir string) (*Enforcer, error) {
+	return load(pinDir, nil)
+}
+
+// load is Load with a hook that may change the collection spec before it
+// is loaded (tests shrink maps with it).
+func load(pinDir string, edit func(*ebpf.CollectionSpec)) (*Enforcer, error) {
 	if pinDir == "" {
 		return nil, errors.New("loading eBPF enforcer: empty pin directory")
 	}
@@ -94,6 +102,9 @@ func Load(pinDir string) (*Enforcer, error) {
 		if !strings.HasPrefix(name, ".") {
 			m.Pinning = ebpf.PinByName
 		}
+	}
+	if edit != nil {
+		edit(spec)
 	}
 	e := &Enforcer{pinDir: pinDir, events: make(chan Event, 4096), done: make(chan struct{}), active: -1}
 	err = spec.LoadAndAssign(&e.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: pinDir}})
@@ -147,6 +158,8 @@ func (e *Enforcer) linkProgram(i int) *ebpf.Program {
 		return e.objs.LatchConnect4
 	case linkSendmsg4:
 		return e.objs.LatchSendmsg4
+	case linkBind4:
+		return e.objs.LatchBind4
 	}
 	return e.program(Direction(i))
 }
@@ -374,8 +387,14 @@ func (e *Enforcer) writeCgroups(cgroups map[string]string) error {
 		return fmt.Errorf("setting cgroups: %w: %d cgroups, at most %d", ErrTooLarge, len(ids), MaxCgroups)
 	}
 	kv := make(map[any]any, len(ids))
+	owners := make(map[any]any, len(ids))
 	for id, a := range ids {
 		kv[id] = bpf.LatchCgroupWorkload{Addr: be32(a)}
+		owners[be32(a)] = id
+	}
+	// Owners first: an address is never unowned while a cgroup holds it.
+	if err := replace(e.objs.Owners, owners); err != nil {
+		return fmt.Errorf("setting cgroups: filling owners map: %w", err)
 	}
 	if err := replace(e.objs.Cgroups, kv); err != nil {
 		return fmt.Errorf("setting cgroups: filling cgroups map: %w", err)
@@ -420,9 +439,37 @@ func CgroupRoot() (string, error) {
 	return "", errors.New("finding the cgroup v2 root: no cgroup2 file system in /proc/mounts: mount one (mount -t cgroup2 none /sys/fs/cgroup)")
 }
 
-// AttachCgroup attaches the connect4 and sendmsg4 programs to the cgroup
-// v2 directory root (empty: CgroupRoot) and pins the links. Links adopted
-// by Load are kept if they are on the same cgroup.
+// NetnsCookie returns the cookie of the calling thread's network
+// namespace, as bpf_get_netns_cookie reports it (SO_NETNS_COOKIE, Linux
+// 5.14).
+func NetnsCookie() (uint64, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("reading the network namespace cookie: %w", err)
+	}
+	defer unix.Close(fd)
+	c, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	if err != nil {
+		return 0, fmt.Errorf("reading the network namespace cookie (SO_NETNS_COOKIE needs Linux 5.14): %w", err)
+	}
+	return c, nil
+}
+
+// setNetns makes the cgroup programs guard overlay addresses in the
+// network namespace with the given cookie (0: nowhere). Must hold e.mu.
+func (e *Enforcer) setNetns(cookie uint64) error {
+	if err := e.objs.Scope.Put(uint32(0), bpf.LatchHost{NetnsCookie: cookie}); err != nil {
+		return fmt.Errorf("writing the scope map: %w", err)
+	}
+	return nil
+}
+
+// AttachCgroup attaches the connect4, sendmsg4 and bind4 programs to the
+// cgroup v2 directory root (empty: CgroupRoot) and pins the links. Links
+// adopted by Load are kept if they are on the same cgroup. The programs
+// guard the overlay addresses of workloads with a cgroup (see SetCgroups)
+// in the caller's network namespace only, so that agents in other
+// namespaces, attached to the same cgroups, are left alone.
 func (e *Enforcer) AttachCgroup(root string) error {
 	if root == "" {
 		r, err := CgroupRoot()
@@ -435,15 +482,22 @@ func (e *Enforcer) AttachCgroup(root string) error {
 	if err != nil {
 		return fmt.Errorf("attaching to cgroup %s: %w", root, err)
 	}
+	cookie, err := NetnsCookie()
+	if err != nil {
+		return fmt.Errorf("attaching to cgroup %s: %w", root, err)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.objs.LatchConnect4 == nil {
 		return ErrNotLoaded
 	}
+	if err := e.setNetns(cookie); err != nil {
+		return fmt.Errorf("attaching to cgroup %s: %w", root, err)
+	}
 	for _, h := range []struct {
 		i      int
 		attach ebpf.AttachType
-	}{{linkConnect4, ebpf.AttachCGroupInet4Connect}, {linkSendmsg4, ebpf.AttachCGroupUDP4Sendmsg}} {
+	}{{linkConnect4, ebpf.AttachCGroupInet4Connect}, {linkSendmsg4, ebpf.AttachCGroupUDP4Sendmsg}, {linkBind4, ebpf.AttachCGroupInet4Bind}} {
 		name := linkPins[h.i]
 		if l := e.links[h.i]; l != nil {
 			info, err := l.Info()
@@ -645,7 +699,28 @@ func (e *Enforcer) Counters() (Counters, error) {
 	if m == nil {
 		return Counters{}, ErrNotLoaded
 	}
-	c := Counters{ByReason: make(map[Reason]uint64), EventsSkipped: e.skipped.Load()}
+	e.mu.Lock()
+	stats, ct := e.objs.Stats, e.objs.Conntrack
+	e.mu.Unlock()
+	c := Counters{ByReason: make(map[Reason]uint64), EventsSkipped: e.skipped.Load(), ConntrackCapacity: ct.MaxEntries()}
+	for _, s := range []struct {
+		stat bpf.LatchStat
+		n    *uint64
+	}{
+		{bpf.LatchStatSTAT_CT_CREATED, &c.ConntrackCreated},
+		{bpf.LatchStatSTAT_CT_RECREATED, &c.ConntrackRecreated},
+		{bpf.LatchStatSTAT_CT_MISS, &c.ConntrackMisses},
+		{bpf.LatchStatSTAT_BIND_REFUSED, &c.BindsRefused},
+		{bpf.LatchStatSTAT_SOURCE_REFUSED, &c.SourcesRefused},
+	} {
+		var per []uint64
+		if err := stats.Lookup(uint32(s.stat), &per); err != nil {
+			return Counters{}, fmt.Errorf("reading stat %d: %w", s.stat, err)
+		}
+		for _, n := range per {
+			*s.n += n
+		}
+	}
 	for r := Reason(0); r < numReasons; r++ {
 		var per []uint64
 		if err := m.Lookup(uint32(r), &per); err != nil {

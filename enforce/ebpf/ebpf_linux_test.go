@@ -4,6 +4,7 @@ package ebpf
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -816,4 +817,138 @@ func BenchmarkTestRunFloor(b *testing.B) {
 		}
 		b.ReportMetric(float64(total.Nanoseconds())/float64(b.N), "ns/pkt")
 	})
+}
+
+// TestConntrackEviction fills a small conntrack map with new flows and
+// checks the stats that show it: entries created beyond the capacity, and
+// the packet of an evicted TCP connection dropped as a miss (it is no SYN,
+// so it cannot open a new flow) while a recent flow still passes.
+func TestConntrackEviction(t *testing.T) {
+	requireRoot(t)
+	const capacity = 16
+	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("latch-test-ct-%d-%d", os.Getpid(), rand.Uint32()))
+	e, err := load(dir, func(s *ebpf.CollectionSpec) { s.Maps[bpf.LatchMapConntrack].MaxEntries = capacity })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if err := Remove(dir); err != nil {
+			t.Errorf("Remove: %v", err)
+		}
+	})
+	if err := e.setL3Offset(14); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Apply(testView()); err != nil {
+		t.Fatal(err)
+	}
+	const flows = 8 * capacity
+	for i := range uint16(flows) {
+		syn := packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 50000 + i, dport: 8080, flags: fSYN}
+		if got := run(t, e, Ingress, syn); got != retAllow {
+			t.Fatalf("syn %d: %s", i, verdictName(got))
+		}
+	}
+	c, err := e.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ConntrackCapacity != capacity || c.ConntrackCreated != 2*flows || c.ConntrackMisses != 0 {
+		t.Fatalf("after %d flows: capacity %d, created %d, misses %d; want %d, %d, 0",
+			flows, c.ConntrackCapacity, c.ConntrackCreated, c.ConntrackMisses, capacity, 2*flows)
+	}
+	last := packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 50000 + flows - 1, dport: 8080, flags: fACK}
+	if got := run(t, e, Ingress, last); got != retAllow {
+		t.Errorf("ack of the newest flow: %s, want allow", verdictName(got))
+	}
+	first := packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 50000, dport: 8080, flags: fACK}
+	if got := run(t, e, Ingress, first); got != retDrop {
+		t.Errorf("ack of the first (evicted) flow: %s, want drop", verdictName(got))
+	}
+	c2, err := e.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c2.ConntrackMisses != 1 || c2.ByReason[ReasonNotSYN] != 1 {
+		t.Errorf("after the evicted flow's ack: misses %d, tcp-not-syn %d; want 1 and 1", c2.ConntrackMisses, c2.ByReason[ReasonNotSYN])
+	}
+}
+
+// TestApplyFailureKeepsRules: a view the maps cannot hold (too many port
+// ranges for one rule, or more rules than the map has room for) is
+// refused, and the rule set in force keeps deciding; the next view that
+// fits is applied.
+func TestApplyFailureKeepsRules(t *testing.T) {
+	requireRoot(t)
+	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("latch-test-full-%d-%d", os.Getpid(), rand.Uint32()))
+	// Room for testView's rules, not for many more.
+	e, err := load(dir, func(s *ebpf.CollectionSpec) {
+		s.Maps[bpf.LatchMapRulesA].MaxEntries = 8
+		s.Maps[bpf.LatchMapRulesB].MaxEntries = 8
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if err := Remove(dir); err != nil {
+			t.Errorf("Remove: %v", err)
+		}
+	})
+	if err := e.setL3Offset(14); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Apply(testView()); err != nil {
+		t.Fatal(err)
+	}
+	allowed := packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 51000, dport: 8080, flags: fSYN}
+	newPort := packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 51001, dport: 22, flags: fSYN}
+
+	tooMany := testView()
+	tooMany.Version = 2
+	for i := range MaxRanges + 1 {
+		p := uint16(2000 + 2*i)
+		tooMany.Workloads[0].Ingress.Any = append(tooMany.Workloads[0].Ingress.Any, tcpPorts(p, p))
+	}
+	tooMany.Workloads[0].Ingress.Any = append(tooMany.Workloads[0].Ingress.Any, tcpPorts(22, 22))
+	if err := e.Apply(tooMany); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("a rule of %d port ranges: %v, want ErrTooLarge", MaxRanges+2, err)
+	}
+
+	full := testView()
+	full.Version = 3
+	for i := range 20 {
+		full.Identities = append(full.Identities, view.IdentityEntry{IP: view.Addr{100, 64, 9, byte(i)}, Identity: view.Identity(1000 + i)})
+		full.Workloads[0].Ingress.Identities = append(full.Workloads[0].Ingress.Identities,
+			view.IdentityRule{Identity: view.Identity(1000 + i), Ports: []view.PortRange{tcpPorts(22, 22)}})
+	}
+	full.Workloads[0].Ingress.Identities = append(full.Workloads[0].Ingress.Identities,
+		view.IdentityRule{Identity: 300, Ports: []view.PortRange{tcpPorts(22, 22)}})
+	if err := e.Apply(full); err == nil {
+		t.Error("a view with more rules than the map holds: no error")
+	}
+	for _, tc := range []struct {
+		name string
+		p    packet
+		want uint32
+	}{{"allowed by the rules in force", allowed, retAllow}, {"allowed only by the refused views", newPort, retDrop}} {
+		if got := run(t, e, Ingress, tc.p); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.name, verdictName(got), verdictName(tc.want))
+		}
+	}
+
+	fits := testView()
+	fits.Version = 4
+	fits.Workloads[0].Ingress.Any = append(fits.Workloads[0].Ingress.Any, tcpPorts(22, 22))
+	if err := e.Apply(fits); err != nil {
+		t.Fatalf("a view that fits, after the refused ones: %v", err)
+	}
+	if got := run(t, e, Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 51002, dport: 22, flags: fSYN}); got != retAllow {
+		t.Errorf("port 22 under the view that fits: %s, want allow", verdictName(got))
+	}
 }

@@ -2,6 +2,7 @@ package userspace
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/latchnet/latch/view"
 )
@@ -58,7 +59,10 @@ const nilSlot = -1
 
 // table is a bounded connection-tracking table.
 type table struct {
-	shards []shard
+	shards  []shard
+	max     int           // entries held at most
+	evicted atomic.Uint64 // live or expired entries reused for another key
+	created atomic.Uint64 // entries inserted for a key not in the table
 }
 
 const tableShards = 16
@@ -68,7 +72,7 @@ func newTable(max int) *table {
 	if per < 1 {
 		per = 1
 	}
-	t := &table{shards: make([]shard, tableShards)}
+	t := &table{shards: make([]shard, tableShards), max: per * tableShards}
 	for i := range t.shards {
 		t.shards[i] = shard{idx: make(map[flowKey]int32, min(per, 1024)), slots: make([]slot, 0, per), head: nilSlot, tail: nilSlot}
 	}
@@ -88,6 +92,7 @@ func (t *table) insert(k flowKey, f flow) {
 		s.touch(i)
 		return
 	}
+	t.created.Add(1)
 	var i int32
 	if len(s.slots) < cap(s.slots) {
 		s.slots = append(s.slots, slot{})
@@ -96,6 +101,7 @@ func (t *table) insert(k flowKey, f flow) {
 		i = s.tail
 		if s.slots[i].used {
 			delete(s.idx, s.slots[i].key)
+			t.evicted.Add(1)
 		}
 		s.unlink(i)
 	}
@@ -103,6 +109,9 @@ func (t *table) insert(k flowKey, f flow) {
 	s.idx[k] = i
 	s.pushFront(i)
 }
+
+// capacity is the number of entries the table holds at most.
+func (t *table) capacity() int { return t.max }
 
 // len counts the entries, expired ones not yet reused included.
 func (t *table) len() int {

@@ -44,7 +44,9 @@
 //     they no longer allow it.
 //
 // The connection-tracking table is bounded (Options.MaxFlows, 65,536 by
-// default); when it is full the least recently used flows are forgotten.
+// default); when it is full the least recently used flows are forgotten
+// (counted in Stats.FlowsEvicted). A view is bounded too (Options.MaxEntries):
+// Apply refuses a larger one with ErrTooLarge and keeps the rules in force.
 // Flow events (new allowed flows and drops) go to a bounded channel; when
 // nobody reads fast enough they are dropped and counted, never waited for.
 //
@@ -54,6 +56,8 @@
 package userspace
 
 import (
+	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,7 +77,10 @@ const (
 const (
 	DefaultMaxFlows    = 65536
 	DefaultEventBuffer = 4096
-	maxFragments       = 4096
+	// DefaultMaxEntries is as many entries as the eBPF enforcer's
+	// identity, rule and CIDR maps hold together.
+	DefaultMaxEntries = 3 << 18
+	maxFragments      = 4096
 )
 
 // Direction says which way a packet goes through the tunnel.
@@ -207,7 +214,15 @@ type Options struct {
 	EventBuffer int
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
+	// MaxEntries bounds the rule entries of a view (its identities, plus
+	// one per identity and CIDR rule and one per port range of every
+	// local workload); DefaultMaxEntries if 0.
+	MaxEntries int
 }
+
+// ErrTooLarge is wrapped by Apply when a view has more rule entries than
+// Options.MaxEntries.
+var ErrTooLarge = errors.New("view does not fit the userspace filter")
 
 // Filter enforces a node's view on packets. Its methods are safe for
 // concurrent use: Outbound and Inbound never block on Apply.
@@ -216,6 +231,7 @@ type Filter struct {
 	flows  *table
 	frags  *table
 	now    func() time.Time
+	max    int // Options.MaxEntries
 	events chan Event
 
 	counts     [numReasons]atomic.Uint64
@@ -236,10 +252,14 @@ func New(opts Options) *Filter {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.MaxEntries <= 0 {
+		opts.MaxEntries = DefaultMaxEntries
+	}
 	f := &Filter{
 		flows: newTable(opts.MaxFlows),
 		frags: newTable(maxFragments),
 		now:   opts.Now,
+		max:   opts.MaxEntries,
 	}
 	if opts.EventBuffer > 0 {
 		f.events = make(chan Event, opts.EventBuffer)
@@ -250,12 +270,39 @@ func New(opts Options) *Filter {
 
 // Apply makes v the rule set, atomically: every packet is judged either
 // entirely by the previous view or entirely by v. The filter keeps no
-// reference to v. A nil v drops everything again.
-func (f *Filter) Apply(v *view.View) {
+// reference to v. A nil v drops everything again. A view with more rule
+// entries than Options.MaxEntries is refused (ErrTooLarge) and the
+// previous rule set stays in force.
+func (f *Filter) Apply(v *view.View) error {
+	if n := entries(v); n > f.max {
+		return fmt.Errorf("applying view %d: %w: %d rule entries, at most %d", v.Version, ErrTooLarge, n, f.max)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.gen++
 	f.rs.Store(compile(v, f.gen))
+	return nil
+}
+
+// entries counts what a view puts in the rule tables: its identities and
+// the port ranges of its local workloads' rules.
+func entries(v *view.View) int {
+	if v == nil {
+		return 0
+	}
+	n := len(v.Identities)
+	for i := range v.Workloads {
+		for _, r := range []*view.Rules{&v.Workloads[i].Ingress, &v.Workloads[i].Egress} {
+			n += len(r.Any)
+			for _, ir := range r.Identities {
+				n += 1 + len(ir.Ports)
+			}
+			for _, cr := range r.CIDRs {
+				n += 1 + len(cr.Ports)
+			}
+		}
+	}
+	return n
 }
 
 // Version is the version of the view applied last; 0 before Apply.
@@ -271,6 +318,16 @@ type Stats struct {
 	// Flows is the number of tracked flows (expired ones not yet reused
 	// included).
 	Flows int `json:"flows"`
+	// FlowCapacity is the size of the flow table (Options.MaxFlows);
+	// FlowsEvicted counts flows forgotten to make room for new ones (the
+	// least recently used, expired ones not yet reused included). An
+	// evicted flow's next packet is judged as new: a TCP packet without
+	// SYN is dropped, a UDP or SCTP packet passes iff the rules allow it
+	// as a new flow in its own direction.
+	FlowCapacity int    `json:"flowCapacity"`
+	FlowsEvicted uint64 `json:"flowsEvicted"`
+	// FlowsCreated counts the flows tracked since the filter was made.
+	FlowsCreated uint64 `json:"flowsCreated"`
 	// Packets counts packets by reason name; reasons never seen are left
 	// out.
 	Packets map[string]uint64 `json:"packets"`
@@ -294,7 +351,8 @@ func (Stats) PassReason(name string) bool {
 
 // Stats returns the counters.
 func (f *Filter) Stats() Stats {
-	st := Stats{ViewVersion: f.Version(), Flows: f.flows.len(), Packets: map[string]uint64{}, EventsLost: f.eventsLost.Load()}
+	st := Stats{ViewVersion: f.Version(), Flows: f.flows.len(), Packets: map[string]uint64{}, EventsLost: f.eventsLost.Load(),
+		FlowCapacity: f.flows.capacity(), FlowsEvicted: f.flows.evicted.Load(), FlowsCreated: f.flows.created.Load()}
 	for r := ReasonNewFlow; r < numReasons; r++ {
 		n := f.counts[r].Load()
 		if n == 0 {

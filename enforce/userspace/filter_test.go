@@ -1,6 +1,7 @@
 package userspace
 
 import (
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -309,8 +310,13 @@ func TestTableIsBounded(t *testing.T) {
 			t.Fatalf("flow %d refused", i)
 		}
 	}
-	if n := f.Stats().Flows; n > 64 {
-		t.Fatalf("%d flows tracked, want at most 64", n)
+	st := f.Stats()
+	if st.Flows > 64 {
+		t.Fatalf("%d flows tracked, want at most 64", st.Flows)
+	}
+	// Every flow beyond the table's room evicted one.
+	if st.FlowCapacity != 64 || st.FlowsEvicted != uint64(1000-st.FlowCapacity) || st.FlowsCreated != 1000 {
+		t.Errorf("capacity %d, evicted %d, created %d; want 64, %d, 1000", st.FlowCapacity, st.FlowsEvicted, st.FlowsCreated, 1000-64)
 	}
 	// The most recent flow is still tracked; the first was forgotten.
 	run(t, f, []step{
@@ -402,4 +408,29 @@ func TestConcurrentApply(t *testing.T) {
 	if packets.Load() == 0 {
 		t.Fatal("no packets processed")
 	}
+}
+
+// TestApplyTooLarge: a view with more rule entries than MaxEntries is
+// refused and the rules in force stay.
+func TestApplyTooLarge(t *testing.T) {
+	small := testView(1)
+	f := New(Options{MaxEntries: entries(small), EventBuffer: -1})
+	if err := f.Apply(small); err != nil {
+		t.Fatalf("a view of exactly MaxEntries entries: %v", err)
+	}
+	big := testView(2)
+	big.Workloads[0].Ingress.Any = append(big.Workloads[0].Ingress.Any, view.PortRange{Protocol: inventory.TCP, First: 22, Last: 22})
+	if err := f.Apply(big); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("a view of one entry more: %v, want ErrTooLarge", err)
+	}
+	if v := f.Version(); v != 1 {
+		t.Errorf("version in force after the refused view: %d, want 1", v)
+	}
+	run(t, f, []step{in(syn(laptop, web, 40000, 22), Drop, ReasonPolicy)})
+	// The refused view would have allowed it.
+	g := New(Options{EventBuffer: -1})
+	if err := g.Apply(big); err != nil {
+		t.Fatal(err)
+	}
+	run(t, g, []step{in(syn(laptop, web, 40000, 22), Pass, ReasonNewFlow)})
 }

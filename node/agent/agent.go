@@ -52,13 +52,25 @@ const (
 	logHave      = "have"
 	logEnforce   = "enforce"
 	logWorkloads = "workloads"
+	logEnforced  = "enforced_version"
 )
+
+// Stages of a view's application, the label of
+// latch_node_view_apply_failures_total.
+const (
+	stageRules     = iota // the enforcer loads the rules
+	stageWireGuard        // WireGuard takes the peers
+	numStages
+)
+
+var stageNames = [numStages]string{"rules", "wireguard"}
 
 // deps are the agent's effects on the host and on time; tests replace
 // them.
 type deps struct {
 	open       func(wg.Config, *slog.Logger) (wg.Device, wg.Impl, error)
 	loadEBPF   func(pinDir string) (*ebpf.Enforcer, error)
+	filter     userspace.Options // of the userspace enforcer
 	clock      Clock
 	hostAddrs  func() ([]netip.Addr, error)
 	hostname   func() (string, error)
@@ -163,14 +175,24 @@ type agent struct {
 	flows     *flowlog.Log
 	flowsSent atomic.Uint64
 
-	mu          sync.Mutex
-	node        wire.NodeInfo // guarded by mu
-	view        *view.View    // the view applied; guarded by mu
-	needFull    bool          // ask for have=0 next; guarded by mu
-	applyFailed bool          // the last Device.Apply failed; guarded by mu
-	connected   bool          // guarded by mu
-	lastErr     string        // guarded by mu
-	issuedAt    time.Time     // when the current SVID was received; guarded by mu
+	// viewFailures counts failed view applications by stage.
+	viewFailures [numStages]atomic.Uint64
+
+	mu   sync.Mutex
+	node wire.NodeInfo // guarded by mu
+	view *view.View    // the view received last; guarded by mu
+	// enforced is the view whose rules the enforcer holds (every view
+	// when enforcement is off); guarded by mu.
+	enforced *view.View
+	// viewErr is why the enforcer could not load view viewErrVersion, ""
+	// when it loaded the last one; guarded by mu.
+	viewErr        string
+	viewErrVersion uint64
+	needFull       bool      // ask for have=0 next; guarded by mu
+	applyFailed    bool      // the last Device.Apply failed; guarded by mu
+	connected      bool      // guarded by mu
+	lastErr        string    // guarded by mu
+	issuedAt       time.Time // when the current SVID was received; guarded by mu
 	// restream ends the open view stream, so that it is opened again with
 	// the renewed SVID; nil while none is open. Guarded by mu.
 	restream func()
@@ -285,9 +307,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 	if s.enforce == EnforceUserspace {
 		// The filter holds the saved view before the first packet can
 		// flow; with none it drops everything until the first view.
-		a.filter = userspace.New(userspace.Options{})
+		a.filter = userspace.New(d.filter)
 		if v != nil {
-			a.filter.Apply(v)
+			if err := a.filter.Apply(v); err != nil {
+				a.log.Error("loading the saved view into the userspace filter; dropping everything until a view loads", logErr, err)
+			}
 		}
 		wgcfg.Filter = wgFilter{a.filter}
 	}

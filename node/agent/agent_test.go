@@ -552,7 +552,7 @@ func TestAgentLifecycle(t *testing.T) {
 	})
 	wantSt := Status{
 		Name: "n1", SPIFFEID: "spiffe://example.test/latch/node/n1", SVIDExpiry: st.SVIDExpiry,
-		Coordinator: fc.srv.URL, Connected: true, ViewVersion: 3, Iface: "latch-test",
+		Coordinator: fc.srv.URL, Connected: true, ViewVersion: 3, EnforcedVersion: 3, Iface: "latch-test",
 		Impl: "wireguard-go", PublicKey: dev.PublicKey().String(), IP: nodeIP.String(),
 		Enforce: EnforceUserspace, Enforcement: st.Enforcement, // counters: see TestEnforce
 		Flows:     &FlowStatus{}, // records: see TestMonitorFlowsAndMetrics

@@ -126,30 +126,28 @@ func logFlow(ctx context.Context, log *slog.Logger, dir, verdict, reason string,
 		logSrc, src.String(), logDst, dst.String(), logWorkload, workload, logRemoteID, remote)
 }
 
-// applyFilter gives v to the enforcer, if there is one.
-func (a *agent) applyFilter(v *view.View) {
+// applyRules loads v's rules into the enforcer, if there is one. On an
+// error the enforcer keeps the rules it had.
+func (a *agent) applyRules(v *view.View) error {
 	if a.filter != nil {
-		a.filter.Apply(v)
+		if err := a.filter.Apply(v); err != nil {
+			return fmt.Errorf("userspace filter: %w", err)
+		}
 	}
 	if a.bpf != nil {
 		if err := a.bpf.Apply(v); err != nil {
-			a.log.Error("loading the view into the eBPF enforcer; the previous rules stay in force", logVersion, v.Version, logErr, err)
-			a.mu.Lock()
-			a.lastErr = "eBPF enforcer: " + err.Error()
-			a.mu.Unlock()
-			return
+			return fmt.Errorf("eBPF enforcer: %w", err)
 		}
 		a.setCgroups(v)
 	}
+	return nil
 }
 
 // setCgroups tells the eBPF enforcer which cgroup belongs to which of the
 // view's workloads (those the coordinator has not put in the view yet
-// wait for the next view).
+// wait for the next view). With none it clears what an earlier agent
+// left in the pinned maps.
 func (a *agent) setCgroups(v *view.View) {
-	if len(a.s.WorkloadCgroups) == 0 {
-		return
-	}
 	inView := make(map[string]bool, len(v.Workloads))
 	for _, w := range v.Workloads {
 		inView[w.Workload] = true

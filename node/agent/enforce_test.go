@@ -4,9 +4,13 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"io"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,4 +148,158 @@ func TestEnforceOff(t *testing.T) {
 		st, err := QueryStatus(context.Background(), dir)
 		return err == nil && st.Enforce == EnforceOff && st.Enforcement == nil
 	})
+}
+
+// bigView is sshView with n port ranges more in its ingress rules.
+func bigView(version uint64, n int) *view.View {
+	v := sshView(version)
+	for i := range n {
+		p := uint16(1000 + 2*i)
+		v.Workloads[0].Ingress.Any = append(v.Workloads[0].Ingress.Any, view.PortRange{Protocol: inventory.TCP, First: p, Last: p})
+	}
+	return v
+}
+
+// TestViewTooLargeFailsClosed: when the enforcer cannot load a view (here
+// the userspace filter with a small MaxEntries), the agent keeps the old
+// rules and adds none of the new view's peers to WireGuard; it says so in
+// status, metrics and the log, and applies the next view that loads.
+func TestViewTooLargeFailsClosed(t *testing.T) {
+	fc := newFakeCoord(t, 20*time.Minute)
+	dir := filepath.Join(t.TempDir(), "state")
+	cfg := testConfig(fc, dir, fc.token)
+	cfg.Enforce = EnforceUserspace
+	cfg.MetricsListen = freePort(t)
+	a := startAgentWith(t, cfg, func(d *deps) { d.filter.MaxEntries = 20 })
+	dev := a.device(t)
+	s := fc.nextStream(t)
+	ctx := context.Background()
+
+	k1, k2, k3 := newKey(t), newKey(t), newKey(t)
+	v1 := sshView(1)
+	v1.Peers = []view.Peer{
+		peer("n2", k1, "198.18.0.2:51820", "100.64.0.9/32"),
+		peer("n4", k3, "198.18.0.4:51820", "100.64.0.30/32", "100.64.0.31/32"),
+	}
+	s.push(t, wire.StreamMessage{Full: v1})
+	want1 := []wg.Peer{
+		wgPeer(k1, "198.18.0.2:51820", "100.64.0.9/32"),
+		wgPeer(k3, "198.18.0.4:51820", "100.64.0.30/32", "100.64.0.31/32"),
+	}
+	eventuallyPeers(t, dev, "view 1's peers", want1)
+
+	// View 2 adds peer n3 and more rules than the filter holds; it also
+	// narrows n4 and moves n2's endpoint.
+	v2 := bigView(2, 30)
+	v2.Peers = []view.Peer{
+		peer("n2", k1, "198.18.0.12:51820", "100.64.0.9/32"),
+		peer("n3", k2, "198.18.0.3:51820", "100.64.0.20/32"),
+		peer("n4", k3, "198.18.0.4:51820", "100.64.0.30/32"),
+	}
+	s.push(t, wire.StreamMessage{Full: v2})
+	var st Status
+	eventually(t, "view 2 received", func() bool {
+		var err error
+		st, err = QueryStatus(ctx, dir)
+		return err == nil && st.ViewVersion == 2
+	})
+	// No new peer; n4 narrowed as view 2 says (narrowing is safe), n2 at
+	// its new endpoint.
+	want2 := []wg.Peer{
+		wgPeer(k1, "198.18.0.12:51820", "100.64.0.9/32"),
+		wgPeer(k3, "198.18.0.4:51820", "100.64.0.30/32"),
+	}
+	eventuallyPeers(t, dev, "view 2's peers, failed closed", want2)
+	for _, applied := range dev.Applied() {
+		for _, p := range applied {
+			if p.PublicKey == k2 {
+				t.Fatalf("peer n3 of the view whose rules did not load was configured: %+v", applied)
+			}
+		}
+	}
+	if v := savedVersion(dir); v != 1 {
+		t.Errorf("view.json holds version %d, want 1 (the view in force)", v)
+	}
+	if st.EnforcedVersion != 1 || !strings.Contains(st.ViewError, "does not fit") || st.Enforcement == nil || st.Enforcement.ViewVersion != 1 {
+		t.Errorf("status after the refused view: enforced %d, error %q, enforcement %+v; want 1, a too-large error, filter at 1",
+			st.EnforcedVersion, st.ViewError, st.Enforcement)
+	}
+	body := scrape(t, cfg.MetricsListen)
+	for _, want := range []string{
+		"latch_node_view_version 1",
+		"latch_node_view_version_received 2",
+		`latch_node_view_apply_failures_total{stage="rules"} 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("node metrics lack %q:\n%s", want, body)
+		}
+	}
+
+	// A keepalive retries the view, which fails closed again.
+	s.push(t, wire.StreamMessage{})
+	eventually(t, "the retry at the keepalive", func() bool {
+		return strings.Contains(scrape(t, cfg.MetricsListen), `latch_node_view_apply_failures_total{stage="rules"} 2`)
+	})
+	if !peersEqual(dev.Current(), want2) {
+		t.Errorf("peers after the retry: %+v, want %+v", dev.Current(), want2)
+	}
+
+	// The next view that loads is applied whole.
+	v3 := sshView(3)
+	v3.Peers = v2.Peers
+	s.push(t, wire.StreamMessage{Full: v3})
+	want3 := []wg.Peer{want2[0], wgPeer(k2, "198.18.0.3:51820", "100.64.0.20/32"), want2[1]}
+	eventuallyPeers(t, dev, "view 3's peers", want3)
+	eventually(t, "status of view 3", func() bool {
+		st, err := QueryStatus(ctx, dir)
+		return err == nil && st.ViewVersion == 3 && st.EnforcedVersion == 3 && st.ViewError == "" && st.LastError == ""
+	})
+	eventually(t, "view.json at version 3", func() bool { return savedVersion(dir) == 3 })
+}
+
+// eventuallyPeers waits until dev holds exactly want.
+func eventuallyPeers(t *testing.T, dev *wg.Fake, what string, want []wg.Peer) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !peersEqual(dev.Current(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s: the device holds %+v, want %+v", what, dev.Current(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
+}
+
+func TestIntersectPrefixes(t *testing.T) {
+	p := func(ss ...string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, s := range ss {
+			out = append(out, netip.MustParsePrefix(s))
+		}
+		return out
+	}
+	for _, tc := range []struct{ a, b, want []netip.Prefix }{
+		{p("100.64.0.0/24"), p("100.64.0.5/32"), p("100.64.0.5/32")},
+		{p("100.64.0.5/32"), p("100.64.0.0/24"), p("100.64.0.5/32")},
+		{p("100.64.0.5/32", "100.64.1.0/24"), p("100.64.1.7/32", "100.64.0.5/32"), p("100.64.0.5/32", "100.64.1.7/32")},
+		{p("100.64.0.5/32"), p("100.64.0.6/32"), nil},
+		{p("198.19.0.0/16"), nil, nil},
+	} {
+		if got := intersectPrefixes(tc.a, tc.b); !slices.Equal(got, tc.want) {
+			t.Errorf("intersectPrefixes(%v, %v) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
+	}
 }

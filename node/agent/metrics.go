@@ -16,7 +16,15 @@ import (
 // view), so nothing on the data path updates a metric.
 var (
 	descUp          = prometheus.NewDesc("latch_node_connected", "1 when the view stream to the coordinator is up.", nil, nil)
-	descViewVersion = prometheus.NewDesc("latch_node_view_version", "Version of the view applied.", nil, nil)
+	descViewVersion = prometheus.NewDesc("latch_node_view_version", "Version of the view in force: the enforcer holds its rules and WireGuard got its peers.", nil, nil)
+	descViewRecv    = prometheus.NewDesc("latch_node_view_version_received", "Version of the view received last; above latch_node_view_version while the enforcer cannot load it.", nil, nil)
+	descViewFail    = prometheus.NewDesc("latch_node_view_apply_failures_total", "Failed view applications, by stage: rules (the enforcer could not load the view: its new peers wait) or wireguard.", []string{"stage"}, nil)
+	descCtCapacity  = prometheus.NewDesc("latch_node_conntrack_capacity", "Entries the connection-tracking table holds (eBPF: two per flow); beyond it the least recently used are evicted.", nil, nil)
+	descCtCreated   = prometheus.NewDesc("latch_node_conntrack_entries_created_total", "Connection-tracking entries created (eBPF: two per flow, one per re-created direction; userspace: one per flow).", nil, nil)
+	descCtEvicted   = prometheus.NewDesc("latch_node_conntrack_evictions_total", "Tracked flows forgotten to make room for new ones (userspace enforcer).", nil, nil)
+	descCtRecreated = prometheus.NewDesc("latch_node_conntrack_entries_recreated_total", "eBPF: entries re-created because one direction of a live flow had lost its entry (evicted or idle).", nil, nil)
+	descCtMisses    = prometheus.NewDesc("latch_node_conntrack_misses_total", "eBPF: TCP packets without SYN and without a live entry (flow evicted, expired or never allowed); they are dropped.", nil, nil)
+	descRefused     = prometheus.NewDesc("latch_node_enforcer_address_refused_total", "eBPF: binds and sends refused (EPERM) because the socket's cgroup does not own the overlay address, by operation (bind or send).", []string{"op"}, nil)
 	descPeers       = prometheus.NewDesc("latch_node_peers", "WireGuard peers of the device.", nil, nil)
 	descHandshakes  = prometheus.NewDesc("latch_node_peers_with_handshake", "Peers that completed a WireGuard handshake.", nil, nil)
 	descHandshake   = prometheus.NewDesc("latch_node_peer_last_handshake_age_seconds", "Seconds since the latest handshake with a peer (peers with one only).", []string{"peer"}, nil)
@@ -34,7 +42,8 @@ var (
 type nodeCollector struct{ a *agent }
 
 func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descUp, descViewVersion, descPeers, descHandshakes, descHandshake, descRx, descTx,
+	for _, d := range []*prometheus.Desc{descUp, descViewVersion, descViewRecv, descViewFail, descCtCapacity, descCtCreated,
+		descCtEvicted, descCtRecreated, descCtMisses, descRefused, descPeers, descHandshakes, descHandshake, descRx, descTx,
 		descMode, descPackets, descEventsLost, descMapEntries, descFlowQueued, descFlowDropped, descFlowSent} {
 		ch <- d
 	}
@@ -51,14 +60,14 @@ func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels 
 func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	a := c.a
 	a.mu.Lock()
-	connected, v := a.connected, a.view
+	connected, v, received := a.connected, a.enforced, a.view
 	a.mu.Unlock()
 	gauge(ch, descUp, b2f(connected))
-	var version uint64
-	if v != nil {
-		version = v.Version
+	gauge(ch, descViewVersion, float64(versionOf(v)))
+	gauge(ch, descViewRecv, float64(versionOf(received)))
+	for i, name := range stageNames {
+		counter(ch, descViewFail, float64(a.viewFailures[i].Load()), name)
 	}
-	gauge(ch, descViewVersion, float64(version))
 
 	if ps, err := a.peers(); err == nil {
 		gauge(ch, descPeers, float64(len(ps)))
@@ -95,6 +104,9 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(ch, descEventsLost, float64(st.EventsLost))
 		gauge(ch, descMapEntries, float64(st.Flows), "conntrack")
+		gauge(ch, descCtCapacity, float64(st.FlowCapacity))
+		counter(ch, descCtEvicted, float64(st.FlowsEvicted))
+		counter(ch, descCtCreated, float64(st.FlowsCreated))
 	case a.bpf != nil:
 		if cs, err := a.bpf.Counters(); err == nil {
 			for r, n := range cs.ByReason {
@@ -105,6 +117,12 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 				counter(ch, descPackets, float64(n), verdict, r.String())
 			}
 			counter(ch, descEventsLost, float64(cs.EventsLost+cs.EventsSkipped))
+			gauge(ch, descCtCapacity, float64(cs.ConntrackCapacity))
+			counter(ch, descCtCreated, float64(cs.ConntrackCreated))
+			counter(ch, descCtRecreated, float64(cs.ConntrackRecreated))
+			counter(ch, descCtMisses, float64(cs.ConntrackMisses))
+			counter(ch, descRefused, float64(cs.BindsRefused), "bind")
+			counter(ch, descRefused, float64(cs.SourcesRefused), "send")
 		} else {
 			ch <- prometheus.NewInvalidMetric(descPackets, err)
 		}

@@ -25,10 +25,15 @@ type Status struct {
 	Connected   bool      `json:"connected"`
 	LastError   string    `json:"lastError"`
 	ViewVersion uint64    `json:"viewVersion"`
-	Iface       string    `json:"iface"`
-	Impl        string    `json:"impl"`
-	PublicKey   string    `json:"publicKey"`
-	IP          string    `json:"ip"`
+	// EnforcedVersion is the version of the view whose rules the enforcer
+	// holds and whose peers WireGuard got; it lags ViewVersion while the
+	// enforcer cannot load the received view (ViewError says why).
+	EnforcedVersion uint64 `json:"enforcedVersion"`
+	ViewError       string `json:"viewError,omitempty"`
+	Iface           string `json:"iface"`
+	Impl            string `json:"impl"`
+	PublicKey       string `json:"publicKey"`
+	IP              string `json:"ip"`
 	// Enforce is the active enforcement mode: ebpf, userspace or off.
 	Enforce string `json:"enforce"`
 	// Enforcement holds the enforcer's counters; nil when Enforce is off.
@@ -81,17 +86,13 @@ func (a *agent) status() Status {
 		st.Enforcement = &EnforceStatus{Stats: a.filter.Stats(), Events: a.events.Load()}
 	}
 	if a.bpf != nil {
-		var version uint64
-		if a.view != nil {
-			version = a.view.Version
-		}
 		if c, err := a.bpf.Counters(); err == nil {
-			st.Enforcement = &EnforceStatus{Stats: ebpfCounters(c, version), Events: a.events.Load()}
+			st.Enforcement = &EnforceStatus{Stats: ebpfCounters(c, versionOf(a.enforced)), Events: a.events.Load()}
 		}
 	}
-	if a.view != nil {
-		st.ViewVersion = a.view.Version
-	}
+	st.ViewVersion = versionOf(a.view)
+	st.EnforcedVersion = versionOf(a.enforced)
+	st.ViewError = a.viewErr
 	if a.filter != nil || a.bpf != nil {
 		st.Flows = &FlowStatus{Stats: a.flows.Stats(), Sent: a.flowsSent.Load()}
 	}

@@ -6,7 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -160,7 +165,7 @@ func (a *agent) handle(m *wire.StreamMessage) error {
 		a.setView(nv, true)
 	default: // keepalive
 		a.mu.Lock()
-		retry := a.applyFailed
+		retry := a.applyFailed || a.viewErr != ""
 		cur := a.view
 		a.mu.Unlock()
 		if retry && cur != nil {
@@ -170,31 +175,127 @@ func (a *agent) handle(m *wire.StreamMessage) error {
 	return nil
 }
 
-// setView makes v the node's view: it gives v to the enforcer, applies v's
-// peers to the device and, if persist, saves v as view.json.
+// setView makes v the node's view, rules and peers as one step: it loads
+// v's rules into the enforcer, then gives WireGuard v's peers and, if
+// persist and its rules loaded, saves v as view.json. Rules first, so that a narrower view
+// takes effect before any new peer can send. When the enforcer cannot
+// load v (too large for its maps, say) it keeps the rules of the last
+// view it loaded, and WireGuard gets no peer that view lacked: only v's
+// peers that it had, each with the AllowedIPs both views give (failing
+// closed). The failure shows in status, metrics and the log; the next
+// view, or the next keepalive, tries again.
 func (a *agent) setView(v *view.View, persist bool) {
-	// The enforcer first: a narrower view takes effect before any new peer
-	// can send.
-	a.applyFilter(v)
+	ruleErr := a.applyRules(v)
+	a.mu.Lock()
+	if ruleErr == nil {
+		a.enforced = v
+	}
+	enforced, lastFailed := a.enforced, a.viewErrVersion
+	a.mu.Unlock()
 	peers := a.peersOf(v)
+	if ruleErr != nil {
+		a.viewFailures[stageRules].Add(1)
+		var held []wg.Peer
+		if enforced != nil {
+			held = a.peersOf(enforced)
+		}
+		peers = failClosed(peers, held)
+		level := slog.LevelError
+		if lastFailed == v.Version {
+			level = slog.LevelDebug // a retry of the same view: said already
+		}
+		a.log.Log(context.Background(), level, "the enforcer cannot load the view: its rules and new peers wait, the previous rules stay in force",
+			logVersion, v.Version, logEnforced, versionOf(enforced), logErr, ruleErr)
+	}
 	err := a.dev.Apply(peers)
+	if err != nil {
+		a.viewFailures[stageWireGuard].Add(1)
+	}
 	a.mu.Lock()
 	a.view = v
 	a.applyFailed = err != nil
+	if a.viewErr != "" && strings.HasPrefix(a.lastErr, "loading view ") {
+		a.lastErr = ""
+	}
+	a.viewErr, a.viewErrVersion = "", 0
+	if ruleErr != nil {
+		a.viewErr, a.viewErrVersion = ruleErr.Error(), v.Version
+		a.lastErr = "loading view " + strconv.FormatUint(v.Version, 10) + ": " + ruleErr.Error()
+	}
 	if err != nil {
 		a.lastErr = "applying view: " + err.Error()
 	}
 	a.mu.Unlock()
-	if err != nil {
+	switch {
+	case err != nil:
 		a.log.Error("applying the view to WireGuard; will retry", logVersion, v.Version, logErr, err)
-	} else {
+	case ruleErr == nil:
 		a.log.Info("view applied", logVersion, v.Version, logPeers, len(peers))
 	}
-	if persist {
+	// Only a view in force is saved: a restarted agent enforces what it
+	// enforced, and a view its enforcer cannot load must not keep it from
+	// starting.
+	if persist && ruleErr == nil {
 		if err := a.dir.writeJSON(ViewFile, v); err != nil {
 			a.log.Warn("saving the view", logErr, err)
 		}
 	}
+}
+
+// versionOf is v's version, 0 for nil.
+func versionOf(v *view.View) uint64 {
+	if v == nil {
+		return 0
+	}
+	return v.Version
+}
+
+// failClosed returns the peers of next that held (the peers of the view
+// whose rules are in force) also has, each with only the AllowedIPs both
+// give; a peer left with none is dropped. Endpoints are next's.
+func failClosed(next, held []wg.Peer) []wg.Peer {
+	byKey := make(map[wgtypes.Key]wg.Peer, len(held))
+	for _, p := range held {
+		byKey[p.PublicKey] = p
+	}
+	var out []wg.Peer
+	for _, p := range next {
+		h, ok := byKey[p.PublicKey]
+		if !ok {
+			continue
+		}
+		p.AllowedIPs = intersectPrefixes(p.AllowedIPs, h.AllowedIPs)
+		if len(p.AllowedIPs) > 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// intersectPrefixes returns the addresses in both a and b, as prefixes:
+// two prefixes either nest (the intersection is the longer) or are
+// disjoint.
+func intersectPrefixes(a, b []netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, x := range a {
+		x = x.Masked()
+		for _, y := range b {
+			y = y.Masked()
+			var in netip.Prefix
+			switch {
+			case x.Bits() >= y.Bits() && y.Contains(x.Addr()):
+				in = x
+			case y.Bits() > x.Bits() && x.Contains(y.Addr()):
+				in = y
+			default:
+				continue
+			}
+			if !slices.Contains(out, in) {
+				out = append(out, in)
+			}
+		}
+	}
+	return out
 }
 
 // peersOf converts the view's peers to WireGuard peers, skipping (and
