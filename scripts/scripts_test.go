@@ -494,3 +494,67 @@ func TestInstallOneLiner(t *testing.T) {
 		})
 	}
 }
+
+// unitSettings returns the [Service] settings of a unit file, each key's
+// values in order.
+func unitSettings(t *testing.T, path string) map[string][]string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	section := ""
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "" || strings.HasPrefix(line, "#"):
+		case strings.HasPrefix(line, "["):
+			section = line
+		case section == "[Service]":
+			k, v, _ := strings.Cut(line, "=")
+			out[k] = append(out[k], v)
+		}
+	}
+	return out
+}
+
+// TestUnitsAreHardened keeps the sandboxing of the packaged units (make
+// lint runs scripts/verify-units.sh on them, which checks that systemd
+// parses every setting; e2e TestNodeUnitCapabilities that the node agent
+// works with its capabilities): a setting dropped or loosened fails here.
+func TestUnitsAreHardened(t *testing.T) {
+	common := map[string]string{
+		"NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
+		"ProtectKernelModules": "yes", "ProtectKernelLogs": "yes", "ProtectClock": "yes", "ProtectHostname": "yes",
+		"ProtectProc": "invisible", "RestrictNamespaces": "yes", "RestrictSUIDSGID": "yes", "RestrictRealtime": "yes",
+		"LockPersonality": "yes", "MemoryDenyWriteExecute": "yes", "SystemCallArchitectures": "native",
+		"UMask": "0077", "StateDirectoryMode": "0700",
+	}
+	for unit, extra := range map[string]map[string]string{
+		"latch-node.service": {
+			"CapabilityBoundingSet":   "CAP_NET_ADMIN CAP_BPF CAP_PERFMON",
+			"AmbientCapabilities":     "CAP_NET_ADMIN CAP_BPF CAP_PERFMON",
+			"RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+			"DeviceAllow":             "/dev/net/tun rw",
+		},
+		"latch-coordinator.service": {
+			"CapabilityBoundingSet": "", "AmbientCapabilities": "", "DynamicUser": "yes",
+			"PrivateDevices": "yes", "ProtectKernelTunables": "yes", "ProtectControlGroups": "yes",
+			"RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+			"SystemCallFilter":        "@system-service|~@privileged @resources",
+		},
+	} {
+		got := unitSettings(t, filepath.Join("..", "packaging", "systemd", unit))
+		for k, want := range common {
+			if v := strings.Join(got[k], "|"); v != want {
+				t.Errorf("%s: %s=%q, want %q", unit, k, v, want)
+			}
+		}
+		for k, want := range extra {
+			if v := strings.Join(got[k], "|"); v != want || got[k] == nil {
+				t.Errorf("%s: %s=%q, want %q", unit, k, v, want)
+			}
+		}
+	}
+}
