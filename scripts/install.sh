@@ -26,10 +26,10 @@
 # Trust: the token's last part is the SHA-256 of the coordinator CA's public
 # key (SPKI). The script fetches the CA certificate, refuses it unless it is
 # exactly one PEM certificate and nothing else (curl --cacert trusts every
-# certificate in a file), checks that hash with openssl, and then fetches
-# SHA256SUMS and the binary over TLS verified against that one certificate
-# only; the binary must match its sum. Temporary files are in a directory
-# of its own (mktemp -d, mode 0700).
+# certificate in a file), checks that hash and its self-signature with
+# openssl, and then fetches SHA256SUMS and the binary over TLS verified
+# against that one certificate only; the binary must match its sum.
+# Temporary files are in a directory of its own (mktemp -d, mode 0700).
 #
 # Re-running upgrades in place: the binary is replaced atomically and the
 # service restarted; the identity in /var/lib/latch is kept. A failure
@@ -417,6 +417,10 @@ pinned_ca() {
 	got=$(openssl x509 -in "$2" -noout -pubkey 2>/dev/null | openssl pkey -pubin -outform DER 2>/dev/null |
 		openssl dgst -sha256 | awk '{print $NF}')
 	[ "$got" = "$3" ] || die "the coordinator at $coordinator is not the one the token was made for: its CA hash is ${got:-unreadable}, the token says $3"
+	# Made by the holder of that key (OpenSSL does not check a trust
+	# anchor's own signature otherwise), a CA, and valid now.
+	openssl verify -check_ss_sig -CAfile "$2" "$2" >/dev/null 2>&1 ||
+		die "$coordinator/ca.pem is not a valid self-signed CA certificate: refusing it (openssl verify -check_ss_sig says: $(openssl verify -check_ss_sig -CAfile "$2" "$2" 2>&1 | tail -n 1))"
 }
 
 if [ -n "$token" ]; then

@@ -317,6 +317,16 @@ func TestInstallScriptTrustsOnlyThePinnedCA(t *testing.T) {
 	key, _ := x509.MarshalPKCS8PrivateKey(evil.key)
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key})
 	const refused = "refusing it: it must hold the coordinator's CA certificate and nothing else"
+	// The real CA's public key in a certificate the attacker signed: the
+	// hash matches, but the CA never made it.
+	forgedTmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "real"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		BasicConstraintsValid: true, IsCA: true, KeyUsage: x509.KeyUsageCertSign}
+	forgedDER, err := x509.CreateCertificate(rand.Reader, forgedTmpl, forgedTmpl, real.key.Public(), evil.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: forgedDER})
 	for _, tc := range []struct {
 		name   string
 		ca     []byte
@@ -336,6 +346,7 @@ func TestInstallScriptTrustsOnlyThePinnedCA(t *testing.T) {
 		{"real CA in DER", real.cert.Raw, real, refused, false},
 		{"empty", nil, real, refused, false},
 		{"the attacker's CA alone", evil.pem(), evil, "is not the one the token was made for", false},
+		{"the real CA's key in a certificate it did not sign", forged, real, "is not a valid self-signed CA certificate", false},
 		{"real CA alone, attacker's server", real.pem(), evil, "fetching https://127.0.0.1", false},
 		// The check lets the real thing through: the binary runs.
 		{"real CA alone, real server", real.pem(), real, "does not run on this machine", true},
