@@ -12,8 +12,9 @@ FUZZTIME ?= 30000x
 # Debian packages the targets need: ip, wg, ping and nc for the tests and
 # the demo, shellcheck for the scripts, chromium for the web console's
 # browser test, curl, openssl and systemd (systemd-analyze) for the install
-# script and the units, socat for the demo's console relay (later issues add postgresql, ...).
-DEB_PACKAGES ?= iproute2 wireguard-tools iputils-ping netcat-openbsd shellcheck iperf3 chromium curl openssl systemd socat
+# script and the units, socat for the demo's console relay, strace and sudo
+# for the install tests (later issues add postgresql, ...).
+DEB_PACKAGES ?= iproute2 wireguard-tools iputils-ping netcat-openbsd shellcheck iperf3 chromium curl openssl systemd socat strace sudo
 
 # Debian packages `make generate` needs to compile bpf/latch.c.
 BPF_DEB_PACKAGES ?= clang llvm libbpf-dev gcc-multilib bpftool

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/latchnet/latch/e2e/netlab"
+	"github.com/latchnet/latch/internal/tracetest"
 )
 
 var (
@@ -116,29 +118,56 @@ func newFreshRoot(t *testing.T, h *netlab.Host) *freshRoot {
 
 // run runs argv inside the fresh root and returns its combined output.
 func (r *freshRoot) run(timeout time.Duration, argv ...string) (string, error) {
+	return r.runWithInput(timeout, "", argv...)
+}
+
+// runWithInput runs argv inside the fresh root with stdin as its input
+// and returns its combined output.
+func (r *freshRoot) runWithInput(timeout time.Duration, stdin string, argv ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", strconv.Itoa(r.holder.Pid), "-m", "-n", "--"}, argv...)...)
 	cmd.Env = append(os.Environ(), "TMPDIR="+r.tmp)
+	cmd.Stdin = strings.NewReader(stdin)
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
 
-// install runs the documented command: fetch the CA certificate, check
-// its SPKI hash against the token, then pipe /install.sh fetched over TLS
-// verified against that CA into sh with args.
-func (r *freshRoot) install(coord, token string, args ...string) (string, error) {
-	script := `set -eu
-coord=$1 token=$2
-shift 2
-ca=$(mktemp)
-trap 'rm -f "$ca"' EXIT
-curl -fsS -k "$coord/ca.pem" -o "$ca"
-[ "$(openssl x509 -in "$ca" -noout -pubkey | openssl pkey -pubin -outform DER | openssl dgst -sha256 | awk '{print $NF}')" = "${token##*.}" ] || { echo "CA hash mismatch" >&2; exit 1; }
-curl -fsS --cacert "$ca" "$coord/install.sh" | sh -s -- --token "$token" "$@"
-`
-	return r.run(3*time.Minute, append([]string{"sh", "-c", script, "sh", coord, token}, args...)...)
+// install runs the documented command, README's one-liner (which the
+// console shows too), typed into a shell as a user pastes it, with args
+// for the script: it fetches the CA certificate, keeps exactly one,
+// checks its SPKI hash against the token, then pipes /install.sh fetched
+// over TLS verified against that certificate into sudo sh. wrap, if not
+// nil, wraps the shell's argv (a tracer).
+func (r *freshRoot) install(coord, token string, wrap func(...string) []string, args ...string) (string, error) {
+	r.t.Helper()
+	if _, err := exec.LookPath("sudo"); err != nil {
+		r.t.Fatalf("the install one-liner runs sudo: install it (make deps): %v", err)
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```sh\n(\\(export LATCH_TOKEN=TOKEN .*?)\n```").FindSubmatch(readme)
+	if m == nil {
+		r.t.Fatal("README.md has no install one-liner (a sh block starting \"(export LATCH_TOKEN=TOKEN \")")
+	}
+	cmd := string(m[1])
+	cmd = strings.Replace(cmd, "LATCH_TOKEN=TOKEN ", "LATCH_TOKEN="+token+" ", 1)
+	cmd = strings.Replace(cmd, "COORD=https://coord.example.com:7443", "COORD="+coord, 1)
+	if len(args) > 0 {
+		const tail = "| sudo --preserve-env=LATCH_TOKEN sh)"
+		if !strings.HasSuffix(cmd, tail) {
+			r.t.Fatalf("README's one-liner does not end with %q", tail)
+		}
+		cmd = strings.TrimSuffix(cmd, "sh)") + "sh -s -- " + strings.Join(args, " ") + ")"
+	}
+	argv := []string{"sh"}
+	if wrap != nil {
+		argv = wrap(argv...)
+	}
+	return r.runWithInput(3*time.Minute, cmd+"\n", argv...)
 }
 
 // added lists what the fresh root holds that the machine does not: the
@@ -242,7 +271,7 @@ func TestInstallScript(t *testing.T) {
 
 	t.Run("token for another coordinator", func(t *testing.T) {
 		other := tok[:strings.LastIndex(tok, ".")+1] + strings.Repeat("ab", 32)
-		out, err := r.run(time.Minute, "sh", "-c", `curl -fsS -k "$1/install.sh" | sh -s -- --token "$2"`, "sh", c.url, other)
+		out, err := r.run(time.Minute, "sh", "-c", `curl -fsS -k "$1/install.sh" | LATCH_TOKEN="$2" sh`, "sh", c.url, other)
 		if err == nil || !strings.Contains(out, "is not the one the token was made for") || !strings.Contains(out, "nothing was changed") {
 			t.Errorf("want a refusal naming the CA mismatch: %v\n%s", err, out)
 		}
@@ -252,12 +281,39 @@ func TestInstallScript(t *testing.T) {
 	t.Run("bad token", func(t *testing.T) {
 		parts := strings.Split(tok, ".")
 		parts[2] = strings.Repeat("a", len(parts[2])) // right CA, wrong secret
-		out, err := r.install(c.url, strings.Join(parts, "."), withLabels...)
+		// Traced: the whole way from the one-liner through sudo and the
+		// script to latch's enrollment, the secret is on no command line
+		// (ps), and no file is written in /tmp or TMPDIR outside a
+		// private directory.
+		var trace func() tracetest.Trace
+		wrap := func(argv ...string) []string {
+			var w []string
+			w, trace = tracetest.Wrap(t, argv...)
+			return w
+		}
+		out, err := r.install(c.url, strings.Join(parts, "."), wrap, withLabels...)
+		// The one-liner's exit status is sudo sh's.
 		if err == nil || !strings.Contains(out, "enrollment failed") || !strings.Contains(out, "nothing was changed") {
 			t.Errorf("want an enrollment failure: %v\n%s", err, out)
 		}
 		t.Logf("bad token:\n%s", out)
 		r.expectNothingAdded("a refused token")
+		tr := trace()
+		var enrolled bool
+		for _, e := range tr.Execs {
+			enrolled = enrolled || strings.Contains(e, "--enroll-only")
+		}
+		if !enrolled {
+			t.Errorf("the trace shows no latch node --enroll-only: not a trace of the install (%d programs)", len(tr.Execs))
+		}
+		if e := tr.ExecsWith(parts[2]); len(e) > 0 {
+			t.Errorf("the token's secret is on a command line:\n%s", strings.Join(e, "\n"))
+		}
+		for _, dir := range []string{r.tmp, "/tmp"} {
+			if w := tr.PublicWritesUnder(dir); len(w) > 0 {
+				t.Errorf("files written in %s outside a private (0700) directory: %v", dir, w)
+			}
+		}
 	})
 
 	t.Run("wrong checksum", func(t *testing.T) {
@@ -269,7 +325,7 @@ func TestInstallScript(t *testing.T) {
 		bad[len(bad)/2] ^= 0xff
 		os.WriteFile(filepath.Join(dist, "latch-linux-"+runtime.GOARCH), bad, 0o755)
 		defer os.WriteFile(filepath.Join(dist, "latch-linux-"+runtime.GOARCH), good, 0o755)
-		out, err := r.install(c.url, tok, withLabels...)
+		out, err := r.install(c.url, tok, nil, withLabels...)
 		if err == nil || !strings.Contains(out, "checksum mismatch for latch-linux-"+runtime.GOARCH) || !strings.Contains(out, "nothing was changed") {
 			t.Errorf("want a checksum failure: %v\n%s", err, out)
 		}
@@ -279,7 +335,7 @@ func TestInstallScript(t *testing.T) {
 
 	t.Run("unreachable coordinator", func(t *testing.T) {
 		closed := fmt.Sprintf("https://%s:7444", c.coord.Underlay)
-		out, err := r.run(time.Minute, "sh", "-c", `curl -fsS -k "$1/install.sh" | sh -s -- --token "$2" --coordinator "$3"`, "sh", c.url, tok, closed)
+		out, err := r.run(time.Minute, "sh", "-c", `curl -fsS -k "$1/install.sh" | LATCH_TOKEN="$2" sh -s -- --coordinator "$3"`, "sh", c.url, tok, closed)
 		if err == nil || !strings.Contains(out, "cannot reach the coordinator at "+closed) {
 			t.Errorf("want an unreachable coordinator: %v\n%s", err, out)
 		}
@@ -288,7 +344,7 @@ func TestInstallScript(t *testing.T) {
 
 	var firstPid string
 	t.Run("install", func(t *testing.T) {
-		out, err := r.install(c.url, tok, withLabels...)
+		out, err := r.install(c.url, tok, nil, withLabels...)
 		t.Logf("install:\n%s", out)
 		if err != nil {
 			t.Fatalf("install: %v", err)
@@ -334,7 +390,7 @@ func TestInstallScript(t *testing.T) {
 		newSum := writeDist(t, dist, bin, []byte("new build"))
 		// The same command again: the token (used up by now) only pins
 		// the CA; the node is enrolled already.
-		out, err := r.install(c.url, tok, withLabels...)
+		out, err := r.install(c.url, tok, nil, withLabels...)
 		t.Logf("upgrade:\n%s", out)
 		if err != nil {
 			t.Fatalf("upgrade: %v", err)

@@ -3,13 +3,18 @@
 # enrolls this machine as a node with a join token and runs the node agent
 # as a service (systemd on Linux, launchd on macOS).
 #
-#   curl -fsS --cacert latch-ca.pem https://COORD:7443/install.sh | sudo sh -s -- --token TOKEN
+#   ... | curl -fsS --cacert /dev/stdin https://COORD:7443/install.sh | sudo --preserve-env=LATCH_TOKEN sh
 #
-# (README.md, "Install on a server or laptop", shows how to get latch-ca.pem
-# and check it against the token.) Options:
+# (README.md, "Install on a server or laptop", has the whole command: it
+# checks the coordinator's CA against the token before it fetches this
+# script.) The join token latch1.<id>.<secret>.<ca-hash> comes from the
+# environment (LATCH_TOKEN) or a file, not from the command line, where any
+# local user can read it (ps); an enrolled node needs none to upgrade.
+# Options:
 #
-#   --token T          join token latch1.<id>.<secret>.<ca-hash> (not needed
-#                      to upgrade a node that is already enrolled)
+#   --token-file FILE  read the join token from the first line of FILE
+#   --token T          the join token itself (visible in ps: prefer the two
+#                      above)
 #   --coordinator URL  https://HOST:PORT (default: the coordinator that served
 #                      this script, or the one an earlier install configured)
 #   --enforce MODE     auto (Linux default), ebpf, userspace (macOS), off
@@ -19,9 +24,12 @@
 #   --keep-state       with --uninstall: keep /var/lib/latch (the identity)
 #
 # Trust: the token's last part is the SHA-256 of the coordinator CA's public
-# key (SPKI). The script fetches the CA certificate, checks that hash with
+# key (SPKI). The script fetches the CA certificate, refuses it unless it is
+# exactly one PEM certificate and nothing else (curl --cacert trusts every
+# certificate in a file), checks that hash and its self-signature with
 # openssl, and then fetches SHA256SUMS and the binary over TLS verified
-# against that CA only (curl --cacert); the binary must match its sum.
+# against that one certificate only; the binary must match its sum.
+# Temporary files are in a directory of its own (mktemp -d, mode 0700).
 #
 # Re-running upgrades in place: the binary is replaced atomically and the
 # service restarted; the identity in /var/lib/latch is kept. A failure
@@ -56,6 +64,8 @@ die() {
 }
 
 token=''
+token_file=''
+token_flags=0
 coordinator=''
 enforce=''
 name=''
@@ -64,10 +74,18 @@ uninstall=0
 keep_state=0
 while [ $# -gt 0 ]; do
 	case $1 in
-	--token | --coordinator | --enforce | --name | --labels)
+	--token | --token-file | --coordinator | --enforce | --name | --labels)
 		[ $# -ge 2 ] || die "$1 needs a value"
 		case $1 in
-		--token) token=$2 ;;
+		--token)
+			token=$2
+			token_flags=$((token_flags + 1))
+			say "note: --token shows the token to every local user (ps); pass it in LATCH_TOKEN or --token-file instead"
+			;;
+		--token-file)
+			token_file=$2
+			token_flags=$((token_flags + 1))
+			;;
 		--coordinator) coordinator=$2 ;;
 		--enforce) enforce=$2 ;;
 		--name) name=$2 ;;
@@ -78,7 +96,8 @@ while [ $# -gt 0 ]; do
 	--uninstall) uninstall=1 && shift ;;
 	--keep-state) keep_state=1 && shift ;;
 	-h | --help)
-		echo "usage: install.sh --token T [--coordinator URL] [--enforce auto|ebpf|userspace|off] [--name NAME] [--labels k=v,k=v]" >&2
+		echo "usage: LATCH_TOKEN=T install.sh [--coordinator URL] [--enforce auto|ebpf|userspace|off] [--name NAME] [--labels k=v,k=v]" >&2
+		echo "       install.sh --token-file FILE [options]" >&2
 		echo "       install.sh --uninstall [--keep-state]" >&2
 		exit 0
 		;;
@@ -86,7 +105,14 @@ while [ $# -gt 0 ]; do
 	esac
 done
 
-[ "$(id -u)" = 0 ] || die "run as root: curl ... | sudo sh -s -- --token TOKEN"
+[ "$token_flags" -le 1 ] || die "give the token once: LATCH_TOKEN, --token-file FILE or --token T"
+if [ "$token_flags" = 0 ]; then
+	token=${LATCH_TOKEN:-}
+fi
+# Not passed on to anything this script starts (the node agent among them).
+unset LATCH_TOKEN
+
+[ "$(id -u)" = 0 ] || die "run as root: ... | sudo --preserve-env=LATCH_TOKEN sh (README.md, \"Install on a server or laptop\")"
 
 case $(uname -s) in
 Linux) os=linux ;;
@@ -321,7 +347,18 @@ auto | ebpf | userspace | off) ;;
 *) die "--enforce $enforce: want auto, ebpf, userspace or off" ;;
 esac
 
+if [ -n "$token_file" ]; then
+	if [ ! -f "$token_file" ] || [ ! -r "$token_file" ]; then
+		die "--token-file $token_file: cannot read it: give a file holding the join token"
+	fi
+	IFS= read -r token <"$token_file" || [ -n "$token" ] || die "--token-file $token_file: the file is empty: it must hold the join token"
+fi
+
+# Private to this run (mktemp -d makes it 0700): another local user can
+# neither plant nor swap the CA certificate or the binary before they are
+# used.
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/latch-install.XXXXXX")
+chmod 0700 "$tmp"
 committed=0
 created=''
 backup_bin=''
@@ -351,33 +388,62 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-# fetch URL FILE: GET over TLS verified against the CA in $tmp/ca.pem only.
+# fetch URL FILE: GET over TLS verified against the CA in $tmp/ca.pem only
+# (one certificate: pinned_ca made that file).
 fetch() {
 	code=$(curl -sS --proto '=https' --cacert "$tmp/ca.pem" --connect-timeout 10 --max-time 300 \
 		-o "$2" -w '%{http_code}' "$1") || die "fetching $1 failed (above); is the coordinator reachable?"
 	[ "$code" = 200 ] || die "fetching $1: HTTP $code: $(head -c 300 "$2")"
 }
 
+# pinned_ca SERVED OUT WANT: SERVED, the CA certificate as the coordinator
+# sent it, must be one PEM certificate and nothing else: no second
+# certificate (curl --cacert would trust it unchecked), no key, no text
+# around it. OUT gets that certificate as openssl reads it, which must be
+# byte for byte what was sent, and its public key (SPKI) must hash to WANT.
+# Only OUT is trusted afterwards.
+pinned_ca() {
+	refuse="$coordinator/ca.pem is not one PEM certificate alone: refusing it: it must hold the coordinator's CA certificate and nothing else; is something between this machine and the coordinator changing what it sends?"
+	awk '
+		NR == 1 { ok = ($0 == "-----BEGIN CERTIFICATE-----"); next }
+		closed { ok = 0; next }
+		$0 == "-----END CERTIFICATE-----" { closed = 1; next }
+		$0 !~ "^[A-Za-z0-9+/]+=*$" { ok = 0 }
+		END { exit !(ok && closed) }' "$1" || die "$refuse"
+	openssl x509 -in "$1" -out "$2" 2>/dev/null || die "$refuse"
+	openssl x509 -in "$2" -outform DER -out "$tmp/ca.der" 2>/dev/null || die "$refuse"
+	sed '1d;$d' "$1" | openssl base64 -d -out "$tmp/served.der" 2>/dev/null || die "$refuse"
+	[ "$(sha256 "$tmp/ca.der")" = "$(sha256 "$tmp/served.der")" ] || die "$refuse"
+	got=$(openssl x509 -in "$2" -noout -pubkey 2>/dev/null | openssl pkey -pubin -outform DER 2>/dev/null |
+		openssl dgst -sha256 | awk '{print $NF}')
+	[ "$got" = "$3" ] || die "the coordinator at $coordinator is not the one the token was made for: its CA hash is ${got:-unreadable}, the token says $3"
+	# Made by the holder of that key (OpenSSL does not check a trust
+	# anchor's own signature otherwise), a CA, and valid now.
+	openssl verify -check_ss_sig -CAfile "$2" "$2" >/dev/null 2>&1 ||
+		die "$coordinator/ca.pem is not a valid self-signed CA certificate: refusing it (openssl verify -check_ss_sig says: $(openssl verify -check_ss_sig -CAfile "$2" "$2" 2>&1 | tail -n 1))"
+}
+
 if [ -n "$token" ]; then
 	case $token in
+	*[!A-Za-z0-9.]* | latch1.*.*.*.*) die "the join token: want latch1.<id>.<secret>.<ca-hash>, as \`latch admin token create\` prints" ;;
 	latch1.*.*.*) ;;
-	*) die "--token: want latch1.<id>.<secret>.<ca-hash>, as \`latch admin token create\` prints" ;;
+	*) die "the join token: want latch1.<id>.<secret>.<ca-hash>, as \`latch admin token create\` prints" ;;
 	esac
 	want=$(printf '%s' "${token##*.}" | tr 'A-F' 'a-f')
-	printf '%s' "$want" | grep -Eq '^[0-9a-f]{64}$' || die "--token: the last part must be the 64 hex characters of the CA hash; was the token copied completely?"
+	printf '%s' "$want" | grep -Eq '^[0-9a-f]{64}$' || die "the join token: the last part must be the 64 hex characters of the CA hash; was the token copied completely?"
 	command -v openssl >/dev/null 2>&1 || die "openssl is needed to check the coordinator's CA against the token: install it (apt-get install openssl)"
-	# Unauthenticated on purpose: the certificate is accepted only if its
-	# public key hashes to the value in the token.
-	curl -sS -k --proto '=https' --connect-timeout 10 --max-time 60 -o "$tmp/ca.pem" "$coordinator/ca.pem" ||
+	# Unauthenticated on purpose: the certificate is accepted only if it is
+	# the one certificate sent and its public key hashes to the value in
+	# the token.
+	curl -sS -k --proto '=https' --connect-timeout 10 --max-time 60 --max-filesize 65536 \
+		-o "$tmp/served-ca.pem" "$coordinator/ca.pem" ||
 		die "cannot reach the coordinator at $coordinator (above); check the URL and that this machine can reach it"
-	got=$(openssl x509 -in "$tmp/ca.pem" -noout -pubkey 2>/dev/null | openssl pkey -pubin -outform DER 2>/dev/null |
-		openssl dgst -sha256 | awk '{print $NF}')
-	[ "$got" = "$want" ] || die "the coordinator at $coordinator is not the one the token was made for: its CA hash is ${got:-unreadable}, the token says $want"
+	pinned_ca "$tmp/served-ca.pem" "$tmp/ca.pem" "$want"
 elif [ "$enrolled" = 1 ]; then
 	# Upgrade of an enrolled node: trust the CA it enrolled with.
 	cp "$state/bundle.pem" "$tmp/ca.pem"
 else
-	die "--token is required: this machine is not enrolled yet (create one with \`latch admin token create\`)"
+	die "a join token is required: this machine is not enrolled yet (create one with \`latch admin token create\` and pass it in LATCH_TOKEN or --token-file)"
 fi
 
 file=latch-$os-$arch

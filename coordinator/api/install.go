@@ -49,7 +49,11 @@ func (s *Server) installScript(c echo.Context) error {
 }
 
 // caCert serves the coordinator CA certificate (public: its SPKI hash is in
-// every join token, which is how the install script checks it).
+// every join token, which is how the install script checks it). It is one
+// PEM certificate and nothing else: the script and the documented one-liner
+// trust exactly one certificate, checked against the token, and the script
+// refuses a ca.pem holding anything more (curl --cacert would trust every
+// certificate in the file).
 func (s *Server) caCert(c echo.Context) error {
 	return c.Blob(http.StatusOK, "application/x-pem-file", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.cfg.CA.Root().Raw}))
 }

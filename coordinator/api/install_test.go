@@ -63,9 +63,9 @@ func TestInstallRoutes(t *testing.T) {
 	}
 
 	code, body = get(t, srv.URL+"/ca.pem")
-	blk, _ := pem.Decode([]byte(body))
-	if code != 200 || blk == nil {
-		t.Fatalf("ca.pem: %d %q", code, body)
+	blk, rest := pem.Decode([]byte(body))
+	if code != 200 || blk == nil || blk.Type != "CERTIFICATE" || len(rest) != 0 {
+		t.Fatalf("ca.pem: %d %q, want one PEM certificate and nothing else (install.sh refuses more)", code, body)
 	}
 	cert, err := x509.ParseCertificate(blk.Bytes)
 	if err != nil || ca.SPKIFingerprint(cert) != authority.Fingerprint() {

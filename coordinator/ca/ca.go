@@ -317,7 +317,16 @@ func (c *CA) CoordinatorID() spiffeid.ID {
 // SignNode checks the signature of the DER CSR and issues a node X.509-SVID
 // for spiffe://<td>/latch/node/<name>, valid from now-1m until now+ttl (but
 // never past the root's expiry), with a random 128-bit serial, key usage
-// digitalSignature and extended key usages clientAuth and serverAuth.
+// digitalSignature and the extended key usage clientAuth only.
+//
+// A node certificate is for client authentication and nothing else: no
+// serverAuth and no common name, so that it cannot pass as a server. curl
+// (OpenSSL) takes the CN as the host name when a certificate has no DNS or
+// IP SAN, so a node enrolled as "coord" or "localhost" could otherwise serve
+// the install script for a coordinator reached by that name. The subject is
+// O=Latch only, as the X.509-SVID specification allows; the SPIFFE ID is the
+// URI SAN. Nodes never serve TLS with it (the coordinator is the only
+// server; node-to-node traffic is WireGuard).
 //
 // Everything in the CSR except its public key is ignored: the identity comes
 // only from name, which the caller took from a verified join token or
@@ -339,10 +348,10 @@ func (c *CA) SignNode(csrDER []byte, name string, ttl time.Duration) (*x509svid.
 		return nil, fmt.Errorf("ca: signing node %s: %w", name, err)
 	}
 	tmpl := &x509.Certificate{
-		Subject:     pkix.Name{Organization: []string{"Latch"}, CommonName: name},
+		Subject:     pkix.Name{Organization: []string{"Latch"}},
 		URIs:        []*url.URL{id.URL()},
 		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
 	leaf, err := c.issue(tmpl, csr.PublicKey, ttl)
 	if err != nil {

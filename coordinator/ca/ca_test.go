@@ -60,6 +60,12 @@ func newCSR(t *testing.T) ([]byte, crypto.Signer) {
 	return der, key
 }
 
+func rootPool(c *ca.CA) *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(c.Root())
+	return p
+}
+
 func signNode(t *testing.T, c *ca.CA, name string, ttl time.Duration) (*x509svid.SVID, crypto.Signer) {
 	t.Helper()
 	csr, key := newCSR(t)
@@ -215,14 +221,21 @@ func TestSignNode(t *testing.T) {
 	if len(leaf.DNSNames) != 0 || len(leaf.IPAddresses) != 0 || len(leaf.EmailAddresses) != 0 {
 		t.Errorf("leaf copied SANs from the CSR: %v %v %v", leaf.DNSNames, leaf.IPAddresses, leaf.EmailAddresses)
 	}
-	if leaf.Subject.CommonName == "admin" {
-		t.Error("leaf copied the CSR's subject")
+	// No CN (curl falls back to it for a host name when there is no DNS
+	// SAN) and client authentication only: a node's certificate must not
+	// pass as a server, least of all as the coordinator.
+	if leaf.Subject.CommonName != "" || len(leaf.Subject.Organization) != 1 || leaf.Subject.Organization[0] != "Latch" ||
+		len(leaf.Subject.Names) != 1 {
+		t.Errorf("leaf subject %q, want O=Latch and nothing else (not the CSR's, and no CN)", leaf.Subject)
 	}
 	if leaf.IsCA || leaf.KeyUsage != x509.KeyUsageDigitalSignature {
 		t.Errorf("leaf IsCA=%v KeyUsage=%v", leaf.IsCA, leaf.KeyUsage)
 	}
-	if got := leaf.ExtKeyUsage; len(got) != 2 || got[0] != x509.ExtKeyUsageClientAuth || got[1] != x509.ExtKeyUsageServerAuth {
-		t.Errorf("ExtKeyUsage = %v", got)
+	if got := leaf.ExtKeyUsage; len(got) != 1 || got[0] != x509.ExtKeyUsageClientAuth || len(leaf.UnknownExtKeyUsage) != 0 {
+		t.Errorf("ExtKeyUsage = %v %v, want clientAuth only", got, leaf.UnknownExtKeyUsage)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: rootPool(c), CurrentTime: t0, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err == nil {
+		t.Error("the node certificate verifies for server authentication")
 	}
 	if !leaf.NotBefore.Equal(t0.Add(-time.Minute)) || !leaf.NotAfter.Equal(t0.Add(2*time.Hour)) {
 		t.Errorf("validity %v .. %v, want now-1m .. now+2h", leaf.NotBefore, leaf.NotAfter)

@@ -156,8 +156,10 @@ func TestPinnedHandshakeRefusesNodeAsServer(t *testing.T) {
 	node, key := signNode(t, c, "n1", time.Hour)
 	node.PrivateKey = key
 	r := handshake(t, c.ServerTLSConfig(node), pin.ClientConfig(c.Fingerprint()))
-	if r.clientErr == nil || !strings.Contains(r.clientErr.Error(), "not the coordinator") {
-		t.Fatalf("client error = %v, want it to refuse a non-coordinator SPIFFE ID", r.clientErr)
+	// Its certificate is for client authentication only, and its SPIFFE
+	// ID is not the coordinator's (identity/pin's tests check the ID alone).
+	if r.clientErr == nil || !strings.Contains(r.clientErr.Error(), "incompatible key usage") {
+		t.Fatalf("client error = %v, want it to refuse a certificate not made for serving", r.clientErr)
 	}
 }
 

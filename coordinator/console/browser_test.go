@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -232,12 +233,9 @@ func TestBrowser(t *testing.T) {
 	b.run("creating a join token", set("#token-namespace", "prod"), set("#token-labels", "role=web"),
 		set("#token-uses", "3"), set("#token-ttl", "1h"), click("#token-create"), visible("#token-value"))
 	token, install := value(b, "#token-value"), value(b, "#token-install")
-	coord := h.srv.URL
-	pin := token[strings.LastIndex(token, ".")+1:]
-	if want := "curl -fsSk " + coord + "/ca.pem -o /tmp/latch-ca.pem && " +
-		`[ "$(openssl x509 -in /tmp/latch-ca.pem -noout -pubkey | openssl pkey -pubin -outform DER | openssl dgst -sha256 | awk '{print $NF}')" = ` + pin + " ] && " +
-		"curl -fsS --cacert /tmp/latch-ca.pem " + coord + "/install.sh | sudo sh -s -- --token " + token; install != want || token == "" || pin == "" {
-		t.Errorf("install one-liner %q, want %q", install, want)
+	// The command of README.md, which scripts and e2e tests run.
+	if want := readmeInstallCommand(t, h.srv.URL, token); install != want || token == "" {
+		t.Errorf("install one-liner %q, want README's %q", install, want)
 	}
 	b.screenshot("join-tokens")
 
@@ -822,4 +820,21 @@ func TestBrowserLiveUpdatesEndWithTheSession(t *testing.T) {
 	if loc := get(b, "location", chromedp.Location()); !strings.HasSuffix(loc, Prefix+"login") {
 		t.Errorf("after the session expired the browser is on %s, want the login page", loc)
 	}
+}
+
+// readmeInstallCommand is the install one-liner of README.md ("Install on
+// a server or laptop"), joined into one line, for coord and token.
+func readmeInstallCommand(t *testing.T, coord, token string) string {
+	t.Helper()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```sh\n(\\(export LATCH_TOKEN=TOKEN .*?)\n```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md has no install one-liner (a sh block starting \"(export LATCH_TOKEN=TOKEN \")")
+	}
+	cmd := regexp.MustCompile(`\n\s*`).ReplaceAllString(string(m[1]), " ")
+	cmd = strings.Replace(cmd, "LATCH_TOKEN=TOKEN ", "LATCH_TOKEN="+token+" ", 1)
+	return strings.Replace(cmd, "COORD=https://coord.example.com:7443", "COORD="+coord, 1)
 }

@@ -1037,14 +1037,18 @@ async function start() {
 
 start();
 
-// installCommand is the install one-liner for a join token. The
+// installCommand is the install one-liner for a join token, the command
+// of README ("Install on a server or laptop") on one line. The
 // coordinator's certificate comes from its own CA, which the token pins
 // (its last part is the SHA-256 of the CA's public key): fetch the CA
-// certificate, check it against the token, then fetch the script over TLS
-// verified with it (README, "Install on a server or laptop").
+// certificate, keep exactly one certificate of it (openssl x509; curl
+// would trust every certificate in a CA file), check it against the token,
+// then fetch the script over TLS verified with that certificate alone. The
+// token reaches the script in its environment, never on a command line
+// (ps), and nothing is written to /tmp.
 function installCommand(coord, token) {
-  const pin = token.slice(token.lastIndexOf('.') + 1);
-  return 'curl -fsSk ' + coord + '/ca.pem -o /tmp/latch-ca.pem && ' +
-    '[ "$(openssl x509 -in /tmp/latch-ca.pem -noout -pubkey | openssl pkey -pubin -outform DER | openssl dgst -sha256 | awk \'{print $NF}\')" = ' + pin + ' ] && ' +
-    'curl -fsS --cacert /tmp/latch-ca.pem ' + coord + '/install.sh | sudo sh -s -- --token ' + token;
+  return '(export LATCH_TOKEN=' + token + ' COORD=' + coord + '; ' +
+    'ca=$(curl -fsSk "$COORD/ca.pem" | openssl x509) && ' +
+    '[ "$(echo "$ca" | openssl x509 -noout -pubkey | openssl pkey -pubin -outform DER | openssl dgst -sha256 | awk \'{print $NF}\')" = "${LATCH_TOKEN##*.}" ] && ' +
+    'echo "$ca" | curl -fsS --cacert /dev/stdin "$COORD/install.sh" | sudo --preserve-env=LATCH_TOKEN sh)';
 }
