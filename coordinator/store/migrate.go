@@ -160,6 +160,29 @@ CREATE TABLE spiffe_nodes (
 );
 CREATE INDEX spiffe_nodes_name ON spiffe_nodes (name);
 `,
+	// 5: granted identity (issue 12): the workloads a join token grants,
+	// each node's grants, and one node per WireGuard public key. A node
+	// keeps hosting what it hosts at the upgrade: it is granted exactly
+	// those workloads (namespace, labels without the coordinator's
+	// spiffe.io/ ones, name). Of nodes sharing a public key, all but the
+	// oldest lose it until they register a key of their own.
+	`
+ALTER TABLE tokens ADD COLUMN workloads TEXT NOT NULL DEFAULT 'null';
+CREATE TABLE node_grants (
+	node         TEXT PRIMARY KEY REFERENCES nodes (name) ON DELETE CASCADE,
+	workloads    TEXT NOT NULL,
+	workload_ids TEXT NOT NULL
+);
+INSERT INTO node_grants (node, workloads, workload_ids)
+SELECT node, json_group_array(json_object(
+		'namespace', namespace,
+		'labels', json(CASE WHEN labels IN ('', 'null') THEN '{}' ELSE json_remove(labels, '$."spiffe.io/id"') END),
+		'name', name)), 'null'
+FROM (SELECT * FROM workloads ORDER BY node, namespace, name) GROUP BY node;
+UPDATE nodes SET public_key = '' WHERE public_key <> '' AND rowid NOT IN (
+	SELECT MIN(rowid) FROM nodes WHERE public_key <> '' GROUP BY public_key);
+CREATE UNIQUE INDEX nodes_public_key ON nodes (public_key) WHERE public_key <> '';
+`,
 }
 
 // migrate applies the migrations db lacks, all in one transaction, and
