@@ -24,6 +24,7 @@
 package grant
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -134,8 +135,9 @@ func trunc(s string) string {
 	return s
 }
 
-// UnmarshalJSON takes an object {namespace, labels, name} or a string in
-// the spec syntax of Parse (what the console's token form sends).
+// UnmarshalJSON takes an object {namespace, labels, name} (no other
+// field) or a string in the spec syntax of Parse (what the console's token
+// form sends).
 func (g *Workload) UnmarshalJSON(b []byte) error {
 	if len(b) > 0 && b[0] == '"' {
 		var s string
@@ -151,8 +153,10 @@ func (g *Workload) UnmarshalJSON(b []byte) error {
 	}
 	type plain Workload
 	var p plain
-	if err := json.Unmarshal(b, &p); err != nil {
-		return err
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return fmt.Errorf("%w: %v (a grant has the fields namespace, labels and name)", ErrInvalid, err)
 	}
 	*g = Workload(p)
 	return nil

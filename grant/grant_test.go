@@ -136,3 +136,10 @@ func TestUnmarshalSpecOrObject(t *testing.T) {
 		t.Error("a spec without namespace was accepted")
 	}
 }
+
+func TestUnmarshalRefusesUnknownFields(t *testing.T) {
+	var g Workload
+	if err := json.Unmarshal([]byte(`{"namespace": "prod", "label": {"app": "web"}}`), &g); err == nil {
+		t.Error("a grant with the misspelt field label was accepted")
+	}
+}
