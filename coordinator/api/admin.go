@@ -78,13 +78,23 @@ func (s *Server) deleteNode(c echo.Context) error {
 	return c.NoContent(http.StatusNoContent)
 }
 
-// nodeGrants shows what a node may host (state.NodeGrants).
+// NodeGrants is what a node may host: Granted by its join token, its
+// approval or an admin (changed with the grant and revoke routes), and
+// Mapped by the --spiffe-map entry its SPIFFE ID matches.
+type NodeGrants struct {
+	Node     string    `json:"node"`
+	Granted  grant.Set `json:"granted"`
+	SpiffeID string    `json:"spiffeID,omitempty"`
+	Mapped   grant.Set `json:"mapped"`
+}
+
+// nodeGrants shows what a node may host.
 func (s *Server) nodeGrants(c echo.Context) error {
 	g, err := s.cfg.State.Grants(c.Request().Context(), c.Param("name"))
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, g)
+	return c.JSON(http.StatusOK, NodeGrants{Node: g.Node, Granted: g.Granted, SpiffeID: g.SpiffeID, Mapped: g.Mapped})
 }
 
 // grantNode adds grants (a grant.Set) to a node; revokeNodeGrants removes
