@@ -228,7 +228,9 @@ func TestBrowser(t *testing.T) {
 	// Join token: create one and read the install one-liner.
 	b.page("tokens")
 	b.checkLabels("join tokens page")
+	// The token grants the workloads db-1 declares below, one per line.
 	b.run("creating a join token", set("#token-namespace", "prod"), set("#token-labels", "role=web"),
+		set("#token-workloads", "namespace=prod,labels=app=api\nnamespace=prod,labels=app=pg\n\nnamespace=jobs,name=batch"),
 		set("#token-uses", "3"), set("#token-ttl", "1h"), click("#token-create"), visible("#token-value"))
 	token, install := value(b, "#token-value"), value(b, "#token-install")
 	coord := h.srv.URL
