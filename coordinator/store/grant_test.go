@@ -117,7 +117,7 @@ func TestMigrationGrandfathersWorkloads(t *testing.T) {
 	for _, q := range []string{
 		`INSERT INTO namespaces VALUES ('prod', 'null', 'enforce')`,
 		`INSERT INTO nodes (name, namespace, labels, ip, public_key, endpoints, ports, cert_serial) VALUES
-			('a', 'prod', 'null', '100.64.0.2', 'K1', 'null', 'null', ''),
+			('a', 'prod', '{"app":"a","spiffe.io/id":"sha256-00"}', '100.64.0.2', 'K1', 'null', 'null', ''),
 			('b', 'prod', 'null', '100.64.0.3', 'K1', 'null', 'null', ''),
 			('c', 'prod', 'null', '100.64.0.4', 'K2', 'null', 'null', '')`,
 		`INSERT INTO workloads VALUES
@@ -154,6 +154,9 @@ func TestMigrationGrandfathersWorkloads(t *testing.T) {
 		nodes, err := tx.ListNodes()
 		for _, n := range nodes {
 			keys[n.Name] = n.PublicKey
+			if n.Name == "a" && (len(n.Labels) != 1 || n.Labels["app"] != "a") {
+				t.Errorf("labels of a after the migration: %v, want the reserved one gone", n.Labels)
+			}
 		}
 		if diff := cmp.Diff(map[string]string{"a": "K1", "b": "", "c": "K2"}, keys); diff != "" {
 			t.Errorf("public keys after the migration (-want +got):\n%s", diff)
