@@ -143,3 +143,24 @@ func TestUnmarshalRefusesUnknownFields(t *testing.T) {
 		t.Error("a grant with the misspelt field label was accepted")
 	}
 }
+
+// FuzzParse: Parse never panics; what it accepts is valid and reads back
+// the same from its String form.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"namespace=prod,labels=app=web;tier=front,name=web-*", "namespace=prod", "namespace=a,labels=,name=[", "labels=x=y", ",,,=", "namespace=p,labels=spiffe.io/id=x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, spec string) {
+		g, err := Parse(spec)
+		if err != nil {
+			return
+		}
+		if err := g.Check(); err != nil {
+			t.Fatalf("Parse(%q) accepted %+v, which Check refuses: %v", spec, g, err)
+		}
+		back, err := Parse(g.String())
+		if err != nil || !back.Equal(g) {
+			t.Fatalf("Parse(%q).String() = %q reads back as %+v, %v", spec, g.String(), back, err)
+		}
+	})
+}
