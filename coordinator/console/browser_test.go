@@ -537,6 +537,9 @@ func TestBrowser(t *testing.T) {
 	}
 	confirm("revoking the API token", `[data-revoke-apitoken]`, `[data-revoke-apitoken]`)
 	b.page("tokens")
+	if tl := text(b, "#token-list"); !strings.Contains(tl, "namespace=prod,labels=app=api | namespace=prod,labels=app=pg | namespace=jobs,name=batch") {
+		t.Errorf("token list %q: want the token's workload grants", tl)
+	}
 	confirm("revoking the join token", `[data-revoke-token]`, `[data-revoke-token]`)
 	if tl := text(b, "#token-list"); !strings.Contains(tl, "revoked") {
 		t.Errorf("token list after revoking %q", tl)
