@@ -696,7 +696,8 @@ func TestBrowserSpiffe(t *testing.T) {
 	if msg := liveText(b, "#approve-error"); !strings.Contains(msg, "label role") {
 		t.Errorf("the coordinator's refusal in the dialog: %q", msg)
 	}
-	b.run("typing the label", set("#approve-labels", "role=client"))
+	b.run("typing the label and the grants", set("#approve-labels", "role=client"),
+		set("#approve-workloads", "namespace=dev,labels=app=tool\n"), set("#approve-workload-ids", "spiffe://spire.test/dev/laptop/*"))
 	b.screenshot("spiffe-approve-dialog")
 	b.run("approving", chromedp.Focus(chromedp.ID("approve-labels")), chromedp.KeyEvent(kb.Enter),
 		chromedp.WaitNotPresent(chromedp.CSS("#approve")),
@@ -714,6 +715,12 @@ func TestBrowserSpiffe(t *testing.T) {
 	}
 	if code, e := h.registerSpire(laptop); code != 200 {
 		t.Errorf("laptop registers after the approval: %d %+v", code, e)
+	}
+	var grants api.NodeGrants
+	h.admin().call("GET", "/v1/admin/nodes/laptop/grants", nil, &grants)
+	if len(grants.Granted.Workloads) != 1 || grants.Granted.Workloads[0].String() != "namespace=dev,labels=app=tool" ||
+		len(grants.Granted.WorkloadIDs) != 1 || grants.Granted.WorkloadIDs[0] != "spiffe://spire.test/dev/laptop/*" {
+		t.Errorf("laptop's grants after approving it in the console: %+v", grants)
 	}
 
 	// Reject kiosk: the confirmation focuses Cancel; Tab, Enter confirms.
