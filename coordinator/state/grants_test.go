@@ -323,3 +323,25 @@ func TestGrantAndRevoke(t *testing.T) {
 		t.Errorf("audit of the revoke: %+v", a)
 	}
 }
+
+// Malformed declarations are refused before any grant is looked up, so a
+// refusal never quotes them in the audit log.
+func TestRegisterMalformedDeclaration(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.token("t", 1)
+	e.enroll("t", "n")
+	for _, w := range []inventory.Workload{
+		wl("prod", strings.Repeat("x", 300)),
+		wl("Prod", "web"),
+		wl("prod", "web", "bad key!=x"),
+		wl("prod", "web", "app="+strings.Repeat("v", 100)),
+	} {
+		if _, _, err := e.s.Register(ctx, "n", Registration{PublicKey: "k", Workloads: []inventory.Workload{w}}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%.40q: %v, want ErrInvalid", w.Key(), err)
+		}
+	}
+	if a := e.audit("node.register.refused"); len(a) != 0 {
+		t.Errorf("malformed declarations were audited: %+v", a)
+	}
+}

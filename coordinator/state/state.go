@@ -505,6 +505,22 @@ func (s *State) Register(ctx context.Context, name string, r Registration) (stor
 			return store.Node{}, nil, fmt.Errorf("%w: workload %s is declared twice", ErrInvalid, w.Key())
 		}
 		seen[w.Key()] = true
+		// Names and labels are checked before anything is looked up, so a
+		// refusal (and its audit entry) only ever quotes valid ones.
+		if errs := validation.IsDNS1123Label(w.Namespace); len(errs) > 0 {
+			return store.Node{}, nil, fmt.Errorf("%w: workload %.80q: namespace %.80q: %s", ErrInvalid, w.Name, w.Namespace, errs[0])
+		}
+		if errs := validation.IsDNS1123Subdomain(w.Name); len(errs) > 0 {
+			return store.Node{}, nil, fmt.Errorf("%w: workload %s/%.80q: name: %s", ErrInvalid, w.Namespace, w.Name, errs[0])
+		}
+		for k, v := range w.Labels {
+			if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+				return store.Node{}, nil, fmt.Errorf("%w: workload %s: label key %.80q: %s", ErrInvalid, w.Key(), k, errs[0])
+			}
+			if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
+				return store.Node{}, nil, fmt.Errorf("%w: workload %s: label %s=%.80q: %s", ErrInvalid, w.Key(), k, v, errs[0])
+			}
+		}
 		for k := range w.Labels {
 			if policy.IsReservedLabel(k) {
 				return store.Node{}, nil, fmt.Errorf("%w: workload %s: the label %s is set by the coordinator (from the workload's SPIFFE ID, spiffe_id=), not declared", ErrInvalid, w.Key(), k)
