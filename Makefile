@@ -87,6 +87,7 @@ unit:
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./policy
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./grant
 
 # bench runs every Go benchmark; figures go to docs/benchmarks.md. perf
 # (linux-perf) is for BenchmarkEnforceCPU.

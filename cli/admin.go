@@ -20,6 +20,7 @@ import (
 	"github.com/latchnet/latch/coordinator/api"
 	"github.com/latchnet/latch/coordinator/auth"
 	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/grant"
 	"github.com/latchnet/latch/view"
 	"github.com/latchnet/latch/wire"
 	"github.com/spf13/cobra"
@@ -152,16 +153,28 @@ func newAdminCmd() *cobra.Command {
 	token := &cobra.Command{Use: "token", Short: "Join tokens"}
 	var req api.TokenRequest
 	var labels string
+	var workloads []string
 	create := &cobra.Command{
-		Use:   "create",
+		Use:   "create [--namespace NS] [--labels k=v,...] [--workload GRANT ...]",
 		Short: "Create a join token and print it",
-		Args:  cobra.NoArgs,
+		Long: `Creates a join token and prints it. A node enrolling with it gets exactly the
+token's namespace and labels (it cannot ask for others), and may host exactly
+the workloads the token grants: each --workload is
+` + grant.SpecHelp + `
+and admits workloads in that namespace carrying exactly those labels (no more,
+no fewer) whose name matches the pattern (any name if omitted). Grants of an
+enrolled node are changed with "latch admin node grant|revoke".`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client()
-			if err != nil {
+			var err error
+			if req.Labels, err = parseNodeLabels(labels); err != nil {
 				return err
 			}
-			if req.Labels, err = parseNodeLabels(labels); err != nil {
+			if req.Workloads, err = parseGrants(workloads); err != nil {
+				return err
+			}
+			c, err := f.client()
+			if err != nil {
 				return err
 			}
 			var resp api.TokenResponse
@@ -173,7 +186,8 @@ func newAdminCmd() *cobra.Command {
 		},
 	}
 	create.Flags().StringVar(&req.Namespace, "namespace", "", "namespace of the nodes that enroll with it (default \"default\")")
-	create.Flags().StringVar(&labels, "labels", "", "labels for the nodes, k=v,k=v")
+	create.Flags().StringVar(&labels, "labels", "", "labels for the nodes, k=v,k=v (the nodes get exactly these)")
+	create.Flags().StringArrayVar(&workloads, "workload", nil, "a workload the nodes may host, "+grant.SpecHelp+"; repeatable")
 	create.Flags().IntVar(&req.Uses, "uses", 1, "how many nodes may enroll with it")
 	create.Flags().StringVar(&req.TTL, "ttl", "1h", "how long it is valid, at most 720h (30 days)")
 	token.AddCommand(create, &cobra.Command{
@@ -190,9 +204,9 @@ func newAdminCmd() *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAMESPACE\tLABELS\tUSES LEFT\tEXPIRES\tREVOKED")
+			fmt.Fprintln(tw, "ID\tNAMESPACE\tLABELS\tUSES LEFT\tEXPIRES\tREVOKED\tWORKLOADS")
 			for _, t := range ts {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%v\n", t.ID, t.Namespace, formatLabels(t.Labels), t.UsesLeft, t.ExpiresAt.Format(time.RFC3339), t.Revoked)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%v\t%s\n", t.ID, t.Namespace, formatLabels(t.Labels), t.UsesLeft, t.ExpiresAt.Format(time.RFC3339), t.Revoked, formatGrants(t.Workloads))
 			}
 			return tw.Flush()
 		},
@@ -314,6 +328,7 @@ func newAdminCmd() *cobra.Command {
 		},
 	})
 	node.AddCommand(spiffeNodeCmds(&f)...)
+	node.AddCommand(grantCmds(&f)...)
 	audit := &cobra.Command{
 		Use:   "audit",
 		Short: "Show the newest audit entries: who changed what and when",

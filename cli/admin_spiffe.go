@@ -9,6 +9,7 @@ import (
 
 	"github.com/latchnet/latch/coordinator/api"
 	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/grant"
 	"github.com/spf13/cobra"
 )
 
@@ -44,10 +45,10 @@ func spiffeNodeCmds(f *adminFlags) []*cobra.Command {
 	pending.Flags().BoolVar(&all, "all", false, "also list rejected and admitted SPIFFE IDs")
 
 	var req api.SpiffeApproval
-	var labels []string
+	var labels, workloads, ids []string
 	approve := &cobra.Command{
-		Use:   "approve NAME|SPIFFE-ID --namespace NS [--label k=v ...]",
-		Short: "Admit a pending SPIRE node into a namespace with labels",
+		Use:   "approve NAME|SPIFFE-ID --namespace NS [--label k=v ...] [--workload GRANT ...] [--workload-id PATTERN ...]",
+		Short: "Admit a pending SPIRE node into a namespace with labels, granting it workloads",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if req.Namespace == "" {
@@ -57,12 +58,17 @@ func spiffeNodeCmds(f *adminFlags) []*cobra.Command {
 			if err != nil {
 				return err
 			}
+			g, err := parseGrantSet(workloads, ids)
+			if err != nil {
+				return err
+			}
 			c, err := f.client()
 			if err != nil {
 				return err
 			}
 			r := req
 			r.Node, r.Labels = args[0], l
+			r.Workloads, r.WorkloadIDs = g.Workloads, g.WorkloadIDs
 			var n store.Node
 			if err := c.json(http.MethodPost, "/v1/admin/spiffe/nodes/approve", r, &n); err != nil {
 				return err
@@ -73,6 +79,8 @@ func spiffeNodeCmds(f *adminFlags) []*cobra.Command {
 	}
 	approve.Flags().StringVar(&req.Namespace, "namespace", "", "namespace the node joins (required)")
 	approve.Flags().StringArrayVar(&labels, "label", nil, "label k=v for the node; repeatable")
+	approve.Flags().StringArrayVar(&workloads, "workload", nil, "a workload the node may host, "+grant.SpecHelp+"; repeatable")
+	approve.Flags().StringArrayVar(&ids, "workload-id", nil, "a workload SPIFFE ID pattern the node may declare, spiffe://TD/PATH; repeatable")
 
 	reject := &cobra.Command{
 		Use:   "reject NAME|SPIFFE-ID",

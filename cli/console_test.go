@@ -116,4 +116,26 @@ func TestCoordinatorConsoleAndUsers(t *testing.T) {
 	if out, code := latch("admin", "apitoken", "list"); code != 0 || !strings.Contains(out, "ci") {
 		t.Errorf("apitoken list: %d %s", code, out)
 	}
+
+	// Join tokens carry workload grants; a bad grant is refused before
+	// anything is sent.
+	if out, code := latch("admin", "token", "create", "--namespace", "prod", "--labels", "role=web",
+		"--workload", "namespace=prod,labels=app=web;tier=front,name=web-*", "--workload", "namespace=prod"); code != 0 || !strings.HasPrefix(out, "latch1.") {
+		t.Fatalf("token create with grants: %d %s", code, out)
+	}
+	if out, code := latch("admin", "token", "create", "--workload", "namespace=prod,labels=spiffe.io/id=x"); code == 0 || !strings.Contains(out, "reserved") {
+		t.Errorf("token create granting a reserved label: %d %s", code, out)
+	}
+	if out, code := latch("admin", "token", "create", "--labels", "spiffe.io/id=x"); code == 0 || !strings.Contains(out, "reserved") {
+		t.Errorf("token create with a reserved node label: %d %s", code, out)
+	}
+	if out, code := latch("admin", "token", "list"); code != 0 || !strings.Contains(out, "namespace=prod,labels=app=web;tier=front,name=web-* | namespace=prod") {
+		t.Errorf("token list does not show the grants: %d %s", code, out)
+	}
+	if out, code := latch("admin", "node", "grant", "ghost", "--workload", "namespace=prod"); code == 0 || !strings.Contains(out, "not found") {
+		t.Errorf("grant to a missing node: %d %s", code, out)
+	}
+	if out, code := latch("admin", "node", "grant", "ghost"); code == 0 || !strings.Contains(out, "nothing to grant") {
+		t.Errorf("grant without grants: %d %s", code, out)
+	}
 }

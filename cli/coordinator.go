@@ -36,6 +36,7 @@ type coordinatorFlags struct {
 	keepalive                              time.Duration
 	flowRetention                          time.Duration
 	flowMaxRows                            int
+	maxWorkloads                           int
 	metricsListen                          string
 	spiffe                                 spiffeFlags
 }
@@ -62,6 +63,7 @@ func newCoordinatorCmd() *cobra.Command {
 	fl.DurationVar(&f.flowRetention, "flow-retention", 24*time.Hour, "how long flow records are kept")
 	fl.IntVar(&f.flowMaxRows, "flow-max-rows", 1000000, "the most flow records kept; the oldest beyond are deleted (0: no bound)")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "plain HTTP address serving Prometheus /metrics, without authentication (e.g. 127.0.0.1:9470); off when empty")
+	fl.IntVar(&f.maxWorkloads, "max-workloads-per-node", state.DefaultMaxWorkloadsPerNode, "the most workloads one node may register")
 	f.spiffe.register(cmd)
 	return cmd
 }
@@ -84,6 +86,9 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	}
 	if f.flowRetention < time.Minute {
 		return fmt.Errorf("--flow-retention %v: must be at least 1m", f.flowRetention)
+	}
+	if f.maxWorkloads < 0 {
+		return fmt.Errorf("--max-workloads-per-node %d: must be at least 1", f.maxWorkloads)
 	}
 	if f.flowMaxRows < 0 {
 		return fmt.Errorf("--flow-max-rows %d: must be 0 (no bound) or more", f.flowMaxRows)
@@ -134,7 +139,8 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 		return err
 	}
 	defer spire.close()
-	st, err := state.Open(ctx, db, fanout.New(), state.Options{Baseline: baseline, Log: log, SpiffeMap: spire.mapping})
+	st, err := state.Open(ctx, db, fanout.New(), state.Options{Baseline: baseline, Log: log, SpiffeMap: spire.mapping,
+		MaxWorkloadsPerNode: f.maxWorkloads})
 	if err != nil {
 		return err
 	}

@@ -205,7 +205,7 @@ follows its view stream. "latch status" and "latch peers" ask it how it is.`,
 	fl.StringVar(&f.stateDir, "state-dir", defaultStateDir, "directory for the node's keys, SVID, last view and status socket")
 	fl.StringVar(&f.iface, "iface", agent.DefaultIface, "WireGuard interface name")
 	fl.StringVar(&f.name, "name", "", "node name to enroll with (default: the host name)")
-	fl.StringVar(&f.labels, "labels", "", "node labels k=v,k=v to enroll with")
+	fl.StringVar(&f.labels, "labels", "", "labels k=v,k=v the join token must give this node: a node's labels come from its token (latch admin token create --labels), and enrollment is refused if the token's differ; optional")
 	fl.IntVar(&f.listenPort, "listen-port", agent.DefaultListenPort, "WireGuard UDP port")
 	fl.StringVar(&f.enforce, "enforce", agent.EnforceAuto, "enforcement inside the tunnel: auto (eBPF where it loads, else userspace), ebpf, userspace or off")
 	fl.StringVar(&f.pinDir, "bpf-pin-dir", "", "where the eBPF enforcer pins its maps and links (default /sys/fs/bpf/latch/<iface>)")

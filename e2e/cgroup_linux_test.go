@@ -50,9 +50,8 @@ func TestCgroupWorkloads(t *testing.T) {
 	c := newCluster(t)
 	parent := testCgroups(t, c)
 
-	tok := c.token("--namespace", "prod", "--uses", "2", "--ttl", "10m")
-	srv := c.AddNodeWith("srv", tok, "app=srv", "--enforce", "ebpf")
-	app := c.AddNodeWith("app", tok, "app=appnode", "--enforce", "ebpf",
+	srv := c.AddNodeWith("srv", c.joinToken("prod", "app=srv"), "app=srv", "--enforce", "ebpf")
+	app := c.AddNodeWith("app", c.joinToken("prod", "app=appnode", "namespace=prod,labels=app=wa,name=wa", "namespace=prod,labels=app=wb,name=wb"), "app=appnode", "--enforce", "ebpf",
 		"--workload", "name=wa,namespace=prod,labels=app=wa,cgroup="+filepath.Join(parent, "a"),
 		"--workload", "name=wb,namespace=prod,labels=app=wb,cgroup="+filepath.Join(parent, "b"))
 	if _, err := c.applyPolicy(cgroupPolicy); err != nil {
@@ -225,9 +224,8 @@ func TestCgroupBindOwnAddress(t *testing.T) {
 	parent := testCgroups(t, c)
 	cgA, cgB := filepath.Join(parent, "a"), filepath.Join(parent, "b")
 
-	tok := c.token("--namespace", "prod", "--uses", "2", "--ttl", "10m")
-	srv := c.AddNodeWith("srv", tok, "app=srv", "--enforce", "ebpf")
-	app := c.AddNodeWith("app", tok, "app=appnode", "--enforce", "ebpf",
+	srv := c.AddNodeWith("srv", c.joinToken("prod", "app=srv"), "app=srv", "--enforce", "ebpf")
+	app := c.AddNodeWith("app", c.joinToken("prod", "app=appnode", "namespace=prod,labels=app=wa,name=wa", "namespace=prod,labels=app=wb,name=wb"), "app=appnode", "--enforce", "ebpf",
 		"--workload", "name=wa,namespace=prod,labels=app=wa,cgroup="+cgA,
 		"--workload", "name=wb,namespace=prod,labels=app=wb,cgroup="+cgB)
 	if _, err := c.applyPolicy(cgroupPolicy); err != nil {

@@ -70,12 +70,11 @@ func TestEnforce(t *testing.T) {
 
 func testEnforce(t *testing.T, mode string) {
 	c := newCluster(t)
-	tok := c.token("--namespace", "prod", "--uses", "4", "--ttl", "10m")
 	enforce := []string{"--enforce", mode}
-	web := c.AddNodeWith("web", tok, "app=web", enforce...)
-	api := c.AddNodeWith("api", tok, "app=api", enforce...)
-	db := c.AddNodeWith("db", tok, "app=db", enforce...)
-	laptop := c.AddNodeWith("laptop", tok, "app=laptop", enforce...)
+	web := c.AddNodeWith("web", c.joinToken("prod", "app=web"), "app=web", enforce...)
+	api := c.AddNodeWith("api", c.joinToken("prod", "app=api"), "app=api", enforce...)
+	db := c.AddNodeWith("db", c.joinToken("prod", "app=db"), "app=db", enforce...)
+	laptop := c.AddNodeWith("laptop", c.joinToken("prod", "app=laptop"), "app=laptop", enforce...)
 	for _, n := range []*node{web, api, db, laptop} {
 		st, err := c.enforceStatus(n)
 		if err != nil {

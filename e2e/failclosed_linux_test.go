@@ -39,9 +39,8 @@ spec:
 // them peers.
 func TestViewTooLargeAddsNoPeer(t *testing.T) {
 	c := newCluster(t)
-	tok := c.token("--namespace", "prod", "--uses", "2", "--ttl", "10m")
-	srv := c.AddNodeWith("srv", tok, "app=srv", "--enforce", "ebpf")
-	cli := c.AddNodeWith("cli", tok, "app=cli", "--enforce", "ebpf")
+	srv := c.AddNodeWith("srv", c.joinToken("prod", "app=srv"), "app=srv", "--enforce", "ebpf")
+	cli := c.AddNodeWith("cli", c.joinToken("prod", "app=cli"), "app=cli", "--enforce", "ebpf")
 	c.WaitConnected(srv, 15*time.Second)
 	c.WaitConnected(cli, 15*time.Second)
 	if _, err := c.applyPolicy(portsPolicy(17)); err != nil {

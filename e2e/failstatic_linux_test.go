@@ -38,9 +38,8 @@ func TestFailStaticEnforcement(t *testing.T) {
 				}
 				return []string{"--enforce", mode, "--bpf-pin-dir", filepath.Join(pins, name)}
 			}
-			tok := c.token("--namespace", "prod", "--uses", "2", "--ttl", "10m")
-			web := c.AddNodeWith("web", tok, "app=web", extra("web")...)
-			laptop := c.AddNodeWith("laptop", tok, "app=laptop", extra("laptop")...)
+			web := c.AddNodeWith("web", c.joinToken("prod", "app=web"), "app=web", extra("web")...)
+			laptop := c.AddNodeWith("laptop", c.joinToken("prod", "app=laptop"), "app=laptop", extra("laptop")...)
 			if _, err := c.applyPolicy(chainPolicy); err != nil {
 				t.Fatal(err)
 			}

@@ -21,9 +21,8 @@ import (
 // for WireGuard's 5 s retry.
 func BenchmarkFirstConnect(b *testing.B) {
 	c := newCluster(b)
-	tok := c.token("--namespace", "prod", "--uses", "2", "--ttl", "10m")
-	server := c.AddNodeWith("server", tok, "app=server", "--enforce", "ebpf")
-	client := c.AddNodeWith("client", tok, "app=client", "--enforce", "ebpf")
+	server := c.AddNodeWith("server", c.joinToken("prod", "app=server"), "app=server", "--enforce", "ebpf")
+	client := c.AddNodeWith("client", c.joinToken("prod", "app=client"), "app=client", "--enforce", "ebpf")
 	ip := c.overlayIP(server)
 	server.host.ServeTCP(b, netip.AddrPortFrom(ip, 5201))
 	var worst, total time.Duration

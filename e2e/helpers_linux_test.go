@@ -13,8 +13,24 @@ import (
 	"github.com/latchnet/latch/e2e/netlab"
 )
 
+// joinToken creates a single-use join token for namespace ns that gives
+// the node exactly labels (k=v,k=v; a node's labels come from its token)
+// and grants it the workloads specs (namespace=NS[,labels=k=v;k=v][,name=P]).
+func (c *cluster) joinToken(ns, labels string, workloads ...string) string {
+	c.t.Helper()
+	args := []string{"--namespace", ns, "--ttl", "10m"}
+	if labels != "" {
+		args = append(args, "--labels", labels)
+	}
+	for _, w := range workloads {
+		args = append(args, "--workload", w)
+	}
+	return c.token(args...)
+}
+
 // AddNodeWith starts `latch node` with extra flags (for example
 // "--enforce", "userspace") in a new host and waits until it is connected.
+// labels, if not empty, must be the token's (the node checks them).
 func (c *cluster) AddNodeWith(name, token, labels string, extra ...string) *node {
 	c.t.Helper()
 	c.nextIdx++

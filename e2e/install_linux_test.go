@@ -262,8 +262,9 @@ func TestInstallScript(t *testing.T) {
 	if _, err := c.applyPolicy(installPolicy); err != nil {
 		t.Fatal(err)
 	}
-	tok := c.token("--namespace", "prod", "--uses", "3", "--ttl", "10m")
-	peer := c.AddNodeWith("peer", tok, "app=peer")
+	peer := c.AddNodeWith("peer", c.joinToken("prod", "app=peer"), "app=peer")
+	// The installed node's token gives it the labels it is installed with.
+	tok := c.token("--namespace", "prod", "--labels", "app=inst", "--uses", "2", "--ttl", "10m")
 	peerAddr := netip.AddrPortFrom(c.overlayIP(peer), 8080)
 	peer.host.ServeTCP(t, peerAddr)
 	r := newFreshRoot(t, c.lab.Host("inst"))
@@ -493,8 +494,8 @@ func TestNodeUnitCapabilities(t *testing.T) {
 	if _, err := c.applyPolicy(installPolicy); err != nil {
 		t.Fatal(err)
 	}
-	tok := c.token("--namespace", "prod", "--uses", "2", "--ttl", "10m")
-	peer := c.AddNodeWith("peer", tok, "app=peer")
+	peer := c.AddNodeWith("peer", c.joinToken("prod", "app=peer"), "app=peer")
+	tok := c.joinToken("prod", "app=inst")
 	peerAddr := netip.AddrPortFrom(c.overlayIP(peer), 8080)
 	peer.host.ServeTCP(t, peerAddr)
 

@@ -87,10 +87,9 @@ func TestMonitorMode(t *testing.T) {
 func testMonitorMode(t *testing.T, mode string) {
 	c := newCluster(t)
 	c.mustAdmin("admin", "namespace", "set", "shop", "--mode", "monitor")
-	tok := c.token("--namespace", "shop", "--uses", "2", "--ttl", "10m")
 	extra := []string{"--enforce", mode, "--flow-interval", "300ms"}
-	web := c.AddNodeWith("web", tok, "app=web", extra...)
-	api := c.AddNodeWith("api", tok, "app=api", extra...)
+	web := c.AddNodeWith("web", c.joinToken("shop", "app=web"), "app=web", extra...)
+	api := c.AddNodeWith("api", c.joinToken("shop", "app=api"), "app=api", extra...)
 	// No policy names shop, and the baseline denies: only monitor mode
 	// makes the nodes peers.
 	c.expectPeers(20*time.Second, map[string][]string{"web": {"api"}, "api": {"web"}})

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -253,12 +254,12 @@ func (c *cluster) applyPolicy(doc string) (string, error) {
 func TestOverlay(t *testing.T) {
 	// Short SVIDs, so that renewal happens during the test.
 	c := newCluster(t, "--svid-ttl", "20s")
-	tok := c.token("--namespace", "prod", "--uses", "5", "--ttl", "10m")
-	web := c.addNode("web", tok, "app=web")
-	api := c.addNode("api", tok, "app=api")
-	db := c.addNode("db", tok, "app=db")
-	laptop := c.addNode("laptop", tok, "app=laptop")
+	web := c.addNode("web", c.joinToken("prod", "app=web"), "app=web")
+	api := c.addNode("api", c.joinToken("prod", "app=api"), "app=api")
+	db := c.addNode("db", c.joinToken("prod", "app=db"), "app=db")
+	laptop := c.addNode("laptop", c.joinToken("prod", "app=laptop"), "app=laptop")
 	// A node that no policy mentions: it must never hold a peer.
+	tok := c.joinToken("prod", "app=idle")
 	c.addNode("idle", tok, "app=idle")
 
 	// Baseline deny, no policy: nobody has a peer.
@@ -353,6 +354,48 @@ func TestOverlay(t *testing.T) {
 		})
 		c.expectPeers(10*time.Second, want)
 		netlab.Eventually(t, 15*time.Second, func() error { return laptop.host.DialTCP(netip.AddrPortFrom(webIP, 443), 2*time.Second) })
+	})
+
+	t.Run("labels come from the token", func(t *testing.T) {
+		h := c.lab.Host("claimer")
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		// A node asking for web's labels with a token that gives none.
+		out, err := h.Command(ctx, c.bin, "node", "--coordinator", c.url, "--join-token", c.joinToken("dev", ""), "--state-dir", t.TempDir(),
+			"--iface", "ltclm"+c.lab.Suffix()[:6], "--name", "claimer", "--labels", "app=web", "--enroll-only").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "latch admin token create --labels") {
+			t.Fatalf("enrolling with labels the token does not give: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("a node cannot claim another's workload", func(t *testing.T) {
+		// A dev laptop declares prod/fake-web with app=web: every flow
+		// web has, if the coordinator believed it.
+		h := c.lab.Host("fake")
+		fake := &node{name: "fake", host: h, state: t.TempDir(), iface: "ltfak" + c.lab.Suffix()[:6]}
+		fake.args = []string{c.bin, "node", "--coordinator", c.url, "--state-dir", fake.state, "--iface", fake.iface,
+			"--name", "fake", "--endpoint", h.Underlay.String() + ":51820", "--listen-port", "51820",
+			"--workload", "name=fake-web,namespace=prod,labels=app=web", "--join-token", c.joinToken("dev", "")}
+		fake.proc = h.Start(t, nil, fake.args...)
+		netlab.Eventually(t, 20*time.Second, func() error {
+			st, err := c.status(fake)
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(st.LastError, "not granted") || !strings.Contains(st.LastError, "prod/fake-web") {
+				return fmt.Errorf("fake's last error %q does not say prod/fake-web is not granted", st.LastError)
+			}
+			return nil
+		})
+		audit := c.mustAdmin("admin", "audit")
+		if !regexp.MustCompile(`node:fake\s+node.register.refused\s+fake`).MatchString(audit) {
+			t.Errorf("no audit entry for the refused registration:\n%s", audit)
+		}
+		// Nobody peers with the fake node: its claim changed no view.
+		c.expectPeers(3*time.Second, want)
+		fake.proc.Kill(15)
+		fake.proc.Wait(10 * time.Second)
+		c.mustAdmin("admin", "node", "delete", "fake")
 	})
 
 	t.Run("used token", func(t *testing.T) {

@@ -206,9 +206,13 @@ const spireMap = `# SPIRE node IDs -> namespace and labels; the first match wins
 - id: spiffe://latch.test/prod/client-*
   namespace: prod
   labels: {role: client}
+# Servers may host the workload prod/api (no labels but its SPIFFE ID)
+# with an ID under their own.
 - id: spiffe://latch.test/prod/*
   namespace: prod
   labels: {role: server}
+  workloads: [{namespace: prod, name: api}]
+  workloadIDs: [spiffe://latch.test/prod/web/*]
 `
 
 const spirePolicy = `apiVersion: networking.k8s.io/v1

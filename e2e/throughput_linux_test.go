@@ -126,11 +126,10 @@ type pair struct {
 // node per enforcement mode, and waits until every client connects.
 func throughputPairs(b *testing.B) map[string]pair {
 	c := newCluster(b)
-	tok := c.token("--namespace", "prod", "--uses", "6", "--ttl", "10m")
 	pairs := map[string]pair{}
 	for _, mode := range enforceModes {
-		server := c.AddNodeWith("server-"+mode, tok, "app=server", "--enforce", mode)
-		client := c.AddNodeWith("client-"+mode, tok, "app=client", "--enforce", mode)
+		server := c.AddNodeWith("server-"+mode, c.joinToken("prod", "app=server"), "app=server", "--enforce", mode)
+		client := c.AddNodeWith("client-"+mode, c.joinToken("prod", "app=client"), "app=client", "--enforce", mode)
 		pairs[mode] = pair{client, c.overlayIP(server)}
 		server.host.Start(b, nil, "iperf3", "-s", "-B", pairs[mode].server.String(), "-p", "5201")
 	}

@@ -39,6 +39,17 @@ func (w wlSpec) flag() string {
 	return fmt.Sprintf("name=%s,namespace=%s,labels=%s,ports=%s", w.name, w.ns, strings.Join(labels, ";"), strings.Join(ports, ";"))
 }
 
+// grant renders the grant that lets a node host exactly w, for
+// `latch admin token create --workload`.
+func (w wlSpec) grant() string {
+	var labels []string
+	for k, v := range w.labels {
+		labels = append(labels, k+"="+v)
+	}
+	sort.Strings(labels)
+	return fmt.Sprintf("namespace=%s,labels=%s,name=%s", w.ns, strings.Join(labels, ";"), w.name)
+}
+
 func tcp(name string, port uint16) inventory.Port {
 	return inventory.Port{Name: name, Port: port, Protocol: inventory.TCP}
 }
@@ -170,16 +181,17 @@ func testWorkloads(t *testing.T, mode string) {
 		}
 		c.mustAdmin("admin", "namespace", "set", ns, "--labels", strings.Join(kv, ","))
 	}
-	tok := c.token("--namespace", "infra", "--uses", "3", "--ttl", "10m")
 	nodes := map[string]*node{}
 	for _, name := range []string{"n1", "n2", "n3"} {
 		args := []string{"--enforce", mode}
+		var grants []string
 		for _, w := range wlSpecs {
 			if w.node == name {
 				args = append(args, "--workload", w.flag())
+				grants = append(grants, w.grant())
 			}
 		}
-		nodes[name] = c.AddNodeWith(name, tok, "role=node", args...)
+		nodes[name] = c.AddNodeWith(name, c.joinToken("infra", "role=node", grants...), "role=node", args...)
 	}
 
 	// The addresses the coordinator assigned, as the nodes report them.

@@ -107,3 +107,14 @@ func spiffeProblems(np *networkingv1.NetworkPolicy) []problem {
 	}
 	return out
 }
+
+// ReservedLabelPrefix starts the label keys that only the coordinator
+// sets (SpiffeIDLabel is one). A join token, an approval, a workload
+// grant, a SPIFFE mapping and a node's declaration may not carry them.
+const ReservedLabelPrefix = "spiffe.io/"
+
+// IsReservedLabel reports whether key is a label key only the coordinator
+// sets: SpiffeIDLabel and every key under ReservedLabelPrefix.
+func IsReservedLabel(key string) bool {
+	return key == SpiffeIDLabel || strings.HasPrefix(key, ReservedLabelPrefix)
+}

@@ -73,11 +73,12 @@ until curl -fsk -o /dev/null "https://127.0.0.1:$CPORT/console/login" 2>/dev/nul
 done
 say "web console: https://127.0.0.1:$CPORT/console/ (user admin, password $(cat "$WORK/coord/admin-password"); the certificate is from the coordinator's own CA, $WORK/coord/ca.crt)"
 
-TOKEN=$(inns coord "$BIN" admin token create --namespace prod --uses 4 --ttl 10m)
-say "join token: $TOKEN"
-
+# A node's labels come from its join token: one token per node, each
+# giving exactly that node's labels.
 i=2
 for h in web api db laptop; do
+	TOKEN=$(inns coord "$BIN" admin token create --namespace prod --labels "app=$h" --ttl 10m)
+	say "join token for $h (app=$h): $TOKEN"
 	inns "$h" "$BIN" node --coordinator "$COORD" --join-token "$TOKEN" --state-dir "$WORK/$h" \
 		--iface "ld$SUF$i" --name "$h" --labels "app=$h" --endpoint "198.18.0.$i:51820" \
 		--listen-port 51820 >"$WORK/node-$h.log" 2>&1 &

@@ -33,7 +33,10 @@ type EnrollRequest struct {
 	Token string `json:"token"`
 	// Name is the node name the agent asks for; the SPIFFE ID becomes
 	// spiffe://<td>/latch/node/<name>.
-	Name   string            `json:"name"`
+	Name string `json:"name"`
+	// Labels, if set, are the labels the node expects. A node's labels
+	// are exactly its join token's: the coordinator refuses (403,
+	// not_granted) labels that differ.
 	Labels map[string]string `json:"labels,omitempty"`
 	CSR    []byte            `json:"csr"` // DER
 }
@@ -63,7 +66,10 @@ type NodeInfo struct {
 }
 
 // RegisterRequest tells the coordinator how to reach the node and what
-// runs on it. It replaces everything registered before.
+// runs on it. It replaces everything registered before. Every workload
+// must be granted to the node (namespace, exact labels, name pattern), or
+// the whole request is refused (403, not_granted); a public key another
+// node registered is refused (409).
 type RegisterRequest struct {
 	PublicKey string           `json:"publicKey"` // WireGuard, base64
 	Endpoints []netip.AddrPort `json:"endpoints"` // underlay

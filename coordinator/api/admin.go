@@ -9,6 +9,7 @@ import (
 	"github.com/latchnet/latch/coordinator/ca"
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/grant"
 	"github.com/latchnet/latch/policy"
 )
 
@@ -19,6 +20,9 @@ func (s *Server) adminRoutes(g *echo.Group) {
 	g.GET("/nodes/:name", s.getNode)
 	g.DELETE("/nodes/:name", s.deleteNode)
 	g.GET("/nodes/:name/view", s.nodeView)
+	g.GET("/nodes/:name/grants", s.nodeGrants)
+	g.POST("/nodes/:name/grants", s.grantNode)
+	g.POST("/nodes/:name/grants/revoke", s.revokeNodeGrants)
 	g.GET("/namespaces", s.listNamespaces)
 	g.PUT("/namespaces/:name", s.putNamespace)
 	g.GET("/workloads", s.listWorkloads)
@@ -73,6 +77,49 @@ func (s *Server) deleteNode(c echo.Context) error {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
+}
+
+// NodeGrants is what a node may host: Granted by its join token, its
+// approval or an admin (changed with the grant and revoke routes), and
+// Mapped by the --spiffe-map entry its SPIFFE ID matches.
+type NodeGrants struct {
+	Node     string    `json:"node"`
+	Granted  grant.Set `json:"granted"`
+	SpiffeID string    `json:"spiffeID,omitempty"`
+	Mapped   grant.Set `json:"mapped"`
+}
+
+// nodeGrants shows what a node may host.
+func (s *Server) nodeGrants(c echo.Context) error {
+	g, err := s.cfg.State.Grants(c.Request().Context(), c.Param("name"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, NodeGrants{Node: g.Node, Granted: g.Granted, SpiffeID: g.SpiffeID, Mapped: g.Mapped})
+}
+
+// grantNode adds grants (a grant.Set) to a node; revokeNodeGrants removes
+// them. Both answer with the node's grants after the change.
+func (s *Server) grantNode(c echo.Context) error {
+	var req grant.Set
+	if err := bind(c, &req); err != nil {
+		return err
+	}
+	if _, err := s.cfg.State.GrantNode(c.Request().Context(), PrincipalOf(c).Name, c.Param("name"), req); err != nil {
+		return err
+	}
+	return s.nodeGrants(c)
+}
+
+func (s *Server) revokeNodeGrants(c echo.Context) error {
+	var req grant.Set
+	if err := bind(c, &req); err != nil {
+		return err
+	}
+	if _, err := s.cfg.State.RevokeNode(c.Request().Context(), PrincipalOf(c).Name, c.Param("name"), req); err != nil {
+		return err
+	}
+	return s.nodeGrants(c)
 }
 
 func (s *Server) nodeView(c echo.Context) error {
@@ -136,8 +183,11 @@ func (s *Server) deletePolicy(c echo.Context) error {
 type TokenRequest struct {
 	Namespace string            `json:"namespace,omitempty"`
 	Labels    map[string]string `json:"labels,omitempty"`
-	Uses      int               `json:"uses,omitempty"` // default 1
-	TTL       string            `json:"ttl,omitempty"`  // Go duration, default 1h, at most state.MaxJoinTokenTTL
+	// Workloads are what the enrolled nodes may host: grant objects, or
+	// strings in the syntax of grant.Parse.
+	Workloads []grant.Workload `json:"workloads,omitempty"`
+	Uses      int              `json:"uses,omitempty"` // default 1
+	TTL       string           `json:"ttl,omitempty"`  // Go duration, default 1h, at most state.MaxJoinTokenTTL
 }
 
 // TokenResponse carries the token, shown once.
@@ -171,7 +221,7 @@ func (s *Server) createToken(c echo.Context) error {
 		return err
 	}
 	now := s.cfg.Now()
-	t := store.Token{ID: tok.ID, SecretHash: hash, Namespace: req.Namespace, Labels: req.Labels,
+	t := store.Token{ID: tok.ID, SecretHash: hash, Namespace: req.Namespace, Labels: req.Labels, Workloads: req.Workloads,
 		UsesLeft: req.Uses, ExpiresAt: now.Add(ttl), CreatedAt: now}
 	if err := s.cfg.State.AddToken(c.Request().Context(), PrincipalOf(c).Name, t); err != nil {
 		return err

@@ -153,6 +153,10 @@ func classify(err error) *apiError {
 		return &apiError{http.StatusUnauthorized, "token_expired", err}
 	case errors.Is(err, store.ErrTokenRevoked):
 		return &apiError{http.StatusUnauthorized, "token_revoked", err}
+	case errors.Is(err, state.ErrNotGranted):
+		return &apiError{http.StatusForbidden, "not_granted", err}
+	case errors.Is(err, state.ErrLimit):
+		return &apiError{http.StatusForbidden, "limit", err}
 	case errors.Is(err, policy.ErrInvalid), errors.Is(err, state.ErrInvalid):
 		return &apiError{http.StatusBadRequest, "invalid", err}
 	case errors.Is(err, store.ErrConflict):
@@ -373,12 +377,19 @@ func (s *Server) register(c echo.Context) error {
 		return err
 	}
 	reg := state.Registration{PublicKey: req.PublicKey, Endpoints: req.Endpoints, Ports: req.Ports}
+	reg.SpiffeID, _ = c.Get(ctxSpiffe).(string)
 	for _, d := range req.Workloads {
 		w, err := s.spiffeWorkload(c, d)
 		if err != nil {
 			return err
 		}
 		reg.Workloads = append(reg.Workloads, w)
+		if d.SpiffeID != "" {
+			if reg.WorkloadIDs == nil {
+				reg.WorkloadIDs = map[string]string{}
+			}
+			reg.WorkloadIDs[w.Key()] = d.SpiffeID
+		}
 	}
 	n, ws, err := s.cfg.State.Register(c.Request().Context(), nodeOf(c).Name, reg)
 	if err != nil {

@@ -108,9 +108,12 @@ func (h *harness) adminCall(method, path, body string, out any) (int, string) {
 	return resp.StatusCode, buf.String()
 }
 
-func (h *harness) token(uses int) string {
+// token creates a join token for namespace prod granting the workloads
+// specs (grant.Parse syntax).
+func (h *harness) token(uses int, specs ...string) string {
 	var resp TokenResponse
-	code, body := h.adminCall("POST", "/v1/admin/tokens", fmt.Sprintf(`{"namespace":"prod","uses":%d,"ttl":"10m"}`, uses), &resp)
+	ws, _ := json.Marshal(specs)
+	code, body := h.adminCall("POST", "/v1/admin/tokens", fmt.Sprintf(`{"namespace":"prod","uses":%d,"ttl":"10m","workloads":%s}`, uses, ws), &resp)
 	if code != 200 {
 		h.t.Fatalf("token create: %d %s", code, body)
 	}
@@ -135,8 +138,13 @@ func csrFor(t *testing.T, key *ecdsa.PrivateKey) []byte {
 // enroll performs the node side of enrollment; it returns the HTTP status
 // and the coordinator's error text on failure.
 func (h *harness) enroll(tok, name string) (*nodeClient, int, string) {
+	return h.enrollLabels(tok, name, nil)
+}
+
+// enrollLabels enrolls asking for labels.
+func (h *harness) enrollLabels(tok, name string, labels map[string]string) (*nodeClient, int, string) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	body, _ := json.Marshal(wire.EnrollRequest{Token: tok, Name: name, CSR: csrFor(h.t, key)})
+	body, _ := json.Marshal(wire.EnrollRequest{Token: tok, Name: name, Labels: labels, CSR: csrFor(h.t, key)})
 	fp := strings.Split(tok, ".")[3]
 	c := &http.Client{Transport: &http.Transport{TLSClientConfig: pin.ClientConfig(fp)}}
 	resp, err := c.Post(h.srv.URL+wire.PathEnroll, "application/json", bytes.NewReader(body))
@@ -194,7 +202,7 @@ spec:
 
 func TestNodeLifecycle(t *testing.T) {
 	h := newHarness(t)
-	tok := h.token(2)
+	tok := h.token(2, "namespace=prod,name=w-*")
 	a, code, msg := h.enroll(tok, "node-a")
 	if a == nil {
 		t.Fatalf("enroll: %d %s", code, msg)

@@ -24,7 +24,7 @@ import (
 // addresses.
 func flowSetup(t *testing.T, h *harness) (a, b *nodeClient, web, api netip.Addr) {
 	t.Helper()
-	tok := h.token(2)
+	tok := h.token(2, "namespace=prod,labels=app=web", "namespace=prod,labels=app=api")
 	a, _, msg := h.enroll(tok, "node-a")
 	b, _, msg2 := h.enroll(tok, "node-b")
 	if a == nil || b == nil {

@@ -3,7 +3,6 @@ package api
 import (
 	"crypto/tls"
 	"errors"
-	"maps"
 	"net/http"
 	"slices"
 
@@ -11,6 +10,7 @@ import (
 	"github.com/latchnet/latch/coordinator/ca"
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/grant"
 	"github.com/latchnet/latch/inventory"
 	"github.com/latchnet/latch/policy"
 	"github.com/latchnet/latch/wire"
@@ -25,6 +25,10 @@ type SpiffeApproval struct {
 	Node      string            `json:"node"`
 	Namespace string            `json:"namespace"`
 	Labels    map[string]string `json:"labels,omitempty"`
+	// Workloads and WorkloadIDs are what the node may host (package
+	// grant); none by default.
+	Workloads   []grant.Workload `json:"workloads,omitempty"`
+	WorkloadIDs []string         `json:"workloadIDs,omitempty"`
 }
 
 // SpiffeRejection rejects a SPIFFE node: Node is its name or SPIFFE ID.
@@ -65,7 +69,8 @@ func (s *Server) approveSpiffeNode(c echo.Context) error {
 	if req.Node == "" || req.Namespace == "" {
 		return fail(http.StatusBadRequest, "invalid", "approve needs the node (its name or SPIFFE ID) and a namespace")
 	}
-	n, err := s.cfg.State.ApproveSpiffeNode(c.Request().Context(), PrincipalOf(c).Name, req.Node, req.Namespace, req.Labels)
+	n, err := s.cfg.State.ApproveSpiffeNode(c.Request().Context(), PrincipalOf(c).Name, req.Node, req.Namespace, req.Labels,
+		grant.Set{Workloads: req.Workloads, WorkloadIDs: req.WorkloadIDs})
 	if err != nil {
 		return err
 	}
@@ -135,15 +140,18 @@ func TLSConfigWithSPIRE(authority *ca.CA, own *x509svid.SVID, svids x509svid.Sou
 	return base
 }
 
-// spiffeWorkload turns a declared workload into an inventory workload. A
-// workload's SPIFFE ID becomes its label policy.SpiffeIDLabel; only a node
-// whose own SVID is from SPIRE may declare one, in SPIRE's trust domain
-// (its agent checked that SPIRE issues it the ID). Nobody sets that label
-// directly.
+// spiffeWorkload turns a declared workload into an inventory workload and
+// checks the form of its SPIFFE ID. A workload's SPIFFE ID becomes its
+// label policy.SpiffeIDLabel (set by package state, once the ID is checked
+// against the node's workload ID patterns); only a node whose own SVID is
+// from SPIRE may declare one, in SPIRE's trust domain. Nobody sets a
+// reserved label (policy.IsReservedLabel) directly.
 func (s *Server) spiffeWorkload(c echo.Context, d wire.WorkloadDecl) (inventory.Workload, error) {
 	w := workloadOf(d)
-	if _, ok := d.Labels[policy.SpiffeIDLabel]; ok {
-		return w, fail(http.StatusBadRequest, "invalid", "workload %s/%s: the label %s is set by the coordinator from the workload's SPIFFE ID (spiffe_id=), not declared", d.Namespace, d.Name, policy.SpiffeIDLabel)
+	for k := range d.Labels {
+		if policy.IsReservedLabel(k) {
+			return w, fail(http.StatusBadRequest, "invalid", "workload %s/%s: the label %s is set by the coordinator (%s from the workload's SPIFFE ID, spiffe_id=), not declared", d.Namespace, d.Name, k, policy.SpiffeIDLabel)
+		}
 	}
 	if d.SpiffeID == "" {
 		return w, nil
@@ -155,11 +163,5 @@ func (s *Server) spiffeWorkload(c echo.Context, d wire.WorkloadDecl) (inventory.
 	if err != nil || policy.CheckSpiffeID(d.SpiffeID) != nil || id.TrustDomain() != s.cfg.Spiffe.TD {
 		return w, fail(http.StatusBadRequest, "invalid", "workload %s/%s: SPIFFE ID %q is not an ID of SPIRE's trust domain %q", d.Namespace, d.Name, d.SpiffeID, s.cfg.Spiffe.TD.Name())
 	}
-	labels := maps.Clone(w.Labels)
-	if labels == nil {
-		labels = map[string]string{}
-	}
-	labels[policy.SpiffeIDLabel] = policy.SpiffeLabelValue(d.SpiffeID)
-	w.Labels = labels
 	return w, nil
 }

@@ -6,12 +6,14 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/latchnet/latch/coordinator/spiffemap"
 	"github.com/latchnet/latch/coordinator/spiffetrust"
 	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/grant"
 	"github.com/latchnet/latch/internal/spiffetest"
 	"github.com/latchnet/latch/policy"
 	"github.com/latchnet/latch/wire"
@@ -56,7 +58,8 @@ func postJSON(t *testing.T, c *http.Client, u string, in any) (int, wire.Error) 
 func TestSpiffeNodes(t *testing.T) {
 	spire := spiffetest.NewCA(t, "spire.test")
 	td := spiffeid.RequireTrustDomainFromString("spire.test")
-	m, err := spiffemap.New([]spiffemap.Entry{{ID: "spiffe://spire.test/prod/*", Namespace: "prod", Labels: map[string]string{"role": "server"}}})
+	m, err := spiffemap.New([]spiffemap.Entry{{ID: "spiffe://spire.test/prod/*", Namespace: "prod", Labels: map[string]string{"role": "server"},
+		Workloads: []grant.Workload{{Namespace: "prod", Name: "api"}}, WorkloadIDs: []string{"spiffe://spire.test/prod/web/*"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,6 +104,12 @@ func TestSpiffeNodes(t *testing.T) {
 	if resp.StatusCode != 200 || len(rr.Workloads) != 1 || rr.Workloads[0].Labels[policy.SpiffeIDLabel] != policy.SpiffeLabelValue("spiffe://spire.test/prod/web/api") {
 		t.Fatalf("register with a workload SPIFFE ID: %d %+v", resp.StatusCode, rr.Workloads)
 	}
+	// A workload ID outside what the node's mapping entry lists is
+	// refused: SPIRE issuing it to the node is not enough.
+	outside := wire.RegisterRequest{PublicKey: "k", Workloads: []wire.WorkloadDecl{{Name: "api", Namespace: "prod", SpiffeID: "spiffe://spire.test/dev/admin"}}}
+	if code, e := postJSON(t, web, h.srv.URL+wire.PathRegister, outside); code != 403 || e.Code != "not_granted" || !strings.Contains(e.Error, "spiffe://spire.test/dev/admin") {
+		t.Errorf("a workload ID outside the entry's patterns: %d %+v", code, e)
+	}
 	for name, d := range map[string]wire.WorkloadDecl{
 		"label":        {Name: "api", Namespace: "prod", Labels: map[string]string{policy.SpiffeIDLabel: "x"}},
 		"other domain": {Name: "api", Namespace: "prod", SpiffeID: "spiffe://other.test/api"},
@@ -125,7 +134,7 @@ func TestSpiffeNodes(t *testing.T) {
 	if code, body := h.adminCall("POST", "/v1/admin/spiffe/nodes/approve", `{"node":"laptop","namespace":"dev","labels":{"role":"client"}}`, nil); code != 200 {
 		t.Fatalf("approve: %d %s", code, body)
 	}
-	if code, e := postJSON(t, laptop, h.srv.URL+wire.PathRegister, reg); code != 200 {
+	if code, e := postJSON(t, laptop, h.srv.URL+wire.PathRegister, wire.RegisterRequest{PublicKey: "k-laptop"}); code != 200 {
 		t.Fatalf("register after approval: %d %+v", code, e)
 	}
 	if code, body := h.adminCall("POST", "/v1/admin/spiffe/nodes/reject", `{"node":"spiffe://spire.test/dev/laptop"}`, nil); code != 204 {
@@ -146,7 +155,7 @@ func TestSpiffeNodes(t *testing.T) {
 	if n == nil {
 		t.Fatalf("enroll: %d %s", code, msg)
 	}
-	if code, body := h.post(n, wire.PathRegister, reg, nil); code != 200 {
+	if code, body := h.post(n, wire.PathRegister, wire.RegisterRequest{PublicKey: "k-tok"}, nil); code != 200 {
 		t.Fatalf("register of a token node: %d %s", code, body)
 	}
 	if code, _ := h.post(n, wire.PathRegister, withID, nil); code != 400 {

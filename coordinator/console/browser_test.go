@@ -230,7 +230,9 @@ func TestBrowser(t *testing.T) {
 	// Join token: create one and read the install one-liner.
 	b.page("tokens")
 	b.checkLabels("join tokens page")
+	// The token grants the workloads db-1 declares below, one per line.
 	b.run("creating a join token", set("#token-namespace", "prod"), set("#token-labels", "role=web"),
+		set("#token-workloads", "namespace=prod,labels=app=api\nnamespace=prod,labels=app=pg\n\nnamespace=jobs,name=batch"),
 		set("#token-uses", "3"), set("#token-ttl", "1h"), click("#token-create"), visible("#token-value"))
 	token, install := value(b, "#token-value"), value(b, "#token-install")
 	// The command of README.md, which scripts and e2e tests run.
@@ -534,6 +536,9 @@ func TestBrowser(t *testing.T) {
 	}
 	confirm("revoking the API token", `[data-revoke-apitoken]`, `[data-revoke-apitoken]`)
 	b.page("tokens")
+	if tl := text(b, "#token-list"); !strings.Contains(tl, "namespace=prod,labels=app=api | namespace=prod,labels=app=pg | namespace=jobs,name=batch") {
+		t.Errorf("token list %q: want the token's workload grants", tl)
+	}
 	confirm("revoking the join token", `[data-revoke-token]`, `[data-revoke-token]`)
 	if tl := text(b, "#token-list"); !strings.Contains(tl, "revoked") {
 		t.Errorf("token list after revoking %q", tl)
@@ -690,7 +695,8 @@ func TestBrowserSpiffe(t *testing.T) {
 	if msg := liveText(b, "#approve-error"); !strings.Contains(msg, "label role") {
 		t.Errorf("the coordinator's refusal in the dialog: %q", msg)
 	}
-	b.run("typing the label", set("#approve-labels", "role=client"))
+	b.run("typing the label and the grants", set("#approve-labels", "role=client"),
+		set("#approve-workloads", "namespace=dev,labels=app=tool\n"), set("#approve-workload-ids", "spiffe://spire.test/dev/laptop/*"))
 	b.screenshot("spiffe-approve-dialog")
 	b.run("approving", chromedp.Focus(chromedp.ID("approve-labels")), chromedp.KeyEvent(kb.Enter),
 		chromedp.WaitNotPresent(chromedp.CSS("#approve")),
@@ -708,6 +714,12 @@ func TestBrowserSpiffe(t *testing.T) {
 	}
 	if code, e := h.registerSpire(laptop); code != 200 {
 		t.Errorf("laptop registers after the approval: %d %+v", code, e)
+	}
+	var grants api.NodeGrants
+	h.admin().call("GET", "/v1/admin/nodes/laptop/grants", nil, &grants)
+	if len(grants.Granted.Workloads) != 1 || grants.Granted.Workloads[0].String() != "namespace=dev,labels=app=tool" ||
+		len(grants.Granted.WorkloadIDs) != 1 || grants.Granted.WorkloadIDs[0] != "spiffe://spire.test/dev/laptop/*" {
+		t.Errorf("laptop's grants after approving it in the console: %+v", grants)
 	}
 
 	// Reject kiosk: the confirmation focuses Cancel; Tab, Enter confirms.

@@ -540,7 +540,8 @@ func (h *harness) flowNodes() (api, pg netip.Addr) {
 	h.t.Helper()
 	c := h.admin()
 	var tok apiTokenResponse
-	if r := c.call("POST", "/v1/admin/tokens", map[string]any{"namespace": "prod", "uses": 1}, &tok); r.code != 200 {
+	if r := c.call("POST", "/v1/admin/tokens", map[string]any{"namespace": "prod", "uses": 1,
+		"workloads": []string{"namespace=prod,labels=app=api", "namespace=prod,labels=app=pg"}}, &tok); r.code != 200 {
 		h.t.Fatalf("join token: %d %s", r.code, r.body)
 	}
 	n, err := h.enrollNode(tok.Token, "db-1")

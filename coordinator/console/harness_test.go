@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -399,7 +400,8 @@ func (h *harness) spireNode(id string) *enrolledNode {
 // coordinator's answer: 200, or 403 with the code pending or rejected.
 func (h *harness) registerSpire(n *enrolledNode) (int, wire.Error) {
 	h.t.Helper()
-	body, _ := json.Marshal(wire.RegisterRequest{PublicKey: base64.StdEncoding.EncodeToString(make([]byte, 32))})
+	key := sha256.Sum256([]byte(n.name)) // a key of its own: keys are unique
+	body, _ := json.Marshal(wire.RegisterRequest{PublicKey: base64.StdEncoding.EncodeToString(key[:])})
 	r, err := n.http.Post(h.srv.URL+wire.PathRegister, "application/json", bytes.NewReader(body))
 	if err != nil {
 		h.t.Fatal(err)

@@ -5,12 +5,18 @@
 //   - id: spiffe://example.org/prod/*
 //     namespace: prod
 //     labels: {role: server}
+//     workloads:                  # what the node may host (package grant)
+//   - {namespace: prod, labels: {app: web}, name: web-*}
+//     workloadIDs:                # workload SPIFFE IDs it may declare
+//   - spiffe://example.org/ns/prod/sa/*
 //
 // matched in order: the first entry whose pattern matches the ID wins. A
 // pattern is a SPIFFE ID whose path may hold the wildcards of path.Match
 // ('*' matches within one path segment, '?' one character, [a-z] a class);
 // the trust domain is literal. An ID that no entry matches waits for an
-// admin's approval.
+// admin's approval. Like a SPIRE registration entry's parent, an entry
+// lists the workload SPIFFE IDs its nodes may declare: none listed, none
+// allowed. Labels under spiffe.io/ are reserved for the coordinator.
 //
 // It is pure; the coordinator's command line and state layer import it.
 package spiffemap
@@ -20,17 +26,28 @@ import (
 	"fmt"
 	"maps"
 	"path"
+	"slices"
 	"strings"
+
+	"github.com/latchnet/latch/grant"
 
 	"github.com/latchnet/latch/internal/strictyaml"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
-// Entry maps the IDs matching ID to Namespace and Labels.
+// Entry maps the IDs matching ID to Namespace and Labels, and grants
+// their nodes Workloads and WorkloadIDs.
 type Entry struct {
-	ID        string            `json:"id"`
-	Namespace string            `json:"namespace"`
-	Labels    map[string]string `json:"labels,omitempty"`
+	ID          string            `json:"id"`
+	Namespace   string            `json:"namespace"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Workloads   []grant.Workload  `json:"workloads,omitempty"`
+	WorkloadIDs []string          `json:"workloadIDs,omitempty"`
+}
+
+// Grants is what the entry's nodes may host.
+func (e Entry) Grants() grant.Set {
+	return grant.Set{Workloads: slices.Clone(e.Workloads), WorkloadIDs: slices.Clone(e.WorkloadIDs)}
 }
 
 // Map is a checked list of entries.
@@ -42,7 +59,7 @@ type Map struct {
 func Parse(name string, data []byte) (*Map, error) {
 	var es []Entry
 	if err := strictyaml.UnmarshalStrict(data, &es); err != nil {
-		return nil, fmt.Errorf("%s: %w (want a list of {id: spiffe://TD/PATH-PATTERN, namespace: NS, labels: {k: v}})", name, err)
+		return nil, fmt.Errorf("%s: %w (want a list of {id: spiffe://TD/PATH-PATTERN, namespace: NS, labels: {k: v}, workloads: [{namespace: NS, labels: {k: v}, name: PATTERN}], workloadIDs: [spiffe://TD/PATH-PATTERN]})", name, err)
 	}
 	m, err := New(es)
 	if err != nil {
@@ -62,7 +79,7 @@ func New(entries []Entry) (*Map, error) {
 	}
 	out := make([]Entry, len(entries))
 	for i, e := range entries {
-		out[i] = Entry{ID: e.ID, Namespace: e.Namespace, Labels: maps.Clone(e.Labels)}
+		out[i] = Entry{ID: e.ID, Namespace: e.Namespace, Labels: maps.Clone(e.Labels), Workloads: slices.Clone(e.Workloads), WorkloadIDs: slices.Clone(e.WorkloadIDs)}
 	}
 	return &Map{entries: out}, nil
 }
@@ -88,15 +105,10 @@ func check(e Entry) error {
 	if errs := validation.IsDNS1123Label(e.Namespace); len(errs) > 0 {
 		return fmt.Errorf("namespace %q: %s", e.Namespace, errs[0])
 	}
-	for k, v := range e.Labels {
-		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
-			return fmt.Errorf("label key %q: %s", k, errs[0])
-		}
-		if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
-			return fmt.Errorf("label %s=%q: %s", k, v, errs[0])
-		}
+	if err := grant.CheckLabels("labels", e.Labels); err != nil {
+		return err
 	}
-	return nil
+	return e.Grants().Check()
 }
 
 // Match returns the first entry whose pattern matches id (a SPIFFE ID
@@ -117,6 +129,7 @@ func (m *Map) Match(id string) (Entry, bool) {
 		}
 		if ok, _ := path.Match(ep, p); ok {
 			e.Labels = maps.Clone(e.Labels)
+			e.Workloads, e.WorkloadIDs = slices.Clone(e.Workloads), slices.Clone(e.WorkloadIDs)
 			return e, true
 		}
 	}

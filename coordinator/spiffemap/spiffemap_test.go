@@ -73,3 +73,32 @@ func TestParseErrors(t *testing.T) {
 		}
 	}
 }
+
+// An entry grants its nodes workloads and workload SPIFFE IDs; the
+// reserved labels and malformed grants are refused.
+func TestEntryGrants(t *testing.T) {
+	m, err := Parse("map.yaml", []byte(`- id: spiffe://spire.test/prod/*
+  namespace: prod
+  workloads: [{namespace: prod, labels: {app: web}, name: web-*}]
+  workloadIDs: [spiffe://spire.test/ns/prod/*]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, ok := m.Match("spiffe://spire.test/prod/n1")
+	g := e.Grants()
+	if !ok || len(g.Workloads) != 1 || g.Workloads[0].Name != "web-*" || !g.AllowsID("spiffe://spire.test/ns/prod/web") || g.AllowsID("spiffe://spire.test/ns/dev/web") {
+		t.Fatalf("entry %+v", e)
+	}
+	for _, bad := range []string{
+		"- {id: spiffe://t/x, namespace: a, labels: {spiffe.io/id: x}}",
+		"- {id: spiffe://t/x, namespace: a, workloads: [{namespace: a, labels: {spiffe.io/id: x}}]}",
+		"- {id: spiffe://t/x, namespace: a, workloads: [{namespace: a, label: {x: y}}]}",
+		"- {id: spiffe://t/x, namespace: a, workloads: [{labels: {x: y}}]}",
+		"- {id: spiffe://t/x, namespace: a, workloadIDs: [spiffe://*/x]}",
+	} {
+		if _, err := Parse("map.yaml", []byte(bad)); err == nil {
+			t.Errorf("%s: accepted", bad)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/grant"
 	"github.com/latchnet/latch/wire"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -82,7 +83,9 @@ func (s *State) SpiffeNode(ctx context.Context, id string) (store.Node, error) {
 		return store.Node{}, fmt.Errorf("%w: an admin rejected node %s (%s); `latch admin node approve %s --namespace NS` admits it", ErrRejected, name, id, name)
 	}
 	if e, ok := s.opts.SpiffeMap.Match(id); ok {
-		return s.admit(ctx, "spiffe-map", id, name, e.Namespace, e.Labels)
+		// The entry's grants are not copied: they are read from the
+		// mapping at every registration (grantsOf).
+		return s.admit(ctx, "spiffe-map", id, name, e.Namespace, e.Labels, grant.Set{})
 	}
 	if !found {
 		now := s.opts.Now()
@@ -142,21 +145,23 @@ func (s *State) CheckSpiffeNode(ctx context.Context, id, name string) error {
 	})
 }
 
-// admit makes the SPIFFE ID the node name in namespace ns with labels.
-func (s *State) admit(ctx context.Context, actor, id, name, ns string, labels map[string]string) (store.Node, error) {
+// admit makes the SPIFFE ID the node name in namespace ns with labels,
+// granted g.
+func (s *State) admit(ctx context.Context, actor, id, name, ns string, labels map[string]string, g grant.Set) (store.Node, error) {
 	if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
 		return store.Node{}, fmt.Errorf("%w: namespace %q: %s", ErrInvalid, ns, errs[0])
 	}
-	for k, v := range labels {
-		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
-			return store.Node{}, fmt.Errorf("%w: label key %q: %s", ErrInvalid, k, errs[0])
-		}
-		if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
-			return store.Node{}, fmt.Errorf("%w: label %s=%q: %s", ErrInvalid, k, v, errs[0])
-		}
+	if err := grant.CheckLabels("the node's labels", labels); err != nil {
+		return store.Node{}, errGrantInvalid(err)
+	}
+	if err := g.Check(); err != nil {
+		return store.Node{}, errGrantInvalid(err)
 	}
 	var node store.Node
 	detail := map[string]any{"spiffe_id": id, "namespace": ns, "labels": labels}
+	if !g.Empty() {
+		detail["grants"] = g
+	}
 	err := s.change(ctx, "node.spiffe.admit", actor, name, detail, func(tx store.Tx) ([]string, error) {
 		if rec, err := tx.GetSpiffeNode(id); err == nil && rec.Status == store.SpiffeAdmitted && actor == "spiffe-map" {
 			// A concurrent request of the same node admitted it first.
@@ -189,6 +194,9 @@ func (s *State) admit(ctx context.Context, actor, id, name, ns string, labels ma
 		}
 		node = store.Node{Name: name, Namespace: ns, Labels: maps.Clone(labels), IP: ip, CreatedAt: now, LastSeen: now}
 		if err := tx.PutNode(node); err != nil {
+			return nil, err
+		}
+		if err := tx.PutGrants(name, g); err != nil {
 			return nil, err
 		}
 		return s.eng.UpsertNode(toInventory(node))
@@ -226,8 +234,8 @@ func findSpiffe(tx store.Tx, key string) (store.SpiffeNode, error) {
 }
 
 // ApproveSpiffeNode admits the pending (or rejected) SPIFFE node key (its
-// name or SPIFFE ID) into namespace ns with labels.
-func (s *State) ApproveSpiffeNode(ctx context.Context, actor, key, ns string, labels map[string]string) (store.Node, error) {
+// name or SPIFFE ID) into namespace ns with labels, granted g.
+func (s *State) ApproveSpiffeNode(ctx context.Context, actor, key, ns string, labels map[string]string, g grant.Set) (store.Node, error) {
 	var rec store.SpiffeNode
 	err := s.st.View(ctx, func(tx store.Tx) error {
 		var err error
@@ -240,7 +248,7 @@ func (s *State) ApproveSpiffeNode(ctx context.Context, actor, key, ns string, la
 	if rec.Status == store.SpiffeAdmitted {
 		return store.Node{}, fmt.Errorf("%w: %s is already admitted as node %s", ErrConflict, rec.ID, rec.Name)
 	}
-	return s.admit(ctx, actor, rec.ID, rec.Name, ns, labels)
+	return s.admit(ctx, actor, rec.ID, rec.Name, ns, labels, g)
 }
 
 // RejectSpiffeNode refuses the SPIFFE node key (its name or SPIFFE ID)

@@ -10,6 +10,7 @@ import (
 	"github.com/latchnet/latch/coordinator/fanout"
 	"github.com/latchnet/latch/coordinator/spiffemap"
 	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/grant"
 )
 
 func TestSpiffeAdmission(t *testing.T) {
@@ -52,10 +53,10 @@ func TestSpiffeAdmission(t *testing.T) {
 	if len(recs) != 2 || recs[0].Status != store.SpiffePending || recs[0].Name != "laptop" {
 		t.Fatalf("records = %+v", recs)
 	}
-	if _, err := s.ApproveSpiffeNode(ctx, "admin", "laptop", "Bad_NS", nil); !errors.Is(err, ErrInvalid) {
+	if _, err := s.ApproveSpiffeNode(ctx, "admin", "laptop", "Bad_NS", nil, grant.Set{}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("approve into a bad namespace: %v", err)
 	}
-	ap, err := s.ApproveSpiffeNode(ctx, "admin", "laptop", "dev", map[string]string{"role": "client"})
+	ap, err := s.ApproveSpiffeNode(ctx, "admin", "laptop", "dev", map[string]string{"role": "client"}, grant.Set{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +66,7 @@ func TestSpiffeAdmission(t *testing.T) {
 	if got, err := s.SpiffeNode(ctx, "spiffe://spire.test/dev/laptop"); err != nil || got.Name != "laptop" {
 		t.Fatalf("approved ID: %+v, %v", got, err)
 	}
-	if _, err := s.ApproveSpiffeNode(ctx, "admin", "laptop", "dev", nil); !errors.Is(err, ErrConflict) {
+	if _, err := s.ApproveSpiffeNode(ctx, "admin", "laptop", "dev", nil, grant.Set{}); !errors.Is(err, ErrConflict) {
 		t.Fatalf("approving twice: %v", err)
 	}
 

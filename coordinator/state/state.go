@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	"github.com/latchnet/latch/coordinator/fanout"
 	"github.com/latchnet/latch/coordinator/spiffemap"
 	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/grant"
 	"github.com/latchnet/latch/inventory"
 	"github.com/latchnet/latch/netmap"
 	"github.com/latchnet/latch/policy"
@@ -50,7 +52,17 @@ var (
 	ErrInvalid  = errors.New("invalid request")
 	ErrNotFound = store.ErrNotFound
 	ErrConflict = store.ErrConflict
+	// ErrNotGranted: a node asked for an identity nobody granted it
+	// (labels its token does not give, a workload no grant covers, a
+	// workload SPIFFE ID its entry does not allow).
+	ErrNotGranted = errors.New("not granted")
+	// ErrLimit: a node asked for more than the coordinator allows.
+	ErrLimit = errors.New("over the limit")
 )
+
+// DefaultMaxWorkloadsPerNode bounds the workloads one node may register
+// (Options.MaxWorkloadsPerNode).
+const DefaultMaxWorkloadsPerNode = 64
 
 // Options configure a State.
 type Options struct {
@@ -61,6 +73,9 @@ type Options struct {
 	// SpiffeMap admits nodes with SPIFFE IDs from a trusted SPIRE
 	// deployment (see SpiffeNode); nil admits none without approval.
 	SpiffeMap *spiffemap.Map
+	// MaxWorkloadsPerNode bounds the workloads one registration may
+	// declare; default DefaultMaxWorkloadsPerNode.
+	MaxWorkloadsPerNode int
 }
 
 // State holds the engine built from the store and the mailboxes.
@@ -75,6 +90,9 @@ type State struct {
 	// touched is set by a change that modified eng before it could fail;
 	// if the change then fails, eng is rebuilt from the store. Must hold mu.
 	touched bool
+
+	refusalMu sync.Mutex
+	refusals  map[string]refusal // node → its last audited refusal; must hold refusalMu
 }
 
 // Open loads everything from the store, computes every view and publishes
@@ -92,7 +110,10 @@ func Open(ctx context.Context, st store.Store, hub *fanout.Hub, opts Options) (*
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &State{st: st, hub: hub, opts: opts, ev: newEvents()}
+	if opts.MaxWorkloadsPerNode <= 0 {
+		opts.MaxWorkloadsPerNode = DefaultMaxWorkloadsPerNode
+	}
+	s := &State{st: st, hub: hub, opts: opts, ev: newEvents(), refusals: map[string]refusal{}}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.loadLocked(ctx); err != nil {
@@ -353,7 +374,10 @@ type Enrollment struct {
 	TokenID    string
 	SecretHash []byte
 	Name       string
-	Labels     map[string]string // the node's own; the token's labels win on conflict
+	// Labels the node expects. A node's labels are exactly its token's:
+	// if Labels is not empty and differs from them, enrollment is refused
+	// (ErrNotGranted) and the token is not used up.
+	Labels map[string]string
 }
 
 // Cert is what a signer reports about the certificate it issued.
@@ -382,16 +406,14 @@ func (s *State) Enroll(ctx context.Context, e Enrollment, sign func(store.Node) 
 		if ns == "" {
 			ns = DefaultNamespace
 		}
+		if len(e.Labels) > 0 && !maps.Equal(e.Labels, tok.Labels) {
+			return nil, fmt.Errorf("%w: node %s asks for the labels {%s}, but its join token grants {%s}: a node's labels come from its join token (`latch admin token create --labels ...`), not from the node; enroll without --labels, or with a token that grants them",
+				ErrNotGranted, e.Name, labelString(e.Labels), labelString(tok.Labels))
+		}
 		if err := s.ensureNamespace(tx, ns); err != nil {
 			return nil, err
 		}
-		labels := map[string]string{}
-		for k, v := range e.Labels {
-			labels[k] = v
-		}
-		for k, v := range tok.Labels {
-			labels[k] = v
-		}
+		labels := maps.Clone(tok.Labels)
 		ip, err := tx.AllocateAddr("node/"+e.Name, s.opts.Pool)
 		if err != nil {
 			return nil, err
@@ -406,6 +428,9 @@ func (s *State) Enroll(ctx context.Context, e Enrollment, sign func(store.Node) 
 		if err := tx.PutNode(node); err != nil {
 			return nil, err
 		}
+		if err := tx.PutGrants(e.Name, grant.Set{Workloads: tok.Workloads}); err != nil {
+			return nil, err
+		}
 		return s.eng.UpsertNode(toInventory(node))
 	})
 	return node, err
@@ -417,6 +442,16 @@ func (s *State) Enroll(ctx context.Context, e Enrollment, sign func(store.Node) 
 // renews again with the certificate it holds) and connections the node
 // opened with the previous certificate.
 const RenewGrace = 2 * time.Minute
+
+// labelString is labels as k=v,k=v, sorted.
+func labelString(l map[string]string) string {
+	kv := make([]string, 0, len(l))
+	for k, v := range l {
+		kv = append(kv, k+"="+v)
+	}
+	slices.Sort(kv)
+	return strings.Join(kv, ",")
+}
 
 // Renew records a node's new certificate, issued by sign inside the
 // transaction. presented is the serial of the certificate the node
@@ -488,14 +523,33 @@ type Registration struct {
 	PublicKey string
 	Endpoints []netip.AddrPort
 	Ports     []inventory.Port
-	Workloads []inventory.Workload // IP and Node are assigned here
+	// Workloads as declared: IP and Node are assigned here; their labels
+	// must match a grant exactly (see package grant).
+	Workloads []inventory.Workload
+	// WorkloadIDs maps a workload (namespace/name) to the SPIFFE ID it
+	// declares (well-formed, of SPIRE's trust domain: the API checks); it
+	// must match a workload ID pattern the node is granted, and becomes
+	// the label policy.SpiffeIDLabel.
+	WorkloadIDs map[string]string
+	// SpiffeID is the node's own SPIFFE ID when its SVID is from SPIRE
+	// (verified by the API); the --spiffe-map entry it matches adds its
+	// grants to the node's own.
+	SpiffeID string
 }
 
 // Register records the node's WireGuard key, endpoints and the complete
 // list of its workloads, assigning each workload a stable overlay address.
+// Every workload must be granted to the node (its stored grants, plus
+// those of the --spiffe-map entry its SPIFFE ID matches); otherwise the
+// whole registration is refused with ErrNotGranted, nothing is changed,
+// and the refusal is audited (node.register.refused).
 func (s *State) Register(ctx context.Context, name string, r Registration) (store.Node, []inventory.Workload, error) {
 	if r.PublicKey == "" {
 		return store.Node{}, nil, fmt.Errorf("%w: register: publicKey is required", ErrInvalid)
+	}
+	if len(r.Workloads) > s.opts.MaxWorkloadsPerNode {
+		return store.Node{}, nil, fmt.Errorf("%w: node %s declares %d workloads, the coordinator allows at most %d per node (latch coordinator --max-workloads-per-node)",
+			ErrLimit, name, len(r.Workloads), s.opts.MaxWorkloadsPerNode)
 	}
 	seen := map[string]bool{}
 	for _, w := range r.Workloads {
@@ -503,6 +557,27 @@ func (s *State) Register(ctx context.Context, name string, r Registration) (stor
 			return store.Node{}, nil, fmt.Errorf("%w: workload %s is declared twice", ErrInvalid, w.Key())
 		}
 		seen[w.Key()] = true
+		// Names and labels are checked before anything is looked up, so a
+		// refusal (and its audit entry) only ever quotes valid ones.
+		if errs := validation.IsDNS1123Label(w.Namespace); len(errs) > 0 {
+			return store.Node{}, nil, fmt.Errorf("%w: workload %.80q: namespace %.80q: %s", ErrInvalid, w.Name, w.Namespace, errs[0])
+		}
+		if errs := validation.IsDNS1123Subdomain(w.Name); len(errs) > 0 {
+			return store.Node{}, nil, fmt.Errorf("%w: workload %s/%.80q: name: %s", ErrInvalid, w.Namespace, w.Name, errs[0])
+		}
+		for k, v := range w.Labels {
+			if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+				return store.Node{}, nil, fmt.Errorf("%w: workload %s: label key %.80q: %s", ErrInvalid, w.Key(), k, errs[0])
+			}
+			if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
+				return store.Node{}, nil, fmt.Errorf("%w: workload %s: label %s=%.80q: %s", ErrInvalid, w.Key(), k, v, errs[0])
+			}
+		}
+		for k := range w.Labels {
+			if policy.IsReservedLabel(k) {
+				return store.Node{}, nil, fmt.Errorf("%w: workload %s: the label %s is set by the coordinator (from the workload's SPIFFE ID, spiffe_id=), not declared", ErrInvalid, w.Key(), k)
+			}
+		}
 	}
 	var (
 		node store.Node
@@ -512,6 +587,15 @@ func (s *State) Register(ctx context.Context, name string, r Registration) (stor
 		var err error
 		if node, err = tx.GetNode(name); err != nil {
 			return nil, err
+		}
+		granted, err := s.grantsOf(tx, name, r.SpiffeID)
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range r.Workloads {
+			if err := checkGranted(name, granted, w, r.WorkloadIDs[w.Key()]); err != nil {
+				return nil, err
+			}
 		}
 		node.PublicKey, node.Endpoints, node.Ports = r.PublicKey, r.Endpoints, r.Ports
 		node.LastSeen = s.opts.Now()
@@ -528,8 +612,16 @@ func (s *State) Register(ctx context.Context, name string, r Registration) (stor
 		}
 		ws = make([]inventory.Workload, len(r.Workloads))
 		for i, w := range r.Workloads {
+			// Granted: an admin named the namespace, so it may be created.
 			if err := s.ensureNamespace(tx, w.Namespace); err != nil {
 				return nil, err
+			}
+			if id := r.WorkloadIDs[w.Key()]; id != "" {
+				w.Labels = maps.Clone(w.Labels)
+				if w.Labels == nil {
+					w.Labels = map[string]string{}
+				}
+				w.Labels[policy.SpiffeIDLabel] = policy.SpiffeLabelValue(id)
 			}
 			w.Node = name
 			if w.IP, err = tx.AllocateAddr("wl/"+w.Key(), s.opts.Pool); err != nil {
@@ -552,6 +644,13 @@ func (s *State) Register(ctx context.Context, name string, r Registration) (stor
 		}
 		return s.eng.SetNode(toInventory(node), slices.Clone(ws))
 	})
+	if errors.Is(err, ErrNotGranted) {
+		s.auditRefusal(ctx, name, err)
+	} else if err == nil {
+		s.refusalMu.Lock()
+		delete(s.refusals, name)
+		s.refusalMu.Unlock()
+	}
 	return node, ws, err
 }
 
@@ -690,7 +789,13 @@ func (s *State) AddToken(ctx context.Context, actor string, t store.Token) error
 	if t.ExpiresAt.Sub(s.opts.Now()) > MaxJoinTokenTTL {
 		return fmt.Errorf("%w: a join token may be valid for at most %s: choose a shorter lifetime", ErrInvalid, Days(MaxJoinTokenTTL))
 	}
-	return s.change(ctx, "token.create", actor, t.ID, map[string]any{"namespace": t.Namespace, "labels": t.Labels, "uses": t.UsesLeft, "expires": t.ExpiresAt}, func(tx store.Tx) ([]string, error) {
+	if err := grant.CheckLabels("the token's labels", t.Labels); err != nil {
+		return errGrantInvalid(err)
+	}
+	if err := (grant.Set{Workloads: t.Workloads}).Check(); err != nil {
+		return errGrantInvalid(err)
+	}
+	return s.change(ctx, "token.create", actor, t.ID, map[string]any{"namespace": t.Namespace, "labels": t.Labels, "workloads": t.Workloads, "uses": t.UsesLeft, "expires": t.ExpiresAt}, func(tx store.Tx) ([]string, error) {
 		return nil, tx.PutToken(t)
 	})
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/latchnet/latch/coordinator/fanout"
 	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/grant"
 	"github.com/latchnet/latch/inventory"
 	"github.com/latchnet/latch/policy"
 )
@@ -44,10 +45,12 @@ func (e *env) open() {
 	e.s = s
 }
 
-func (e *env) token(id string, uses int) {
+// token adds a join token for namespace prod, labels role=server,
+// granting ws.
+func (e *env) token(id string, uses int, ws ...grant.Workload) {
 	if err := e.s.AddToken(context.Background(), "admin", store.Token{
 		ID: id, SecretHash: []byte("h-" + id), Namespace: "prod", Labels: map[string]string{"role": "server"},
-		UsesLeft: uses, ExpiresAt: e.now.Add(time.Hour), CreatedAt: e.now,
+		Workloads: ws, UsesLeft: uses, ExpiresAt: e.now.Add(time.Hour), CreatedAt: e.now,
 	}); err != nil {
 		e.t.Fatal(err)
 	}
@@ -111,7 +114,8 @@ spec:
 func TestEndToEndState(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
-	e.token("tok1", 3)
+	e.token("tok1", 3, grant.Workload{Namespace: "prod", Labels: map[string]string{"app": "web"}},
+		grant.Workload{Namespace: "prod", Labels: map[string]string{"app": "api"}})
 	a := e.enroll("tok1", "node-a")
 	b := e.enroll("tok1", "node-b")
 	c := e.enroll("tok1", "node-c")

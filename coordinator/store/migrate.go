@@ -169,6 +169,31 @@ CREATE TABLE grace_certs (
 	until  INTEGER NOT NULL
 );
 `,
+	// 6: granted identity (issue 12): the workloads a join token grants,
+	// each node's grants, and one node per WireGuard public key. A node
+	// keeps hosting what it hosts at the upgrade: it is granted exactly
+	// those workloads (namespace, labels without the coordinator's
+	// spiffe.io/ ones, name). A node loses the reserved label spiffe.io/id
+	// if it claimed one. Of nodes sharing a public key, all but the oldest
+	// lose it until they register a key of their own.
+	`
+ALTER TABLE tokens ADD COLUMN workloads TEXT NOT NULL DEFAULT 'null';
+CREATE TABLE node_grants (
+	node         TEXT PRIMARY KEY REFERENCES nodes (name) ON DELETE CASCADE,
+	workloads    TEXT NOT NULL,
+	workload_ids TEXT NOT NULL
+);
+INSERT INTO node_grants (node, workloads, workload_ids)
+SELECT node, json_group_array(json_object(
+		'namespace', namespace,
+		'labels', json(CASE WHEN labels IN ('', 'null') THEN '{}' ELSE json_remove(labels, '$."spiffe.io/id"') END),
+		'name', name)), 'null'
+FROM (SELECT * FROM workloads ORDER BY node, namespace, name) GROUP BY node;
+UPDATE nodes SET labels = json_remove(labels, '$."spiffe.io/id"') WHERE labels NOT IN ('', 'null');
+UPDATE nodes SET public_key = '' WHERE public_key <> '' AND rowid NOT IN (
+	SELECT MIN(rowid) FROM nodes WHERE public_key <> '' GROUP BY public_key);
+CREATE UNIQUE INDEX nodes_public_key ON nodes (public_key) WHERE public_key <> '';
+`,
 }
 
 // migrate applies the migrations db lacks, all in one transaction, and

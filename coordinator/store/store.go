@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/latchnet/latch/grant"
 	"github.com/latchnet/latch/inventory"
 )
 
@@ -98,6 +99,9 @@ type Token struct {
 	// Namespace and Labels are given to the node that enrolls with it.
 	Namespace string
 	Labels    map[string]string
+	// Workloads are the workloads the node may host (grant.Set.Workloads),
+	// copied to the node at enrollment.
+	Workloads []grant.Workload
 	// UsesLeft is how many more enrollments the token allows; 0 means used
 	// up.
 	UsesLeft int
@@ -211,13 +215,20 @@ type Tx interface {
 	// policies are in the namespace.
 	DeleteNamespace(name string) error
 
-	// PutNode creates or replaces a node; its namespace must exist.
+	// PutNode creates or replaces a node; its namespace must exist. A
+	// public key another node has registered is ErrConflict.
 	PutNode(Node) error
 	GetNode(name string) (Node, error)
 	ListNodes() ([]Node, error)
 	// DeleteNode deletes a node and its workloads. It does not release the
 	// node's address: call ReleaseAddr.
 	DeleteNode(name string) error
+
+	// GetGrants returns what node may host (an empty set if nothing was
+	// granted); PutGrants replaces it. The node must exist; its grants go
+	// with it when it is deleted.
+	GetGrants(node string) (grant.Set, error)
+	PutGrants(node string, g grant.Set) error
 
 	// SetWorkloads replaces the node's whole workload list. Each
 	// workload's Node is set to node; a workload whose Node names another

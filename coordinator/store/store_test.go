@@ -215,6 +215,7 @@ func TestNodes(t *testing.T) {
 	a := testNode("a")
 	b := testNode("b")
 	b.IP = netip.MustParseAddr("100.64.0.3")
+	b.PublicKey = "b3RoZXIga2V5" // a key of its own: keys are unique
 	b.Labels, b.Endpoints, b.Ports, b.LastSeen = nil, nil, nil, time.Time{}
 	bare := Node{Name: "c", Namespace: "prod"} // not registered yet: no IP, key or times
 	tests := []struct {
@@ -228,6 +229,7 @@ func TestNodes(t *testing.T) {
 		{"empty name", Node{Namespace: "prod"}, errAny},
 		{"missing namespace", Node{Name: "x", Namespace: "nope"}, ErrNotFound},
 		{"address in use", Node{Name: "x", Namespace: "prod", IP: a.IP}, ErrConflict},
+		{"public key in use", Node{Name: "x", Namespace: "prod", PublicKey: a.PublicKey}, ErrConflict},
 		{"same address, same node", a, nil},
 	}
 	for _, tc := range tests {

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/latchnet/latch/grant"
 	"github.com/latchnet/latch/inventory"
 )
 
@@ -306,6 +307,11 @@ ON CONFLICT (name) DO UPDATE SET namespace = excluded.namespace, labels = exclud
 	cert_serial = excluded.cert_serial, created_at = excluded.created_at, last_seen = excluded.last_seen,
 	cert_expires = excluded.cert_expires`,
 		n.Name, n.Namespace, labels, encAddr(n.IP), n.PublicKey, endpoints, ports, n.CertSerial, created, seen, certExpires)
+	if isUniqueViolation(err, "nodes.public_key") {
+		var other string
+		_ = t.queryRow(`SELECT name FROM nodes WHERE public_key = ? AND name <> ?`, n.PublicKey, n.Name).Scan(&other)
+		return fmt.Errorf("%s: the WireGuard public key %s is already registered by node %q: every node needs its own key (a copied state directory?): %w", what, n.PublicKey, other, ErrConflict)
+	}
 	if isUniqueViolation(err, "nodes.ip") {
 		var other string
 		_ = t.queryRow(`SELECT name FROM nodes WHERE ip = ?`, encAddr(n.IP)).Scan(&other)
@@ -359,6 +365,45 @@ func (t *sqlTx) DeleteNode(name string) error {
 	// Workloads go with it: ON DELETE CASCADE.
 	res, err := t.exec(`DELETE FROM nodes WHERE name = ?`, name)
 	return deleted(fmt.Sprintf("node %q", name), res, err)
+}
+
+// ---- grants
+
+// GetGrants implements Tx.
+func (t *sqlTx) GetGrants(node string) (grant.Set, error) {
+	what := fmt.Sprintf("grants of node %q", node)
+	var ws, ids string
+	err := t.queryRow(`SELECT workloads, workload_ids FROM node_grants WHERE node = ?`, node).Scan(&ws, &ids)
+	if errors.Is(err, sql.ErrNoRows) {
+		return grant.Set{}, nil
+	}
+	if err != nil {
+		return grant.Set{}, fmt.Errorf("%s: %w", what, err)
+	}
+	var g grant.Set
+	return g, errors.Join(decJSON(what+": workloads", ws, &g.Workloads), decJSON(what+": workload IDs", ids, &g.WorkloadIDs))
+}
+
+// PutGrants implements Tx.
+func (t *sqlTx) PutGrants(node string, g grant.Set) error {
+	what := fmt.Sprintf("grants of node %q", node)
+	ws, err := encJSON(what+": workloads", g.Workloads)
+	if err != nil {
+		return err
+	}
+	ids, err := encJSON(what+": workload IDs", g.WorkloadIDs)
+	if err != nil {
+		return err
+	}
+	_, err = t.exec(`INSERT INTO node_grants (node, workloads, workload_ids) VALUES (?, ?, ?)
+ON CONFLICT (node) DO UPDATE SET workloads = excluded.workloads, workload_ids = excluded.workload_ids`, node, ws, ids)
+	if isForeignKeyViolation(err) {
+		return fmt.Errorf("%s: %w", what, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
 }
 
 // ---- workloads
@@ -504,7 +549,7 @@ func (t *sqlTx) ListPolicies() ([]Policy, error) {
 
 // ---- join tokens
 
-const tokenCols = `id, secret_hash, namespace, labels, uses_left, expires_at, created_at, revoked`
+const tokenCols = `id, secret_hash, namespace, labels, uses_left, expires_at, created_at, revoked, workloads`
 
 // PutToken implements Tx.
 func (t *sqlTx) PutToken(tok Token) error {
@@ -523,6 +568,10 @@ func (t *sqlTx) PutToken(tok Token) error {
 	if err != nil {
 		return err
 	}
+	workloads, err := encJSON(what+": workloads", tok.Workloads)
+	if err != nil {
+		return err
+	}
 	expires, err := encTime(what+": expiry", tok.ExpiresAt)
 	if err != nil {
 		return err
@@ -531,11 +580,11 @@ func (t *sqlTx) PutToken(tok Token) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.exec(`INSERT INTO tokens (`+tokenCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+	_, err = t.exec(`INSERT INTO tokens (`+tokenCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET secret_hash = excluded.secret_hash, namespace = excluded.namespace,
 	labels = excluded.labels, uses_left = excluded.uses_left, expires_at = excluded.expires_at,
-	created_at = excluded.created_at, revoked = excluded.revoked`,
-		tok.ID, tok.SecretHash, tok.Namespace, labels, tok.UsesLeft, expires, created, tok.Revoked)
+	created_at = excluded.created_at, revoked = excluded.revoked, workloads = excluded.workloads`,
+		tok.ID, tok.SecretHash, tok.Namespace, labels, tok.UsesLeft, expires, created, tok.Revoked, workloads)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
@@ -544,13 +593,14 @@ ON CONFLICT (id) DO UPDATE SET secret_hash = excluded.secret_hash, namespace = e
 
 func scanToken(sc interface{ Scan(...any) error }) (Token, error) {
 	var tok Token
-	var labels string
+	var labels, workloads string
 	var expires, created sql.NullInt64
-	if err := sc.Scan(&tok.ID, &tok.SecretHash, &tok.Namespace, &labels, &tok.UsesLeft, &expires, &created, &tok.Revoked); err != nil {
+	if err := sc.Scan(&tok.ID, &tok.SecretHash, &tok.Namespace, &labels, &tok.UsesLeft, &expires, &created, &tok.Revoked, &workloads); err != nil {
 		return Token{}, err
 	}
 	tok.ExpiresAt, tok.CreatedAt = decTime(expires), decTime(created)
-	return tok, decJSON(fmt.Sprintf("token %s: labels", tok.ID), labels, &tok.Labels)
+	return tok, errors.Join(decJSON(fmt.Sprintf("token %s: labels", tok.ID), labels, &tok.Labels),
+		decJSON(fmt.Sprintf("token %s: workloads", tok.ID), workloads, &tok.Workloads))
 }
 
 // ListTokens implements Tx.

@@ -41,7 +41,10 @@ type Config struct {
 	Iface string
 	// Name is the node name asked for at enrollment; the host name if
 	// empty. Once enrolled, the name in the SVID is authoritative.
-	Name   string
+	Name string
+	// Labels, if set, are the labels the node expects its join token to
+	// give it; the coordinator refuses the enrollment if the token's
+	// differ (a node's labels come from its token, never from the node).
 	Labels map[string]string
 	// ListenPort is WireGuard's UDP port; DefaultListenPort if zero.
 	ListenPort int

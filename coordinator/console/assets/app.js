@@ -253,7 +253,10 @@ function identityBadge(identity, name) {
 // ---- SPIFFE identities from SPIRE
 
 // spiffeApprove and spiffeReject decide on a SPIFFE ID through the admin API.
-const spiffeApprove = (id, namespace, labels) => api('POST', '/v1/admin/spiffe/nodes/approve', { node: id, namespace, labels });
+const spiffeApprove = (id, namespace, labels, workloads, workloadIDs) => api('POST', '/v1/admin/spiffe/nodes/approve', { node: id, namespace, labels, workloads, workloadIDs });
+
+// nonEmptyLines are the non-empty lines of a textarea, trimmed.
+const nonEmptyLines = (text) => text.split('\n').map((x) => x.trim()).filter((x) => x !== '');
 const spiffeReject = (id) => api('POST', '/v1/admin/spiffe/nodes/reject', { node: id });
 
 // approveDialog asks for the namespace and labels of a SPIFFE ID and
@@ -264,6 +267,8 @@ function approveDialog(rec, namespaces) {
   const ns = h('input', { id: 'approve-namespace', list: 'approve-ns-list', required: true, autocomplete: 'off', value: 'default' });
   const dl = h('datalist', { id: 'approve-ns-list' }, (namespaces || []).map((n) => h('option', { value: n.Name })));
   const labels = h('input', { id: 'approve-labels', placeholder: 'role=server,site=paris', autocomplete: 'off' });
+  const workloads = h('textarea', { id: 'approve-workloads', rows: 2, spellcheck: 'false', autocomplete: 'off', placeholder: 'namespace=prod,labels=app=web,name=web-*' });
+  const ids = h('textarea', { id: 'approve-workload-ids', rows: 2, spellcheck: 'false', autocomplete: 'off', placeholder: 'spiffe://example.org/prod/web1/*' });
   const err = h('p', { id: 'approve-error', class: 'error', role: 'alert' });
   const cancel = h('button', { type: 'button', id: 'approve-cancel', class: 'secondary' }, 'Cancel');
   const submit = h('button', { type: 'submit', id: 'approve-submit' }, 'Approve');
@@ -272,6 +277,8 @@ function approveDialog(rec, namespaces) {
     h('p', {}, 'SPIFFE ID ', h('code', { id: 'approve-id' }, rec.ID), '. The node joins the namespace with these labels and gets an overlay address; its next request to the coordinator goes through.'),
     field('Namespace', ns, 'created if it does not exist'), dl,
     field('Labels', labels, 'key=value, comma separated; may be empty'),
+    field('Workloads it may host', workloads, 'one grant per line: namespace=NS[,labels=k=v;k=v][,name=PATTERN]; none if empty'),
+    field('Workload SPIFFE IDs it may declare', ids, 'one pattern per line; none if empty'),
     err, h('div', { class: 'actions' }, cancel, submit));
   const dlg = h('dialog', { id: 'approve', 'aria-labelledby': 'approve-title' }, form);
   const opener = document.activeElement;
@@ -293,7 +300,7 @@ function approveDialog(rec, namespaces) {
       submit.disabled = true;
       err.textContent = '';
       try {
-        result = await spiffeApprove(rec.ID, ns.value.trim(), l);
+        result = await spiffeApprove(rec.ID, ns.value.trim(), l, nonEmptyLines(workloads.value), nonEmptyLines(ids.value));
         notice('Approving ' + rec.ID + ': done. Node ' + result.Name + ' is in namespace ' + result.Namespace + ' with address ' + result.IP + '.');
         dlg.close();
       } catch (e) {
@@ -824,6 +831,8 @@ pages.tokens = async (main) => {
     const ns = h('input', { id: 'token-namespace', list: 'ns-list', value: 'default' });
     const dl = h('datalist', { id: 'ns-list' }, (nss || []).map((n) => h('option', { value: n.Name })));
     const labels = h('input', { id: 'token-labels', placeholder: 'role=web,site=paris' });
+    const workloads = h('textarea', { id: 'token-workloads', rows: 3, spellcheck: 'false', autocomplete: 'off',
+      placeholder: 'namespace=prod,labels=app=web,name=web-*' });
     const uses = h('input', { id: 'token-uses', type: 'number', min: 1, value: '1' });
     const ttl = h('input', { id: 'token-ttl', value: '1h' });
     const out = h('div', { id: 'token-result', 'aria-live': 'polite' });
@@ -831,7 +840,8 @@ pages.tokens = async (main) => {
       ev.preventDefault();
       let l;
       try { l = parseLabels(labels.value); } catch (e) { notice(e.message, true); return; }
-      const r = await run('Creating a join token', () => api('POST', '/v1/admin/tokens', { namespace: ns.value.trim(), labels: l, uses: parseInt(uses.value, 10) || 1, ttl: ttl.value.trim() }));
+      const r = await run('Creating a join token', () => api('POST', '/v1/admin/tokens', { namespace: ns.value.trim(), labels: l,
+        workloads: nonEmptyLines(workloads.value), uses: parseInt(uses.value, 10) || 1, ttl: ttl.value.trim() }));
       const tokIn = h('input', { id: 'token-value', class: 'secret mono', readonly: true, value: r.token });
       const cmdIn = h('input', { id: 'token-install', class: 'secret mono', readonly: true,
         value: installCommand('https://' + window.location.host, r.token) });
@@ -841,17 +851,29 @@ pages.tokens = async (main) => {
       const list = await api('GET', '/v1/admin/tokens');
       main.querySelector('#token-list').replaceWith(tokenTable(list));
     } }, h('h2', {}, 'Create'), h('div', { class: 'row' }, field('Namespace', ns, 'nodes enrolling with it join this namespace'), dl,
-      field('Labels', labels, 'key=value, comma separated'), field('Uses', uses), field('Valid for (TTL)', ttl, 'such as 30m, 24h; at most 720h (30 days)')),
+      field('Labels', labels, 'key=value, comma separated; the nodes get exactly these'), field('Uses', uses), field('Valid for (TTL)', ttl, 'such as 30m, 24h; at most 720h (30 days)')),
+    field('Workloads the nodes may host', workloads, 'one grant per line: namespace=NS[,labels=k=v;k=v][,name=PATTERN]; a workload must carry exactly the labels of a grant'),
     h('button', { type: 'submit', id: 'token-create' }, 'Create token'), out);
     main.append(form);
   }
   main.append(h('h2', {}, 'Tokens'), tokenTable(toks));
 };
 
+// fmtGrant writes a workload grant as `latch admin token create
+// --workload` takes it.
+function fmtGrant(g) {
+  let s = 'namespace=' + g.namespace;
+  const l = Object.keys(g.labels || {}).sort().map((k) => k + '=' + g.labels[k]);
+  if (l.length) s += ',labels=' + l.join(';');
+  if (g.name) s += ',name=' + g.name;
+  return s;
+}
+
 function tokenTable(toks) {
-  const t = table(['ID', 'Namespace', 'Labels', 'Uses left', 'Expires', 'State', ''], (toks || []).map((t) => {
+  const t = table(['ID', 'Namespace', 'Labels', 'Workloads', 'Uses left', 'Expires', 'State', ''], (toks || []).map((t) => {
     const dead = t.Revoked || t.UsesLeft === 0 || new Date(t.ExpiresAt) < new Date();
-    return [h('span', { class: 'mono' }, t.ID), t.Namespace || 'default', fmtLabels(t.Labels), String(t.UsesLeft), fmtTime(t.ExpiresAt),
+    return [h('span', { class: 'mono' }, t.ID), t.Namespace || 'default', fmtLabels(t.Labels),
+      h('span', { class: 'mono' }, (t.Workloads || []).map(fmtGrant).join(' | ') || '-'), String(t.UsesLeft), fmtTime(t.ExpiresAt),
       t.Revoked ? 'revoked' : t.UsesLeft === 0 ? 'used up' : new Date(t.ExpiresAt) < new Date() ? 'expired' : 'valid',
       isAdmin() && !dead ? h('button', { type: 'button', class: 'danger', 'data-revoke-token': t.ID, onclick: async () => {
         if (!await confirmDialog('Revoke join token ' + t.ID + '? Nodes can no longer enroll with it.')) return;
