@@ -28,6 +28,7 @@ var pure = []string{
 	"suggest",
 	"node/flowlog",
 	"coordinator/spiffemap",
+	"coordinator/ratelimit",
 }
 
 var forbidden = []string{
