@@ -319,8 +319,9 @@ const FirstAdmin = "admin"
 const PasswordFile = "admin-password"
 
 // EnsureFirstAdmin creates the user "admin" with a random password when no
-// user exists, writes the password to dataDir/admin-password (0600) and
-// logs it once. It returns the password, or "" when users existed.
+// user exists and writes the password to dataDir/admin-password (0600);
+// the log says where, never the password (logs are read by more people
+// and kept longer). It returns the password, or "" when users existed.
 func EnsureFirstAdmin(ctx context.Context, st *state.State, dataDir string, log *slog.Logger) (string, error) {
 	has, err := st.HasUsers(ctx)
 	if err != nil || has {
@@ -341,8 +342,8 @@ func EnsureFirstAdmin(ctx context.Context, st *state.State, dataDir string, log 
 	if err := st.CreateUser(ctx, "system", store.User{Name: FirstAdmin, Role: auth.RoleAdmin, PasswordHash: hash}); err != nil {
 		return "", fmt.Errorf("creating the first admin: %w", err)
 	}
-	log.Warn("web console: first admin created; log in and create your own users, then delete "+file,
-		"user", FirstAdmin, "password", pw, "password_file", file)
+	log.Warn("web console: first admin created; its password is in password_file (read it as root), log in, create your own users, then delete the file",
+		"user", FirstAdmin, "password_file", file)
 	return pw, nil
 }
 
