@@ -193,7 +193,8 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", srv.MetricsHandler())
-		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
 		defer ms.Close()
 		log.Info("metrics listening", "addr", mln.Addr().String())
 		go func() { errc <- ms.Serve(mln) }()
