@@ -55,9 +55,9 @@ type Limits struct {
 	// headers.
 	ReadTimeout time.Duration
 	// WriteTimeout bounds writing an answer that is not a stream; for the
-	// streams (view stream, console events, flow tail and export) it
-	// bounds each write instead, so that they live on while the client
-	// takes what is sent.
+	// streams (view stream, console events, flow tail and export) and the
+	// binaries of /dl/ it bounds each write instead, so that they live on
+	// while the client takes what is sent.
 	WriteTimeout time.Duration
 	// IdleTimeout closes a kept-alive connection that sends no request.
 	IdleTimeout time.Duration
@@ -247,11 +247,13 @@ func (s *Server) deadlines(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// streamRoute reports whether c answers with a stream: the view stream,
-// the console's events, the flow tail and the flow export.
+// streamRoute reports whether c answers with a stream or a large file:
+// the view stream, the console's events, the flow tail and the flow
+// export, the binaries of /dl/ (tens of MiB, which a slow link takes
+// longer than WriteTimeout to fetch).
 func streamRoute(c echo.Context) bool {
 	switch c.Path() {
-	case wire.PathStream, "/v1/admin/events":
+	case wire.PathStream, "/v1/admin/events", PathDownloads + ":file":
 		return true
 	case "/v1/admin/flows":
 		return c.QueryParam("follow") == "true" || c.QueryParam("format") == "jsonl"
