@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -38,6 +37,7 @@ type coordinatorFlags struct {
 	flowMaxRows                            int
 	maxWorkloads                           int
 	metricsListen                          string
+	maxConnections                         int
 	spiffe                                 spiffeFlags
 }
 
@@ -62,6 +62,7 @@ func newCoordinatorCmd() *cobra.Command {
 	fl.StringVar(&f.publicURL, "public-url", "", "https://HOST[:PORT] nodes reach this coordinator at: baked into /install.sh and HOST added to the serving certificate (default: the address the script is fetched from)")
 	fl.DurationVar(&f.flowRetention, "flow-retention", 24*time.Hour, "how long flow records are kept")
 	fl.IntVar(&f.flowMaxRows, "flow-max-rows", 1000000, "the most flow records kept; the oldest beyond are deleted (0: no bound)")
+	fl.IntVar(&f.maxConnections, "max-connections", api.DefaultLimits.MaxConnections, "the most client connections served at once; more wait until one closes")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "plain HTTP address serving Prometheus /metrics, without authentication (e.g. 127.0.0.1:9470); off when empty")
 	fl.IntVar(&f.maxWorkloads, "max-workloads-per-node", state.DefaultMaxWorkloadsPerNode, "the most workloads one node may register")
 	f.spiffe.register(cmd)
@@ -93,6 +94,9 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	if f.flowMaxRows < 0 {
 		return fmt.Errorf("--flow-max-rows %d: must be 0 (no bound) or more", f.flowMaxRows)
 	}
+	if f.maxConnections < 0 {
+		return fmt.Errorf("--max-connections %d: must be positive (0: the default, %d)", f.maxConnections, api.DefaultLimits.MaxConnections)
+	}
 	if f.metricsListen != "" {
 		if _, _, err := net.SplitHostPort(f.metricsListen); err != nil {
 			return fmt.Errorf("--metrics-listen %q: want HOST:PORT: %w", f.metricsListen, err)
@@ -118,8 +122,8 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 			log.Warn("the install script will find no binaries: --dist-dir has no SHA256SUMS (build it with make dist)", "dist_dir", f.distDir, "err", err)
 		}
 	}
-	if err := os.MkdirAll(f.dataDir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
+	if err := prepareDataDir(f.dataDir, os.Geteuid(), log); err != nil {
+		return err
 	}
 	authority, err := ca.Open(f.dataDir, td, ca.SystemClock{})
 	if err != nil {
@@ -150,7 +154,8 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	web := console.New(console.Config{State: st, Flows: console.StoredFlows{State: st}, Log: log})
 	srv := api.New(api.Config{State: st, CA: authority, AdminTokenHash: api.AdminTokenHash(adminToken),
 		SVIDTTL: f.svidTTL, Keepalive: f.keepalive, Log: log, Extensions: []func(*echo.Echo, *echo.Group){web.Mount},
-		InstallScript: scripts.InstallScript, PublicURL: f.publicURL, DistDir: f.distDir, Spiffe: spire.trust})
+		InstallScript: scripts.InstallScript, PublicURL: f.publicURL, DistDir: f.distDir, Spiffe: spire.trust,
+		Limits: api.Limits{MaxConnections: f.maxConnections}})
 	ips := []net.IP{net.IPv4(127, 0, 0, 1)}
 	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
 		ips = append(ips, ip)
@@ -177,11 +182,11 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	if spire.svids != nil {
 		tlsCfg = api.TLSConfigWithSPIRE(authority, svid, spire.svids)
 	}
-	ln, err := tls.Listen("tcp", f.listen, tlsCfg)
+	ln, err := srv.Listen(f.listen, tlsCfg)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", f.listen, err)
 	}
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	hs := srv.HTTPServer(slog.NewLogLogger(log.Handler(), slog.LevelWarn))
 	log.Info("coordinator listening", "addr", ln.Addr().String(), "trust_domain", td.String(),
 		"ca_fingerprint", authority.Fingerprint(), "admin_token_file", filepath.Join(f.dataDir, "admin.token"),
 		"console", "https://"+ln.Addr().String()+console.Prefix)
@@ -194,7 +199,8 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", srv.MetricsHandler())
-		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
 		defer ms.Close()
 		log.Info("metrics listening", "addr", mln.Addr().String())
 		go func() { errc <- ms.Serve(mln) }()

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"io"
 	"net/http"
 	"time"
 
@@ -27,7 +26,7 @@ func (s *Server) adminRoutes(g *echo.Group) {
 	g.PUT("/namespaces/:name", s.putNamespace)
 	g.GET("/workloads", s.listWorkloads)
 	g.GET("/policies", s.listPolicies)
-	g.POST("/policies", s.applyPolicies)
+	g.POST("/policies", s.applyPolicies, BodyLimit(PolicyBodyLimit))
 	g.DELETE("/policies/:namespace/:name", s.deletePolicy)
 	g.GET("/tokens", s.listTokens)
 	g.POST("/tokens", s.createToken)
@@ -43,7 +42,7 @@ func (s *Server) adminRoutes(g *echo.Group) {
 	g.POST("/apitokens", s.createAPIToken)
 	g.DELETE("/apitokens/:id", s.revokeAPIToken)
 	g.GET("/status", s.status)
-	g.POST("/policies/validate", s.validatePolicies)
+	g.POST("/policies/validate", s.validatePolicies, BodyLimit(PolicyBodyLimit))
 	g.GET("/whatif", s.whatIf)
 	g.GET("/graph", s.graph)
 	g.GET("/events", s.events)
@@ -157,9 +156,9 @@ func (s *Server) listPolicies(c echo.Context) error {
 // applyPolicies takes multi-document YAML in the body; the file name for
 // messages comes from the "filename" query parameter.
 func (s *Server) applyPolicies(c echo.Context) error {
-	body, err := io.ReadAll(io.LimitReader(c.Request().Body, 8<<20))
+	body, err := readBody(c)
 	if err != nil {
-		return fail(http.StatusBadRequest, "bad_request", "reading the policy: %v", err)
+		return err
 	}
 	name := c.QueryParam("filename")
 	if name == "" {

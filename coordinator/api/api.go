@@ -27,6 +27,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/latchnet/latch/coordinator/auth"
 	"github.com/latchnet/latch/coordinator/ca"
+	"github.com/latchnet/latch/coordinator/ratelimit"
 	"github.com/latchnet/latch/coordinator/spiffetrust"
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
@@ -66,6 +67,12 @@ type Config struct {
 	// Spiffe, if set, is a SPIRE trust domain whose SVIDs are node
 	// identities too (see state.SpiffeNode); nil trusts only CA.
 	Spiffe *spiffetrust.Trust
+	// Limits bound the time and connections clients may hold; zero
+	// fields take DefaultLimits.
+	Limits Limits
+	// EnrollLimit bounds enrollment attempts per source address; nil
+	// takes EnrollLimiter().
+	EnrollLimit *ratelimit.Limiter
 }
 
 // Server is the coordinator's HTTP handler.
@@ -101,18 +108,22 @@ func New(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	cfg.Limits = cfg.Limits.withDefaults()
+	if cfg.EnrollLimit == nil {
+		cfg.EnrollLimit = EnrollLimiter()
+	}
 	s := &Server{cfg: cfg, e: echo.New()}
 	s.metrics = newMetrics(s)
 	s.metrics.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	s.e.HideBanner, s.e.HidePort = true, true
-	s.e.Use(s.metrics.instrument)
+	s.e.Use(s.metrics.instrument, s.deadlines)
 	s.e.HTTPErrorHandler = s.errorHandler
-	s.e.POST(wire.PathEnroll, s.enroll)
+	s.e.POST(wire.PathEnroll, s.enroll, rateLimited(cfg.EnrollLimit, "enrollment"), BodyLimit(SmallBodyLimit))
 	node := s.e.Group("", s.nodeAuth)
-	node.POST(wire.PathRenew, s.renew)
-	node.POST(wire.PathRegister, s.register)
+	node.POST(wire.PathRenew, s.renew, BodyLimit(SmallBodyLimit))
+	node.POST(wire.PathRegister, s.register, BodyLimit(RegisterBodyLimit))
 	node.GET(wire.PathStream, s.stream)
-	node.POST(wire.PathFlows, s.flows)
+	node.POST(wire.PathFlows, s.flows, BodyLimit(FlowsBodyLimit))
 	admin := s.e.Group("/v1/admin", s.adminAuth)
 	s.adminRoutes(admin)
 	s.spiffeRoutes(admin)
@@ -182,12 +193,13 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 	_ = c.JSON(ae.status, wire.Error{Error: ae.err.Error(), Code: ae.code})
 }
 
-func bind(c echo.Context, v any) error {
-	if err := c.Bind(v); err != nil {
-		return fail(http.StatusBadRequest, "bad_request", "reading the request body: %v", err)
-	}
-	return nil
-}
+// bind reads an admin API body: JSON, strictly (an unknown field is
+// refused, so that a misspelt option is not silently ignored).
+func bind(c echo.Context, v any) error { return ReadJSON(c, v, true) }
+
+// bindWire reads a node API body: JSON, ignoring unknown fields, so that
+// an agent newer than the coordinator keeps working during an upgrade.
+func bindWire(c echo.Context, v any) error { return ReadJSON(c, v, false) }
 
 // parseCSR checks a CSR before anything is stored.
 func parseCSR(der []byte) error {
@@ -231,7 +243,7 @@ func serialHex(c *x509.Certificate) string { return hex.EncodeToString(c.SerialN
 
 func (s *Server) enroll(c echo.Context) error {
 	var req wire.EnrollRequest
-	if err := bind(c, &req); err != nil {
+	if err := bindWire(c, &req); err != nil {
 		return err
 	}
 	tok, err := ca.ParseToken(strings.TrimSpace(req.Token))
@@ -247,9 +259,14 @@ func (s *Server) enroll(c echo.Context) error {
 	if err := parseCSR(req.CSR); err != nil {
 		return err
 	}
+	secretHash := ca.HashSecret(tok.Secret)
+	if err := s.checkEnrollment(c, tok.ID, secretHash, req.Name); err != nil {
+		s.metrics.enrollments.WithLabelValues("refused").Inc()
+		return err
+	}
 	var chain []*x509.Certificate
 	n, err := s.cfg.State.Enroll(c.Request().Context(), state.Enrollment{
-		TokenID: tok.ID, SecretHash: ca.HashSecret(tok.Secret), Name: req.Name, Labels: req.Labels,
+		TokenID: tok.ID, SecretHash: secretHash, Name: req.Name, Labels: req.Labels,
 	}, s.signer(req.CSR, &chain))
 	if err != nil {
 		s.metrics.enrollments.WithLabelValues("refused").Inc()
@@ -353,7 +370,7 @@ func (s *Server) adminStillAuthorized(c echo.Context) error {
 
 func (s *Server) renew(c echo.Context) error {
 	var req wire.RenewRequest
-	if err := bind(c, &req); err != nil {
+	if err := bindWire(c, &req); err != nil {
 		return err
 	}
 	if id, ok := c.Get(ctxSpiffe).(string); ok {
@@ -373,7 +390,7 @@ func (s *Server) renew(c echo.Context) error {
 
 func (s *Server) register(c echo.Context) error {
 	var req wire.RegisterRequest
-	if err := bind(c, &req); err != nil {
+	if err := bindWire(c, &req); err != nil {
 		return err
 	}
 	reg := state.Registration{PublicKey: req.PublicKey, Endpoints: req.Endpoints, Ports: req.Ports}

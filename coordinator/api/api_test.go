@@ -47,6 +47,10 @@ type harnessOpts struct {
 	spiffe     *spiffetrust.Trust
 	spiffeMap  *spiffemap.Map
 	spireSVIDs x509svid.Source // the coordinator's SPIRE SVID
+	// store wraps the store the state writes (to count writes); config
+	// changes the server's Config before it is built.
+	store  func(store.Store) store.Store
+	config func(*Config)
 }
 
 func newHarnessWith(t *testing.T, o harnessOpts) *harness {
@@ -62,13 +66,21 @@ func newHarnessWith(t *testing.T, o harnessOpts) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	st, err := state.Open(context.Background(), db, fanout.New(), state.Options{SpiffeMap: o.spiffeMap, Now: clock.Now})
+	var sto store.Store = db
+	if o.store != nil {
+		sto = o.store(db)
+	}
+	st, err := state.Open(context.Background(), sto, fanout.New(), state.Options{SpiffeMap: o.spiffeMap, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, ca: authority, clock: clock, admin: "secret-admin"}
-	s := New(Config{State: st, CA: authority, AdminTokenHash: AdminTokenHash(h.admin), Keepalive: 200 * time.Millisecond,
-		FlowPoll: 50 * time.Millisecond, Spiffe: o.spiffe, Now: clock.Now})
+	cfg := Config{State: st, CA: authority, AdminTokenHash: AdminTokenHash(h.admin), Keepalive: 200 * time.Millisecond,
+		FlowPoll: 50 * time.Millisecond, Spiffe: o.spiffe, Now: clock.Now}
+	if o.config != nil {
+		o.config(&cfg)
+	}
+	s := New(cfg)
 	h.api = s
 	h.srv = httptest.NewUnstartedServer(s)
 	svid, err := authority.ServerSVID([]string{"localhost"}, nil, time.Hour)

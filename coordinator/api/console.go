@@ -261,9 +261,9 @@ type Validation struct {
 // validatePolicies checks policy YAML without applying it and returns
 // the validator's problems with their lines, or the change it would make.
 func (s *Server) validatePolicies(c echo.Context) error {
-	body, err := io.ReadAll(io.LimitReader(c.Request().Body, 8<<20))
+	body, err := readBody(c)
 	if err != nil {
-		return fail(http.StatusBadRequest, "bad_request", "reading the policy: %v", err)
+		return err
 	}
 	ps, err := policy.ParseFiles(policy.File{Name: "editor", Data: body})
 	var ve *policy.ValidationError

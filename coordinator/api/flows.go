@@ -19,7 +19,7 @@ const maxFlowBatch = 10000
 // one of its workloads are refused and counted.
 func (s *Server) flows(c echo.Context) error {
 	var b wire.FlowBatch
-	if err := bind(c, &b); err != nil {
+	if err := bindWire(c, &b); err != nil {
 		return err
 	}
 	if len(b.Records) > maxFlowBatch {

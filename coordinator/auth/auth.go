@@ -51,10 +51,18 @@ const APITokenPrefix = "latchapi."
 
 var userName = regexp.MustCompile(`^[a-z][a-z0-9._-]{0,62}$`)
 
-// CheckUserName refuses names that are not short lowercase words.
+// MaxUserNameLength is the longest user name.
+const MaxUserNameLength = 63
+
+// CheckUserName refuses names that are not short lowercase words. Its
+// message quotes at most the start of a long name.
 func CheckUserName(name string) error {
-	if !userName.MatchString(name) {
-		return fmt.Errorf("user name %q: use 1 to 63 lowercase letters, digits, '.', '_' or '-', starting with a letter", name)
+	if len(name) > MaxUserNameLength || !userName.MatchString(name) {
+		shown := name
+		if len(shown) > MaxUserNameLength+1 {
+			shown = shown[:MaxUserNameLength+1] + "..."
+		}
+		return fmt.Errorf("user name %q: use 1 to %d lowercase letters, digits, '.', '_' or '-', starting with a letter", shown, MaxUserNameLength)
 	}
 	return nil
 }
@@ -62,13 +70,16 @@ func CheckUserName(name string) error {
 // MinPasswordLength is the shortest password accepted.
 const MinPasswordLength = 12
 
+// MaxPasswordLength is the longest password accepted.
+const MaxPasswordLength = 1024
+
 // CheckPassword refuses passwords that are too short or too long.
 func CheckPassword(pw string) error {
 	if len(pw) < MinPasswordLength {
 		return fmt.Errorf("password too short: use at least %d characters (or leave it out to have one generated)", MinPasswordLength)
 	}
-	if len(pw) > 1024 {
-		return errors.New("password too long: use at most 1024 characters")
+	if len(pw) > MaxPasswordLength {
+		return fmt.Errorf("password too long: use at most %d characters", MaxPasswordLength)
 	}
 	return nil
 }
@@ -129,6 +140,11 @@ func VerifyPassword(encoded, pw string) (bool, error) {
 // dummyHash is verified against when a user does not exist, so that an
 // unknown name costs the same time as a wrong password.
 var dummyHash, _ = HashPassword("latch-dummy-password")
+
+// DummyHash is a valid hash of no user's password: verify against it
+// when a user does not exist, so that an unknown name costs the same time
+// as a wrong password.
+func DummyHash() string { return dummyHash }
 
 // BurnPasswordTime spends the time of one password verification.
 func BurnPasswordTime(pw string) { _, _ = VerifyPassword(dummyHash, pw) }

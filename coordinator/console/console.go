@@ -21,16 +21,18 @@ import (
 	"io/fs"
 	"log/slog"
 	"mime"
-	"net"
 	"net/http"
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/latchnet/latch/coordinator/api"
 	"github.com/latchnet/latch/coordinator/auth"
+	"github.com/latchnet/latch/coordinator/ratelimit"
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/internal/atomicfile"
@@ -56,14 +58,31 @@ type Config struct {
 	Flows FlowSource
 	Now   func() time.Time
 	Log   *slog.Logger
-	// Limiter limits login attempts; default NewLimiter(5, 15 min).
+	// Limiter limits failed logins per user name and address; default
+	// NewLimiter(5, 15 min, 10000 keys).
 	Limiter *Limiter
+	// SourceLimit limits login attempts per address, whatever the user
+	// name; default ratelimit.New(1, 20, 10000): 20 at once, then one a
+	// second.
+	SourceLimit *ratelimit.Limiter
+	// MaxHashing bounds the logins checking a password at once (argon2id
+	// takes 19 MiB each); more are answered 429 at once. Default 4.
+	MaxHashing int
+	// VerifyPassword checks a password against its hash; default
+	// auth.VerifyPassword. Tests hold it to fill the hashing slots.
+	VerifyPassword func(encoded, pw string) (bool, error)
 }
+
+// LoginBodyLimit is the most a login request may send: a user name and a
+// password fit in far less.
+const LoginBodyLimit = 16 << 10
 
 // Console serves the web console.
 type Console struct {
 	cfg    Config
 	assets fs.FS
+	// hashing holds a token per login checking a password.
+	hashing chan struct{}
 }
 
 // New builds the console.
@@ -77,11 +96,20 @@ func New(cfg Config) *Console {
 	if cfg.Limiter == nil {
 		cfg.Limiter = NewLimiter(5, 15*time.Minute, 10000, cfg.Now)
 	}
+	if cfg.SourceLimit == nil {
+		cfg.SourceLimit = ratelimit.New(1, 20, 10000, nil)
+	}
+	if cfg.MaxHashing <= 0 {
+		cfg.MaxHashing = 4
+	}
+	if cfg.VerifyPassword == nil {
+		cfg.VerifyPassword = auth.VerifyPassword
+	}
 	sub, err := fs.Sub(assetFS, "assets")
 	if err != nil {
 		panic(err) // the embedded directory exists
 	}
-	return &Console{cfg: cfg, assets: sub}
+	return &Console{cfg: cfg, assets: sub, hashing: make(chan struct{}, cfg.MaxHashing)}
 }
 
 // Mount adds the console's routes; pass it in api.Config.Extensions.
@@ -91,7 +119,7 @@ func (k *Console) Mount(root *echo.Echo, admin *echo.Group) {
 	page.GET("/console", k.redirectHome)
 	page.GET(Prefix, k.index)
 	page.GET(Prefix+"login", k.loginPage)
-	page.POST(Prefix+"login", k.login)
+	page.POST(Prefix+"login", k.login, k.sourceLimit, api.BodyLimit(LoginBodyLimit))
 	page.POST(Prefix+"logout", k.logout)
 	page.GET(Prefix+"assets/*", k.asset)
 	admin.GET("/flows/denied", k.deniedFlows)
@@ -176,42 +204,62 @@ type loginRequest struct {
 	Password string `json:"password"`
 }
 
+// sourceLimit refuses an address over its login budget (SourceLimit)
+// with 429, before anything is read.
+func (k *Console) sourceLimit(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if ok, wait := k.cfg.SourceLimit.Allow(ratelimit.Source(c.Request().RemoteAddr)); !ok {
+			secs := int(wait/time.Second) + 1
+			c.Response().Header().Set("Retry-After", strconv.Itoa(secs))
+			return c.JSON(http.StatusTooManyRequests, wire.Error{Error: fmt.Sprintf("too many logins from this address: try again in %d s", secs), Code: "rate_limited"})
+		}
+		return next(c)
+	}
+}
+
+// login checks a user name and password and starts a session. What
+// cannot be a user is refused before anything is hashed or kept: a body
+// over LoginBodyLimit, a name that auth.CheckUserName refuses, a password
+// longer than any user has. Failures are limited per user name and
+// address (Limiter), and at most MaxHashing logins hash at once.
 func (k *Console) login(c echo.Context) error {
 	r := c.Request()
-	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
-		return c.JSON(http.StatusUnsupportedMediaType, wire.Error{Error: "send the login as application/json", Code: "bad_request"})
-	}
 	var req loginRequest
-	if err := c.Bind(&req); err != nil {
-		return c.JSON(http.StatusBadRequest, wire.Error{Error: "reading the login: " + err.Error(), Code: "bad_request"})
+	if err := api.ReadJSON(c, &req, true); err != nil {
+		return err
 	}
-	ip, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		ip = r.RemoteAddr
+	name := req.Name
+	if len(name) <= auth.MaxUserNameLength {
+		name = strings.ToLower(strings.TrimSpace(name))
 	}
+	if err := auth.CheckUserName(name); err != nil {
+		return c.JSON(http.StatusBadRequest, wire.Error{Error: err.Error(), Code: "bad_request"})
+	}
+	if len(req.Password) > auth.MaxPasswordLength {
+		return c.JSON(http.StatusBadRequest, wire.Error{Error: fmt.Sprintf("password longer than %d bytes: no user has one", auth.MaxPasswordLength), Code: "bad_request"})
+	}
+	ip := ratelimit.Source(r.RemoteAddr).Addr().String()
 	// The key is the peer address, not X-Forwarded-For, which a client
-	// could set to dodge the limit.
-	key := req.Name + "|" + ip
+	// could set to dodge the limit; both parts are bounded.
+	key := name + "|" + ip
 	if wait := k.cfg.Limiter.Blocked(key); wait > 0 {
 		c.Response().Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
-		return c.JSON(http.StatusTooManyRequests, wire.Error{Error: fmt.Sprintf("too many failed logins for %q from this address: try again in %s", req.Name, wait.Round(time.Second)), Code: "rate_limited"})
+		return c.JSON(http.StatusTooManyRequests, wire.Error{Error: fmt.Sprintf("too many failed logins for %q from this address: try again in %s", name, wait.Round(time.Second)), Code: "rate_limited"})
 	}
-	u, err := k.cfg.State.UserForLogin(r.Context(), req.Name)
-	ok := false
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		auth.BurnPasswordTime(req.Password)
-	case err != nil:
-		return err
+	select {
+	case k.hashing <- struct{}{}:
 	default:
-		ok, err = auth.VerifyPassword(u.PasswordHash, req.Password)
-		if err != nil {
-			k.cfg.Log.Error("stored password hash unreadable", "user", u.Name, "err", err)
-		}
+		c.Response().Header().Set("Retry-After", "1")
+		return c.JSON(http.StatusTooManyRequests, wire.Error{Error: "the coordinator is busy checking other logins: try again in a second", Code: "busy"})
+	}
+	u, ok, err := k.checkPassword(c, name, req.Password)
+	<-k.hashing
+	if err != nil {
+		return err
 	}
 	if !ok {
 		k.cfg.Limiter.Fail(key)
-		k.cfg.Log.Warn("console login failed", "user", req.Name, "ip", ip)
+		k.cfg.Log.Warn("console login failed", "user", name, "ip", ip)
 		return c.JSON(http.StatusUnauthorized, wire.Error{Error: "wrong user name or password", Code: "unauthorized"})
 	}
 	k.cfg.Limiter.Reset(key)
@@ -224,6 +272,26 @@ func (k *Console) login(c echo.Context) error {
 	c.SetCookie(&http.Cookie{Name: auth.SessionCookie, Value: id, Path: "/", HttpOnly: true, Secure: r.TLS != nil,
 		SameSite: http.SameSiteStrictMode, Expires: sess.ExpiresAt})
 	return c.JSON(http.StatusOK, state.Principal{Name: u.Name, Role: u.Role, Via: "session", CSRF: sess.CSRF})
+}
+
+// checkPassword looks the user up and verifies the password; an unknown
+// user costs one verification too, against auth.DummyHash. The caller
+// holds a hashing slot.
+func (k *Console) checkPassword(c echo.Context, name, pw string) (store.User, bool, error) {
+	u, err := k.cfg.State.UserForLogin(c.Request().Context(), name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		_, _ = k.cfg.VerifyPassword(auth.DummyHash(), pw)
+		return u, false, nil
+	case err != nil:
+		return u, false, err
+	}
+	ok, err := k.cfg.VerifyPassword(u.PasswordHash, pw)
+	if err != nil {
+		k.cfg.Log.Error("stored password hash unreadable", "user", u.Name, "err", err)
+		return u, false, nil
+	}
+	return u, ok, nil
 }
 
 func (k *Console) logout(c echo.Context) error {
@@ -251,8 +319,9 @@ const FirstAdmin = "admin"
 const PasswordFile = "admin-password"
 
 // EnsureFirstAdmin creates the user "admin" with a random password when no
-// user exists, writes the password to dataDir/admin-password (0600) and
-// logs it once. It returns the password, or "" when users existed.
+// user exists and writes the password to dataDir/admin-password (0600);
+// the log says where, never the password (logs are read by more people
+// and kept longer). It returns the password, or "" when users existed.
 func EnsureFirstAdmin(ctx context.Context, st *state.State, dataDir string, log *slog.Logger) (string, error) {
 	has, err := st.HasUsers(ctx)
 	if err != nil || has {
@@ -273,8 +342,8 @@ func EnsureFirstAdmin(ctx context.Context, st *state.State, dataDir string, log 
 	if err := st.CreateUser(ctx, "system", store.User{Name: FirstAdmin, Role: auth.RoleAdmin, PasswordHash: hash}); err != nil {
 		return "", fmt.Errorf("creating the first admin: %w", err)
 	}
-	log.Warn("web console: first admin created; log in and create your own users, then delete "+file,
-		"user", FirstAdmin, "password", pw, "password_file", file)
+	log.Warn("web console: first admin created; its password is in password_file (read it as root), log in, create your own users, then delete the file",
+		"user", FirstAdmin, "password_file", file)
 	return pw, nil
 }
 

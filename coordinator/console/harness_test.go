@@ -77,7 +77,11 @@ func (f *fakeNow) Advance(d time.Duration) {
 	f.mu.Unlock()
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T) *harness { return newHarnessWith(t, nil) }
+
+// newHarnessWith is newHarness with the console's Config changed by
+// config (if not nil) before the console is built.
+func newHarnessWith(t *testing.T, config func(*Config)) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	clock := &fakeNow{t: time.Now()}
@@ -107,7 +111,11 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, dir: dir, st: st, ca: authority, adminToken: "the-admin-token", adminPW: pw, clock: clock, spire: spire}
-	web := New(Config{State: st, Flows: StoredFlows{State: st}, Now: clock.Now, Log: log})
+	cfg := Config{State: st, Flows: StoredFlows{State: st}, Now: clock.Now, Log: log}
+	if config != nil {
+		config(&cfg)
+	}
+	web := New(cfg)
 	h.api = api.New(api.Config{State: st, CA: authority, AdminTokenHash: api.AdminTokenHash(h.adminToken),
 		Keepalive: 500 * time.Millisecond, Now: clock.Now, Log: log, Extensions: []func(*echo.Echo, *echo.Group){web.Mount},
 		Spiffe: &spiffetrust.Trust{TD: spireTD, Bundles: spire.Bundle()}})

@@ -1,14 +1,16 @@
 package console
 
 import (
+	"crypto/sha256"
 	"sync"
 	"time"
 )
 
 // Limiter counts failed logins per key (user name and client address) and
 // blocks a key after max failures within window, until the window that
-// began with its first failure ends. It holds at most size keys: when
-// full it forgets expired keys, then the oldest.
+// began with its first failure ends. It holds at most size keys, each as
+// its SHA-256 (so a long key costs no more than a short one): when full
+// it forgets expired keys, then the oldest.
 type Limiter struct {
 	max    int
 	window time.Duration
@@ -16,7 +18,7 @@ type Limiter struct {
 	now    func() time.Time
 
 	mu   sync.Mutex
-	keys map[string]*attempts // guarded by mu
+	keys map[[sha256.Size]byte]*attempts // guarded by mu
 }
 
 type attempts struct {
@@ -26,20 +28,21 @@ type attempts struct {
 
 // NewLimiter returns a limiter; now is the clock.
 func NewLimiter(max int, window time.Duration, size int, now func() time.Time) *Limiter {
-	return &Limiter{max: max, window: window, size: size, now: now, keys: map[string]*attempts{}}
+	return &Limiter{max: max, window: window, size: size, now: now, keys: map[[sha256.Size]byte]*attempts{}}
 }
 
 // Blocked returns how long key must still wait, or 0.
 func (l *Limiter) Blocked(key string) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	a := l.keys[key]
+	k := sha256.Sum256([]byte(key))
+	a := l.keys[k]
 	if a == nil {
 		return 0
 	}
 	left := a.first.Add(l.window).Sub(l.now())
 	if left <= 0 {
-		delete(l.keys, key)
+		delete(l.keys, k)
 		return 0
 	}
 	if a.failures >= l.max {
@@ -53,7 +56,8 @@ func (l *Limiter) Fail(key string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	a := l.keys[key]
+	k := sha256.Sum256([]byte(key))
+	a := l.keys[k]
 	if a != nil && now.Sub(a.first) >= l.window {
 		a = nil
 	}
@@ -62,7 +66,7 @@ func (l *Limiter) Fail(key string) {
 			l.evictLocked(now)
 		}
 		a = &attempts{first: now}
-		l.keys[key] = a
+		l.keys[k] = a
 	}
 	a.failures++
 }
@@ -71,7 +75,7 @@ func (l *Limiter) Fail(key string) {
 func (l *Limiter) Reset(key string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	delete(l.keys, key)
+	delete(l.keys, sha256.Sum256([]byte(key)))
 }
 
 // Len returns how many keys are held.
@@ -83,18 +87,19 @@ func (l *Limiter) Len() int {
 
 // evictLocked makes room for one key. Must hold l.mu.
 func (l *Limiter) evictLocked(now time.Time) {
-	var oldest string
+	var oldest [sha256.Size]byte
 	var oldestT time.Time
+	found := false
 	for k, a := range l.keys {
 		if now.Sub(a.first) >= l.window {
 			delete(l.keys, k)
 			continue
 		}
-		if oldest == "" || a.first.Before(oldestT) {
-			oldest, oldestT = k, a.first
+		if !found || a.first.Before(oldestT) {
+			oldest, oldestT, found = k, a.first, true
 		}
 	}
-	if len(l.keys) >= l.size && oldest != "" {
+	if len(l.keys) >= l.size && found {
 		delete(l.keys, oldest)
 	}
 }

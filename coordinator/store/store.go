@@ -253,6 +253,10 @@ type Tx interface {
 	// returns the token as it was. An unknown id and a wrong secret both
 	// give ErrNotFound, with the same message.
 	ConsumeToken(id string, secretHash []byte, now time.Time) (Token, error)
+	// CheckToken makes the checks of ConsumeToken without using the token
+	// up, so that it works in View: a bad enrollment is refused without a
+	// write.
+	CheckToken(id string, secretHash []byte, now time.Time) (Token, error)
 
 	// RevokeSerial records a certificate serial (hex, any case, colons
 	// allowed) as revoked. Revoking it again keeps the first time.

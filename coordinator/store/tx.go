@@ -620,6 +620,24 @@ var dummyHash = make([]byte, 32)
 
 // ConsumeToken implements Tx.
 func (t *sqlTx) ConsumeToken(id string, secretHash []byte, now time.Time) (Token, error) {
+	tok, err := t.CheckToken(id, secretHash, now)
+	if err != nil {
+		return Token{}, err
+	}
+	// The condition makes the decrement safe even where writers are not
+	// serialized.
+	res, err := t.exec(`UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ? AND uses_left > 0`, id)
+	if err != nil {
+		return Token{}, fmt.Errorf("token %s: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return Token{}, fmt.Errorf("token %s has already been used: create a new one with `latch admin token create`: %w", id, ErrTokenUsed)
+	}
+	return tok, nil
+}
+
+// CheckToken implements Tx.
+func (t *sqlTx) CheckToken(id string, secretHash []byte, now time.Time) (Token, error) {
 	// One message for an unknown id and a wrong secret: without the secret
 	// nobody learns whether the id exists.
 	invalid := fmt.Errorf("token %s does not exist or its secret is wrong: check the token, or create one with `latch admin token create`: %w", id, ErrNotFound)
@@ -641,15 +659,6 @@ func (t *sqlTx) ConsumeToken(id string, secretHash []byte, now time.Time) (Token
 		return Token{}, fmt.Errorf("token %s has expired at %s: create a new one with `latch admin token create`: %w",
 			id, tok.ExpiresAt.Format(time.RFC3339), ErrTokenExpired)
 	case tok.UsesLeft <= 0:
-		return Token{}, fmt.Errorf("token %s has already been used: create a new one with `latch admin token create`: %w", id, ErrTokenUsed)
-	}
-	// The condition makes the decrement safe even where writers are not
-	// serialized.
-	res, err := t.exec(`UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ? AND uses_left > 0`, id)
-	if err != nil {
-		return Token{}, fmt.Errorf("token %s: %w", id, err)
-	}
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
 		return Token{}, fmt.Errorf("token %s has already been used: create a new one with `latch admin token create`: %w", id, ErrTokenUsed)
 	}
 	return tok, nil

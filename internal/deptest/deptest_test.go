@@ -29,6 +29,7 @@ var pure = []string{
 	"node/flowlog",
 	"coordinator/spiffemap",
 	"grant",
+	"coordinator/ratelimit",
 }
 
 var forbidden = []string{

@@ -1,0 +1,8 @@
+//go:build !unix
+
+package cli
+
+import "io/fs"
+
+// fileOwner does not know owners on this system.
+func fileOwner(fs.FileInfo) (int, bool) { return 0, false }
