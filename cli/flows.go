@@ -205,7 +205,12 @@ the YAML, then apply it where you want it enforced:
   latch policy apply -f shop-policy.yaml
   latch admin namespace set shop --mode enforce
 
-Traffic between namespaces needs the suggestion of both namespaces.`,
+Traffic between namespaces needs the suggestion of both namespaces.
+
+A rule is learned only from the flows that the node hosting its workload
+reported (ingress rules from the destination's node, egress rules from the
+source's), and a comment atop each policy names those nodes per rule: one
+node's claims about workloads it does not host teach nothing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if ns == "" {

@@ -147,7 +147,16 @@ func TestFlowsIngestListFollowSuggest(t *testing.T) {
 	}
 
 	// Suggest: web may reach api on 8080 (would-deny) and 9090, 7070
-	// (allowed); the YAML validates.
+	// (allowed), which both ends reported; the YAML validates. node-b
+	// alone claims web -> api:6666: api's ingress learns it (node-b hosts
+	// api), web's egress does not, so it stays denied.
+	if code, body := h.post(a, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{
+		rec(wire.DirEgress, wire.VerdictAllowed, 9090), rec(wire.DirEgress, wire.VerdictAllowed, 7070)}}, &resp); code != 200 || resp.Accepted != 2 {
+		t.Fatalf("node-a batch: %d %s", code, body)
+	}
+	if code, body := h.post(b, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{rec(wire.DirIngress, wire.VerdictAllowed, 6666)}}, &resp); code != 200 || resp.Accepted != 1 {
+		t.Fatalf("node-b batch: %d %s", code, body)
+	}
 	code, yml := h.adminCall("GET", "/v1/admin/namespaces/prod/suggest?since=1h", "", nil)
 	if code != 200 {
 		t.Fatalf("suggest: %d %s", code, yml)
@@ -159,7 +168,12 @@ func TestFlowsIngestListFollowSuggest(t *testing.T) {
 	ws := []inventory.Workload{{Name: "web", Namespace: "prod", Labels: map[string]string{"app": "web"}, IP: web},
 		{Name: "api", Namespace: "prod", Labels: map[string]string{"app": "api"}, IP: api}}
 	ev := policy.NewEvaluator([]inventory.Namespace{{Name: "prod"}}, ps, policy.BaselineDeny)
-	for port, want := range map[uint16]bool{8080: true, 9090: true, 7070: true, 22: false} {
+	for _, want := range []string{"# Learned from flows reported by:\n#   ingress[0]: node-b\n", "# Learned from flows reported by:\n#   egress[0]: node-a\n"} {
+		if !strings.Contains(yml, want) {
+			t.Errorf("suggestion lacks %q:\n%s", want, yml)
+		}
+	}
+	for port, want := range map[uint16]bool{8080: true, 9090: true, 7070: true, 22: false, 6666: false} {
 		if got := ev.Decide(&ws[0], &ws[1], inventory.TCP, port).Allowed; got != want {
 			t.Errorf("suggested policy: web -> api:%d allowed=%v, want %v\n%s", port, got, want, yml)
 		}
@@ -347,5 +361,31 @@ func TestFlowRecordBounds(t *testing.T) {
 	}
 	if code, body := h.post(a, wire.PathFlows, big, nil); code != http.StatusRequestEntityTooLarge || !strings.Contains(body, "send smaller batches") {
 		t.Errorf("batch of %d records: %d %.300s", len(big.Records), code, body)
+	}
+}
+
+// TestSuggestIgnoresAddressesThatChangedHands: flows to an address that
+// has since gone to another workload teach nothing about the new one.
+func TestSuggestIgnoresAddressesThatChangedHands(t *testing.T) {
+	h := newHarness(t)
+	a, b, web, api := flowSetup(t, h)
+	now := time.Now()
+	rec := wire.FlowRecord{Start: now.Add(-time.Minute), End: now, Direction: wire.DirEgress, Src: web, Dst: api,
+		Protocol: "TCP", Port: 5432, Verdict: wire.VerdictAllowed, Packets: 1, Bytes: 60}
+	if code, body := h.post(a, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{rec}}, nil); code != 200 {
+		t.Fatalf("node-a batch: %d %s", code, body)
+	}
+	// node-b replaces api by another workload, which gets api's address.
+	var resp wire.RegisterResponse
+	if code, body := h.post(b, wire.PathRegister, wire.RegisterRequest{PublicKey: "key-api",
+		Workloads: []wire.WorkloadDecl{{Name: "other", Namespace: "prod", Labels: map[string]string{"app": "other"}}}}, &resp); code != 200 {
+		t.Fatalf("register: %d %s", code, body)
+	}
+	if resp.Workloads[0].IP != api {
+		t.Fatalf("prod/other got %s, not api's old address %s: the test needs the address reused", resp.Workloads[0].IP, api)
+	}
+	code, yml := h.adminCall("GET", "/v1/admin/namespaces/prod/suggest?since=1h", "", nil)
+	if code != 200 || strings.Contains(yml, "app: other") || !strings.Contains(yml, "1 flow reports are left out: an address of theirs now belongs to another workload") {
+		t.Fatalf("suggestion: %d\n%s\nwant nothing learned for prod/other from web's flow to api", code, yml)
 	}
 }
