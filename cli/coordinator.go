@@ -36,6 +36,8 @@ type coordinatorFlags struct {
 	keepalive                              time.Duration
 	flowRetention                          time.Duration
 	flowMaxRows                            int
+	auditRetention                         time.Duration
+	auditMaxRows                           int
 	metricsListen                          string
 	spiffe                                 spiffeFlags
 }
@@ -61,6 +63,8 @@ func newCoordinatorCmd() *cobra.Command {
 	fl.StringVar(&f.publicURL, "public-url", "", "https://HOST[:PORT] nodes reach this coordinator at: baked into /install.sh and HOST added to the serving certificate (default: the address the script is fetched from)")
 	fl.DurationVar(&f.flowRetention, "flow-retention", 24*time.Hour, "how long flow records are kept")
 	fl.IntVar(&f.flowMaxRows, "flow-max-rows", 1000000, "the most flow records kept; the oldest beyond are deleted (0: no bound)")
+	fl.DurationVar(&f.auditRetention, "audit-retention", 90*24*time.Hour, "how long audit log entries are kept (pruning is audited as one entry)")
+	fl.IntVar(&f.auditMaxRows, "audit-max-rows", 1000000, "the most audit log entries kept; the oldest beyond are deleted (0: no bound)")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "plain HTTP address serving Prometheus /metrics, without authentication (e.g. 127.0.0.1:9470); off when empty")
 	f.spiffe.register(cmd)
 	return cmd
@@ -87,6 +91,12 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	}
 	if f.flowMaxRows < 0 {
 		return fmt.Errorf("--flow-max-rows %d: must be 0 (no bound) or more", f.flowMaxRows)
+	}
+	if f.auditRetention < time.Hour {
+		return fmt.Errorf("--audit-retention %v: must be at least 1h", f.auditRetention)
+	}
+	if f.auditMaxRows != 0 && f.auditMaxRows < 10 {
+		return fmt.Errorf("--audit-max-rows %d: must be 0 (no bound) or at least 10", f.auditMaxRows)
 	}
 	if f.metricsListen != "" {
 		if _, _, err := net.SplitHostPort(f.metricsListen); err != nil {
@@ -194,6 +204,7 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 		go func() { errc <- ms.Serve(mln) }()
 	}
 	go pruneFlows(ctx, st, f.flowRetention, f.flowMaxRows, log)
+	go pruneAudit(ctx, st, f.auditRetention, f.auditMaxRows, log)
 	select {
 	case err := <-errc:
 		return err
@@ -215,6 +226,25 @@ func pruneFlows(ctx context.Context, st *state.State, retention time.Duration, m
 			log.Warn("pruning flow records", "err", err)
 		} else if n > 0 {
 			log.Info("pruned flow records", "deleted", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// pruneAudit deletes expired and surplus audit entries (recording that in
+// the audit log) at start and every minute until ctx ends.
+func pruneAudit(ctx context.Context, st *state.State, retention time.Duration, maxRows int, log *slog.Logger) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		if n, err := st.PruneAudit(ctx, retention, maxRows); err != nil && ctx.Err() == nil {
+			log.Warn("pruning the audit log", "err", err)
+		} else if n > 0 {
+			log.Info("pruned the audit log", "deleted", n)
 		}
 		select {
 		case <-ctx.Done():

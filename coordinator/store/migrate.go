@@ -160,6 +160,9 @@ CREATE TABLE spiffe_nodes (
 );
 CREATE INDEX spiffe_nodes_name ON spiffe_nodes (name);
 `,
+	// 5: pruning the audit log by age (latch coordinator
+	// --audit-retention).
+	`CREATE INDEX audit_time ON audit (time);`,
 }
 
 // migrate applies the migrations db lacks, all in one transaction, and
