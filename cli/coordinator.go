@@ -42,6 +42,9 @@ type coordinatorFlags struct {
 	spiffe                                 spiffeFlags
 }
 
+// defaultAuditRetention is how long audit entries are kept by default.
+const defaultAuditRetention = 90 * 24 * time.Hour
+
 func newCoordinatorCmd() *cobra.Command {
 	var f coordinatorFlags
 	cmd := &cobra.Command{
@@ -63,7 +66,7 @@ func newCoordinatorCmd() *cobra.Command {
 	fl.StringVar(&f.publicURL, "public-url", "", "https://HOST[:PORT] nodes reach this coordinator at: baked into /install.sh and HOST added to the serving certificate (default: the address the script is fetched from)")
 	fl.DurationVar(&f.flowRetention, "flow-retention", 24*time.Hour, "how long flow records are kept")
 	fl.IntVar(&f.flowMaxRows, "flow-max-rows", 1000000, "the most flow records kept; the oldest beyond are deleted (0: no bound)")
-	fl.DurationVar(&f.auditRetention, "audit-retention", 90*24*time.Hour, "how long audit log entries are kept (pruning is audited as one entry)")
+	fl.DurationVar(&f.auditRetention, "audit-retention", defaultAuditRetention, "how long audit log entries are kept (pruning is audited as one entry)")
 	fl.IntVar(&f.auditMaxRows, "audit-max-rows", 1000000, "the most audit log entries kept; the oldest beyond are deleted (0: no bound)")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "plain HTTP address serving Prometheus /metrics, without authentication (e.g. 127.0.0.1:9470); off when empty")
 	f.spiffe.register(cmd)
@@ -91,6 +94,9 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	}
 	if f.flowMaxRows < 0 {
 		return fmt.Errorf("--flow-max-rows %d: must be 0 (no bound) or more", f.flowMaxRows)
+	}
+	if f.auditRetention == 0 {
+		f.auditRetention = defaultAuditRetention
 	}
 	if f.auditRetention < time.Hour {
 		return fmt.Errorf("--audit-retention %v: must be at least 1h", f.auditRetention)

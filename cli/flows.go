@@ -152,7 +152,7 @@ func printFlow(w io.Writer, f *store.Flow, asJSON bool) error {
 	return err
 }
 
-// formatFlow: TIME SRC (NODE ADDR) -> DST (NODE ADDR):PORT/PROTO VERDICT
+// formatFlow: made terminal-safe (termSafe), TIME SRC (NODE ADDR) -> DST (NODE ADDR):PORT/PROTO VERDICT
 // (REASON) N pkts M B, by REPORTER/DIRECTION (both ends of a flow between
 // two workloads report it).
 func formatFlow(f *store.Flow) string {
@@ -164,9 +164,9 @@ func formatFlow(f *store.Flow) string {
 	if f.Reason != "" && f.Verdict != wire.VerdictAllowed {
 		reason = " (" + f.Reason + ")"
 	}
-	return fmt.Sprintf("%s  %s -> %s/%s  %s%s  %d pkts %d B  by %s/%s",
+	return termSafe(fmt.Sprintf("%s  %s -> %s/%s  %s%s  %d pkts %d B  by %s/%s",
 		f.Time.Local().Format("Jan _2 15:04:05.000"), endText(f.Src), dst, f.Protocol,
-		verdictText(f.Verdict), reason, f.Packets, f.Bytes, f.Reporter, f.Direction)
+		verdictText(f.Verdict), reason, f.Packets, f.Bytes, f.Reporter, f.Direction))
 }
 
 func endText(e store.FlowEnd) string {

@@ -407,7 +407,7 @@ func printStatus(w io.Writer, st agent.Status) {
 		rows = append(rows, [2]string{"Last error", st.LastError})
 	}
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s:\t%s\n", r[0], r[1])
+		writeRow(tw, r[0]+":", r[1])
 	}
 	tw.Flush()
 }
@@ -418,7 +418,7 @@ func printPeers(w io.Writer, ps []agent.PeerInfo, now time.Time) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tENDPOINT\tALLOWED IPS\tHANDSHAKE\tRX\tTX")
+	writeRow(tw, "NODE", "ENDPOINT", "ALLOWED IPS", "HANDSHAKE", "RX", "TX")
 	for _, p := range ps {
 		node := p.Node
 		if node == "" {
@@ -432,7 +432,7 @@ func printPeers(w io.Writer, ps []agent.PeerInfo, now time.Time) {
 		if !p.LastHandshake.IsZero() {
 			hs = now.Sub(p.LastHandshake).Round(time.Second).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", node, ep, strings.Join(p.AllowedIPs, ","), hs, p.RxBytes, p.TxBytes)
+		writeRow(tw, node, ep, strings.Join(p.AllowedIPs, ","), hs, p.RxBytes, p.TxBytes)
 	}
 	tw.Flush()
 }
