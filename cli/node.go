@@ -10,6 +10,7 @@ import (
 	"github.com/latchnet/latch/wire"
 	"io"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"sort"
@@ -39,6 +40,9 @@ type nodeFlags struct {
 	enrollOnly  bool
 	workloads   []string
 	configFile  string
+	// fileLabels are the config file's labels, used when --labels is
+	// not given.
+	fileLabels map[string]string
 
 	flowInterval  time.Duration
 	metricsListen string
@@ -117,11 +121,9 @@ func (f *nodeFlags) applyFile(cmd *cobra.Command) ([]fileWorkload, error) {
 	set("coordinator-id", &f.coordID, nf.CoordinatorID)
 	set("coordinator-ca", &f.coordCA, nf.CoordinatorCA)
 	if len(nf.Labels) > 0 && !cmd.Flags().Changed("labels") {
-		var kv []string
-		for k, v := range nf.Labels {
-			kv = append(kv, k+"="+v)
-		}
-		f.labels = strings.Join(kv, ",")
+		// As a map, not through the k=v,k=v text: a value with ',' or '='
+		// must not turn into more labels.
+		f.labels, f.fileLabels = "", nf.Labels
 	}
 	if nf.ListenPort != 0 && !cmd.Flags().Changed("listen-port") {
 		f.listenPort = nf.ListenPort
@@ -260,6 +262,9 @@ func (f nodeFlags) config() (agent.Config, error) {
 	labels, err := parseNodeLabels(f.labels)
 	if err != nil {
 		return cfg, err
+	}
+	if f.labels == "" && len(f.fileLabels) > 0 {
+		labels = maps.Clone(f.fileLabels)
 	}
 	cfg.Labels = labels
 	for _, spec := range f.workloads {
