@@ -100,7 +100,8 @@ FUZZ_TARGETS ?= \
 	./internal/strictyaml:FuzzUnmarshal \
 	./cli:FuzzNodeConfigFile:5000x \
 	./coordinator/ca:FuzzParseToken \
-	./coordinator/auth:FuzzParseAPIToken
+	./coordinator/auth:FuzzParseAPIToken \
+	./node/agent:FuzzParseJoinToken
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
