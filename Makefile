@@ -85,9 +85,32 @@ lint:
 unit:
 	$(GO) test -count=1 -timeout 20m ./...
 
+# FUZZ_TARGETS is every fuzz target, PACKAGE:TARGET[:COUNT] (COUNT
+# defaults to FUZZTIME). `go test -fuzz` takes one target per run, so
+# `make fuzz` runs them one after the other. The counts keep the whole run
+# (warm build cache) under about two minutes on two cores; the slow
+# targets (a database write, or the whole HTTP server, per input) get
+# fewer inputs.
+FUZZ_TARGETS ?= \
+	./policy:FuzzParse \
+	./enforce/userspace:FuzzFilter \
+	./wire:FuzzMessages \
+	./coordinator/state:FuzzIngestFlows:3000x \
+	./coordinator/api:FuzzAdminBodies:3000x \
+	./coordinator/spiffemap:FuzzParse \
+	./internal/strictyaml:FuzzUnmarshal \
+	./cli:FuzzNodeConfigFile:5000x \
+	./coordinator/ca:FuzzParseToken \
+	./coordinator/auth:FuzzParseAPIToken \
+	./node/agent:FuzzParseJoinToken \
+	./grant:FuzzParse
+
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./policy
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./grant
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; rest=$${t#*:}; name=$${rest%%:*}; n=$${rest#"$$name"}; n=$${n#:}; \
+		echo "$(GO) test -run '^$$' -fuzz '^$$name\$$' -fuzztime $${n:-$(FUZZTIME)} $$pkg"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime "$${n:-$(FUZZTIME)}" "$$pkg"; \
+	done
 
 # bench runs every Go benchmark; figures go to docs/benchmarks.md. perf
 # (linux-perf) is for BenchmarkEnforceCPU.

@@ -204,9 +204,9 @@ enrolled node are changed with "latch admin node grant|revoke".`,
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAMESPACE\tLABELS\tUSES LEFT\tEXPIRES\tREVOKED\tWORKLOADS")
+			writeRow(tw, "ID", "NAMESPACE", "LABELS", "USES LEFT", "EXPIRES", "REVOKED", "WORKLOADS")
 			for _, t := range ts {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%v\t%s\n", t.ID, t.Namespace, formatLabels(t.Labels), t.UsesLeft, t.ExpiresAt.Format(time.RFC3339), t.Revoked, formatGrants(t.Workloads))
+				writeRow(tw, t.ID, t.Namespace, formatLabels(t.Labels), t.UsesLeft, t.ExpiresAt.Format(time.RFC3339), t.Revoked, formatGrants(t.Workloads))
 			}
 			return tw.Flush()
 		},
@@ -265,9 +265,9 @@ enrolled node are changed with "latch admin node grant|revoke".`,
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tMODE\tLABELS")
+			writeRow(tw, "NAME", "MODE", "LABELS")
 			for _, n := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", n.Name, n.Mode, formatLabels(n.Labels))
+				writeRow(tw, n.Name, n.Mode, formatLabels(n.Labels))
 			}
 			return tw.Flush()
 		},
@@ -322,7 +322,7 @@ enrolled node are changed with "latch admin node grant|revoke".`,
 				for _, a := range p.AllowedIPs {
 					ips = append(ips, a.String())
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s\t%s\n", p.Node, strings.Join(ips, ","))
+				writeRow(cmd.OutOrStdout(), p.Node, strings.Join(ips, ","))
 			}
 			return nil
 		},
@@ -343,9 +343,9 @@ enrolled node are changed with "latch admin node grant|revoke".`,
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "TIME\tACTOR\tACTION\tOBJECT")
+			writeRow(tw, "TIME", "ACTOR", "ACTION", "OBJECT")
 			for _, e := range entries {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Time.Format(time.RFC3339), e.Actor, e.Action, e.Object)
+				writeRow(tw, e.Time.Format(time.RFC3339), e.Actor, e.Action, e.Object)
 			}
 			return tw.Flush()
 		},
@@ -410,9 +410,9 @@ func newUserCmd(f *adminFlags) *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tROLE\tCREATED")
+			writeRow(tw, "NAME", "ROLE", "CREATED")
 			for _, u := range us {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", u.Name, u.Role, u.CreatedAt.Format(time.RFC3339))
+				writeRow(tw, u.Name, u.Role, u.CreatedAt.Format(time.RFC3339))
 			}
 			return tw.Flush()
 		},
@@ -474,13 +474,13 @@ func newAPITokenCmd(f *adminFlags) *cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAME\tROLE\tCREATED BY\tEXPIRES\tREVOKED")
+			writeRow(tw, "ID", "NAME", "ROLE", "CREATED BY", "EXPIRES", "REVOKED")
 			for _, t := range ts {
 				exp := "never"
 				if !t.ExpiresAt.IsZero() {
 					exp = t.ExpiresAt.Format(time.RFC3339)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\n", t.ID, t.Name, t.Role, t.CreatedBy, exp, t.Revoked)
+				writeRow(tw, t.ID, t.Name, t.Role, t.CreatedBy, exp, t.Revoked)
 			}
 			return tw.Flush()
 		},
@@ -520,9 +520,9 @@ func newPolicyAdminCmds() []*cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAMESPACE\tNAME\tUPDATED")
+			writeRow(tw, "NAMESPACE", "NAME", "UPDATED")
 			for _, p := range ps {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", p.Namespace, p.Name, p.UpdatedAt.Format(time.RFC3339))
+				writeRow(tw, p.Namespace, p.Name, p.UpdatedAt.Format(time.RFC3339))
 			}
 			return tw.Flush()
 		},
@@ -610,9 +610,9 @@ func formatLabels(l map[string]string) string {
 // last column so that the earlier ones keep their places.
 func writeNodeList(w io.Writer, nodes []api.NodeStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tNAMESPACE\tIP\tLABELS\tLAST SEEN\tIDENTITY\tSPIFFE ID")
+	writeRow(tw, "NAME", "NAMESPACE", "IP", "LABELS", "LAST SEEN", "IDENTITY", "SPIFFE ID")
 	for _, n := range nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Namespace, n.IP, formatLabels(n.Labels), n.LastSeen.Format(time.RFC3339), n.Identity, n.SPIFFEID)
+		writeRow(tw, n.Name, n.Namespace, n.IP, formatLabels(n.Labels), n.LastSeen.Format(time.RFC3339), n.Identity, n.SPIFFEID)
 	}
 	return tw.Flush()
 }

@@ -35,9 +35,9 @@ func spiffeNodeCmds(f *adminFlags) []*cobra.Command {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSPIFFE ID\tSTATUS\tFIRST SEEN\tLAST SEEN")
+			writeRow(tw, "NAME", "SPIFFE ID", "STATUS", "FIRST SEEN", "LAST SEEN")
 			for _, r := range recs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, r.ID, r.Status, r.FirstSeen.Format(time.RFC3339), r.LastSeen.Format(time.RFC3339))
+				writeRow(tw, r.Name, r.ID, r.Status, r.FirstSeen.Format(time.RFC3339), r.LastSeen.Format(time.RFC3339))
 			}
 			return tw.Flush()
 		},

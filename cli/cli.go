@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -30,7 +31,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if errors.As(err, &ee) {
 			return ee.Code
 		}
-		fmt.Fprintf(stderr, "latch: %v\n", err)
+		// An error may quote what a coordinator or node sent: escape it,
+		// line by line (multi-line errors list problems one a line).
+		lines := strings.Split(err.Error(), "\n")
+		for i, l := range lines {
+			lines[i] = termSafe(l)
+		}
+		fmt.Fprintf(stderr, "latch: %s\n", strings.Join(lines, "\n"))
 		return 1
 	}
 	return 0

@@ -36,10 +36,15 @@ type coordinatorFlags struct {
 	flowRetention                          time.Duration
 	flowMaxRows                            int
 	maxWorkloads                           int
+	auditRetention                         time.Duration
+	auditMaxRows                           int
 	metricsListen                          string
 	maxConnections                         int
 	spiffe                                 spiffeFlags
 }
+
+// defaultAuditRetention is how long audit entries are kept by default.
+const defaultAuditRetention = 90 * 24 * time.Hour
 
 func newCoordinatorCmd() *cobra.Command {
 	var f coordinatorFlags
@@ -63,6 +68,8 @@ func newCoordinatorCmd() *cobra.Command {
 	fl.DurationVar(&f.flowRetention, "flow-retention", 24*time.Hour, "how long flow records are kept")
 	fl.IntVar(&f.flowMaxRows, "flow-max-rows", 1000000, "the most flow records kept; the oldest beyond are deleted (0: no bound)")
 	fl.IntVar(&f.maxConnections, "max-connections", api.DefaultLimits.MaxConnections, "the most client connections served at once; more wait until one closes")
+	fl.DurationVar(&f.auditRetention, "audit-retention", defaultAuditRetention, "how long audit log entries are kept (pruning is audited as one entry)")
+	fl.IntVar(&f.auditMaxRows, "audit-max-rows", 1000000, "the most audit log entries kept; the oldest beyond are deleted (0: no bound)")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "plain HTTP address serving Prometheus /metrics, without authentication (e.g. 127.0.0.1:9470); off when empty")
 	fl.IntVar(&f.maxWorkloads, "max-workloads-per-node", state.DefaultMaxWorkloadsPerNode, "the most workloads one node may register")
 	f.spiffe.register(cmd)
@@ -96,6 +103,15 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	}
 	if f.maxConnections < 0 {
 		return fmt.Errorf("--max-connections %d: must be positive (0: the default, %d)", f.maxConnections, api.DefaultLimits.MaxConnections)
+	}
+	if f.auditRetention == 0 {
+		f.auditRetention = defaultAuditRetention
+	}
+	if f.auditRetention < time.Hour {
+		return fmt.Errorf("--audit-retention %v: must be at least 1h", f.auditRetention)
+	}
+	if f.auditMaxRows != 0 && f.auditMaxRows < 10 {
+		return fmt.Errorf("--audit-max-rows %d: must be 0 (no bound) or at least 10", f.auditMaxRows)
 	}
 	if f.metricsListen != "" {
 		if _, _, err := net.SplitHostPort(f.metricsListen); err != nil {
@@ -206,6 +222,7 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 		go func() { errc <- ms.Serve(mln) }()
 	}
 	go pruneFlows(ctx, st, f.flowRetention, f.flowMaxRows, log)
+	go pruneAudit(ctx, st, f.auditRetention, f.auditMaxRows, log)
 	select {
 	case err := <-errc:
 		return err
@@ -227,6 +244,25 @@ func pruneFlows(ctx context.Context, st *state.State, retention time.Duration, m
 			log.Warn("pruning flow records", "err", err)
 		} else if n > 0 {
 			log.Info("pruned flow records", "deleted", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// pruneAudit deletes expired and surplus audit entries (recording that in
+// the audit log) at start and every minute until ctx ends.
+func pruneAudit(ctx context.Context, st *state.State, retention time.Duration, maxRows int, log *slog.Logger) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		if n, err := st.PruneAudit(ctx, retention, maxRows); err != nil && ctx.Err() == nil {
+			log.Warn("pruning the audit log", "err", err)
+		} else if n > 0 {
+			log.Info("pruned the audit log", "deleted", n)
 		}
 		select {
 		case <-ctx.Done():

@@ -158,7 +158,7 @@ func printFlow(w io.Writer, f *store.Flow, asJSON bool) error {
 	return err
 }
 
-// formatFlow: TIME SRC (NODE ADDR) -> DST (NODE ADDR):PORT/PROTO VERDICT
+// formatFlow: made terminal-safe (termSafe), TIME SRC (NODE ADDR) -> DST (NODE ADDR):PORT/PROTO VERDICT
 // (REASON) N pkts M B, by REPORTER/DIRECTION (both ends of a flow between
 // two workloads report it).
 func formatFlow(f *store.Flow) string {
@@ -170,9 +170,9 @@ func formatFlow(f *store.Flow) string {
 	if f.Reason != "" && f.Verdict != wire.VerdictAllowed {
 		reason = " (" + f.Reason + ")"
 	}
-	return fmt.Sprintf("%s  %s -> %s/%s  %s%s  %d pkts %d B  by %s/%s",
+	return termSafe(fmt.Sprintf("%s  %s -> %s/%s  %s%s  %d pkts %d B  by %s/%s",
 		f.Time.Local().Format("Jan _2 15:04:05.000"), endText(f.Src), dst, f.Protocol,
-		verdictText(f.Verdict), reason, f.Packets, f.Bytes, f.Reporter, f.Direction)
+		verdictText(f.Verdict), reason, f.Packets, f.Bytes, f.Reporter, f.Direction))
 }
 
 func endText(e store.FlowEnd) string {
@@ -211,7 +211,12 @@ the YAML, then apply it where you want it enforced:
   latch policy apply -f shop-policy.yaml
   latch admin namespace set shop --mode enforce
 
-Traffic between namespaces needs the suggestion of both namespaces.`,
+Traffic between namespaces needs the suggestion of both namespaces.
+
+A rule is learned only from the flows that the node hosting its workload
+reported (ingress rules from the destination's node, egress rules from the
+source's), and a comment atop each policy names those nodes per rule: one
+node's claims about workloads it does not host teach nothing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if ns == "" {

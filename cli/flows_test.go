@@ -63,3 +63,19 @@ func TestFollowReportsTheCoordinatorsReason(t *testing.T) {
 		t.Fatalf("follow: %d lines, %v", lines, err)
 	}
 }
+
+func TestCoordinatorRetentionFlagErrors(t *testing.T) {
+	dir := t.TempDir()
+	for args, want := range map[string]string{
+		"coordinator --audit-retention 30m": "--audit-retention 30m0s: must be at least 1h",
+		"coordinator --audit-max-rows 5":    "--audit-max-rows 5: must be 0 (no bound) or at least 10",
+		"coordinator --audit-max-rows -1":   "--audit-max-rows -1: must be 0 (no bound) or at least 10",
+	} {
+		var out, errb bytes.Buffer
+		root := newRoot(&out, &errb)
+		root.SetArgs(append(strings.Fields(args), "--data-dir", dir, "--listen", "127.0.0.1:0"))
+		if err := root.Execute(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("latch %s: %v, want %q", args, err, want)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/latchnet/latch/wire"
 	"io"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"sort"
@@ -39,6 +40,9 @@ type nodeFlags struct {
 	enrollOnly  bool
 	workloads   []string
 	configFile  string
+	// fileLabels are the config file's labels, used when --labels is
+	// not given.
+	fileLabels map[string]string
 
 	flowInterval  time.Duration
 	metricsListen string
@@ -117,11 +121,9 @@ func (f *nodeFlags) applyFile(cmd *cobra.Command) ([]fileWorkload, error) {
 	set("coordinator-id", &f.coordID, nf.CoordinatorID)
 	set("coordinator-ca", &f.coordCA, nf.CoordinatorCA)
 	if len(nf.Labels) > 0 && !cmd.Flags().Changed("labels") {
-		var kv []string
-		for k, v := range nf.Labels {
-			kv = append(kv, k+"="+v)
-		}
-		f.labels = strings.Join(kv, ",")
+		// As a map, not through the k=v,k=v text: a value with ',' or '='
+		// must not turn into more labels.
+		f.labels, f.fileLabels = "", nf.Labels
 	}
 	if nf.ListenPort != 0 && !cmd.Flags().Changed("listen-port") {
 		f.listenPort = nf.ListenPort
@@ -260,6 +262,9 @@ func (f nodeFlags) config() (agent.Config, error) {
 	labels, err := parseNodeLabels(f.labels)
 	if err != nil {
 		return cfg, err
+	}
+	if f.labels == "" && len(f.fileLabels) > 0 {
+		labels = maps.Clone(f.fileLabels)
 	}
 	cfg.Labels = labels
 	for _, spec := range f.workloads {
@@ -407,7 +412,7 @@ func printStatus(w io.Writer, st agent.Status) {
 		rows = append(rows, [2]string{"Last error", st.LastError})
 	}
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s:\t%s\n", r[0], r[1])
+		writeRow(tw, r[0]+":", r[1])
 	}
 	tw.Flush()
 }
@@ -427,7 +432,7 @@ func printPeers(w io.Writer, ps []agent.PeerInfo, now time.Time) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tENDPOINT\tALLOWED IPS\tHANDSHAKE\tRX\tTX")
+	writeRow(tw, "NODE", "ENDPOINT", "ALLOWED IPS", "HANDSHAKE", "RX", "TX")
 	for _, p := range ps {
 		node := p.Node
 		if node == "" {
@@ -441,7 +446,7 @@ func printPeers(w io.Writer, ps []agent.PeerInfo, now time.Time) {
 		if !p.LastHandshake.IsZero() {
 			hs = now.Sub(p.LastHandshake).Round(time.Second).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", node, ep, strings.Join(p.AllowedIPs, ","), hs, p.RxBytes, p.TxBytes)
+		writeRow(tw, node, ep, strings.Join(p.AllowedIPs, ","), hs, p.RxBytes, p.TxBytes)
 	}
 	tw.Flush()
 }

@@ -42,7 +42,7 @@ workloads:
 	if f.name != "override" {
 		t.Errorf("a flag given on the command line must win: name %q", f.name)
 	}
-	if f.coordinator != "https://coord.example:7443" || f.listenPort != 51999 || f.enforce != "userspace" || f.labels != "app=web" {
+	if f.coordinator != "https://coord.example:7443" || f.listenPort != 51999 || f.enforce != "userspace" || f.fileLabels["app"] != "web" || len(f.fileLabels) != 1 {
 		t.Errorf("file values not applied: %+v", f)
 	}
 	if f.flowInterval != 2*time.Second || f.metricsListen != "127.0.0.1:9999" {

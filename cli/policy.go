@@ -158,9 +158,13 @@ func writeMatrix(out io.Writer, ws []inventory.Workload, results []policy.Result
 		keys[i] = ws[i].Key()
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "FROM \\ TO\t%s\n", strings.Join(keys, "\t"))
+	header := []any{"FROM \\ TO"}
+	for _, k := range keys {
+		header = append(header, k)
+	}
+	writeRow(tw, header...)
 	for _, from := range keys {
-		row := []string{from}
+		row := []any{from}
 		for _, to := range keys {
 			c := cells[[2]string{from, to}]
 			switch {
@@ -174,7 +178,7 @@ func writeMatrix(out io.Writer, ws []inventory.Workload, results []policy.Result
 				row = append(row, strings.Join(c.ports, ","))
 			}
 		}
-		fmt.Fprintln(tw, strings.Join(row, "\t"))
+		writeRow(tw, row...)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -18,6 +18,16 @@
 // Latch's baseline denies what no policy names in both directions, so a
 // flow between two namespaces needs the suggestion of each: apply both.
 //
+// A node is believed only about the workloads it hosts: a flow teaches
+// the ingress rules of its destination's group only if the node hosting
+// the destination reported it, and the egress rules of its source's group
+// only if the node hosting the source did. So no node's claims about the
+// remote side of a flow open anything for a workload it does not host.
+// Both ends are resolved from the inventory, never from the report; a
+// flow whose addresses resolve to other workloads than when it was stored
+// (an address that changed hands) is left out. Each rule lists the nodes
+// whose reports it was learned from.
+//
 // It is pure: no I/O.
 package suggest
 
@@ -29,6 +39,7 @@ import (
 	"net/netip"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/latchnet/latch/inventory"
@@ -46,11 +57,19 @@ const GroupLabel = "app"
 // NamePrefix starts the name of every suggested policy.
 const NamePrefix = "suggested-"
 
-// Flow is one observed flow: Src opened it to Dst's Port.
+// Flow is one observed flow: Src opened it to Dst's Port, as Reporter
+// reported it.
 type Flow struct {
 	Src, Dst netip.Addr
 	Protocol inventory.Protocol
 	Port     uint16
+	// Reporter is the node that reported the flow: the authenticated
+	// node, never a name the report carries.
+	Reporter string
+	// SrcWorkload and DstWorkload are the workloads ("namespace/name")
+	// Src and Dst belonged to when the flow was stored, "" for an address
+	// of no workload.
+	SrcWorkload, DstWorkload string
 }
 
 // Input is what Suggest learns from.
@@ -68,9 +87,25 @@ type Input struct {
 // Result is the suggestion.
 type Result struct {
 	Policies []networkingv1.NetworkPolicy
-	// Flows is how many distinct observed flows the policies allow;
-	// Skipped how many were left out (protocol not expressible).
+	// Reporters parallels Policies: the nodes behind each rule.
+	Reporters []RuleReporters
+	// Flows is how many distinct observed flows (source, destination,
+	// protocol, port) the policies were learned from; Skipped how many
+	// were left out (protocol not expressible).
 	Flows, Skipped int
+	// Unverified counts flow reports left out because the reporter hosts
+	// no end of the flow in Namespace: a node's claim about a remote
+	// workload teaches nothing.
+	Unverified int
+	// Stale counts flow reports left out because an address now belongs
+	// to another workload than when the flow was stored.
+	Stale int
+}
+
+// RuleReporters lists, for each ingress and egress rule of a policy in
+// order, the nodes whose reports the rule was learned from, sorted.
+type RuleReporters struct {
+	Ingress, Egress [][]string
 }
 
 type peer struct {
@@ -84,11 +119,10 @@ type portKey struct {
 }
 
 type group struct {
-	name     string
-	labels   map[string]string
-	in, out  map[string]map[portKey]bool // peer key → ports
-	peers    map[string]peer
-	hasFlows bool
+	labels        map[string]string
+	in, out       map[string]map[portKey]bool // peer key → ports
+	inRep, outRep map[string]map[string]bool  // peer key → reporting nodes
+	peers         map[string]peer
 }
 
 // Suggest computes the policies for in.Namespace.
@@ -109,13 +143,20 @@ func Suggest(in Input) (Result, error) {
 		k := labelsKey(l)
 		g := groups[k]
 		if g == nil {
-			g = &group{labels: l, in: map[string]map[portKey]bool{}, out: map[string]map[portKey]bool{}, peers: map[string]peer{}}
+			g = &group{labels: l, in: map[string]map[portKey]bool{}, out: map[string]map[portKey]bool{},
+				inRep: map[string]map[string]bool{}, outRep: map[string]map[string]bool{}, peers: map[string]peer{}}
 			groups[k] = g
 		}
 		return g
 	}
 	var res Result
 	seen := map[Flow]bool{}
+	type flowKey struct {
+		src, dst netip.Addr
+		proto    inventory.Protocol
+		port     uint16
+	}
+	learned, skipped := map[flowKey]bool{}, map[flowKey]bool{}
 	for _, f := range in.Flows {
 		f.Src, f.Dst = f.Src.Unmap(), f.Dst.Unmap()
 		if seen[f] {
@@ -127,25 +168,40 @@ func Suggest(in Input) (Result, error) {
 		if !local {
 			continue
 		}
-		if !f.Protocol.Valid() {
-			res.Skipped++
+		if keyOf(s) != f.SrcWorkload || keyOf(d) != f.DstWorkload {
+			res.Stale++
 			continue
 		}
-		res.Flows++
+		// Learn only the sides the reporter hosts.
+		learnIn := d != nil && d.Namespace == in.Namespace && f.Reporter != "" && d.Node == f.Reporter
+		learnOut := s != nil && s.Namespace == in.Namespace && f.Reporter != "" && s.Node == f.Reporter
+		if !learnIn && !learnOut {
+			res.Unverified++
+			continue
+		}
+		fk := flowKey{f.Src, f.Dst, f.Protocol, f.Port}
+		if !f.Protocol.Valid() {
+			skipped[fk] = true
+			continue
+		}
+		learned[fk] = true
 		pk := portKey{f.Protocol, f.Port}
-		if d != nil && d.Namespace == in.Namespace {
+		if learnIn {
 			g := groupOf(d)
 			p := peerOf(s, f.Src, in.Namespace)
 			add(g.in, p.key, pk)
+			add(g.inRep, p.key, f.Reporter)
 			g.peers[p.key] = p
 		}
-		if s != nil && s.Namespace == in.Namespace {
+		if learnOut {
 			g := groupOf(s)
 			p := peerOf(d, f.Dst, in.Namespace)
 			add(g.out, p.key, pk)
+			add(g.outRep, p.key, f.Reporter)
 			g.peers[p.key] = p
 		}
 	}
+	res.Flows, res.Skipped = len(learned), len(skipped)
 	keys := slices.Sorted(maps.Keys(groups))
 	used := map[string]bool{}
 	for _, k := range keys {
@@ -156,28 +212,40 @@ func Suggest(in Input) (Result, error) {
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: in.Namespace},
 			Spec:       networkingv1.NetworkPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: g.labels}},
 		}
+		var rep RuleReporters
 		if len(g.in) > 0 {
 			np.Spec.PolicyTypes = append(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress)
-			for _, r := range rules(g.in, g.peers) {
+			for _, r := range rules(g.in, g.peers, g.inRep) {
 				np.Spec.Ingress = append(np.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{From: r.peers, Ports: r.ports})
+				rep.Ingress = append(rep.Ingress, r.reporters)
 			}
 		}
 		if len(g.out) > 0 {
 			np.Spec.PolicyTypes = append(np.Spec.PolicyTypes, networkingv1.PolicyTypeEgress)
-			for _, r := range rules(g.out, g.peers) {
+			for _, r := range rules(g.out, g.peers, g.outRep) {
 				np.Spec.Egress = append(np.Spec.Egress, networkingv1.NetworkPolicyEgressRule{To: r.peers, Ports: r.ports})
+				rep.Egress = append(rep.Egress, r.reporters)
 			}
 		}
 		res.Policies = append(res.Policies, np)
+		res.Reporters = append(res.Reporters, rep)
 	}
 	return res, nil
 }
 
-func add(m map[string]map[portKey]bool, peer string, p portKey) {
+func add[K comparable](m map[string]map[K]bool, peer string, k K) {
 	if m[peer] == nil {
-		m[peer] = map[portKey]bool{}
+		m[peer] = map[K]bool{}
 	}
-	m[peer][p] = true
+	m[peer][k] = true
+}
+
+// keyOf is w's "namespace/name", "" for no workload.
+func keyOf(w *inventory.Workload) string {
+	if w == nil {
+		return ""
+	}
+	return w.Key()
 }
 
 // selectorLabels is the label set that selects w's group.
@@ -213,13 +281,15 @@ func peerOf(w *inventory.Workload, a netip.Addr, ns string) peer {
 }
 
 type rule struct {
-	peers []networkingv1.NetworkPolicyPeer
-	ports []networkingv1.NetworkPolicyPort
+	peers     []networkingv1.NetworkPolicyPeer
+	ports     []networkingv1.NetworkPolicyPort
+	reporters []string
 }
 
 // rules turns peer → ports into rules, one per distinct port set, peers
-// and ports sorted.
-func rules(m map[string]map[portKey]bool, peers map[string]peer) []rule {
+// and ports sorted; each rule's reporters are those of its peers (rep:
+// peer key → nodes).
+func rules(m map[string]map[portKey]bool, peers map[string]peer, rep map[string]map[string]bool) []rule {
 	byPorts := map[string][]string{}
 	portsOf := map[string][]portKey{}
 	for pk, ps := range m {
@@ -242,9 +312,12 @@ func rules(m map[string]map[portKey]bool, peers map[string]peer) []rule {
 	slices.SortFunc(sets, func(a, b string) int { return strings.Compare(byPorts[a][0], byPorts[b][0]) })
 	for _, s := range sets {
 		var r rule
+		nodes := map[string]bool{}
 		for _, pk := range byPorts[s] {
 			r.peers = append(r.peers, peers[pk].p)
+			maps.Copy(nodes, rep[pk])
 		}
+		r.reporters = slices.Sorted(maps.Keys(nodes))
 		for _, p := range portsOf[s] {
 			proto := corev1.Protocol(strings.ToUpper(string(p.proto)))
 			port := intstr.FromInt32(int32(p.port))
@@ -280,9 +353,24 @@ func policyName(l map[string]string, used map[string]bool) string {
 	return name
 }
 
+// commentNames joins node names for a YAML comment; a name that is not
+// plain (lowercase letters, digits, '-', '.') is quoted, so that no name
+// can end the comment.
+func commentNames(names []string) string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = n
+		if n == "" || strings.ContainsFunc(n, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.') }) {
+			out[i] = strconv.QuoteToASCII(n)
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
 // YAML writes the policies as a multi-document YAML stream that `latch
 // policy validate` and `latch policy apply` accept, preceded by a comment
-// saying what it was learned from.
+// saying what it was learned from; a comment atop each policy names the
+// nodes that reported the flows behind each of its rules.
 func YAML(r Result, header string) ([]byte, error) {
 	var b bytes.Buffer
 	for _, line := range strings.Split(strings.TrimRight(header, "\n"), "\n") {
@@ -297,6 +385,15 @@ func YAML(r Result, header string) ([]byte, error) {
 		}
 		doc = bytes.ReplaceAll(doc, []byte("  creationTimestamp: null\n"), nil)
 		b.WriteString("---\n")
+		if i < len(r.Reporters) {
+			b.WriteString("# Learned from flows reported by:\n")
+			for j, nodes := range r.Reporters[i].Ingress {
+				fmt.Fprintf(&b, "#   ingress[%d]: %s\n", j, commentNames(nodes))
+			}
+			for j, nodes := range r.Reporters[i].Egress {
+				fmt.Fprintf(&b, "#   egress[%d]: %s\n", j, commentNames(nodes))
+			}
+		}
 		b.Write(doc)
 	}
 	return b.Bytes(), nil

@@ -19,20 +19,18 @@ var update = flag.Bool("update", false, "rewrite the golden files")
 
 type recording struct {
 	Workloads []inventory.Workload `json:"workloads"`
-	Flows     []Flow               `json:"flows"`
+	Recorded  []recordedFlow       `json:"flows"`
+	Flows     []Flow               `json:"-"`
 }
 
-func (f *Flow) UnmarshalJSON(b []byte) error {
-	var raw struct {
-		Src, Dst netip.Addr
-		Protocol inventory.Protocol
-		Port     uint16
-	}
-	if err := json.Unmarshal(b, &raw); err != nil {
-		return err
-	}
-	*f = Flow{Src: raw.Src, Dst: raw.Dst, Protocol: raw.Protocol, Port: raw.Port}
-	return nil
+// recordedFlow is a flow of a recording; the workloads its ends belonged
+// to when stored default to those of the recording's inventory.
+type recordedFlow struct {
+	Src, Dst                 netip.Addr
+	Protocol                 inventory.Protocol
+	Port                     uint16
+	Reporter                 string
+	SrcWorkload, DstWorkload *string
 }
 
 func load(t *testing.T, name string) recording {
@@ -44,6 +42,20 @@ func load(t *testing.T, name string) recording {
 	var r recording
 	if err := json.Unmarshal(b, &r); err != nil {
 		t.Fatal(err)
+	}
+	key := map[netip.Addr]string{}
+	for _, w := range r.Workloads {
+		key[w.IP] = w.Key()
+	}
+	for _, f := range r.Recorded {
+		sw, dw := key[f.Src], key[f.Dst]
+		if f.SrcWorkload != nil {
+			sw = *f.SrcWorkload
+		}
+		if f.DstWorkload != nil {
+			dw = *f.DstWorkload
+		}
+		r.Flows = append(r.Flows, Flow{Src: f.Src, Dst: f.Dst, Protocol: f.Protocol, Port: f.Port, Reporter: f.Reporter, SrcWorkload: sw, DstWorkload: dw})
 	}
 	return r
 }
@@ -89,9 +101,12 @@ func TestGolden(t *testing.T) {
 }
 
 // TestSuggestedPoliciesAllowObservedFlows generates random inventories
-// and flows; the suggestions of every namespace together, evaluated by the
-// reference policy.Evaluator with the deny baseline, allow every observed
-// flow between workloads and deny every flow on a port never observed.
+// on three nodes and flows, each reported by the nodes of both ends; the
+// suggestions of every namespace together, evaluated by the reference
+// policy.Evaluator with the deny baseline, allow every observed flow
+// between workloads and deny every flow on a port never observed. Claims
+// of one end's node alone (flows the other end's node never reported)
+// are never allowed between workloads of different nodes.
 func TestSuggestedPoliciesAllowObservedFlows(t *testing.T) {
 	apps := []string{"web", "api", "db", "cache"}
 	nss := []string{"a", "b", "c"}
@@ -110,12 +125,26 @@ func TestSuggestedPoliciesAllowObservedFlows(t *testing.T) {
 				l["zone"] = fmt.Sprint(r.IntN(2))
 			}
 			ws = append(ws, inventory.Workload{Name: fmt.Sprintf("w%d", i), Namespace: nss[r.IntN(len(nss))], Labels: l,
-				Node: "n", IP: netip.AddrFrom4([4]byte{100, 64, 0, byte(10 + i)})})
+				Node: fmt.Sprintf("n%d", r.IntN(3)), IP: netip.AddrFrom4([4]byte{100, 64, 0, byte(10 + i)})})
 		}
-		var flows []Flow
-		for range 1 + r.IntN(20) {
+		var flows, observed, claims []Flow
+		for i := range 1 + r.IntN(20) {
 			s, d := ws[r.IntN(n)], ws[r.IntN(n)]
-			flows = append(flows, Flow{Src: s.IP, Dst: d.IP, Protocol: protos[r.IntN(len(protos))], Port: uint16(1000 + r.IntN(5))})
+			f := Flow{Src: s.IP, Dst: d.IP, Protocol: protos[r.IntN(len(protos))], Port: uint16(1000 + r.IntN(5)), SrcWorkload: s.Key(), DstWorkload: d.Key()}
+			observed = append(observed, f)
+			for _, reporter := range []string{s.Node, d.Node} {
+				f.Reporter = reporter
+				flows = append(flows, f)
+			}
+			// A claim of one end's node only, or of a node hosting
+			// neither end, on a port no other flow uses.
+			c := f
+			c.Port = uint16(2000 + i)
+			c.Reporter = []string{s.Node, d.Node, "n9"}[r.IntN(3)]
+			if s.Node != d.Node || c.Reporter == "n9" {
+				claims = append(claims, c)
+			}
+			flows = append(flows, c)
 		}
 		var ps []*policy.Policy
 		for _, ns := range nss {
@@ -142,9 +171,14 @@ func TestSuggestedPoliciesAllowObservedFlows(t *testing.T) {
 		for i := range ws {
 			byIP[ws[i].IP] = &ws[i]
 		}
-		for _, f := range flows {
+		for _, f := range observed {
 			if v := ev.Decide(byIP[f.Src], byIP[f.Dst], f.Protocol, f.Port); !v.Allowed {
 				t.Fatalf("seed %d: observed flow %+v is not allowed by the suggestion: %+v", seed, f, v)
+			}
+		}
+		for _, f := range claims {
+			if v := ev.Decide(byIP[f.Src], byIP[f.Dst], f.Protocol, f.Port); v.Allowed {
+				t.Fatalf("seed %d: %+v, claimed by one end's node only, is allowed by the suggestion", seed, f)
 			}
 		}
 		for _, s := range ws {

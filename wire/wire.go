@@ -6,6 +6,7 @@ package wire
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/latchnet/latch/inventory"
@@ -143,6 +144,10 @@ func CheckNodeName(name string) error {
 // workload of the calling node.
 const PathFlows = "/v1/node/flows"
 
+// MaxFlowBatch is the most records one FlowBatch may carry; the
+// coordinator refuses a larger batch as a whole.
+const MaxFlowBatch = 10000
+
 // Flow verdicts.
 const (
 	VerdictAllowed   = "allowed"
@@ -176,6 +181,71 @@ type FlowRecord struct {
 	Reason    string     `json:"reason,omitempty"`
 	Packets   uint64     `json:"packets"`
 	Bytes     uint64     `json:"bytes"`
+}
+
+// Bounds of a FlowRecord's strings.
+const (
+	// MaxFlowReason bounds Reason: an enforcer's reason name such as
+	// "policy" or "reason(23)".
+	MaxFlowReason = 64
+	// MaxFlowWorkload bounds Workload: a namespace (a DNS label, 63), '/'
+	// and a workload name (a DNS subdomain, 253).
+	MaxFlowWorkload = 63 + 1 + 253
+)
+
+// Check reports whether r is well formed, without knowing the node or the
+// coordinator's clock: a known direction and verdict, a protocol name
+// (TCP, UDP, SCTP, ICMP) or another IP protocol number, a reason of at
+// most MaxFlowReason characters of a-z, 0-9, '-', '(' and ')', a workload
+// name of at most MaxFlowWorkload bytes, IPv4 addresses at both ends and
+// a time interval. Its errors quote at most a short prefix of a bad
+// value.
+func (r *FlowRecord) Check() error {
+	switch r.Direction {
+	case DirIngress, DirEgress:
+	default:
+		return fmt.Errorf("direction %.32q is not ingress or egress", r.Direction)
+	}
+	switch r.Verdict {
+	case VerdictAllowed, VerdictDenied, VerdictWouldDeny:
+	default:
+		return fmt.Errorf("verdict %.32q is not allowed, denied or would-deny", r.Verdict)
+	}
+	if !ValidFlowProtocol(r.Protocol) {
+		return fmt.Errorf("protocol %.32q is not TCP, UDP, SCTP, ICMP or another IP protocol number (0 to 255)", r.Protocol)
+	}
+	if len(r.Reason) > MaxFlowReason {
+		return fmt.Errorf("reason %.32q… is %d bytes long, at most %d are allowed", r.Reason, len(r.Reason), MaxFlowReason)
+	}
+	for i := 0; i < len(r.Reason); i++ {
+		if ch := r.Reason[i]; !(ch >= 'a' && ch <= 'z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '(' || ch == ')') {
+			return fmt.Errorf("reason %.32q: only a-z, 0-9, '-', '(' and ')' are allowed", r.Reason)
+		}
+	}
+	if len(r.Workload) > MaxFlowWorkload {
+		return fmt.Errorf("workload %.32q… is %d bytes long, at most %d are allowed", r.Workload, len(r.Workload), MaxFlowWorkload)
+	}
+	if !r.Src.Is4() || !r.Dst.Is4() {
+		return fmt.Errorf("flow %s -> %s: both addresses must be IPv4 (the overlay is IPv4)", r.Src, r.Dst)
+	}
+	if r.Start.IsZero() || r.End.Before(r.Start) {
+		return fmt.Errorf("flow times %s..%s are not an interval", r.Start.Format(time.RFC3339), r.End.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// ValidFlowProtocol reports whether p names a protocol as flow records
+// do: TCP, UDP, SCTP, ICMP, or the decimal number (no sign, no leading
+// zero) of another IP protocol.
+func ValidFlowProtocol(p string) bool {
+	switch p {
+	case "TCP", "UDP", "SCTP", "ICMP":
+		return true
+	case "1", "6", "17", "132": // named above
+		return false
+	}
+	n, err := strconv.ParseUint(p, 10, 8)
+	return err == nil && strconv.FormatUint(n, 10) == p
 }
 
 // FlowBatch is what a node uploads. Dropped counts records the node

@@ -11,9 +11,6 @@ import (
 	"github.com/latchnet/latch/wire"
 )
 
-// maxFlowBatch bounds the records of one upload.
-const maxFlowBatch = 10000
-
 // flows stores a node's flow records (node API, mTLS). The node's
 // identity comes from its certificate; records whose local side is not
 // one of its workloads are refused and counted.
@@ -22,8 +19,8 @@ func (s *Server) flows(c echo.Context) error {
 	if err := bindWire(c, &b); err != nil {
 		return err
 	}
-	if len(b.Records) > maxFlowBatch {
-		return fail(http.StatusRequestEntityTooLarge, "too_large", "%d flow records in one batch, at most %d: send smaller batches", len(b.Records), maxFlowBatch)
+	if len(b.Records) > wire.MaxFlowBatch {
+		return fail(http.StatusRequestEntityTooLarge, "too_large", "%d flow records in one batch, at most %d: send smaller batches", len(b.Records), wire.MaxFlowBatch)
 	}
 	node := nodeOf(c).Name
 	res, err := s.cfg.State.IngestFlows(c.Request().Context(), node, b.Records)

@@ -147,7 +147,16 @@ func TestFlowsIngestListFollowSuggest(t *testing.T) {
 	}
 
 	// Suggest: web may reach api on 8080 (would-deny) and 9090, 7070
-	// (allowed); the YAML validates.
+	// (allowed), which both ends reported; the YAML validates. node-b
+	// alone claims web -> api:6666: api's ingress learns it (node-b hosts
+	// api), web's egress does not, so it stays denied.
+	if code, body := h.post(a, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{
+		rec(wire.DirEgress, wire.VerdictAllowed, 9090), rec(wire.DirEgress, wire.VerdictAllowed, 7070)}}, &resp); code != 200 || resp.Accepted != 2 {
+		t.Fatalf("node-a batch: %d %s", code, body)
+	}
+	if code, body := h.post(b, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{rec(wire.DirIngress, wire.VerdictAllowed, 6666)}}, &resp); code != 200 || resp.Accepted != 1 {
+		t.Fatalf("node-b batch: %d %s", code, body)
+	}
 	code, yml := h.adminCall("GET", "/v1/admin/namespaces/prod/suggest?since=1h", "", nil)
 	if code != 200 {
 		t.Fatalf("suggest: %d %s", code, yml)
@@ -159,7 +168,12 @@ func TestFlowsIngestListFollowSuggest(t *testing.T) {
 	ws := []inventory.Workload{{Name: "web", Namespace: "prod", Labels: map[string]string{"app": "web"}, IP: web},
 		{Name: "api", Namespace: "prod", Labels: map[string]string{"app": "api"}, IP: api}}
 	ev := policy.NewEvaluator([]inventory.Namespace{{Name: "prod"}}, ps, policy.BaselineDeny)
-	for port, want := range map[uint16]bool{8080: true, 9090: true, 7070: true, 22: false} {
+	for _, want := range []string{"# Learned from flows reported by:\n#   ingress[0]: node-b\n", "# Learned from flows reported by:\n#   egress[0]: node-a\n"} {
+		if !strings.Contains(yml, want) {
+			t.Errorf("suggestion lacks %q:\n%s", want, yml)
+		}
+	}
+	for port, want := range map[uint16]bool{8080: true, 9090: true, 7070: true, 22: false, 6666: false} {
 		if got := ev.Decide(&ws[0], &ws[1], inventory.TCP, port).Allowed; got != want {
 			t.Errorf("suggested policy: web -> api:%d allowed=%v, want %v\n%s", port, got, want, yml)
 		}
@@ -273,5 +287,105 @@ func TestFlowExportAll(t *testing.T) {
 	if code, body := h.adminCall("GET", "/v1/admin/flows?format=jsonl&limit=2", "", nil); code != 200 || strings.Count(body, "\n") != 2 ||
 		!strings.Contains(body, `"port":443`) || !strings.Contains(body, `"port":22`) {
 		t.Errorf("export with limit=2: %d %s", code, body)
+	}
+}
+
+// TestFlowRecordBounds: a node's records are checked before they are
+// stored: every string bounded, the fixed vocabularies (direction,
+// verdict, protocol, reason) enforced, the times storable. A bad record
+// is refused and counted, with a message saying what was wrong; the good
+// records of the same batch are stored; the reporter is the node of the
+// certificate, whatever the body says.
+func TestFlowRecordBounds(t *testing.T) {
+	h := newHarness(t)
+	a, _, web, api := flowSetup(t, h)
+	now := time.Now()
+	good := wire.FlowRecord{Start: now.Add(-time.Minute), End: now, Direction: wire.DirEgress, Workload: "prod/web", Src: web, Dst: api,
+		Protocol: "TCP", Port: 443, Verdict: wire.VerdictDenied, Reason: "policy", Packets: 1, Bytes: 60}
+	long := strings.Repeat("x", 100<<10)
+	for _, c := range []struct {
+		name string
+		edit func(*wire.FlowRecord)
+		want string
+	}{
+		{"long reason", func(r *wire.FlowRecord) { r.Reason = long }, "reason"},
+		{"escape in reason", func(r *wire.FlowRecord) { r.Reason = "policy\x1b[2J\x1b]0;owned\a" }, "reason"},
+		{"unknown protocol", func(r *wire.FlowRecord) { r.Protocol = "FOO" }, "protocol"},
+		{"long protocol", func(r *wire.FlowRecord) { r.Protocol = long }, "protocol"},
+		{"protocol out of range", func(r *wire.FlowRecord) { r.Protocol = "300" }, "protocol"},
+		{"long workload", func(r *wire.FlowRecord) { r.Workload = long }, "workload"},
+		{"unknown verdict", func(r *wire.FlowRecord) { r.Verdict = "maybe" }, "verdict"},
+		{"long direction", func(r *wire.FlowRecord) { r.Direction = long }, "direction"},
+		{"no remote address", func(r *wire.FlowRecord) { r.Dst = netip.Addr{} }, "address"},
+		{"end far in the future", func(r *wire.FlowRecord) { r.End = now.AddDate(1000, 0, 0) }, "future"},
+		{"start long ago", func(r *wire.FlowRecord) { r.Start = time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC) }, "old"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			bad := good
+			c.edit(&bad)
+			var resp wire.FlowBatchResponse
+			code, body := h.post(a, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{good, bad}}, &resp)
+			if code != 200 || resp.Accepted != 1 || resp.Rejected != 1 || !strings.Contains(resp.Message, c.want) {
+				t.Fatalf("batch with a record with %s: %d %.300s; want 1 accepted, 1 refused saying %q", c.name, code, body, c.want)
+			}
+			if len(resp.Message) > 400 || strings.ContainsAny(resp.Message, "\x1b\a") {
+				t.Errorf("refusal message %.500q: want it short and without control characters", resp.Message)
+			}
+		})
+	}
+	var fs []store.Flow
+	if code, body := h.adminCall("GET", "/v1/admin/flows", "", &fs); code != 200 {
+		t.Fatalf("list: %d %s", code, body)
+	}
+	for _, f := range fs {
+		if f.Reason != "policy" || f.Protocol != "TCP" || f.Reporter != "node-a" {
+			t.Errorf("stored flow %+v: want only the good records", f)
+		}
+	}
+	// The reporter comes from the certificate: a "reporter" in the body
+	// changes nothing.
+	raw := `{"records":[{"start":"` + now.Add(-time.Second).Format(time.RFC3339Nano) + `","end":"` + now.Format(time.RFC3339Nano) +
+		`","direction":"egress","src":"` + web.String() + `","dst":"` + api.String() + `","protocol":"UDP","port":53,"verdict":"allowed","reporter":"node-b"}],"reporter":"node-b"}`
+	var resp wire.FlowBatchResponse
+	if code, body := h.post(a, wire.PathFlows, json.RawMessage(raw), &resp); code != 200 || resp.Accepted != 1 {
+		t.Fatalf("batch: %d %s", code, body)
+	}
+	h.adminCall("GET", "/v1/admin/flows?limit=1", "", &fs)
+	if len(fs) != 1 || fs[0].Port != 53 || fs[0].Reporter != "node-a" {
+		t.Errorf("flow %+v: want it reported by node-a, the certificate's node", fs)
+	}
+	// Too many records in one batch: refused as a whole.
+	big := wire.FlowBatch{Records: make([]wire.FlowRecord, wire.MaxFlowBatch+1)}
+	for i := range big.Records {
+		big.Records[i] = good
+	}
+	if code, body := h.post(a, wire.PathFlows, big, nil); code != http.StatusRequestEntityTooLarge || !strings.Contains(body, "send smaller batches") {
+		t.Errorf("batch of %d records: %d %.300s", len(big.Records), code, body)
+	}
+}
+
+// TestSuggestIgnoresAddressesThatChangedHands: flows to an address that
+// has since gone to another workload teach nothing about the new one.
+func TestSuggestIgnoresAddressesThatChangedHands(t *testing.T) {
+	h := newHarness(t)
+	a, b, web, api := flowSetup(t, h)
+	now := time.Now()
+	rec := wire.FlowRecord{Start: now.Add(-time.Minute), End: now, Direction: wire.DirEgress, Src: web, Dst: api,
+		Protocol: "TCP", Port: 5432, Verdict: wire.VerdictAllowed, Packets: 1, Bytes: 60}
+	if code, body := h.post(a, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{rec}}, nil); code != 200 {
+		t.Fatalf("node-a batch: %d %s", code, body)
+	}
+	// node-b replaces api by another workload, which gets api's address.
+	var resp wire.RegisterResponse
+	if code, body := h.post(b, wire.PathRegister, wire.RegisterRequest{PublicKey: "key-api",
+		Workloads: []wire.WorkloadDecl{{Name: "other", Namespace: "prod", Labels: map[string]string{"app": "other"}}}}, &resp); code != 200 {
+		t.Fatalf("register: %d %s", code, body)
+	}
+	if resp.Workloads[0].IP != api {
+		t.Fatalf("prod/other got %s, not api's old address %s: the test needs the address reused", resp.Workloads[0].IP, api)
+	}
+	code, yml := h.adminCall("GET", "/v1/admin/namespaces/prod/suggest?since=1h", "", nil)
+	if code != 200 || strings.Contains(yml, "app: other") || !strings.Contains(yml, "1 flow reports are left out: an address of theirs now belongs to another workload") {
+		t.Fatalf("suggestion: %d\n%s\nwant nothing learned for prod/other from web's flow to api", code, yml)
 	}
 }

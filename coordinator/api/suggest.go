@@ -15,7 +15,9 @@ import (
 
 // suggest answers the NetworkPolicy YAML that allows exactly the traffic
 // of namespace :name observed since ?since= (default 24h): the flows with
-// the verdict allowed or would-deny (denied traffic is not learned).
+// the verdict allowed or would-deny (denied traffic is not learned). Each
+// rule is learned only from reports of the node hosting the workload the
+// rule belongs to, and names those nodes (suggest.Suggest).
 func (s *Server) suggest(c echo.Context) error {
 	ns := c.Param("name")
 	sinceArg := c.QueryParam("since")
@@ -61,7 +63,8 @@ func (s *Server) suggest(c echo.Context) error {
 				return err
 			}
 			for _, f := range fs {
-				in.Flows = append(in.Flows, suggest.Flow{Src: f.Src.IP, Dst: f.Dst.IP, Protocol: inventory.Protocol(f.Protocol), Port: f.Port})
+				in.Flows = append(in.Flows, suggest.Flow{Src: f.Src.IP, Dst: f.Dst.IP, Protocol: inventory.Protocol(f.Protocol), Port: f.Port,
+					Reporter: f.Reporter, SrcWorkload: endKey(f.Src), DstWorkload: endKey(f.Dst)})
 				q.AfterID = max(q.AfterID, f.ID)
 			}
 			n += len(fs)
@@ -77,6 +80,12 @@ func (s *Server) suggest(c echo.Context) error {
 	header := fmt.Sprintf("Suggested by latch for namespace %s from %d flow records (%d distinct flows) since %s.\n"+
 		"Review, then: latch policy apply -f FILE && latch admin namespace set %s --mode enforce",
 		ns, n, res.Flows, since.UTC().Format(time.RFC3339), ns)
+	if res.Unverified > 0 {
+		header += fmt.Sprintf("\n%d flow reports are left out: their node hosts no end of the flow in %s, and a node is believed only about its own workloads.", res.Unverified, ns)
+	}
+	if res.Stale > 0 {
+		header += fmt.Sprintf("\n%d flow reports are left out: an address of theirs now belongs to another workload than when they were stored.", res.Stale)
+	}
 	if res.Skipped > 0 {
 		header += fmt.Sprintf("\n%d flows of protocols NetworkPolicy cannot name (ICMP) are left out.", res.Skipped)
 	}
@@ -88,4 +97,13 @@ func (s *Server) suggest(c echo.Context) error {
 		return err
 	}
 	return c.Blob(http.StatusOK, "application/yaml", out)
+}
+
+// endKey is the workload "namespace/name" the coordinator resolved a flow
+// end to when it stored the flow, "" for none.
+func endKey(e store.FlowEnd) string {
+	if e.Workload == "" {
+		return ""
+	}
+	return e.Namespace + "/" + e.Workload
 }

@@ -10,8 +10,12 @@ import (
 	"github.com/latchnet/latch/wire"
 )
 
-// maxClockSkew is how far in the future a flow record may start.
+// maxClockSkew is how far in the future a flow record may end.
 const maxClockSkew = 5 * time.Minute
+
+// maxFlowAge is how long ago a flow record may start: a node that was
+// away longer lost those records anyway (its queue is bounded).
+const maxFlowAge = 30 * 24 * time.Hour
 
 // FlowResult is what IngestFlows did with a batch.
 type FlowResult struct {
@@ -55,31 +59,28 @@ func (s *State) IngestFlows(ctx context.Context, node string, recs []wire.FlowRe
 // resolveFlowLocked checks one record of node and resolves its ends. Must
 // hold s.mu.
 func (s *State) resolveFlowLocked(node string, r wire.FlowRecord) (store.Flow, error) {
+	if err := r.Check(); err != nil {
+		return store.Flow{}, err
+	}
 	local := r.Src
-	switch r.Direction {
-	case wire.DirEgress:
-	case wire.DirIngress:
+	if r.Direction == wire.DirIngress {
 		local = r.Dst
-	default:
-		return store.Flow{}, fmt.Errorf("direction %q is not ingress or egress", r.Direction)
 	}
-	switch r.Verdict {
-	case wire.VerdictAllowed, wire.VerdictDenied, wire.VerdictWouldDeny:
-	default:
-		return store.Flow{}, fmt.Errorf("verdict %q is not allowed, denied or would-deny", r.Verdict)
+	now := s.opts.Now()
+	if r.End.After(now.Add(maxClockSkew)) {
+		return store.Flow{}, fmt.Errorf("flow time %s is in the future (coordinator time %s): check the node's clock",
+			r.End.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
-	if r.Start.IsZero() || r.End.Before(r.Start) {
-		return store.Flow{}, fmt.Errorf("flow times %s..%s are not an interval", r.Start, r.End)
-	}
-	if now := s.opts.Now(); r.Start.After(now.Add(maxClockSkew)) {
-		return store.Flow{}, fmt.Errorf("flow time %s is in the future (coordinator time %s): check the node's clock", r.Start, now)
+	if r.Start.Before(now.Add(-maxFlowAge)) {
+		return store.Flow{}, fmt.Errorf("flow time %s is more than %v old (coordinator time %s): check the node's clock",
+			r.Start.UTC().Format(time.RFC3339), maxFlowAge, now.UTC().Format(time.RFC3339))
 	}
 	lw, ok := s.eng.WorkloadAt(local)
 	if !ok || lw.Node != node {
 		return store.Flow{}, fmt.Errorf("the local address %s of a %s flow is not a workload of node %s", local, r.Direction, node)
 	}
 	if r.Workload != "" && r.Workload != lw.Key() {
-		return store.Flow{}, fmt.Errorf("the local address %s is workload %s, not %s", local, lw.Key(), r.Workload)
+		return store.Flow{}, fmt.Errorf("the local address %s is workload %s, not %.64q", local, lw.Key(), r.Workload)
 	}
 	return store.Flow{
 		Time: r.Start.UTC(), End: r.End.UTC(), Reporter: node, Direction: r.Direction,

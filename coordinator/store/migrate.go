@@ -194,6 +194,9 @@ UPDATE nodes SET public_key = '' WHERE public_key <> '' AND rowid NOT IN (
 	SELECT MIN(rowid) FROM nodes WHERE public_key <> '' GROUP BY public_key);
 CREATE UNIQUE INDEX nodes_public_key ON nodes (public_key) WHERE public_key <> '';
 `,
+	// 7: pruning the audit log by age (latch coordinator
+	// --audit-retention).
+	`CREATE INDEX audit_time ON audit (time);`,
 }
 
 // migrate applies the migrations db lacks, all in one transaction, and

@@ -287,6 +287,10 @@ type Tx interface {
 	// ListAudit returns up to limit entries, newest first; limit <= 0
 	// means all.
 	ListAudit(limit int) ([]AuditEntry, error)
+	// PruneAudit deletes the entries older than before and, when
+	// maxRows > 0, the oldest beyond maxRows. It returns how many it
+	// deleted.
+	PruneAudit(before time.Time, maxRows int) (int64, error)
 
 	// PutSpiffeNode creates or replaces the record of a SPIFFE ID.
 	PutSpiffeNode(SpiffeNode) error

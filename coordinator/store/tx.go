@@ -798,6 +798,28 @@ func (t *sqlTx) ListAudit(limit int) ([]AuditEntry, error) {
 	}, args...)
 }
 
+// PruneAudit implements Tx.
+func (t *sqlTx) PruneAudit(before time.Time, maxRows int) (int64, error) {
+	var n int64
+	res, err := t.exec(`DELETE FROM audit WHERE time < ?`, before.UnixNano())
+	if err != nil {
+		return 0, fmt.Errorf("pruning the audit log: %w", err)
+	}
+	if k, err := res.RowsAffected(); err == nil {
+		n += k
+	}
+	if maxRows > 0 {
+		res, err := t.exec(`DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?)`, maxRows)
+		if err != nil {
+			return n, fmt.Errorf("pruning the audit log: %w", err)
+		}
+		if k, err := res.RowsAffected(); err == nil {
+			n += k
+		}
+	}
+	return n, nil
+}
+
 // ---- meta
 
 // GetMeta implements Tx.

@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/latchnet/latch/enforce/ebpf"
+	"github.com/latchnet/latch/enforce/userspace"
+	"github.com/latchnet/latch/node/flowlog"
 	"github.com/latchnet/latch/view"
 	"github.com/latchnet/latch/wire"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
@@ -147,5 +150,35 @@ func TestMonitorFlowsAndMetrics(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Log(string(body))
+	}
+}
+
+// TestFlowRecordsPassTheCoordinatorsCheck: every record the agent can
+// make (any reason either enforcer names, any IP protocol) passes
+// wire.FlowRecord.Check, which the coordinator applies to every record.
+func TestFlowRecordsPassTheCoordinatorsCheck(t *testing.T) {
+	now := time.Now()
+	for i := range 256 {
+		evs := []flowlog.Event{}
+		if ev, ok := ebpfFlowEvent(ebpf.Event{Time: now, Workload: "prod/web", Protocol: uint8(i), Reason: ebpf.Reason(i), Verdict: ebpf.Dropped}); ok {
+			evs = append(evs, ev)
+		}
+		if ev, ok := userspaceFlowEvent(userspace.Event{Time: now, Workload: "prod/web", Protocol: uint8(i), Reason: userspace.Reason(i), Direction: userspace.DirOutbound}); ok {
+			evs = append(evs, ev)
+		}
+		if len(evs) != 2 {
+			t.Fatalf("events %d: %+v", i, evs)
+		}
+		l := flowlog.New(flowlog.Options{})
+		for _, ev := range evs {
+			l.Add(ev)
+		}
+		l.Flush()
+		recs, _ := l.Take(10)
+		for _, r := range recs {
+			if err := r.Check(); err != nil {
+				t.Errorf("record %+v: %v", r, err)
+			}
+		}
 	}
 }
