@@ -375,7 +375,11 @@ func TestSuggestIgnoresAddressesThatChangedHands(t *testing.T) {
 	if code, body := h.post(a, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{rec}}, nil); code != 200 {
 		t.Fatalf("node-a batch: %d %s", code, body)
 	}
-	// node-b replaces api by another workload, which gets api's address.
+	// node-b replaces api by another workload (granted by an admin), which
+	// gets api's address.
+	if code, body := h.adminCall("POST", "/v1/admin/nodes/node-b/grants", `{"workloads":["namespace=prod,labels=app=other"]}`, nil); code != 200 {
+		t.Fatalf("grant: %d %s", code, body)
+	}
 	var resp wire.RegisterResponse
 	if code, body := h.post(b, wire.PathRegister, wire.RegisterRequest{PublicKey: "key-api",
 		Workloads: []wire.WorkloadDecl{{Name: "other", Namespace: "prod", Labels: map[string]string{"app": "other"}}}}, &resp); code != 200 {

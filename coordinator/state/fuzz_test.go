@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/latchnet/latch/grant"
 	"net/netip"
 	"path/filepath"
 	"testing"
@@ -36,6 +37,7 @@ func FuzzIngestFlows(f *testing.F) {
 		f.Fatal(err)
 	}
 	if err := s.AddToken(ctx, "admin", store.Token{ID: "tok", SecretHash: []byte("h"), Namespace: "prod", UsesLeft: 2,
+		Workloads: []grant.Workload{{Namespace: "prod", Labels: map[string]string{"app": "web"}}, {Namespace: "prod", Labels: map[string]string{"app": "api"}}},
 		ExpiresAt: now.Add(time.Hour), CreatedAt: now}); err != nil {
 		f.Fatal(err)
 	}
