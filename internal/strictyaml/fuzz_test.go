@@ -51,3 +51,15 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 	})
 }
+
+// An empty key at the top level (found by FuzzUnmarshal: `!0 :`) is
+// reported as a field named "", not as a field without a path.
+func TestUnknownEmptyKey(t *testing.T) {
+	for _, doc := range []string{"!0 :\n", "\"\": x\n"} {
+		var v fuzzDoc
+		unknown, err := Unmarshal([]byte(doc), &v)
+		if err != nil || len(unknown) != 1 || unknown[0].Path != `""` {
+			t.Errorf("%q: unknown %v, err %v; want one unknown field \"\"", doc, unknown, err)
+		}
+	}
+}

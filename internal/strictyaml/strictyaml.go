@@ -44,7 +44,14 @@ func Unmarshal(data []byte, v any) ([]*UnknownFieldError, error) {
 	var out []*UnknownFieldError
 	for _, e := range strict {
 		if m := unknownField.FindStringSubmatch(e.Error()); m != nil {
-			out = append(out, &UnknownFieldError{Path: m[1]})
+			path := m[1]
+			if path == "" {
+				// A key that is empty ("" or a tagged empty scalar such
+				// as `!0 :`) at the top level: say so rather than
+				// report a field without a name.
+				path = `""`
+			}
+			out = append(out, &UnknownFieldError{Path: path})
 			continue
 		}
 		return nil, e
