@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"github.com/latchnet/latch/e2e/netlab"
+	"github.com/latchnet/latch/internal/readme"
 	"github.com/latchnet/latch/internal/tracetest"
 )
 
@@ -145,17 +145,10 @@ func (r *freshRoot) install(coord, token string, wrap func(...string) []string, 
 	if _, err := exec.LookPath("sudo"); err != nil {
 		r.t.Fatalf("the install one-liner runs sudo: install it (make deps): %v", err)
 	}
-	readme, err := os.ReadFile("../README.md")
+	cmd, err := readme.InstallCommand("..", coord, token)
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	m := regexp.MustCompile("(?s)```sh\n(\\(export LATCH_TOKEN=TOKEN .*?)\n```").FindSubmatch(readme)
-	if m == nil {
-		r.t.Fatal("README.md has no install one-liner (a sh block starting \"(export LATCH_TOKEN=TOKEN \")")
-	}
-	cmd := string(m[1])
-	cmd = strings.Replace(cmd, "LATCH_TOKEN=TOKEN ", "LATCH_TOKEN="+token+" ", 1)
-	cmd = strings.Replace(cmd, "COORD=https://coord.example.com:7443", "COORD="+coord, 1)
 	if len(args) > 0 {
 		const tail = "| sudo --preserve-env=LATCH_TOKEN sh)"
 		if !strings.HasSuffix(cmd, tail) {

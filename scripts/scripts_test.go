@@ -28,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/latchnet/latch/internal/readme"
 	"github.com/latchnet/latch/internal/tracetest"
 )
 
@@ -442,17 +443,11 @@ func TestInstallScriptTakesTheTokenOutOfArgv(t *testing.T) {
 // for coord and token.
 func readmeInstallCommand(t *testing.T, coord, token string) string {
 	t.Helper()
-	readme, err := os.ReadFile("../README.md")
+	cmd, err := readme.InstallCommand("..", coord, token)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile("(?s)```sh\n(\\(export LATCH_TOKEN=TOKEN .*?)\n```").FindSubmatch(readme)
-	if m == nil {
-		t.Fatal("README.md has no install one-liner (a sh block starting \"(export LATCH_TOKEN=TOKEN \")")
-	}
-	cmd := regexp.MustCompile(`\n\s*`).ReplaceAllString(string(m[1]), " ")
-	cmd = strings.Replace(cmd, "LATCH_TOKEN=TOKEN ", "LATCH_TOKEN="+token+" ", 1)
-	return strings.Replace(cmd, "COORD=https://coord.example.com:7443", "COORD="+coord, 1)
+	return readme.OneLine(cmd)
 }
 
 // TestInstallOneLiner runs README's install one-liner against a man in the

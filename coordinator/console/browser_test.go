@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/latchnet/latch/coordinator/auth"
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/internal/readme"
 	"github.com/latchnet/latch/inventory"
 	"github.com/latchnet/latch/wire"
 )
@@ -838,15 +838,9 @@ func TestBrowserLiveUpdatesEndWithTheSession(t *testing.T) {
 // a server or laptop"), joined into one line, for coord and token.
 func readmeInstallCommand(t *testing.T, coord, token string) string {
 	t.Helper()
-	readme, err := os.ReadFile("../../README.md")
+	cmd, err := readme.InstallCommand("../..", coord, token)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile("(?s)```sh\n(\\(export LATCH_TOKEN=TOKEN .*?)\n```").FindSubmatch(readme)
-	if m == nil {
-		t.Fatal("README.md has no install one-liner (a sh block starting \"(export LATCH_TOKEN=TOKEN \")")
-	}
-	cmd := regexp.MustCompile(`\n\s*`).ReplaceAllString(string(m[1]), " ")
-	cmd = strings.Replace(cmd, "LATCH_TOKEN=TOKEN ", "LATCH_TOKEN="+token+" ", 1)
-	return strings.Replace(cmd, "COORD=https://coord.example.com:7443", "COORD="+coord, 1)
+	return readme.OneLine(cmd)
 }
