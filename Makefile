@@ -19,7 +19,7 @@ DEB_PACKAGES ?= iproute2 wireguard-tools iputils-ping netcat-openbsd shellcheck 
 # Debian packages `make generate` needs to compile bpf/latch.c.
 BPF_DEB_PACKAGES ?= clang llvm libbpf-dev gcc-multilib bpftool
 
-.PHONY: all build dist deps generate generate-check test lint unit fuzz bench demo clean spire e2e-spire
+.PHONY: all build dist deps generate generate-check test lint unit fuzz bench bench-limits demo clean spire e2e-spire
 
 all: build
 
@@ -119,6 +119,12 @@ BENCH_DEB_PACKAGES ?= $(DEB_PACKAGES) linux-perf
 bench:
 	@./scripts/install-packages.sh $(BENCH_DEB_PACKAGES)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 -timeout 60m ./... | tee bench.out
+
+# bench-limits measures the coordinator's memory under hostile clients (a
+# 256 MiB enroll body, a 2 MiB user name, 64 concurrent failed logins) on
+# loopback; figures in docs/benchmarks.md.
+bench-limits: deps build
+	BIN=$(BIN) ./scripts/bench-limits.sh
 
 # demo runs a coordinator and four nodes in network namespaces with the
 # sample policy and prints the measured connectivity matrix beside the
