@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +26,31 @@ func demoNamespaces(t *testing.T) []string {
 	return ns
 }
 
+// demoProcesses lists the processes running bin or one of the demo's
+// listeners (nc -lk on an overlay address), as "pid cmdline".
+func demoProcesses(t *testing.T, bin string) map[string]bool {
+	t.Helper()
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, d := range dirs {
+		if _, err := strconv.Atoi(d.Name()); err != nil {
+			continue
+		}
+		raw, err := os.ReadFile("/proc/" + d.Name() + "/cmdline")
+		if err != nil || len(raw) == 0 {
+			continue // gone, or a kernel thread
+		}
+		cmd := strings.Join(strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00"), " ")
+		if strings.HasPrefix(cmd, bin+" ") || strings.HasPrefix(cmd, "nc -lk 100.64.") {
+			out[d.Name()+" "+cmd] = true
+		}
+	}
+	return out
+}
+
 // TestDemo runs `make demo`'s script once (without holding) and checks
 // that the console answered through its relay, that every allowed flow
 // connected and that it left nothing behind.
@@ -37,6 +63,7 @@ func TestDemo(t *testing.T) {
 	}
 	bin := binary(t)
 	before := demoNamespaces(t)
+	procsBefore := demoProcesses(t, bin)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "./scripts/demo.sh")
@@ -60,6 +87,11 @@ func TestDemo(t *testing.T) {
 	}
 	if after := demoNamespaces(t); len(after) > len(before) {
 		t.Errorf("the demo left namespaces behind: %v", after)
+	}
+	for p := range demoProcesses(t, bin) {
+		if !procsBefore[p] {
+			t.Errorf("the demo left a process running: %s", p)
+		}
 	}
 	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
 		c.Close()

@@ -22,6 +22,7 @@ cleanup() {
 	for p in $PIDS; do kill "$p" 2>/dev/null; done
 	sleep 1
 	for p in $PIDS; do kill -9 "$p" 2>/dev/null; done
+	for p in $PIDS; do wait "$p" 2>/dev/null; done
 	for h in $HOSTS; do ip netns del "ld-$h-$SUF" 2>/dev/null; done
 	ip netns del "$HUB" 2>/dev/null
 	rm -f /var/run/wireguard/ld"$SUF"*.sock
@@ -30,6 +31,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# inns runs a command in a host's namespace. Processes started in the
+# background call `ip netns exec` directly instead, so that $! is the
+# process itself (ip execs it), not a subshell running the function, and
+# cleanup stops what it started.
 inns() { ns=$1; shift; ip netns exec "ld-$ns-$SUF" "$@"; }
 
 say "underlay: bridge in $HUB, hosts on 198.18.0.0/24"
@@ -51,7 +56,7 @@ done
 COORD=https://198.18.0.1:7443
 export LATCH_COORDINATOR="$COORD" LATCH_TOKEN_FILE="$WORK/coord/admin.token"
 say "coordinator on $COORD (data in $WORK/coord)"
-inns coord "$BIN" coordinator --listen 198.18.0.1:7443 --data-dir "$WORK/coord" \
+ip netns exec "ld-coord-$SUF" "$BIN" coordinator --listen 198.18.0.1:7443 --data-dir "$WORK/coord" \
 	--trust-domain example.test --keepalive 2s >"$WORK/coordinator.log" 2>&1 &
 PIDS="$PIDS $!"
 n=0
@@ -79,7 +84,7 @@ i=2
 for h in web api db laptop; do
 	TOKEN=$(inns coord "$BIN" admin token create --namespace prod --labels "app=$h" --ttl 10m)
 	say "join token for $h (app=$h): $TOKEN"
-	inns "$h" "$BIN" node --coordinator "$COORD" --join-token "$TOKEN" --state-dir "$WORK/$h" \
+	ip netns exec "ld-$h-$SUF" "$BIN" node --coordinator "$COORD" --join-token "$TOKEN" --state-dir "$WORK/$h" \
 		--iface "ld$SUF$i" --name "$h" --labels "app=$h" --endpoint "198.18.0.$i:51820" \
 		--listen-port 51820 >"$WORK/node-$h.log" 2>&1 &
 	PIDS="$PIDS $!"
@@ -110,7 +115,7 @@ portof() { case $1 in web) echo 443 ;; api) echo 8080 ;; db) echo 5432 ;; *) ech
 } >"$WORK/inventory.yaml"
 
 for h in web api db laptop; do
-	inns "$h" nc -lk "$(ipof "$h")" "$(portof "$h")" >/dev/null 2>&1 &
+	ip netns exec "ld-$h-$SUF" nc -lk "$(ipof "$h")" "$(portof "$h")" >/dev/null 2>&1 &
 	PIDS="$PIDS $!"
 done
 sleep 3 # let the views reach every node before measuring
