@@ -36,6 +36,7 @@ import (
 
 	"github.com/latchnet/latch/inventory"
 	"github.com/latchnet/latch/policy"
+	"github.com/latchnet/latch/wire"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -81,45 +82,22 @@ func Parse(spec string) (Workload, error) {
 	if len(spec) > maxSpec {
 		return bad("longer than %d bytes", maxSpec)
 	}
-	seen := map[string]bool{}
-	for _, field := range strings.Split(spec, ",") {
-		field = strings.TrimSpace(field)
-		if field == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(field, "=")
-		if !ok {
-			return bad("field %q is not key=value", field)
-		}
-		if seen[k] {
-			return bad("field %q given twice", k)
-		}
-		seen[k] = true
-		switch k {
+	fields, err := wire.SplitSpec(spec)
+	if err != nil {
+		return bad("%v", err)
+	}
+	for _, f := range fields {
+		switch k, v := f.Key, f.Value; k {
 		case "namespace":
 			g.Namespace = v
 		case "name":
 			g.Name = v
 		case "labels":
-			for _, kv := range strings.Split(v, ";") {
-				kv = strings.TrimSpace(kv)
-				if kv == "" {
-					continue
-				}
-				lk, lv, ok := strings.Cut(kv, "=")
-				if !ok || lk == "" {
-					return bad("label %q is not key=value (several labels are separated by ';')", kv)
-				}
-				if g.Labels == nil {
-					g.Labels = map[string]string{}
-				}
-				if _, dup := g.Labels[lk]; dup {
-					return bad("label %q given twice", lk)
-				}
-				g.Labels[lk] = lv
+			if g.Labels, err = wire.ParseLabelList(v); err != nil {
+				return bad("labels: %v", err)
 			}
 		default:
-			return bad("unknown field %q: the fields are namespace, labels and name", k)
+			return bad("unknown field %q: the fields are namespace, labels and name", f.Key)
 		}
 	}
 	if err := g.Check(); err != nil {

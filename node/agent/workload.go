@@ -44,31 +44,23 @@ func ParseWorkload(spec string) (wire.WorkloadDecl, string, error) {
 	var (
 		d      wire.WorkloadDecl
 		cgroup string
-		seen   = map[string]bool{}
 	)
 	bad := func(format string, args ...any) (wire.WorkloadDecl, string, error) {
 		return wire.WorkloadDecl{}, "", fmt.Errorf("workload %q: "+format+" (want %s)", append([]any{spec}, append(args, WorkloadSpecHelp)...)...)
 	}
-	for _, field := range strings.Split(spec, ",") {
-		field = strings.TrimSpace(field)
-		if field == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(field, "=")
-		if !ok {
-			return bad("field %q is not key=value", field)
-		}
-		if seen[k] {
-			return bad("field %q given twice", k)
-		}
-		seen[k] = true
+	fields, err := wire.SplitSpec(spec)
+	if err != nil {
+		return bad("%v", err)
+	}
+	for _, f := range fields {
+		k, v := f.Key, f.Value
 		switch k {
 		case "name":
 			d.Name = v
 		case "namespace":
 			d.Namespace = v
 		case "labels":
-			labels, err := parseLabelList(v)
+			labels, err := wire.ParseLabelList(v)
 			if err != nil {
 				return bad("labels: %v", err)
 			}
@@ -97,29 +89,6 @@ func ParseWorkload(spec string) (wire.WorkloadDecl, string, error) {
 		return bad("namespace is missing")
 	}
 	return d, cgroup, nil
-}
-
-// parseLabelList parses "k=v;k=v".
-func parseLabelList(s string) (map[string]string, error) {
-	out := map[string]string{}
-	for _, kv := range strings.Split(s, ";") {
-		kv = strings.TrimSpace(kv)
-		if kv == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("%q is not key=value", kv)
-		}
-		if _, dup := out[k]; dup {
-			return nil, fmt.Errorf("key %q given twice", k)
-		}
-		out[k] = v
-	}
-	if len(out) == 0 {
-		return nil, nil
-	}
-	return out, nil
 }
 
 // parsePortList parses "[name=]port/proto;...".
