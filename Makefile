@@ -93,7 +93,7 @@ unit:
 # fewer inputs.
 FUZZ_TARGETS ?= \
 	./policy:FuzzParse \
-	./enforce/userspace:FuzzFilter \
+	./node/enforce/userspace:FuzzFilter \
 	./wire:FuzzMessages \
 	./coordinator/state:FuzzIngestFlows:3000x \
 	./coordinator/api:FuzzAdminBodies:3000x \

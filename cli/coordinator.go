@@ -18,12 +18,12 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/latchnet/latch/coordinator/api"
 	"github.com/latchnet/latch/coordinator/ca"
-	"github.com/latchnet/latch/coordinator/console"
 	"github.com/latchnet/latch/coordinator/fanout"
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/policy"
 	"github.com/latchnet/latch/scripts"
+	"github.com/latchnet/latch/web"
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -164,12 +164,12 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	if err != nil {
 		return err
 	}
-	if _, err := console.EnsureFirstAdmin(ctx, st, f.dataDir, log); err != nil {
+	if _, err := web.EnsureFirstAdmin(ctx, st, f.dataDir, log); err != nil {
 		return err
 	}
-	web := console.New(console.Config{State: st, Flows: console.StoredFlows{State: st}, Log: log})
+	console := web.New(web.Config{State: st, Flows: web.StoredFlows{State: st}, Log: log})
 	srv := api.New(api.Config{State: st, CA: authority, AdminTokenHash: api.AdminTokenHash(adminToken),
-		SVIDTTL: f.svidTTL, Keepalive: f.keepalive, Log: log, Extensions: []func(*echo.Echo, *echo.Group){web.Mount},
+		SVIDTTL: f.svidTTL, Keepalive: f.keepalive, Log: log, Extensions: []func(*echo.Echo, *echo.Group){console.Mount},
 		InstallScript: scripts.InstallScript, PublicURL: f.publicURL, DistDir: f.distDir, Spiffe: spire.trust,
 		Limits: api.Limits{MaxConnections: f.maxConnections}})
 	ips := []net.IP{net.IPv4(127, 0, 0, 1)}
@@ -205,7 +205,7 @@ func runCoordinator(ctx context.Context, f coordinatorFlags, logOut interface{ W
 	hs := srv.HTTPServer(slog.NewLogLogger(log.Handler(), slog.LevelWarn))
 	log.Info("coordinator listening", "addr", ln.Addr().String(), "trust_domain", td.String(),
 		"ca_fingerprint", authority.Fingerprint(), "admin_token_file", filepath.Join(f.dataDir, "admin.token"),
-		"console", "https://"+ln.Addr().String()+console.Prefix)
+		"console", "https://"+ln.Addr().String()+web.Prefix)
 	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(ln) }()
 	if f.metricsListen != "" {

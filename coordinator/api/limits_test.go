@@ -23,7 +23,7 @@ import (
 	"github.com/latchnet/latch/coordinator/ca"
 	"github.com/latchnet/latch/coordinator/ratelimit"
 	"github.com/latchnet/latch/coordinator/store"
-	"github.com/latchnet/latch/identity/pin"
+	"github.com/latchnet/latch/node/pin"
 	"github.com/latchnet/latch/wire"
 )
 

@@ -6,7 +6,7 @@
 // tokens ("latch1.<id>.<secret>.<ca-hash>") that nodes enroll with.
 //
 // Only the coordinator may import it: it holds the CA private key. Nodes use
-// go-spiffe sources and the pinned enrollment handshake in identity/pin.
+// go-spiffe sources and the pinned enrollment handshake in node/pin.
 package ca
 
 import (

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/latchnet/latch/coordinator/ca"
-	"github.com/latchnet/latch/identity/pin"
+	"github.com/latchnet/latch/node/pin"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
@@ -157,7 +157,7 @@ func TestPinnedHandshakeRefusesNodeAsServer(t *testing.T) {
 	node.PrivateKey = key
 	r := handshake(t, c.ServerTLSConfig(node), pin.ClientConfig(c.Fingerprint()))
 	// Its certificate is for client authentication only, and its SPIFFE
-	// ID is not the coordinator's (identity/pin's tests check the ID alone).
+	// ID is not the coordinator's (node/pin's tests check the ID alone).
 	if r.clientErr == nil || !strings.Contains(r.clientErr.Error(), "incompatible key usage") {
 		t.Fatalf("client error = %v, want it to refuse a certificate not made for serving", r.clientErr)
 	}

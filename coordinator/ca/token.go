@@ -27,7 +27,7 @@ var b32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(bas
 
 // Token is a join token. The coordinator stores ID and the hash of Secret
 // (never Secret itself); the node uses CAFingerprint to pin the coordinator
-// (identity/pin) before it sends Secret.
+// (node/pin) before it sends Secret.
 type Token struct {
 	// ID names the token: 8 lowercase base32 characters. Not secret.
 	ID string

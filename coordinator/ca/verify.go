@@ -78,7 +78,7 @@ func describe(cert *x509.Certificate) string {
 // ServerTLSConfig returns the TLS 1.3 configuration for the coordinator's
 // node listener. It presents svid (from ServerSVID) with its full chain,
 // leaf and root, so that a node holding only a join token can pin the root
-// by its fingerprint (see identity/pin).
+// by its fingerprint (see node/pin).
 //
 // Client certificates are requested but not required, so the enrollment
 // endpoint works for a node that has no certificate yet. A certificate that

@@ -23,7 +23,7 @@ var pure = []string{
 	"netmap",
 	"view",
 	"internal/strictyaml",
-	"enforce/userspace",
+	"node/enforce/userspace",
 	"coordinator/auth",
 	"suggest",
 	"node/flowlog",

@@ -4,7 +4,7 @@
 // it), registers the node's
 // WireGuard key, endpoints and workloads with the coordinator, streams the
 // node's view and applies it to the WireGuard device and to the enforcer
-// (--enforce: the userspace packet filter of package enforce/userspace, or
+// (--enforce: the userspace packet filter of package node/enforce/userspace, or
 // none), keeps enforcing the last view while the coordinator is away
 // (fail-static), and answers local status queries on a unix socket in its
 // state directory.
@@ -27,9 +27,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/latchnet/latch/enforce/ebpf"
-	"github.com/latchnet/latch/enforce/userspace"
 	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/node/enforce/ebpf"
+	"github.com/latchnet/latch/node/enforce/userspace"
 	"github.com/latchnet/latch/node/flowlog"
 	"github.com/latchnet/latch/node/wg"
 	"github.com/latchnet/latch/view"

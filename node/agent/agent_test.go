@@ -5,7 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
-	"github.com/latchnet/latch/enforce/ebpf"
+	"github.com/latchnet/latch/node/enforce/ebpf"
 	"log/slog"
 	"net"
 	"net/http"

@@ -13,7 +13,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/latchnet/latch/identity/pin"
+	"github.com/latchnet/latch/node/pin"
 	"github.com/latchnet/latch/wire"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"

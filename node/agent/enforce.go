@@ -7,8 +7,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 
-	"github.com/latchnet/latch/enforce/ebpf"
-	"github.com/latchnet/latch/enforce/userspace"
+	"github.com/latchnet/latch/node/enforce/ebpf"
+	"github.com/latchnet/latch/node/enforce/userspace"
 	"github.com/latchnet/latch/node/flowlog"
 	"github.com/latchnet/latch/view"
 )

@@ -4,8 +4,8 @@ import (
 	"context"
 	"time"
 
-	"github.com/latchnet/latch/enforce/ebpf"
-	"github.com/latchnet/latch/enforce/userspace"
+	"github.com/latchnet/latch/node/enforce/ebpf"
+	"github.com/latchnet/latch/node/enforce/userspace"
 	"github.com/latchnet/latch/node/flowlog"
 	"github.com/latchnet/latch/wire"
 )

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/latchnet/latch/enforce/ebpf"
-	"github.com/latchnet/latch/enforce/userspace"
+	"github.com/latchnet/latch/node/enforce/ebpf"
+	"github.com/latchnet/latch/node/enforce/userspace"
 	"github.com/latchnet/latch/node/flowlog"
 	"github.com/latchnet/latch/view"
 	"github.com/latchnet/latch/wire"

@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/latchnet/latch/enforce/ebpf"
+	"github.com/latchnet/latch/node/enforce/ebpf"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )

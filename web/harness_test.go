@@ -1,4 +1,4 @@
-package console
+package web
 
 import (
 	"bytes"
@@ -35,8 +35,8 @@ import (
 	"github.com/latchnet/latch/coordinator/spiffetrust"
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
-	"github.com/latchnet/latch/identity/pin"
 	"github.com/latchnet/latch/internal/spiffetest"
+	"github.com/latchnet/latch/node/pin"
 	"github.com/latchnet/latch/wire"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"

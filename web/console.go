@@ -10,7 +10,7 @@
 //
 // Only the coordinator's command (package cli) imports it; it mounts
 // itself on the admin API's echo server through api.Config.Extensions.
-package console
+package web
 
 import (
 	"context"

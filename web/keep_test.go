@@ -1,4 +1,4 @@
-package console
+package web
 
 import (
 	"go/ast"
