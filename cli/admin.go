@@ -2,14 +2,11 @@ package cli
 
 import (
 	"bytes"
-	"context"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -17,12 +14,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/latchnet/latch/coordinator/api"
+	"github.com/latchnet/latch/adminapi"
+	"github.com/latchnet/latch/adminapi/client"
 	"github.com/latchnet/latch/coordinator/auth"
-	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/grant"
-	"github.com/latchnet/latch/view"
-	"github.com/latchnet/latch/wire"
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -41,15 +36,9 @@ func (f *adminFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.caFile, "ca-file", os.Getenv("LATCH_CA_FILE"), "the coordinator's CA certificate (default: ca.crt next to the token file)")
 }
 
-// adminClient talks to the admin API over TLS, trusting only the
-// coordinator's CA and checking its SPIFFE ID.
-type adminClient struct {
-	base  string
-	token string
-	http  *http.Client
-}
-
-func (f *adminFlags) client() (*adminClient, error) {
+// client returns the typed admin API client (package adminapi/client)
+// over TLS, trusting only the coordinator's CA and checking its SPIFFE ID.
+func (f *adminFlags) client() (*client.Client, error) {
 	if f.coordinator == "" {
 		return nil, fmt.Errorf("no coordinator: pass --coordinator https://HOST:PORT or set LATCH_COORDINATOR")
 	}
@@ -88,62 +77,7 @@ func (f *adminFlags) client() (*adminClient, error) {
 		return nil, err
 	}
 	tlsCfg := tlsconfig.TLSClientConfig(x509bundle.FromX509Authorities(td, []*x509.Certificate{root}), tlsconfig.AuthorizeID(coordID))
-	return &adminClient{
-		base:  strings.TrimRight(f.coordinator, "/"),
-		token: strings.TrimSpace(string(tok)),
-		http:  &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg}},
-	}, nil
-}
-
-// do sends a request and decodes a JSON answer into out (if not nil).
-func (c *adminClient) do(method, path, contentType string, body []byte, out any) error {
-	data, err := c.raw(context.Background(), method, path, contentType, body)
-	if err != nil {
-		return err
-	}
-	if out != nil && len(data) > 0 {
-		return json.Unmarshal(data, out)
-	}
-	return nil
-}
-
-// raw sends a request and returns the answer's body (at most 32 MiB); an
-// answer that is not a success becomes an error with the coordinator's
-// message.
-func (c *adminClient) raw(ctx context.Context, method, path, contentType string, body []byte) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("calling the coordinator: %w", err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
-	if resp.StatusCode >= 300 {
-		var e wire.Error
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return nil, fmt.Errorf("%s", e.Error)
-		}
-		return nil, fmt.Errorf("coordinator answered %s", resp.Status)
-	}
-	return data, nil
-}
-
-func (c *adminClient) json(method, path string, in, out any) error {
-	var body []byte
-	if in != nil {
-		var err error
-		if body, err = json.Marshal(in); err != nil {
-			return err
-		}
-	}
-	return c.do(method, path, "application/json", body, out)
+	return client.New(f.coordinator, string(tok), &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg}}), nil
 }
 
 func newAdminCmd() *cobra.Command {
@@ -151,7 +85,7 @@ func newAdminCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "admin", Short: "Administer a coordinator: join tokens, nodes, namespaces, audit, users, API tokens"}
 	f.register(cmd)
 	token := &cobra.Command{Use: "token", Short: "Join tokens"}
-	var req api.TokenRequest
+	var req adminapi.JoinTokenRequest
 	var labels string
 	var workloads []string
 	create := &cobra.Command{
@@ -170,15 +104,17 @@ enrolled node are changed with "latch admin node grant|revoke".`,
 			if req.Labels, err = parseNodeLabels(labels); err != nil {
 				return err
 			}
-			if req.Workloads, err = parseGrants(workloads); err != nil {
+			ws, err := parseGrants(workloads)
+			if err != nil {
 				return err
 			}
+			req.Workloads = toAPIGrants(ws)
 			c, err := f.client()
 			if err != nil {
 				return err
 			}
-			var resp api.TokenResponse
-			if err := c.json(http.MethodPost, "/v1/admin/tokens", req, &resp); err != nil {
+			resp, err := c.CreateJoinToken(cmd.Context(), req)
+			if err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), resp.Token)
@@ -199,8 +135,8 @@ enrolled node are changed with "latch admin node grant|revoke".`,
 			if err != nil {
 				return err
 			}
-			var ts []store.Token
-			if err := c.json(http.MethodGet, "/v1/admin/tokens", nil, &ts); err != nil {
+			ts, err := c.JoinTokens(cmd.Context())
+			if err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
@@ -219,7 +155,7 @@ enrolled node are changed with "latch admin node grant|revoke".`,
 			if err != nil {
 				return err
 			}
-			if err := c.json(http.MethodDelete, "/v1/admin/tokens/"+url.PathEscape(args[0]), nil, nil); err != nil {
+			if err := c.RevokeJoinToken(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "token %s revoked\n", args[0])
@@ -242,7 +178,7 @@ enrolled node are changed with "latch admin node grant|revoke".`,
 			if err != nil {
 				return err
 			}
-			if err := c.json(http.MethodPut, "/v1/admin/namespaces/"+url.PathEscape(args[0]), store.Namespace{Labels: l, Mode: nsMode}, nil); err != nil {
+			if _, err := c.PutNamespace(cmd.Context(), args[0], adminapi.Namespace{Labels: l, Mode: nsMode}); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "namespace %s set\n", args[0])
@@ -260,8 +196,8 @@ enrolled node are changed with "latch admin node grant|revoke".`,
 			if err != nil {
 				return err
 			}
-			var list []store.Namespace
-			if err := c.json(http.MethodGet, "/v1/admin/namespaces", nil, &list); err != nil {
+			list, err := c.Namespaces(cmd.Context())
+			if err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
@@ -283,8 +219,8 @@ enrolled node are changed with "latch admin node grant|revoke".`,
 			if err != nil {
 				return err
 			}
-			var nodes []api.NodeStatus
-			if err := c.json(http.MethodGet, "/v1/admin/nodes", nil, &nodes); err != nil {
+			nodes, err := c.Nodes(cmd.Context())
+			if err != nil {
 				return err
 			}
 			return writeNodeList(cmd.OutOrStdout(), nodes)
@@ -298,7 +234,7 @@ enrolled node are changed with "latch admin node grant|revoke".`,
 			if err != nil {
 				return err
 			}
-			if err := c.json(http.MethodDelete, "/v1/admin/nodes/"+url.PathEscape(args[0]), nil, nil); err != nil {
+			if err := c.DeleteNode(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "node %s deleted\n", args[0])
@@ -313,8 +249,8 @@ enrolled node are changed with "latch admin node grant|revoke".`,
 			if err != nil {
 				return err
 			}
-			var v view.View
-			if err := c.json(http.MethodGet, "/v1/admin/nodes/"+url.PathEscape(args[0])+"/view", nil, &v); err != nil {
+			v, err := c.NodeView(cmd.Context(), args[0])
+			if err != nil {
 				return err
 			}
 			for _, p := range v.Peers {
@@ -338,8 +274,8 @@ enrolled node are changed with "latch admin node grant|revoke".`,
 			if err != nil {
 				return err
 			}
-			var entries []store.AuditEntry
-			if err := c.json(http.MethodGet, "/v1/admin/audit", nil, &entries); err != nil {
+			entries, err := c.Audit(cmd.Context())
+			if err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
@@ -367,7 +303,7 @@ func newUserCmd(f *adminFlags) *cobra.Command {
 			if err := auth.CheckRole(role); err != nil {
 				return fmt.Errorf("--role: %w", err)
 			}
-			req := api.UserRequest{Name: args[0], Role: role}
+			req := adminapi.UserRequest{Name: args[0], Role: role}
 			if pwStdin {
 				data, err := io.ReadAll(io.LimitReader(cmd.InOrStdin(), 4096))
 				if err != nil {
@@ -382,8 +318,8 @@ func newUserCmd(f *adminFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var resp api.UserRequest
-			if err := c.json(http.MethodPost, "/v1/admin/users", req, &resp); err != nil {
+			resp, err := c.CreateUser(cmd.Context(), req)
+			if err != nil {
 				return err
 			}
 			if resp.Password != "" {
@@ -405,8 +341,8 @@ func newUserCmd(f *adminFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var us []api.UserInfo
-			if err := c.json(http.MethodGet, "/v1/admin/users", nil, &us); err != nil {
+			us, err := c.Users(cmd.Context())
+			if err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
@@ -425,7 +361,7 @@ func newUserCmd(f *adminFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := c.json(http.MethodDelete, "/v1/admin/users/"+url.PathEscape(args[0]), nil, nil); err != nil {
+			if err := c.DeleteUser(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "user %s deleted\n", args[0])
@@ -439,7 +375,7 @@ func newUserCmd(f *adminFlags) *cobra.Command {
 // tokens for automation, with a role.
 func newAPITokenCmd(f *adminFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "apitoken", Short: "API tokens for automation (roles admin and viewer)"}
-	var req api.APITokenRequest
+	var req adminapi.APITokenRequest
 	create := &cobra.Command{
 		Use:   "create NAME --role admin|viewer [--ttl 720h]",
 		Short: "Create an API token and print it (shown once)",
@@ -450,8 +386,8 @@ func newAPITokenCmd(f *adminFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var resp api.APITokenResponse
-			if err := c.json(http.MethodPost, "/v1/admin/apitokens", req, &resp); err != nil {
+			resp, err := c.CreateAPIToken(cmd.Context(), req)
+			if err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), resp.Token)
@@ -469,8 +405,8 @@ func newAPITokenCmd(f *adminFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var ts []api.APITokenInfo
-			if err := c.json(http.MethodGet, "/v1/admin/apitokens", nil, &ts); err != nil {
+			ts, err := c.APITokens(cmd.Context())
+			if err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
@@ -493,7 +429,7 @@ func newAPITokenCmd(f *adminFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := c.json(http.MethodDelete, "/v1/admin/apitokens/"+url.PathEscape(args[0]), nil, nil); err != nil {
+			if err := c.RevokeAPIToken(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "API token %s revoked\n", args[0])
@@ -515,8 +451,8 @@ func newPolicyAdminCmds() []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			var ps []store.Policy
-			if err := c.json(http.MethodGet, "/v1/admin/policies", nil, &ps); err != nil {
+			ps, err := c.Policies(cmd.Context())
+			if err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
@@ -542,7 +478,7 @@ func newPolicyAdminCmds() []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := c.json(http.MethodDelete, "/v1/admin/policies/"+url.PathEscape(ns)+"/"+url.PathEscape(name), nil, nil); err != nil {
+			if err := c.DeletePolicy(cmd.Context(), ns, name); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "policy %s deleted\n", args[0])
@@ -582,8 +518,8 @@ func newPolicyApplyCmd() *cobra.Command {
 				body.Write(data)
 				body.WriteString("\n")
 			}
-			var resp struct{ Applied []string }
-			if err := c.do(http.MethodPost, "/v1/admin/policies?filename="+url.QueryEscape(strings.Join(files, ",")), "application/yaml", body.Bytes(), &resp); err != nil {
+			resp, err := c.ApplyPolicies(cmd.Context(), strings.Join(files, ","), body.Bytes())
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "applied %d policies: %s\n", len(ps), strings.Join(resp.Applied, ", "))
@@ -608,11 +544,11 @@ func formatLabels(l map[string]string) string {
 // ID and where that identity comes from (ca: enrolled with a join token;
 // spire: an SVID from the trusted SPIRE deployment). The SPIFFE ID is the
 // last column so that the earlier ones keep their places.
-func writeNodeList(w io.Writer, nodes []api.NodeStatus) error {
+func writeNodeList(w io.Writer, nodes []adminapi.Node) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	writeRow(tw, "NAME", "NAMESPACE", "IP", "LABELS", "LAST SEEN", "IDENTITY", "SPIFFE ID")
 	for _, n := range nodes {
-		writeRow(tw, n.Name, n.Namespace, n.IP, formatLabels(n.Labels), n.LastSeen.Format(time.RFC3339), n.Identity, n.SPIFFEID)
+		writeRow(tw, n.Name, n.Namespace, n.IP, formatLabels(n.Labels), n.LastSeen.Format(time.RFC3339), n.Identity, n.SpiffeID)
 	}
 	return tw.Flush()
 }

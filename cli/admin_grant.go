@@ -1,13 +1,13 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"strings"
 
-	"github.com/latchnet/latch/coordinator/api"
+	"github.com/latchnet/latch/adminapi"
+	"github.com/latchnet/latch/adminapi/client"
 	"github.com/latchnet/latch/grant"
 	"github.com/spf13/cobra"
 )
@@ -38,10 +38,29 @@ func parseGrantSet(workloads, ids []string) (grant.Set, error) {
 	return g, nil
 }
 
-func formatGrants(ws []grant.Workload) string {
-	if len(ws) == 0 {
+// toAPIGrants and fromAPIGrants convert grants to and from the admin
+// API's type.
+func toAPIGrants(ws []grant.Workload) []adminapi.Grant {
+	var out []adminapi.Grant
+	for _, g := range ws {
+		out = append(out, adminapi.Grant{Namespace: g.Namespace, Labels: g.Labels, Name: g.Name})
+	}
+	return out
+}
+
+func fromAPIGrants(gs []adminapi.Grant) []grant.Workload {
+	var out []grant.Workload
+	for _, g := range gs {
+		out = append(out, grant.Workload{Namespace: g.Namespace, Labels: g.Labels, Name: g.Name})
+	}
+	return out
+}
+
+func formatGrants(gs []adminapi.Grant) string {
+	if len(gs) == 0 {
 		return "-"
 	}
+	ws := fromAPIGrants(gs)
 	s := make([]string, len(ws))
 	for i, g := range ws {
 		s[i] = g.String()
@@ -52,7 +71,7 @@ func formatGrants(ws []grant.Workload) string {
 // grantCmds are `latch admin node grant|revoke|grants`: what a node may
 // host.
 func grantCmds(f *adminFlags) []*cobra.Command {
-	edit := func(verb, path, short string) *cobra.Command {
+	edit := func(verb, short string, call func(*client.Client, context.Context, string, adminapi.GrantSet) (adminapi.NodeGrants, error)) *cobra.Command {
 		var workloads, ids []string
 		cmd := &cobra.Command{
 			Use:   verb + " NODE [--workload " + grant.SpecHelp + " ...] [--workload-id spiffe://TD/PATH-PATTERN ...]",
@@ -70,8 +89,8 @@ func grantCmds(f *adminFlags) []*cobra.Command {
 				if err != nil {
 					return err
 				}
-				var out api.NodeGrants
-				if err := c.json(http.MethodPost, "/v1/admin/nodes/"+url.PathEscape(args[0])+path, g, &out); err != nil {
+				out, err := call(c, cmd.Context(), args[0], adminapi.GrantSet{Workloads: toAPIGrants(g.Workloads), WorkloadIDs: g.WorkloadIDs})
+				if err != nil {
 					return err
 				}
 				return writeGrants(cmd.OutOrStdout(), out)
@@ -90,24 +109,24 @@ func grantCmds(f *adminFlags) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out api.NodeGrants
-			if err := c.json(http.MethodGet, "/v1/admin/nodes/"+url.PathEscape(args[0])+"/grants", nil, &out); err != nil {
+			out, err := c.NodeGrants(cmd.Context(), args[0])
+			if err != nil {
 				return err
 			}
 			return writeGrants(cmd.OutOrStdout(), out)
 		},
 	}
 	return []*cobra.Command{
-		edit("grant", "/grants", "Let a node host workloads (namespace, exact labels, name pattern) or declare workload SPIFFE IDs"),
-		edit("revoke", "/grants/revoke", "Take grants from a node; its workloads no grant covers any more are removed at once"),
+		edit("grant", "Let a node host workloads (namespace, exact labels, name pattern) or declare workload SPIFFE IDs", (*client.Client).GrantNode),
+		edit("revoke", "Take grants from a node; its workloads no grant covers any more are removed at once", (*client.Client).RevokeNodeGrants),
 		show,
 	}
 }
 
-func writeGrants(w io.Writer, g api.NodeGrants) error {
+func writeGrants(w io.Writer, g adminapi.NodeGrants) error {
 	fmt.Fprintf(w, "node %s may host:\n", g.Node)
 	lines := 0
-	for _, x := range g.Granted.Workloads {
+	for _, x := range fromAPIGrants(g.Granted.Workloads) {
 		fmt.Fprintf(w, "  workload %s\n", x)
 		lines++
 	}
@@ -115,7 +134,7 @@ func writeGrants(w io.Writer, g api.NodeGrants) error {
 		fmt.Fprintf(w, "  workload-id %s\n", p)
 		lines++
 	}
-	for _, x := range g.Mapped.Workloads {
+	for _, x := range fromAPIGrants(g.Mapped.Workloads) {
 		fmt.Fprintf(w, "  workload %s (from --spiffe-map, entry of %s)\n", x, g.SpiffeID)
 		lines++
 	}

@@ -2,13 +2,11 @@ package cli
 
 import (
 	"fmt"
-	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/latchnet/latch/coordinator/api"
-	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/adminapi"
 	"github.com/latchnet/latch/grant"
 	"github.com/spf13/cobra"
 )
@@ -26,12 +24,12 @@ func spiffeNodeCmds(f *adminFlags) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			path := "/v1/admin/spiffe/nodes?status=" + store.SpiffePending
+			status := adminapi.SpiffePending
 			if all {
-				path = "/v1/admin/spiffe/nodes"
+				status = ""
 			}
-			var recs []store.SpiffeNode
-			if err := c.json(http.MethodGet, path, nil, &recs); err != nil {
+			recs, err := c.SpiffeNodes(cmd.Context(), status)
+			if err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
@@ -44,7 +42,7 @@ func spiffeNodeCmds(f *adminFlags) []*cobra.Command {
 	}
 	pending.Flags().BoolVar(&all, "all", false, "also list rejected and admitted SPIFFE IDs")
 
-	var req api.SpiffeApproval
+	var req adminapi.SpiffeApproval
 	var labels, workloads, ids []string
 	approve := &cobra.Command{
 		Use:   "approve NAME|SPIFFE-ID --namespace NS [--label k=v ...] [--workload GRANT ...] [--workload-id PATTERN ...]",
@@ -68,9 +66,9 @@ func spiffeNodeCmds(f *adminFlags) []*cobra.Command {
 			}
 			r := req
 			r.Node, r.Labels = args[0], l
-			r.Workloads, r.WorkloadIDs = g.Workloads, g.WorkloadIDs
-			var n store.Node
-			if err := c.json(http.MethodPost, "/v1/admin/spiffe/nodes/approve", r, &n); err != nil {
+			r.Workloads, r.WorkloadIDs = toAPIGrants(g.Workloads), g.WorkloadIDs
+			n, err := c.ApproveSpiffeNode(cmd.Context(), r)
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "node %s approved: namespace %s, address %s\n", n.Name, n.Namespace, n.IP)
@@ -91,7 +89,7 @@ func spiffeNodeCmds(f *adminFlags) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := c.json(http.MethodPost, "/v1/admin/spiffe/nodes/reject", api.SpiffeRejection{Node: args[0]}, nil); err != nil {
+			if err := c.RejectSpiffeNode(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "node %s rejected\n", args[0])

@@ -8,18 +8,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/latchnet/latch/coordinator/api"
-	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/adminapi"
 )
 
 func TestWriteNodeList(t *testing.T) {
 	seen := time.Date(2026, 11, 26, 1, 2, 3, 0, time.UTC)
 	var out bytes.Buffer
-	err := writeNodeList(&out, []api.NodeStatus{
-		{Node: store.Node{Name: "db-1", Namespace: "prod", IP: netip.MustParseAddr("100.64.0.2"), Labels: map[string]string{"role": "db", "a": "b"}, LastSeen: seen},
-			Identity: api.IdentityCA, SPIFFEID: "spiffe://example.test/latch/node/db-1"},
-		{Node: store.Node{Name: "laptop", Namespace: "dev", IP: netip.MustParseAddr("100.64.0.3"), Labels: map[string]string{"role": "client"}, LastSeen: seen},
-			Identity: api.IdentitySPIRE, SPIFFEID: "spiffe://spire.test/dev/laptop"},
+	err := writeNodeList(&out, []adminapi.Node{
+		{Name: "db-1", Namespace: "prod", IP: netip.MustParseAddr("100.64.0.2"), Labels: map[string]string{"role": "db", "a": "b"}, LastSeen: seen,
+			Identity: adminapi.IdentityCA, SpiffeID: "spiffe://example.test/latch/node/db-1"},
+		{Name: "laptop", Namespace: "dev", IP: netip.MustParseAddr("100.64.0.3"), Labels: map[string]string{"role": "client"}, LastSeen: seen,
+			Identity: adminapi.IdentitySPIRE, SpiffeID: "spiffe://spire.test/dev/laptop"},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -1,18 +1,13 @@
 package cli
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
-	"strconv"
 	"time"
 
-	"github.com/latchnet/latch/coordinator/store"
-	"github.com/latchnet/latch/wire"
+	"github.com/latchnet/latch/adminapi"
+	"github.com/latchnet/latch/adminapi/client"
 	"github.com/spf13/cobra"
 )
 
@@ -38,7 +33,7 @@ events in the interval. --follow keeps printing new flows as they arrive;
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch ff.verdict {
-			case "", wire.VerdictAllowed, wire.VerdictDenied, wire.VerdictWouldDeny:
+			case "", adminapi.VerdictAllowed, adminapi.VerdictDenied, adminapi.VerdictWouldDeny:
 			default:
 				return fmt.Errorf("--verdict %q: want allowed, denied or would-deny", ff.verdict)
 			}
@@ -49,23 +44,14 @@ events in the interval. --follow keeps printing new flows as they arrive;
 			if err != nil {
 				return err
 			}
-			q := url.Values{}
-			if ff.namespace != "" {
-				q.Set("namespace", ff.namespace)
-			}
-			if ff.verdict != "" {
-				q.Set("verdict", ff.verdict)
-			}
+			q := client.FlowQuery{Namespace: ff.namespace, Verdict: ff.verdict, Limit: ff.limit}
 			if ff.since > 0 {
-				q.Set("since", ff.since.String())
-			}
-			if ff.limit > 0 {
-				q.Set("limit", strconv.Itoa(ff.limit))
+				q.Since = ff.since.String()
 			}
 			out := cmd.OutOrStdout()
 			if !ff.follow {
-				var fs []store.Flow
-				if err := c.json(http.MethodGet, "/v1/admin/flows?"+q.Encode(), nil, &fs); err != nil {
+				fs, err := c.Flows(cmd.Context(), q)
+				if err != nil {
 					return err
 				}
 				for i := range fs {
@@ -75,12 +61,7 @@ events in the interval. --follow keeps printing new flows as they arrive;
 				}
 				return nil
 			}
-			q.Set("follow", "true")
-			return c.follow(cmd.Context(), "/v1/admin/flows?"+q.Encode(), func(line []byte) error {
-				var fl store.Flow
-				if err := json.Unmarshal(line, &fl); err != nil {
-					return fmt.Errorf("reading the coordinator's flow stream: %w", err)
-				}
+			return c.FollowFlows(cmd.Context(), q, func(fl adminapi.Flow) error {
 				return printFlow(out, &fl, ff.asJSON)
 			})
 		},
@@ -96,56 +77,8 @@ events in the interval. --follow keeps printing new flows as they arrive;
 	return cmd
 }
 
-// follow reads a JSON-lines stream until ctx ends or the coordinator
-// closes it.
-func (c *adminClient) follow(ctx context.Context, path string, line func([]byte) error) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	hc := *c.http
-	hc.Timeout = 0 // a stream
-	resp, err := hc.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("calling the coordinator: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		var e wire.Error
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s", e.Error)
-		}
-		return fmt.Errorf("coordinator answered %s", resp.Status)
-	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// The coordinator ends a stream whose credential no longer holds
-		// with a last line saying why.
-		var end wire.Error
-		if json.Unmarshal(sc.Bytes(), &end) == nil && end.Error != "" {
-			return fmt.Errorf("the coordinator ended the stream: %s", end.Error)
-		}
-		if err := line(sc.Bytes()); err != nil {
-			return err
-		}
-	}
-	if ctx.Err() != nil {
-		return nil
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("reading the coordinator's stream: %w", err)
-	}
-	return fmt.Errorf("the coordinator ended the stream")
-}
-
 // printFlow writes one flow as a line like hubble observe's, or as JSON.
-func printFlow(w io.Writer, f *store.Flow, asJSON bool) error {
+func printFlow(w io.Writer, f *adminapi.Flow, asJSON bool) error {
 	if asJSON {
 		b, err := json.Marshal(f)
 		if err != nil {
@@ -161,13 +94,13 @@ func printFlow(w io.Writer, f *store.Flow, asJSON bool) error {
 // formatFlow: made terminal-safe (termSafe), TIME SRC (NODE ADDR) -> DST (NODE ADDR):PORT/PROTO VERDICT
 // (REASON) N pkts M B, by REPORTER/DIRECTION (both ends of a flow between
 // two workloads report it).
-func formatFlow(f *store.Flow) string {
+func formatFlow(f *adminapi.Flow) string {
 	dst := endText(f.Dst)
 	if f.Port != 0 {
 		dst += fmt.Sprintf(":%d", f.Port)
 	}
 	reason := ""
-	if f.Reason != "" && f.Verdict != wire.VerdictAllowed {
+	if f.Reason != "" && f.Verdict != adminapi.VerdictAllowed {
 		reason = " (" + f.Reason + ")"
 	}
 	return termSafe(fmt.Sprintf("%s  %s -> %s/%s  %s%s  %d pkts %d B  by %s/%s",
@@ -175,7 +108,7 @@ func formatFlow(f *store.Flow) string {
 		verdictText(f.Verdict), reason, f.Packets, f.Bytes, f.Reporter, f.Direction))
 }
 
-func endText(e store.FlowEnd) string {
+func endText(e adminapi.FlowEnd) string {
 	if e.Workload == "" {
 		return e.IP.String() + " (outside the overlay's workloads)"
 	}
@@ -184,11 +117,11 @@ func endText(e store.FlowEnd) string {
 
 func verdictText(v string) string {
 	switch v {
-	case wire.VerdictAllowed:
+	case adminapi.VerdictAllowed:
 		return "ALLOWED"
-	case wire.VerdictDenied:
+	case adminapi.VerdictDenied:
 		return "DENIED"
-	case wire.VerdictWouldDeny:
+	case adminapi.VerdictWouldDeny:
 		return "WOULD-DENY"
 	}
 	return v
@@ -229,8 +162,7 @@ node's claims about workloads it does not host teach nothing.`,
 			if err != nil {
 				return err
 			}
-			data, err := c.raw(cmd.Context(), http.MethodGet,
-				"/v1/admin/namespaces/"+url.PathEscape(ns)+"/suggest?since="+url.QueryEscape(since.String()), "", nil)
+			data, err := c.Suggest(cmd.Context(), ns, since.String())
 			if err != nil {
 				return err
 			}

@@ -8,8 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/latchnet/latch/coordinator/api"
-	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/adminapi"
 )
 
 func TestTermSafe(t *testing.T) {
@@ -37,16 +36,16 @@ func TestTermSafe(t *testing.T) {
 func TestTablesEscapeNodeData(t *testing.T) {
 	const evil = "x\x1b]0;owned\a\x1b[2J"
 	var out bytes.Buffer
-	if err := writeNodeList(&out, []api.NodeStatus{{Node: store.Node{Name: "n1", Namespace: "prod", IP: netip.MustParseAddr("100.64.0.2"),
-		Labels: map[string]string{"role": evil}, LastSeen: time.Now()}, Identity: api.IdentityCA}}); err != nil {
+	if err := writeNodeList(&out, []adminapi.Node{{Name: "n1", Namespace: "prod", IP: netip.MustParseAddr("100.64.0.2"),
+		Labels: map[string]string{"role": evil}, LastSeen: time.Now(), Identity: adminapi.IdentityCA}}); err != nil {
 		t.Fatal(err)
 	}
 	if strings.ContainsAny(out.String(), "\x1b\a") || !strings.Contains(out.String(), `role=x\x1b]0;owned\x07\x1b[2J`) {
 		t.Errorf("node list:\n%q", out.String())
 	}
-	f := store.Flow{Time: time.Now(), Reporter: "n1", Direction: "ingress", Protocol: "TCP", Port: 22, Verdict: "denied", Reason: evil,
-		Src: store.FlowEnd{IP: netip.MustParseAddr("198.19.0.7")},
-		Dst: store.FlowEnd{Namespace: "prod", Workload: "w\x1b[1m", Node: "n1", IP: netip.MustParseAddr("100.64.0.3")}}
+	f := adminapi.Flow{Time: time.Now(), Reporter: "n1", Direction: "ingress", Protocol: "TCP", Port: 22, Verdict: "denied", Reason: evil,
+		Src: adminapi.FlowEnd{IP: netip.MustParseAddr("198.19.0.7")},
+		Dst: adminapi.FlowEnd{Namespace: "prod", Workload: "w\x1b[1m", Node: "n1", IP: netip.MustParseAddr("100.64.0.3")}}
 	out.Reset()
 	if err := printFlow(&out, &f, false); err != nil {
 		t.Fatal(err)

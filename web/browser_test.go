@@ -6,16 +6,16 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
-	"github.com/latchnet/latch/coordinator/api"
+	"github.com/latchnet/latch/adminapi"
 	"github.com/latchnet/latch/coordinator/auth"
 	"github.com/latchnet/latch/coordinator/state"
-	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/internal/readme"
 	"github.com/latchnet/latch/inventory"
 	"github.com/latchnet/latch/wire"
@@ -29,7 +29,7 @@ const chromiumPath = "/usr/bin/chromium"
 func screenshotDir(t *testing.T) string {
 	dir := os.Getenv("LATCH_SCREENSHOTS")
 	if dir == "" {
-		dir = filepath.Join("..", "..", "e2e", "screenshots")
+		dir = filepath.Join("..", "e2e", "screenshots")
 	}
 	dir, err := filepath.Abs(dir)
 	if err != nil {
@@ -267,7 +267,7 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("applied: %q", applied)
 	}
 	b.screenshot("policy-applied")
-	var ps []store.Policy
+	var ps []adminapi.Policy
 	h.admin().call("GET", "/v1/admin/policies", nil, &ps)
 	if len(ps) != 1 || ps[0].Name != "web" {
 		t.Errorf("stored policies %+v", ps)
@@ -315,7 +315,7 @@ func TestBrowser(t *testing.T) {
 	b.screenshot("revoke-confirm")
 	b.run("confirming", chromedp.KeyEvent(kb.Tab), chromedp.KeyEvent(kb.Enter),
 		chromedp.WaitNotPresent(chromedp.CSS(`[data-node-status="web-1"]`)))
-	var nodes []store.Node
+	var nodes []adminapi.Node
 	h.admin().call("GET", "/v1/admin/nodes", nil, &nodes)
 	if len(nodes) != 1 || nodes[0].Name != "db-1" {
 		t.Errorf("nodes after revoking web-1: %+v", nodes)
@@ -335,7 +335,7 @@ func TestBrowser(t *testing.T) {
 	b.run("setting prod to monitor", set("#ns-mode-prod", "monitor"), click(`[data-save-ns="prod"]`))
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		var nss []store.Namespace
+		var nss []adminapi.Namespace
 		h.admin().call("GET", "/v1/admin/namespaces", nil, &nss)
 		if len(nss) == 1 && nss[0].Mode == "monitor" {
 			break
@@ -499,7 +499,7 @@ func TestBrowser(t *testing.T) {
 	}
 	b.run("switching prod to enforce", click("#suggest-enforce"), visible("#confirm-yes"), click("#confirm-yes"),
 		chromedp.Poll[chromedp.Void](`document.getElementById('suggest-mode').textContent === 'enforce'`, chromedp.WithPollingTimeout(30*time.Second)))
-	var nss []store.Namespace
+	var nss []adminapi.Namespace
 	h.admin().call("GET", "/v1/admin/namespaces", nil, &nss)
 	for _, ns := range nss {
 		if ns.Name == "prod" && ns.Mode != "enforce" {
@@ -701,23 +701,23 @@ func TestBrowserSpiffe(t *testing.T) {
 	b.run("approving", chromedp.Focus(chromedp.ID("approve-labels")), chromedp.KeyEvent(kb.Enter),
 		chromedp.WaitNotPresent(chromedp.CSS("#approve")),
 		chromedp.WaitNotPresent(chromedp.CSS(fmt.Sprintf(`#spiffe-pending [data-approve-spiffe=%q]`, laptopID))))
-	var nodes []api.NodeStatus
+	var nodes []adminapi.Node
 	h.admin().call("GET", "/v1/admin/nodes", nil, &nodes)
-	var admitted *api.NodeStatus
+	var admitted *adminapi.Node
 	for i := range nodes {
 		if nodes[i].Name == "laptop" {
 			admitted = &nodes[i]
 		}
 	}
-	if admitted == nil || admitted.Namespace != "dev" || admitted.Labels["role"] != "client" || admitted.Identity != api.IdentitySPIRE || admitted.SPIFFEID != laptopID {
+	if admitted == nil || admitted.Namespace != "dev" || admitted.Labels["role"] != "client" || admitted.Identity != adminapi.IdentitySPIRE || admitted.SpiffeID != laptopID {
 		t.Fatalf("laptop after approving it in the console: %+v (nodes %+v)", admitted, nodes)
 	}
 	if code, e := h.registerSpire(laptop); code != 200 {
 		t.Errorf("laptop registers after the approval: %d %+v", code, e)
 	}
-	var grants api.NodeGrants
+	var grants adminapi.NodeGrants
 	h.admin().call("GET", "/v1/admin/nodes/laptop/grants", nil, &grants)
-	if len(grants.Granted.Workloads) != 1 || grants.Granted.Workloads[0].String() != "namespace=dev,labels=app=tool" ||
+	if len(grants.Granted.Workloads) != 1 || !reflect.DeepEqual(grants.Granted.Workloads[0], adminapi.Grant{Namespace: "dev", Labels: map[string]string{"app": "tool"}}) ||
 		len(grants.Granted.WorkloadIDs) != 1 || grants.Granted.WorkloadIDs[0] != "spiffe://spire.test/dev/laptop/*" {
 		t.Errorf("laptop's grants after approving it in the console: %+v", grants)
 	}
@@ -734,7 +734,7 @@ func TestBrowserSpiffe(t *testing.T) {
 	b.screenshot("spiffe-reject-confirm")
 	b.run("confirming", chromedp.KeyEvent(kb.Tab), chromedp.KeyEvent(kb.Enter),
 		chromedp.WaitNotPresent(chromedp.CSS(fmt.Sprintf(`#spiffe-pending [data-reject-spiffe=%q]`, kioskID))))
-	var recs []store.SpiffeNode
+	var recs []adminapi.SpiffeNode
 	h.admin().call("GET", "/v1/admin/spiffe/nodes?status=rejected", nil, &recs)
 	if len(recs) != 1 || recs[0].ID != kioskID {
 		t.Errorf("rejected IDs after rejecting kiosk: %+v", recs)
@@ -838,7 +838,7 @@ func TestBrowserLiveUpdatesEndWithTheSession(t *testing.T) {
 // a server or laptop"), joined into one line, for coord and token.
 func readmeInstallCommand(t *testing.T, coord, token string) string {
 	t.Helper()
-	cmd, err := readme.InstallCommand("../..", coord, token)
+	cmd, err := readme.InstallCommand("..", coord, token)
 	if err != nil {
 		t.Fatal(err)
 	}

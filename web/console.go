@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/latchnet/latch/adminapi"
 	"github.com/latchnet/latch/coordinator/api"
 	"github.com/latchnet/latch/coordinator/auth"
 	"github.com/latchnet/latch/coordinator/ratelimit"
@@ -347,18 +348,8 @@ func EnsureFirstAdmin(ctx context.Context, st *state.State, dataDir string, log 
 	return pw, nil
 }
 
-// DeniedFlow is one flow that policy denied, for the overview.
-type DeniedFlow struct {
-	Time     time.Time `json:"time"`
-	From     string    `json:"from"`
-	To       string    `json:"to"`
-	Port     uint16    `json:"port"`
-	Protocol string    `json:"protocol"`
-	Node     string    `json:"node,omitempty"`
-	// Monitor is true when the namespace is in monitor mode (the flow
-	// would have been dropped but was let through).
-	Monitor bool `json:"monitor,omitempty"`
-}
+// DeniedFlow is a recent denied (or would-deny) flow on the overview.
+type DeniedFlow = adminapi.DeniedFlow
 
 // FlowSource is where the console reads recent denied flows from: the
 // coordinator's flow telemetry (StoredFlows).
@@ -366,16 +357,9 @@ type FlowSource interface {
 	RecentDenied(ctx context.Context, limit int) ([]DeniedFlow, error)
 }
 
-// deniedFlowsAnswer says whether flow data exists at all, so the page can
-// tell "none denied" from "no telemetry".
-type deniedFlowsAnswer struct {
-	Available bool         `json:"available"`
-	Flows     []DeniedFlow `json:"flows"`
-}
-
 func (k *Console) deniedFlows(c echo.Context) error {
 	if k.cfg.Flows == nil {
-		return c.JSON(http.StatusOK, deniedFlowsAnswer{Flows: []DeniedFlow{}})
+		return c.JSON(http.StatusOK, adminapi.DeniedFlows{Flows: []DeniedFlow{}})
 	}
 	fl, err := k.cfg.Flows.RecentDenied(c.Request().Context(), 50)
 	if err != nil {
@@ -384,5 +368,5 @@ func (k *Console) deniedFlows(c echo.Context) error {
 	if fl == nil {
 		fl = []DeniedFlow{}
 	}
-	return c.JSON(http.StatusOK, deniedFlowsAnswer{Available: true, Flows: fl})
+	return c.JSON(http.StatusOK, adminapi.DeniedFlows{Available: true, Flows: fl})
 }

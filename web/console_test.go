@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/latchnet/latch/coordinator/api"
+	"github.com/latchnet/latch/adminapi"
 	"github.com/latchnet/latch/coordinator/auth"
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/inventory"
@@ -107,7 +107,7 @@ func TestCSRF(t *testing.T) {
 		}
 	}
 	// Nothing was changed.
-	var nss []store.Namespace
+	var nss []adminapi.Namespace
 	c.call("GET", "/v1/admin/namespaces", nil, &nss)
 	if len(nss) != 0 {
 		t.Errorf("a refused change left namespaces %v", nss)
@@ -174,8 +174,8 @@ func TestViewerChangesNothing(t *testing.T) {
 	pw := h.createUser("vera", "viewer")
 	v := h.loggedIn("vera", pw)
 	// A viewer API token is refused the same way.
-	var tok api.APITokenResponse
-	if got := h.admin().call("POST", "/v1/admin/apitokens", api.APITokenRequest{Name: "ro", Role: "viewer"}, &tok); got.code != 200 {
+	var tok adminapi.APITokenCreated
+	if got := h.admin().call("POST", "/v1/admin/apitokens", adminapi.APITokenRequest{Name: "ro", Role: "viewer"}, &tok); got.code != 200 {
 		t.Fatalf("api token: %d %s", got.code, got.body)
 	}
 	vt := h.newClient()
@@ -308,24 +308,24 @@ func TestFirstAdminAndUsers(t *testing.T) {
 		t.Errorf("second EnsureFirstAdmin: %q %v", pw, err)
 	}
 	c := h.admin()
-	for _, bad := range []api.UserRequest{{Name: "Bad Name", Role: "viewer"}, {Name: "ok", Role: "root"}, {Name: "ok", Role: "viewer", Password: "short"}} {
+	for _, bad := range []adminapi.UserRequest{{Name: "Bad Name", Role: "viewer"}, {Name: "ok", Role: "root"}, {Name: "ok", Role: "viewer", Password: "short"}} {
 		if got := c.call("POST", "/v1/admin/users", bad, nil); got.code != http.StatusBadRequest {
 			t.Errorf("create %+v: %d %s; want 400", bad, got.code, got.body)
 		}
 	}
-	if got := c.call("POST", "/v1/admin/users", api.UserRequest{Name: "alice", Role: "admin", Password: "a long password"}, nil); got.code != 200 {
+	if got := c.call("POST", "/v1/admin/users", adminapi.UserRequest{Name: "alice", Role: "admin", Password: "a long password"}, nil); got.code != 200 {
 		t.Fatalf("create alice: %d %s", got.code, got.body)
 	}
-	if got := c.call("POST", "/v1/admin/users", api.UserRequest{Name: "alice", Role: "admin"}, nil); got.code != http.StatusConflict {
+	if got := c.call("POST", "/v1/admin/users", adminapi.UserRequest{Name: "alice", Role: "admin"}, nil); got.code != http.StatusConflict {
 		t.Errorf("create alice twice: %d", got.code)
 	}
 	alice := h.loggedIn("alice", "a long password")
 	// Changes are audited under the user's name, with before and after.
-	if got := alice.call("PUT", "/v1/admin/namespaces/prod", store.Namespace{Mode: "monitor"}, nil); got.code != 200 {
+	if got := alice.call("PUT", "/v1/admin/namespaces/prod", adminapi.Namespace{Mode: "monitor"}, nil); got.code != 200 {
 		t.Fatalf("put namespace: %d %s", got.code, got.body)
 	}
-	alice.call("PUT", "/v1/admin/namespaces/prod", store.Namespace{Mode: "enforce"}, nil)
-	var audit []store.AuditEntry
+	alice.call("PUT", "/v1/admin/namespaces/prod", adminapi.Namespace{Mode: "enforce"}, nil)
+	var audit []adminapi.AuditEntry
 	alice.call("GET", "/v1/admin/audit", nil, &audit)
 	if len(audit) == 0 || audit[0].Actor != "alice" || audit[0].Action != "namespace.put" ||
 		!strings.Contains(audit[0].Detail, `"before":{"Name":"prod","Labels":null,"Mode":"monitor"}`) {
@@ -346,21 +346,21 @@ func TestFirstAdminAndUsers(t *testing.T) {
 func TestAPITokens(t *testing.T) {
 	h := newHarness(t)
 	c := h.admin()
-	var tok api.APITokenResponse
-	if got := c.call("POST", "/v1/admin/apitokens", api.APITokenRequest{Name: "deploy", Role: "admin", TTL: "1h"}, &tok); got.code != 200 {
+	var tok adminapi.APITokenCreated
+	if got := c.call("POST", "/v1/admin/apitokens", adminapi.APITokenRequest{Name: "deploy", Role: "admin", TTL: "1h"}, &tok); got.code != 200 {
 		t.Fatalf("create: %d %s", got.code, got.body)
 	}
 	bot := h.newClient()
 	bot.bearer = tok.Token
-	if got := bot.call("PUT", "/v1/admin/namespaces/ci", store.Namespace{}, nil); got.code != 200 {
+	if got := bot.call("PUT", "/v1/admin/namespaces/ci", adminapi.Namespace{}, nil); got.code != 200 {
 		t.Errorf("admin API token change: %d %s", got.code, got.body)
 	}
-	var list []api.APITokenInfo
+	var list []adminapi.APIToken
 	c.call("GET", "/v1/admin/apitokens", nil, &list)
 	if len(list) != 1 || list[0].Name != "deploy" || list[0].CreatedBy != "admin" || strings.Contains(c.call("GET", "/v1/admin/apitokens", nil, nil).body, "ecret") {
 		t.Errorf("list: %+v", list)
 	}
-	var audit []store.AuditEntry
+	var audit []adminapi.AuditEntry
 	c.call("GET", "/v1/admin/audit", nil, &audit)
 	if audit[0].Actor != "apitoken:deploy" {
 		t.Errorf("audit actor %q, want apitoken:deploy", audit[0].Actor)
@@ -372,7 +372,7 @@ func TestAPITokens(t *testing.T) {
 		t.Errorf("revoked token: %d", got.code)
 	}
 	// Expired tokens are refused.
-	c.call("POST", "/v1/admin/apitokens", api.APITokenRequest{Name: "short", Role: "viewer", TTL: "1m"}, &tok)
+	c.call("POST", "/v1/admin/apitokens", adminapi.APITokenRequest{Name: "short", Role: "viewer", TTL: "1m"}, &tok)
 	bot.bearer = tok.Token
 	h.clock.Advance(2 * time.Minute)
 	if got := bot.call("GET", "/v1/admin/nodes", nil, nil); got.code != http.StatusUnauthorized {
@@ -401,7 +401,7 @@ spec:
 func TestPolicyValidateWhatIfGraph(t *testing.T) {
 	h := newHarness(t)
 	c := h.admin()
-	var v api.Validation
+	var v adminapi.Validation
 	if got := c.do("POST", "/v1/admin/policies/validate", "application/yaml", badPolicy, map[string]string{auth.CSRFHeader: c.csrf}); got.code != 200 {
 		t.Fatalf("validate: %d %s", got.code, got.body)
 	} else {
@@ -427,15 +427,15 @@ func TestPolicyValidateWhatIfGraph(t *testing.T) {
 	// Two nodes: web (selected by the policy, ingress on 80 allowed) and
 	// a client; egress from the client is not isolated, so the baseline
 	// (deny) decides it.
-	var tok api.TokenResponse
-	c.call("POST", "/v1/admin/tokens", api.TokenRequest{Namespace: "prod", Uses: 2}, &tok)
+	var tok adminapi.JoinTokenCreated
+	c.call("POST", "/v1/admin/tokens", adminapi.JoinTokenRequest{Namespace: "prod", Uses: 2}, &tok)
 	if err := h.enroll(tok.Token, "web"); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.enroll(tok.Token, "cli"); err != nil {
 		t.Fatal(err)
 	}
-	var w api.WhatIf
+	var w adminapi.WhatIf
 	if got := c.call("GET", "/v1/admin/whatif?from=prod/cli&to=prod/web&port=80&protocol=tcp", nil, &w); got.code != 200 {
 		t.Fatalf("whatif: %d %s", got.code, got.body)
 	}
@@ -448,14 +448,14 @@ func TestPolicyValidateWhatIfGraph(t *testing.T) {
 	if got := c.call("GET", "/v1/admin/whatif?from=prod/cli&to=prod/web&port=0", nil, nil); got.code != http.StatusBadRequest {
 		t.Errorf("port 0: %d", got.code)
 	}
-	var g api.Graph
+	var g adminapi.Graph
 	c.call("GET", "/v1/admin/graph?namespace=prod", nil, &g)
 	if len(g.Nodes) != 2 || len(g.Edges) != 0 {
 		t.Errorf("graph %+v: want the two nodes and no edge (the baseline denies egress)", g)
 	}
-	var st api.Status
+	var st adminapi.Status
 	c.call("GET", "/v1/admin/status", nil, &st)
-	if len(st.Nodes) != 2 || st.Nodes[0].SPIFFEID != "spiffe://example.test/latch/node/cli" || st.Nodes[0].CertExpires.IsZero() || st.Nodes[0].Online {
+	if len(st.Nodes) != 2 || st.Nodes[0].SpiffeID != "spiffe://example.test/latch/node/cli" || st.Nodes[0].CertExpires.IsZero() || st.Nodes[0].Online {
 		t.Errorf("status %+v", st.Nodes)
 	}
 }
@@ -474,8 +474,8 @@ func TestEventStream(t *testing.T) {
 	if r.StatusCode != 200 || r.Header.Get("Content-Type") != "text/event-stream" {
 		t.Fatalf("events: %d %s", r.StatusCode, r.Header.Get("Content-Type"))
 	}
-	var tok api.TokenResponse
-	c.call("POST", "/v1/admin/tokens", api.TokenRequest{Uses: 1}, &tok)
+	var tok adminapi.JoinTokenCreated
+	c.call("POST", "/v1/admin/tokens", adminapi.JoinTokenRequest{Uses: 1}, &tok)
 	if err := h.enroll(tok.Token, "n1"); err != nil {
 		t.Fatal(err)
 	}
@@ -490,7 +490,7 @@ func TestEventStream(t *testing.T) {
 
 func TestDeniedFlowsSource(t *testing.T) {
 	h := newHarness(t)
-	var got deniedFlowsAnswer
+	var got adminapi.DeniedFlows
 	h.admin().call("GET", "/v1/admin/flows/denied", nil, &got)
 	if !got.Available || got.Flows == nil || len(got.Flows) != 0 {
 		t.Errorf("before any flow: %+v; want available=true and no flows", got)
@@ -529,7 +529,7 @@ func TestDeniedFlowsSource(t *testing.T) {
 	if r := v.do("GET", "/v1/admin/namespaces/prod/suggest?since=1h", "", "", nil); r.code != 200 || !strings.Contains(r.body, "kind: NetworkPolicy") {
 		t.Errorf("viewer suggestion: %d %q", r.code, r.body)
 	}
-	if r := v.call("PUT", "/v1/admin/namespaces/prod", store.Namespace{Mode: "enforce"}, nil); r.code != http.StatusForbidden {
+	if r := v.call("PUT", "/v1/admin/namespaces/prod", adminapi.Namespace{Mode: "enforce"}, nil); r.code != http.StatusForbidden {
 		t.Errorf("viewer switching prod to enforce: %d %s", r.code, r.body)
 	}
 }
@@ -612,15 +612,15 @@ func TestSpiffeApproval(t *testing.T) {
 
 	// A viewer reads the lists and may decide nothing.
 	v := h.loggedIn("vera", h.createUser("vera", "viewer"))
-	var pending []store.SpiffeNode
+	var pending []adminapi.SpiffeNode
 	if r := v.call("GET", "/v1/admin/spiffe/nodes?status=pending", nil, &pending); r.code != 200 || len(pending) != 2 {
 		t.Fatalf("viewer: pending list %d %s", r.code, r.body)
 	}
 	before := h.auditLen()
-	if r := v.call("POST", "/v1/admin/spiffe/nodes/approve", api.SpiffeApproval{Node: "laptop", Namespace: "dev"}, nil); r.code != http.StatusForbidden {
+	if r := v.call("POST", "/v1/admin/spiffe/nodes/approve", adminapi.SpiffeApproval{Node: "laptop", Namespace: "dev"}, nil); r.code != http.StatusForbidden {
 		t.Errorf("viewer approving: %d %s", r.code, r.body)
 	}
-	if r := v.call("POST", "/v1/admin/spiffe/nodes/reject", api.SpiffeRejection{Node: "laptop"}, nil); r.code != http.StatusForbidden {
+	if r := v.call("POST", "/v1/admin/spiffe/nodes/reject", adminapi.SpiffeRejection{Node: "laptop"}, nil); r.code != http.StatusForbidden {
 		t.Errorf("viewer rejecting: %d %s", r.code, r.body)
 	}
 	// An admin's session without the CSRF header is refused too.
@@ -633,25 +633,25 @@ func TestSpiffeApproval(t *testing.T) {
 
 	// The admin approves laptop (by SPIFFE ID, as the console does) with a
 	// bad label first, then a good one; then it registers.
-	if r := adm.call("POST", "/v1/admin/spiffe/nodes/approve", api.SpiffeApproval{Node: "spiffe://spire.test/dev/laptop", Namespace: "dev",
+	if r := adm.call("POST", "/v1/admin/spiffe/nodes/approve", adminapi.SpiffeApproval{Node: "spiffe://spire.test/dev/laptop", Namespace: "dev",
 		Labels: map[string]string{"role": "bad value!"}}, nil); r.code != http.StatusBadRequest || !strings.Contains(r.body, "label role") {
 		t.Errorf("approving with a bad label: %d %s", r.code, r.body)
 	}
-	var n store.Node
-	if r := adm.call("POST", "/v1/admin/spiffe/nodes/approve", api.SpiffeApproval{Node: "spiffe://spire.test/dev/laptop", Namespace: "dev",
+	var n adminapi.Node
+	if r := adm.call("POST", "/v1/admin/spiffe/nodes/approve", adminapi.SpiffeApproval{Node: "spiffe://spire.test/dev/laptop", Namespace: "dev",
 		Labels: map[string]string{"role": "client"}}, &n); r.code != 200 || n.Name != "laptop" || n.Namespace != "dev" || n.Labels["role"] != "client" {
 		t.Fatalf("approve: %d %s", r.code, r.body)
 	}
 	if code, e := h.registerSpire(laptop); code != 200 {
 		t.Errorf("register after approval: %d %+v", code, e)
 	}
-	if r := adm.call("POST", "/v1/admin/spiffe/nodes/reject", api.SpiffeRejection{Node: "spiffe://spire.test/dev/kiosk"}, nil); r.code != http.StatusNoContent {
+	if r := adm.call("POST", "/v1/admin/spiffe/nodes/reject", adminapi.SpiffeRejection{Node: "spiffe://spire.test/dev/kiosk"}, nil); r.code != http.StatusNoContent {
 		t.Fatalf("reject: %d %s", r.code, r.body)
 	}
 	if code, e := h.registerSpire(kiosk); code != http.StatusForbidden || e.Code != "rejected" {
 		t.Errorf("register after rejection: %d %+v", code, e)
 	}
-	var audit []store.AuditEntry
+	var audit []adminapi.AuditEntry
 	adm.call("GET", "/v1/admin/audit", nil, &audit)
 	actions := map[string]string{}
 	for _, a := range audit {
@@ -662,16 +662,16 @@ func TestSpiffeApproval(t *testing.T) {
 	}
 
 	// The node list says where each identity comes from.
-	var tok api.TokenResponse
-	adm.call("POST", "/v1/admin/tokens", api.TokenRequest{Uses: 1}, &tok)
+	var tok adminapi.JoinTokenCreated
+	adm.call("POST", "/v1/admin/tokens", adminapi.JoinTokenRequest{Uses: 1}, &tok)
 	if err := h.enroll(tok.Token, "tok-1"); err != nil {
 		t.Fatal(err)
 	}
-	var nodes []api.NodeStatus
+	var nodes []adminapi.Node
 	v.call("GET", "/v1/admin/nodes", nil, &nodes)
 	got := map[string]string{}
 	for _, n := range nodes {
-		got[n.Name] = n.Identity + " " + n.SPIFFEID
+		got[n.Name] = n.Identity + " " + n.SpiffeID
 	}
 	want := map[string]string{"laptop": "spire spiffe://spire.test/dev/laptop", "web": "spire spiffe://spire.test/prod/web",
 		"tok-1": "ca spiffe://example.test/latch/node/tok-1"}
@@ -683,11 +683,11 @@ func TestSpiffeApproval(t *testing.T) {
 			t.Errorf("node %s: %q, want %q", k, got[k], w)
 		}
 	}
-	var st api.Status
+	var st adminapi.Status
 	v.call("GET", "/v1/admin/status", nil, &st)
 	for _, n := range st.Nodes {
-		if n.Identity+" "+n.SPIFFEID != want[n.Name] {
-			t.Errorf("status of %s: %s %s", n.Name, n.Identity, n.SPIFFEID)
+		if n.Identity+" "+n.SpiffeID != want[n.Name] {
+			t.Errorf("status of %s: %s %s", n.Name, n.Identity, n.SpiffeID)
 		}
 	}
 }

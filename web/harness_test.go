@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/latchnet/latch/adminapi"
 	"github.com/latchnet/latch/coordinator/api"
 	"github.com/latchnet/latch/coordinator/auth"
 	"github.com/latchnet/latch/coordinator/ca"
@@ -230,8 +231,8 @@ func (h *harness) admin() *client { return h.loggedIn("admin", h.adminPW) }
 // createUser makes a user through the admin API and returns its password.
 func (h *harness) createUser(name, role string) string {
 	h.t.Helper()
-	var out api.UserRequest
-	if r := h.admin().call("POST", "/v1/admin/users", api.UserRequest{Name: name, Role: role}, &out); r.code != 200 {
+	var out adminapi.UserCreated
+	if r := h.admin().call("POST", "/v1/admin/users", adminapi.UserRequest{Name: name, Role: role}, &out); r.code != 200 {
 		h.t.Fatalf("creating user %s: %d %s", name, r.code, r.body)
 	}
 	return out.Password

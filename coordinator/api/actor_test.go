@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"net/http"
@@ -9,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/latchnet/latch/adminapi"
 	"github.com/latchnet/latch/coordinator/auth"
 	"github.com/latchnet/latch/coordinator/spiffetrust"
-	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/internal/spiffetest"
 	"github.com/latchnet/latch/wire"
 )
@@ -38,9 +39,9 @@ func (h *harness) callAs(method, path, body string, authz func(*http.Request)) (
 // auditActor returns the actor of the newest audit entry with action.
 func (h *harness) auditActor(action string) string {
 	h.t.Helper()
-	var entries []store.AuditEntry
-	if code, body := h.adminCall("GET", "/v1/admin/audit", "", &entries); code != http.StatusOK {
-		h.t.Fatalf("audit: %d %s", code, body)
+	entries, err := h.client().Audit(context.Background())
+	if err != nil {
+		h.t.Fatalf("audit: %v", err)
 	}
 	for _, e := range entries {
 		if e.Action == action {
@@ -64,9 +65,9 @@ func TestSpiffeDecisionsAuditTheRealActor(t *testing.T) {
 	if code, e := postJSON(t, laptop, h.srv.URL+wire.PathRegister, wire.RegisterRequest{PublicKey: "k"}); code != http.StatusForbidden || e.Code != "pending" {
 		t.Fatalf("register of an unmapped SPIRE node: %d %+v", code, e)
 	}
-	var tok APITokenResponse
-	if code, body := h.adminCall("POST", "/v1/admin/apitokens", `{"name":"ops","role":"admin","ttl":"1h"}`, &tok); code != http.StatusOK {
-		t.Fatalf("api token: %d %s", code, body)
+	tok, err := h.client().CreateAPIToken(context.Background(), adminapi.APITokenRequest{Name: "ops", Role: "admin", TTL: "1h"})
+	if err != nil {
+		t.Fatalf("api token: %v", err)
 	}
 	bearer := func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok.Token) }
 	if code, body := h.callAs("POST", "/v1/admin/spiffe/nodes/approve", `{"node":"laptop","namespace":"dev"}`, bearer); code != http.StatusOK {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/latchnet/latch/adminapi"
 	"github.com/latchnet/latch/coordinator/ca"
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
@@ -61,14 +62,20 @@ func (s *Server) read(c echo.Context, fn func(store.Tx) (any, error)) error {
 	return c.JSON(http.StatusOK, out)
 }
 
-// listNodes lists the nodes with their SPIFFE IDs and where those come
-// from (NodeStatus); the fields of store.Node are unchanged.
+// listNodes lists the nodes with their SPIFFE IDs, where those come from,
+// and whether they are online.
 func (s *Server) listNodes(c echo.Context) error {
 	return s.read(c, func(tx store.Tx) (any, error) { return s.nodeStatuses(tx) })
 }
 
 func (s *Server) getNode(c echo.Context) error {
-	return s.read(c, func(tx store.Tx) (any, error) { return tx.GetNode(c.Param("name")) })
+	return s.read(c, func(tx store.Tx) (any, error) {
+		n, err := tx.GetNode(c.Param("name"))
+		if err != nil {
+			return nil, err
+		}
+		return s.nodeStatus(tx, n)
+	})
 }
 
 func (s *Server) deleteNode(c echo.Context) error {
@@ -78,47 +85,45 @@ func (s *Server) deleteNode(c echo.Context) error {
 	return c.NoContent(http.StatusNoContent)
 }
 
-// NodeGrants is what a node may host: Granted by its join token, its
-// approval or an admin (changed with the grant and revoke routes), and
-// Mapped by the --spiffe-map entry its SPIFFE ID matches.
-type NodeGrants struct {
-	Node     string    `json:"node"`
-	Granted  grant.Set `json:"granted"`
-	SpiffeID string    `json:"spiffeID,omitempty"`
-	Mapped   grant.Set `json:"mapped"`
-}
-
 // nodeGrants shows what a node may host.
 func (s *Server) nodeGrants(c echo.Context) error {
 	g, err := s.cfg.State.Grants(c.Request().Context(), c.Param("name"))
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, NodeGrants{Node: g.Node, Granted: g.Granted, SpiffeID: g.SpiffeID, Mapped: g.Mapped})
+	return c.JSON(http.StatusOK, toNodeGrants(g))
 }
 
-// grantNode adds grants (a grant.Set) to a node; revokeNodeGrants removes
-// them. Both answer with the node's grants after the change.
+// grantNode adds grants to a node; revokeNodeGrants removes them. Both
+// answer with the node's grants after the change.
 func (s *Server) grantNode(c echo.Context) error {
-	var req grant.Set
-	if err := bind(c, &req); err != nil {
+	g, err := bindGrantSet(c)
+	if err != nil {
 		return err
 	}
-	if _, err := s.cfg.State.GrantNode(c.Request().Context(), PrincipalOf(c).Name, c.Param("name"), req); err != nil {
+	if _, err := s.cfg.State.GrantNode(c.Request().Context(), PrincipalOf(c).Name, c.Param("name"), g); err != nil {
 		return err
 	}
 	return s.nodeGrants(c)
 }
 
 func (s *Server) revokeNodeGrants(c echo.Context) error {
-	var req grant.Set
-	if err := bind(c, &req); err != nil {
+	g, err := bindGrantSet(c)
+	if err != nil {
 		return err
 	}
-	if _, err := s.cfg.State.RevokeNode(c.Request().Context(), PrincipalOf(c).Name, c.Param("name"), req); err != nil {
+	if _, err := s.cfg.State.RevokeNode(c.Request().Context(), PrincipalOf(c).Name, c.Param("name"), g); err != nil {
 		return err
 	}
 	return s.nodeGrants(c)
+}
+
+func bindGrantSet(c echo.Context) (grant.Set, error) {
+	var req adminapi.GrantSet
+	if err := bind(c, &req); err != nil {
+		return grant.Set{}, err
+	}
+	return fromGrantSet(req)
 }
 
 func (s *Server) nodeView(c echo.Context) error {
@@ -126,31 +131,42 @@ func (s *Server) nodeView(c echo.Context) error {
 	if v == nil {
 		return fail(http.StatusNotFound, "not_found", "node %q has no view: it does not exist", c.Param("name"))
 	}
-	return c.JSON(http.StatusOK, v)
+	return c.JSON(http.StatusOK, toNodeView(v))
 }
 
 func (s *Server) listNamespaces(c echo.Context) error {
-	return s.read(c, func(tx store.Tx) (any, error) { return tx.ListNamespaces() })
+	return s.read(c, func(tx store.Tx) (any, error) {
+		nss, err := tx.ListNamespaces()
+		return list(nss, toNamespace), err
+	})
 }
 
+// putNamespace takes the namespace's name from the path; a name in the
+// body is ignored.
 func (s *Server) putNamespace(c echo.Context) error {
-	var ns store.Namespace
-	if err := bind(c, &ns); err != nil {
+	var req adminapi.Namespace
+	if err := bind(c, &req); err != nil {
 		return err
 	}
-	ns.Name = c.Param("name")
+	ns := store.Namespace{Name: c.Param("name"), Labels: req.Labels, Mode: req.Mode}
 	if err := s.cfg.State.PutNamespace(c.Request().Context(), PrincipalOf(c).Name, ns); err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, ns)
+	return c.JSON(http.StatusOK, toNamespace(ns))
 }
 
 func (s *Server) listWorkloads(c echo.Context) error {
-	return s.read(c, func(tx store.Tx) (any, error) { return tx.ListWorkloads() })
+	return s.read(c, func(tx store.Tx) (any, error) {
+		ws, err := tx.ListWorkloads()
+		return list(ws, toWorkload), err
+	})
 }
 
 func (s *Server) listPolicies(c echo.Context) error {
-	return s.read(c, func(tx store.Tx) (any, error) { return tx.ListPolicies() })
+	return s.read(c, func(tx store.Tx) (any, error) {
+		ps, err := tx.ListPolicies()
+		return list(ps, toPolicy), err
+	})
 }
 
 // applyPolicies takes multi-document YAML in the body; the file name for
@@ -168,7 +184,7 @@ func (s *Server) applyPolicies(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"applied": keys})
+	return c.JSON(http.StatusOK, adminapi.PolicyApplied{Applied: keys})
 }
 
 func (s *Server) deletePolicy(c echo.Context) error {
@@ -178,27 +194,13 @@ func (s *Server) deletePolicy(c echo.Context) error {
 	return c.NoContent(http.StatusNoContent)
 }
 
-// TokenRequest asks for a join token.
-type TokenRequest struct {
-	Namespace string            `json:"namespace,omitempty"`
-	Labels    map[string]string `json:"labels,omitempty"`
-	// Workloads are what the enrolled nodes may host: grant objects, or
-	// strings in the syntax of grant.Parse.
-	Workloads []grant.Workload `json:"workloads,omitempty"`
-	Uses      int              `json:"uses,omitempty"` // default 1
-	TTL       string           `json:"ttl,omitempty"`  // Go duration, default 1h, at most state.MaxJoinTokenTTL
-}
-
-// TokenResponse carries the token, shown once.
-type TokenResponse struct {
-	Token     string    `json:"token"`
-	ID        string    `json:"id"`
-	ExpiresAt time.Time `json:"expiresAt"`
-}
-
 func (s *Server) createToken(c echo.Context) error {
-	var req TokenRequest
+	var req adminapi.JoinTokenRequest
 	if err := bind(c, &req); err != nil {
+		return err
+	}
+	workloads, err := fromGrants(req.Workloads)
+	if err != nil {
 		return err
 	}
 	if req.Uses == 0 {
@@ -220,21 +222,20 @@ func (s *Server) createToken(c echo.Context) error {
 		return err
 	}
 	now := s.cfg.Now()
-	t := store.Token{ID: tok.ID, SecretHash: hash, Namespace: req.Namespace, Labels: req.Labels, Workloads: req.Workloads,
+	t := store.Token{ID: tok.ID, SecretHash: hash, Namespace: req.Namespace, Labels: req.Labels, Workloads: workloads,
 		UsesLeft: req.Uses, ExpiresAt: now.Add(ttl), CreatedAt: now}
 	if err := s.cfg.State.AddToken(c.Request().Context(), PrincipalOf(c).Name, t); err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, TokenResponse{Token: tok.String(), ID: tok.ID, ExpiresAt: t.ExpiresAt})
+	return c.JSON(http.StatusOK, adminapi.JoinTokenCreated{Token: tok.String(), ID: tok.ID, ExpiresAt: t.ExpiresAt})
 }
 
+// listTokens lists the join tokens; the converter leaves out their
+// secrets' hashes.
 func (s *Server) listTokens(c echo.Context) error {
 	return s.read(c, func(tx store.Tx) (any, error) {
 		ts, err := tx.ListTokens()
-		for i := range ts {
-			ts[i].SecretHash = nil
-		}
-		return ts, err
+		return list(ts, toJoinToken), err
 	})
 }
 
@@ -246,5 +247,8 @@ func (s *Server) revokeToken(c echo.Context) error {
 }
 
 func (s *Server) listAudit(c echo.Context) error {
-	return s.read(c, func(tx store.Tx) (any, error) { return tx.ListAudit(200) })
+	return s.read(c, func(tx store.Tx) (any, error) {
+		es, err := tx.ListAudit(200)
+		return list(es, toAuditEntry), err
+	})
 }

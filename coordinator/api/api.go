@@ -5,7 +5,9 @@
 // (the admin bearer token, API tokens with a role, or a web console session
 // cookie with a CSRF header). Every change goes through package state.
 // Public, without authentication: the install script (/install.sh), the CA
-// certificate (/ca.pem) and the binaries it installs (/dl/).
+// certificate (/ca.pem), the binaries it installs (/dl/) and the OpenAPI
+// description of the admin API (/v1/openapi.json). The admin API answers
+// only the types of package adminapi (converted at this edge, convert.go).
 //
 // Only cmd/latch (through package cli) imports it.
 package api
@@ -25,6 +27,7 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/latchnet/latch/adminapi"
 	"github.com/latchnet/latch/coordinator/auth"
 	"github.com/latchnet/latch/coordinator/ca"
 	"github.com/latchnet/latch/coordinator/ratelimit"
@@ -127,11 +130,18 @@ func New(cfg Config) *Server {
 	admin := s.e.Group("/v1/admin", s.adminAuth)
 	s.adminRoutes(admin)
 	s.spiffeRoutes(admin)
+	s.e.GET(adminapi.OpenAPIPath, s.openAPI)
 	s.installRoutes()
 	for _, ext := range cfg.Extensions {
 		ext(s.e, admin)
 	}
 	return s
+}
+
+// openAPI serves the OpenAPI description of the admin API, without
+// authentication: it holds no data, only the routes and their types.
+func (s *Server) openAPI(c echo.Context) error {
+	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, adminapi.OpenAPI)
 }
 
 // ServeHTTP implements http.Handler.
@@ -146,6 +156,9 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.err.Error() }
 func (e *apiError) Unwrap() error { return e.err }
+
+// body is the error's answer on the admin API.
+func (e *apiError) body() adminapi.Error { return adminapi.Error{Error: e.err.Error(), Code: e.code} }
 
 func fail(status int, code string, format string, a ...any) error {
 	return &apiError{status: status, code: code, err: fmt.Errorf(format, a...)}
@@ -188,6 +201,10 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		s.cfg.Log.Error("request failed", "path", c.Path(), "err", err)
 	}
 	if c.Response().Committed {
+		return
+	}
+	if strings.HasPrefix(c.Request().URL.Path, adminapi.Prefix+"/") {
+		_ = c.JSON(ae.status, ae.body())
 		return
 	}
 	_ = c.JSON(ae.status, wire.Error{Error: ae.err.Error(), Code: ae.code})

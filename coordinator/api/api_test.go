@@ -10,7 +10,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -18,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/latchnet/latch/adminapi"
+	"github.com/latchnet/latch/adminapi/client"
 	"github.com/latchnet/latch/coordinator/ca"
 	"github.com/latchnet/latch/coordinator/fanout"
 	"github.com/latchnet/latch/coordinator/spiffemap"
@@ -123,11 +124,13 @@ func (h *harness) adminCall(method, path, body string, out any) (int, string) {
 // token creates a join token for namespace prod granting the workloads
 // specs (grant.Parse syntax).
 func (h *harness) token(uses int, specs ...string) string {
-	var resp TokenResponse
-	ws, _ := json.Marshal(specs)
-	code, body := h.adminCall("POST", "/v1/admin/tokens", fmt.Sprintf(`{"namespace":"prod","uses":%d,"ttl":"10m","workloads":%s}`, uses, ws), &resp)
-	if code != 200 {
-		h.t.Fatalf("token create: %d %s", code, body)
+	var ws []adminapi.Grant
+	for _, s := range specs {
+		ws = append(ws, adminapi.GrantSpec(s))
+	}
+	resp, err := h.client().CreateJoinToken(context.Background(), adminapi.JoinTokenRequest{Namespace: "prod", Uses: uses, TTL: "10m", Workloads: ws})
+	if err != nil {
+		h.t.Fatalf("token create: %v", err)
 	}
 	return resp.Token
 }
@@ -261,12 +264,13 @@ func TestNodeLifecycle(t *testing.T) {
 		t.Fatalf("first message: %+v", m)
 	}
 	// A bad policy is refused with the validator's message.
-	if code, body := h.adminCall("POST", "/v1/admin/policies?filename=bad.yaml", "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x, namespace: prod}\nspec: {podSelector: {}, ingress: [{ports: [{port: 0}]}]}\n", nil); code != 400 || !strings.Contains(body, "bad.yaml: document 1") {
-		t.Fatalf("bad policy: %d %s", code, body)
+	c := h.client()
+	if _, err := c.ApplyPolicies(ctx, "bad.yaml", []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x, namespace: prod}\nspec: {podSelector: {}, ingress: [{ports: [{port: 0}]}]}\n")); !client.IsCode(err, "invalid") || !strings.Contains(err.Error(), "bad.yaml: document 1") {
+		t.Fatalf("bad policy: %v", err)
 	}
 	// A good one makes a and b peers, delivered as a delta.
-	if code, body := h.adminCall("POST", "/v1/admin/policies", policies, nil); code != 200 {
-		t.Fatalf("apply: %d %s", code, body)
+	if _, err := c.ApplyPolicies(ctx, "", []byte(policies)); err != nil {
+		t.Fatalf("apply: %v", err)
 	}
 	m = next()
 	if m.Delta == nil || len(m.Delta.UpsertPeers) != 1 || m.Delta.UpsertPeers[0].Node != "node-b" || m.Delta.UpsertPeers[0].PublicKey != "key-node-b" {
@@ -278,8 +282,8 @@ func TestNodeLifecycle(t *testing.T) {
 		t.Fatalf("renew: %d %s", code, body)
 	}
 	// Deleting b removes it from a's view; b's certificate is refused.
-	if code, body := h.adminCall("DELETE", "/v1/admin/nodes/node-b", "", nil); code != 204 {
-		t.Fatalf("delete: %d %s", code, body)
+	if err := c.DeleteNode(ctx, "node-b"); err != nil {
+		t.Fatalf("delete: %v", err)
 	}
 	m = next()
 	if m.Delta == nil || len(m.Delta.RemovePeers) != 1 {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"crypto/tls"
 	"net/http"
 	"strings"
@@ -65,8 +66,8 @@ func TestCertificatesOfADeletedNodeAreRefusedAfterReenrollment(t *testing.T) {
 	if code, body := h.register(renewed); code != http.StatusOK {
 		t.Fatalf("register: %d %s", code, body)
 	}
-	if code, body := h.adminCall("DELETE", "/v1/admin/nodes/node-a", "", nil); code != http.StatusNoContent {
-		t.Fatalf("delete: %d %s", code, body)
+	if err := h.client().DeleteNode(context.Background(), "node-a"); err != nil {
+		t.Fatalf("delete: %v", err)
 	}
 	again, code, msg := h.enroll(h.token(1), "node-a")
 	if again == nil {

@@ -85,7 +85,7 @@ func parseSince(v string, now time.Time) (time.Time, error) {
 // goes away (the console's live tail and `latch flows --follow`). A
 // following query authenticates again at least once per keepalive
 // interval (Config.Keepalive); when its credential no longer holds, its
-// last line is a wire.Error (a JSON object with "error" and "code") and
+// last line is an adminapi.Error (a JSON object with "error" and "code") and
 // it ends.
 func (s *Server) listFlows(c echo.Context) error {
 	q, err := s.flowQuery(c)
@@ -107,10 +107,7 @@ func (s *Server) listFlows(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		if fs == nil {
-			fs = []store.Flow{}
-		}
-		return c.JSON(http.StatusOK, fs)
+		return c.JSON(http.StatusOK, list(fs, ToFlow))
 	}
 	w := c.Response()
 	w.Header().Set(echo.HeaderContentType, "application/x-ndjson")
@@ -125,8 +122,7 @@ func (s *Server) listFlows(c echo.Context) error {
 		if time.Since(checked) >= s.cfg.Keepalive {
 			checked = time.Now()
 			if err := s.adminStillAuthorized(c); err != nil {
-				ae := classify(err)
-				_ = enc.Encode(wire.Error{Error: ae.err.Error(), Code: ae.code})
+				_ = enc.Encode(classify(err).body())
 				w.Flush()
 				return nil
 			}
@@ -139,7 +135,7 @@ func (s *Server) listFlows(c echo.Context) error {
 			return nil
 		}
 		for i := range fs {
-			if err := enc.Encode(&fs[i]); err != nil {
+			if err := enc.Encode(ToFlow(fs[i])); err != nil {
 				return nil
 			}
 			q.AfterID = fs[i].ID
@@ -174,7 +170,7 @@ func (s *Server) exportFlows(c echo.Context, q store.FlowQuery) error {
 	enc := json.NewEncoder(w)
 	for {
 		for i := range fs {
-			if err := enc.Encode(&fs[i]); err != nil {
+			if err := enc.Encode(ToFlow(fs[i])); err != nil {
 				return nil
 			}
 			q.AfterID = fs[i].ID

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/latchnet/latch/adminapi"
+	"github.com/latchnet/latch/adminapi/client"
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/inventory"
 	"github.com/latchnet/latch/policy"
@@ -71,22 +73,22 @@ func TestFlowsIngestListFollowSuggest(t *testing.T) {
 		rec(wire.DirIngress, wire.VerdictWouldDeny, 8080), rec(wire.DirIngress, wire.VerdictAllowed, 9090)}}, &resp); code != 200 || resp.Accepted != 2 {
 		t.Fatalf("node-b batch: %d %s", code, body)
 	}
-	var fs []store.Flow
-	if code, body := h.adminCall("GET", "/v1/admin/flows?namespace=prod&verdict=would-deny&since=1h", "", &fs); code != 200 || len(fs) != 2 {
-		t.Fatalf("list: %d %s", code, body)
+	c := h.client()
+	fs, err := c.Flows(context.Background(), client.FlowQuery{Namespace: "prod", Verdict: adminapi.VerdictWouldDeny, Since: "1h"})
+	if err != nil || len(fs) != 2 {
+		t.Fatalf("list: %v %+v", err, fs)
 	}
 	if f := fs[0]; f.Src.Workload != "web" || f.Src.Node != "node-a" || f.Dst.Workload != "api" || f.Dst.Node != "node-b" ||
 		f.Reporter != "node-a" || f.Port != 8080 || f.Packets != 2 {
 		t.Fatalf("resolved flow: %+v", f)
 	}
-	if code, body := h.adminCall("GET", "/v1/admin/flows?verdict=maybe", "", nil); code != 400 || !strings.Contains(body, "want allowed, denied or would-deny") {
-		t.Fatalf("bad verdict: %d %s", code, body)
+	if _, err := c.Flows(context.Background(), client.FlowQuery{Verdict: "maybe"}); !client.IsCode(err, "invalid") || !strings.Contains(err.Error(), "want allowed, denied or would-deny") {
+		t.Fatalf("bad verdict: %v", err)
 	}
-	if code, body := h.adminCall("GET", "/v1/admin/flows?namespace=other", "", &fs); code != 200 || len(fs) != 0 || strings.TrimSpace(body) != "[]" {
+	if code, body := h.adminCall("GET", "/v1/admin/flows?namespace=other", "", nil); code != 200 || strings.TrimSpace(body) != "[]" {
 		t.Fatalf("empty list: %d %s", code, body)
 	}
 	// Export: the same filtered flows as JSON lines, to download.
-	h.adminCall("GET", "/v1/admin/flows?namespace=prod&verdict=would-deny&since=1h", "", &fs)
 	if code, body := h.adminCall("GET", "/v1/admin/flows?namespace=prod&verdict=would-deny&since=1h&format=jsonl", "", nil); code != 200 {
 		t.Fatalf("export: %d %s", code, body)
 	} else {
@@ -95,7 +97,7 @@ func TestFlowsIngestListFollowSuggest(t *testing.T) {
 			t.Fatalf("export: %d lines, want 2:\n%s", len(lines), body)
 		}
 		for i, l := range lines {
-			var f store.Flow
+			var f adminapi.Flow
 			if err := json.Unmarshal([]byte(l), &f); err != nil || f.ID != fs[i].ID || f.Verdict != wire.VerdictWouldDeny {
 				t.Errorf("export line %d %q: %v; want flow %d", i, l, err, fs[i].ID)
 			}
@@ -126,11 +128,11 @@ func TestFlowsIngestListFollowSuggest(t *testing.T) {
 	}
 	defer res.Body.Close()
 	lines := bufio.NewScanner(res.Body)
-	next := func() store.Flow {
+	next := func() adminapi.Flow {
 		if !lines.Scan() {
 			t.Fatalf("follow ended: %v", lines.Err())
 		}
-		var f store.Flow
+		var f adminapi.Flow
 		if err := json.Unmarshal(lines.Bytes(), &f); err != nil {
 			t.Fatal(err)
 		}
@@ -157,11 +159,12 @@ func TestFlowsIngestListFollowSuggest(t *testing.T) {
 	if code, body := h.post(b, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{rec(wire.DirIngress, wire.VerdictAllowed, 6666)}}, &resp); code != 200 || resp.Accepted != 1 {
 		t.Fatalf("node-b batch: %d %s", code, body)
 	}
-	code, yml := h.adminCall("GET", "/v1/admin/namespaces/prod/suggest?since=1h", "", nil)
-	if code != 200 {
-		t.Fatalf("suggest: %d %s", code, yml)
+	data, err := c.Suggest(ctx, "prod", "1h")
+	if err != nil {
+		t.Fatalf("suggest: %v", err)
 	}
-	ps, err := policy.Parse("suggestion", []byte(yml))
+	yml := string(data)
+	ps, err := policy.Parse("suggestion", data)
 	if err != nil || len(ps) != 2 {
 		t.Fatalf("suggestion: %v\n%s", err, yml)
 	}
@@ -178,11 +181,11 @@ func TestFlowsIngestListFollowSuggest(t *testing.T) {
 			t.Errorf("suggested policy: web -> api:%d allowed=%v, want %v\n%s", port, got, want, yml)
 		}
 	}
-	if code, body := h.adminCall("POST", "/v1/admin/policies", yml, nil); code != 200 {
-		t.Fatalf("applying the suggestion: %d %s", code, body)
+	if _, err := c.ApplyPolicies(ctx, "suggestion", data); err != nil {
+		t.Fatalf("applying the suggestion: %v", err)
 	}
-	if code, body := h.adminCall("GET", "/v1/admin/namespaces/nope/suggest", "", nil); code != 404 {
-		t.Fatalf("unknown namespace: %d %s", code, body)
+	if _, err := c.Suggest(ctx, "nope", ""); !client.IsCode(err, "not_found") {
+		t.Fatalf("unknown namespace: %v", err)
 	}
 }
 
@@ -274,7 +277,7 @@ func TestFlowExportAll(t *testing.T) {
 	}
 	var prev int64
 	for i, l := range lines {
-		var f store.Flow
+		var f adminapi.Flow
 		if err := json.Unmarshal([]byte(l), &f); err != nil || f.ID <= prev {
 			t.Fatalf("line %d %q: %v (previous id %d); want flows oldest first, each once", i, l, err, prev)
 		}
@@ -333,7 +336,7 @@ func TestFlowRecordBounds(t *testing.T) {
 			}
 		})
 	}
-	var fs []store.Flow
+	var fs []adminapi.Flow
 	if code, body := h.adminCall("GET", "/v1/admin/flows", "", &fs); code != 200 {
 		t.Fatalf("list: %d %s", code, body)
 	}

@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/latchnet/latch/adminapi"
 	"github.com/latchnet/latch/coordinator/ca"
 	"github.com/latchnet/latch/coordinator/fanout"
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
-	"github.com/latchnet/latch/wire"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -65,14 +65,14 @@ func FuzzAdminBodies(f *testing.F) {
 			t.Fatalf("%s %s with %q: %d %s", r.method, r.path, body, rec.Code, rec.Body)
 		}
 		if rec.Code >= 400 {
-			var e wire.Error
+			var e adminapi.Error
 			if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Error == "" {
 				t.Fatalf("%s %s: %d with body %q: want a JSON error with a message", r.method, r.path, rec.Code, rec.Body)
 			}
 			return
 		}
 		if r.path == "/v1/admin/tokens" && rec.Code == http.StatusOK {
-			var tr TokenResponse
+			var tr adminapi.JoinTokenCreated
 			if err := json.Unmarshal(rec.Body.Bytes(), &tr); err != nil {
 				t.Fatalf("token answer %q: %v", rec.Body, err)
 			}

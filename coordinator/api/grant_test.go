@@ -1,11 +1,15 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/latchnet/latch/adminapi"
+	"github.com/latchnet/latch/adminapi/client"
 	"github.com/latchnet/latch/wire"
 )
 
@@ -50,13 +54,15 @@ func TestRegisterUngrantedWorkload(t *testing.T) {
 	if code != http.StatusForbidden || !strings.Contains(body, "prod/fake-web") || !strings.Contains(body, "namespace=prod,labels=app=web") {
 		t.Fatalf("register of prod/fake-web: %d %s, want 403 naming the workload and the grant it lacks", code, body)
 	}
-	_, audit := h.adminCall("GET", "/v1/admin/audit", "", nil)
-	if !strings.Contains(audit, "node.register.refused") || !strings.Contains(audit, "prod/fake-web") {
-		t.Errorf("no audit entry for the refusal: %s", audit)
+	c, ctx := h.client(), context.Background()
+	audit, err := c.Audit(ctx)
+	if err != nil || !slices.ContainsFunc(audit, func(e adminapi.AuditEntry) bool {
+		return e.Action == "node.register.refused" && strings.Contains(e.Object+e.Detail, "prod/fake-web")
+	}) {
+		t.Errorf("no audit entry for the refusal: %v %+v", err, audit)
 	}
-	_, wls := h.adminCall("GET", "/v1/admin/workloads", "", nil)
-	if strings.Contains(wls, "fake-web") || strings.Contains(wls, `"tool"`) {
-		t.Errorf("a refused registration left workloads behind: %s", wls)
+	if wls, err := c.Workloads(ctx); err != nil || len(wls) != 0 {
+		t.Errorf("a refused registration left workloads behind: %v %+v", err, wls)
 	}
 	// What was granted registers.
 	req.Workloads = req.Workloads[:1]
@@ -76,20 +82,22 @@ func TestAdminGrantRevoke(t *testing.T) {
 	if code, _ := h.post(n, wire.PathRegister, req, nil); code != http.StatusForbidden {
 		t.Fatalf("register before the grant: %d", code)
 	}
-	if code, body := h.adminCall("POST", "/v1/admin/nodes/n1/grants", `{"workloads":["namespace=prod,labels=app=web"]}`, nil); code != 200 || !strings.Contains(body, `"app":"web"`) {
-		t.Fatalf("grant: %d %s", code, body)
+	c, ctx := h.client(), context.Background()
+	if g, err := c.GrantNode(ctx, "n1", adminapi.GrantSet{Workloads: []adminapi.Grant{adminapi.GrantSpec("namespace=prod,labels=app=web")}}); err != nil ||
+		len(g.Granted.Workloads) != 1 || g.Granted.Workloads[0].Labels["app"] != "web" {
+		t.Fatalf("grant: %v %+v", err, g)
 	}
 	if code, body := h.post(n, wire.PathRegister, req, nil); code != 200 {
 		t.Fatalf("register after the grant: %d %s", code, body)
 	}
-	if code, body := h.adminCall("POST", "/v1/admin/nodes/n1/grants", `{"workloads":[{"namespace":"prod","labels":{"spiffe.io/id":"x"}}]}`, nil); code != 400 {
-		t.Errorf("grant of a reserved label: %d %s", code, body)
+	if _, err := c.GrantNode(ctx, "n1", adminapi.GrantSet{Workloads: []adminapi.Grant{{Namespace: "prod", Labels: map[string]string{"spiffe.io/id": "x"}}}}); !client.IsCode(err, "invalid") {
+		t.Errorf("grant of a reserved label: %v", err)
 	}
-	if code, body := h.adminCall("POST", "/v1/admin/nodes/n1/grants/revoke", `{"workloads":[{"namespace":"prod","labels":{"app":"web"}}]}`, nil); code != 200 {
-		t.Fatalf("revoke: %d %s", code, body)
+	if g, err := c.RevokeNodeGrants(ctx, "n1", adminapi.GrantSet{Workloads: []adminapi.Grant{{Namespace: "prod", Labels: map[string]string{"app": "web"}}}}); err != nil || len(g.Granted.Workloads) != 0 {
+		t.Fatalf("revoke: %v %+v", err, g)
 	}
-	if _, wls := h.adminCall("GET", "/v1/admin/workloads", "", nil); strings.Contains(wls, `"web"`) {
-		t.Errorf("the revoked workload is still registered: %s", wls)
+	if wls, err := c.Workloads(ctx); err != nil || slices.ContainsFunc(wls, func(w adminapi.Workload) bool { return w.Name == "web" }) {
+		t.Errorf("the revoked workload is still registered: %v %+v", err, wls)
 	}
 }
 

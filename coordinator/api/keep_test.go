@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -46,9 +47,8 @@ func TestSingleUseTokenEnrollsOneOfTwoConcurrentNodes(t *testing.T) {
 	if ok != 1 || used != 1 {
 		t.Fatalf("%d enrollments succeeded and %d were refused, want 1 and 1: %v %q", ok, used, codes, msgs)
 	}
-	var nodesList []NodeStatus
-	if code, body := h.adminCall("GET", "/v1/admin/nodes", "", &nodesList); code != http.StatusOK || len(nodesList) != 1 {
-		t.Fatalf("nodes after the race: %d %s", code, body)
+	if nodes, err := h.client().Nodes(context.Background()); err != nil || len(nodes) != 1 {
+		t.Fatalf("nodes after the race: %v %+v", err, nodes)
 	}
 }
 
@@ -79,8 +79,8 @@ func TestCertificateCheckedOnEveryRequestOfAKeptAliveConnection(t *testing.T) {
 	if code, _ := register(); code != http.StatusOK {
 		t.Fatalf("register: %d", code)
 	}
-	if code, body := h.adminCall("DELETE", "/v1/admin/nodes/node-a", "", nil); code != http.StatusNoContent {
-		t.Fatalf("delete: %d %s", code, body)
+	if err := h.client().DeleteNode(context.Background(), "node-a"); err != nil {
+		t.Fatalf("delete: %v", err)
 	}
 	code, reused := register()
 	if !reused {

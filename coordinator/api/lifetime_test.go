@@ -1,11 +1,13 @@
 package api
 
 import (
-	"net/http"
+	"context"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/latchnet/latch/adminapi"
+	"github.com/latchnet/latch/adminapi/client"
 	"github.com/latchnet/latch/coordinator/auth"
 	"github.com/latchnet/latch/coordinator/state"
 )
@@ -13,25 +15,24 @@ import (
 func TestTokenLifetimes(t *testing.T) {
 	h := newHarness(t)
 	// An API token without a ttl expires after the default.
-	var tok APITokenResponse
-	if code, body := h.adminCall("POST", "/v1/admin/apitokens", `{"name":"ci","role":"viewer"}`, &tok); code != http.StatusOK {
-		t.Fatalf("api token without ttl: %d %s", code, body)
+	c, ctx := h.client(), context.Background()
+	if _, err := c.CreateAPIToken(ctx, adminapi.APITokenRequest{Name: "ci", Role: "viewer"}); err != nil {
+		t.Fatalf("api token without ttl: %v", err)
 	}
-	var list []APITokenInfo
-	h.adminCall("GET", "/v1/admin/apitokens", "", &list)
-	if len(list) != 1 || !list[0].ExpiresAt.Equal(h.clock.Now().Add(auth.DefaultAPITokenTTL)) {
+	list, err := c.APITokens(ctx)
+	if err != nil || len(list) != 1 || !list[0].ExpiresAt.Equal(h.clock.Now().Add(auth.DefaultAPITokenTTL)) {
 		t.Fatalf("api tokens: %+v, want one expiring %v", list, h.clock.Now().Add(auth.DefaultAPITokenTTL))
 	}
 	over := (auth.MaxAPITokenTTL + time.Hour).String()
-	if code, body := h.adminCall("POST", "/v1/admin/apitokens", `{"name":"ci","role":"viewer","ttl":"`+over+`"}`, nil); code != http.StatusBadRequest || !strings.Contains(body, "at most") {
-		t.Fatalf("api token beyond the maximum: %d %s", code, body)
+	if _, err := c.CreateAPIToken(ctx, adminapi.APITokenRequest{Name: "ci", Role: "viewer", TTL: over}); !client.IsCode(err, "invalid") || !strings.Contains(err.Error(), "at most") {
+		t.Fatalf("api token beyond the maximum: %v", err)
 	}
 	// Join tokens have a maximum lifetime.
 	over = (state.MaxJoinTokenTTL + time.Hour).String()
-	if code, body := h.adminCall("POST", "/v1/admin/tokens", `{"namespace":"prod","ttl":"`+over+`"}`, nil); code != http.StatusBadRequest || !strings.Contains(body, "at most") {
-		t.Fatalf("join token beyond the maximum: %d %s", code, body)
+	if _, err := c.CreateJoinToken(ctx, adminapi.JoinTokenRequest{Namespace: "prod", TTL: over}); !client.IsCode(err, "invalid") || !strings.Contains(err.Error(), "at most") {
+		t.Fatalf("join token beyond the maximum: %v", err)
 	}
-	if code, body := h.adminCall("POST", "/v1/admin/tokens", `{"namespace":"prod","ttl":"`+state.MaxJoinTokenTTL.String()+`"}`, nil); code != http.StatusOK {
-		t.Fatalf("join token for the maximum: %d %s", code, body)
+	if _, err := c.CreateJoinToken(ctx, adminapi.JoinTokenRequest{Namespace: "prod", TTL: state.MaxJoinTokenTTL.String()}); err != nil {
+		t.Fatalf("join token for the maximum: %v", err)
 	}
 }

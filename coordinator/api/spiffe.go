@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/labstack/echo/v4"
+	"github.com/latchnet/latch/adminapi"
 	"github.com/latchnet/latch/coordinator/ca"
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
@@ -18,23 +19,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
-
-// SpiffeApproval approves a pending SPIFFE node: Node is its name or its
-// SPIFFE ID.
-type SpiffeApproval struct {
-	Node      string            `json:"node"`
-	Namespace string            `json:"namespace"`
-	Labels    map[string]string `json:"labels,omitempty"`
-	// Workloads and WorkloadIDs are what the node may host (package
-	// grant); none by default.
-	Workloads   []grant.Workload `json:"workloads,omitempty"`
-	WorkloadIDs []string         `json:"workloadIDs,omitempty"`
-}
-
-// SpiffeRejection rejects a SPIFFE node: Node is its name or SPIFFE ID.
-type SpiffeRejection struct {
-	Node string `json:"node"`
-}
 
 func (s *Server) spiffeRoutes(g *echo.Group) {
 	g.GET("/spiffe/nodes", s.listSpiffeNodes)
@@ -48,37 +32,38 @@ func (s *Server) listSpiffeNodes(c echo.Context) error {
 	status := c.QueryParam("status")
 	return s.read(c, func(tx store.Tx) (any, error) {
 		all, err := tx.ListSpiffeNodes()
-		if status == "" || err != nil {
-			return all, err
-		}
-		out := []store.SpiffeNode{}
+		out := []adminapi.SpiffeNode{}
 		for _, r := range all {
-			if r.Status == status {
-				out = append(out, r)
+			if status == "" || r.Status == status {
+				out = append(out, toSpiffeNode(r))
 			}
 		}
-		return out, nil
+		return out, err
 	})
 }
 
 func (s *Server) approveSpiffeNode(c echo.Context) error {
-	var req SpiffeApproval
+	var req adminapi.SpiffeApproval
 	if err := bind(c, &req); err != nil {
+		return err
+	}
+	workloads, err := fromGrants(req.Workloads)
+	if err != nil {
 		return err
 	}
 	if req.Node == "" || req.Namespace == "" {
 		return fail(http.StatusBadRequest, "invalid", "approve needs the node (its name or SPIFFE ID) and a namespace")
 	}
 	n, err := s.cfg.State.ApproveSpiffeNode(c.Request().Context(), PrincipalOf(c).Name, req.Node, req.Namespace, req.Labels,
-		grant.Set{Workloads: req.Workloads, WorkloadIDs: req.WorkloadIDs})
+		grant.Set{Workloads: workloads, WorkloadIDs: req.WorkloadIDs})
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, n)
+	return s.read(c, func(tx store.Tx) (any, error) { return s.nodeStatus(tx, n) })
 }
 
 func (s *Server) rejectSpiffeNode(c echo.Context) error {
-	var req SpiffeRejection
+	var req adminapi.SpiffeRejection
 	if err := bind(c, &req); err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -10,9 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/latchnet/latch/adminapi"
+	"github.com/latchnet/latch/adminapi/client"
 	"github.com/latchnet/latch/coordinator/spiffemap"
 	"github.com/latchnet/latch/coordinator/spiffetrust"
-	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/grant"
 	"github.com/latchnet/latch/internal/spiffetest"
 	"github.com/latchnet/latch/policy"
@@ -124,21 +126,22 @@ func TestSpiffeNodes(t *testing.T) {
 	if code, e := postJSON(t, laptop, h.srv.URL+wire.PathRegister, reg); code != 403 || e.Code != "pending" {
 		t.Fatalf("register of an unmapped SPIRE node: %d %+v", code, e)
 	}
-	var pending []store.SpiffeNode
-	if code, body := h.adminCall("GET", "/v1/admin/spiffe/nodes?status=pending", "", &pending); code != 200 || len(pending) != 1 || pending[0].Name != "laptop" {
-		t.Fatalf("pending list: %d %s", code, body)
+	c, ctx := h.client(), context.Background()
+	if pending, err := c.SpiffeNodes(ctx, adminapi.SpiffePending); err != nil || len(pending) != 1 || pending[0].Name != "laptop" {
+		t.Fatalf("pending list: %v %+v", err, pending)
 	}
-	if code, body := h.adminCall("POST", "/v1/admin/spiffe/nodes/approve", `{"node":"laptop"}`, nil); code != 400 {
-		t.Fatalf("approve without a namespace: %d %s", code, body)
+	if _, err := c.ApproveSpiffeNode(ctx, adminapi.SpiffeApproval{Node: "laptop"}); !client.IsCode(err, "invalid") {
+		t.Fatalf("approve without a namespace: %v", err)
 	}
-	if code, body := h.adminCall("POST", "/v1/admin/spiffe/nodes/approve", `{"node":"laptop","namespace":"dev","labels":{"role":"client"}}`, nil); code != 200 {
-		t.Fatalf("approve: %d %s", code, body)
+	if n, err := c.ApproveSpiffeNode(ctx, adminapi.SpiffeApproval{Node: "laptop", Namespace: "dev", Labels: map[string]string{"role": "client"}}); err != nil ||
+		n.Name != "laptop" || n.Identity != adminapi.IdentitySPIRE || n.SpiffeID != "spiffe://spire.test/dev/laptop" {
+		t.Fatalf("approve: %v %+v", err, n)
 	}
 	if code, e := postJSON(t, laptop, h.srv.URL+wire.PathRegister, wire.RegisterRequest{PublicKey: "k-laptop"}); code != 200 {
 		t.Fatalf("register after approval: %d %+v", code, e)
 	}
-	if code, body := h.adminCall("POST", "/v1/admin/spiffe/nodes/reject", `{"node":"spiffe://spire.test/dev/laptop"}`, nil); code != 204 {
-		t.Fatalf("reject: %d %s", code, body)
+	if err := c.RejectSpiffeNode(ctx, "spiffe://spire.test/dev/laptop"); err != nil {
+		t.Fatalf("reject: %v", err)
 	}
 	if code, e := postJSON(t, laptop, h.srv.URL+wire.PathRegister, reg); code != 403 || e.Code != "rejected" {
 		t.Fatalf("register after rejection: %d %+v", code, e)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/latchnet/latch/adminapi"
 	"github.com/latchnet/latch/coordinator/auth"
 	"github.com/latchnet/latch/coordinator/spiffemap"
 	"github.com/latchnet/latch/coordinator/spiffetrust"
@@ -107,8 +108,8 @@ func TestNodeStreamEndsWhenTheNodeIsDeleted(t *testing.T) {
 		t.Fatalf("enroll: %d %s", code, msg)
 	}
 	sc := h.nodeStream(n)
-	if code, body := h.adminCall("DELETE", "/v1/admin/nodes/node-a", "", nil); code != http.StatusNoContent {
-		t.Fatalf("delete: %d %s", code, body)
+	if err := h.client().DeleteNode(context.Background(), "node-a"); err != nil {
+		t.Fatalf("delete: %v", err)
 	}
 	if end := nodeStreamEnd(t, sc); !strings.Contains(end.Error, "deleted") {
 		t.Fatalf("end: %+v", end)
@@ -140,12 +141,12 @@ func (h *harness) adminStream(path string, authz func(*http.Request)) *bufio.Sca
 // adminStreamEnd reads an admin stream until the coordinator ends it and
 // returns the reason it gave: an "end" event of the event stream, or the
 // last line of the flow tail.
-func adminStreamEnd(t *testing.T, sc *bufio.Scanner, events bool) wire.Error {
+func adminStreamEnd(t *testing.T, sc *bufio.Scanner, events bool) adminapi.Error {
 	t.Helper()
 	keepalives, ending := 0, false
 	for sc.Scan() {
 		line := sc.Text()
-		var end wire.Error
+		var end adminapi.Error
 		switch {
 		case events && line == "event: end":
 			ending = true
@@ -173,7 +174,7 @@ func adminStreamEnd(t *testing.T, sc *bufio.Scanner, events bool) wire.Error {
 		return end
 	}
 	t.Fatalf("the stream ended without saying why (%d keepalives): %v", keepalives, sc.Err())
-	return wire.Error{}
+	return adminapi.Error{}
 }
 
 // TestAdminStreamsEndWithTheirAuthority opens the event stream and the
@@ -187,28 +188,28 @@ func TestAdminStreamsEndWithTheirAuthority(t *testing.T) {
 	}
 	creds := map[string]func(h *harness) credential{
 		"api token revoked": func(h *harness) credential {
-			var tok APITokenResponse
-			if code, body := h.adminCall("POST", "/v1/admin/apitokens", `{"name":"ci","role":"viewer","ttl":"1h"}`, &tok); code != 200 {
-				t.Fatalf("api token: %d %s", code, body)
+			tok, err := h.client().CreateAPIToken(context.Background(), adminapi.APITokenRequest{Name: "ci", Role: "viewer", TTL: "1h"})
+			if err != nil {
+				t.Fatalf("api token: %v", err)
 			}
 			return credential{func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok.Token) }, func() {
-				if code, body := h.adminCall("DELETE", "/v1/admin/apitokens/"+tok.ID, "", nil); code != http.StatusNoContent {
-					t.Fatalf("revoke: %d %s", code, body)
+				if err := h.client().RevokeAPIToken(context.Background(), tok.ID); err != nil {
+					t.Fatalf("revoke: %v", err)
 				}
 			}}
 		},
 		"api token expired": func(h *harness) credential {
-			var tok APITokenResponse
-			if code, body := h.adminCall("POST", "/v1/admin/apitokens", `{"name":"ci","role":"viewer","ttl":"1h"}`, &tok); code != 200 {
-				t.Fatalf("api token: %d %s", code, body)
+			tok, err := h.client().CreateAPIToken(context.Background(), adminapi.APITokenRequest{Name: "ci", Role: "viewer", TTL: "1h"})
+			if err != nil {
+				t.Fatalf("api token: %v", err)
 			}
 			return credential{func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok.Token) }, func() { h.clock.Advance(2 * time.Hour) }}
 		},
 		"user deleted": func(h *harness) credential {
 			sid := h.session("alice")
 			return credential{func(r *http.Request) { r.AddCookie(&http.Cookie{Name: auth.SessionCookie, Value: sid}) }, func() {
-				if code, body := h.adminCall("DELETE", "/v1/admin/users/alice", "", nil); code != http.StatusNoContent {
-					t.Fatalf("delete user: %d %s", code, body)
+				if err := h.client().DeleteUser(context.Background(), "alice"); err != nil {
+					t.Fatalf("delete user: %v", err)
 				}
 			}}
 		},

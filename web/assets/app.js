@@ -161,8 +161,8 @@ pages.overview = async (main) => {
   const offline = st.nodes.filter((n) => !n.online);
   const ttlMs = parseDuration(st.svidTTL);
   const now = new Date(st.now).getTime();
-  const expiring = st.nodes.filter((n) => n.CertExpires && !n.CertExpires.startsWith('0001-') &&
-    new Date(n.CertExpires).getTime() - now < ttlMs / 4);
+  const expiring = st.nodes.filter((n) => n.certExpires && !n.certExpires.startsWith('0001-') &&
+    new Date(n.certExpires).getTime() - now < ttlMs / 4);
   main.append(
     h('h1', { tabindex: '-1' }, 'Overview'),
     h('div', { class: 'cards' },
@@ -175,16 +175,16 @@ pages.overview = async (main) => {
         h('h2', { id: 'ov-nodes' }, 'Nodes'),
         h('p', {}, h('span', { class: 'big ok', id: 'nodes-online' }, String(online.length)), ' online · ',
           h('span', { class: 'big bad', id: 'nodes-offline' }, String(offline.length)), ' offline'),
-        h('ul', {}, st.nodes.map((n) => h('li', {}, h('a', { href: '#nodes' }, n.Name), ' ',
+        h('ul', {}, st.nodes.map((n) => h('li', {}, h('a', { href: '#nodes' }, n.name), ' ',
           h('span', { class: 'badge ' + (n.online ? 'online' : 'offline') }, n.online ? 'online' : 'offline'))))),
       h('section', { class: 'card', 'aria-labelledby': 'ov-svid' },
         h('h2', { id: 'ov-svid' }, 'SVIDs close to expiry'),
-        expiring.length ? h('ul', {}, expiring.map((n) => h('li', { class: 'warn' }, n.Name + ': expires ' + fmtTime(n.CertExpires))))
+        expiring.length ? h('ul', {}, expiring.map((n) => h('li', { class: 'warn' }, n.name + ': expires ' + fmtTime(n.certExpires))))
           : h('p', { class: 'muted' }, 'None: every node certificate has more than a quarter of its lifetime (' + st.svidTTL + ') left.')),
       h('section', { class: 'card', 'aria-labelledby': 'ov-ns' },
         h('h2', { id: 'ov-ns' }, 'Namespaces'),
-        table(['Namespace', 'Mode'], (st.namespaces || []).map((ns) => [ns.Name, [h('span', { class: 'badge ' + ns.Mode }, ns.Mode),
-          ns.Mode === 'monitor' ? [' ', h('a', { href: '#suggest?namespace=' + encodeURIComponent(ns.Name) }, 'suggest a policy')] : null]])),
+        table(['Namespace', 'Mode'], (st.namespaces || []).map((ns) => [ns.name, [h('span', { class: 'badge ' + ns.mode }, ns.mode),
+          ns.mode === 'monitor' ? [' ', h('a', { href: '#suggest?namespace=' + encodeURIComponent(ns.name) }, 'suggest a policy')] : null]])),
         h('p', { class: 'hint' }, 'Baseline for directions no policy isolates: ' + st.baseline + '.')),
       h('section', { class: 'card wide', 'aria-labelledby': 'ov-flows' },
         h('h2', { id: 'ov-flows' }, 'Recent denied flows'),
@@ -210,30 +210,30 @@ pages.nodes = async (main) => {
   main.append(h('h1', { tabindex: '-1' }, 'Nodes'), viewerNote());
   const rows = st.nodes.map((n) => {
     const peers = h('div', { class: 'peers' });
-    const ws = (wls || []).filter((w) => w.node === n.Name).map((w) => w.namespace + '/' + w.name + ' ' + w.ip);
+    const ws = (wls || []).filter((w) => w.node === n.name).map((w) => w.namespace + '/' + w.name + ' ' + w.ip);
     return [
-      h('strong', {}, n.Name),
-      h('div', {}, h('span', { class: 'mono' }, n.spiffeID), ' ', identityBadge(n.identity, n.Name)),
-      n.Namespace,
-      fmtLabels(n.Labels),
-      h('span', { class: 'mono' }, [n.IP, ...(n.Endpoints || [])].join('\n')),
+      h('strong', {}, n.name),
+      h('div', {}, h('span', { class: 'mono' }, n.spiffeID), ' ', identityBadge(n.identity, n.name)),
+      n.namespace,
+      fmtLabels(n.labels),
+      h('span', { class: 'mono' }, [n.ip, ...(n.endpoints || [])].join('\n')),
       ws.length ? h('ul', {}, ws.map((w) => h('li', {}, w))) : h('span', { class: 'muted' }, 'none'),
-      h('span', { class: 'badge ' + (n.online ? 'online' : 'offline'), 'data-node-status': n.Name }, n.online ? 'online' : 'offline'),
-      h('span', { title: fmtTime(n.LastSeen) }, ago(n.LastSeen)),
-      n.identity === 'spire' ? h('span', { class: 'muted' }, 'rotated by SPIRE') : fmtTime(n.CertExpires),
+      h('span', { class: 'badge ' + (n.online ? 'online' : 'offline'), 'data-node-status': n.name }, n.online ? 'online' : 'offline'),
+      h('span', { title: fmtTime(n.lastSeen) }, ago(n.lastSeen)),
+      n.identity === 'spire' ? h('span', { class: 'muted' }, 'rotated by SPIRE') : fmtTime(n.certExpires),
       h('div', {},
-        h('button', { type: 'button', class: 'secondary', 'aria-label': 'Show the peers of ' + n.Name, onclick: async () => {
+        h('button', { type: 'button', class: 'secondary', 'aria-label': 'Show the peers of ' + n.name, onclick: async () => {
           peers.textContent = 'loading…';
           try {
-            const v = await api('GET', '/v1/admin/nodes/' + encodeURIComponent(n.Name) + '/view');
+            const v = await api('GET', '/v1/admin/nodes/' + encodeURIComponent(n.name) + '/view');
             peers.replaceChildren(v.peers && v.peers.length
               ? h('ul', {}, v.peers.map((p) => h('li', {}, p.node + ' (' + (p.allowedIPs || []).join(', ') + ')')))
               : h('span', { class: 'muted' }, 'sees no peers'));
           } catch (e) { peers.textContent = e.message; }
         } }, 'Peers'),
-        isAdmin() ? h('button', { type: 'button', class: 'danger', 'data-revoke': n.Name, 'aria-label': 'Revoke ' + n.Name, onclick: async () => {
-          if (!await confirmDialog('Revoke node ' + n.Name + '? Its certificate is revoked, its workloads removed and every peer drops it.')) return;
-          await run('Revoking ' + n.Name, () => api('DELETE', '/v1/admin/nodes/' + encodeURIComponent(n.Name)));
+        isAdmin() ? h('button', { type: 'button', class: 'danger', 'data-revoke': n.name, 'aria-label': 'Revoke ' + n.name, onclick: async () => {
+          if (!await confirmDialog('Revoke node ' + n.name + '? Its certificate is revoked, its workloads removed and every peer drops it.')) return;
+          await run('Revoking ' + n.name, () => api('DELETE', '/v1/admin/nodes/' + encodeURIComponent(n.name)));
           render();
         } }, 'Revoke') : null,
         peers),
@@ -265,7 +265,7 @@ const spiffeReject = (id) => api('POST', '/v1/admin/spiffe/nodes/reject', { node
 // node, or null when cancelled.
 function approveDialog(rec, namespaces) {
   const ns = h('input', { id: 'approve-namespace', list: 'approve-ns-list', required: true, autocomplete: 'off', value: 'default' });
-  const dl = h('datalist', { id: 'approve-ns-list' }, (namespaces || []).map((n) => h('option', { value: n.Name })));
+  const dl = h('datalist', { id: 'approve-ns-list' }, (namespaces || []).map((n) => h('option', { value: n.name })));
   const labels = h('input', { id: 'approve-labels', placeholder: 'role=server,site=paris', autocomplete: 'off' });
   const workloads = h('textarea', { id: 'approve-workloads', rows: 2, spellcheck: 'false', autocomplete: 'off', placeholder: 'namespace=prod,labels=app=web,name=web-*' });
   const ids = h('textarea', { id: 'approve-workload-ids', rows: 2, spellcheck: 'false', autocomplete: 'off', placeholder: 'spiffe://example.org/prod/web1/*' });
@@ -273,8 +273,8 @@ function approveDialog(rec, namespaces) {
   const cancel = h('button', { type: 'button', id: 'approve-cancel', class: 'secondary' }, 'Cancel');
   const submit = h('button', { type: 'submit', id: 'approve-submit' }, 'Approve');
   const form = h('form', {},
-    h('h2', { id: 'approve-title' }, 'Approve node ' + rec.Name),
-    h('p', {}, 'SPIFFE ID ', h('code', { id: 'approve-id' }, rec.ID), '. The node joins the namespace with these labels and gets an overlay address; its next request to the coordinator goes through.'),
+    h('h2', { id: 'approve-title' }, 'Approve node ' + rec.name),
+    h('p', {}, 'SPIFFE ID ', h('code', { id: 'approve-id' }, rec.id), '. The node joins the namespace with these labels and gets an overlay address; its next request to the coordinator goes through.'),
     field('Namespace', ns, 'created if it does not exist'), dl,
     field('Labels', labels, 'key=value, comma separated; may be empty'),
     field('Workloads it may host', workloads, 'one grant per line: namespace=NS[,labels=k=v;k=v][,name=PATTERN]; none if empty'),
@@ -300,8 +300,8 @@ function approveDialog(rec, namespaces) {
       submit.disabled = true;
       err.textContent = '';
       try {
-        result = await spiffeApprove(rec.ID, ns.value.trim(), l, nonEmptyLines(workloads.value), nonEmptyLines(ids.value));
-        notice('Approving ' + rec.ID + ': done. Node ' + result.Name + ' is in namespace ' + result.Namespace + ' with address ' + result.IP + '.');
+        result = await spiffeApprove(rec.id, ns.value.trim(), l, nonEmptyLines(workloads.value), nonEmptyLines(ids.value));
+        notice('Approving ' + rec.id + ': done. Node ' + result.name + ' is in namespace ' + result.namespace + ' with address ' + result.ip + '.');
         dlg.close();
       } catch (e) {
         err.textContent = 'The coordinator refused: ' + e.message;
@@ -318,17 +318,17 @@ function approveDialog(rec, namespaces) {
 // pending or rejected one, reject a pending or admitted one.
 function spiffeButtons(rec, namespaces) {
   if (!isAdmin()) return '';
-  const approve = rec.Status !== 'admitted' ? h('button', { type: 'button', 'data-approve-spiffe': rec.ID,
-    'aria-label': 'Approve ' + rec.ID, onclick: async () => {
+  const approve = rec.status !== 'admitted' ? h('button', { type: 'button', 'data-approve-spiffe': rec.id,
+    'aria-label': 'Approve ' + rec.id, onclick: async () => {
       if (await approveDialog(rec, namespaces)) render();
     } }, 'Approve…') : null;
-  const reject = rec.Status !== 'rejected' ? h('button', { type: 'button', class: 'danger', 'data-reject-spiffe': rec.ID,
-    'aria-label': 'Reject ' + rec.ID, onclick: async () => {
-      const q = rec.Status === 'admitted'
-        ? 'Reject ' + rec.ID + '? Node ' + rec.Name + ' is removed with its workloads, every peer drops it, and the ID is refused from then on.'
-        : 'Reject ' + rec.ID + '? Node ' + rec.Name + ' is refused from then on; you can still approve it later.';
+  const reject = rec.status !== 'rejected' ? h('button', { type: 'button', class: 'danger', 'data-reject-spiffe': rec.id,
+    'aria-label': 'Reject ' + rec.id, onclick: async () => {
+      const q = rec.status === 'admitted'
+        ? 'Reject ' + rec.id + '? Node ' + rec.name + ' is removed with its workloads, every peer drops it, and the ID is refused from then on.'
+        : 'Reject ' + rec.id + '? Node ' + rec.name + ' is refused from then on; you can still approve it later.';
       if (!await confirmDialog(q)) return;
-      await run('Rejecting ' + rec.ID, () => spiffeReject(rec.ID));
+      await run('Rejecting ' + rec.id, () => spiffeReject(rec.id));
       render();
     } }, 'Reject') : null;
   return h('div', {}, approve, reject);
@@ -340,13 +340,13 @@ pages.spiffe = async (main) => {
   const status = ['admitted', 'rejected'].includes(app.params.get('status')) ? app.params.get('status') : '';
   const [all, nss] = await Promise.all([api('GET', '/v1/admin/spiffe/nodes'), api('GET', '/v1/admin/namespaces')]);
   const recs = all || [];
-  const pending = recs.filter((r) => r.Status === 'pending');
-  const decided = recs.filter((r) => r.Status !== 'pending' && (!status || r.Status === status));
+  const pending = recs.filter((r) => r.status === 'pending');
+  const decided = recs.filter((r) => r.status !== 'pending' && (!status || r.status === status));
   main.append(h('h1', { tabindex: '-1' }, 'SPIFFE identities'), viewerNote(),
     h('p', { class: 'hint' }, 'Nodes that present an SVID from the trusted SPIRE deployment. An ID that matches an entry of the coordinator\'s --spiffe-map is admitted at once; any other waits here until an admin approves it into a namespace with labels, or rejects it. The list updates live when an ID starts waiting.'));
   const pendingTable = table(['SPIFFE ID', 'Proposed node name', 'First seen', 'Last seen', ''], pending.map((r) => [
-    h('code', { 'data-spiffe-id': r.ID }, r.ID), h('strong', {}, r.Name),
-    h('span', { title: fmtTime(r.FirstSeen) }, ago(r.FirstSeen)), h('span', { title: fmtTime(r.LastSeen) }, ago(r.LastSeen)),
+    h('code', { 'data-spiffe-id': r.id }, r.id), h('strong', {}, r.name),
+    h('span', { title: fmtTime(r.firstSeen) }, ago(r.firstSeen)), h('span', { title: fmtTime(r.lastSeen) }, ago(r.lastSeen)),
     spiffeButtons(r, nss)]), pending.length + ' waiting for approval');
   pendingTable.id = 'spiffe-pending';
   const filter = h('select', { id: 'spiffe-status' }, h('option', { value: '' }, 'Admitted and rejected'),
@@ -356,8 +356,8 @@ pages.spiffe = async (main) => {
     window.location.hash = '#spiffe' + (filter.value ? '?status=' + filter.value : '');
   });
   const decidedTable = table(['SPIFFE ID', 'Node name', 'Status', 'First seen', 'Last seen', ''], decided.map((r) => [
-    h('code', { 'data-spiffe-id': r.ID }, r.ID), r.Name, spiffeStatusBadge(r.Status),
-    h('span', { title: fmtTime(r.FirstSeen) }, ago(r.FirstSeen)), h('span', { title: fmtTime(r.LastSeen) }, ago(r.LastSeen)),
+    h('code', { 'data-spiffe-id': r.id }, r.id), r.name, spiffeStatusBadge(r.status),
+    h('span', { title: fmtTime(r.firstSeen) }, ago(r.firstSeen)), h('span', { title: fmtTime(r.lastSeen) }, ago(r.lastSeen)),
     spiffeButtons(r, nss)]));
   decidedTable.id = 'spiffe-decided';
   main.append(h('section', { 'aria-labelledby': 'spiffe-pending-h' }, h('h2', { id: 'spiffe-pending-h' }, 'Waiting for approval'), pendingTable),
@@ -379,15 +379,15 @@ pages.namespaces = async (main) => {
   main.append(h('h1', { tabindex: '-1' }, 'Namespaces'), viewerNote(),
     h('p', { class: 'hint' }, 'enforce drops what policy denies; monitor drops nothing and reports what would be dropped.'));
   const rows = (nss || []).map((ns) => {
-    if (!isAdmin()) return [ns.Name, fmtLabels(ns.Labels), h('span', { class: 'badge ' + ns.Mode }, ns.Mode), ''];
-    const labels = h('input', { id: 'ns-labels-' + ns.Name, value: fmtLabels(ns.Labels).replace(/, /g, ',') });
-    const mode = h('select', { id: 'ns-mode-' + ns.Name },
-      ['enforce', 'monitor'].map((m) => h('option', { value: m, selected: m === ns.Mode }, m)));
-    return [ns.Name, field('Labels of ' + ns.Name, labels), field('Mode of ' + ns.Name, mode),
-      h('button', { type: 'button', 'data-save-ns': ns.Name, onclick: async () => {
+    if (!isAdmin()) return [ns.name, fmtLabels(ns.labels), h('span', { class: 'badge ' + ns.mode }, ns.mode), ''];
+    const labels = h('input', { id: 'ns-labels-' + ns.name, value: fmtLabels(ns.labels).replace(/, /g, ',') });
+    const mode = h('select', { id: 'ns-mode-' + ns.name },
+      ['enforce', 'monitor'].map((m) => h('option', { value: m, selected: m === ns.mode }, m)));
+    return [ns.name, field('Labels of ' + ns.name, labels), field('Mode of ' + ns.name, mode),
+      h('button', { type: 'button', 'data-save-ns': ns.name, onclick: async () => {
         let l;
         try { l = parseLabels(labels.value); } catch (e) { notice(e.message, true); return; }
-        await run('Saving namespace ' + ns.Name, () => api('PUT', '/v1/admin/namespaces/' + encodeURIComponent(ns.Name), { Labels: l, Mode: mode.value }));
+        await run('Saving namespace ' + ns.name, () => api('PUT', '/v1/admin/namespaces/' + encodeURIComponent(ns.name), { labels: l, mode: mode.value }));
         render();
       } }, 'Save')];
   });
@@ -435,19 +435,19 @@ spec:
       protocol: TCP
 `;
 
-const policyTable = (list) => table(['Namespace', 'Name', 'Updated'], (list || []).map((p) => [p.Namespace, p.Name, fmtTime(p.UpdatedAt)]));
+const policyTable = (list) => table(['Namespace', 'Name', 'Updated'], (list || []).map((p) => [p.namespace, p.name, fmtTime(p.updatedAt)]));
 
 pages.policies = async (main) => {
   const ps = await api('GET', '/v1/admin/policies');
   main.append(h('h1', { tabindex: '-1' }, 'Policies'), viewerNote());
   const editor = h('textarea', { id: 'policy-yaml', spellcheck: 'false', autocomplete: 'off', wrap: 'off' });
   editor.value = isAdmin() ? samplePolicy : '';
-  main.append(table(['Namespace', 'Name', 'Updated', ''], (ps || []).map((p) => [p.Namespace, p.Name, fmtTime(p.UpdatedAt),
+  main.append(table(['Namespace', 'Name', 'Updated', ''], (ps || []).map((p) => [p.namespace, p.name, fmtTime(p.updatedAt),
     h('div', {},
-      h('button', { type: 'button', class: 'secondary', onclick: () => { editor.value = p.YAML; editor.dispatchEvent(new Event('input')); editor.focus(); } }, (isAdmin() ? 'Edit ' : 'Show ') + p.Name),
-      isAdmin() ? h('button', { type: 'button', class: 'danger', 'data-delete-policy': p.Namespace + '/' + p.Name, onclick: async () => {
-        if (!await confirmDialog('Delete policy ' + p.Namespace + '/' + p.Name + '? Traffic it allowed may be denied at once.')) return;
-        await run('Deleting policy ' + p.Namespace + '/' + p.Name, () => api('DELETE', '/v1/admin/policies/' + encodeURIComponent(p.Namespace) + '/' + encodeURIComponent(p.Name)));
+      h('button', { type: 'button', class: 'secondary', onclick: () => { editor.value = p.yaml; editor.dispatchEvent(new Event('input')); editor.focus(); } }, (isAdmin() ? 'Edit ' : 'Show ') + p.name),
+      isAdmin() ? h('button', { type: 'button', class: 'danger', 'data-delete-policy': p.namespace + '/' + p.name, onclick: async () => {
+        if (!await confirmDialog('Delete policy ' + p.namespace + '/' + p.name + '? Traffic it allowed may be denied at once.')) return;
+        await run('Deleting policy ' + p.namespace + '/' + p.name, () => api('DELETE', '/v1/admin/policies/' + encodeURIComponent(p.namespace) + '/' + encodeURIComponent(p.name)));
         render();
       } }, 'Delete') : null)])));
   if (!isAdmin()) {
@@ -524,7 +524,7 @@ function annotate(text, problems) {
 
 pages.whatif = async (main) => {
   const [st, wls] = await Promise.all([api('GET', '/v1/admin/status'), api('GET', '/v1/admin/workloads')]);
-  const keys = [...(wls || []).map((w) => w.namespace + '/' + w.name), ...st.nodes.map((n) => n.Namespace + '/' + n.Name)].sort();
+  const keys = [...(wls || []).map((w) => w.namespace + '/' + w.name), ...st.nodes.map((n) => n.namespace + '/' + n.name)].sort();
   const opts = () => keys.map((k) => h('option', { value: k }, k));
   const from = h('select', { id: 'whatif-from' }, opts());
   const to = h('select', { id: 'whatif-to' }, opts());
@@ -554,7 +554,7 @@ pages.whatif = async (main) => {
 
 pages.graph = async (main) => {
   const nss = await api('GET', '/v1/admin/namespaces');
-  const sel = h('select', { id: 'graph-ns' }, h('option', { value: '' }, 'All namespaces'), (nss || []).map((n) => h('option', { value: n.Name }, n.Name)));
+  const sel = h('select', { id: 'graph-ns' }, h('option', { value: '' }, 'All namespaces'), (nss || []).map((n) => h('option', { value: n.name }, n.name)));
   const holder = h('div', { id: 'graph-holder' });
   const draw = async () => {
     const g = await api('GET', '/v1/admin/graph' + (sel.value ? '?namespace=' + encodeURIComponent(sel.value) : ''));
@@ -681,7 +681,7 @@ const maxFlowRows = 1000;
 pages.flows = async (main) => {
   const nss = await api('GET', '/v1/admin/namespaces');
   const ns = h('select', { id: 'flows-namespace' }, h('option', { value: '' }, 'All namespaces'),
-    (nss || []).map((n) => h('option', { value: n.Name }, n.Name)));
+    (nss || []).map((n) => h('option', { value: n.name }, n.name)));
   const verdict = h('select', { id: 'flows-verdict' }, h('option', { value: '' }, 'Any verdict'),
     ['allowed', 'denied', 'would-deny'].map((v) => h('option', { value: v }, v)));
   const since = h('input', { id: 'flows-since', value: '1h', size: 8 });
@@ -763,8 +763,8 @@ pages.flows = async (main) => {
 
 pages.suggest = async (main) => {
   const nss = (await api('GET', '/v1/admin/namespaces')) || [];
-  const ns = h('select', { id: 'suggest-namespace' }, nss.map((n) => h('option', { value: n.Name }, n.Name + ' (' + n.Mode + ')')));
-  const wanted = app.params.get('namespace') || (nss.find((n) => n.Mode === 'monitor') || nss[0] || {}).Name;
+  const ns = h('select', { id: 'suggest-namespace' }, nss.map((n) => h('option', { value: n.name }, n.name + ' (' + n.mode + ')')));
+  const wanted = app.params.get('namespace') || (nss.find((n) => n.mode === 'monitor') || nss[0] || {}).Name;
   if (wanted) ns.value = wanted;
   const since = h('input', { id: 'suggest-since', value: app.params.get('since') || '24h', size: 8 });
   const out = h('div', { id: 'suggest-result' });
@@ -778,11 +778,11 @@ pages.suggest = async (main) => {
         api('GET', '/v1/admin/namespaces/' + encodeURIComponent(ns.value) + '/suggest?since=' + encodeURIComponent(since.value.trim() || '24h')),
         api('GET', '/v1/admin/namespaces')]);
     } catch (e) { out.replaceChildren(h('p', { class: 'error' }, e.message)); return; }
-    const nsObj = (cur || []).find((n) => n.Name === ns.value) || { Name: ns.value, Mode: 'enforce' };
-    const modeBadge = h('span', { id: 'suggest-mode', class: 'badge ' + nsObj.Mode }, nsObj.Mode);
+    const nsObj = (cur || []).find((n) => n.name === ns.value) || { name: ns.value, mode: 'enforce' };
+    const modeBadge = h('span', { id: 'suggest-mode', class: 'badge ' + nsObj.mode }, nsObj.mode);
     const editor = h('textarea', { id: 'policy-yaml', spellcheck: 'false', autocomplete: 'off', wrap: 'off' });
     editor.value = typeof yml === 'string' ? yml : JSON.stringify(yml);
-    const parts = [h('p', {}, 'Namespace ' + nsObj.Name + ' is in ', modeBadge, ' mode.')];
+    const parts = [h('p', {}, 'Namespace ' + nsObj.name + ' is in ', modeBadge, ' mode.')];
     if (!isAdmin()) {
       editor.readOnly = true;
       parts.push(field('Suggested policy YAML (read only)', editor));
@@ -791,22 +791,22 @@ pages.suggest = async (main) => {
     }
     let applied = false;
     const enforceHint = h('p', { class: 'hint', id: 'suggest-enforce-hint' });
-    const hint = () => { enforceHint.textContent = nsObj.Mode === 'enforce' ? 'Namespace ' + nsObj.Name + ' enforces its policies: traffic they do not allow is dropped.' : 'Once the policies allow what the namespace needs, switch it to enforce.'; };
+    const hint = () => { enforceHint.textContent = nsObj.mode === 'enforce' ? 'Namespace ' + nsObj.name + ' enforces its policies: traffic they do not allow is dropped.' : 'Once the policies allow what the namespace needs, switch it to enforce.'; };
     hint();
-    const enforce = h('button', { type: 'button', id: 'suggest-enforce', class: 'danger', disabled: nsObj.Mode === 'enforce' },
-      'Switch ' + nsObj.Name + ' to enforce');
+    const enforce = h('button', { type: 'button', id: 'suggest-enforce', class: 'danger', disabled: nsObj.mode === 'enforce' },
+      'Switch ' + nsObj.name + ' to enforce');
     enforce.addEventListener('click', async () => {
       const q = (applied ? '' : 'The suggested policy has not been applied from this page. ') +
-        'Switch namespace ' + nsObj.Name + ' to enforce? Traffic its policies do not allow is dropped from then on.';
+        'Switch namespace ' + nsObj.name + ' to enforce? Traffic its policies do not allow is dropped from then on.';
       if (!await confirmDialog(q)) return;
-      const r = await run('Switching ' + nsObj.Name + ' to enforce', () => api('PUT', '/v1/admin/namespaces/' + encodeURIComponent(nsObj.Name),
-        { Labels: nsObj.Labels || {}, Mode: 'enforce' }));
-      nsObj.Mode = r.Mode;
-      modeBadge.className = 'badge ' + r.Mode;
-      modeBadge.textContent = r.Mode;
-      enforce.disabled = r.Mode === 'enforce';
+      const r = await run('Switching ' + nsObj.name + ' to enforce', () => api('PUT', '/v1/admin/namespaces/' + encodeURIComponent(nsObj.name),
+        { labels: nsObj.labels || {}, mode: 'enforce' }));
+      nsObj.mode = r.mode;
+      modeBadge.className = 'badge ' + r.mode;
+      modeBadge.textContent = r.mode;
+      enforce.disabled = r.mode === 'enforce';
       hint();
-      for (const o of ns.options) if (o.value === nsObj.Name) o.textContent = nsObj.Name + ' (' + r.Mode + ')';
+      for (const o of ns.options) if (o.value === nsObj.name) o.textContent = nsObj.name + ' (' + r.mode + ')';
     });
     parts.push(...policyEditor(editor, 'Suggested policy YAML', async () => { applied = true; }),
       h('h2', {}, 'Then enforce'),
@@ -829,7 +829,7 @@ pages.tokens = async (main) => {
   main.append(h('h1', { tabindex: '-1' }, 'Join tokens'), viewerNote());
   if (isAdmin()) {
     const ns = h('input', { id: 'token-namespace', list: 'ns-list', value: 'default' });
-    const dl = h('datalist', { id: 'ns-list' }, (nss || []).map((n) => h('option', { value: n.Name })));
+    const dl = h('datalist', { id: 'ns-list' }, (nss || []).map((n) => h('option', { value: n.name })));
     const labels = h('input', { id: 'token-labels', placeholder: 'role=web,site=paris' });
     const workloads = h('textarea', { id: 'token-workloads', rows: 3, spellcheck: 'false', autocomplete: 'off',
       placeholder: 'namespace=prod,labels=app=web,name=web-*' });
@@ -871,13 +871,13 @@ function fmtGrant(g) {
 
 function tokenTable(toks) {
   const t = table(['ID', 'Namespace', 'Labels', 'Workloads', 'Uses left', 'Expires', 'State', ''], (toks || []).map((t) => {
-    const dead = t.Revoked || t.UsesLeft === 0 || new Date(t.ExpiresAt) < new Date();
-    return [h('span', { class: 'mono' }, t.ID), t.Namespace || 'default', fmtLabels(t.Labels),
-      h('span', { class: 'mono' }, (t.Workloads || []).map(fmtGrant).join(' | ') || '-'), String(t.UsesLeft), fmtTime(t.ExpiresAt),
-      t.Revoked ? 'revoked' : t.UsesLeft === 0 ? 'used up' : new Date(t.ExpiresAt) < new Date() ? 'expired' : 'valid',
-      isAdmin() && !dead ? h('button', { type: 'button', class: 'danger', 'data-revoke-token': t.ID, onclick: async () => {
-        if (!await confirmDialog('Revoke join token ' + t.ID + '? Nodes can no longer enroll with it.')) return;
-        await run('Revoking token ' + t.ID, () => api('DELETE', '/v1/admin/tokens/' + encodeURIComponent(t.ID)));
+    const dead = t.revoked || t.usesLeft === 0 || new Date(t.expiresAt) < new Date();
+    return [h('span', { class: 'mono' }, t.id), t.namespace || 'default', fmtLabels(t.labels),
+      h('span', { class: 'mono' }, (t.workloads || []).map(fmtGrant).join(' | ') || '-'), String(t.usesLeft), fmtTime(t.expiresAt),
+      t.revoked ? 'revoked' : t.usesLeft === 0 ? 'used up' : new Date(t.expiresAt) < new Date() ? 'expired' : 'valid',
+      isAdmin() && !dead ? h('button', { type: 'button', class: 'danger', 'data-revoke-token': t.id, onclick: async () => {
+        if (!await confirmDialog('Revoke join token ' + t.id + '? Nodes can no longer enroll with it.')) return;
+        await run('Revoking token ' + t.id, () => api('DELETE', '/v1/admin/tokens/' + encodeURIComponent(t.id)));
         render();
       } }, 'Revoke') : ''];
   }));
@@ -941,7 +941,7 @@ pages.audit = async (main) => {
   main.append(h('h1', { tabindex: '-1' }, 'Audit log'), h('p', { class: 'hint' }, 'The newest 200 changes: who, what, when, and the change itself.'));
   main.append(table(['When', 'Who', 'What', 'Object', 'Change'], (entries || []).map((e) => {
     let d = null;
-    try { d = JSON.parse(e.Detail); } catch (x) { d = e.Detail; }
+    try { d = JSON.parse(e.detail); } catch (x) { d = e.detail; }
     let body;
     if (d && typeof d === 'object' && ('before' in d || 'after' in d)) {
       const pretty = (v) => v === undefined ? '' : typeof v === 'object' && v !== null && Object.values(v).every((x) => typeof x === 'string')
@@ -952,7 +952,7 @@ pages.audit = async (main) => {
     } else {
       body = h('pre', { class: 'diff' }, JSON.stringify(d, null, 2));
     }
-    return [fmtTime(e.Time), e.Actor, e.Action, e.Object, h('details', {}, h('summary', {}, 'show'), body)];
+    return [fmtTime(e.time), e.actor, e.action, e.object, h('details', {}, h('summary', {}, 'show'), body)];
   })));
 };
 
