@@ -539,7 +539,7 @@ func TestDeniedFlowsSource(t *testing.T) {
 func (h *harness) flowNodes() (api, pg netip.Addr) {
 	h.t.Helper()
 	c := h.admin()
-	var tok apiTokenResponse
+	var tok adminapi.JoinTokenCreated
 	if r := c.call("POST", "/v1/admin/tokens", map[string]any{"namespace": "prod", "uses": 1,
 		"workloads": []string{"namespace=prod,labels=app=api", "namespace=prod,labels=app=pg"}}, &tok); r.code != 200 {
 		h.t.Fatalf("join token: %d %s", r.code, r.body)
@@ -558,14 +558,10 @@ func (h *harness) flowNodes() (api, pg netip.Addr) {
 	return h.workloadIP("prod/api"), h.workloadIP("prod/pg")
 }
 
-type apiTokenResponse struct {
-	Token string `json:"token"`
-}
-
 // workloadIP is the address the coordinator gave workload ns/name.
 func (h *harness) workloadIP(key string) netip.Addr {
 	h.t.Helper()
-	var ws []inventory.Workload
+	var ws []adminapi.Workload
 	h.admin().call("GET", "/v1/admin/workloads", nil, &ws)
 	for _, w := range ws {
 		if w.Namespace+"/"+w.Name == key {

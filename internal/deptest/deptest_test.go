@@ -30,6 +30,8 @@ var pure = []string{
 	"coordinator/spiffemap",
 	"grant",
 	"coordinator/ratelimit",
+	"adminapi",
+	"adminapi/client",
 }
 
 var forbidden = []string{
@@ -57,6 +59,23 @@ func TestPurePackagesImportNoDataPlane(t *testing.T) {
 				if d.ImportPath == f || strings.HasPrefix(d.ImportPath, f+"/") {
 					t.Errorf("pure package %s depends on %s", p, d.ImportPath)
 				}
+			}
+		}
+	}
+}
+
+// TestAdminAPIImportsNoCoordinator: the admin API's types and its client
+// stand alone (as package wire does for nodes), so that no internal record
+// reaches them and a program automating Latch needs nothing else.
+func TestAdminAPIImportsNoCoordinator(t *testing.T) {
+	for _, p := range []string{"adminapi", "adminapi/client"} {
+		out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", module+"/"+p).Output()
+		if err != nil {
+			t.Fatalf("go list %s: %v", p, err)
+		}
+		for _, d := range strings.Fields(string(out)) {
+			if strings.HasPrefix(d, module+"/") && !strings.HasPrefix(d, module+"/adminapi") {
+				t.Errorf("%s depends on %s", p, d)
 			}
 		}
 	}
