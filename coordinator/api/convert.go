@@ -1,6 +1,7 @@
 package api
 
 import (
+	"net/http"
 	"net/netip"
 
 	"github.com/latchnet/latch/adminapi"
@@ -81,7 +82,7 @@ func fromGrants(gs []adminapi.Grant) ([]grant.Workload, error) {
 		if spec := g.Spec(); spec != "" {
 			w, err := grant.Parse(spec)
 			if err != nil {
-				return nil, fail(400, "bad_request", "reading the request body: %v", err)
+				return nil, fail(http.StatusBadRequest, "bad_request", "reading the request body: %v", err)
 			}
 			out = append(out, w)
 			continue
@@ -126,9 +127,8 @@ func toFlowEnd(e store.FlowEnd) adminapi.FlowEnd {
 	return adminapi.FlowEnd{Namespace: e.Namespace, Workload: e.Workload, Node: e.Node, IP: e.IP}
 }
 
-// ToFlow converts a stored flow record (the web console's overview uses
-// it too).
-func ToFlow(f store.Flow) adminapi.Flow {
+// toFlow converts a stored flow record.
+func toFlow(f store.Flow) adminapi.Flow {
 	return adminapi.Flow{ID: f.ID, Time: f.Time, End: f.End, Reporter: f.Reporter, Direction: f.Direction,
 		Src: toFlowEnd(f.Src), Dst: toFlowEnd(f.Dst), Protocol: f.Protocol, Port: f.Port, Verdict: f.Verdict,
 		Reason: f.Reason, Packets: f.Packets, Bytes: f.Bytes}

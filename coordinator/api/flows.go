@@ -107,7 +107,7 @@ func (s *Server) listFlows(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		return c.JSON(http.StatusOK, list(fs, ToFlow))
+		return c.JSON(http.StatusOK, list(fs, toFlow))
 	}
 	w := c.Response()
 	w.Header().Set(echo.HeaderContentType, "application/x-ndjson")
@@ -135,7 +135,7 @@ func (s *Server) listFlows(c echo.Context) error {
 			return nil
 		}
 		for i := range fs {
-			if err := enc.Encode(ToFlow(fs[i])); err != nil {
+			if err := enc.Encode(toFlow(fs[i])); err != nil {
 				return nil
 			}
 			q.AfterID = fs[i].ID
@@ -170,7 +170,7 @@ func (s *Server) exportFlows(c echo.Context, q store.FlowQuery) error {
 	enc := json.NewEncoder(w)
 	for {
 		for i := range fs {
-			if err := enc.Encode(ToFlow(fs[i])); err != nil {
+			if err := enc.Encode(toFlow(fs[i])); err != nil {
 				return nil
 			}
 			q.AfterID = fs[i].ID
