@@ -276,6 +276,10 @@ func (g *generator) component(t reflect.Type) {
 		name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
 		p := g.schema(f.Type)
 		if d := g.docs.fields[t.Name()+"."+f.Name]; d != "" {
+			// The comment names the Go field; a client knows the JSON name.
+			if rest, ok := strings.CutPrefix(d, f.Name+" "); ok {
+				d = name + " " + rest
+			}
 			if p[0].k == "$ref" {
 				// A $ref takes no siblings in OpenAPI 3.0.
 				p = obj{{"allOf", []any{p}}}
