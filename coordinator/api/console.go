@@ -260,12 +260,14 @@ type Validation struct {
 
 // validatePolicies checks policy YAML without applying it and returns
 // the validator's problems with their lines, or the change it would make.
+// A policy without a namespace is in the "namespace" query parameter's
+// namespace (as kubectl's -n); without it, every policy must name one.
 func (s *Server) validatePolicies(c echo.Context) error {
 	body, err := readBody(c)
 	if err != nil {
 		return err
 	}
-	ps, err := policy.ParseFiles(policy.File{Name: "editor", Data: body})
+	ps, err := policy.ParseFilesWith(policyOptions(c), policy.File{Name: "editor", Data: body})
 	var ve *policy.ValidationError
 	if errors.As(err, &ve) {
 		out := Validation{}
@@ -285,19 +287,13 @@ func (s *Server) validatePolicies(c echo.Context) error {
 		if err != nil {
 			return nil, err
 		}
+		changes, err := state.PolicyChanges(stored, ps)
+		if err != nil {
+			return nil, err
+		}
 		out := Validation{Valid: true}
-		for _, p := range ps {
-			after, err := state.PolicyYAML(p)
-			if err != nil {
-				return nil, err
-			}
-			ch := PolicyChange{Key: p.Key(), After: after}
-			for _, sp := range stored {
-				if sp.Namespace == p.Namespace && sp.Name == p.Name {
-					ch.Before = sp.YAML
-				}
-			}
-			out.Changes = append(out.Changes, ch)
+		for _, ch := range changes {
+			out.Changes = append(out.Changes, PolicyChange{Key: ch.Key, Before: ch.Before, After: ch.After})
 		}
 		return out, nil
 	})
