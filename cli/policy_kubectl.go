@@ -39,13 +39,16 @@ type namespaceFlag struct {
 	all  bool
 }
 
-func (n *namespaceFlag) register(cmd *cobra.Command, allNamespaces bool) {
+// register adds -n, and -A when list: for commands that list policies
+// rather than read files.
+func (n *namespaceFlag) register(cmd *cobra.Command, list bool) {
 	n.cmd = cmd
-	cmd.Flags().StringVarP(&n.name, "namespace", "n", DefaultNamespace,
-		"namespace of the policies that name none; a policy naming another namespace is refused when this is given")
-	if allNamespaces {
-		cmd.Flags().BoolVarP(&n.all, "all-namespaces", "A", false, "every namespace (instead of -n)")
+	usage := "namespace of the policies that name none; a policy naming another one is refused when this is given"
+	if list {
+		usage = "namespace of the policies"
+		cmd.Flags().BoolVarP(&n.all, "all-namespaces", "A", false, "the policies of every namespace (instead of -n)")
 	}
+	cmd.Flags().StringVarP(&n.name, "namespace", "n", DefaultNamespace, usage)
 }
 
 // explicit says whether -n was given on the command line.
@@ -297,6 +300,7 @@ error, unless --ignore-not-found; the others are deleted all the same.`,
 	}
 	f.register(cmd)
 	ns.register(cmd, false)
+	cmd.Flags().Lookup("namespace").Usage = "namespace of the policies named, and of the policies a file names without one"
 	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "NetworkPolicy file naming the policies to delete; repeatable")
 	cmd.Flags().BoolVar(&ignoreNotFound, "ignore-not-found", false, "treat a policy that does not exist as deleted")
 	return cmd
