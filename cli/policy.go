@@ -35,13 +35,15 @@ type evalFlags struct {
 func newPolicyEvalCmd() *cobra.Command {
 	var f evalFlags
 	cmd := &cobra.Command{
-		Use:   "eval --inventory FILE --policy FILE [--policy FILE ...]",
+		Use:   "eval --inventory FILE --policy FILE [--policy FILE ...] [-n NAMESPACE]",
 		Short: "Print the truth table of policies over an inventory",
 		Long: `Evaluates every ordered pair of distinct workloads of the inventory on every
 port the destination declares, with Kubernetes NetworkPolicy semantics:
 traffic passes iff the source's egress and the destination's ingress both
 allow it. A direction that no policy isolates is decided by the baseline:
-"deny" (zero trust, the default) or "allow" (exactly Kubernetes).`,
+"deny" (zero trust, the default) or "allow" (exactly Kubernetes). A policy
+without metadata.namespace is in the namespace of -n (default "default"), as
+with kubectl apply.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runEval(cmd.OutOrStdout(), f)

@@ -27,9 +27,9 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// DefaultNamespace is the namespace of -n when it is not given, as in
+// defaultNamespace is the namespace of -n when it is not given, as in
 // kubectl.
-const DefaultNamespace = "default"
+const defaultNamespace = "default"
 
 // namespaceFlag is kubectl's -n/--namespace, and -A/--all-namespaces
 // where a command lists.
@@ -48,7 +48,7 @@ func (n *namespaceFlag) register(cmd *cobra.Command, list bool) {
 		usage = "namespace of the policies"
 		cmd.Flags().BoolVarP(&n.all, "all-namespaces", "A", false, "the policies of every namespace (instead of -n)")
 	}
-	cmd.Flags().StringVarP(&n.name, "namespace", "n", DefaultNamespace, usage)
+	cmd.Flags().StringVarP(&n.name, "namespace", "n", defaultNamespace, usage)
 }
 
 // explicit says whether -n was given on the command line.
