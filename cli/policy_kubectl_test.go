@@ -11,39 +11,47 @@ import (
 	"time"
 )
 
-// startTestCoordinator runs the real coordinator command on loopback and
-// returns a function that runs latch with the admin flags of that
-// coordinator.
-func startTestCoordinator(t *testing.T) func(args ...string) (stdout, stderr string, code int) {
+// testCoordinator is the real coordinator command, run on loopback by
+// startTestCoordinator.
+type testCoordinator struct {
+	dir  string // its data directory
+	addr string // where it listens
+	log  *syncBuffer
+}
+
+// startTestCoordinator runs the real coordinator command on loopback until
+// the test ends.
+func startTestCoordinator(t *testing.T) *testCoordinator {
 	t.Helper()
-	dir := t.TempDir()
+	tc := &testCoordinator{dir: t.TempDir(), log: &syncBuffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
-	log := &syncBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- runCoordinator(ctx, coordinatorFlags{listen: "127.0.0.1:0", dataDir: dir, trustDomain: "example.test",
-			baseline: "deny", svidTTL: time.Hour, keepalive: 10 * time.Second}, log)
+		done <- runCoordinator(ctx, coordinatorFlags{listen: "127.0.0.1:0", dataDir: tc.dir, trustDomain: "example.test",
+			baseline: "deny", svidTTL: time.Hour, keepalive: 10 * time.Second}, tc.log)
 	}()
 	t.Cleanup(func() {
 		cancel()
 		<-done
 	})
 	addrRE := regexp.MustCompile(`msg="coordinator listening" addr=(\S+)`)
-	var addr string
-	for deadline := time.Now().Add(60 * time.Second); addr == ""; {
-		if m := addrRE.FindStringSubmatch(log.String()); m != nil {
-			addr = m[1]
+	for deadline := time.Now().Add(60 * time.Second); tc.addr == ""; {
+		if m := addrRE.FindStringSubmatch(tc.log.String()); m != nil {
+			tc.addr = m[1]
 		} else if time.Now().After(deadline) {
-			t.Fatalf("the coordinator did not start:\n%s", log.String())
+			t.Fatalf("the coordinator did not start:\n%s", tc.log.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return func(args ...string) (string, string, int) {
-		var out, errb bytes.Buffer
-		args = append(args, "--coordinator", "https://"+addr, "--token-file", filepath.Join(dir, "admin.token"))
-		code := Run(context.Background(), args, &out, &errb)
-		return out.String(), errb.String(), code
-	}
+	return tc
+}
+
+// latch runs latch with the admin flags of the coordinator.
+func (tc *testCoordinator) latch(args ...string) (stdout, stderr string, code int) {
+	var out, errb bytes.Buffer
+	args = append(args, "--coordinator", "https://"+tc.addr, "--token-file", filepath.Join(tc.dir, "admin.token"))
+	code = Run(context.Background(), args, &out, &errb)
+	return out.String(), errb.String(), code
 }
 
 func writeFile(t *testing.T, name, data string) string {
@@ -59,7 +67,7 @@ func writeFile(t *testing.T, name, data string) string {
 // without a namespace) validates, shows as new in diff, applies unchanged
 // with -n, and then diff shows no change.
 func TestPolicyRecipesApply(t *testing.T) {
-	latch := startTestCoordinator(t)
+	latch := startTestCoordinator(t).latch
 	files, _ := filepath.Glob("../policy/testdata/recipes/*.yaml")
 	if len(files) != 15 {
 		t.Fatalf("%d recipes, want 15", len(files))
@@ -127,7 +135,7 @@ spec:
 // TestPolicyKubectlHabits: -n and the file's namespace, get in every
 // format and back through apply, delete, and diff's exit codes.
 func TestPolicyKubectlHabits(t *testing.T) {
-	latch := startTestCoordinator(t)
+	latch := startTestCoordinator(t).latch
 	web := writeFile(t, "web.yaml", webPolicy)
 	both := writeFile(t, "both.yaml", webPolicy+"---\n"+dbPolicy)
 
