@@ -283,7 +283,7 @@ func parseDocument(file string, index int, d document, opts ParseOptions) ([]*Po
 	case ListKind, NetworkPolicyListKind:
 		return parseList(in, d, kind)
 	}
-	p, errs := parseObject(in, d.text, "", "", d.line)
+	p, errs := parseObject(in, d.text, 0, "", d.line)
 	if len(errs) > 0 {
 		return nil, errs
 	}
@@ -342,8 +342,7 @@ func parseList(in docInput, d document, kind string) ([]*Policy, []*FieldError) 
 	}
 	var out []*Policy
 	for i, raw := range l.Items {
-		prefix := fmt.Sprintf("items[%d]", i)
-		p, ferrs := parseObject(in, raw, prefix+".", kind, in.lines.find(prefix))
+		p, ferrs := parseObject(in, raw, i+1, kind, in.lines.find(fmt.Sprintf("items[%d]", i)))
 		errs = append(errs, ferrs...)
 		if p != nil {
 			out = append(out, p)
@@ -355,9 +354,13 @@ func parseList(in docInput, d document, kind string) ([]*Policy, []*FieldError) 
 	return out, nil
 }
 
-// parseObject reads one NetworkPolicy: a whole document (prefix "") or an
-// item of a list of kind list (prefix "items[N]."), starting at line.
-func parseObject(in docInput, text []byte, prefix, list string, line int) (*Policy, []*FieldError) {
+// parseObject reads one NetworkPolicy, starting at line: a whole document
+// (item 0) or the 1-based item of a list of kind list.
+func parseObject(in docInput, text []byte, item int, list string, line int) (*Policy, []*FieldError) {
+	prefix := ""
+	if item > 0 {
+		prefix = fmt.Sprintf("items[%d].", item-1)
+	}
 	fe := func(field, reason string) *FieldError {
 		if field == "" {
 			return &FieldError{File: in.file, Document: in.index, Line: line, Field: strings.TrimSuffix(prefix, "."), Reason: reason}
@@ -409,17 +412,8 @@ func parseObject(in docInput, text []byte, prefix, list string, line int) (*Poli
 	if len(errs) > 0 {
 		return nil, errs
 	}
-	p.Source = Source{File: in.file, Document: in.index, Line: line, Item: itemIndex(prefix)}
+	p.Source = Source{File: in.file, Document: in.index, Line: line, Item: item}
 	return &p, nil
-}
-
-// itemIndex is the 1-based index of "items[N]." (0 for "").
-func itemIndex(prefix string) int {
-	var n int
-	if _, err := fmt.Sscanf(prefix, "items[%d].", &n); err != nil {
-		return 0
-	}
-	return n + 1
 }
 
 // field is the path of a field of p from the top of its document.
