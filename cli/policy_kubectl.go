@@ -372,8 +372,12 @@ func runPolicyDiff(out io.Writer, f adminFlags, ns namespaceFlag, files []string
 	if err != nil {
 		return false, err
 	}
-	if _, err := policy.ParseFilesWith(opts, in...); err != nil {
+	ps, err := policy.ParseFilesWith(opts, in...)
+	if err != nil {
 		return false, err
+	}
+	if len(ps) == 0 {
+		return false, fmt.Errorf("no NetworkPolicy documents in %s: nothing to compare", strings.Join(files, ", "))
 	}
 	c, err := f.client()
 	if err != nil {

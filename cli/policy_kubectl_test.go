@@ -223,6 +223,7 @@ func TestPolicyKubectlHabits(t *testing.T) {
 		{"policy", "diff", "-f", writeFile(t, "bad.yaml", strings.Replace(webPolicy, "443", "0", 1))},
 		{"policy", "diff", "-f", both, "-n", "dev"},
 		{"policy", "diff", "-f", filepath.Join(t.TempDir(), "missing.yaml")},
+		{"policy", "diff", "-f", writeFile(t, "empty.yaml", "apiVersion: v1\nkind: List\nitems: []\n")},
 		{"policy", "diff"},
 		{"policy", "diff", "-f", both, "extra"},
 		{"policy", "diff", "-f", both, "--no-such-flag"},
