@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 	"github.com/latchnet/latch/adminapi/client"
 	"github.com/latchnet/latch/coordinator/auth"
 	"github.com/latchnet/latch/grant"
+	"github.com/latchnet/latch/policy"
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -439,7 +439,8 @@ func newAPITokenCmd(f *adminFlags) *cobra.Command {
 	return cmd
 }
 
-// newPolicyAdminCmds are `latch policy list` and `latch policy delete`.
+// newPolicyAdminCmds are `latch policy list` (get, delete and diff are in
+// policy_kubectl.go).
 func newPolicyAdminCmds() []*cobra.Command {
 	var f adminFlags
 	list := &cobra.Command{
@@ -464,29 +465,7 @@ func newPolicyAdminCmds() []*cobra.Command {
 		},
 	}
 	f.register(list)
-	var g adminFlags
-	del := &cobra.Command{
-		Use:   "delete NAMESPACE/NAME",
-		Short: "Delete a policy on the coordinator",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ns, name, ok := strings.Cut(args[0], "/")
-			if !ok || ns == "" || name == "" {
-				return fmt.Errorf("%q: give the policy as NAMESPACE/NAME", args[0])
-			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			if err := c.DeletePolicy(cmd.Context(), ns, name); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "policy %s deleted\n", args[0])
-			return nil
-		},
-	}
-	g.register(del)
-	return []*cobra.Command{list, del}
+	return []*cobra.Command{list}
 }
 
 // newPolicyApplyCmd is `latch policy apply -f FILE`: the files are checked
@@ -495,15 +474,30 @@ func newPolicyAdminCmds() []*cobra.Command {
 func newPolicyApplyCmd() *cobra.Command {
 	var f adminFlags
 	var files []string
+	var ns namespaceFlag
 	cmd := &cobra.Command{
-		Use:   "apply -f FILE [-f FILE ...]",
+		Use:   "apply -f FILE [-f FILE ...] [-n NAMESPACE]",
 		Short: "Validate NetworkPolicy files and apply them on the coordinator",
-		Args:  cobra.NoArgs,
+		Long: `Validates the files and applies every policy in them on the coordinator, all
+or nothing. A file holds NetworkPolicy documents (YAML, several separated by
+"---", or JSON), or a List or NetworkPolicyList of them, as kubectl get -o yaml
+writes. A policy without metadata.namespace goes to the namespace of -n
+(default "default"); a policy that names its namespace keeps it, unless -n is
+given and differs, which is an error (as with kubectl).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(files) == 0 {
 				return fmt.Errorf("no policy file: give one or more with -f FILE")
 			}
-			ps, err := readPolicies(files)
+			opts, err := ns.options()
+			if err != nil {
+				return err
+			}
+			in, err := readPolicyFiles(files)
+			if err != nil {
+				return err
+			}
+			ps, err := policy.ParseFilesWith(opts, in...)
 			if err != nil {
 				return err
 			}
@@ -511,14 +505,7 @@ func newPolicyApplyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var body bytes.Buffer
-			for _, name := range files {
-				data, _ := os.ReadFile(name)
-				body.WriteString("---\n")
-				body.Write(data)
-				body.WriteString("\n")
-			}
-			resp, err := c.ApplyPolicies(cmd.Context(), strings.Join(files, ","), body.Bytes())
+			resp, err := c.ApplyPolicies(cmd.Context(), strings.Join(files, ","), opts.DefaultNamespace, policyBody(in))
 			if err != nil {
 				return err
 			}
@@ -527,6 +514,7 @@ func newPolicyApplyCmd() *cobra.Command {
 		},
 	}
 	f.register(cmd)
+	ns.register(cmd, false)
 	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "NetworkPolicy file; repeatable")
 	return cmd
 }

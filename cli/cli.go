@@ -16,10 +16,21 @@ import (
 // Version is stamped at build time with -ldflags "-X ...cli.Version=...".
 var Version = "dev"
 
-// ExitError carries a process exit status.
-type ExitError struct{ Code int }
+// ExitError carries a process exit status, and the error to print (none
+// when Err is nil).
+type ExitError struct {
+	Code int
+	Err  error
+}
 
-func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
+func (e *ExitError) Error() string {
+	if e.Err != nil {
+		return e.Err.Error()
+	}
+	return fmt.Sprintf("exit status %d", e.Code)
+}
+
+func (e *ExitError) Unwrap() error { return e.Err }
 
 // Run executes the command line args (without the program name) and
 // returns the process exit status.
@@ -27,9 +38,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRoot(stdout, stderr)
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
+		code := 1
 		var ee *ExitError
 		if errors.As(err, &ee) {
-			return ee.Code
+			if ee.Err == nil {
+				return ee.Code
+			}
+			code, err = ee.Code, ee.Err
 		}
 		// An error may quote what a coordinator or node sent: escape it,
 		// line by line (multi-line errors list problems one a line).
@@ -38,7 +53,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			lines[i] = termSafe(l)
 		}
 		fmt.Fprintf(stderr, "latch: %s\n", strings.Join(lines, "\n"))
-		return 1
+		return code
 	}
 	return 0
 }

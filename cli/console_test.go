@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 )
 
 // syncBuffer is a log sink read while the coordinator writes to it.
@@ -36,28 +35,8 @@ func (s *syncBuffer) String() string {
 // loopback: it makes the first admin (password written 0600, only its
 // path logged), serves the console, and `latch admin user` manages users.
 func TestCoordinatorConsoleAndUsers(t *testing.T) {
-	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	log := &syncBuffer{}
-	done := make(chan error, 1)
-	go func() {
-		done <- runCoordinator(ctx, coordinatorFlags{listen: "127.0.0.1:0", dataDir: dir, trustDomain: "example.test",
-			baseline: "deny", svidTTL: time.Hour, keepalive: 10 * time.Second}, log)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	addrRE := regexp.MustCompile(`msg="coordinator listening" addr=(\S+)`)
-	var addr string
-	for deadline := time.Now().Add(60 * time.Second); addr == ""; {
-		if m := addrRE.FindStringSubmatch(log.String()); m != nil {
-			addr = m[1]
-		} else if time.Now().After(deadline) {
-			t.Fatalf("the coordinator did not start:\n%s", log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	tc := startTestCoordinator(t)
+	dir, addr, log := tc.dir, tc.addr, tc.log
 	pwFile := filepath.Join(dir, "admin-password")
 	fi, err := os.Stat(pwFile)
 	if err != nil || fi.Mode().Perm() != 0o600 {

@@ -20,6 +20,7 @@ func newPolicyCmd() *cobra.Command {
 	}
 	cmd.AddCommand(newPolicyEvalCmd(), newPolicyValidateCmd(), newPolicyApplyCmd(), newPolicySuggestCmd())
 	cmd.AddCommand(newPolicyAdminCmds()...)
+	cmd.AddCommand(newPolicyGetCmd(), newPolicyDeleteCmd(), newPolicyDiffCmd())
 	return cmd
 }
 
@@ -28,23 +29,27 @@ type evalFlags struct {
 	policies  []string
 	baseline  string
 	output    string
+	ns        namespaceFlag
 }
 
 func newPolicyEvalCmd() *cobra.Command {
 	var f evalFlags
 	cmd := &cobra.Command{
-		Use:   "eval --inventory FILE --policy FILE [--policy FILE ...]",
+		Use:   "eval --inventory FILE --policy FILE [--policy FILE ...] [-n NAMESPACE]",
 		Short: "Print the truth table of policies over an inventory",
 		Long: `Evaluates every ordered pair of distinct workloads of the inventory on every
 port the destination declares, with Kubernetes NetworkPolicy semantics:
 traffic passes iff the source's egress and the destination's ingress both
 allow it. A direction that no policy isolates is decided by the baseline:
-"deny" (zero trust, the default) or "allow" (exactly Kubernetes).`,
+"deny" (zero trust, the default) or "allow" (exactly Kubernetes). A policy
+without metadata.namespace is in the namespace of -n (default "default"), as
+with kubectl apply.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runEval(cmd.OutOrStdout(), f)
 		},
 	}
+	f.ns.register(cmd, false)
 	fl := cmd.Flags()
 	fl.StringVar(&f.inventory, "inventory", "", "inventory file (YAML): namespaces and workloads")
 	fl.StringArrayVar(&f.policies, "policy", nil, "NetworkPolicy file (multi-document YAML); repeatable")
@@ -55,12 +60,17 @@ allow it. A direction that no policy isolates is decided by the baseline:
 
 func newPolicyValidateCmd() *cobra.Command {
 	var files []string
+	var ns namespaceFlag
 	cmd := &cobra.Command{
-		Use:   "validate -f FILE [-f FILE ...]",
+		Use:   "validate -f FILE [-f FILE ...] [-n NAMESPACE]",
 		Short: "Check NetworkPolicy files without applying them",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ps, err := readPolicies(files)
+			opts, err := ns.options()
+			if err != nil {
+				return err
+			}
+			ps, err := readPolicies(files, opts)
 			if err != nil {
 				return err
 			}
@@ -68,11 +78,22 @@ func newPolicyValidateCmd() *cobra.Command {
 			return nil
 		},
 	}
+	ns.register(cmd, false)
 	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "NetworkPolicy file; repeatable")
 	return cmd
 }
 
-func readPolicies(names []string) ([]*policy.Policy, error) {
+// readPolicies reads and checks the named policy files with kubectl's
+// namespace rules (opts).
+func readPolicies(names []string, opts policy.ParseOptions) ([]*policy.Policy, error) {
+	files, err := readPolicyFiles(names)
+	if err != nil {
+		return nil, err
+	}
+	return policy.ParseFilesWith(opts, files...)
+}
+
+func readPolicyFiles(names []string) ([]policy.File, error) {
 	if len(names) == 0 {
 		return nil, fmt.Errorf("no policy file: give one or more with --policy FILE")
 	}
@@ -84,7 +105,7 @@ func readPolicies(names []string) ([]*policy.Policy, error) {
 		}
 		files = append(files, policy.File{Name: n, Data: data})
 	}
-	return policy.ParseFiles(files...)
+	return files, nil
 }
 
 func runEval(out io.Writer, f evalFlags) error {
@@ -106,7 +127,11 @@ func runEval(out io.Writer, f evalFlags) error {
 	if err != nil {
 		return err
 	}
-	ps, err := readPolicies(f.policies)
+	opts, err := f.ns.options()
+	if err != nil {
+		return err
+	}
+	ps, err := readPolicies(f.policies, opts)
 	if err != nil {
 		return err
 	}

@@ -128,8 +128,27 @@ func testMonitorMode(t *testing.T, mode string) {
 	if err := os.WriteFile(f, []byte(yml), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c.mustAdmin("policy", "validate", "-f", f)
-	c.mustAdmin("policy", "apply", "-f", f)
+	c.mustAdmin("policy", "validate", "-n", "shop", "-f", f)
+	// kubectl's habits: diff shows what apply would add and exits 1; the
+	// policies name their namespace, which must agree with -n.
+	if out, err := c.admin("policy", "diff", "-n", "shop", "-f", f); err == nil || !strings.Contains(err.Error(), "exit status 1") ||
+		!strings.Contains(out, "+++ merged/networking.k8s.io.v1.NetworkPolicy.shop.") {
+		t.Fatalf("latch policy diff before apply: %v\n%s; want exit status 1 and a diff", err, out)
+	}
+	if out, err := c.admin("policy", "apply", "-n", "other", "-f", f); err == nil || !strings.Contains(out, "You must pass '--namespace=shop'") {
+		t.Fatalf("latch policy apply -n other of policies in shop: %v\n%s; want the namespace conflict", err, out)
+	}
+	c.mustAdmin("policy", "apply", "-n", "shop", "-f", f)
+	if out := c.mustAdmin("policy", "diff", "-n", "shop", "-f", f); out != "" {
+		t.Fatalf("latch policy diff after apply: %s; want no change", out)
+	}
+	got := filepath.Join(t.TempDir(), "got.yaml")
+	if err := os.WriteFile(got, []byte(c.mustAdmin("policy", "get", "-n", "shop", "-o", "yaml")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := c.mustAdmin("policy", "diff", "-f", got); out != "" {
+		t.Fatalf("latch policy diff of latch policy get -n shop -o yaml: %s; want no change", out)
+	}
 	before := map[*node]uint64{}
 	for _, n := range []*node{web, api} {
 		st, err := c.status(n)

@@ -16,7 +16,7 @@ import (
 // (the re-read policies have the same keys and specs).
 // Seeds: testdata/fuzz/FuzzParse (committed) and every testdata file.
 func FuzzParse(f *testing.F) {
-	for _, pattern := range []string{"testdata/valid/*.yaml", "testdata/invalid/*.yaml"} {
+	for _, pattern := range []string{"testdata/valid/*.yaml", "testdata/invalid/*.yaml", "testdata/recipes/*.yaml"} {
 		files, _ := filepath.Glob(pattern)
 		for _, name := range files {
 			data, err := os.ReadFile(name)

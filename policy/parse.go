@@ -12,6 +12,7 @@ package policy
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -22,6 +23,7 @@ import (
 	"github.com/latchnet/latch/internal/strictyaml"
 	yaml3 "go.yaml.in/yaml/v3"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // APIVersion and Kind are the only type a policy document may have.
@@ -39,8 +41,12 @@ type Source struct {
 	// Document is the 1-based index of the document among the non-empty
 	// documents of File.
 	Document int `json:"document,omitempty"`
-	// Line is the 1-based line in File where the document starts.
+	// Line is the 1-based line in File where the document starts (for an
+	// item of a list, where the item starts).
 	Line int `json:"line,omitempty"`
+	// Item is the 1-based index of the policy among the items of a List
+	// or NetworkPolicyList document; 0 when the document is the policy.
+	Item int `json:"item,omitempty"`
 }
 
 // Policy is one validated NetworkPolicy and where it came from.
@@ -118,6 +124,19 @@ type File struct {
 	Data []byte
 }
 
+// ParseOptions are the namespace rules of kubectl for documents read by
+// ParseFilesWith. The zero value requires every document to name its
+// namespace.
+type ParseOptions struct {
+	// DefaultNamespace is the namespace of a policy whose
+	// metadata.namespace is empty, as kubectl's -n (default "default").
+	DefaultNamespace string
+	// EnforceNamespace refuses a policy whose metadata.namespace is set
+	// and is not DefaultNamespace, as kubectl does when -n is given
+	// explicitly.
+	EnforceNamespace bool
+}
+
 // Parse reads the NetworkPolicy documents of one file. See ParseFiles.
 func Parse(name string, data []byte) ([]*Policy, error) {
 	return ParseFiles(File{Name: name, Data: data})
@@ -127,8 +146,18 @@ func Parse(name string, data []byte) ([]*Policy, error) {
 // strictly: unknown and duplicate fields are errors, as are a wrong
 // apiVersion or kind, any invalid field, and two policies with the same name
 // in one namespace. If any document is invalid it returns a
-// *ValidationError naming every problem and no policies.
+// *ValidationError naming every problem and no policies. Every policy must
+// name its namespace; ParseFilesWith applies kubectl's rules instead.
 func ParseFiles(files ...File) ([]*Policy, error) {
+	return ParseFilesWith(ParseOptions{}, files...)
+}
+
+// ParseFilesWith is ParseFiles with kubectl's namespace rules (see
+// ParseOptions). A document may also be a "List" (apiVersion v1) or a
+// "NetworkPolicyList" whose items are NetworkPolicies, as `kubectl get -o
+// yaml` writes them; errors in an item name the field from the document's
+// top (items[2].spec...) and its line.
+func ParseFilesWith(opts ParseOptions, files ...File) ([]*Policy, error) {
 	var (
 		out  []*Policy
 		errs []*FieldError
@@ -141,22 +170,24 @@ func ParseFiles(files ...File) ([]*Policy, error) {
 			continue
 		}
 		for i, d := range docs {
-			p, ferrs := parseDocument(f.Name, i+1, d)
+			ps, ferrs := parseDocument(f.Name, i+1, d, opts)
 			if len(ferrs) > 0 {
 				errs = append(errs, ferrs...)
 				continue
 			}
-			k := p.Key()
-			if prev, dup := seen[k]; dup {
-				errs = append(errs, &FieldError{
-					File: f.Name, Document: i + 1, Name: p.Name, Line: d.line, Field: "metadata.name",
-					Reason: fmt.Sprintf("duplicate name: namespace %q already has a policy %q (%s document %d); rename one of them",
-						p.Namespace, p.Name, prev.File, prev.Document),
-				})
-				continue
+			for _, p := range ps {
+				k := p.Key()
+				if prev, dup := seen[k]; dup {
+					errs = append(errs, &FieldError{
+						File: f.Name, Document: i + 1, Name: p.Name, Line: p.Source.Line, Field: p.field("metadata.name"),
+						Reason: fmt.Sprintf("duplicate name: namespace %q already has a policy %q (%s document %d); rename one of them",
+							p.Namespace, p.Name, prev.File, prev.Document),
+					})
+					continue
+				}
+				seen[k] = p.Source
+				out = append(out, p)
 			}
-			seen[k] = p.Source
-			out = append(out, p)
 		}
 	}
 	if len(errs) > 0 {
@@ -225,36 +256,155 @@ var (
 	yamlLine = regexp.MustCompile(`^(?:YAML: |yaml: )?line (\d+): (.*)$`)
 )
 
-func parseDocument(file string, index int, d document) (*Policy, []*FieldError) {
-	fe := func(field string, line int, reason string) *FieldError {
-		return &FieldError{File: file, Document: index, Line: line, Field: field, Reason: reason}
-	}
+// List kinds a document may have besides Kind: kubectl's generic List
+// (apiVersion v1) and the typed NetworkPolicyList (apiVersion APIVersion).
+const (
+	ListKind              = "List"
+	ListAPIVersion        = "v1"
+	NetworkPolicyListKind = "NetworkPolicyList"
+)
+
+// policyList is a List or NetworkPolicyList document; its items are
+// decoded one by one.
+type policyList struct {
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Metadata   metav1.ListMeta   `json:"metadata"`
+	Items      []json.RawMessage `json:"items"`
+}
+
+func parseDocument(file string, index int, d document, opts ParseOptions) ([]*Policy, []*FieldError) {
 	var node yaml3.Node
 	if err := yaml3.Unmarshal(d.text, &node); err != nil {
-		return nil, []*FieldError{fe("", d.line, "YAML syntax: "+relineYAMLError(err.Error(), d.line))}
+		return nil, []*FieldError{{File: file, Document: index, Line: d.line, Reason: "YAML syntax: " + relineYAMLError(err.Error(), d.line)}}
 	}
-	var p Policy
-	unknown, err := strictyaml.Unmarshal(d.text, &p.NetworkPolicy)
+	in := docInput{file: file, index: index, lines: lineFinder{root: &node, base: d.line}, opts: opts}
+	switch kind := topKind(&node); kind {
+	case ListKind, NetworkPolicyListKind:
+		return parseList(in, d, kind)
+	}
+	p, errs := parseObject(in, d.text, 0, "", d.line)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return []*Policy{p}, nil
+}
+
+// docInput is what the errors of one document need.
+type docInput struct {
+	file  string
+	index int
+	lines lineFinder
+	opts  ParseOptions
+}
+
+// fe is an error about field, at its line (at the document's first line
+// for field "").
+func (in docInput) fe(field string, reason string) *FieldError {
+	line := in.lines.base
+	if field != "" {
+		line = in.lines.find(field)
+	}
+	return &FieldError{File: in.file, Document: in.index, Line: line, Field: field, Reason: reason}
+}
+
+// topKind is the kind of a document's top-level mapping, or "".
+func topKind(doc *yaml3.Node) string {
+	if doc.Kind != yaml3.DocumentNode || len(doc.Content) == 0 || doc.Content[0].Kind != yaml3.MappingNode {
+		return ""
+	}
+	m := doc.Content[0]
+	for j := 0; j+1 < len(m.Content); j += 2 {
+		if m.Content[j].Value == "kind" && m.Content[j+1].Kind == yaml3.ScalarNode {
+			return m.Content[j+1].Value
+		}
+	}
+	return ""
+}
+
+// parseList reads a document of kind ListKind or NetworkPolicyListKind.
+func parseList(in docInput, d document, kind string) ([]*Policy, []*FieldError) {
+	var l policyList
+	unknown, err := strictyaml.Unmarshal(d.text, &l)
 	if err != nil {
-		return nil, []*FieldError{fe("", d.line, "cannot read as a NetworkPolicy: "+relineYAMLError(err.Error(), d.line))}
+		return nil, []*FieldError{in.fe("", "cannot read as a "+kind+": "+relineYAMLError(err.Error(), d.line))}
 	}
-	lines := lineFinder{root: &node, base: d.line}
 	var errs []*FieldError
 	for _, u := range unknown {
-		errs = append(errs, fe(u.Path, lines.find(u.Path), "unknown field: remove it or check its spelling (see `kubectl explain networkpolicy`)"))
+		errs = append(errs, in.fe(u.Path, "unknown field: a "+kind+" has apiVersion, kind, metadata and items"))
+	}
+	want := ListAPIVersion
+	if kind == NetworkPolicyListKind {
+		want = APIVersion
+	}
+	if l.APIVersion != want {
+		errs = append(errs, in.fe("apiVersion", fmt.Sprintf("must be %q for a %s, not %q", want, kind, l.APIVersion)))
+	}
+	var out []*Policy
+	for i, raw := range l.Items {
+		p, ferrs := parseObject(in, raw, i+1, kind, in.lines.find(fmt.Sprintf("items[%d]", i)))
+		errs = append(errs, ferrs...)
+		if p != nil {
+			out = append(out, p)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return out, nil
+}
+
+// parseObject reads one NetworkPolicy, starting at line: a whole document
+// (item 0) or the 1-based item of a list of kind list.
+func parseObject(in docInput, text []byte, item int, list string, line int) (*Policy, []*FieldError) {
+	prefix := ""
+	if item > 0 {
+		prefix = fmt.Sprintf("items[%d].", item-1)
+	}
+	fe := func(field, reason string) *FieldError {
+		if field == "" {
+			return &FieldError{File: in.file, Document: in.index, Line: line, Field: strings.TrimSuffix(prefix, "."), Reason: reason}
+		}
+		return in.fe(prefix+field, reason)
+	}
+	var p Policy
+	unknown, err := strictyaml.Unmarshal(text, &p.NetworkPolicy)
+	if err != nil {
+		return nil, []*FieldError{fe("", "cannot read as a NetworkPolicy: "+relineYAMLError(err.Error(), line))}
+	}
+	var errs []*FieldError
+	for _, u := range unknown {
+		errs = append(errs, fe(u.Path, "unknown field: remove it or check its spelling (see `kubectl explain networkpolicy`)"))
+	}
+	// The items of a NetworkPolicyList may leave out their type, as the
+	// API server does.
+	if list == NetworkPolicyListKind && p.APIVersion == "" && p.Kind == "" {
+		p.APIVersion, p.Kind = APIVersion, Kind
 	}
 	if p.APIVersion != APIVersion {
-		errs = append(errs, fe("apiVersion", lines.find("apiVersion"),
-			fmt.Sprintf("must be %q, not %q", APIVersion, p.APIVersion)))
+		errs = append(errs, fe("apiVersion", fmt.Sprintf("must be %q, not %q", APIVersion, p.APIVersion)))
 	}
 	if p.Kind != Kind {
-		errs = append(errs, fe("kind", lines.find("kind"), fmt.Sprintf("must be %q, not %q", Kind, p.Kind)))
+		reason := fmt.Sprintf("must be %q, not %q", Kind, p.Kind)
+		if list != "" {
+			reason += ": a " + list + " here holds only NetworkPolicies"
+		}
+		errs = append(errs, fe("kind", reason))
+	}
+	switch o := in.opts; {
+	case p.Namespace == "":
+		p.Namespace = o.DefaultNamespace
+	case o.EnforceNamespace && p.Namespace != o.DefaultNamespace:
+		// kubectl's words (k8s.io/cli-runtime resource.Builder).
+		errs = append(errs, fe("metadata.namespace", fmt.Sprintf(
+			"the namespace from the provided object %q does not match the namespace %q. You must pass '--namespace=%s' to perform this operation.",
+			p.Namespace, o.DefaultNamespace, p.Namespace)))
 	}
 	for _, e := range spiffeProblems(&p.NetworkPolicy) {
-		errs = append(errs, fe(e.field, lines.find(e.field), e.reason))
+		errs = append(errs, fe(e.field, e.reason))
 	}
 	for _, e := range validate(&p.NetworkPolicy) {
-		errs = append(errs, fe(e.field, lines.find(e.field), e.reason))
+		errs = append(errs, fe(e.field, e.reason))
 	}
 	for _, e := range errs {
 		e.Name = p.Name
@@ -262,8 +412,16 @@ func parseDocument(file string, index int, d document) (*Policy, []*FieldError) 
 	if len(errs) > 0 {
 		return nil, errs
 	}
-	p.Source = Source{File: file, Document: index, Line: d.line}
+	p.Source = Source{File: in.file, Document: in.index, Line: line, Item: item}
 	return &p, nil
+}
+
+// field is the path of a field of p from the top of its document.
+func (p *Policy) field(f string) string {
+	if p.Source.Item > 0 {
+		return fmt.Sprintf("items[%d].%s", p.Source.Item-1, f)
+	}
+	return f
 }
 
 // relineYAMLError turns "yaml: line 3: ..." into file line numbers.

@@ -222,15 +222,24 @@ func (c *Client) Policies(ctx context.Context) ([]adminapi.Policy, error) {
 }
 
 // ApplyPolicies applies NetworkPolicy YAML (multi-document), all or
-// nothing; filename names it in messages.
-func (c *Client) ApplyPolicies(ctx context.Context, filename string, yaml []byte) (adminapi.PolicyApplied, error) {
+// nothing; filename names it in messages, and namespace is the namespace
+// of the policies that name none (kubectl's -n; "" requires every policy
+// to name its namespace).
+func (c *Client) ApplyPolicies(ctx context.Context, filename, namespace string, yaml []byte) (adminapi.PolicyApplied, error) {
 	var out adminapi.PolicyApplied
+	err := c.call(ctx, http.MethodPost, "/policies", policyQuery(filename, namespace), adminapi.MediaYAML, yaml, &out)
+	return out, err
+}
+
+func policyQuery(filename, namespace string) url.Values {
 	q := url.Values{}
 	if filename != "" {
 		q.Set("filename", filename)
 	}
-	err := c.call(ctx, http.MethodPost, "/policies", q, adminapi.MediaYAML, yaml, &out)
-	return out, err
+	if namespace != "" {
+		q.Set("namespace", namespace)
+	}
+	return q
 }
 
 // DeletePolicy deletes a policy.
@@ -238,10 +247,12 @@ func (c *Client) DeletePolicy(ctx context.Context, namespace, name string) error
 	return c.json(ctx, http.MethodDelete, "/policies/"+esc(namespace)+"/"+esc(name), nil, nil)
 }
 
-// ValidatePolicies checks NetworkPolicy YAML without applying it.
-func (c *Client) ValidatePolicies(ctx context.Context, yaml []byte) (adminapi.Validation, error) {
+// ValidatePolicies checks NetworkPolicy YAML without applying it: its
+// problems, or the changes applying it would make; namespace as for
+// ApplyPolicies.
+func (c *Client) ValidatePolicies(ctx context.Context, namespace string, yaml []byte) (adminapi.Validation, error) {
 	var out adminapi.Validation
-	err := c.call(ctx, http.MethodPost, "/policies/validate", nil, adminapi.MediaYAML, yaml, &out)
+	err := c.call(ctx, http.MethodPost, "/policies/validate", policyQuery("", namespace), adminapi.MediaYAML, yaml, &out)
 	return out, err
 }
 

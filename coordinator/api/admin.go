@@ -170,7 +170,9 @@ func (s *Server) listPolicies(c echo.Context) error {
 }
 
 // applyPolicies takes multi-document YAML in the body; the file name for
-// messages comes from the "filename" query parameter.
+// messages comes from the "filename" query parameter, and the namespace
+// of policies that name none from the "namespace" query parameter (as
+// kubectl's -n; without it, every policy must name its namespace).
 func (s *Server) applyPolicies(c echo.Context) error {
 	body, err := readBody(c)
 	if err != nil {
@@ -180,11 +182,17 @@ func (s *Server) applyPolicies(c echo.Context) error {
 	if name == "" {
 		name = "request"
 	}
-	keys, err := s.cfg.State.ApplyPolicies(c.Request().Context(), PrincipalOf(c).Name, policy.File{Name: name, Data: body})
+	keys, err := s.cfg.State.ApplyPoliciesWith(c.Request().Context(), PrincipalOf(c).Name, policyOptions(c), policy.File{Name: name, Data: body})
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, adminapi.PolicyApplied{Applied: keys})
+}
+
+// policyOptions reads the "namespace" query parameter of the policy
+// endpoints: the namespace of policies that name none.
+func policyOptions(c echo.Context) policy.ParseOptions {
+	return policy.ParseOptions{DefaultNamespace: c.QueryParam("namespace")}
 }
 
 func (s *Server) deletePolicy(c echo.Context) error {

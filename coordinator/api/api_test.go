@@ -265,11 +265,11 @@ func TestNodeLifecycle(t *testing.T) {
 	}
 	// A bad policy is refused with the validator's message.
 	c := h.client()
-	if _, err := c.ApplyPolicies(ctx, "bad.yaml", []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x, namespace: prod}\nspec: {podSelector: {}, ingress: [{ports: [{port: 0}]}]}\n")); !client.IsCode(err, "invalid") || !strings.Contains(err.Error(), "bad.yaml: document 1") {
+	if _, err := c.ApplyPolicies(ctx, "bad.yaml", "", []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x, namespace: prod}\nspec: {podSelector: {}, ingress: [{ports: [{port: 0}]}]}\n")); !client.IsCode(err, "invalid") || !strings.Contains(err.Error(), "bad.yaml: document 1") {
 		t.Fatalf("bad policy: %v", err)
 	}
 	// A good one makes a and b peers, delivered as a delta.
-	if _, err := c.ApplyPolicies(ctx, "", []byte(policies)); err != nil {
+	if _, err := c.ApplyPolicies(ctx, "", "", []byte(policies)); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
 	m = next()

@@ -198,7 +198,7 @@ func TestAdminContract(t *testing.T) {
 		{Name: "api", Namespace: "prod", Labels: map[string]string{"app": "api"}, Ports: []inventory.Port{{Name: "http", Port: 80, Protocol: inventory.TCP}}}}}, nil); code != 200 {
 		t.Fatalf("register: %d %s", code, body)
 	}
-	if _, err := c.ApplyPolicies(ctx, "p.yaml", []byte(policies)); err != nil {
+	if _, err := c.ApplyPolicies(ctx, "p.yaml", "", []byte(policies)); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()

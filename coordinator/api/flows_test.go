@@ -181,7 +181,7 @@ func TestFlowsIngestListFollowSuggest(t *testing.T) {
 			t.Errorf("suggested policy: web -> api:%d allowed=%v, want %v\n%s", port, got, want, yml)
 		}
 	}
-	if _, err := c.ApplyPolicies(ctx, "suggestion", data); err != nil {
+	if _, err := c.ApplyPolicies(ctx, "suggestion", "", data); err != nil {
 		t.Fatalf("applying the suggestion: %v", err)
 	}
 	if _, err := c.Suggest(ctx, "nope", ""); !client.IsCode(err, "not_found") {

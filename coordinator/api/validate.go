@@ -13,12 +13,14 @@ import (
 
 // validatePolicies checks policy YAML without applying it and returns
 // the validator's problems with their lines, or the change it would make.
+// A policy without a namespace is in the "namespace" query parameter's
+// namespace (as kubectl's -n); without it, every policy must name one.
 func (s *Server) validatePolicies(c echo.Context) error {
 	body, err := readBody(c)
 	if err != nil {
 		return err
 	}
-	ps, err := policy.ParseFiles(policy.File{Name: "editor", Data: body})
+	ps, err := policy.ParseFilesWith(policyOptions(c), policy.File{Name: "editor", Data: body})
 	var ve *policy.ValidationError
 	if errors.As(err, &ve) {
 		out := adminapi.Validation{}
@@ -38,19 +40,13 @@ func (s *Server) validatePolicies(c echo.Context) error {
 		if err != nil {
 			return nil, err
 		}
+		changes, err := state.PolicyChanges(stored, ps)
+		if err != nil {
+			return nil, err
+		}
 		out := adminapi.Validation{Valid: true}
-		for _, p := range ps {
-			after, err := state.PolicyYAML(p)
-			if err != nil {
-				return nil, err
-			}
-			ch := adminapi.PolicyChange{Key: p.Key(), After: after}
-			for _, sp := range stored {
-				if sp.Namespace == p.Namespace && sp.Name == p.Name {
-					ch.Before = sp.YAML
-				}
-			}
-			out.Changes = append(out.Changes, ch)
+		for _, ch := range changes {
+			out.Changes = append(out.Changes, adminapi.PolicyChange{Key: ch.Key, Before: ch.Before, After: ch.After})
 		}
 		return out, nil
 	})

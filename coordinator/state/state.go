@@ -278,8 +278,16 @@ func (s *State) PutNamespace(ctx context.Context, actor string, ns store.Namespa
 
 // ApplyPolicies validates every document of files and, only if all are
 // valid, stores and applies them together. It returns the keys applied.
+// Every policy must name its namespace; ApplyPoliciesWith applies
+// kubectl's namespace rules instead.
 func (s *State) ApplyPolicies(ctx context.Context, actor string, files ...policy.File) ([]string, error) {
-	ps, err := policy.ParseFiles(files...)
+	return s.ApplyPoliciesWith(ctx, actor, policy.ParseOptions{}, files...)
+}
+
+// ApplyPoliciesWith is ApplyPolicies reading files with opts (a default
+// namespace for policies that name none, as kubectl's -n).
+func (s *State) ApplyPoliciesWith(ctx context.Context, actor string, opts policy.ParseOptions, files ...policy.File) ([]string, error) {
+	ps, err := policy.ParseFilesWith(opts, files...)
 	if err != nil {
 		return nil, err
 	}
