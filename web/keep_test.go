@@ -4,6 +4,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -79,18 +80,28 @@ func TestStrictCSPOnEveryPage(t *testing.T) {
 func TestSecretsComparedInConstantTime(t *testing.T) {
 	// Where each comparison must be constant-time: file, function.
 	must := map[string]string{
-		"../api/api.go":         "authenticate", // admin token hash, CSRF
-		"../console/console.go": "logout",       // CSRF
-		"../state/access.go":    "APITokenPrincipal",
-		"../state/events.go":    "secretEqual",
-		"../store/tx.go":        "CheckToken", // join token hash
-		"../auth/auth.go":       "VerifyPassword",
-		"../ca/token.go":        "SecretMatches",
+		"../coordinator/api/api.go":      "authenticate", // admin token hash, CSRF
+		"console.go":                     "logout",       // CSRF
+		"../coordinator/state/access.go": "APITokenPrincipal",
+		"../coordinator/state/events.go": "secretEqual",
+		"../coordinator/store/tx.go":     "CheckToken", // join token hash
+		"../coordinator/auth/auth.go":    "VerifyPassword",
+		"../coordinator/ca/token.go":     "SecretMatches",
+	}
+	// A file named above that is gone (moved or renamed) fails the test:
+	// a glob over a missing directory would check nothing.
+	for path := range must {
+		if _, err := os.Stat(path); err != nil {
+			t.Errorf("%s: %v: update the list of constant-time comparisons", path, err)
+		}
 	}
 	secret := regexp.MustCompile(`(?i)(secret|hash|csrf|token)`)
 	fset := token.NewFileSet()
-	for _, dir := range []string{"../api", "../console", "../state", "../store", "../auth", "../ca"} {
+	for _, dir := range []string{"../coordinator/api", ".", "../coordinator/state", "../coordinator/store", "../coordinator/auth", "../coordinator/ca"} {
 		files, _ := filepath.Glob(filepath.Join(dir, "*.go"))
+		if len(files) == 0 {
+			t.Errorf("%s: no Go files: update the directories this test reads", dir)
+		}
 		for _, path := range files {
 			if strings.HasSuffix(path, "_test.go") {
 				continue
