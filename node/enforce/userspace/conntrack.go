@@ -30,10 +30,10 @@ func (k *flowKey) hash() uint32 {
 // flow is the state of one tracked flow.
 type flow struct {
 	dir      enforce.Direction // of the packet that opened it
-	gen      uint64    // the ruleset generation that last allowed it
-	expires  int64     // unix nanoseconds
-	replied  bool      // a packet went the other way
-	closing  bool      // TCP FIN or RST seen
+	gen      uint64            // the ruleset generation that last allowed it
+	expires  int64             // unix nanoseconds
+	replied  bool              // a packet went the other way
+	closing  bool              // TCP FIN or RST seen
 	identity view.Identity
 }
 
