@@ -76,6 +76,7 @@ type deps struct {
 	filter     userspace.Options // of the userspace enforcer
 	clock      Clock
 	hostAddrs  func() ([]netip.Addr, error)
+	isCgroup   func(path string) error // nil if path is a cgroup v2 directory
 	hostname   func() (string, error)
 	backoffMin time.Duration
 	backoffMax time.Duration
@@ -94,6 +95,7 @@ func defaultDeps() deps {
 		loadEBPF:   loadEBPF,
 		clock:      systemClock{},
 		hostAddrs:  interfaceAddrs,
+		isCgroup:   isCgroup2Dir,
 		hostname:   defaultName,
 		backoffMin: 500 * time.Millisecond,
 		backoffMax: 15 * time.Second,
@@ -131,7 +133,7 @@ func enrollOnly(ctx context.Context, cfg Config, log *slog.Logger, d deps) error
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s, err := cfg.check(d.hostAddrs)
+	s, err := cfg.check(d.hostAddrs, d.isCgroup)
 	if err != nil {
 		return err
 	}
@@ -208,7 +210,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	// Compute and validate everything before touching the host.
-	s, err := cfg.check(d.hostAddrs)
+	s, err := cfg.check(d.hostAddrs, d.isCgroup)
 	if err != nil {
 		return err
 	}
@@ -332,6 +334,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 		}
 		return fmt.Errorf("bringing up WireGuard: %w", err)
 	}
+	defer func() {
+		if err := dev.Close(); err != nil {
+			a.log.Warn("closing the WireGuard device", logErr, err)
+		}
+	}()
 	a.mu.Lock()
 	a.dev, a.impl = dev, impl
 	ws := a.workloads
@@ -345,11 +352,6 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 		}
 	}
 	a.log.Info("enforcement", logEnforce, s.enforce)
-	defer func() {
-		if err := dev.Close(); err != nil {
-			a.log.Warn("closing the WireGuard device", logErr, err)
-		}
-	}()
 	if v != nil {
 		a.setView(v, false)
 		a.log.Info("applied the saved view", logVersion, v.Version, logPeers, len(v.Peers))

@@ -731,7 +731,7 @@ func TestConfigCheck(t *testing.T) {
 		return []netip.Addr{netip.MustParseAddr("198.18.0.9")}, nil
 	}
 	base := Config{Coordinator: "https://coord.example:8443", StateDir: "/x"}
-	s, err := base.check(addrs)
+	s, err := base.check(addrs, isCgroup2Dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -757,7 +757,7 @@ func TestConfigCheck(t *testing.T) {
 	} {
 		c := base
 		tc.mod(&c)
-		if _, err := c.check(addrs); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := c.check(addrs, isCgroup2Dir); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error containing %q", tc.name, err, tc.want)
 		}
 	}

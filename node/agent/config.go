@@ -138,8 +138,9 @@ type settings struct {
 
 // check validates cfg and fills in defaults. It touches nothing on the
 // host except reading the host name and interface addresses when those
-// defaults are needed.
-func (cfg Config) check(hostAddrs func() ([]netip.Addr, error)) (settings, error) {
+// defaults are needed (hostAddrs), and checking that workload cgroups are
+// cgroup v2 directories (isCgroup).
+func (cfg Config) check(hostAddrs func() ([]netip.Addr, error), isCgroup func(path string) error) (settings, error) {
 	s := settings{Config: cfg}
 	if cfg.Coordinator == "" {
 		return s, errors.New("no coordinator: pass --coordinator https://HOST:PORT")
@@ -240,7 +241,7 @@ func (cfg Config) check(hostAddrs func() ([]netip.Addr, error)) (settings, error
 			s.Endpoints = append(s.Endpoints, netip.AddrPortFrom(a, uint16(s.ListenPort)))
 		}
 	}
-	if err := checkWorkloads(s.Workloads, s.WorkloadCgroups, isCgroup2Dir); err != nil {
+	if err := checkWorkloads(s.Workloads, s.WorkloadCgroups, isCgroup); err != nil {
 		return s, err
 	}
 	if s.enforce, err = resolveEnforce(s.Enforce); err != nil {
