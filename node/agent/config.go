@@ -59,7 +59,13 @@ type Config struct {
 	// interface so that the workload's processes can bind it.
 	Workloads []wire.WorkloadDecl
 	// WorkloadCgroups maps a workload ("namespace/name") to its cgroup v2
-	// directory. Checked and reported in status; not enforced yet.
+	// directory, checked at start and shown in status. The eBPF enforcer
+	// attaches its cgroup hooks when there is one and, once the workload
+	// is in the view, gives the sockets of that cgroup the workload's
+	// overlay address as source, refuses at once (EPERM) their connects
+	// and sends that its egress rules deny, and keeps other processes off
+	// that address. The userspace filter knows no cgroups: it enforces by
+	// address only, and with enforcement off nothing is enforced.
 	WorkloadCgroups map[string]string
 	// RenewBefore is the fraction of the SVID's lifetime after which it is
 	// renewed; DefaultRenewBefore (half-life) if zero.

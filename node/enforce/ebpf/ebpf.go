@@ -16,7 +16,11 @@
 // the agent restarts, and applies a view by filling the inactive one of two
 // rule sets and switching sets with one map write.
 //
-// The node agent imports this package; nothing else should.
+// The Enforcer implements enforce.Enforcer and reports in its vocabulary
+// (enforce.Event, enforce.Stats); Counters has its own counters in full.
+//
+// The node agent imports this package, and package cli for `latch node
+// --cleanup` (Remove, DefaultPinDir); nothing else should.
 package ebpf
 
 import (

@@ -291,8 +291,12 @@ func (e *Enforcer) set(i uint32) setMaps {
 
 // Apply compiles v, writes it into the inactive rule set and then makes that
 // set active with one write to the config map. Packets see either the old
-// rules or the new ones, never a mix. Flows already tracked keep passing
-// until they time out.
+// rules or the new ones, never a mix. A flow tracked before the switch is
+// decided again by the new rules at its next packet, as it was opened; if
+// they deny it, that packet is dropped (ReasonRevoked) and the flow's
+// entries are deleted, so its later packets are decided as new ones (a TCP
+// packet without SYN is then dropped as ReasonNotSYN). In monitor mode the
+// flow passes, reported as would-deny.
 func (e *Enforcer) Apply(v *view.View) error {
 	t, err := Compile(v)
 	if err != nil {

@@ -1,8 +1,13 @@
 // Package userspace is the userspace enforcer: a packet filter that sits
 // between the node's TUN device and wireguard-go and lets through only the
 // flows the node's view allows. It is the fallback for hosts where the eBPF
-// enforcer cannot run (no BPF, non-Linux, tests without root); it enforces
-// per node address, not per cgroup.
+// enforcer cannot run (no BPF, non-Linux, tests without root), and it needs
+// wireguard-go: with kernel WireGuard it would see no packet. It decides by
+// overlay address (the node's and each workload's), and knows no cgroups:
+// unlike the eBPF enforcer it does not bind a workload's sockets to its
+// address, refuse a denied connect at once, or keep other processes off a
+// workload's address. Filter implements enforce.Enforcer and reports in
+// its vocabulary.
 //
 // A Filter judges every IPv4 packet twice at most, once per node: Outbound
 // for packets the kernel sends into the tunnel (a local workload is the
@@ -40,8 +45,13 @@
 //     tracked like an allowed one, so its later packets and its replies
 //     pass without further events.
 //   - A new view (Apply) replaces the rule set atomically. A tracked flow is
-//     checked again against the new rules at its next packet and ended if
-//     they no longer allow it.
+//     checked again against the new rules at its next packet, in the
+//     direction it was opened. If they no longer allow it, the flow is
+//     forgotten and that packet is decided as the first of a new flow: a
+//     TCP packet without SYN is dropped (tcp-not-syn), a UDP or SCTP packet
+//     passes only if the rules allow it as a new flow in its own direction
+//     (the eBPF enforcer instead drops that packet as "revoked"). A flow of
+//     a monitor-mode workload keeps passing as tracked, without an event.
 //
 // The connection-tracking table is bounded (Options.MaxFlows, 65,536 by
 // default); when it is full the least recently used flows are forgotten
@@ -51,8 +61,8 @@
 // nobody reads fast enough they are dropped and counted, never waited for.
 //
 // It is pure Go with no OS effects and imports no wireguard-go, netlink or
-// BPF package. The node agent imports it; node/wg calls it through a small
-// interface.
+// BPF package. The node agent imports it and puts it in wireguard-go's path
+// through node/wg's PacketFilter interface.
 package userspace
 
 import (
