@@ -326,11 +326,10 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 	dev, impl, err := d.open(wgcfg, log)
 	if err != nil {
 		if errors.Is(err, wg.ErrFilterNeedsUserspace) {
-			chosen := ""
 			if ebpfErr != nil {
-				chosen = fmt.Sprintf(" (chosen because the eBPF enforcer did not load: %v)", ebpfErr)
+				return fmt.Errorf("bringing up WireGuard with --enforce auto, which took the userspace filter because the eBPF enforcer did not load (%v): %w: make eBPF load (it works with kernel WireGuard), or pass --enforce off", ebpfErr, err)
 			}
-			return fmt.Errorf("bringing up WireGuard with --enforce %s%s: %w: pass --enforce ebpf, which works with kernel WireGuard, or --enforce off", s.Enforce, chosen, err)
+			return fmt.Errorf("bringing up WireGuard with --enforce %s: %w: pass --enforce ebpf, which works with kernel WireGuard, or --enforce off", s.Enforce, err)
 		}
 		return fmt.Errorf("bringing up WireGuard: %w", err)
 	}
