@@ -36,7 +36,8 @@ type Status struct {
 	IP              string `json:"ip"`
 	// Enforce is the active enforcement mode: ebpf, userspace or off.
 	Enforce string `json:"enforce"`
-	// Enforcement holds the enforcer's counters; nil when Enforce is off.
+	// Enforcement holds the enforcer's counters; nil when Enforce is off
+	// or the enforcer cannot read them.
 	Enforcement *EnforceStatus `json:"enforcement,omitempty"`
 	// Flows is the flow-record buffer; nil when Enforce is off.
 	Flows *FlowStatus `json:"flows,omitempty"`
