@@ -382,8 +382,12 @@ func printStatus(w io.Writer, st agent.Status) {
 		{"Enforce", st.Enforce},
 	}
 	if e := st.Enforcement; e != nil {
-		rows = append(rows, [2]string{"Enforcement", fmt.Sprintf("view %d, %d flows tracked, %d packets passed, %d dropped, %d events (%d lost)",
-			e.ViewVersion, e.Flows, e.Passed, e.Dropped, e.Events, e.EventsLost)})
+		flows := "" // the eBPF enforcer does not count its tracked flows
+		if e.Flows != nil {
+			flows = fmt.Sprintf("%d flows tracked, ", *e.Flows)
+		}
+		rows = append(rows, [2]string{"Enforcement", fmt.Sprintf("view %d, %s%d packets passed, %d dropped, %d events (%d lost)",
+			e.ViewVersion, flows, e.Passed, e.Dropped, e.Events, e.EventsLost)})
 		if len(e.Packets) > 0 {
 			reasons := make([]string, 0, len(e.Packets))
 			for r, n := range e.Packets {
@@ -404,7 +408,7 @@ func printStatus(w io.Writer, st agent.Status) {
 		}
 		line := ip
 		if w.Cgroup != "" {
-			line += " cgroup " + w.Cgroup + " (not enforced yet)"
+			line += " cgroup " + w.Cgroup + " " + cgroupNote(st.Enforce)
 		}
 		rows = append(rows, [2]string{"Workload " + w.Namespace + "/" + w.Name, line})
 	}
@@ -415,6 +419,17 @@ func printStatus(w io.Writer, st agent.Status) {
 		writeRow(tw, r[0]+":", r[1])
 	}
 	tw.Flush()
+}
+
+// cgroupNote says what the enforcer of mode does with a workload's cgroup.
+func cgroupNote(mode string) string {
+	switch mode {
+	case agent.EnforceEBPF:
+		return "(eBPF: its sockets use this address, denied connects are refused)"
+	case agent.EnforceUserspace:
+		return "(not enforced: the userspace enforcer knows no cgroups; --enforce ebpf does)"
+	}
+	return "(not enforced: --enforce " + mode + ")"
 }
 
 // viewVersionLine is the received view's version, and the one in force

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/latchnet/latch/node/agent"
+	"github.com/latchnet/latch/node/enforce"
 )
 
 // TestPrintStatusViewNotLoaded: `latch status` says when the received view
@@ -19,5 +20,32 @@ func TestPrintStatusViewNotLoaded(t *testing.T) {
 	printStatus(&b, agent.Status{ViewVersion: 8, EnforcedVersion: 7, ViewError: "eBPF enforcer: view does not fit the eBPF maps"})
 	if want := "8 received, 7 in force (not loaded: eBPF enforcer: view does not fit the eBPF maps; its new peers wait)"; !strings.Contains(b.String(), want) {
 		t.Errorf("a view not loaded: want %q in\n%s", want, b.String())
+	}
+}
+
+// TestPrintStatusEnforcer: `latch status` shows the counters each enforcer
+// keeps, and what it does with a workload's cgroup.
+func TestPrintStatusEnforcer(t *testing.T) {
+	ws := []agent.WorkloadStatus{{Name: "api", Namespace: "prod", IP: "100.64.0.5", Cgroup: "/sys/fs/cgroup/api.service"}}
+	for _, tc := range []struct {
+		mode        string
+		enforcement *agent.EnforceStatus
+		want        []string
+	}{
+		{agent.EnforceEBPF, &agent.EnforceStatus{Stats: enforce.Stats{ViewVersion: 3, Passed: 5, Dropped: 2}, Events: 4},
+			[]string{"Enforcement:        view 3, 5 packets passed, 2 dropped, 4 events (0 lost)\n",
+				"Workload prod/api:  100.64.0.5 cgroup /sys/fs/cgroup/api.service (eBPF: its sockets use this address, denied connects are refused)\n"}},
+		{agent.EnforceUserspace, &agent.EnforceStatus{Stats: enforce.Stats{ViewVersion: 3, Flows: new(6), Passed: 5}},
+			[]string{"view 3, 6 flows tracked, 5 packets passed, 0 dropped, 0 events (0 lost)\n",
+				"cgroup /sys/fs/cgroup/api.service (not enforced: the userspace enforcer knows no cgroups; --enforce ebpf does)\n"}},
+		{agent.EnforceOff, nil, []string{"cgroup /sys/fs/cgroup/api.service (not enforced: --enforce off)\n"}},
+	} {
+		var b strings.Builder
+		printStatus(&b, agent.Status{Enforce: tc.mode, Enforcement: tc.enforcement, Workloads: ws})
+		for _, want := range tc.want {
+			if !strings.Contains(b.String(), want) {
+				t.Errorf("%s: want %q in\n%s", tc.mode, want, b.String())
+			}
+		}
 	}
 }

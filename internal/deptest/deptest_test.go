@@ -23,6 +23,7 @@ var pure = []string{
 	"netmap",
 	"view",
 	"internal/strictyaml",
+	"node/enforce",
 	"node/enforce/userspace",
 	"coordinator/auth",
 	"suggest",

@@ -4,10 +4,13 @@
 // it), registers the node's
 // WireGuard key, endpoints and workloads with the coordinator, streams the
 // node's view and applies it to the WireGuard device and to the enforcer
-// (--enforce: the userspace packet filter of package node/enforce/userspace, or
-// none), keeps enforcing the last view while the coordinator is away
+// (--enforce: the eBPF programs of package node/enforce/ebpf, the
+// userspace packet filter of package node/enforce/userspace, auto for the
+// first of the two that works here, or off; the agent holds either as one
+// enforce.Enforcer), turns the enforcer's events into flow records for the
+// coordinator, keeps enforcing the last view while the coordinator is away
 // (fail-static), and answers local status queries on a unix socket in its
-// state directory.
+// state directory and, if asked, Prometheus scrapes.
 //
 // Only package cli imports it. It talks to the coordinator through the
 // wire types and imports no coordinator package.
@@ -20,7 +23,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"os"
 	"sync"
@@ -28,6 +30,7 @@ import (
 	"time"
 
 	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/node/enforce"
 	"github.com/latchnet/latch/node/enforce/ebpf"
 	"github.com/latchnet/latch/node/enforce/userspace"
 	"github.com/latchnet/latch/node/flowlog"
@@ -69,10 +72,11 @@ var stageNames = [numStages]string{"rules", "wireguard"}
 // them.
 type deps struct {
 	open       func(wg.Config, *slog.Logger) (wg.Device, wg.Impl, error)
-	loadEBPF   func(pinDir string) (*ebpf.Enforcer, error)
+	loadEBPF   func(pinDir string) (kernelEnforcer, error)
 	filter     userspace.Options // of the userspace enforcer
 	clock      Clock
 	hostAddrs  func() ([]netip.Addr, error)
+	isCgroup   func(path string) error // nil if path is a cgroup v2 directory
 	hostname   func() (string, error)
 	backoffMin time.Duration
 	backoffMax time.Duration
@@ -88,9 +92,10 @@ type deps struct {
 func defaultDeps() deps {
 	return deps{
 		open:       wg.Open,
-		loadEBPF:   ebpf.Load,
+		loadEBPF:   loadEBPF,
 		clock:      systemClock{},
 		hostAddrs:  interfaceAddrs,
+		isCgroup:   isCgroup2Dir,
 		hostname:   defaultName,
 		backoffMin: 500 * time.Millisecond,
 		backoffMax: 15 * time.Second,
@@ -128,7 +133,7 @@ func enrollOnly(ctx context.Context, cfg Config, log *slog.Logger, d deps) error
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s, err := cfg.check(d.hostAddrs)
+	s, err := cfg.check(d.hostAddrs, d.isCgroup)
 	if err != nil {
 		return err
 	}
@@ -165,11 +170,10 @@ type agent struct {
 	dev       wg.Device
 	impl      wg.Impl
 	wgKey     string // public, base64
-	// filter is the userspace enforcer; nil unless it is the active mode.
-	filter *userspace.Filter
-	// bpf is the eBPF enforcer; nil unless it is the active mode.
-	bpf    *ebpf.Enforcer
-	events atomic.Uint64 // flow events read from filter
+	// enf is the enforcer of the active mode (s.enforce), nil when
+	// enforcement is off; set before the device opens.
+	enf    enforce.Enforcer
+	events atomic.Uint64 // flow events read from enf
 	// flows aggregates the enforcer's events into flow records for the
 	// coordinator; flowsSent counts the records it accepted.
 	flows     *flowlog.Log
@@ -206,7 +210,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	// Compute and validate everything before touching the host.
-	s, err := cfg.check(d.hostAddrs)
+	s, err := cfg.check(d.hostAddrs, d.isCgroup)
 	if err != nil {
 		return err
 	}
@@ -280,50 +284,60 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 		Address:    netip.PrefixFrom(node.IP, 32),
 		Route:      node.Route,
 	}
+	// The enforcer of the mode; auto takes eBPF where it loads.
+	var kernel kernelEnforcer // the eBPF enforcer, hooked on once the device is up
+	var ebpfErr error         // why auto did not take eBPF
 	if s.enforce == EnforceAuto || s.enforce == EnforceEBPF {
 		pin := s.PinDir
 		if pin == "" {
 			pin = ebpf.DefaultPinDir(s.Iface)
 		}
-		e, err := d.loadEBPF(pin)
+		k, err := d.loadEBPF(pin)
 		switch {
 		case err == nil:
-			a.bpf = e
+			kernel, a.enf = k, k
 			s.enforce = EnforceEBPF
-			defer e.Close() // keeps the pins: enforcement outlives the agent
 		case s.enforce == EnforceEBPF:
 			return fmt.Errorf("loading the eBPF enforcer (--enforce ebpf): %w; use --enforce userspace where eBPF is not available", err)
 		default:
 			a.log.Info("eBPF enforcer unavailable; using the userspace filter", logErr, err)
-			s.enforce = EnforceUserspace
-		}
-		if a.bpf != nil && v != nil {
-			// The rules are in place before the programs attach.
-			if err := a.bpf.Apply(v); err != nil {
-				return fmt.Errorf("loading the saved view into the eBPF enforcer: %w", err)
-			}
+			s.enforce, ebpfErr = EnforceUserspace, err
 		}
 	}
 	if s.enforce == EnforceUserspace {
-		// The filter holds the saved view before the first packet can
-		// flow; with none it drops everything until the first view.
-		a.filter = userspace.New(d.filter)
+		f := userspace.New(d.filter)
+		a.enf = f
+		wgcfg.Filter = wgFilter{f}
+	}
+	a.s.enforce = s.enforce
+	if a.enf != nil {
+		// Closing keeps the eBPF enforcer's pins: enforcement outlives
+		// the agent.
+		defer a.enf.Close()
 		if v != nil {
-			if err := a.filter.Apply(v); err != nil {
-				a.log.Error("loading the saved view into the userspace filter; dropping everything until a view loads", logErr, err)
+			// The rules are in place before the first packet can flow.
+			if err := a.applyRules(v); err != nil {
+				a.log.Error("loading the saved view into the enforcer; it keeps the rules it had (a new one has none and drops everything) until a view loads", logErr, err)
 			}
 		}
-		wgcfg.Filter = wgFilter{a.filter}
 	}
 
 	// Touch the host: the WireGuard device, the last view, the socket.
 	dev, impl, err := d.open(wgcfg, log)
 	if err != nil {
 		if errors.Is(err, wg.ErrFilterNeedsUserspace) {
-			return fmt.Errorf("bringing up WireGuard with --enforce %s: %w; the eBPF enforcer that works with kernel WireGuard is not built yet: pass --enforce off to run without enforcement inside the tunnel", s.Enforce, err)
+			if ebpfErr != nil {
+				return fmt.Errorf("bringing up WireGuard with --enforce auto, which took the userspace filter because the eBPF enforcer did not load (%v): %w: make eBPF load (it works with kernel WireGuard), or pass --enforce off", ebpfErr, err)
+			}
+			return fmt.Errorf("bringing up WireGuard with --enforce %s: %w: pass --enforce ebpf, which works with kernel WireGuard, or --enforce off", s.Enforce, err)
 		}
 		return fmt.Errorf("bringing up WireGuard: %w", err)
 	}
+	defer func() {
+		if err := dev.Close(); err != nil {
+			a.log.Warn("closing the WireGuard device", logErr, err)
+		}
+	}()
 	a.mu.Lock()
 	a.dev, a.impl = dev, impl
 	ws := a.workloads
@@ -331,29 +345,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 	// The saved (or just registered) workload addresses, so that the
 	// workloads can bind them before the coordinator answers.
 	a.bindWorkloads(dev, ws)
-	if a.bpf != nil {
-		ifc, err := net.InterfaceByName(s.Iface)
-		if err != nil {
-			return fmt.Errorf("finding the WireGuard interface for the eBPF enforcer: %w", err)
-		}
-		if err := a.bpf.AttachTCX(ifc.Index); err != nil {
-			return fmt.Errorf("attaching the eBPF enforcer to %s: %w", s.Iface, err)
-		}
-		if len(s.WorkloadCgroups) > 0 {
-			// Workload sockets: bound to their overlay address, denied
-			// connects refused at once with EPERM.
-			if err := a.bpf.AttachCgroup(""); err != nil {
-				return fmt.Errorf("attaching the eBPF enforcer's cgroup hooks: %w", err)
-			}
+	if kernel != nil {
+		if err := kernel.Attach(s.Iface, len(s.WorkloadCgroups) > 0); err != nil {
+			return err
 		}
 	}
-	a.s.enforce = s.enforce
 	a.log.Info("enforcement", logEnforce, s.enforce)
-	defer func() {
-		if err := dev.Close(); err != nil {
-			a.log.Warn("closing the WireGuard device", logErr, err)
-		}
-	}()
 	if v != nil {
 		a.setView(v, false)
 		a.log.Info("applied the saved view", logVersion, v.Version, logPeers, len(v.Peers))
@@ -375,13 +372,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 		wg.Go(func() { a.renewLoop(ctx) }) // SPIRE renews its own SVIDs
 	}
 	wg.Go(func() { a.syncLoop(ctx) })
-	if a.filter != nil {
-		wg.Go(func() { flowEvents(ctx, a.filter, a.log, &a.events, a.flows) })
-	}
-	if a.bpf != nil {
-		wg.Go(func() { ebpfEvents(ctx, a.bpf, a.log, &a.events, a.flows) })
-	}
-	if a.filter != nil || a.bpf != nil {
+	if a.enf != nil {
+		wg.Go(func() { a.eventLoop(ctx) })
 		wg.Go(func() { a.flowLoop(ctx) })
 	}
 	wg.Wait()

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
-	"github.com/latchnet/latch/node/enforce/ebpf"
 	"log/slog"
 	"net"
 	"net/http"
@@ -329,7 +328,7 @@ func testDeps(r *running) deps {
 	d.hostname = func() (string, error) { return "n1", nil }
 	// The fake device has no kernel interface to attach eBPF to: auto
 	// falls back to the userspace filter, as where eBPF is unavailable.
-	d.loadEBPF = func(string) (*ebpf.Enforcer, error) { return nil, errors.New("no eBPF in unit tests") }
+	d.loadEBPF = func(string) (kernelEnforcer, error) { return nil, errors.New("no eBPF in unit tests") }
 	d.open = func(cfg wg.Config, _ *slog.Logger) (wg.Device, wg.Impl, error) {
 		f := wg.NewFake(cfg.Name, cfg.PrivateKey.PublicKey(), cfg.ListenPort)
 		r.cfgs <- cfg
@@ -732,7 +731,7 @@ func TestConfigCheck(t *testing.T) {
 		return []netip.Addr{netip.MustParseAddr("198.18.0.9")}, nil
 	}
 	base := Config{Coordinator: "https://coord.example:8443", StateDir: "/x"}
-	s, err := base.check(addrs)
+	s, err := base.check(addrs, isCgroup2Dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -758,7 +757,7 @@ func TestConfigCheck(t *testing.T) {
 	} {
 		c := base
 		tc.mod(&c)
-		if _, err := c.check(addrs); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := c.check(addrs, isCgroup2Dir); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error containing %q", tc.name, err, tc.want)
 		}
 	}

@@ -59,7 +59,13 @@ type Config struct {
 	// interface so that the workload's processes can bind it.
 	Workloads []wire.WorkloadDecl
 	// WorkloadCgroups maps a workload ("namespace/name") to its cgroup v2
-	// directory. Checked and reported in status; not enforced yet.
+	// directory, checked at start and shown in status. The eBPF enforcer
+	// attaches its cgroup hooks when there is one and, once the workload
+	// is in the view, gives the sockets of that cgroup the workload's
+	// overlay address as source, refuses at once (EPERM) their connects
+	// and sends that its egress rules deny, and keeps other processes off
+	// that address. The userspace filter knows no cgroups: it enforces by
+	// address only, and with enforcement off nothing is enforced.
 	WorkloadCgroups map[string]string
 	// RenewBefore is the fraction of the SVID's lifetime after which it is
 	// renewed; DefaultRenewBefore (half-life) if zero.
@@ -138,8 +144,9 @@ type settings struct {
 
 // check validates cfg and fills in defaults. It touches nothing on the
 // host except reading the host name and interface addresses when those
-// defaults are needed.
-func (cfg Config) check(hostAddrs func() ([]netip.Addr, error)) (settings, error) {
+// defaults are needed (hostAddrs), and checking that workload cgroups are
+// cgroup v2 directories (isCgroup).
+func (cfg Config) check(hostAddrs func() ([]netip.Addr, error), isCgroup func(path string) error) (settings, error) {
 	s := settings{Config: cfg}
 	if cfg.Coordinator == "" {
 		return s, errors.New("no coordinator: pass --coordinator https://HOST:PORT")
@@ -240,7 +247,7 @@ func (cfg Config) check(hostAddrs func() ([]netip.Addr, error)) (settings, error
 			s.Endpoints = append(s.Endpoints, netip.AddrPortFrom(a, uint16(s.ListenPort)))
 		}
 	}
-	if err := checkWorkloads(s.Workloads, s.WorkloadCgroups, isCgroup2Dir); err != nil {
+	if err := checkWorkloads(s.Workloads, s.WorkloadCgroups, isCgroup); err != nil {
 		return s, err
 	}
 	if s.enforce, err = resolveEnforce(s.Enforce); err != nil {

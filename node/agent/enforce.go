@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
-	"sync/atomic"
 
+	"github.com/latchnet/latch/node/enforce"
 	"github.com/latchnet/latch/node/enforce/ebpf"
 	"github.com/latchnet/latch/node/enforce/userspace"
-	"github.com/latchnet/latch/node/flowlog"
 	"github.com/latchnet/latch/view"
 )
 
@@ -17,8 +17,14 @@ import (
 const (
 	// EnforceAuto picks the eBPF enforcer when the kernel and privileges
 	// allow it, else the userspace filter.
-	EnforceAuto      = "auto"
-	EnforceEBPF      = "ebpf"
+	EnforceAuto = "auto"
+	// EnforceEBPF: the programs of package node/enforce/ebpf on the
+	// WireGuard interface and on workload cgroups; with kernel WireGuard
+	// or wireguard-go.
+	EnforceEBPF = "ebpf"
+	// EnforceUserspace: the packet filter of package
+	// node/enforce/userspace in wireguard-go's path; it needs wireguard-go
+	// and knows no cgroups.
 	EnforceUserspace = "userspace"
 	// EnforceOff enforces nothing inside the tunnel: peers and AllowedIPs
 	// still limit who a node can reach, but not which ports or which way.
@@ -37,54 +43,76 @@ func resolveEnforce(mode string) (string, error) {
 	return "", fmt.Errorf("enforce mode %q: want auto, ebpf, userspace or off", mode)
 }
 
-// ebpfCounters converts the eBPF enforcer's counters to the status form
-// the userspace filter uses, so both read alike.
-func ebpfCounters(c ebpf.Counters, version uint64) userspace.Stats {
-	st := userspace.Stats{ViewVersion: version, Packets: map[string]uint64{}, Passed: c.Allowed, Dropped: c.Dropped,
-		EventsLost: c.EventsLost + c.EventsSkipped}
-	for r, n := range c.ByReason {
-		if n > 0 {
-			st.Packets[r.String()] = n
-		}
-	}
-	return st
+// kernelEnforcer is the eBPF enforcer as the agent drives it: besides the
+// view, it hooks onto the WireGuard interface once that exists, and binds
+// workload cgroups (cgroupBinder). Tests stand a fake in for it.
+type kernelEnforcer interface {
+	enforce.Enforcer
+	cgroupBinder
+	// Attach hooks the programs onto the interface named iface and, if
+	// cgroups, onto the cgroup v2 root (for workloads with a cgroup).
+	Attach(iface string, cgroups bool) error
 }
 
-// ebpfEvents reads the eBPF enforcer's events until ctx ends, counting
-// them and logging each at debug level.
-func ebpfEvents(ctx context.Context, e *ebpf.Enforcer, log *slog.Logger, count *atomic.Uint64, flows *flowlog.Log) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ev, ok := <-e.Events():
-			if !ok {
-				return
-			}
-			count.Add(1)
-			if fe, ok := ebpfFlowEvent(ev); ok {
-				flows.Add(fe)
-			}
-			logFlow(ctx, log, ev.Direction.String(), ev.Verdict.String(), ev.Reason.String(), ev.Protocol,
-				netip.AddrPortFrom(ev.Src.Netip(), ev.SrcPort), netip.AddrPortFrom(ev.Dst.Netip(), ev.DstPort),
-				ev.Workload, uint32(ev.RemoteIdentity))
+// cgroupBinder is an enforcer that confines workload sockets by cgroup
+// (the eBPF one; the userspace filter knows no cgroups).
+type cgroupBinder interface {
+	// SetCgroups says which cgroup v2 directory holds which workload of
+	// the applied view (path → "namespace/name"), replacing what it held.
+	SetCgroups(cgroups map[string]string) error
+}
+
+// loadEBPF loads the eBPF enforcer, its maps pinned under pinDir.
+func loadEBPF(pinDir string) (kernelEnforcer, error) {
+	e, err := ebpf.Load(pinDir)
+	if err != nil {
+		return nil, err
+	}
+	return ebpfEnforcer{e}, nil
+}
+
+// ebpfEnforcer is the eBPF enforcer with Attach.
+type ebpfEnforcer struct{ *ebpf.Enforcer }
+
+func (e ebpfEnforcer) Attach(iface string, cgroups bool) error {
+	ifc, err := net.InterfaceByName(iface)
+	if err != nil {
+		return fmt.Errorf("finding the WireGuard interface for the eBPF enforcer: %w", err)
+	}
+	if err := e.AttachTCX(ifc.Index); err != nil {
+		return fmt.Errorf("attaching the eBPF enforcer to %s: %w", iface, err)
+	}
+	if cgroups {
+		// Workload sockets: bound to their overlay address, denied
+		// connects refused at once with EPERM.
+		if err := e.AttachCgroup(""); err != nil {
+			return fmt.Errorf("attaching the eBPF enforcer's cgroup hooks: %w", err)
 		}
 	}
+	return nil
+}
+
+// enforcerName names the enforcer of mode in errors.
+func enforcerName(mode string) string {
+	if mode == EnforceEBPF {
+		return "eBPF enforcer"
+	}
+	return "userspace filter"
 }
 
 // EnforceStatus is the enforcer's part of Status.
 type EnforceStatus struct {
-	userspace.Stats
+	enforce.Stats
 	// Events counts the flow events the agent read (new flows and drops);
 	// each is logged at debug level.
 	Events uint64 `json:"events"`
 }
 
-// wgFilter adapts the userspace filter to wg.PacketFilter.
+// wgFilter puts the userspace filter in wireguard-go's path.
 type wgFilter struct{ f *userspace.Filter }
 
-func (w wgFilter) Outbound(pkt []byte) bool { return w.f.Outbound(pkt) == userspace.Pass }
-func (w wgFilter) Inbound(pkt []byte) bool  { return w.f.Inbound(pkt) == userspace.Pass }
+func (w wgFilter) Outbound(pkt []byte) bool { return w.f.Outbound(pkt) == enforce.Allowed }
+func (w wgFilter) Inbound(pkt []byte) bool  { return w.f.Inbound(pkt) == enforce.Allowed }
 
 // Log field names of flow events.
 const (
@@ -98,56 +126,52 @@ const (
 	logRemoteID = "remote_identity"
 )
 
-// flowEvents reads the filter's events until ctx ends, counting them and
-// logging each at debug level.
-func flowEvents(ctx context.Context, f *userspace.Filter, log *slog.Logger, count *atomic.Uint64, flows *flowlog.Log) {
+// eventLoop reads the enforcer's events until ctx ends or the enforcer
+// closes them: it counts each, adds it to the flow records and logs it at
+// debug level.
+func (a *agent) eventLoop(ctx context.Context) {
+	events := a.enf.Events()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case ev := <-f.Events():
-			count.Add(1)
-			if fe, ok := userspaceFlowEvent(ev); ok {
-				flows.Add(fe)
+		case ev, ok := <-events:
+			if !ok {
+				return
 			}
-			logFlow(ctx, log, ev.Direction.String(), ev.Verdict.String(), ev.Reason.String(), ev.Protocol,
-				netip.AddrPortFrom(ev.Src.Netip(), ev.SrcPort), netip.AddrPortFrom(ev.Dst.Netip(), ev.DstPort),
-				ev.Workload, uint32(ev.RemoteIdentity))
+			a.events.Add(1)
+			a.flows.Add(ev)
+			if a.log.Enabled(ctx, slog.LevelDebug) {
+				a.log.Debug("flow", logDir, ev.Direction.String(), logVerdict, ev.Verdict.String(), logReason, ev.Reason, logProto, ev.Protocol,
+					logSrc, netip.AddrPortFrom(ev.Src.Netip(), ev.SrcPort).String(), logDst, netip.AddrPortFrom(ev.Dst.Netip(), ev.DstPort).String(),
+					logWorkload, ev.Workload, logRemoteID, uint32(ev.RemoteIdentity))
+			}
 		}
 	}
 }
 
-// logFlow logs one flow event of either enforcer at debug level.
-func logFlow(ctx context.Context, log *slog.Logger, dir, verdict, reason string, proto any, src, dst netip.AddrPort, workload string, remote uint32) {
-	if !log.Enabled(ctx, slog.LevelDebug) {
-		return
-	}
-	log.Debug("flow", logDir, dir, logVerdict, verdict, logReason, reason, logProto, proto,
-		logSrc, src.String(), logDst, dst.String(), logWorkload, workload, logRemoteID, remote)
-}
-
-// applyRules loads v's rules into the enforcer, if there is one. On an
-// error the enforcer keeps the rules it had.
+// applyRules loads v's rules into the enforcer, if there is one, and gives
+// an enforcer that binds cgroups those of v's workloads. On an error the
+// enforcer keeps the rules it had.
 func (a *agent) applyRules(v *view.View) error {
-	if a.filter != nil {
-		if err := a.filter.Apply(v); err != nil {
-			return fmt.Errorf("userspace filter: %w", err)
-		}
+	if a.enf == nil {
+		return nil
 	}
-	if a.bpf != nil {
-		if err := a.bpf.Apply(v); err != nil {
-			return fmt.Errorf("eBPF enforcer: %w", err)
-		}
-		a.setCgroups(v)
+	if err := a.enf.Apply(v); err != nil {
+		return fmt.Errorf("%s: %w", enforcerName(a.s.enforce), err)
+	}
+	if b, ok := a.enf.(cgroupBinder); ok {
+		a.setCgroups(b, v)
 	}
 	return nil
 }
 
-// setCgroups tells the eBPF enforcer which cgroup belongs to which of the
-// view's workloads (those the coordinator has not put in the view yet
-// wait for the next view). With none it clears what an earlier agent
-// left in the pinned maps.
-func (a *agent) setCgroups(v *view.View) {
+// setCgroups tells b which cgroup belongs to which of the view's
+// workloads (those the coordinator has not put in the view yet wait for
+// the next view). With none it clears what an earlier agent left in the
+// pinned maps. A failure leaves the rules in force: it shows in status
+// and the log.
+func (a *agent) setCgroups(b cgroupBinder, v *view.View) {
 	inView := make(map[string]bool, len(v.Workloads))
 	for _, w := range v.Workloads {
 		inView[w.Workload] = true
@@ -158,7 +182,7 @@ func (a *agent) setCgroups(v *view.View) {
 			byPath[path] = key
 		}
 	}
-	if err := a.bpf.SetCgroups(byPath); err != nil {
+	if err := b.SetCgroups(byPath); err != nil {
 		a.log.Error("binding workload cgroups in the eBPF enforcer", logErr, err)
 		a.mu.Lock()
 		a.lastErr = "eBPF enforcer: " + err.Error()

@@ -4,64 +4,16 @@ import (
 	"context"
 	"time"
 
-	"github.com/latchnet/latch/node/enforce/ebpf"
-	"github.com/latchnet/latch/node/enforce/userspace"
-	"github.com/latchnet/latch/node/flowlog"
 	"github.com/latchnet/latch/wire"
 )
 
 // flowBatch is the most records one upload carries.
 const flowBatch = 5000
 
-// ebpfFlowEvent converts an eBPF enforcer event; ok is false for events
-// that belong to no local workload (the coordinator could not place them).
-func ebpfFlowEvent(ev ebpf.Event) (flowlog.Event, bool) {
-	if ev.Workload == "" {
-		return flowlog.Event{}, false
-	}
-	out := flowlog.Event{Time: ev.Time, Workload: ev.Workload, Src: ev.Src.Netip(), Dst: ev.Dst.Netip(),
-		Protocol: ev.Protocol, Port: ev.DstPort, Reason: ev.Reason.String(), Bytes: uint64(ev.Bytes),
-		Direction: wire.DirIngress}
-	if ev.Direction == ebpf.Egress {
-		out.Direction = wire.DirEgress
-	}
-	switch ev.Verdict {
-	case ebpf.Allowed:
-		out.Verdict = wire.VerdictAllowed
-	case ebpf.WouldDeny:
-		out.Verdict = wire.VerdictWouldDeny
-	default:
-		out.Verdict = wire.VerdictDenied
-	}
-	return out, true
-}
-
-// userspaceFlowEvent converts a userspace filter event; ok is false for
-// events of no local workload.
-func userspaceFlowEvent(ev userspace.Event) (flowlog.Event, bool) {
-	if ev.Workload == "" {
-		return flowlog.Event{}, false
-	}
-	out := flowlog.Event{Time: ev.Time, Workload: ev.Workload, Src: ev.Src.Netip(), Dst: ev.Dst.Netip(),
-		Protocol: ev.Protocol, Port: ev.DstPort, Reason: ev.Reason.String(), Bytes: uint64(ev.Bytes), Direction: wire.DirIngress}
-	if ev.Direction == userspace.DirOutbound {
-		out.Direction = wire.DirEgress
-	}
-	switch ev.Verdict {
-	case userspace.Pass:
-		out.Verdict = wire.VerdictAllowed
-	case userspace.WouldDeny:
-		out.Verdict = wire.VerdictWouldDeny
-	default:
-		out.Verdict = wire.VerdictDenied
-	}
-	return out, true
-}
-
 // flowLoop ends an aggregation interval every s.FlowInterval and uploads
 // the queued records. A failed upload puts them back (the Log drops the
 // oldest when full) and is retried at the next interval; nothing here
-// blocks the event readers.
+// blocks the event loop.
 func (a *agent) flowLoop(ctx context.Context) {
 	t := time.NewTicker(a.s.FlowInterval)
 	defer t.Stop()

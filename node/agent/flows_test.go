@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/latchnet/latch/node/enforce"
 	"github.com/latchnet/latch/node/enforce/ebpf"
 	"github.com/latchnet/latch/node/enforce/userspace"
 	"github.com/latchnet/latch/node/flowlog"
@@ -154,27 +155,25 @@ func TestMonitorFlowsAndMetrics(t *testing.T) {
 }
 
 // TestFlowRecordsPassTheCoordinatorsCheck: every record the agent can
-// make (any reason either enforcer names, any IP protocol) passes
-// wire.FlowRecord.Check, which the coordinator applies to every record.
+// make (any reason either enforcer names, any verdict, direction or IP
+// protocol) passes wire.FlowRecord.Check, which the coordinator applies to
+// every record.
 func TestFlowRecordsPassTheCoordinatorsCheck(t *testing.T) {
 	now := time.Now()
 	for i := range 256 {
-		evs := []flowlog.Event{}
-		if ev, ok := ebpfFlowEvent(ebpf.Event{Time: now, Workload: "prod/web", Protocol: uint8(i), Reason: ebpf.Reason(i), Verdict: ebpf.Dropped}); ok {
-			evs = append(evs, ev)
-		}
-		if ev, ok := userspaceFlowEvent(userspace.Event{Time: now, Workload: "prod/web", Protocol: uint8(i), Reason: userspace.Reason(i), Direction: userspace.DirOutbound}); ok {
-			evs = append(evs, ev)
-		}
-		if len(evs) != 2 {
-			t.Fatalf("events %d: %+v", i, evs)
-		}
 		l := flowlog.New(flowlog.Options{})
-		for _, ev := range evs {
-			l.Add(ev)
+		for _, reason := range []string{ebpf.Reason(i).String(), userspace.Reason(i).String()} {
+			for _, dir := range []enforce.Direction{enforce.Ingress, enforce.Egress} {
+				for _, v := range []enforce.Verdict{enforce.Allowed, enforce.Dropped, enforce.WouldDeny} {
+					l.Add(enforce.Event{Time: now, Workload: "prod/web", Protocol: uint8(i), Reason: reason, Direction: dir, Verdict: v})
+				}
+			}
 		}
 		l.Flush()
-		recs, _ := l.Take(10)
+		recs, _ := l.Take(100)
+		if len(recs) != 12 {
+			t.Fatalf("events %d: %d records, want 12", i, len(recs))
+		}
 		for _, r := range recs {
 			if err := r.Check(); err != nil {
 				t.Errorf("record %+v: %v", r, err)

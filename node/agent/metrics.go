@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/latchnet/latch/node/enforce"
 	"github.com/latchnet/latch/node/enforce/ebpf"
+	"github.com/latchnet/latch/view"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -92,53 +94,59 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, m := range []string{EnforceEBPF, EnforceUserspace, EnforceOff} {
 		gauge(ch, descMode, b2f(a.s.enforce == m), m)
 	}
-	switch {
-	case a.filter != nil:
-		st := a.filter.Stats()
-		for reason, n := range st.Packets {
-			verdict := "dropped"
-			if st.PassReason(reason) {
-				verdict = "allowed"
-			}
-			counter(ch, descPackets, float64(n), verdict, reason)
-		}
-		counter(ch, descEventsLost, float64(st.EventsLost))
-		gauge(ch, descMapEntries, float64(st.Flows), "conntrack")
-		gauge(ch, descCtCapacity, float64(st.FlowCapacity))
-		counter(ch, descCtEvicted, float64(st.FlowsEvicted))
-		counter(ch, descCtCreated, float64(st.FlowsCreated))
-	case a.bpf != nil:
-		if cs, err := a.bpf.Counters(); err == nil {
-			for r, n := range cs.ByReason {
-				verdict := "dropped"
-				if r.Verdict() != ebpf.Dropped {
-					verdict = "allowed"
-				}
-				counter(ch, descPackets, float64(n), verdict, r.String())
-			}
-			counter(ch, descEventsLost, float64(cs.EventsLost+cs.EventsSkipped))
-			gauge(ch, descCtCapacity, float64(cs.ConntrackCapacity))
-			counter(ch, descCtCreated, float64(cs.ConntrackCreated))
-			counter(ch, descCtRecreated, float64(cs.ConntrackRecreated))
-			counter(ch, descCtMisses, float64(cs.ConntrackMisses))
-			counter(ch, descRefused, float64(cs.BindsRefused), "bind")
-			counter(ch, descRefused, float64(cs.SourcesRefused), "send")
-		} else {
-			ch <- prometheus.NewInvalidMetric(descPackets, err)
-		}
-	}
-	if (a.filter != nil || a.bpf != nil) && v != nil {
-		if t, err := ebpf.Compile(v); err == nil {
-			gauge(ch, descMapEntries, float64(len(t.Workloads)), "workloads")
-			gauge(ch, descMapEntries, float64(len(t.Identities)), "identities")
-			gauge(ch, descMapEntries, float64(len(t.Rules)), "rules")
-			gauge(ch, descMapEntries, float64(len(t.CIDRs)), "cidrs")
-		}
+	if a.enf != nil {
+		a.collectEnforcer(ch, v)
 	}
 	fs := a.flows.Stats()
 	gauge(ch, descFlowQueued, float64(fs.Queued))
 	counter(ch, descFlowDropped, float64(fs.Dropped))
 	counter(ch, descFlowSent, float64(a.flowsSent.Load()))
+}
+
+// collectEnforcer reports the enforcer's counters (those it keeps) and
+// the rule-table entries of v, the view in force.
+func (a *agent) collectEnforcer(ch chan<- prometheus.Metric, v *view.View) {
+	if st, err := a.enf.Stats(); err == nil {
+		for reason, n := range st.Packets {
+			verdict := "allowed"
+			if st.Verdict(reason) == enforce.Dropped {
+				verdict = "dropped"
+			}
+			counter(ch, descPackets, float64(n), verdict, reason)
+		}
+		counter(ch, descEventsLost, float64(st.EventsLost))
+		gauge(ch, descCtCapacity, float64(st.FlowCapacity))
+		counter(ch, descCtCreated, float64(st.FlowsCreated))
+		if st.Flows != nil {
+			gauge(ch, descMapEntries, float64(*st.Flows), "conntrack")
+		}
+		if st.FlowsEvicted != nil {
+			counter(ch, descCtEvicted, float64(*st.FlowsEvicted))
+		}
+		if st.FlowsRecreated != nil {
+			counter(ch, descCtRecreated, float64(*st.FlowsRecreated))
+		}
+		if st.FlowMisses != nil {
+			counter(ch, descCtMisses, float64(*st.FlowMisses))
+		}
+		if st.BindsRefused != nil {
+			counter(ch, descRefused, float64(*st.BindsRefused), "bind")
+		}
+		if st.SendsRefused != nil {
+			counter(ch, descRefused, float64(*st.SendsRefused), "send")
+		}
+	} else {
+		ch <- prometheus.NewInvalidMetric(descPackets, err)
+	}
+	if v == nil {
+		return
+	}
+	if t, err := ebpf.Compile(v); err == nil {
+		gauge(ch, descMapEntries, float64(len(t.Workloads)), "workloads")
+		gauge(ch, descMapEntries, float64(len(t.Identities)), "identities")
+		gauge(ch, descMapEntries, float64(len(t.Rules)), "rules")
+		gauge(ch, descMapEntries, float64(len(t.CIDRs)), "cidrs")
+	}
 }
 
 func b2f(b bool) float64 {

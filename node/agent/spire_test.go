@@ -141,7 +141,7 @@ func TestSpireNodeConfigErrors(t *testing.T) {
 	for name, mod := range cases {
 		c := base
 		mod(&c)
-		if _, err := c.check(func() ([]netip.Addr, error) { return nil, nil }); err == nil {
+		if _, err := c.check(func() ([]netip.Addr, error) { return nil, nil }, isCgroup2Dir); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -164,7 +164,7 @@ func TestSpireNodeConfigErrors(t *testing.T) {
 	noSock := base
 	noSock.SpiffeSocket = ""
 	noSock.Workloads = c.Workloads
-	if _, err := noSock.check(func() ([]netip.Addr, error) { return nil, nil }); err == nil || !strings.Contains(err.Error(), "needs --spiffe-socket") {
+	if _, err := noSock.check(func() ([]netip.Addr, error) { return nil, nil }, isCgroup2Dir); err == nil || !strings.Contains(err.Error(), "needs --spiffe-socket") {
 		t.Errorf("a workload SPIFFE ID without --spiffe-socket: %v", err)
 	}
 	c.Workloads = nil

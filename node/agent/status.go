@@ -36,7 +36,8 @@ type Status struct {
 	IP              string `json:"ip"`
 	// Enforce is the active enforcement mode: ebpf, userspace or off.
 	Enforce string `json:"enforce"`
-	// Enforcement holds the enforcer's counters; nil when Enforce is off.
+	// Enforcement holds the enforcer's counters; nil when Enforce is off
+	// or the enforcer cannot read them.
 	Enforcement *EnforceStatus `json:"enforcement,omitempty"`
 	// Flows is the flow-record buffer; nil when Enforce is off.
 	Flows *FlowStatus `json:"flows,omitempty"`
@@ -82,18 +83,13 @@ func (a *agent) status() Status {
 		Enforce:     a.s.enforce,
 		Workloads:   a.workloadStatus(),
 	}
-	if a.filter != nil {
-		st.Enforcement = &EnforceStatus{Stats: a.filter.Stats(), Events: a.events.Load()}
-	}
-	if a.bpf != nil {
-		if c, err := a.bpf.Counters(); err == nil {
-			st.Enforcement = &EnforceStatus{Stats: ebpfCounters(c, versionOf(a.enforced)), Events: a.events.Load()}
-		}
-	}
 	st.ViewVersion = versionOf(a.view)
 	st.EnforcedVersion = versionOf(a.enforced)
 	st.ViewError = a.viewErr
-	if a.filter != nil || a.bpf != nil {
+	if a.enf != nil {
+		if es, err := a.enf.Stats(); err == nil {
+			st.Enforcement = &EnforceStatus{Stats: es, Events: a.events.Load()}
+		}
 		st.Flows = &FlowStatus{Stats: a.flows.Stats(), Sent: a.flowsSent.Load()}
 	}
 	return st

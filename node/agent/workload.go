@@ -24,8 +24,8 @@ type WorkloadStatus struct {
 	IP        string            `json:"ip"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	Ports     []inventory.Port  `json:"ports,omitempty"`
-	// Cgroup is the workload's cgroup v2 directory, if declared. It is not
-	// enforced yet.
+	// Cgroup is the workload's cgroup v2 directory, if declared; see
+	// Config.WorkloadCgroups for what each enforcer does with it.
 	Cgroup string `json:"cgroup,omitempty"`
 	// SpiffeID is the workload's SPIFFE ID from SPIRE, if declared; its
 	// label spiffe.io/id holds policy.SpiffeLabelValue of it.

@@ -1,22 +1,22 @@
-// Package flowlog turns a node's enforcer events into flow records: it
-// aggregates events per flow (direction, local workload, source and
-// destination address, protocol, destination port, verdict, reason) per
-// interval, and keeps the finished records in a bounded queue for upload.
+// Package flowlog turns a node's enforcer events (enforce.Event, the same
+// from either enforcer) into flow records: it aggregates events per flow
+// (direction, local workload, source and destination address, protocol,
+// destination port, verdict, reason) per interval, and keeps the finished records in a bounded queue for upload.
 // When the queue is full the oldest records are dropped and counted; Add
 // never waits on the upload, so the enforcer's event readers (and behind
 // them the data path, which never waits on them either) are not held up
 // by a coordinator that is away.
 //
-// It is pure: the agent feeds events, calls Flush on a ticker and uploads
-// what Take returns.
+// It is pure: the node agent feeds events, calls Flush on a ticker and
+// uploads what Take returns. Only the agent imports it.
 package flowlog
 
 import (
 	"net/netip"
 	"strconv"
 	"sync"
-	"time"
 
+	"github.com/latchnet/latch/node/enforce"
 	"github.com/latchnet/latch/wire"
 )
 
@@ -25,19 +25,6 @@ const (
 	DefaultMaxRecords = 20000 // queued records awaiting upload
 	DefaultMaxFlows   = 10000 // distinct flows in one interval
 )
-
-// Event is one enforcer event, in the form both enforcers reduce to.
-type Event struct {
-	Time      time.Time
-	Direction string // wire.DirIngress or wire.DirEgress
-	Workload  string // the local workload, namespace/name
-	Src, Dst  netip.Addr
-	Protocol  uint8 // IP protocol number
-	Port      uint16
-	Verdict   string // wire.Verdict*
-	Reason    string
-	Bytes     uint64 // the packet's length, 0 if unknown
-}
 
 // Options bound a Log.
 type Options struct {
@@ -83,10 +70,14 @@ func New(opts Options) *Log {
 	return &Log{opts: opts, cur: map[key]*wire.FlowRecord{}}
 }
 
-// Add counts one event in the open interval.
-func (l *Log) Add(ev Event) {
-	k := key{dir: ev.Direction, workload: ev.Workload, src: ev.Src, dst: ev.Dst, proto: ev.Protocol,
-		port: ev.Port, verdict: ev.Verdict, reason: ev.Reason}
+// Add counts one event in the open interval. Events of no local workload
+// (Workload "") are left out: the coordinator could not place them.
+func (l *Log) Add(ev enforce.Event) {
+	if ev.Workload == "" {
+		return
+	}
+	k := key{dir: direction(ev.Direction), workload: ev.Workload, src: ev.Src.Netip(), dst: ev.Dst.Netip(), proto: ev.Protocol,
+		port: ev.DstPort, verdict: verdict(ev.Verdict), reason: ev.Reason}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	r := l.cur[k]
@@ -96,9 +87,9 @@ func (l *Log) Add(ev Event) {
 			l.dropped++
 			return
 		}
-		r = &wire.FlowRecord{Start: ev.Time, End: ev.Time, Direction: ev.Direction, Workload: ev.Workload,
-			Src: ev.Src, Dst: ev.Dst, Protocol: ProtocolName(ev.Protocol), Port: ev.Port,
-			Verdict: ev.Verdict, Reason: ev.Reason}
+		r = &wire.FlowRecord{Start: ev.Time, End: ev.Time, Direction: k.dir, Workload: k.workload,
+			Src: k.src, Dst: k.dst, Protocol: ProtocolName(k.proto), Port: k.port,
+			Verdict: k.verdict, Reason: k.reason}
 		l.cur[k] = r
 		l.order = append(l.order, k)
 	}
@@ -109,7 +100,26 @@ func (l *Log) Add(ev Event) {
 		r.End = ev.Time
 	}
 	r.Packets++
-	r.Bytes += ev.Bytes
+	r.Bytes += uint64(ev.Bytes)
+}
+
+// direction is d as flow records name it.
+func direction(d enforce.Direction) string {
+	if d == enforce.Egress {
+		return wire.DirEgress
+	}
+	return wire.DirIngress
+}
+
+// verdict is v as flow records name it.
+func verdict(v enforce.Verdict) string {
+	switch v {
+	case enforce.Allowed:
+		return wire.VerdictAllowed
+	case enforce.WouldDeny:
+		return wire.VerdictWouldDeny
+	}
+	return wire.VerdictDenied
 }
 
 // Flush ends the open interval: its records join the queue, and the

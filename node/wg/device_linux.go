@@ -87,7 +87,7 @@ func (d *linuxDevice) open(cfg Config) error {
 	case err == nil:
 		d.impl = Kernel
 		if cfg.Filter != nil {
-			return fmt.Errorf("%w: the userspace enforcer cannot see its packets (use the eBPF enforcer, or none)", ErrFilterNeedsUserspace)
+			return fmt.Errorf("%w: the userspace enforcer would see no packet", ErrFilterNeedsUserspace)
 		}
 	case errors.Is(err, unix.EOPNOTSUPP):
 		d.log.Info("kernel WireGuard not available, using wireguard-go", logErr, err)

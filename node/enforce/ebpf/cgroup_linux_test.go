@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"github.com/latchnet/latch/node/enforce"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -300,12 +301,12 @@ func TestAttachCgroup(t *testing.T) {
 	if n := c.ByReason[ReasonConnectDenied]; n != 2 {
 		t.Errorf("connect-denied counted %d times, want 2", n)
 	}
-	var denied []Event
+	var denied []enforce.Event
 	timeout := time.After(5 * time.Second)
 	for len(denied) < 2 {
 		select {
 		case ev := <-e.Events():
-			if ev.Reason == ReasonConnectDenied {
+			if ev.Reason == ReasonConnectDenied.String() {
 				ev.Time = time.Time{}
 				denied = append(denied, ev)
 			}
@@ -313,11 +314,11 @@ func TestAttachCgroup(t *testing.T) {
 			t.Fatalf("connect-denied events: got %d, want 2", len(denied))
 		}
 	}
-	wantEv := map[string]Event{
+	wantEv := map[string]enforce.Event{
 		"prod/b": {Src: view.MustAddr(cgBIP), Dst: view.MustAddr(cgDstIP), DstPort: 80, Protocol: protoTCP,
-			Direction: Egress, Verdict: Dropped, Reason: ReasonConnectDenied, Workload: "prod/b", WorkloadIndex: 1, RemoteIdentity: 900},
+			Direction: enforce.Egress, Verdict: enforce.Dropped, Reason: ReasonConnectDenied.String(), Workload: "prod/b", RemoteIdentity: 900},
 		"prod/a": {Src: view.MustAddr(cgAIP), Dst: view.MustAddr(cgDstIP), DstPort: 53, Protocol: protoUDP,
-			Direction: Egress, Verdict: Dropped, Reason: ReasonConnectDenied, Workload: "prod/a", WorkloadIndex: 0, RemoteIdentity: 900},
+			Direction: enforce.Egress, Verdict: enforce.Dropped, Reason: ReasonConnectDenied.String(), Workload: "prod/a", RemoteIdentity: 900},
 	}
 	for _, ev := range denied {
 		if ev != wantEv[ev.Workload] {
@@ -340,8 +341,8 @@ func TestAttachCgroup(t *testing.T) {
 	for found := false; !found; {
 		select {
 		case ev := <-e.Events():
-			found = ev.Reason == ReasonConnectDenied && ev.Verdict == WouldDeny && ev.Workload == "prod/b" && ev.DstPort == 80
-			if ev.Reason == ReasonConnectDenied && ev.Verdict == Dropped {
+			found = ev.Reason == ReasonConnectDenied.String() && ev.Verdict == enforce.WouldDeny && ev.Workload == "prod/b" && ev.DstPort == 80
+			if ev.Reason == ReasonConnectDenied.String() && ev.Verdict == enforce.Dropped {
 				t.Fatalf("monitor mode refused a connect: %+v", ev)
 			}
 		case <-timeout:

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/node/enforce"
 	"github.com/latchnet/latch/view"
 )
 
@@ -71,7 +72,7 @@ type Workload struct {
 	Addr     view.Addr
 	Index    uint32
 	Identity view.Identity
-	AllowAll [2]bool // by Direction
+	AllowAll [2]bool // by kernelDir: ingress, egress
 	Monitor  bool    // monitor mode: denied packets pass as would-deny
 }
 
@@ -86,7 +87,7 @@ type IdentityEntry struct {
 type Rule struct {
 	Workload uint32
 	Identity view.Identity
-	Dir      Direction
+	Dir      enforce.Direction
 	Proto    uint8
 	Ports    PortSet
 }
@@ -96,7 +97,7 @@ type Rule struct {
 // prefix then shadows shorter ones for every protocol, as in Rules.Allows.
 type CIDR struct {
 	Workload uint32
-	Dir      Direction
+	Dir      enforce.Direction
 	Proto    uint8
 	Prefix   view.Prefix // masked
 	Ports    PortSet
@@ -140,9 +141,9 @@ func Compile(v *view.View) (*Tables, error) {
 			Monitor:  w.Monitor,
 		})
 		for _, d := range []struct {
-			dir Direction
+			dir enforce.Direction
 			r   *view.Rules
-		}{{Ingress, &w.Ingress}, {Egress, &w.Egress}} {
+		}{{enforce.Ingress, &w.Ingress}, {enforce.Egress, &w.Egress}} {
 			if d.r.AllowAll {
 				continue // nothing else is consulted
 			}
@@ -178,7 +179,7 @@ func Compile(v *view.View) (*Tables, error) {
 	return t, nil
 }
 
-func (t *Tables) addRules(w uint32, dir Direction, r *view.Rules) error {
+func (t *Tables) addRules(w uint32, dir enforce.Direction, r *view.Rules) error {
 	sets, err := portSets(r.Any)
 	if err != nil {
 		return fmt.Errorf("any: %w", err)

@@ -2,6 +2,7 @@ package ebpf
 
 import (
 	"errors"
+	"github.com/latchnet/latch/node/enforce"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -55,14 +56,14 @@ func TestCompile(t *testing.T) {
 		Workloads:  []Workload{{Name: "ns/a", Addr: view.MustAddr("100.64.0.1"), Index: 0, Identity: 256, AllowAll: [2]bool{false, true}}},
 		Identities: []IdentityEntry{{Addr: view.MustAddr("100.64.0.1"), Identity: 256}},
 		Rules: []Rule{
-			{Dir: Ingress, Proto: protoTCP, Ports: set(PortRange{10, 30})},
-			{Dir: Ingress, Proto: protoUDP, Ports: set(PortRange{5, 5})},
-			{Identity: 300, Dir: Ingress, Proto: protoSCTP, Ports: set(PortRange{1, 1})},
+			{Dir: enforce.Ingress, Proto: protoTCP, Ports: set(PortRange{10, 30})},
+			{Dir: enforce.Ingress, Proto: protoUDP, Ports: set(PortRange{5, 5})},
+			{Identity: 300, Dir: enforce.Ingress, Proto: protoSCTP, Ports: set(PortRange{1, 1})},
 		},
 		CIDRs: []CIDR{
-			{Dir: Ingress, Proto: protoTCP, Prefix: view.MustPrefix("10.1.0.0/16")},
-			{Dir: Ingress, Proto: protoUDP, Prefix: view.MustPrefix("10.1.0.0/16"), Ports: set(PortRange{7, 7})},
-			{Dir: Ingress, Proto: protoSCTP, Prefix: view.MustPrefix("10.1.0.0/16")},
+			{Dir: enforce.Ingress, Proto: protoTCP, Prefix: view.MustPrefix("10.1.0.0/16")},
+			{Dir: enforce.Ingress, Proto: protoUDP, Prefix: view.MustPrefix("10.1.0.0/16"), Ports: set(PortRange{7, 7})},
+			{Dir: enforce.Ingress, Proto: protoSCTP, Prefix: view.MustPrefix("10.1.0.0/16")},
 		},
 	}
 	if d := cmp.Diff(want, got); d != "" {
@@ -99,7 +100,7 @@ func TestCompileErrors(t *testing.T) {
 }
 
 // decide reads Tables as the programs read the maps.
-func (t *Tables) decide(local, remote view.Addr, dir Direction, proto uint8, port uint16) (allowed, known bool) {
+func (t *Tables) decide(local, remote view.Addr, dir enforce.Direction, proto uint8, port uint16) (allowed, known bool) {
 	var w *Workload
 	for i := range t.Workloads {
 		if t.Workloads[i].Addr == local {
@@ -109,7 +110,7 @@ func (t *Tables) decide(local, remote view.Addr, dir Direction, proto uint8, por
 	if w == nil {
 		return false, false
 	}
-	if w.AllowAll[dir] {
+	if w.AllowAll[kernelDir(dir)] {
 		return true, true
 	}
 	var id view.Identity
@@ -184,14 +185,14 @@ func randomView(r *rand.Rand, workloads, rulesPer int) *view.View {
 
 // randomQuery picks a local workload, a remote address, a protocol index,
 // a port and a direction, and the rules that decide them.
-func randomQuery(r *rand.Rand, v *view.View) (w *view.WorkloadRules, remote view.Addr, pi int, port uint16, dir Direction, rules *view.Rules) {
+func randomQuery(r *rand.Rand, v *view.View) (w *view.WorkloadRules, remote view.Addr, pi int, port uint16, dir enforce.Direction, rules *view.Rules) {
 	w = &v.Workloads[r.IntN(len(v.Workloads))]
 	remote = view.Addr{100, 64, byte(r.IntN(2)), byte(r.IntN(16))}
 	pi = r.IntN(3)
 	port = uint16(r.IntN(50))
-	dir = Direction(r.IntN(2))
+	dir = directions[r.IntN(2)]
 	rules = &w.Ingress
-	if dir == Egress {
+	if dir == enforce.Egress {
 		rules = &w.Egress
 	}
 	return w, remote, pi, port, dir, rules

@@ -16,7 +16,11 @@
 // the agent restarts, and applies a view by filling the inactive one of two
 // rule sets and switching sets with one map write.
 //
-// The node agent imports this package; nothing else should.
+// The Enforcer implements enforce.Enforcer and reports in its vocabulary
+// (enforce.Event, enforce.Stats); Counters has its own counters in full.
+//
+// The node agent imports this package, and package cli for `latch node
+// --cleanup` (Remove, DefaultPinDir); nothing else should.
 package ebpf
 
 import (
@@ -25,8 +29,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 
+	"github.com/latchnet/latch/node/enforce"
 	"github.com/latchnet/latch/view"
 )
 
@@ -43,47 +47,46 @@ var ErrUnsupported = errors.New("eBPF enforcement needs Linux; use the userspace
 // ErrNotLoaded is returned by methods of an Enforcer that was closed.
 var ErrNotLoaded = errors.New("eBPF enforcer is closed")
 
-// Direction is the side of the tunnel a packet is on.
-type Direction uint8
-
+// Directions and verdicts as the programs encode them (enums dir and
+// verdict in bpf/latch.c; a test checks they agree).
 const (
-	// Ingress: the packet came out of the tunnel (remote source, local
-	// destination).
-	Ingress Direction = 0
-	// Egress: the packet is about to enter the tunnel (local source,
-	// remote destination).
-	Egress Direction = 1
+	kernelIngress   uint8 = 0
+	kernelEgress    uint8 = 1
+	kernelAllowed   uint8 = 0
+	kernelDropped   uint8 = 1
+	kernelWouldDeny uint8 = 2
 )
 
-func (d Direction) String() string {
-	switch d {
-	case Ingress:
-		return "ingress"
-	case Egress:
-		return "egress"
+// kernelDir encodes d as the programs and maps do; it also indexes
+// two-element arrays by direction (ingress first).
+func kernelDir(d enforce.Direction) uint8 {
+	if d == enforce.Egress {
+		return kernelEgress
 	}
-	return fmt.Sprintf("direction(%d)", uint8(d))
+	return kernelIngress
 }
 
-// Verdict is what the programs did with a packet.
-type Verdict uint8
+// directions are the directions by kernelDir.
+var directions = [2]enforce.Direction{enforce.Ingress, enforce.Egress}
 
-const (
-	Allowed Verdict = 0
-	Dropped Verdict = 1
-	// WouldDeny: the packet (or connect) passed because its workload is
-	// in monitor mode, but the rules deny it.
-	WouldDeny Verdict = 2
-)
-
-func (v Verdict) String() string {
-	switch v {
-	case Allowed:
-		return "allowed"
-	case WouldDeny:
-		return "would-deny"
+// directionOf decodes a direction of the programs.
+func directionOf(k uint8) enforce.Direction {
+	if k == kernelEgress {
+		return enforce.Egress
 	}
-	return "dropped"
+	return enforce.Ingress
+}
+
+// verdictOf decodes a verdict of the programs; an unknown one reads as
+// dropped.
+func verdictOf(k uint8) enforce.Verdict {
+	switch k {
+	case kernelAllowed:
+		return enforce.Allowed
+	case kernelWouldDeny:
+		return enforce.WouldDeny
+	}
+	return enforce.Dropped
 }
 
 // Reason says why a packet was allowed or dropped. The values are those of
@@ -126,32 +129,11 @@ func (r Reason) String() string {
 }
 
 // Verdict is the verdict of packets counted under r.
-func (r Reason) Verdict() Verdict {
+func (r Reason) Verdict() enforce.Verdict {
 	if r <= ReasonNotIPv4 || r == ReasonMonitor {
-		return Allowed
+		return enforce.Allowed
 	}
-	return Dropped
-}
-
-// Event is a drop or a new allowed flow.
-type Event struct {
-	Time      time.Time
-	Src, Dst  view.Addr
-	SrcPort   uint16
-	DstPort   uint16
-	Protocol  uint8 // IP protocol number
-	Direction Direction
-	Verdict   Verdict
-	Reason    Reason
-	// Workload is the local workload ("namespace/name"), empty when the
-	// local address is no workload or the rule set was loaded by an
-	// earlier agent; WorkloadIndex is its index in that rule set.
-	Workload       string
-	WorkloadIndex  uint32
-	RemoteIdentity view.Identity
-	// Bytes is the packet's length (0 for a connect or send refused or
-	// reported by the cgroup hooks).
-	Bytes uint32
+	return enforce.Dropped
 }
 
 // ErrUnknownWorkload is wrapped by SetCgroups when a cgroup is assigned to
@@ -232,4 +214,19 @@ type Counters struct {
 	// address it named.
 	BindsRefused   uint64
 	SourcesRefused uint64
+}
+
+// stats converts c to the form both enforcers share; version is the
+// version of the view applied last.
+func (c Counters) stats(version uint64) enforce.Stats {
+	st := enforce.Stats{ViewVersion: version, Packets: map[string]uint64{}, EventsLost: c.EventsLost + c.EventsSkipped,
+		FlowCapacity: int(c.ConntrackCapacity), FlowsCreated: c.ConntrackCreated,
+		FlowsRecreated: new(c.ConntrackRecreated), FlowMisses: new(c.ConntrackMisses),
+		BindsRefused: new(c.BindsRefused), SendsRefused: new(c.SourcesRefused)}
+	for r := Reason(0); r < numReasons; r++ {
+		if r != ReasonEventLost {
+			st.Add(r.String(), r.Verdict(), c.ByReason[r])
+		}
+	}
+	return st
 }

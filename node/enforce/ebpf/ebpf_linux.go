@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/latchnet/latch/bpf"
+	"github.com/latchnet/latch/node/enforce"
 	"github.com/latchnet/latch/view"
 )
 
@@ -34,8 +35,8 @@ const (
 	pinBind4    = "link_bind4"
 )
 
-// Indexes of Enforcer.links: the TCX links by Direction, then the cgroup
-// links.
+// Indexes of Enforcer.links: the TCX links by kernelDir (ingress, egress),
+// then the cgroup links.
 const (
 	linkConnect4 = 2
 	linkSendmsg4 = 3
@@ -51,25 +52,29 @@ const (
 	ctTimeoutOther = 60 * time.Second
 )
 
+var _ enforce.Enforcer = (*Enforcer)(nil)
+
 // Enforcer owns the loaded programs and pinned maps of one interface.
 type Enforcer struct {
 	pinDir string
 	objs   bpf.LatchObjects
 
 	mu    sync.Mutex
-	links [numLinks]link.Link // by Direction, then linkConnect4, linkSendmsg4, linkBind4; guarded by mu
+	links [numLinks]link.Link // by kernelDir, then linkConnect4, linkSendmsg4, linkBind4; guarded by mu
 	// names are the workload names by rule set and index; guarded by mu.
 	names [2][]string
 	// addrs are the workload addresses by rule set and name; guarded by mu.
 	addrs [2]map[string]view.Addr
-	// active is the rule set of the last Apply, -1 before; guarded by mu.
-	active int
+	// active is the rule set of the last Apply, -1 before; version is
+	// the version of its view. Guarded by mu.
+	active  int
+	version uint64
 	// cgroups is the assignment of the last SetCgroups (cgroup path →
 	// workload); guarded by mu.
 	cgroups map[string]string
 
 	reader  *ringbuf.Reader
-	events  chan Event
+	events  chan enforce.Event
 	skipped atomic.Uint64
 	done    chan struct{}
 }
@@ -106,7 +111,7 @@ func load(pinDir string, edit func(*ebpf.CollectionSpec)) (*Enforcer, error) {
 	if edit != nil {
 		edit(spec)
 	}
-	e := &Enforcer{pinDir: pinDir, events: make(chan Event, 4096), done: make(chan struct{}), active: -1}
+	e := &Enforcer{pinDir: pinDir, events: make(chan enforce.Event, 4096), done: make(chan struct{}), active: -1}
 	err = spec.LoadAndAssign(&e.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: pinDir}})
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		return nil, fmt.Errorf("loading eBPF enforcer: maps pinned under %s come from an incompatible version (%w); remove them with `latch node --cleanup`", pinDir, err)
@@ -161,11 +166,11 @@ func (e *Enforcer) linkProgram(i int) *ebpf.Program {
 	case linkBind4:
 		return e.objs.LatchBind4
 	}
-	return e.program(Direction(i))
+	return e.program(directions[i])
 }
 
-func (e *Enforcer) program(d Direction) *ebpf.Program {
-	if d == Ingress {
+func (e *Enforcer) program(d enforce.Direction) *ebpf.Program {
+	if d == enforce.Ingress {
 		return e.objs.LatchIngress
 	}
 	return e.objs.LatchEgress
@@ -211,13 +216,13 @@ func (e *Enforcer) AttachTCX(ifindex int) error {
 		}
 		info, err := l.Info()
 		if err != nil {
-			return fmt.Errorf("attaching %s: reading pinned link: %w", Direction(dir), err)
+			return fmt.Errorf("attaching %s: reading pinned link: %w", directions[dir], err)
 		}
 		if tcx := info.TCX(); tcx != nil && int(tcx.Ifindex) == ifindex {
 			continue
 		}
 		if err := l.Unpin(); err != nil {
-			return fmt.Errorf("attaching %s: unpinning the stale link %s: %w", Direction(dir), filepath.Join(e.pinDir, name), err)
+			return fmt.Errorf("attaching %s: unpinning the stale link %s: %w", directions[dir], filepath.Join(e.pinDir, name), err)
 		}
 		l.Close()
 		e.links[dir] = nil
@@ -234,13 +239,13 @@ func (e *Enforcer) AttachTCX(ifindex int) error {
 		if e.links[dir] != nil {
 			continue
 		}
-		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: e.program(Direction(dir)), Attach: attach})
+		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: e.program(directions[dir]), Attach: attach})
 		if err != nil {
-			return fmt.Errorf("attaching %s to interface %d: %w", Direction(dir), ifindex, err)
+			return fmt.Errorf("attaching %s to interface %d: %w", directions[dir], ifindex, err)
 		}
 		if err := l.Pin(filepath.Join(e.pinDir, name)); err != nil {
 			l.Close()
-			return fmt.Errorf("pinning %s link: %w", Direction(dir), err)
+			return fmt.Errorf("pinning %s link: %w", directions[dir], err)
 		}
 		e.links[dir] = l
 	}
@@ -286,8 +291,12 @@ func (e *Enforcer) set(i uint32) setMaps {
 
 // Apply compiles v, writes it into the inactive rule set and then makes that
 // set active with one write to the config map. Packets see either the old
-// rules or the new ones, never a mix. Flows already tracked keep passing
-// until they time out.
+// rules or the new ones, never a mix. A flow tracked before the switch is
+// decided again by the new rules at its next packet, as it was opened; if
+// they deny it, that packet is dropped (ReasonRevoked) and the flow's
+// entries are deleted, so its later packets are decided as new ones (a TCP
+// packet without SYN is then dropped as ReasonNotSYN). In monitor mode the
+// flow passes, reported as would-deny.
 func (e *Enforcer) Apply(v *view.View) error {
 	t, err := Compile(v)
 	if err != nil {
@@ -333,6 +342,7 @@ func (e *Enforcer) Apply(v *view.View) error {
 		e.addrs[next][w.Name] = w.Addr
 	}
 	e.active = int(next)
+	e.version = v.Version
 	if e.cgroups != nil {
 		// Workloads that left the view lose their cgroup entry (their
 		// sockets are then left to latch_egress).
@@ -613,11 +623,11 @@ func encode(t *Tables) entries {
 		en.identities[bpf.LatchIdentKey{Prefixlen: 32, Addr: be32(i.Addr)}] = uint32(i.Identity)
 	}
 	for _, r := range t.Rules {
-		k := bpf.LatchRuleKey{Workload: r.Workload, Identity: uint32(r.Identity), Dir: uint8(r.Dir), Proto: r.Proto}
+		k := bpf.LatchRuleKey{Workload: r.Workload, Identity: uint32(r.Identity), Dir: kernelDir(r.Dir), Proto: r.Proto}
 		en.rules[k] = encodePorts(r.Ports)
 	}
 	for _, c := range t.CIDRs {
-		k := bpf.LatchCidrKey{Prefixlen: 64 + uint32(c.Prefix.Bits), Workload: c.Workload, Dir: uint8(c.Dir), Proto: c.Proto, Addr: be32(c.Prefix.Addr)}
+		k := bpf.LatchCidrKey{Prefixlen: 64 + uint32(c.Prefix.Bits), Workload: c.Workload, Dir: kernelDir(c.Dir), Proto: c.Proto, Addr: be32(c.Prefix.Addr)}
 		en.cidrs[k] = encodePorts(c.Ports)
 	}
 	return en
@@ -626,7 +636,7 @@ func encode(t *Tables) entries {
 // Events returns the flow events: drops and new allowed flows. The channel
 // is closed by Close. When it is full, events are counted in
 // Counters.EventsSkipped and discarded.
-func (e *Enforcer) Events() <-chan Event { return e.events }
+func (e *Enforcer) Events() <-chan enforce.Event { return e.events }
 
 // eventPoll is how often the event reader looks at the ring buffer when the
 // programs have not woken it (they do only when 1/16 of it is waiting).
@@ -659,18 +669,17 @@ func (e *Enforcer) readEvents() {
 	}
 }
 
-func (e *Enforcer) decode(r *bpf.LatchEvent) Event {
-	ev := Event{
+func (e *Enforcer) decode(r *bpf.LatchEvent) enforce.Event {
+	ev := enforce.Event{
 		Time:           monoToTime(r.TimeNs),
 		Src:            addrOf(r.Saddr),
 		Dst:            addrOf(r.Daddr),
 		SrcPort:        r.Sport,
 		DstPort:        r.Dport,
 		Protocol:       r.Proto,
-		Direction:      Direction(r.Dir),
-		Verdict:        Verdict(r.Verdict),
-		Reason:         Reason(r.Reason),
-		WorkloadIndex:  r.Workload,
+		Direction:      directionOf(r.Dir),
+		Verdict:        verdictOf(r.Verdict),
+		Reason:         Reason(r.Reason).String(),
 		RemoteIdentity: view.Identity(r.RemoteIdentity),
 		Bytes:          r.Len,
 	}
@@ -734,7 +743,7 @@ func (e *Enforcer) Counters() (Counters, error) {
 		case r == ReasonEventLost:
 			c.EventsLost = sum
 			continue
-		case r.Verdict() == Allowed:
+		case r.Verdict() == enforce.Allowed:
 			c.Allowed += sum
 		default:
 			c.Dropped += sum
@@ -744,6 +753,19 @@ func (e *Enforcer) Counters() (Counters, error) {
 		}
 	}
 	return c, nil
+}
+
+// Stats returns the counters (Counters) in the form both enforcers share,
+// with the version of the view applied last.
+func (e *Enforcer) Stats() (enforce.Stats, error) {
+	c, err := e.Counters()
+	if err != nil {
+		return enforce.Stats{}, err
+	}
+	e.mu.Lock()
+	version := e.version
+	e.mu.Unlock()
+	return c.stats(version), nil
 }
 
 // Close releases the programs, maps and links held by this process. Pinned

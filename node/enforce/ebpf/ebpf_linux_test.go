@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/latchnet/latch/node/enforce"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -117,7 +118,7 @@ func (p packet) bytes() []byte {
 	return append(append(b, ip...), l4...)
 }
 
-func run(tb testing.TB, e *Enforcer, dir Direction, p packet) uint32 {
+func run(tb testing.TB, e *Enforcer, dir enforce.Direction, p packet) uint32 {
 	tb.Helper()
 	ret, err := e.program(dir).Run(&ebpf.RunOptions{Data: p.bytes()})
 	if err != nil {
@@ -201,41 +202,41 @@ func TestProgramDecisions(t *testing.T) {
 	}
 	tests := []struct {
 		name string
-		dir  Direction
+		dir  enforce.Direction
 		p    packet
 		want uint32
 	}{
-		{"identity rule allows", Ingress, syn(webIP, apiIP, 40000, 8080), retAllow},
-		{"identity rule other port", Ingress, syn(webIP, apiIP, 40001, 8081), retDrop},
-		{"other identity", Ingress, syn(dbIP, apiIP, 40002, 8080), retDrop},
-		{"unknown remote", Ingress, syn("100.65.0.1", apiIP, 40003, 8080), retDrop},
-		{"other protocol", Ingress, packet{src: webIP, dst: apiIP, proto: protoUDP, sport: 40004, dport: 8080}, retDrop},
-		{"sctp not allowed", Ingress, packet{src: webIP, dst: apiIP, proto: protoSCTP, sport: 40004, dport: 8080}, retDrop},
-		{"any rule", Ingress, packet{src: otherIP, dst: apiIP, proto: protoUDP, sport: 40005, dport: 53}, retAllow},
-		{"any rule wrong proto", Ingress, syn(otherIP, apiIP, 40006, 53), retDrop},
-		{"cidr low end", Ingress, syn("10.2.3.4", apiIP, 40007, 9000), retAllow},
-		{"cidr high end", Ingress, syn("10.2.3.4", apiIP, 40008, 9010), retAllow},
-		{"cidr below range", Ingress, syn("10.2.3.4", apiIP, 40009, 8999), retDrop},
-		{"cidr above range", Ingress, syn("10.2.3.4", apiIP, 40010, 9011), retDrop},
-		{"longest prefix narrows", Ingress, syn("10.1.2.3", apiIP, 40011, 9000), retDrop},
-		{"longest prefix own port", Ingress, syn("10.1.2.3", apiIP, 40012, 9005), retAllow},
-		{"cidr for an identity's address", Ingress, syn(dbIP, apiIP, 40013, 7000), retAllow},
-		{"outside every prefix", Ingress, syn("192.168.1.1", apiIP, 40014, 9000), retDrop},
-		{"egress identity rule", Egress, syn(apiIP, dbIP, 40015, 5432), retAllow},
-		{"egress other identity", Egress, syn(apiIP, webIP, 40016, 5432), retDrop},
-		{"egress not allow-all", Egress, syn(allIP, dbIP, 40017, 5432), retDrop},
-		{"allow all", Ingress, syn(otherIP, allIP, 40018, 1), retAllow},
-		{"allow all udp", Ingress, packet{src: "8.8.8.8", dst: allIP, proto: protoUDP, sport: 1, dport: 65535}, retAllow},
-		{"unknown local ingress", Ingress, syn(webIP, "100.64.0.99", 40019, 8080), retDrop},
-		{"unknown local egress", Egress, syn("100.64.0.99", dbIP, 40020, 5432), retDrop},
-		{"unsolicited ack", Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 40021, dport: 8080, flags: fACK}, retDrop},
-		{"unsolicited syn-ack", Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 40022, dport: 8080, flags: fSYN | fACK}, retDrop},
-		{"ping from known remote", Ingress, packet{src: webIP, dst: apiIP, proto: protoICMP, icmpType: 8}, retAllow},
-		{"ping reply from known remote", Ingress, packet{src: webIP, dst: apiIP, proto: protoICMP, icmpType: 0}, retAllow},
-		{"ping from unknown remote", Ingress, packet{src: otherIP, dst: apiIP, proto: protoICMP, icmpType: 8}, retDrop},
-		{"icmp unreachable", Ingress, packet{src: webIP, dst: apiIP, proto: protoICMP, icmpType: 3}, retDrop},
-		{"fragment", Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 40023, dport: 8080, flags: fSYN, fragOff: 0x2000}, retDrop},
-		{"other ip protocol", Ingress, packet{src: webIP, dst: apiIP, proto: 47}, retDrop},
+		{"identity rule allows", enforce.Ingress, syn(webIP, apiIP, 40000, 8080), retAllow},
+		{"identity rule other port", enforce.Ingress, syn(webIP, apiIP, 40001, 8081), retDrop},
+		{"other identity", enforce.Ingress, syn(dbIP, apiIP, 40002, 8080), retDrop},
+		{"unknown remote", enforce.Ingress, syn("100.65.0.1", apiIP, 40003, 8080), retDrop},
+		{"other protocol", enforce.Ingress, packet{src: webIP, dst: apiIP, proto: protoUDP, sport: 40004, dport: 8080}, retDrop},
+		{"sctp not allowed", enforce.Ingress, packet{src: webIP, dst: apiIP, proto: protoSCTP, sport: 40004, dport: 8080}, retDrop},
+		{"any rule", enforce.Ingress, packet{src: otherIP, dst: apiIP, proto: protoUDP, sport: 40005, dport: 53}, retAllow},
+		{"any rule wrong proto", enforce.Ingress, syn(otherIP, apiIP, 40006, 53), retDrop},
+		{"cidr low end", enforce.Ingress, syn("10.2.3.4", apiIP, 40007, 9000), retAllow},
+		{"cidr high end", enforce.Ingress, syn("10.2.3.4", apiIP, 40008, 9010), retAllow},
+		{"cidr below range", enforce.Ingress, syn("10.2.3.4", apiIP, 40009, 8999), retDrop},
+		{"cidr above range", enforce.Ingress, syn("10.2.3.4", apiIP, 40010, 9011), retDrop},
+		{"longest prefix narrows", enforce.Ingress, syn("10.1.2.3", apiIP, 40011, 9000), retDrop},
+		{"longest prefix own port", enforce.Ingress, syn("10.1.2.3", apiIP, 40012, 9005), retAllow},
+		{"cidr for an identity's address", enforce.Ingress, syn(dbIP, apiIP, 40013, 7000), retAllow},
+		{"outside every prefix", enforce.Ingress, syn("192.168.1.1", apiIP, 40014, 9000), retDrop},
+		{"egress identity rule", enforce.Egress, syn(apiIP, dbIP, 40015, 5432), retAllow},
+		{"egress other identity", enforce.Egress, syn(apiIP, webIP, 40016, 5432), retDrop},
+		{"egress not allow-all", enforce.Egress, syn(allIP, dbIP, 40017, 5432), retDrop},
+		{"allow all", enforce.Ingress, syn(otherIP, allIP, 40018, 1), retAllow},
+		{"allow all udp", enforce.Ingress, packet{src: "8.8.8.8", dst: allIP, proto: protoUDP, sport: 1, dport: 65535}, retAllow},
+		{"unknown local ingress", enforce.Ingress, syn(webIP, "100.64.0.99", 40019, 8080), retDrop},
+		{"unknown local egress", enforce.Egress, syn("100.64.0.99", dbIP, 40020, 5432), retDrop},
+		{"unsolicited ack", enforce.Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 40021, dport: 8080, flags: fACK}, retDrop},
+		{"unsolicited syn-ack", enforce.Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 40022, dport: 8080, flags: fSYN | fACK}, retDrop},
+		{"ping from known remote", enforce.Ingress, packet{src: webIP, dst: apiIP, proto: protoICMP, icmpType: 8}, retAllow},
+		{"ping reply from known remote", enforce.Ingress, packet{src: webIP, dst: apiIP, proto: protoICMP, icmpType: 0}, retAllow},
+		{"ping from unknown remote", enforce.Ingress, packet{src: otherIP, dst: apiIP, proto: protoICMP, icmpType: 8}, retDrop},
+		{"icmp unreachable", enforce.Ingress, packet{src: webIP, dst: apiIP, proto: protoICMP, icmpType: 3}, retDrop},
+		{"fragment", enforce.Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 40023, dport: 8080, flags: fSYN, fragOff: 0x2000}, retDrop},
+		{"other ip protocol", enforce.Ingress, packet{src: webIP, dst: apiIP, proto: 47}, retDrop},
 	}
 	for _, tt := range tests {
 		if got := run(t, e, tt.dir, tt.p); got != tt.want {
@@ -267,25 +268,25 @@ func TestConntrack(t *testing.T) {
 	}
 	steps := []struct {
 		name string
-		dir  Direction
+		dir  enforce.Direction
 		p    packet
 		want uint32
 	}{
 		// Ingress flow web → api:8080.
-		{"syn in", Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 41000, dport: 8080, flags: fSYN}, retAllow},
-		{"syn-ack out (reply)", Egress, packet{src: apiIP, dst: webIP, proto: protoTCP, sport: 8080, dport: 41000, flags: fSYN | fACK}, retAllow},
-		{"ack in", Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 41000, dport: 8080, flags: fACK}, retAllow},
-		{"reply from other port", Egress, packet{src: apiIP, dst: webIP, proto: protoTCP, sport: 8081, dport: 41000, flags: fACK}, retDrop},
+		{"syn in", enforce.Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 41000, dport: 8080, flags: fSYN}, retAllow},
+		{"syn-ack out (reply)", enforce.Egress, packet{src: apiIP, dst: webIP, proto: protoTCP, sport: 8080, dport: 41000, flags: fSYN | fACK}, retAllow},
+		{"ack in", enforce.Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 41000, dport: 8080, flags: fACK}, retAllow},
+		{"reply from other port", enforce.Egress, packet{src: apiIP, dst: webIP, proto: protoTCP, sport: 8081, dport: 41000, flags: fACK}, retDrop},
 		// The tracked tuple seen in the wrong direction is not a reply.
-		{"same tuple other direction", Egress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 41000, dport: 8080, flags: fACK}, retDrop},
+		{"same tuple other direction", enforce.Egress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 41000, dport: 8080, flags: fACK}, retDrop},
 		// Egress flow api → db:5432, reply comes in.
-		{"syn out", Egress, packet{src: apiIP, dst: dbIP, proto: protoTCP, sport: 42000, dport: 5432, flags: fSYN}, retAllow},
-		{"syn-ack in", Ingress, packet{src: dbIP, dst: apiIP, proto: protoTCP, sport: 5432, dport: 42000, flags: fSYN | fACK}, retAllow},
-		{"db opens to api (not allowed)", Ingress, packet{src: dbIP, dst: apiIP, proto: protoTCP, sport: 5432, dport: 42001, flags: fSYN}, retDrop},
+		{"syn out", enforce.Egress, packet{src: apiIP, dst: dbIP, proto: protoTCP, sport: 42000, dport: 5432, flags: fSYN}, retAllow},
+		{"syn-ack in", enforce.Ingress, packet{src: dbIP, dst: apiIP, proto: protoTCP, sport: 5432, dport: 42000, flags: fSYN | fACK}, retAllow},
+		{"db opens to api (not allowed)", enforce.Ingress, packet{src: dbIP, dst: apiIP, proto: protoTCP, sport: 5432, dport: 42001, flags: fSYN}, retDrop},
 		// UDP: the first packet opens the flow; the reply passes.
-		{"udp out denied", Egress, packet{src: apiIP, dst: webIP, proto: protoUDP, sport: 43000, dport: 53}, retDrop},
-		{"udp in", Ingress, packet{src: otherIP, dst: apiIP, proto: protoUDP, sport: 43001, dport: 53}, retAllow},
-		{"udp reply out", Egress, packet{src: apiIP, dst: otherIP, proto: protoUDP, sport: 53, dport: 43001}, retAllow},
+		{"udp out denied", enforce.Egress, packet{src: apiIP, dst: webIP, proto: protoUDP, sport: 43000, dport: 53}, retDrop},
+		{"udp in", enforce.Ingress, packet{src: otherIP, dst: apiIP, proto: protoUDP, sport: 43001, dport: 53}, retAllow},
+		{"udp reply out", enforce.Egress, packet{src: apiIP, dst: otherIP, proto: protoUDP, sport: 53, dport: 43001}, retAllow},
 	}
 	for _, s := range steps {
 		if got := run(t, e, s.dir, s.p); got != s.want {
@@ -308,7 +309,7 @@ func TestConntrackTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	syn := packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 44000, dport: 8080, flags: fSYN}
-	if got := run(t, e, Ingress, syn); got != retAllow {
+	if got := run(t, e, enforce.Ingress, syn); got != retAllow {
 		t.Fatalf("syn: %s", verdictName(got))
 	}
 	// Age both entries of the flow (opener and reply) past the TCP timeout.
@@ -329,7 +330,7 @@ func TestConntrackTimeout(t *testing.T) {
 		}
 	}
 	reply := packet{src: apiIP, dst: webIP, proto: protoTCP, sport: 8080, dport: 44000, flags: fACK}
-	if got := run(t, e, Egress, reply); got != retDrop {
+	if got := run(t, e, enforce.Egress, reply); got != retDrop {
 		t.Errorf("reply after timeout: got %s, want drop", verdictName(got))
 	}
 }
@@ -343,7 +344,7 @@ func TestFlipRuleSets(t *testing.T) {
 		t.Fatal(err)
 	}
 	est := packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 45000, dport: 8080, flags: fSYN}
-	if got := run(t, e, Ingress, est); got != retAllow {
+	if got := run(t, e, enforce.Ingress, est); got != retAllow {
 		t.Fatalf("before: %s", verdictName(got))
 	}
 	// New view: web's rule removed, db may use 8080.
@@ -366,20 +367,20 @@ func TestFlipRuleSets(t *testing.T) {
 	if cfg.Generation != 4 || cfg.Active != 0 {
 		t.Errorf("config after 4 applies: %+v", cfg)
 	}
-	if got := run(t, e, Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 45001, dport: 8080, flags: fSYN}); got != retDrop {
+	if got := run(t, e, enforce.Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 45001, dport: 8080, flags: fSYN}); got != retDrop {
 		t.Errorf("removed rule: new flow got %s, want drop", verdictName(got))
 	}
-	if got := run(t, e, Ingress, packet{src: dbIP, dst: apiIP, proto: protoTCP, sport: 45002, dport: 8080, flags: fSYN}); got != retAllow {
+	if got := run(t, e, enforce.Ingress, packet{src: dbIP, dst: apiIP, proto: protoTCP, sport: 45002, dport: 8080, flags: fSYN}); got != retAllow {
 		t.Errorf("added rule: got %s, want allow", verdictName(got))
 	}
 	// A flow established before the flip is decided again at its next
 	// packet: web's rule is gone, so it ends (both directions).
 	est.flags = fACK
-	if got := run(t, e, Ingress, est); got != retDrop {
+	if got := run(t, e, enforce.Ingress, est); got != retDrop {
 		t.Errorf("flow the new set no longer allows: got %s, want drop (revoked)", verdictName(got))
 	}
 	estReply := packet{src: apiIP, dst: webIP, proto: protoTCP, sport: 8080, dport: 45000, flags: fACK}
-	if got := run(t, e, Egress, estReply); got != retDrop {
+	if got := run(t, e, enforce.Egress, estReply); got != retDrop {
 		t.Errorf("reply of a revoked flow: got %s, want drop", verdictName(got))
 	}
 	// Stale entries of the inactive set were removed, not left behind.
@@ -403,13 +404,13 @@ func TestEvents(t *testing.T) {
 	if err := e.Apply(testView()); err != nil {
 		t.Fatal(err)
 	}
-	run(t, e, Ingress, packet{src: dbIP, dst: apiIP, proto: protoTCP, sport: 46000, dport: 8080, flags: fSYN})
-	run(t, e, Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 46001, dport: 8080, flags: fSYN})
-	want := []Event{
+	run(t, e, enforce.Ingress, packet{src: dbIP, dst: apiIP, proto: protoTCP, sport: 46000, dport: 8080, flags: fSYN})
+	run(t, e, enforce.Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 46001, dport: 8080, flags: fSYN})
+	want := []enforce.Event{
 		{Src: view.MustAddr(dbIP), Dst: view.MustAddr(apiIP), SrcPort: 46000, DstPort: 8080, Protocol: protoTCP,
-			Direction: Ingress, Verdict: Dropped, Reason: ReasonNoRule, Workload: "prod/api", RemoteIdentity: 301},
+			Direction: enforce.Ingress, Verdict: enforce.Dropped, Reason: ReasonNoRule.String(), Workload: "prod/api", RemoteIdentity: 301},
 		{Src: view.MustAddr(webIP), Dst: view.MustAddr(apiIP), SrcPort: 46001, DstPort: 8080, Protocol: protoTCP,
-			Direction: Ingress, Verdict: Allowed, Reason: ReasonIdentity, Workload: "prod/api", RemoteIdentity: 300},
+			Direction: enforce.Ingress, Verdict: enforce.Allowed, Reason: ReasonIdentity.String(), Workload: "prod/api", RemoteIdentity: 300},
 	}
 	for i, w := range want {
 		select {
@@ -447,7 +448,7 @@ func TestAdopt(t *testing.T) {
 	if err := e1.Apply(testView()); err != nil {
 		t.Fatal(err)
 	}
-	run(t, e1, Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 47000, dport: 8080, flags: fSYN})
+	run(t, e1, enforce.Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 47000, dport: 8080, flags: fSYN})
 	if err := e1.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -456,15 +457,16 @@ func TestAdopt(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e2.Close()
-	if got := run(t, e2, Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 47001, dport: 8080, flags: fSYN}); got != retAllow {
+	if got := run(t, e2, enforce.Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 47001, dport: 8080, flags: fSYN}); got != retAllow {
 		t.Errorf("adopted rules: got %s, want allow", verdictName(got))
 	}
-	if got := run(t, e2, Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 47000, dport: 8080, flags: fACK}); got != retAllow {
+	if got := run(t, e2, enforce.Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 47000, dport: 8080, flags: fACK}); got != retAllow {
 		t.Errorf("adopted flow: got %s, want allow", verdictName(got))
 	}
 }
 
-// TestReasonsMatchC checks the Go mirror of enum reason.
+// TestReasonsMatchC checks the Go mirror of enum reason, and the decoding
+// of enums verdict and dir.
 func TestReasonsMatchC(t *testing.T) {
 	pairs := map[Reason]bpf.LatchReason{
 		ReasonAllowAll: bpf.LatchReasonREASON_ALLOW_ALL, ReasonAny: bpf.LatchReasonREASON_ALLOW_ANY,
@@ -484,10 +486,15 @@ func TestReasonsMatchC(t *testing.T) {
 			t.Errorf("reason %s = %d in Go, %d in C", g, g, c)
 		}
 	}
-	for g, c := range map[Verdict]bpf.LatchVerdict{Allowed: bpf.LatchVerdictVERDICT_ALLOWED,
-		Dropped: bpf.LatchVerdictVERDICT_DROPPED, WouldDeny: bpf.LatchVerdictVERDICT_WOULD_DENY} {
-		if uint32(g) != uint32(c) {
-			t.Errorf("verdict %s = %d in Go, %d in C", g, g, c)
+	for c, want := range map[bpf.LatchVerdict]enforce.Verdict{bpf.LatchVerdictVERDICT_ALLOWED: enforce.Allowed,
+		bpf.LatchVerdictVERDICT_DROPPED: enforce.Dropped, bpf.LatchVerdictVERDICT_WOULD_DENY: enforce.WouldDeny} {
+		if got := verdictOf(uint8(c)); got != want {
+			t.Errorf("C verdict %d decodes as %s, want %s", c, got, want)
+		}
+	}
+	for c, want := range map[bpf.LatchDir]enforce.Direction{bpf.LatchDirDIR_INGRESS: enforce.Ingress, bpf.LatchDirDIR_EGRESS: enforce.Egress} {
+		if got := directionOf(uint8(c)); got != want || kernelDir(want) != uint8(c) {
+			t.Errorf("C direction %d decodes as %s, encodes back as %d; want %s", c, got, kernelDir(want), want)
 		}
 	}
 	if MaxRanges != len(bpf.LatchPorts{}.R) {
@@ -515,7 +522,7 @@ func TestProgramMatchesAllows(t *testing.T) {
 		for range 200 {
 			w, remote, pi, port, dir, rules := randomQuery(r, v)
 			p := packet{src: remote.String(), dst: w.IP.String(), proto: protocols[pi].num, sport: sport, dport: port, flags: fSYN}
-			if dir == Egress {
+			if dir == enforce.Egress {
 				p.src, p.dst = p.dst, p.src
 			}
 			sport++ // a new flow each time: no conntrack hits
@@ -549,7 +556,7 @@ func TestAttachTCX(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load adopting links: %v", err)
 	}
-	if e2.links[Ingress] == nil || e2.links[Egress] == nil {
+	if e2.links[kernelIngress] == nil || e2.links[kernelEgress] == nil {
 		t.Fatal("pinned links not adopted")
 	}
 	if err := e2.AttachTCX(ifindex); err != nil {
@@ -619,7 +626,7 @@ func BenchmarkProgramRun(b *testing.B) {
 			})
 			b.Run("tracked", func(b *testing.B) {
 				p := packet{src: remote, dst: apiIP, proto: protoTCP, sport: 999, dport: 1000, flags: fSYN}
-				if run(b, e, Ingress, p) != retAllow {
+				if run(b, e, enforce.Ingress, p) != retAllow {
 					b.Fatal("priming packet dropped")
 				}
 				p.flags = fACK
@@ -737,7 +744,7 @@ func TestTrackedAcrossFlip(t *testing.T) {
 		t.Fatal(err)
 	}
 	syn := packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 47000, dport: 8080, flags: fSYN}
-	if got := run(t, e, Ingress, syn); got != retAllow {
+	if got := run(t, e, enforce.Ingress, syn); got != retAllow {
 		t.Fatalf("syn: %s", verdictName(got))
 	}
 	v2 := testView()
@@ -752,7 +759,7 @@ func TestTrackedAcrossFlip(t *testing.T) {
 	ack := syn
 	ack.flags = fACK
 	reply := packet{src: apiIP, dst: webIP, proto: protoTCP, sport: 8080, dport: 47000, flags: fACK}
-	if got := run(t, e, Ingress, ack); got != retAllow {
+	if got := run(t, e, enforce.Ingress, ack); got != retAllow {
 		t.Errorf("ack after a flip to an equal rule set: got %s, want allow", verdictName(got))
 	}
 	opener := bpf.LatchCtKey{Saddr: be32(view.MustAddr(webIP)), Daddr: be32(view.MustAddr(apiIP)),
@@ -762,19 +769,19 @@ func TestTrackedAcrossFlip(t *testing.T) {
 	if err := e.objs.Conntrack.Lookup(&opener, &val); err != nil {
 		t.Fatal(err)
 	}
-	if val.Generation != cfg.Generation || val.Opener != 1 || val.Dir != uint8(Ingress) {
+	if val.Generation != cfg.Generation || val.Opener != 1 || val.Dir != kernelIngress {
 		t.Errorf("opener entry after the recheck: %+v, want generation %d, opener, ingress", val, cfg.Generation)
 	}
 	if err := e.objs.Conntrack.Delete(&replyKey); err != nil {
 		t.Fatal(err)
 	}
-	if got := run(t, e, Egress, reply); got != retAllow {
+	if got := run(t, e, enforce.Egress, reply); got != retAllow {
 		t.Errorf("reply whose entry was evicted: got %s, want allow", verdictName(got))
 	}
 	if err := e.objs.Conntrack.Lookup(&replyKey, &val); err != nil {
 		t.Fatalf("reply entry not restored: %v", err)
 	}
-	if val.Opener != 0 || val.Dir != uint8(Egress) {
+	if val.Opener != 0 || val.Dir != kernelEgress {
 		t.Errorf("restored reply entry: %+v", val)
 	}
 	c, err := e.Counters()
@@ -848,7 +855,7 @@ func TestConntrackEviction(t *testing.T) {
 	const flows = 8 * capacity
 	for i := range uint16(flows) {
 		syn := packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 50000 + i, dport: 8080, flags: fSYN}
-		if got := run(t, e, Ingress, syn); got != retAllow {
+		if got := run(t, e, enforce.Ingress, syn); got != retAllow {
 			t.Fatalf("syn %d: %s", i, verdictName(got))
 		}
 	}
@@ -861,11 +868,11 @@ func TestConntrackEviction(t *testing.T) {
 			flows, c.ConntrackCapacity, c.ConntrackCreated, c.ConntrackMisses, capacity, 2*flows)
 	}
 	last := packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 50000 + flows - 1, dport: 8080, flags: fACK}
-	if got := run(t, e, Ingress, last); got != retAllow {
+	if got := run(t, e, enforce.Ingress, last); got != retAllow {
 		t.Errorf("ack of the newest flow: %s, want allow", verdictName(got))
 	}
 	first := packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 50000, dport: 8080, flags: fACK}
-	if got := run(t, e, Ingress, first); got != retDrop {
+	if got := run(t, e, enforce.Ingress, first); got != retDrop {
 		t.Errorf("ack of the first (evicted) flow: %s, want drop", verdictName(got))
 	}
 	c2, err := e.Counters()
@@ -937,7 +944,7 @@ func TestApplyFailureKeepsRules(t *testing.T) {
 		p    packet
 		want uint32
 	}{{"allowed by the rules in force", allowed, retAllow}, {"allowed only by the refused views", newPort, retDrop}} {
-		if got := run(t, e, Ingress, tc.p); got != tc.want {
+		if got := run(t, e, enforce.Ingress, tc.p); got != tc.want {
 			t.Errorf("%s: %s, want %s", tc.name, verdictName(got), verdictName(tc.want))
 		}
 	}
@@ -948,7 +955,7 @@ func TestApplyFailureKeepsRules(t *testing.T) {
 	if err := e.Apply(fits); err != nil {
 		t.Fatalf("a view that fits, after the refused ones: %v", err)
 	}
-	if got := run(t, e, Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 51002, dport: 22, flags: fSYN}); got != retAllow {
+	if got := run(t, e, enforce.Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 51002, dport: 22, flags: fSYN}); got != retAllow {
 		t.Errorf("port 22 under the view that fits: %s, want allow", verdictName(got))
 	}
 }

@@ -3,6 +3,7 @@
 package ebpf
 
 import (
+	"github.com/latchnet/latch/node/enforce"
 	"testing"
 	"time"
 
@@ -33,39 +34,39 @@ func TestProgramMonitorMode(t *testing.T) {
 	}
 	steps := []struct {
 		name   string
-		dir    Direction
+		dir    enforce.Direction
 		p      packet
 		want   uint32
 		reason Reason // the event's reason; 0 with want == retAllow and no event expected
-		event  Verdict
+		event  enforce.Verdict
 	}{
-		{"identity rule other port", Ingress, syn(webIP, apiIP, 50001, 8081), retAllow, ReasonNoRule, WouldDeny},
-		{"reply of the denied flow", Egress, packet{src: apiIP, dst: webIP, proto: protoTCP, sport: 8081, dport: 50001, flags: fSYN | fACK}, retAllow, 0, 0},
-		{"ack of the denied flow", Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 50001, dport: 8081, flags: fACK}, retAllow, 0, 0},
-		{"egress other identity", Egress, syn(apiIP, webIP, 50002, 5432), retAllow, ReasonNoRule, WouldDeny},
-		{"udp out denied", Egress, packet{src: apiIP, dst: webIP, proto: protoUDP, sport: 50003, dport: 53}, retAllow, ReasonNoRule, WouldDeny},
-		{"udp reply", Ingress, packet{src: webIP, dst: apiIP, proto: protoUDP, sport: 53, dport: 50003}, retAllow, 0, 0},
-		{"unsolicited ack", Ingress, packet{src: dbIP, dst: apiIP, proto: protoTCP, sport: 50004, dport: 8080, flags: fACK}, retAllow, ReasonNotSYN, WouldDeny},
-		{"ping from unknown remote", Ingress, packet{src: otherIP, dst: apiIP, proto: protoICMP, icmpType: 8}, retAllow, ReasonICMP, WouldDeny},
-		{"fragment", Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 50005, dport: 8080, flags: fSYN, fragOff: 0x2000}, retAllow, ReasonFragment, WouldDeny},
-		{"other ip protocol", Ingress, packet{src: webIP, dst: apiIP, proto: 47}, retAllow, ReasonProtocol, WouldDeny},
-		{"allowed flow unchanged", Ingress, syn(webIP, apiIP, 50006, 8080), retAllow, ReasonIdentity, Allowed},
-		{"enforce-mode workload", Egress, syn(allIP, dbIP, 50007, 5432), retDrop, ReasonNoRule, Dropped},
-		{"unknown local", Ingress, syn(webIP, "100.64.0.99", 50008, 8080), retDrop, ReasonUnknownLocal, Dropped},
+		{"identity rule other port", enforce.Ingress, syn(webIP, apiIP, 50001, 8081), retAllow, ReasonNoRule, enforce.WouldDeny},
+		{"reply of the denied flow", enforce.Egress, packet{src: apiIP, dst: webIP, proto: protoTCP, sport: 8081, dport: 50001, flags: fSYN | fACK}, retAllow, 0, 0},
+		{"ack of the denied flow", enforce.Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 50001, dport: 8081, flags: fACK}, retAllow, 0, 0},
+		{"egress other identity", enforce.Egress, syn(apiIP, webIP, 50002, 5432), retAllow, ReasonNoRule, enforce.WouldDeny},
+		{"udp out denied", enforce.Egress, packet{src: apiIP, dst: webIP, proto: protoUDP, sport: 50003, dport: 53}, retAllow, ReasonNoRule, enforce.WouldDeny},
+		{"udp reply", enforce.Ingress, packet{src: webIP, dst: apiIP, proto: protoUDP, sport: 53, dport: 50003}, retAllow, 0, 0},
+		{"unsolicited ack", enforce.Ingress, packet{src: dbIP, dst: apiIP, proto: protoTCP, sport: 50004, dport: 8080, flags: fACK}, retAllow, ReasonNotSYN, enforce.WouldDeny},
+		{"ping from unknown remote", enforce.Ingress, packet{src: otherIP, dst: apiIP, proto: protoICMP, icmpType: 8}, retAllow, ReasonICMP, enforce.WouldDeny},
+		{"fragment", enforce.Ingress, packet{src: webIP, dst: apiIP, proto: protoTCP, sport: 50005, dport: 8080, flags: fSYN, fragOff: 0x2000}, retAllow, ReasonFragment, enforce.WouldDeny},
+		{"other ip protocol", enforce.Ingress, packet{src: webIP, dst: apiIP, proto: 47}, retAllow, ReasonProtocol, enforce.WouldDeny},
+		{"allowed flow unchanged", enforce.Ingress, syn(webIP, apiIP, 50006, 8080), retAllow, ReasonIdentity, enforce.Allowed},
+		{"enforce-mode workload", enforce.Egress, syn(allIP, dbIP, 50007, 5432), retDrop, ReasonNoRule, enforce.Dropped},
+		{"unknown local", enforce.Ingress, syn(webIP, "100.64.0.99", 50008, 8080), retDrop, ReasonUnknownLocal, enforce.Dropped},
 	}
 	for _, s := range steps {
 		if got := run(t, e, s.dir, s.p); got != s.want {
 			t.Fatalf("%s: got %s, want %s", s.name, verdictName(got), verdictName(s.want))
 		}
-		if s.reason == 0 && s.event == 0 {
-			continue
+		if s.reason == 0 {
+			continue // tracked: no event
 		}
 		select {
 		case ev := <-e.Events():
-			if ev.Verdict != s.event || ev.Reason != s.reason {
+			if ev.Verdict != s.event || ev.Reason != s.reason.String() {
 				t.Fatalf("%s: event %s/%s, want %s/%s (%+v)", s.name, ev.Verdict, ev.Reason, s.event, s.reason, ev)
 			}
-			if ev.Verdict == WouldDeny && ev.Workload != "prod/api" {
+			if ev.Verdict == enforce.WouldDeny && ev.Workload != "prod/api" {
 				t.Fatalf("%s: event workload %q, want prod/api", s.name, ev.Workload)
 			}
 		case <-time.After(5 * time.Second):
@@ -91,7 +92,7 @@ func TestProgramMonitorMode(t *testing.T) {
 	if err := e.Apply(v); err != nil {
 		t.Fatal(err)
 	}
-	if got := run(t, e, Ingress, syn(webIP, apiIP, 50009, 8081)); got != retDrop {
+	if got := run(t, e, enforce.Ingress, syn(webIP, apiIP, 50009, 8081)); got != retDrop {
 		t.Errorf("after switching to enforce: got %s, want drop", verdictName(got))
 	}
 }

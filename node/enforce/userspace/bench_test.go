@@ -3,6 +3,7 @@ package userspace
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/latchnet/latch/node/enforce"
 	"testing"
 
 	"github.com/latchnet/latch/inventory"
@@ -71,7 +72,7 @@ func BenchmarkFilter(b *testing.B) {
 			for b.Loop() {
 				p := pkts[i%len(pkts)]
 				binary.BigEndian.PutUint16(p[20:22], uint16(i/len(pkts)))
-				if f.Inbound(p) != Pass {
+				if f.Inbound(p) != enforce.Allowed {
 					b.Fatal("refused")
 				}
 				i++
@@ -91,7 +92,7 @@ func BenchmarkFilter(b *testing.B) {
 			}
 			i := 0
 			for b.Loop() {
-				if f.Inbound(acks[i%len(acks)]) != Pass {
+				if f.Inbound(acks[i%len(acks)]) != enforce.Allowed {
 					b.Fatal("refused")
 				}
 				i++

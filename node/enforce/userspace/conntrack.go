@@ -4,6 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/latchnet/latch/node/enforce"
 	"github.com/latchnet/latch/view"
 )
 
@@ -28,11 +29,11 @@ func (k *flowKey) hash() uint32 {
 
 // flow is the state of one tracked flow.
 type flow struct {
-	dir      Direction // of the packet that opened it
-	gen      uint64    // the ruleset generation that last allowed it
-	expires  int64     // unix nanoseconds
-	replied  bool      // a packet went the other way
-	closing  bool      // TCP FIN or RST seen
+	dir      enforce.Direction // of the packet that opened it
+	gen      uint64            // the ruleset generation that last allowed it
+	expires  int64             // unix nanoseconds
+	replied  bool              // a packet went the other way
+	closing  bool              // TCP FIN or RST seen
 	identity view.Identity
 }
 

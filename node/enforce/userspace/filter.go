@@ -1,8 +1,13 @@
 // Package userspace is the userspace enforcer: a packet filter that sits
 // between the node's TUN device and wireguard-go and lets through only the
 // flows the node's view allows. It is the fallback for hosts where the eBPF
-// enforcer cannot run (no BPF, non-Linux, tests without root); it enforces
-// per node address, not per cgroup.
+// enforcer cannot run (no BPF, non-Linux, tests without root), and it needs
+// wireguard-go: with kernel WireGuard it would see no packet. It decides by
+// overlay address (the node's and each workload's), and knows no cgroups:
+// unlike the eBPF enforcer it does not bind a workload's sockets to its
+// address, refuse a denied connect at once, or keep other processes off a
+// workload's address. Filter implements enforce.Enforcer and reports in
+// its vocabulary.
 //
 // A Filter judges every IPv4 packet twice at most, once per node: Outbound
 // for packets the kernel sends into the tunnel (a local workload is the
@@ -40,8 +45,13 @@
 //     tracked like an allowed one, so its later packets and its replies
 //     pass without further events.
 //   - A new view (Apply) replaces the rule set atomically. A tracked flow is
-//     checked again against the new rules at its next packet and ended if
-//     they no longer allow it.
+//     checked again against the new rules at its next packet, in the
+//     direction it was opened. If they no longer allow it, the flow is
+//     forgotten and that packet is decided as the first of a new flow: a
+//     TCP packet without SYN is dropped (tcp-not-syn), a UDP or SCTP packet
+//     passes only if the rules allow it as a new flow in its own direction
+//     (the eBPF enforcer instead drops that packet as "revoked"). A flow of
+//     a monitor-mode workload keeps passing as tracked, without an event.
 //
 // The connection-tracking table is bounded (Options.MaxFlows, 65,536 by
 // default); when it is full the least recently used flows are forgotten
@@ -51,8 +61,8 @@
 // nobody reads fast enough they are dropped and counted, never waited for.
 //
 // It is pure Go with no OS effects and imports no wireguard-go, netlink or
-// BPF package. The node agent imports it; node/wg calls it through a small
-// interface.
+// BPF package. The node agent imports it and puts it in wireguard-go's path
+// through node/wg's PacketFilter interface.
 package userspace
 
 import (
@@ -62,8 +72,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/latchnet/latch/node/enforce"
 	"github.com/latchnet/latch/view"
 )
+
+var _ enforce.Enforcer = (*Filter)(nil)
 
 // Timeouts of tracked flows.
 const (
@@ -82,49 +95,6 @@ const (
 	DefaultMaxEntries = 3 << 18
 	maxFragments      = 4096
 )
-
-// Direction says which way a packet goes through the tunnel.
-type Direction uint8
-
-const (
-	// DirOutbound packets come from the kernel and go into the tunnel: a
-	// local workload sends them.
-	DirOutbound Direction = iota + 1
-	// DirInbound packets come out of the tunnel and go to the kernel: a
-	// local workload receives them.
-	DirInbound
-)
-
-func (d Direction) String() string {
-	switch d {
-	case DirOutbound:
-		return "outbound"
-	case DirInbound:
-		return "inbound"
-	}
-	return "unknown"
-}
-
-// Verdict is the filter's decision on one packet.
-type Verdict uint8
-
-const (
-	Drop Verdict = iota
-	Pass
-	// WouldDeny is the verdict of events only: the packet passed because
-	// its workload's namespace is in monitor mode, but the rules deny it.
-	WouldDeny
-)
-
-func (v Verdict) String() string {
-	switch v {
-	case Pass:
-		return "pass"
-	case WouldDeny:
-		return "would-deny"
-	}
-	return "drop"
-}
 
 // Reason says why a packet passed or was dropped.
 type Reason uint8
@@ -178,31 +148,11 @@ func (r Reason) String() string {
 }
 
 // Verdict is the verdict a packet with reason r gets.
-func (r Reason) Verdict() Verdict {
+func (r Reason) Verdict() enforce.Verdict {
 	if r >= ReasonNewFlow && r <= ReasonMonitor {
-		return Pass
+		return enforce.Allowed
 	}
-	return Drop
-}
-
-// Event reports a new allowed flow or a dropped packet. Addresses and
-// ports are those of the packet (Src sent it); for a packet that could not
-// be parsed they may be zero.
-type Event struct {
-	Time      time.Time
-	Direction Direction
-	Verdict   Verdict
-	Reason    Reason
-	Protocol  uint8 // IP protocol number: 6 TCP, 17 UDP, 132 SCTP, 1 ICMP
-	Src, Dst  view.Addr
-	SrcPort   uint16
-	DstPort   uint16
-	// Workload is the local workload (namespace/name), "" if none.
-	Workload string
-	// RemoteIdentity is the remote address's identity in the view.
-	RemoteIdentity view.Identity
-	// Bytes is the packet's IPv4 total length (0 if it could not be read).
-	Bytes uint32
+	return enforce.Dropped
 }
 
 // Options tune a Filter. The zero value is usable.
@@ -232,7 +182,7 @@ type Filter struct {
 	frags  *table
 	now    func() time.Time
 	max    int // Options.MaxEntries
-	events chan Event
+	events chan enforce.Event
 
 	counts     [numReasons]atomic.Uint64
 	eventsLost atomic.Uint64
@@ -262,7 +212,7 @@ func New(opts Options) *Filter {
 		max:   opts.MaxEntries,
 	}
 	if opts.EventBuffer > 0 {
-		f.events = make(chan Event, opts.EventBuffer)
+		f.events = make(chan enforce.Event, opts.EventBuffer)
 	}
 	f.rs.Store(compile(nil, 0))
 	return f
@@ -309,82 +259,40 @@ func entries(v *view.View) int {
 func (f *Filter) Version() uint64 { return f.rs.Load().version }
 
 // Events delivers flow events; nil if Options.EventBuffer was negative.
-func (f *Filter) Events() <-chan Event { return f.events }
+func (f *Filter) Events() <-chan enforce.Event { return f.events }
 
-// Stats is a snapshot of the filter's counters.
-type Stats struct {
-	// ViewVersion is the version of the view enforced.
-	ViewVersion uint64 `json:"viewVersion"`
-	// Flows is the number of tracked flows (expired ones not yet reused
-	// included).
-	Flows int `json:"flows"`
-	// FlowCapacity is the size of the flow table (Options.MaxFlows);
-	// FlowsEvicted counts flows forgotten to make room for new ones (the
-	// least recently used, expired ones not yet reused included). An
-	// evicted flow's next packet is judged as new: a TCP packet without
-	// SYN is dropped, a UDP or SCTP packet passes iff the rules allow it
-	// as a new flow in its own direction.
-	FlowCapacity int    `json:"flowCapacity"`
-	FlowsEvicted uint64 `json:"flowsEvicted"`
-	// FlowsCreated counts the flows tracked since the filter was made.
-	FlowsCreated uint64 `json:"flowsCreated"`
-	// Packets counts packets by reason name; reasons never seen are left
-	// out.
-	Packets map[string]uint64 `json:"packets"`
-	// Passed and Dropped are the totals of Packets.
-	Passed  uint64 `json:"passed"`
-	Dropped uint64 `json:"dropped"`
-	// EventsLost counts events dropped because the channel was full.
-	EventsLost uint64 `json:"eventsLost"`
-}
-
-// PassReason reports whether the reason named name (a key of
-// Stats.Packets) lets packets through.
-func (Stats) PassReason(name string) bool {
+// Stats returns the counters; the error is always nil.
+func (f *Filter) Stats() (enforce.Stats, error) {
+	st := enforce.Stats{ViewVersion: f.Version(), Packets: map[string]uint64{}, EventsLost: f.eventsLost.Load(),
+		FlowCapacity: f.flows.capacity(), FlowsCreated: f.flows.created.Load(),
+		Flows: new(f.flows.len()), FlowsEvicted: new(f.flows.evicted.Load())}
 	for r := ReasonNewFlow; r < numReasons; r++ {
-		if r.String() == name {
-			return r.Verdict() == Pass
-		}
+		st.Add(r.String(), r.Verdict(), f.counts[r].Load())
 	}
-	return false
+	return st, nil
 }
 
-// Stats returns the counters.
-func (f *Filter) Stats() Stats {
-	st := Stats{ViewVersion: f.Version(), Flows: f.flows.len(), Packets: map[string]uint64{}, EventsLost: f.eventsLost.Load(),
-		FlowCapacity: f.flows.capacity(), FlowsEvicted: f.flows.evicted.Load(), FlowsCreated: f.flows.created.Load()}
-	for r := ReasonNewFlow; r < numReasons; r++ {
-		n := f.counts[r].Load()
-		if n == 0 {
-			continue
-		}
-		st.Packets[r.String()] = n
-		if r.Verdict() == Pass {
-			st.Passed += n
-		} else {
-			st.Dropped += n
-		}
-	}
-	return st
-}
+// Close does nothing: the filter holds nothing outside the process. It
+// keeps deciding packets by the rules in force.
+func (f *Filter) Close() error { return nil }
 
 // Outbound judges a packet the kernel sends into the tunnel. pkt starts
 // with the IPv4 header; it is only read.
-func (f *Filter) Outbound(pkt []byte) Verdict { return f.decide(DirOutbound, pkt) }
+func (f *Filter) Outbound(pkt []byte) enforce.Verdict { return f.decide(enforce.Egress, pkt) }
 
 // Inbound judges a packet that came out of the tunnel. pkt starts with the
 // IPv4 header; it is only read.
-func (f *Filter) Inbound(pkt []byte) Verdict { return f.decide(DirInbound, pkt) }
+func (f *Filter) Inbound(pkt []byte) enforce.Verdict { return f.decide(enforce.Ingress, pkt) }
 
 // decide judges one packet and counts the reason.
-func (f *Filter) decide(dir Direction, b []byte) Verdict {
+func (f *Filter) decide(dir enforce.Direction, b []byte) enforce.Verdict {
 	p, r := parse(b)
 	if r != reasonNone {
 		return f.finish(dir, &p, nil, view.IdentityUnknown, r)
 	}
 	rs := f.rs.Load()
 	loc, rem := p.src, p.dst
-	if dir == DirInbound {
+	if dir == enforce.Ingress {
 		loc, rem = p.dst, p.src
 	}
 	l := rs.locals[loc]
@@ -403,7 +311,7 @@ func (f *Filter) decide(dir Direction, b []byte) Verdict {
 		return f.finish(dir, &p, l, rs.view.IdentityOf(rem), ReasonFragmentUnknown)
 	}
 	rules := &l.egress
-	if dir == DirInbound {
+	if dir == enforce.Ingress {
 		rules = &l.ingress
 	}
 	var id view.Identity
@@ -418,10 +326,10 @@ func (f *Filter) decide(dir Direction, b []byte) Verdict {
 			r = ReasonAllowAll
 		}
 	}
-	if l.monitor && r.Verdict() == Drop {
+	if l.monitor && r.Verdict() == enforce.Dropped {
 		if r == ReasonPolicy || r == ReasonNotSYN {
 			k := flowKey{local: loc, remote: rem, lport: p.sport, rport: p.dport, proto: p.proto}
-			if dir == DirInbound {
+			if dir == enforce.Ingress {
 				k.lport, k.rport = p.dport, p.sport
 			}
 			f.flows.insert(k, flow{dir: dir, gen: rs.gen, expires: now + int64(TimeoutNew), identity: id, replied: r == ReasonNotSYN})
@@ -432,7 +340,7 @@ func (f *Filter) decide(dir Direction, b []byte) Verdict {
 		}
 		return f.monitored(dir, &p, l, id, r)
 	}
-	if p.moreFrags && r.Verdict() == Pass {
+	if p.moreFrags && r.Verdict() == enforce.Allowed {
 		f.frags.insert(flowKey{local: loc, remote: rem, lport: p.id, rport: uint16(dir), proto: p.proto},
 			flow{dir: dir, expires: now + int64(TimeoutFragment)})
 	}
@@ -442,19 +350,19 @@ func (f *Filter) decide(dir Direction, b []byte) Verdict {
 // monitored lets through a packet of a monitor-mode workload that the
 // rules deny for reason r: it counts ReasonMonitor and reports the packet
 // with the verdict WouldDeny and the reason it would have been dropped for.
-func (f *Filter) monitored(dir Direction, p *packet, l *local, id view.Identity, r Reason) Verdict {
+func (f *Filter) monitored(dir enforce.Direction, p *packet, l *local, id view.Identity, r Reason) enforce.Verdict {
 	f.counts[ReasonMonitor].Add(1)
-	f.report(Event{Time: f.now(), Direction: dir, Verdict: WouldDeny, Reason: r, Protocol: p.proto,
+	f.report(enforce.Event{Time: f.now(), Direction: dir, Verdict: enforce.WouldDeny, Reason: r.String(), Protocol: p.proto,
 		Src: p.src, Dst: p.dst, SrcPort: p.sport, DstPort: p.dport, RemoteIdentity: id, Workload: l.name, Bytes: uint32(p.length)})
-	return Pass
+	return enforce.Allowed
 }
 
 // transport decides a TCP, UDP or SCTP packet that is not a later
 // fragment. It returns the reason and, when it looked it up, the remote
 // identity.
-func (f *Filter) transport(dir Direction, rs *ruleset, l *local, p *packet, loc, rem view.Addr, now int64) (Reason, view.Identity) {
+func (f *Filter) transport(dir enforce.Direction, rs *ruleset, l *local, p *packet, loc, rem view.Addr, now int64) (Reason, view.Identity) {
 	k := flowKey{local: loc, remote: rem, lport: p.sport, rport: p.dport, proto: p.proto}
-	if dir == DirInbound {
+	if dir == enforce.Ingress {
 		k.lport, k.rport = p.dport, p.sport
 	}
 	tcp := p.proto == protoTCP
@@ -505,12 +413,12 @@ func (f *Filter) transport(dir Direction, rs *ruleset, l *local, p *packet, loc,
 // allowsFlow reports whether the rules allow the flow k opened in
 // direction dir: by the local workload's egress rules to k's remote port,
 // or by its ingress rules to k's local port.
-func (rs *ruleset) allowsFlow(dir Direction, loc, rem view.Addr, id view.Identity, k flowKey) bool {
+func (rs *ruleset) allowsFlow(dir enforce.Direction, loc, rem view.Addr, id view.Identity, k flowKey) bool {
 	l := rs.locals[loc]
 	if l == nil {
 		return false
 	}
-	if dir == DirOutbound {
+	if dir == enforce.Egress {
 		return l.egress.allows(id, rem, k.proto, k.rport)
 	}
 	return l.ingress.allows(id, rem, k.proto, k.lport)
@@ -530,7 +438,7 @@ func (e *flow) timeout(tcp bool) time.Duration {
 }
 
 // icmp decides an ICMP packet that is not a later fragment.
-func (f *Filter) icmp(dir Direction, rs *ruleset, rules *rules, p *packet, loc, rem view.Addr, now int64) (Reason, view.Identity) {
+func (f *Filter) icmp(dir enforce.Direction, rs *ruleset, rules *rules, p *packet, loc, rem view.Addr, now int64) (Reason, view.Identity) {
 	id := rs.view.IdentityOf(rem)
 	if rules.allowAll {
 		return ReasonAllowAll, id
@@ -552,7 +460,7 @@ func (f *Filter) icmp(dir Direction, rs *ruleset, rules *rules, p *packet, loc, 
 	// The quoted packet went the other way: an error the node sends quotes
 	// a packet it received, an error it receives quotes one it sent.
 	var k flowKey
-	if dir == DirOutbound {
+	if dir == enforce.Egress {
 		if q.dst != loc {
 			return ReasonICMP, id
 		}
@@ -574,12 +482,12 @@ func (f *Filter) icmp(dir Direction, rs *ruleset, rules *rules, p *packet, loc, 
 }
 
 // finish counts r and reports new flows and drops as events.
-func (f *Filter) finish(dir Direction, p *packet, l *local, id view.Identity, r Reason) Verdict {
+func (f *Filter) finish(dir enforce.Direction, p *packet, l *local, id view.Identity, r Reason) enforce.Verdict {
 	f.counts[r].Add(1)
 	v := r.Verdict()
-	if (v == Drop || r == ReasonNewFlow) && f.events != nil {
-		ev := Event{
-			Time: f.now(), Direction: dir, Verdict: v, Reason: r, Protocol: p.proto,
+	if (v == enforce.Dropped || r == ReasonNewFlow) && f.events != nil {
+		ev := enforce.Event{
+			Time: f.now(), Direction: dir, Verdict: v, Reason: r.String(), Protocol: p.proto,
 			Src: p.src, Dst: p.dst, SrcPort: p.sport, DstPort: p.dport, RemoteIdentity: id, Bytes: uint32(p.length),
 		}
 		if l != nil {
@@ -592,7 +500,7 @@ func (f *Filter) finish(dir Direction, p *packet, l *local, id view.Identity, r 
 
 // report queues ev without waiting: when the channel is full it is
 // counted as lost.
-func (f *Filter) report(ev Event) {
+func (f *Filter) report(ev enforce.Event) {
 	if f.events == nil {
 		return
 	}

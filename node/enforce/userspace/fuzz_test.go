@@ -1,6 +1,7 @@
 package userspace
 
 import (
+	"github.com/latchnet/latch/node/enforce"
 	"testing"
 )
 
@@ -24,7 +25,7 @@ func FuzzFilter(f *testing.F) {
 		orig := append([]byte(nil), pkt...)
 		out := filter.Outbound(pkt)
 		in := filter.Inbound(pkt)
-		if _, r := parse(pkt); r != reasonNone && (out == Pass || in == Pass) {
+		if _, r := parse(pkt); r != reasonNone && (out == enforce.Allowed || in == enforce.Allowed) {
 			t.Fatalf("unparsable packet (%s) passed: out %s in %s", r, out, in)
 		}
 		if string(orig) != string(pkt) {

@@ -2,6 +2,7 @@ package userspace
 
 import (
 	"fmt"
+	"github.com/latchnet/latch/node/enforce"
 	"math/rand/v2"
 	"net/netip"
 	"strings"
@@ -196,9 +197,9 @@ func TestFirstPacketMatchesRules(t *testing.T) {
 							}
 							// Monitor mode passes what the rules deny.
 							wantOut := w.Egress.Allows(id, rem, proto, port) || w.Monitor
-							gotOut := f.Outbound(first(proto, w.IP, rem, sport, port)) == Pass
+							gotOut := f.Outbound(first(proto, w.IP, rem, sport, port)) == enforce.Allowed
 							wantIn := w.Ingress.Allows(id, rem, proto, port) || w.Monitor
-							gotIn := f.Inbound(first(proto, rem, w.IP, sport, port)) == Pass
+							gotIn := f.Inbound(first(proto, rem, w.IP, sport, port)) == enforce.Allowed
 							if gotOut != wantOut || gotIn != wantIn {
 								t.Fatalf("seed %d node %s workload %s remote %s (identity %d) %s/%d: outbound %v want %v, inbound %v want %v\negress %+v\ningress %+v",
 									seed, n.Name, w.Workload, rem, id, proto, port, gotOut, wantOut, gotIn, wantIn, w.Egress, w.Ingress)
