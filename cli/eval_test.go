@@ -40,7 +40,7 @@ func golden(t *testing.T, name, got string) {
 	}
 }
 
-// The example files are the ones README.md shows; the golden outputs were
+// The example files are the ones docs/policy.md shows; the golden outputs were
 // checked by hand against the policies (see the comments in
 // examples/policy.yaml).
 func TestEvalGolden(t *testing.T) {

@@ -16,7 +16,7 @@ import (
 func newPolicyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "policy",
-		Short: "Validate and evaluate NetworkPolicy files",
+		Short: "Apply, get, diff, delete, validate and evaluate NetworkPolicy",
 	}
 	cmd.AddCommand(newPolicyEvalCmd(), newPolicyValidateCmd(), newPolicyApplyCmd(), newPolicySuggestCmd())
 	cmd.AddCommand(newPolicyAdminCmds()...)

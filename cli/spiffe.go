@@ -27,7 +27,7 @@ func (f *spiffeFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.socket, "spiffe-socket", "", "Workload API socket of the coordinator's own SPIRE agent (unix:///PATH/api.sock): trust SPIRE's bundle and present the coordinator's SPIRE SVID to SPIRE nodes")
 	fl.StringVar(&f.bundleFile, "trust-bundle", "", "PEM file with SPIRE's CA certificates (spire-server bundle show), reloaded when it changes; instead of --spiffe-socket")
 	fl.StringVar(&f.trustDomain, "spiffe-trust-domain", "", "SPIRE's trust domain (default with --spiffe-socket: that of the coordinator's SPIRE SVID; required with --trust-bundle)")
-	fl.StringVar(&f.mapFile, "spiffe-map", "", "YAML list of {id: spiffe://TD/PATTERN, namespace: NS, labels: {k: v}} admitting SPIRE nodes; the first match wins, others wait for `latch admin node approve`")
+	fl.StringVar(&f.mapFile, "spiffe-map", "", "YAML `FILE`: a list of {id: spiffe://TD/PATTERN, namespace: NS, labels: {k: v}} admitting SPIRE nodes; the first match wins, others wait for latch admin node approve")
 	fl.DurationVar(&f.bundlePoll, "trust-bundle-poll", 5*time.Second, "how often --trust-bundle is checked for changes")
 }
 

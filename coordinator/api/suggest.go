@@ -34,7 +34,7 @@ func (s *Server) suggest(c echo.Context) error {
 	in.Namespace = ns
 	err = s.cfg.State.Read(ctx, func(tx store.Tx) error {
 		if _, err := tx.GetNamespace(ns); err != nil {
-			return fmt.Errorf("namespace %q: %w", ns, err)
+			return err // it names the namespace
 		}
 		ws, err := tx.ListWorkloads()
 		if err != nil {

@@ -133,13 +133,13 @@ func (s *State) CheckSpiffeNode(ctx context.Context, id, name string) error {
 	return s.st.View(ctx, func(tx store.Tx) error {
 		rec, err := tx.GetSpiffeNode(id)
 		if err != nil {
-			return fmt.Errorf("SPIFFE ID %s: %w: the node was deleted", id, err)
+			return fmt.Errorf("%w: the node was deleted", err) // it names the ID
 		}
 		if rec.Status != store.SpiffeAdmitted || rec.Name != name {
 			return fmt.Errorf("SPIFFE ID %s is %s, no longer admitted as node %q", id, rec.Status, name)
 		}
 		if _, err := tx.GetNode(name); err != nil {
-			return fmt.Errorf("node %q: %w: it was deleted", name, err)
+			return fmt.Errorf("%w: it was deleted", err) // it names the node
 		}
 		return nil
 	})

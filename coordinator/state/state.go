@@ -763,7 +763,7 @@ func (s *State) checkCert(ctx context.Context, name, serial string) (node store.
 			return fmt.Errorf("certificate %s of node %q is revoked: the node was deleted; enroll it again with a new join token", serial, name)
 		}
 		if node, err = tx.GetNode(name); err != nil {
-			return fmt.Errorf("node %q: %w: enroll it again with a new join token", name, err)
+			return fmt.Errorf("%w: enroll it again with a new join token", err) // it names the node
 		}
 		if !sameSerial(serial, node.CertSerial) {
 			_, err = s.graceCert(tx, name, serial, s.opts.Now())
