@@ -19,7 +19,13 @@
 // Every name a lab creates carries a random per-lab suffix, so parallel and
 // leftover runs never collide, and everything (processes, listeners,
 // namespaces, links, the bridge) is removed by t.Cleanup, also when the test
-// fails or panics half-way. Tests may only send traffic to loopback or to
+// fails or panics half-way. Then the lab's leak check ([Lab.Leaks], a
+// [Leaks]) fails the test if anything it made is left: a process it started
+// or one still in one of its namespaces, a namespace, a link in the root
+// namespace, a WireGuard UAPI socket or BPF pin or cgroup named with the
+// suffix, or what the harness registered besides (temporary directories,
+// pin directories, mounts). Harnesses that make things outside a lab use
+// [CheckLeaks] the same way. Tests may only send traffic to loopback or to
 // addresses inside namespaces they created: underlay 198.18.0.0/15, overlay
 // 100.64.0.0/10, site subnets 198.19.0.0/16.
 //
