@@ -1,6 +1,6 @@
 // Package cli implements the latch command line: it parses arguments,
 // reads files and calls into the library packages. cmd/latch is a call to
-// Run. Only cmd/latch imports it.
+// Run. Only package cmd/latch imports it.
 package cli
 
 import (

@@ -6,7 +6,7 @@
 // It is pure: it does no I/O of its own and imports no echo, netlink, BPF or
 // WireGuard packages. Everything that evaluates policy imports it: the view
 // computation (package netmap), the enforcers' rule compiler, the CLI and
-// the console.
+// the console. Anything may import it.
 package policy
 
 import (

@@ -8,7 +8,7 @@
 // the session cookie plus the session's CSRF token in a header, so every
 // change goes through package state and the audit log.
 //
-// Only the coordinator's command (package cli) imports it; it mounts
+// Only package cli imports it; it mounts
 // itself on the admin API's echo server through api.Config.Extensions.
 package web
 

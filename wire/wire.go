@@ -1,6 +1,7 @@
 // Package wire defines the JSON messages between a node agent and the
 // coordinator's node API. It is the only coordinator-side package the node
 // imports (with the view and inventory types it carries). Pure data.
+// Anything may import it.
 package wire
 
 import (

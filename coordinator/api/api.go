@@ -7,7 +7,8 @@
 // Public, without authentication: the install script (/install.sh), the CA
 // certificate (/ca.pem) and the binaries it installs (/dl/).
 //
-// Only cmd/latch (through package cli) imports it.
+// Only packages cli and web import it (web mounts its pages on the admin
+// API's server and shares its request helpers); api imports neither.
 package api
 
 import (

@@ -5,7 +5,8 @@
 // the certificates nodes present over mTLS, and makes and parses the join
 // tokens ("latch1.<id>.<secret>.<ca-hash>") that nodes enroll with.
 //
-// Only the coordinator may import it: it holds the CA private key. Nodes use
+// Only packages cli and coordinator/api, and the tests of node/agent and
+// web (a real CA behind their fake coordinators), import it: it holds the CA private key. Nodes use
 // go-spiffe sources and the pinned enrollment handshake in node/pin.
 package ca
 

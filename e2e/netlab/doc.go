@@ -33,7 +33,6 @@
 // root, [New] skips the test with a message saying so, unless CI is set, in
 // which case it fails: CI runs as root and must never skip these tests.
 //
-// Only test code (the e2e suite and tests of data-plane packages) may import
-// netlab. The lab itself is Linux-only; on other systems the package holds
-// only [Eventually].
+// Only tests import it. The lab itself is Linux-only; on other systems the
+// package holds only [Eventually].
 package netlab

@@ -1,6 +1,8 @@
-// Package deptest checks the layout rules of DESIGN.md: pure packages
-// import no echo, netlink, BPF or WireGuard code, and every package says
-// what it is for in a doc comment.
+// Package deptest checks the layout rules of the design: pure packages
+// import no echo, netlink, BPF or WireGuard code, every package says what
+// it is for in a doc comment, and who may import it in one sentence
+// (imports_test.go) that the module's real import graph, tests included,
+// obeys.
 package deptest
 
 import (

@@ -8,7 +8,7 @@
 // by a coordinator that is away.
 //
 // It is pure: the agent feeds events, calls Flush on a ticker and uploads
-// what Take returns.
+// what Take returns. Only package node/agent imports it.
 package flowlog
 
 import (

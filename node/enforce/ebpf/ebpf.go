@@ -16,7 +16,7 @@
 // the agent restarts, and applies a view by filling the inactive one of two
 // rule sets and switching sets with one map write.
 //
-// The node agent imports this package; nothing else should.
+// Only package node/agent imports it.
 package ebpf
 
 import (

@@ -51,8 +51,8 @@
 // nobody reads fast enough they are dropped and counted, never waited for.
 //
 // It is pure Go with no OS effects and imports no wireguard-go, netlink or
-// BPF package. The node agent imports it; node/wg calls it through a small
-// interface.
+// BPF package. Only package node/agent imports it; node/wg calls it
+// through a small interface.
 package userspace
 
 import (
