@@ -29,7 +29,7 @@ const chromiumPath = "/usr/bin/chromium"
 func screenshotDir(t *testing.T) string {
 	dir := os.Getenv("LATCH_SCREENSHOTS")
 	if dir == "" {
-		dir = filepath.Join("..", "..", "e2e", "screenshots")
+		dir = filepath.Join("..", "e2e", "screenshots")
 	}
 	dir, err := filepath.Abs(dir)
 	if err != nil {
@@ -838,7 +838,7 @@ func TestBrowserLiveUpdatesEndWithTheSession(t *testing.T) {
 // a server or laptop"), joined into one line, for coord and token.
 func readmeInstallCommand(t *testing.T, coord, token string) string {
 	t.Helper()
-	cmd, err := readme.InstallCommand("../..", coord, token)
+	cmd, err := readme.InstallCommand("..", coord, token)
 	if err != nil {
 		t.Fatal(err)
 	}
