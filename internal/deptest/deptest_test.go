@@ -88,6 +88,10 @@ func TestEveryPackageHasDoc(t *testing.T) {
 			for _, f := range pkg.Files {
 				if f.Doc != nil && strings.TrimSpace(f.Doc.Text()) != "" {
 					documented = true
+					// "Package x ..." names the package it documents.
+					if w := strings.Fields(f.Doc.Text()); len(w) > 1 && w[0] == "Package" && w[1] != pname {
+						t.Errorf("the doc comment of package %s in %s says \"Package %s\"", pname, path, w[1])
+					}
 				}
 			}
 			if !documented {
