@@ -6,8 +6,9 @@
 // tokens ("latch1.<id>.<secret>.<ca-hash>") that nodes enroll with.
 //
 // Only packages cli and coordinator/api, and the tests of node/agent and
-// web (a real CA behind their fake coordinators), import it: it holds the CA private key. Nodes use
-// go-spiffe sources and the pinned enrollment handshake in node/pin.
+// web (the CA of their test coordinators), import it: it holds the CA
+// private key. Nodes use go-spiffe sources and the pinned enrollment
+// handshake in node/pin.
 package ca
 
 import (

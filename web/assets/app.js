@@ -1022,7 +1022,9 @@ function setupNav() {
     group.addEventListener('keydown', (ev) => {
       if (ev.key === 'Escape' && b.getAttribute('aria-expanded') === 'true') { ev.preventDefault(); setOpen(b, false); b.focus(); }
     });
-    group.addEventListener('focusout', (ev) => { if (!group.contains(ev.relatedTarget)) setOpen(b, false); });
+    // Focus moving to a control outside the group closes it (a click on a
+    // link that does not take the focus, as in Safari, must not).
+    group.addEventListener('focusout', (ev) => { if (ev.relatedTarget && !group.contains(ev.relatedTarget)) setOpen(b, false); });
   }
   document.addEventListener('click', (ev) => { if (!ev.target.closest('#nav')) for (const b of buttons) setOpen(b, false); });
 }
