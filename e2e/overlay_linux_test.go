@@ -1,7 +1,9 @@
 // Package e2e holds the end-to-end tests: the real latch binary, real
 // WireGuard devices and real sockets, in network namespaces the tests make
 // (package netlab). They need root; under CI=true they fail rather than
-// skip.
+// skip. Every test leaves nothing behind, and its lab's leak check
+// (netlab.Leaks) fails it otherwise: processes, namespaces, links,
+// WireGuard sockets, pins, cgroups, mounts, temporary directories.
 package e2e
 
 import (
