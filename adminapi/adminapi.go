@@ -8,7 +8,7 @@
 // of the coordinator.
 //
 // The coordinator (coordinator/api), its typed client (adminapi/client),
-// the CLI and the web console's server code import it.
+// the CLI and the web console's server code use it. Anything may import it.
 package adminapi
 
 import (

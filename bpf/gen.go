@@ -1,7 +1,7 @@
 // Package bpf holds Latch's eBPF programs (latch.c) and the Go bindings
 // bpf2go generates from them (latch_bpfel.go, latch_bpfel.o, committed so
-// that building needs no clang). Only node/enforce/ebpf may import it; it loads
-// the collection, fills the maps and attaches the programs.
+// that building needs no clang). Only package node/enforce/ebpf imports it;
+// it loads the collection, fills the maps and attaches the programs.
 //
 // Regenerate with `make generate` (installs clang, llvm, libbpf-dev,
 // gcc-multilib and bpftool when missing); `make generate-check` fails when

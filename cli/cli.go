@@ -1,7 +1,7 @@
 // Package cli implements the latch command line: it parses arguments,
 // reads files and calls into the library packages. cmd/latch is a call to
-// Run. Only cmd/latch imports it, and cmd/latch-docs, which writes the
-// CLI reference from Reference.
+// Run. Only packages cmd/latch and cmd/latch-docs import it (latch-docs
+// writes the CLI reference from Reference).
 package cli
 
 import (

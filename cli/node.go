@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"github.com/latchnet/latch/internal/strictyaml"
 	"github.com/latchnet/latch/inventory"
-	"github.com/latchnet/latch/node/enforce/ebpf"
 	"github.com/latchnet/latch/wire"
 	"io"
 	"log/slog"
@@ -163,12 +162,9 @@ follows its view stream. "latch status" and "latch peers" ask it how it is.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.cleanup {
-				pin := f.pinDir
-				if pin == "" {
-					pin = ebpf.DefaultPinDir(f.iface)
-				}
-				if err := ebpf.Remove(pin); err != nil {
-					return fmt.Errorf("removing the eBPF enforcer's maps and links: %w", err)
+				pin, err := agent.RemoveEnforcement(f.iface, f.pinDir)
+				if err != nil {
+					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "removed the eBPF enforcer of %s (%s)\n", f.iface, pin)
 				return nil

@@ -114,12 +114,16 @@ func testCgroups(t *testing.T, c *cluster) string {
 		t.Fatalf("mounting cgroup2: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", cg).Run() })
+	c.lab.Leaks().Mount(cg)
+	// Checked before the umount above, after the removal below.
+	leaks := netlab.CheckLeaks(t)
 	parent := filepath.Join(cg, "latch-e2e-"+c.lab.Suffix())
 	dirs := []string{parent, filepath.Join(parent, "a"), filepath.Join(parent, "b")}
 	for _, d := range dirs {
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
+		leaks.Path("cgroup", d)
 	}
 	t.Cleanup(func() {
 		for i := len(dirs) - 1; i >= 0; i-- {

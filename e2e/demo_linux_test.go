@@ -6,16 +6,20 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/latchnet/latch/e2e/netlab"
 )
 
-func demoNamespaces(t *testing.T) []string {
+// demoNamespaces lists the network namespaces the demo names ld-*.
+func demoNamespaces() ([]string, error) {
 	out, err := exec.Command("ip", "netns", "list").Output()
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("ip netns list: %w", err)
 	}
 	var ns []string
 	for _, l := range strings.Split(string(out), "\n") {
@@ -23,37 +27,39 @@ func demoNamespaces(t *testing.T) []string {
 			ns = append(ns, f[0])
 		}
 	}
-	return ns
+	return ns, nil
 }
 
 // demoProcesses lists the processes running bin or one of the demo's
 // listeners (nc -lk on an overlay address), as "pid cmdline".
-func demoProcesses(t *testing.T, bin string) map[string]bool {
-	t.Helper()
-	dirs, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
+func demoProcesses(bin string) func() ([]string, error) {
+	return func() ([]string, error) {
+		dirs, err := os.ReadDir("/proc")
+		if err != nil {
+			return nil, err
+		}
+		var out []string
+		for _, d := range dirs {
+			if _, err := strconv.Atoi(d.Name()); err != nil {
+				continue
+			}
+			raw, err := os.ReadFile("/proc/" + d.Name() + "/cmdline")
+			if err != nil || len(raw) == 0 {
+				continue // gone, or a kernel thread
+			}
+			cmd := strings.Join(strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00"), " ")
+			if strings.HasPrefix(cmd, bin+" ") || strings.HasPrefix(cmd, "nc -lk 100.64.") {
+				out = append(out, d.Name()+" "+cmd)
+			}
+		}
+		return out, nil
 	}
-	out := map[string]bool{}
-	for _, d := range dirs {
-		if _, err := strconv.Atoi(d.Name()); err != nil {
-			continue
-		}
-		raw, err := os.ReadFile("/proc/" + d.Name() + "/cmdline")
-		if err != nil || len(raw) == 0 {
-			continue // gone, or a kernel thread
-		}
-		cmd := strings.Join(strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00"), " ")
-		if strings.HasPrefix(cmd, bin+" ") || strings.HasPrefix(cmd, "nc -lk 100.64.") {
-			out[d.Name()+" "+cmd] = true
-		}
-	}
-	return out
 }
 
 // TestDemo runs `make demo`'s script once (without holding) and checks
 // that the console answered through its relay, that every allowed flow
-// connected and that it left nothing behind.
+// connected and that it left nothing behind: no process, namespace,
+// WireGuard socket, pin or work directory.
 func TestDemo(t *testing.T) {
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") != "" {
@@ -62,8 +68,15 @@ func TestDemo(t *testing.T) {
 		t.Skip("the demo needs root (network namespaces)")
 	}
 	bin := binary(t)
-	before := demoNamespaces(t)
-	procsBefore := demoProcesses(t, bin)
+	// What the demo makes: namespaces ld-<name>-<suffix>, WireGuard
+	// interfaces ld<suffix><n> (wireguard-go's UAPI sockets, the eBPF
+	// pins of a node outside a namespace), its work directory.
+	leaks := netlab.CheckLeaks(t)
+	leaks.Watch("network namespace", demoNamespaces)
+	leaks.Watch("process", demoProcesses(bin))
+	leaks.Glob("WireGuard UAPI socket", filepath.Join(netlab.WireGuardSocketDir, "ld*"))
+	leaks.Glob("BPF pin", filepath.Join(netlab.BPFPinRoot, "ld*"))
+	leaks.Glob("temporary directory", "/tmp/latch-demo.*")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "./scripts/demo.sh")
@@ -83,14 +96,6 @@ func TestDemo(t *testing.T) {
 	for _, want := range []string{fmt.Sprintf("web console: https://127.0.0.1:%d/console/ (user admin, password ", port), "connectivity matrix", "laptop  open (allow)", "allowed flows that did not connect: 0", "denied flows that connected: 0", "-- web"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
-		}
-	}
-	if after := demoNamespaces(t); len(after) > len(before) {
-		t.Errorf("the demo left namespaces behind: %v", after)
-	}
-	for p := range demoProcesses(t, bin) {
-		if !procsBefore[p] {
-			t.Errorf("the demo left a process running: %s", p)
 		}
 	}
 	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {

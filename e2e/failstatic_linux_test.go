@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -16,7 +17,8 @@ import (
 // must bring the tunnel back, let the allowed flow through and keep
 // refusing what the policy denies (for the eBPF enforcer: its maps and
 // links are pinned in a bpffs the test mounts, as /sys/fs/bpf is on a
-// host, and the restarted agent adopts them).
+// host, and the restarted agent adopts them; `latch node --cleanup`
+// removes them at the end).
 func TestFailStaticEnforcement(t *testing.T) {
 	for _, mode := range []string{"ebpf", "userspace"} {
 		t.Run(mode, func(t *testing.T) {
@@ -31,6 +33,22 @@ func TestFailStaticEnforcement(t *testing.T) {
 					t.Fatalf("mounting bpffs: %v %s", err, out)
 				}
 				t.Cleanup(func() { exec.Command("umount", "-l", pins).Run() })
+				c.lab.Leaks().Mount(pins)
+				// The agents keep their pins when they stop (fail-static);
+				// once they are stopped, `latch node --cleanup` must remove
+				// them all, before the umount.
+				leaks := netlab.CheckLeaks(t)
+				leaks.Tree("BPF pin", pins)
+				t.Cleanup(func() {
+					for name, n := range c.nodes {
+						ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+						out, err := n.host.Run(ctx, c.bin, "node", "--cleanup", "--iface", n.iface, "--bpf-pin-dir", filepath.Join(pins, name))
+						cancel()
+						if err != nil {
+							t.Errorf("removing %s's pins: %v: %s", name, err, out)
+						}
+					}
+				})
 			}
 			extra := func(name string) []string {
 				if pins == "" {

@@ -35,7 +35,7 @@ func (c *cluster) AddNodeWith(name, token, labels string, extra ...string) *node
 	c.t.Helper()
 	c.nextIdx++
 	h := c.lab.Host(name)
-	n := &node{name: name, host: h, state: c.t.TempDir(), iface: fmt.Sprintf("lt%s%02d", c.lab.Suffix()[:6], c.nextIdx)}
+	n := &node{name: name, host: h, state: c.t.TempDir(), iface: fmt.Sprintf("lt%s%02d", c.lab.Suffix(), c.nextIdx)}
 	n.args = []string{c.bin, "node", "--coordinator", c.url, "--state-dir", n.state, "--iface", n.iface,
 		"--name", name, "--endpoint", h.Underlay.String() + ":51820", "--listen-port", "51820"}
 	if labels != "" {

@@ -493,7 +493,7 @@ func TestNodeUnitCapabilities(t *testing.T) {
 	peer.host.ServeTCP(t, peerAddr)
 
 	h := c.lab.Host("capped")
-	n := &node{name: "capped", host: h, state: t.TempDir(), iface: "ltcap" + c.lab.Suffix()[:6]}
+	n := &node{name: "capped", host: h, state: t.TempDir(), iface: "ltcap" + c.lab.Suffix()}
 	n.args = []string{"unshare", "--mount", "--propagation", "private", "sh", "-c",
 		`mount -t bpf bpf /sys/fs/bpf && exec setpriv --bounding-set "$0" --inh-caps "$0" --ambient-caps "$0" "$@"`, caps,
 		c.bin, "node", "--coordinator", c.url, "--state-dir", n.state, "--iface", n.iface, "--name", "capped",

@@ -1,7 +1,9 @@
 // Package e2e holds the end-to-end tests: the real latch binary, real
 // WireGuard devices and real sockets, in network namespaces the tests make
 // (package netlab). They need root; under CI=true they fail rather than
-// skip.
+// skip. Every test leaves nothing behind, and its lab's leak check
+// (netlab.Leaks) fails it otherwise: processes, namespaces, links,
+// WireGuard sockets, pins, cgroups, mounts, temporary directories.
 package e2e
 
 import (
@@ -317,7 +319,7 @@ func TestOverlay(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		out, err := h.Command(ctx, c.bin, "node", "--coordinator", c.url, "--join-token", short, "--state-dir", t.TempDir(),
-			"--iface", "ltexp"+c.lab.Suffix()[:6], "--name", "expired").CombinedOutput()
+			"--iface", "ltexp"+c.lab.Suffix(), "--name", "expired").CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "expired") {
 			t.Fatalf("enrolling with an expired token: %v\n%s", err, out)
 		}
@@ -362,7 +364,7 @@ func TestOverlay(t *testing.T) {
 		defer cancel()
 		// A node asking for web's labels with a token that gives none.
 		out, err := h.Command(ctx, c.bin, "node", "--coordinator", c.url, "--join-token", c.joinToken("dev", ""), "--state-dir", t.TempDir(),
-			"--iface", "ltclm"+c.lab.Suffix()[:6], "--name", "claimer", "--labels", "app=web", "--enroll-only").CombinedOutput()
+			"--iface", "ltclm"+c.lab.Suffix(), "--name", "claimer", "--labels", "app=web", "--enroll-only").CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "latch admin token create --labels") {
 			t.Fatalf("enrolling with labels the token does not give: %v\n%s", err, out)
 		}
@@ -372,7 +374,7 @@ func TestOverlay(t *testing.T) {
 		// A dev laptop declares prod/fake-web with app=web: every flow
 		// web has, if the coordinator believed it.
 		h := c.lab.Host("fake")
-		fake := &node{name: "fake", host: h, state: t.TempDir(), iface: "ltfak" + c.lab.Suffix()[:6]}
+		fake := &node{name: "fake", host: h, state: t.TempDir(), iface: "ltfak" + c.lab.Suffix()}
 		fake.args = []string{c.bin, "node", "--coordinator", c.url, "--state-dir", fake.state, "--iface", fake.iface,
 			"--name", "fake", "--endpoint", h.Underlay.String() + ":51820", "--listen-port", "51820",
 			"--workload", "name=fake-web,namespace=prod,labels=app=web", "--join-token", c.joinToken("dev", "")}
@@ -403,7 +405,7 @@ func TestOverlay(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		out, err := h.Command(ctx, c.bin, "node", "--coordinator", c.url, "--join-token", tok, "--state-dir", t.TempDir(),
-			"--iface", "ltlate"+c.lab.Suffix()[:6], "--name", "late").CombinedOutput()
+			"--iface", "ltlate"+c.lab.Suffix(), "--name", "late").CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "used") {
 			t.Fatalf("enrolling with a used-up token: %v\n%s", err, out)
 		}

@@ -67,10 +67,14 @@ const spireTD = "latch.test"
 func newSpireLab(t *testing.T, h *netlab.Host) *spireLab {
 	t.Helper()
 	server, agent := spireBins(t)
+	// Checked after the removal below and after the server and agents,
+	// started later, are stopped.
+	leaks := netlab.CheckLeaks(t)
 	dir, err := os.MkdirTemp("", "spire-")
 	if err != nil {
 		t.Fatal(err)
 	}
+	leaks.Path("temporary directory", dir)
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	s := &spireLab{t: t, server: server, agent: agent, dir: dir, socket: filepath.Join(dir, "server.sock"), addr: h.Underlay}
 	conf := fmt.Sprintf(`server {
@@ -247,7 +251,7 @@ spec:
 func (c *cluster) startSpireNode(h *netlab.Host, name, socket string, extra ...string) *node {
 	c.t.Helper()
 	c.nextIdx++
-	n := &node{name: name, host: h, state: c.t.TempDir(), iface: fmt.Sprintf("lt%s%02d", c.lab.Suffix()[:6], c.nextIdx)}
+	n := &node{name: name, host: h, state: c.t.TempDir(), iface: fmt.Sprintf("lt%s%02d", c.lab.Suffix(), c.nextIdx)}
 	n.args = []string{c.bin, "node", "--coordinator", c.url, "--state-dir", n.state, "--iface", n.iface,
 		"--spiffe-socket", socket, "--endpoint", h.Underlay.String() + ":51820", "--listen-port", "51820"}
 	n.args = append(n.args, extra...)

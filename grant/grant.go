@@ -19,8 +19,8 @@
 //
 //	namespace=NS[,labels=k=v;k=v][,name=PATTERN]
 //
-// It is pure; the coordinator (store, state, api, spiffemap) and the CLI
-// import it.
+// It is pure. Only packages cli, coordinator/api, coordinator/spiffemap,
+// coordinator/state and coordinator/store import it.
 package grant
 
 import (

@@ -4,9 +4,11 @@
 // isolates.
 //
 // It is pure: it does no I/O of its own and imports no echo, netlink, BPF or
-// WireGuard packages. Everything that evaluates policy imports it: the view
-// computation (package netmap), the enforcers' rule compiler, the CLI and
-// the console.
+// WireGuard packages. Everything that evaluates policy uses it: the view
+// computation (package netmap, which also compiles the rule tables the
+// enforcers load), the admin API's what-if check behind the console, the
+// CLI's `latch policy eval` and the policy suggestions' tests. Anything may
+// import it.
 package policy
 
 import (

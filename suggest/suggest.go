@@ -28,7 +28,7 @@
 // (an address that changed hands) is left out. Each rule lists the nodes
 // whose reports it was learned from.
 //
-// It is pure: no I/O.
+// It is pure: no I/O. Anything may import it.
 package suggest
 
 import (

@@ -1,15 +1,16 @@
-// Package console is the coordinator's web admin console: its HTTP
-// handlers (login, logout, pages), console sessions, the login rate
-// limit, the first admin account, and its assets (HTML, JavaScript, CSS),
-// embedded with go:embed so the binary serves everything itself.
+// Package web is the coordinator's web admin console: its HTTP handlers
+// (login, logout, pages, the overview's recent denied flows), console
+// sessions, the login rate limit, the first admin account, and its assets
+// (HTML, JavaScript, CSS), embedded with go:embed so the binary serves
+// everything itself.
 //
 // The pages are static; their script reads and changes everything
 // through the same admin API as the CLI (/v1/admin/...), authenticated by
 // the session cookie plus the session's CSRF token in a header, so every
 // change goes through package state and the audit log.
 //
-// Only the coordinator's command (package cli) imports it; it mounts
-// itself on the admin API's echo server through api.Config.Extensions.
+// Only package cli imports it; it mounts itself on the admin API's echo
+// server through api.Config.Extensions.
 package web
 
 import (

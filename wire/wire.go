@@ -1,6 +1,7 @@
 // Package wire defines the JSON messages between a node agent and the
 // coordinator's node API. It is the only coordinator-side package the node
 // imports (with the view and inventory types it carries). Pure data.
+// Anything may import it.
 package wire
 
 import (
@@ -164,10 +165,11 @@ const (
 // FlowRecord aggregates the enforcer's events of one flow in one interval:
 // the same direction, local workload, addresses, protocol, destination
 // port, verdict and reason. Packets counts the packets that produced an
-// event (the first packet of each new connection, every denied or
-// would-deny packet); later packets of tracked connections produce none
-// and are not counted. Bytes are those packets' lengths (IP packet; the
-// eBPF enforcer's skb length).
+// event: the first packet of each connection, allowed or would-deny, and
+// every denied packet. Later packets of tracked connections (a would-deny
+// connection is tracked like an allowed one) produce none and are not
+// counted. Bytes are those packets' lengths (IP packet; the eBPF
+// enforcer's skb length).
 type FlowRecord struct {
 	Start     time.Time  `json:"start"` // first event of the interval
 	End       time.Time  `json:"end"`   // last event

@@ -4,7 +4,8 @@
 // *http.Client (TLS, trust, timeouts); the CLI trusts only the
 // coordinator's CA and checks its SPIFFE ID.
 //
-// The CLI, tests and programs automating Latch import it.
+// The CLI, tests and programs automating Latch use it. Anything may
+// import it.
 package client
 
 import (

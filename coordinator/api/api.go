@@ -9,7 +9,8 @@
 // description of the admin API (/v1/openapi.json). The admin API answers
 // only the types of package adminapi (converted at this edge, convert.go).
 //
-// Only cmd/latch (through package cli) imports it.
+// Only packages cli and web import it (web mounts its pages on the admin
+// API's server and shares its request helpers); api imports neither.
 package api
 
 import (

@@ -3,8 +3,8 @@
 // hashes, the API token format, and the names of the console's cookie and
 // CSRF header. It does no I/O.
 //
-// The coordinator's state layer, its admin API and the web console import
-// it; so does the CLI, to create users.
+// Only packages cli (to create users), coordinator/api, coordinator/state
+// and web import it.
 package auth
 
 import (

@@ -5,8 +5,9 @@
 // keeps the last few versions so that a reconnecting node can be sent a
 // delta from the version it holds instead of a full view.
 //
-// It is used by the coordinator's state layer (which publishes) and its
-// node API (which streams); it does no I/O.
+// It does no I/O. Only packages cli (which makes the mailboxes),
+// coordinator/state (which publishes) and coordinator/api (which streams),
+// and the tests of web, import it.
 package fanout
 
 import (

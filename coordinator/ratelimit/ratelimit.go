@@ -2,7 +2,8 @@
 // (enroll a node, log in to the console): a token bucket per source
 // address, in a table of bounded size. It does no I/O.
 //
-// The coordinator's node API and web console import it.
+// Only packages coordinator/api (the node API) and web (the console's
+// login) import it.
 package ratelimit
 
 import (

@@ -4,7 +4,7 @@
 // coordinator's own SPIRE agent through the Workload API, or a PEM file
 // that FileSource reloads when it changes).
 //
-// Only the coordinator (packages api and cli) imports it.
+// Only packages cli and coordinator/api, and the tests of web, import it.
 package spiffetrust
 
 import (

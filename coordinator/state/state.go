@@ -5,7 +5,7 @@
 // change leaves nothing behind, and publishes the views that changed to
 // the nodes' mailboxes (package fanout).
 //
-// Only the coordinator's API layer and its web console import it.
+// Only packages cli (which opens it), coordinator/api and web import it.
 package state
 
 import (

@@ -19,7 +19,13 @@
 // Every name a lab creates carries a random per-lab suffix, so parallel and
 // leftover runs never collide, and everything (processes, listeners,
 // namespaces, links, the bridge) is removed by t.Cleanup, also when the test
-// fails or panics half-way. Tests may only send traffic to loopback or to
+// fails or panics half-way. Then the lab's leak check ([Lab.Leaks], a
+// [Leaks]) fails the test if anything it made is left: a process it started
+// or one still in one of its namespaces, a namespace, a link in the root
+// namespace, a WireGuard UAPI socket or BPF pin or cgroup named with the
+// suffix, or what the harness registered besides (temporary directories,
+// pin directories, mounts). Harnesses that make things outside a lab use
+// [CheckLeaks] the same way. Tests may only send traffic to loopback or to
 // addresses inside namespaces they created: underlay 198.18.0.0/15, overlay
 // 100.64.0.0/10, site subnets 198.19.0.0/16.
 //
@@ -27,7 +33,6 @@
 // root, [New] skips the test with a message saying so, unless CI is set, in
 // which case it fails: CI runs as root and must never skip these tests.
 //
-// Only test code (the e2e suite and tests of data-plane packages) may import
-// netlab. The lab itself is Linux-only; on other systems the package holds
-// only [Eventually].
+// Only tests import it. The lab itself is Linux-only; on other systems the
+// package holds only [Eventually].
 package netlab

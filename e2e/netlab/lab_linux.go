@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -68,6 +69,7 @@ type Lab struct {
 	prefix netip.Prefix
 	hub    string // hub namespace
 	bridge string // bridge link inside hub
+	leaks  *Leaks
 
 	mu        sync.Mutex
 	next      netip.Addr              // next free underlay address; must hold mu
@@ -133,6 +135,15 @@ func New(t testing.TB, opts ...Option) *Lab {
 		procs:     map[*Proc]struct{}{},
 		listeners: map[net.Listener]func(){},
 	}
+	// The leak check first, so that it runs after the lab's cleanup and
+	// after every cleanup registered later.
+	l.leaks = CheckLeaks(t)
+	l.leaks.RootLinks(suffix)
+	l.leaks.Glob("WireGuard UAPI socket", filepath.Join(WireGuardSocketDir, "*"+suffix+"*"))
+	l.leaks.Glob("BPF pin", filepath.Join(BPFPinRoot, "*"+suffix+"*"))
+	if root := cgroup2Root(); root != "" {
+		l.leaks.Glob("cgroup", filepath.Join(root, "*"+suffix+"*"))
+	}
 	t.Cleanup(l.cleanup)
 
 	if err := l.addNS(l.hub); err != nil {
@@ -165,6 +176,14 @@ func preflight() error {
 // Suffix returns the random suffix in every namespace and link name of the
 // lab.
 func (l *Lab) Suffix() string { return l.suffix }
+
+// Leaks returns the lab's leak check, which runs after the lab is torn
+// down. It already watches the lab's processes and namespaces, and the
+// links in the root namespace, WireGuard UAPI sockets (WireGuardSocketDir),
+// BPF pins (BPFPinRoot) and top-level cgroups whose names contain Suffix;
+// harnesses add what else they make (temporary directories, pin
+// directories, cgroups, mounts).
+func (l *Lab) Leaks() *Leaks { return l.leaks }
 
 // Underlay returns the lab's underlay prefix.
 func (l *Lab) Underlay() netip.Prefix { return l.prefix }
@@ -234,6 +253,7 @@ func (l *Lab) addNS(name string) error {
 	if err := ip("netns", "add", name); err != nil {
 		return err
 	}
+	l.leaks.Namespace(name)
 	l.mu.Lock()
 	l.nss = append(l.nss, name)
 	l.mu.Unlock()

@@ -69,6 +69,7 @@ func (h *Host) Start(t testing.TB, env []string, argv ...string) *Proc {
 		done:    make(chan struct{}),
 	}
 	l := h.lab
+	l.leaks.Process(p.Pid, p.name)
 	l.mu.Lock()
 	l.procs[p] = struct{}{}
 	l.mu.Unlock()

@@ -2,7 +2,7 @@
 // half-written one: data goes to a temporary file in the same directory
 // with exactly the requested mode (no umask), is synced, and then takes the
 // final name. Used for keys, certificates and state by the coordinator's CA
-// and the node agent.
+// and the node agent. Anything may import it.
 package atomicfile
 
 import (

@@ -1,6 +1,8 @@
-// Package deptest checks the layout rules of DESIGN.md: pure packages
-// import no echo, netlink, BPF or WireGuard code, and every package says
-// what it is for in a doc comment.
+// Package deptest checks the layout rules of the design: pure packages
+// import no echo, netlink, BPF or WireGuard code, every package says what
+// it is for in a doc comment, and who may import it in one sentence
+// (imports_test.go) that the module's real import graph, tests included,
+// obeys.
 package deptest
 
 import (
@@ -106,6 +108,10 @@ func TestEveryPackageHasDoc(t *testing.T) {
 			for _, f := range pkg.Files {
 				if f.Doc != nil && strings.TrimSpace(f.Doc.Text()) != "" {
 					documented = true
+					// "Package x ..." names the package it documents.
+					if w := strings.Fields(f.Doc.Text()); len(w) > 1 && w[0] == "Package" && w[1] != pname {
+						t.Errorf("the doc comment of package %s in %s says \"Package %s\"", pname, path, w[1])
+					}
 				}
 			}
 			if !documented {

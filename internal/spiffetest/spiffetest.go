@@ -1,6 +1,6 @@
 // Package spiffetest stands in for a SPIRE server's CA in unit tests: a CA
 // of one trust domain that issues X.509 SVIDs. The end-to-end tests use a
-// real SPIRE server (e2e, `make e2e-spire`).
+// real SPIRE server (e2e, `make e2e-spire`). Only tests import it.
 package spiffetest
 
 import (

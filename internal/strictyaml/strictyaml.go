@@ -3,7 +3,8 @@
 // their full path (spec.ingress[0].fromm). Scalars follow YAML 1.2, so
 // `namespace: y` is the string "y", not a boolean.
 //
-// It is pure; the policy and inventory readers import it.
+// It is pure; the policy, inventory and SPIFFE mapping readers use it.
+// Anything may import it.
 package strictyaml
 
 import (

@@ -30,9 +30,8 @@
 // packet passes only if the rules allow it as a new flow in its own
 // direction).
 //
-// It is pure: it imports no BPF, netlink or WireGuard package, so any
-// package may import it; the enforcers, node/flowlog and the node agent
-// do.
+// It is pure: it imports no BPF, netlink or WireGuard package. Anything
+// may import it. The enforcers, node/flowlog and the node agent do.
 package enforce
 
 import (

@@ -7,8 +7,8 @@
 // them the data path, which never waits on them either) are not held up
 // by a coordinator that is away.
 //
-// It is pure: the node agent feeds events, calls Flush on a ticker and
-// uploads what Take returns. Only the agent imports it.
+// It is pure: the agent feeds events, calls Flush on a ticker and uploads
+// what Take returns. Only package node/agent imports it.
 package flowlog
 
 import (

@@ -5,8 +5,9 @@
 // that the server is that CA's coordinator (SPIFFE ID
 // spiffe://<td>/latch/coordinator).
 //
-// The node agent imports it. It uses only the standard library and imports
-// no coordinator package.
+// Only package node/agent, and the tests of coordinator/api, coordinator/ca
+// and web, import it. It uses only the standard library and imports no
+// coordinator package.
 package pin
 
 import (

@@ -4,7 +4,7 @@
 // wgctrl. Plan, which computes the change from the current peer set to the
 // desired one, is pure and has no OS effects.
 //
-// Only the node agent imports this package; its tests use Fake.
+// Only package node/agent imports it; its tests use Fake.
 package wg
 
 import (

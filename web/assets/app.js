@@ -969,6 +969,10 @@ async function render() {
   for (const a of document.querySelectorAll('#nav a')) {
     if (a.getAttribute('href') === '#' + app.page) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
   }
+  // A group's button shows that it holds the current page.
+  for (const b of document.querySelectorAll('#nav button[aria-controls]')) {
+    if (document.getElementById(b.getAttribute('aria-controls')).querySelector('a[aria-current]')) b.dataset.current = 'true'; else delete b.dataset.current;
+  }
   const main = document.createElement('main');
   main.id = 'main';
   main.tabIndex = -1;
@@ -997,6 +1001,32 @@ function focusSelector(el) {
     if (a.name.startsWith('data-') || a.name === 'aria-label') return '[' + a.name + '="' + CSS.escape(a.value) + '"]';
   }
   return '';
+}
+
+// setupNav makes the header's page groups disclosure menus: a button
+// (aria-expanded) shows or hides its list of links. One is open at a time;
+// choosing a page, Escape (which gives the focus back to the button),
+// moving the focus out of the group or a click elsewhere closes it.
+function setupNav() {
+  const buttons = Array.from(document.querySelectorAll('#nav button[aria-controls]'));
+  const menuOf = (b) => document.getElementById(b.getAttribute('aria-controls'));
+  const setOpen = (b, open) => { b.setAttribute('aria-expanded', String(open)); menuOf(b).hidden = !open; };
+  for (const b of buttons) {
+    const group = b.parentElement;
+    b.addEventListener('click', () => {
+      const open = b.getAttribute('aria-expanded') !== 'true';
+      for (const o of buttons) setOpen(o, false);
+      setOpen(b, open);
+    });
+    menuOf(b).addEventListener('click', (ev) => { if (ev.target.closest('a')) setOpen(b, false); });
+    group.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Escape' && b.getAttribute('aria-expanded') === 'true') { ev.preventDefault(); setOpen(b, false); b.focus(); }
+    });
+    // Focus moving to a control outside the group closes it (a click on a
+    // link that does not take the focus, as in Safari, must not).
+    group.addEventListener('focusout', (ev) => { if (ev.relatedTarget && !group.contains(ev.relatedTarget)) setOpen(b, false); });
+  }
+  document.addEventListener('click', (ev) => { if (!ev.target.closest('#nav')) for (const b of buttons) setOpen(b, false); });
 }
 
 // Pages redrawn on node events: those without forms a redraw would reset.
@@ -1052,6 +1082,7 @@ async function start() {
   document.getElementById('logout').addEventListener('click', async () => {
     try { await api('POST', '/console/logout'); } finally { window.location.assign('/console/login'); }
   });
+  setupNav();
   window.addEventListener('hashchange', async () => { await render(); document.getElementById('main').focus(); });
   await render();
   connectEvents();

@@ -19,8 +19,7 @@
 // The Enforcer implements enforce.Enforcer and reports in its vocabulary
 // (enforce.Event, enforce.Stats); Counters has its own counters in full.
 //
-// The node agent imports this package, and package cli for `latch node
-// --cleanup` (Remove, DefaultPinDir); nothing else should.
+// Only package node/agent imports it.
 package ebpf
 
 import (

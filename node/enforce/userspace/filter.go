@@ -61,8 +61,8 @@
 // nobody reads fast enough they are dropped and counted, never waited for.
 //
 // It is pure Go with no OS effects and imports no wireguard-go, netlink or
-// BPF package. The node agent imports it and puts it in wireguard-go's path
-// through node/wg's PacketFilter interface.
+// BPF package. Only package node/agent imports it; node/wg calls it
+// through a small interface.
 package userspace
 
 import (
