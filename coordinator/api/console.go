@@ -3,10 +3,8 @@ package api
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +14,7 @@ import (
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/netmap"
 	"github.com/latchnet/latch/policy"
 	"github.com/latchnet/latch/wire"
 )
@@ -330,23 +329,13 @@ func (s *Server) whatIf(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	find := func(key, what string) (*inventory.Workload, error) {
-		for i := range ws {
-			if ws[i].Key() == key {
-				return &ws[i], nil
-			}
-		}
-		return nil, fail(http.StatusNotFound, "not_found", "%s %q: no such workload or node; give it as NAMESPACE/NAME (see the workloads and nodes lists)", what, key)
+	v, err := ev.WhatIf(ws, from, to, proto, uint16(port))
+	if errors.Is(err, policy.ErrNoWorkload) {
+		return fail(http.StatusNotFound, "not_found", "%v", err)
 	}
-	src, err := find(from, "source")
 	if err != nil {
 		return err
 	}
-	dst, err := find(to, "destination")
-	if err != nil {
-		return err
-	}
-	v := ev.Decide(src, dst, proto, uint16(port))
 	return c.JSON(http.StatusOK, WhatIf{From: from, To: to, Port: uint16(port), Protocol: proto, Baseline: ev.Baseline(), Verdict: v})
 }
 
@@ -391,28 +380,14 @@ func (s *Server) graph(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	edges := map[[2]string][]string{}
-	for _, r := range ev.TruthTable(ws) {
-		if r.Allowed {
-			k := [2]string{r.From, r.To}
-			edges[k] = append(edges[k], fmt.Sprintf("%d/%s", r.Port, r.Protocol))
-		}
+	g := netmap.ConnectivityGraph(ev, ws, nodeNames, ns)
+	out := Graph{Nodes: make([]GraphNode, 0, len(g.Nodes)), Edges: make([]GraphEdge, 0, len(g.Edges))}
+	for _, n := range g.Nodes {
+		out.Nodes = append(out.Nodes, GraphNode{Key: n.Key, Namespace: n.Namespace, Name: n.Name, Node: n.Node, IsNode: n.IsNode})
 	}
-	inNS := func(key string) bool { return ns == "" || strings.HasPrefix(key, ns+"/") }
-	keep := map[string]bool{}
-	out := Graph{Nodes: []GraphNode{}, Edges: []GraphEdge{}}
-	for k, ports := range edges {
-		if inNS(k[0]) || inNS(k[1]) {
-			keep[k[0]], keep[k[1]] = true, true
-			out.Edges = append(out.Edges, GraphEdge{From: k[0], To: k[1], Ports: ports})
-		}
+	for _, e := range g.Edges {
+		out.Edges = append(out.Edges, GraphEdge{From: e.From, To: e.To, Ports: e.Ports})
 	}
-	for _, w := range ws {
-		if keep[w.Key()] || inNS(w.Key()) {
-			out.Nodes = append(out.Nodes, GraphNode{Key: w.Key(), Namespace: w.Namespace, Name: w.Name, Node: w.Node, IsNode: nodeNames[w.Key()]})
-		}
-	}
-	slices.SortFunc(out.Edges, func(a, b GraphEdge) int { return strings.Compare(a.From+" "+a.To, b.From+" "+b.To) })
 	return c.JSON(http.StatusOK, out)
 }
 
