@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/latchnet/latch/coordinator"
 )
 
 // syncBuffer is a log sink read while the coordinator writes to it.
@@ -41,8 +44,8 @@ func TestCoordinatorConsoleAndUsers(t *testing.T) {
 	log := &syncBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- runCoordinator(ctx, coordinatorFlags{listen: "127.0.0.1:0", dataDir: dir, trustDomain: "example.test",
-			baseline: "deny", svidTTL: time.Hour, keepalive: 10 * time.Second}, log)
+		done <- coordinator.Run(ctx, coordinator.Config{Listen: "127.0.0.1:0", DataDir: dir, TrustDomain: "example.test",
+			Baseline: "deny", SVIDTTL: time.Hour, Keepalive: 10 * time.Second, Log: slog.New(slog.NewTextHandler(log, nil))})
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -7,7 +7,9 @@
 // Public, without authentication: the install script (/install.sh), the CA
 // certificate (/ca.pem) and the binaries it installs (/dl/).
 //
-// Only cmd/latch (through package cli) imports it.
+// Only package coordinator (which serves it), package web (whose console
+// mounts on it), package cli (for the admin API's types) and tests import
+// it.
 package api
 
 import (
