@@ -1,4 +1,4 @@
-package api
+package api_test
 
 import (
 	"bytes"
@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/latchnet/latch/coordinator/api"
 	"github.com/latchnet/latch/coordinator/auth"
+	"github.com/latchnet/latch/coordinator/coordtest"
 	"github.com/latchnet/latch/coordinator/spiffetrust"
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/internal/spiffetest"
@@ -19,11 +21,11 @@ import (
 // callAs makes an admin call with the credential authz sets.
 func (h *harness) callAs(method, path, body string, authz func(*http.Request)) (int, string) {
 	h.t.Helper()
-	req, _ := http.NewRequest(method, h.srv.URL+path, strings.NewReader(body))
+	req, _ := http.NewRequest(method, h.URL+path, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	authz(req)
 	pool := x509.NewCertPool()
-	pool.AddCert(h.ca.Root())
+	pool.AddCert(h.CA.Root())
 	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}}
 	resp, err := c.Do(req)
 	if err != nil {
@@ -39,7 +41,7 @@ func (h *harness) callAs(method, path, body string, authz func(*http.Request)) (
 func (h *harness) auditActor(action string) string {
 	h.t.Helper()
 	var entries []store.AuditEntry
-	if code, body := h.adminCall("GET", "/v1/admin/audit", "", &entries); code != http.StatusOK {
+	if code, body := h.AdminCall("GET", "/v1/admin/audit", "", &entries); code != http.StatusOK {
 		h.t.Fatalf("audit: %d %s", code, body)
 	}
 	for _, e := range entries {
@@ -56,16 +58,16 @@ func (h *harness) auditActor(action string) string {
 // each, not "admin".
 func TestSpiffeDecisionsAuditTheRealActor(t *testing.T) {
 	spire := spiffetest.NewCA(t, "spire.test")
-	h := newHarnessWith(t, harnessOpts{
-		spiffe:     &spiffetrust.Trust{TD: spire.TD, Bundles: spire.Bundle()},
-		spireSVIDs: spiffetest.Static{SVID: spire.Issue(t, "spiffe://spire.test/latch/coordinator", time.Hour)},
+	h := newHarnessWith(t, coordtest.Options{
+		Spiffe:     &spiffetrust.Trust{TD: spire.TD, Bundles: spire.Bundle()},
+		SpireSVIDs: spiffetest.Static{SVID: spire.Issue(t, "spiffe://spire.test/latch/coordinator", time.Hour)},
 	})
-	laptop := spireClient(spire, spire.Issue(t, "spiffe://spire.test/dev/laptop", time.Hour))
-	if code, e := postJSON(t, laptop, h.srv.URL+wire.PathRegister, wire.RegisterRequest{PublicKey: "k"}); code != http.StatusForbidden || e.Code != "pending" {
+	laptop := coordtest.SpireNode(spire, spire.Issue(t, "spiffe://spire.test/dev/laptop", time.Hour)).HTTP
+	if code, e := postJSON(t, laptop, h.URL+wire.PathRegister, wire.RegisterRequest{PublicKey: "k"}); code != http.StatusForbidden || e.Code != "pending" {
 		t.Fatalf("register of an unmapped SPIRE node: %d %+v", code, e)
 	}
-	var tok APITokenResponse
-	if code, body := h.adminCall("POST", "/v1/admin/apitokens", `{"name":"ops","role":"admin","ttl":"1h"}`, &tok); code != http.StatusOK {
+	var tok api.APITokenResponse
+	if code, body := h.AdminCall("POST", "/v1/admin/apitokens", `{"name":"ops","role":"admin","ttl":"1h"}`, &tok); code != http.StatusOK {
 		t.Fatalf("api token: %d %s", code, body)
 	}
 	bearer := func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok.Token) }

@@ -1,4 +1,4 @@
-package api
+package api_test
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/latchnet/latch/coordinator/api"
 	"github.com/latchnet/latch/wire"
 )
 
@@ -17,7 +18,7 @@ import (
 // gets a certificate, the other is told the token is used.
 func TestSingleUseTokenEnrollsOneOfTwoConcurrentNodes(t *testing.T) {
 	h := newHarness(t)
-	tok := h.token(1)
+	tok := h.Token(1)
 	const nodes = 2
 	var (
 		wg    sync.WaitGroup
@@ -28,7 +29,7 @@ func TestSingleUseTokenEnrollsOneOfTwoConcurrentNodes(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, codes[i], msgs[i] = h.enroll(tok, fmt.Sprintf("node-%d", i))
+			_, codes[i], msgs[i] = h.Enroll(tok, fmt.Sprintf("node-%d", i))
 		}()
 	}
 	wg.Wait()
@@ -46,8 +47,8 @@ func TestSingleUseTokenEnrollsOneOfTwoConcurrentNodes(t *testing.T) {
 	if ok != 1 || used != 1 {
 		t.Fatalf("%d enrollments succeeded and %d were refused, want 1 and 1: %v %q", ok, used, codes, msgs)
 	}
-	var nodesList []NodeStatus
-	if code, body := h.adminCall("GET", "/v1/admin/nodes", "", &nodesList); code != http.StatusOK || len(nodesList) != 1 {
+	var nodesList []api.NodeStatus
+	if code, body := h.AdminCall("GET", "/v1/admin/nodes", "", &nodesList); code != http.StatusOK || len(nodesList) != 1 {
 		t.Fatalf("nodes after the race: %d %s", code, body)
 	}
 }
@@ -57,18 +58,18 @@ func TestSingleUseTokenEnrollsOneOfTwoConcurrentNodes(t *testing.T) {
 // same connection at its next request.
 func TestCertificateCheckedOnEveryRequestOfAKeptAliveConnection(t *testing.T) {
 	h := newHarness(t)
-	n, code, msg := h.enroll(h.token(1), "node-a")
+	n, code, msg := h.Enroll(h.Token(1), "node-a")
 	if n == nil {
 		t.Fatalf("enroll: %d %s", code, msg)
 	}
 	register := func() (status int, reused bool) {
 		body, _ := json.Marshal(wire.RegisterRequest{PublicKey: "k"})
-		req, _ := http.NewRequest("POST", h.srv.URL+wire.PathRegister, bytes.NewReader(body))
+		req, _ := http.NewRequest("POST", h.URL+wire.PathRegister, bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
 			GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused },
 		}))
-		resp, err := n.http.Do(req)
+		resp, err := n.HTTP.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -79,7 +80,7 @@ func TestCertificateCheckedOnEveryRequestOfAKeptAliveConnection(t *testing.T) {
 	if code, _ := register(); code != http.StatusOK {
 		t.Fatalf("register: %d", code)
 	}
-	if code, body := h.adminCall("DELETE", "/v1/admin/nodes/node-a", "", nil); code != http.StatusNoContent {
+	if code, body := h.AdminCall("DELETE", "/v1/admin/nodes/node-a", "", nil); code != http.StatusNoContent {
 		t.Fatalf("delete: %d %s", code, body)
 	}
 	code, reused := register()
