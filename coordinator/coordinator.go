@@ -131,8 +131,20 @@ func Run(ctx context.Context, cfg Config) error {
 	pctx, stopPruning := context.WithCancel(ctx)
 	var pruning sync.WaitGroup
 	pruning.Add(2)
-	go func() { defer pruning.Done(); pruneFlows(pctx, st, c.FlowRetention, c.FlowMaxRows, log) }()
-	go func() { defer pruning.Done(); pruneAudit(pctx, st, c.AuditRetention, c.AuditMaxRows, log) }()
+	// Expired and surplus flow records and audit entries are deleted (the
+	// pruning of the audit log is audited).
+	go func() {
+		defer pruning.Done()
+		pruneEvery(pctx, "flow records", func(ctx context.Context) (int64, error) {
+			return st.PruneFlows(ctx, c.FlowRetention, c.FlowMaxRows)
+		}, log)
+	}()
+	go func() {
+		defer pruning.Done()
+		pruneEvery(pctx, "the audit log", func(ctx context.Context) (int64, error) {
+			return st.PruneAudit(ctx, c.AuditRetention, c.AuditMaxRows)
+		}, log)
+	}()
 	defer pruning.Wait()
 	defer stopPruning()
 	if c.OnListen != nil {
@@ -177,35 +189,16 @@ func servingNames(listenHost, publicHost string) ([]net.IP, []string) {
 	return ips, dnsNames
 }
 
-// pruneFlows deletes expired and surplus flow records at start and every
-// minute until ctx ends.
-func pruneFlows(ctx context.Context, st *state.State, retention time.Duration, maxRows int, log *slog.Logger) {
+// pruneEvery runs prune at start and every minute until ctx ends, and
+// logs what it deleted of what ("flow records", "the audit log").
+func pruneEvery(ctx context.Context, what string, prune func(context.Context) (int64, error), log *slog.Logger) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
-		if n, err := st.PruneFlows(ctx, retention, maxRows); err != nil && ctx.Err() == nil {
-			log.Warn("pruning flow records", "err", err)
+		if n, err := prune(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("pruning "+what, "err", err)
 		} else if n > 0 {
-			log.Info("pruned flow records", "deleted", n)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// pruneAudit deletes expired and surplus audit entries (recording that in
-// the audit log) at start and every minute until ctx ends.
-func pruneAudit(ctx context.Context, st *state.State, retention time.Duration, maxRows int, log *slog.Logger) {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		if n, err := st.PruneAudit(ctx, retention, maxRows); err != nil && ctx.Err() == nil {
-			log.Warn("pruning the audit log", "err", err)
-		} else if n > 0 {
-			log.Info("pruned the audit log", "deleted", n)
+			log.Info("pruned "+what, "deleted", n)
 		}
 		select {
 		case <-ctx.Done():

@@ -1,11 +1,7 @@
 package api_test
 
 import (
-	"bytes"
-	"crypto/tls"
-	"crypto/x509"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -17,25 +13,6 @@ import (
 	"github.com/latchnet/latch/internal/spiffetest"
 	"github.com/latchnet/latch/wire"
 )
-
-// callAs makes an admin call with the credential authz sets.
-func (h *harness) callAs(method, path, body string, authz func(*http.Request)) (int, string) {
-	h.t.Helper()
-	req, _ := http.NewRequest(method, h.URL+path, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	authz(req)
-	pool := x509.NewCertPool()
-	pool.AddCert(h.CA.Root())
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}}
-	resp, err := c.Do(req)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var buf bytes.Buffer
-	buf.ReadFrom(resp.Body)
-	return resp.StatusCode, buf.String()
-}
 
 // auditActor returns the actor of the newest audit entry with action.
 func (h *harness) auditActor(action string) string {
@@ -71,7 +48,7 @@ func TestSpiffeDecisionsAuditTheRealActor(t *testing.T) {
 		t.Fatalf("api token: %d %s", code, body)
 	}
 	bearer := func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok.Token) }
-	if code, body := h.callAs("POST", "/v1/admin/spiffe/nodes/approve", `{"node":"laptop","namespace":"dev"}`, bearer); code != http.StatusOK {
+	if code, body := h.Call("POST", "/v1/admin/spiffe/nodes/approve", `{"node":"laptop","namespace":"dev"}`, bearer); code != http.StatusOK {
 		t.Fatalf("approve: %d %s", code, body)
 	}
 	if got := h.auditActor("node.spiffe.admit"); got != "apitoken:ops" {
@@ -82,7 +59,7 @@ func TestSpiffeDecisionsAuditTheRealActor(t *testing.T) {
 		r.AddCookie(&http.Cookie{Name: auth.SessionCookie, Value: sid})
 		r.Header.Set(auth.CSRFHeader, "csrf")
 	}
-	if code, body := h.callAs("POST", "/v1/admin/spiffe/nodes/reject", `{"node":"laptop"}`, session); code != http.StatusNoContent {
+	if code, body := h.Call("POST", "/v1/admin/spiffe/nodes/reject", `{"node":"laptop"}`, session); code != http.StatusNoContent {
 		t.Fatalf("reject: %d %s", code, body)
 	}
 	if got := h.auditActor("node.spiffe.reject"); got != "alice" {
