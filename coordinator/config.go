@@ -33,6 +33,10 @@ const (
 // when Config.MaxConnections is zero.
 var DefaultMaxConnections = api.DefaultLimits.MaxConnections
 
+// DefaultMaxWorkloadsPerNode is the most workloads one node may register
+// when Config.MaxWorkloadsPerNode is zero.
+const DefaultMaxWorkloadsPerNode = state.DefaultMaxWorkloadsPerNode
+
 // Config is everything Run needs. A zero field takes its default (the
 // Default* constants) unless its comment says otherwise. Validate checks
 // it; its errors name the `latch coordinator` flag of each field.
@@ -73,7 +77,7 @@ type Config struct {
 	// (--audit-max-rows); 0: no bound.
 	AuditMaxRows int
 	// MaxWorkloadsPerNode bounds the workloads one node may register
-	// (--max-workloads-per-node); zero: state.DefaultMaxWorkloadsPerNode.
+	// (--max-workloads-per-node); zero: DefaultMaxWorkloadsPerNode.
 	MaxWorkloadsPerNode int
 	// MaxConnections bounds the client connections served at once
 	// (--max-connections); zero: DefaultMaxConnections.
@@ -116,7 +120,7 @@ func (c Config) withDefaults() Config {
 		c.AuditRetention = DefaultAuditRetention
 	}
 	if c.MaxWorkloadsPerNode == 0 {
-		c.MaxWorkloadsPerNode = state.DefaultMaxWorkloadsPerNode
+		c.MaxWorkloadsPerNode = DefaultMaxWorkloadsPerNode
 	}
 	if c.MaxConnections == 0 {
 		c.MaxConnections = DefaultMaxConnections
