@@ -1,4 +1,4 @@
-// Package console is the coordinator's web admin console: its HTTP
+// Package web is the coordinator's web admin console: its HTTP
 // handlers (login, logout, pages), console sessions, the login rate
 // limit, the first admin account, and its assets (HTML, JavaScript, CSS),
 // embedded with go:embed so the binary serves everything itself.
@@ -8,8 +8,9 @@
 // the session cookie plus the session's CSRF token in a header, so every
 // change goes through package state and the audit log.
 //
-// Only the coordinator's command (package cli) imports it; it mounts
-// itself on the admin API's echo server through api.Config.Extensions.
+// Only package coordinator (which runs the coordinator) and tests import
+// it; it mounts itself on the admin API's echo server through
+// api.Config.Extensions. It must not import package coordinator.
 package web
 
 import (

@@ -9,7 +9,8 @@
 // description of the admin API (/v1/openapi.json). The admin API answers
 // only the types of package adminapi (converted at this edge, convert.go).
 //
-// Only cmd/latch (through package cli) imports it.
+// Only package coordinator (which serves it), package web (whose console
+// mounts on it) and tests import it.
 package api
 
 import (

@@ -18,7 +18,8 @@
 // lists the workload SPIFFE IDs its nodes may declare: none listed, none
 // allowed. Labels under spiffe.io/ are reserved for the coordinator.
 //
-// It is pure; the coordinator's command line and state layer import it.
+// It is pure; package coordinator (which reads the mapping file), the
+// state layer and tests import it.
 package spiffemap
 
 import (

@@ -4,7 +4,8 @@
 // coordinator's own SPIRE agent through the Workload API, or a PEM file
 // that FileSource reloads when it changes).
 //
-// Only the coordinator (packages api and cli) imports it.
+// Only the coordinator (packages coordinator and api) and tests import
+// it.
 package spiffetrust
 
 import (

@@ -5,7 +5,8 @@
 // change leaves nothing behind, and publishes the views that changed to
 // the nodes' mailboxes (package fanout).
 //
-// Only the coordinator's API layer and its web console import it.
+// Only package coordinator (which opens it), the coordinator's API layer,
+// its web console and tests import it.
 package state
 
 import (
