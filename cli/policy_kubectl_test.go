@@ -3,46 +3,56 @@ package cli
 import (
 	"bytes"
 	"context"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/latchnet/latch/coordinator"
 )
 
-// testCoordinator is the real coordinator command, run on loopback by
-// startTestCoordinator.
+// testCoordinator is the real coordinator (coordinator.Run, as the
+// coordinator command runs it), on loopback, started by
+// startTestCoordinator; the CLI's tests call it with the admin token it
+// writes.
 type testCoordinator struct {
 	dir  string // its data directory
 	addr string // where it listens
 	log  *syncBuffer
 }
 
-// startTestCoordinator runs the real coordinator command on loopback until
-// the test ends.
+// startTestCoordinator runs the real coordinator on loopback until the
+// test ends.
 func startTestCoordinator(t *testing.T) *testCoordinator {
 	t.Helper()
 	tc := &testCoordinator{dir: t.TempDir(), log: &syncBuffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
+	listening := make(chan net.Addr, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- runCoordinator(ctx, coordinatorFlags{listen: "127.0.0.1:0", dataDir: tc.dir, trustDomain: "example.test",
-			baseline: "deny", svidTTL: time.Hour, keepalive: 10 * time.Second}, tc.log)
+		done <- coordinator.Run(ctx, coordinator.Config{Listen: "127.0.0.1:0", DataDir: tc.dir, TrustDomain: "example.test",
+			Baseline: "deny", SVIDTTL: time.Hour, Keepalive: 10 * time.Second, Log: slog.New(slog.NewTextHandler(tc.log, nil)),
+			OnListen: func(api, _ net.Addr) { listening <- api }})
 	}()
+	select {
+	case a := <-listening:
+		tc.addr = a.String()
+	case err := <-done:
+		cancel()
+		t.Fatalf("the coordinator did not start: %v\n%s", err, tc.log.String())
+	case <-time.After(60 * time.Second):
+		cancel()
+		<-done
+		t.Fatalf("the coordinator did not listen within 60s:\n%s", tc.log.String())
+	}
 	t.Cleanup(func() {
 		cancel()
 		<-done
 	})
-	addrRE := regexp.MustCompile(`msg="coordinator listening" addr=(\S+)`)
-	for deadline := time.Now().Add(60 * time.Second); tc.addr == ""; {
-		if m := addrRE.FindStringSubmatch(tc.log.String()); m != nil {
-			tc.addr = m[1]
-		} else if time.Now().After(deadline) {
-			t.Fatalf("the coordinator did not start:\n%s", tc.log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 	return tc
 }
 

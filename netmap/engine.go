@@ -9,9 +9,9 @@
 // which views changed.
 //
 // It is pure code with no I/O: it imports no echo, netlink, BPF or
-// WireGuard packages. The coordinator's state layer owns an Engine. Only
-// package coordinator/state, and the tests of node/enforce/userspace, import
-// it.
+// WireGuard packages. The coordinator's state layer owns an Engine; the
+// admin API draws the connectivity graph with ConnectivityGraph. Only
+// packages coordinator/state and coordinator/api, and tests, import it.
 package netmap
 
 import (

@@ -1,8 +1,8 @@
 // Package scripts embeds install.sh, the install script for servers and
 // laptops, so that the coordinator can serve it at /install.sh with its own
 // URL baked in. The shell scripts in this directory are the source; this
-// package only carries install.sh into the binary. Only package cli, and
-// the tests of coordinator/api, import it.
+// package only carries install.sh into the binary. Only package
+// coordinator, and the tests of coordinator/api, import it.
 package scripts
 
 import (

@@ -172,7 +172,7 @@ func (b *browser) focusOutline() (string, string) {
 func (b *browser) login(name, pw string) {
 	b.t.Helper()
 	b.run("logging in as "+name,
-		chromedp.Navigate(b.h.srv.URL+Prefix),
+		chromedp.Navigate(b.h.URL+Prefix),
 		chromedp.WaitVisible(chromedp.ID("login-name")),
 		chromedp.SetValue(chromedp.ID("login-name"), name),
 		chromedp.SetValue(chromedp.ID("login-password"), pw),
@@ -199,7 +199,7 @@ func TestBrowser(t *testing.T) {
 	t.Logf("screenshots go to %s", b.shot)
 
 	// The console sends an anonymous visitor to the login page.
-	b.run("opening the console", chromedp.Navigate(h.srv.URL+Prefix), visible("#login-form"))
+	b.run("opening the console", chromedp.Navigate(h.URL+Prefix), visible("#login-form"))
 	if loc := get(b, "location", chromedp.Location()); !strings.HasSuffix(loc, Prefix+"login") {
 		t.Errorf("anonymous visit landed on %s, want the login page", loc)
 	}
@@ -236,7 +236,7 @@ func TestBrowser(t *testing.T) {
 		set("#token-uses", "3"), set("#token-ttl", "1h"), click("#token-create"), visible("#token-value"))
 	token, install := value(b, "#token-value"), value(b, "#token-install")
 	// The command of README.md, which scripts and e2e tests run.
-	if want := readmeInstallCommand(t, h.srv.URL, token); install != want || token == "" {
+	if want := readmeInstallCommand(t, h.URL, token); install != want || token == "" {
 		t.Errorf("install one-liner %q, want README's %q", install, want)
 	}
 	b.screenshot("join-tokens")
@@ -281,9 +281,7 @@ func TestBrowser(t *testing.T) {
 	// A node appears live on the nodes page, without a reload.
 	b.page("nodes")
 	js[chromedp.Void](b, "marking the page", `void (window.latchNoReload = 42)`)
-	if err := h.enroll(token, "web-1"); err != nil {
-		t.Fatal(err)
-	}
+	h.MustEnroll(token, "web-1")
 	b.run("waiting for the node to appear", visible(`[data-node-status="web-1"]`))
 	if js[int](b, "checking no reload", `window.latchNoReload || 0`) != 42 {
 		t.Error("the page reloaded; the node should appear through live updates")
@@ -291,16 +289,13 @@ func TestBrowser(t *testing.T) {
 	if ident := text(b, `main[data-page="nodes"] tbody`); !strings.Contains(ident, "spiffe://example.test/latch/node/web-1") || !strings.Contains(ident, "role=web") {
 		t.Errorf("nodes table %q: want the SPIFFE ID and labels of web-1", ident)
 	}
-	db, err := h.enrollNode(token, "db-1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := h.MustEnroll(token, "db-1")
 	b.run("waiting for the second node", visible(`[data-node-status="db-1"]`))
 	// Its view stream connects: it turns online live, and offline when the
 	// stream ends.
 	streamCtx, endStream := context.WithCancel(context.Background())
 	defer endStream()
-	if err := h.connect(streamCtx, db); err != nil {
+	if err := h.Connect(streamCtx, db); err != nil {
 		t.Fatal(err)
 	}
 	b.run("waiting for db-1 online", visible(`[data-node-status="db-1"].online`))
@@ -350,13 +345,11 @@ func TestBrowser(t *testing.T) {
 	b.screenshot("namespaces")
 	// Workloads on db-1 and a policy letting prod talk to itself make a
 	// graph with edges; a workload in another namespace stays apart.
-	if err := h.register(db,
+	h.MustRegister(db,
 		wire.WorkloadDecl{Name: "api", Namespace: "prod", Labels: map[string]string{"app": "api"}, Ports: []inventory.Port{{Port: 8080}}},
 		wire.WorkloadDecl{Name: "pg", Namespace: "prod", Labels: map[string]string{"app": "pg"}, Ports: []inventory.Port{{Port: 5432}}},
 		wire.WorkloadDecl{Name: "batch", Namespace: "jobs", Ports: []inventory.Port{{Port: 9000}}},
-	); err != nil {
-		t.Fatal(err)
-	}
+	)
 	admin := h.admin()
 	if got := admin.do("POST", "/v1/admin/policies", "application/yaml", internalPolicy, map[string]string{auth.CSRFHeader: admin.csrf}); got.code != 200 {
 		t.Fatalf("applying the internal policy: %d %s", got.code, got.body)
@@ -403,12 +396,12 @@ func TestBrowser(t *testing.T) {
 	// own certificate): prod is in monitor mode since above.
 	api, pg, batch := h.workloadIP("prod/api"), h.workloadIP("prod/pg"), h.workloadIP("jobs/batch")
 	ext := netip.MustParseAddr("198.19.0.5")
-	start := h.clock.Now().Add(-30 * time.Second)
+	start := h.Clock.Now().Add(-30 * time.Second)
 	flow := func(src, dst netip.Addr, port uint16, verdict string) wire.FlowRecord {
 		return wire.FlowRecord{Start: start, End: start.Add(5 * time.Second), Direction: wire.DirEgress, Src: src, Dst: dst,
 			Protocol: "TCP", Port: port, Verdict: verdict, Reason: map[bool]string{true: "policy"}[verdict != wire.VerdictAllowed], Packets: 3, Bytes: 180}
 	}
-	if n, err := h.postFlows(db, flow(api, pg, 5432, wire.VerdictAllowed), flow(api, ext, 443, wire.VerdictWouldDeny),
+	if n, err := h.PostFlows(db, flow(api, pg, 5432, wire.VerdictAllowed), flow(api, ext, 443, wire.VerdictWouldDeny),
 		flow(batch, pg, 5432, wire.VerdictDenied)); err != nil || n != 3 {
 		t.Fatalf("reporting flows: %d accepted, %v", n, err)
 	}
@@ -436,7 +429,7 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("the live tail button: focus on %s with outline %q", id, outline)
 	}
 	waitFor(t, "the follow request", func() bool { return h.following.Load() == 1 })
-	if _, err := h.postFlows(db, flow(pg, api, 8080, wire.VerdictAllowed)); err != nil {
+	if _, err := h.PostFlows(db, flow(pg, api, 8080, wire.VerdictAllowed)); err != nil {
 		t.Fatal(err)
 	}
 	b.run("waiting for the live flow", chromedp.WaitVisible(chromedp.CSS(`#flows-body tr[data-flow-id]:nth-child(4)`)))
@@ -551,12 +544,12 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("policies after deleting prod/web: %+v", ps)
 		}
 	}
-	if err := h.enroll(token, "late"); err == nil || !strings.Contains(err.Error(), "revoked") {
-		t.Errorf("enrolling with the revoked join token: %v", err)
+	if n, code, msg := h.Enroll(token, "late"); n != nil || !strings.Contains(msg, "revoked") {
+		t.Errorf("enrolling with the revoked join token: %d %s", code, msg)
 	}
 
 	// Fifty minutes on, db-1's one-hour SVID is close to expiry.
-	h.clock.Advance(50 * time.Minute)
+	h.Clock.Advance(50 * time.Minute)
 	b.page("overview")
 	if svids := text(b, `section[aria-labelledby="ov-svid"]`); !strings.Contains(svids, "db-1: expires") {
 		t.Errorf("SVIDs close to expiry %q: want db-1", svids)
@@ -827,7 +820,7 @@ func TestBrowserLiveUpdatesEndWithTheSession(t *testing.T) {
 	b := newBrowser(t, h)
 	b.login("admin", h.adminPW)
 	b.run("live updates connected", visible("#live.on"))
-	h.clock.Advance(state.SessionTTL + time.Hour)
+	h.Clock.Advance(state.SessionTTL + time.Hour)
 	b.run("sent to the login page", visible("#login-form"))
 	if loc := get(b, "location", chromedp.Location()); !strings.HasSuffix(loc, Prefix+"login") {
 		t.Errorf("after the session expired the browser is on %s, want the login page", loc)

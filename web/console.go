@@ -9,8 +9,9 @@
 // the session cookie plus the session's CSRF token in a header, so every
 // change goes through package state and the audit log.
 //
-// Only package cli imports it; it mounts itself on the admin API's echo
-// server through api.Config.Extensions.
+// Only package coordinator (which runs the coordinator), and tests, import
+// it; it mounts itself on the admin API's echo server through
+// api.Config.Extensions. It must not import package coordinator.
 package web
 
 import (

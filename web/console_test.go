@@ -39,13 +39,13 @@ func isPublic(method, path string) bool {
 
 func TestNothingWithoutSessionOrToken(t *testing.T) {
 	h := newHarness(t)
-	routes := h.api.Routes()
+	routes := h.API.Routes()
 	if len(routes) < 30 {
 		t.Fatalf("only %d routes: the walk would miss some", len(routes))
 	}
 	anon := h.newClient()
 	bogus := h.newClient()
-	u, _ := http.NewRequest("GET", h.srv.URL, nil)
+	u, _ := http.NewRequest("GET", h.URL, nil)
 	bogus.http.Jar.SetCookies(u.URL, []*http.Cookie{{Name: auth.SessionCookie, Value: "not-a-session"}})
 	badBearer := h.newClient()
 	badBearer.bearer = "latchapi.nope.nope"
@@ -117,7 +117,7 @@ func TestCSRF(t *testing.T) {
 	}
 	// Bearer tokens need no CSRF token (no browser sends them on its own).
 	tok := h.newClient()
-	tok.bearer = h.adminToken
+	tok.bearer = h.AdminToken
 	if got := tok.do("PUT", "/v1/admin/namespaces/dev", "application/json", ns, nil); got.code != 200 {
 		t.Errorf("admin token: %d %s", got.code, got.body)
 	}
@@ -182,7 +182,7 @@ func TestViewerChangesNothing(t *testing.T) {
 	vt.bearer = tok.Token
 	before := h.auditLen()
 	mutating := 0
-	for _, r := range h.api.Routes() {
+	for _, r := range h.API.Routes() {
 		if !strings.HasPrefix(r.Path, "/v1/admin") || r.Method == http.MethodGet || r.Method == echoRouteNotFound {
 			continue
 		}
@@ -210,7 +210,7 @@ func TestViewerChangesNothing(t *testing.T) {
 
 func (h *harness) auditLen() int {
 	var n int
-	h.st.Read(context.Background(), func(tx store.Tx) error {
+	h.State.Read(context.Background(), func(tx store.Tx) error {
 		es, err := tx.ListAudit(0)
 		n = len(es)
 		return err
@@ -236,7 +236,7 @@ func TestLoginRateLimit(t *testing.T) {
 		t.Errorf("other user: %d", got.code)
 	}
 	// After the window, the user may try again.
-	h.clock.Advance(16 * time.Minute)
+	h.Clock.Advance(16 * time.Minute)
 	if got := c.login("admin", h.adminPW); got.code != 200 {
 		t.Errorf("after the window: %d %s", got.code, got.body)
 	}
@@ -270,7 +270,7 @@ func TestLogoutEndsSession(t *testing.T) {
 	if got := c.call("GET", "/v1/admin/whoami", nil, nil); got.code != 200 {
 		t.Fatalf("whoami: %d", got.code)
 	}
-	u, _ := http.NewRequest("GET", h.srv.URL, nil)
+	u, _ := http.NewRequest("GET", h.URL, nil)
 	old := c.http.Jar.Cookies(u.URL)
 	if got := c.call("POST", Prefix+"logout", nil, nil); got.code != http.StatusNoContent {
 		t.Fatalf("logout: %d %s", got.code, got.body)
@@ -287,7 +287,7 @@ func TestLogoutEndsSession(t *testing.T) {
 	}
 	// An expired session is refused too.
 	c2 := h.admin()
-	h.clock.Advance(13 * time.Hour)
+	h.Clock.Advance(13 * time.Hour)
 	if got := c2.call("GET", "/v1/admin/whoami", nil, nil); got.code != http.StatusUnauthorized {
 		t.Errorf("expired session: %d", got.code)
 	}
@@ -295,16 +295,16 @@ func TestLogoutEndsSession(t *testing.T) {
 
 func TestFirstAdminAndUsers(t *testing.T) {
 	h := newHarness(t)
-	fi, err := os.Stat(filepath.Join(h.dir, PasswordFile))
+	fi, err := os.Stat(filepath.Join(h.Dir, PasswordFile))
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("admin-password: %v %v; want mode 0600", fi, err)
 	}
-	data, _ := os.ReadFile(filepath.Join(h.dir, PasswordFile))
+	data, _ := os.ReadFile(filepath.Join(h.Dir, PasswordFile))
 	if strings.TrimSpace(string(data)) != h.adminPW || len(h.adminPW) < auth.MinPasswordLength {
 		t.Fatalf("password file holds %q, want the first admin's password", data)
 	}
 	// Users existing, a second start makes nobody.
-	if pw, err := EnsureFirstAdmin(context.Background(), h.st, h.dir, nil); err != nil || pw != "" {
+	if pw, err := EnsureFirstAdmin(context.Background(), h.State, h.Dir, nil); err != nil || pw != "" {
 		t.Errorf("second EnsureFirstAdmin: %q %v", pw, err)
 	}
 	c := h.admin()
@@ -374,7 +374,7 @@ func TestAPITokens(t *testing.T) {
 	// Expired tokens are refused.
 	c.call("POST", "/v1/admin/apitokens", adminapi.APITokenRequest{Name: "short", Role: "viewer", TTL: "1m"}, &tok)
 	bot.bearer = tok.Token
-	h.clock.Advance(2 * time.Minute)
+	h.Clock.Advance(2 * time.Minute)
 	if got := bot.call("GET", "/v1/admin/nodes", nil, nil); got.code != http.StatusUnauthorized {
 		t.Errorf("expired token: %d", got.code)
 	}
@@ -429,12 +429,8 @@ func TestPolicyValidateWhatIfGraph(t *testing.T) {
 	// (deny) decides it.
 	var tok adminapi.JoinTokenCreated
 	c.call("POST", "/v1/admin/tokens", adminapi.JoinTokenRequest{Namespace: "prod", Uses: 2}, &tok)
-	if err := h.enroll(tok.Token, "web"); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.enroll(tok.Token, "cli"); err != nil {
-		t.Fatal(err)
-	}
+	h.MustEnroll(tok.Token, "web")
+	h.MustEnroll(tok.Token, "cli")
 	var w adminapi.WhatIf
 	if got := c.call("GET", "/v1/admin/whatif?from=prod/cli&to=prod/web&port=80&protocol=tcp", nil, &w); got.code != 200 {
 		t.Fatalf("whatif: %d %s", got.code, got.body)
@@ -465,7 +461,7 @@ func TestEventStream(t *testing.T) {
 	c := h.admin()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", h.srv.URL+"/v1/admin/events", nil)
+	req, _ := http.NewRequestWithContext(ctx, "GET", h.URL+"/v1/admin/events", nil)
 	r, err := c.http.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -476,9 +472,7 @@ func TestEventStream(t *testing.T) {
 	}
 	var tok adminapi.JoinTokenCreated
 	c.call("POST", "/v1/admin/tokens", adminapi.JoinTokenRequest{Uses: 1}, &tok)
-	if err := h.enroll(tok.Token, "n1"); err != nil {
-		t.Fatal(err)
-	}
+	h.MustEnroll(tok.Token, "n1")
 	sc := bufio.NewScanner(r.Body)
 	for sc.Scan() {
 		if line := sc.Text(); strings.HasPrefix(line, "data: ") && strings.Contains(line, `"action":"node.enroll"`) && strings.Contains(line, `"object":"n1"`) {
@@ -498,12 +492,12 @@ func TestDeniedFlowsSource(t *testing.T) {
 	// Flow records reported through the node API: the panel lists the
 	// denied and would-deny ones, newest first, not the allowed ones.
 	a, b := h.flowNodes()
-	now := h.clock.Now()
+	now := h.Clock.Now()
 	rec := func(n int, verdict string, port uint16) wire.FlowRecord {
 		return wire.FlowRecord{Start: now.Add(time.Duration(n) * time.Second), End: now.Add(time.Duration(n+1) * time.Second),
 			Direction: wire.DirEgress, Src: a, Dst: b, Protocol: "TCP", Port: port, Verdict: verdict, Reason: "policy", Packets: 1, Bytes: 60}
 	}
-	if _, err := h.postFlows(h.flowNode, rec(0, wire.VerdictDenied, 22), rec(1, wire.VerdictAllowed, 80), rec(2, wire.VerdictWouldDeny, 8080)); err != nil {
+	if _, err := h.PostFlows(h.flowNode, rec(0, wire.VerdictDenied, 22), rec(1, wire.VerdictAllowed, 80), rec(2, wire.VerdictWouldDeny, 8080)); err != nil {
 		t.Fatal(err)
 	}
 	h.admin().call("GET", "/v1/admin/flows/denied", nil, &got)
@@ -517,7 +511,7 @@ func TestDeniedFlowsSource(t *testing.T) {
 		t.Errorf("second denied flow %+v; want the denied one on 22", f)
 	}
 	// The newest first, at most the limit.
-	fl, err := StoredFlows{State: h.st}.RecentDenied(context.Background(), 1)
+	fl, err := StoredFlows{State: h.State}.RecentDenied(context.Background(), 1)
 	if err != nil || len(fl) != 1 || fl[0].Port != 8080 {
 		t.Errorf("RecentDenied(1): %+v %v", fl, err)
 	}
@@ -544,16 +538,11 @@ func (h *harness) flowNodes() (api, pg netip.Addr) {
 		"workloads": []string{"namespace=prod,labels=app=api", "namespace=prod,labels=app=pg"}}, &tok); r.code != 200 {
 		h.t.Fatalf("join token: %d %s", r.code, r.body)
 	}
-	n, err := h.enrollNode(tok.Token, "db-1")
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if err := h.register(n,
+	n := h.MustEnroll(tok.Token, "db-1")
+	h.MustRegister(n,
 		wire.WorkloadDecl{Name: "api", Namespace: "prod", Labels: map[string]string{"app": "api"}, Ports: []inventory.Port{{Port: 8080}}},
 		wire.WorkloadDecl{Name: "pg", Namespace: "prod", Labels: map[string]string{"app": "pg"}, Ports: []inventory.Port{{Port: 5432}}},
-	); err != nil {
-		h.t.Fatal(err)
-	}
+	)
 	h.flowNode = n
 	return h.workloadIP("prod/api"), h.workloadIP("prod/pg")
 }
@@ -581,7 +570,7 @@ func TestSpiffeApproval(t *testing.T) {
 	adm := h.admin()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", h.srv.URL+"/v1/admin/events", nil)
+	req, _ := http.NewRequestWithContext(ctx, "GET", h.URL+"/v1/admin/events", nil)
 	ev, err := adm.http.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -660,9 +649,7 @@ func TestSpiffeApproval(t *testing.T) {
 	// The node list says where each identity comes from.
 	var tok adminapi.JoinTokenCreated
 	adm.call("POST", "/v1/admin/tokens", adminapi.JoinTokenRequest{Uses: 1}, &tok)
-	if err := h.enroll(tok.Token, "tok-1"); err != nil {
-		t.Fatal(err)
-	}
+	h.MustEnroll(tok.Token, "tok-1")
 	var nodes []adminapi.Node
 	v.call("GET", "/v1/admin/nodes", nil, &nodes)
 	got := map[string]string{}

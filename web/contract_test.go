@@ -22,7 +22,7 @@ func TestAdminRoutesAreDescribed(t *testing.T) {
 	h := newHarness(t)
 	param := regexp.MustCompile(`:([a-z]+)`)
 	registered := map[string]bool{}
-	for _, r := range h.api.Routes() {
+	for _, r := range h.API.Routes() {
 		if r.Method == echoRouteNotFound || !strings.HasPrefix(r.Path, adminapi.Prefix+"/") || strings.HasSuffix(r.Path, "/*") {
 			continue
 		}
@@ -50,8 +50,8 @@ func TestAdminRoutesAreDescribed(t *testing.T) {
 	}
 
 	a, b := h.flowNodes()
-	now := h.clock.Now()
-	if _, err := h.postFlows(h.flowNode, wire.FlowRecord{Start: now, End: now.Add(time.Second), Direction: wire.DirEgress, Src: a, Dst: b,
+	now := h.Clock.Now()
+	if _, err := h.PostFlows(h.flowNode, wire.FlowRecord{Start: now, End: now.Add(time.Second), Direction: wire.DirEgress, Src: a, Dst: b,
 		Protocol: "TCP", Port: 22, Verdict: wire.VerdictDenied, Reason: "policy", Packets: 1, Bytes: 60}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,27 +1,14 @@
 package web
 
 import (
-	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"io"
-	stdlog "log"
 	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
-	"net/http/httptest"
-	"net/netip"
-	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,51 +18,25 @@ import (
 	"github.com/latchnet/latch/coordinator/api"
 	"github.com/latchnet/latch/coordinator/auth"
 	"github.com/latchnet/latch/coordinator/ca"
-	"github.com/latchnet/latch/coordinator/fanout"
+	"github.com/latchnet/latch/coordinator/coordtest"
 	"github.com/latchnet/latch/coordinator/spiffemap"
 	"github.com/latchnet/latch/coordinator/spiffetrust"
 	"github.com/latchnet/latch/coordinator/state"
-	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/internal/spiffetest"
-	"github.com/latchnet/latch/node/pin"
 	"github.com/latchnet/latch/wire"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
-// harness is a real coordinator in-process: CA, SQLite store, state, the
-// admin API and the console, served over TLS on loopback.
+// harness is a real coordinator in-process (coordtest) with the console
+// mounted, trusting a SPIRE-like CA, and the helpers of these tests.
 type harness struct {
-	t          *testing.T
-	dir        string
-	st         *state.State
-	ca         *ca.CA
-	api        *api.Server
-	srv        *httptest.Server
-	adminToken string
-	adminPW    string // password of the first admin, "admin"
-	clock      *fakeNow
+	*coordtest.Coordinator
+	t       *testing.T
+	adminPW string // password of the first admin, "admin"
 	// following counts the flow follow requests being served.
 	following atomic.Int64
-	flowNode  *enrolledNode  // set by flowNodes
-	spire     *spiffetest.CA // the SPIRE-like CA the coordinator trusts
-}
-
-type fakeNow struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (f *fakeNow) Now() time.Time {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.t
-}
-
-func (f *fakeNow) Advance(d time.Duration) {
-	f.mu.Lock()
-	f.t = f.t.Add(d)
-	f.mu.Unlock()
+	flowNode  *coordtest.Node // set by flowNodes
+	spire     *spiffetest.CA  // the SPIRE-like CA the coordinator trusts
 }
 
 func newHarness(t *testing.T) *harness { return newHarnessWith(t, nil) }
@@ -84,17 +45,7 @@ func newHarness(t *testing.T) *harness { return newHarnessWith(t, nil) }
 // config (if not nil) before the console is built.
 func newHarnessWith(t *testing.T, config func(*Config)) *harness {
 	t.Helper()
-	dir := t.TempDir()
-	clock := &fakeNow{t: time.Now()}
-	authority, err := ca.Open(dir, spiffeid.RequireTrustDomainFromString("example.test"), ca.SystemClock{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := store.OpenSQLite(filepath.Join(dir, "latch.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	clock := ca.NewFakeClock(time.Now())
 	// The coordinator trusts a SPIRE-like CA of the trust domain
 	// spire.test; its mapping admits spiffe://spire.test/prod/* at once.
 	spire := spiffetest.NewCA(t, spireTD.Name())
@@ -102,40 +53,35 @@ func newHarnessWith(t *testing.T, config func(*Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := state.Open(context.Background(), db, fanout.New(), state.Options{Now: clock.Now, SpiffeMap: smap})
-	if err != nil {
-		t.Fatal(err)
-	}
 	log := slog.New(slog.DiscardHandler)
-	pw, err := EnsureFirstAdmin(context.Background(), st, dir, log)
-	if err != nil {
+	h := &harness{t: t, spire: spire}
+	h.Coordinator = coordtest.New(t, coordtest.Options{
+		Clock:      clock,
+		CAClock:    ca.SystemClock{},
+		Spiffe:     &spiffetrust.Trust{TD: spireTD, Bundles: spire.Bundle()},
+		SpiffeMap:  smap,
+		SpireSVIDs: spiffetest.Static{SVID: spire.Issue(t, "spiffe://spire.test/latch/coordinator", 24*time.Hour)},
+		Extensions: func(st *state.State) []func(*echo.Echo, *echo.Group) {
+			cfg := Config{State: st, Flows: StoredFlows{State: st}, Now: clock.Now, Log: log}
+			if config != nil {
+				config(&cfg)
+			}
+			return []func(*echo.Echo, *echo.Group){New(cfg).Mount}
+		},
+		API: func(c *api.Config) { c.Keepalive, c.FlowPoll = 500*time.Millisecond, time.Second },
+		Handler: func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Query().Get("follow") == "true" {
+					h.following.Add(1)
+					defer h.following.Add(-1)
+				}
+				next.ServeHTTP(w, r)
+			})
+		},
+	})
+	if h.adminPW, err = EnsureFirstAdmin(context.Background(), h.State, h.Dir, log); err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, dir: dir, st: st, ca: authority, adminToken: "the-admin-token", adminPW: pw, clock: clock, spire: spire}
-	cfg := Config{State: st, Flows: StoredFlows{State: st}, Now: clock.Now, Log: log}
-	if config != nil {
-		config(&cfg)
-	}
-	web := New(cfg)
-	h.api = api.New(api.Config{State: st, CA: authority, AdminTokenHash: api.AdminTokenHash(h.adminToken),
-		Keepalive: 500 * time.Millisecond, Now: clock.Now, Log: log, Extensions: []func(*echo.Echo, *echo.Group){web.Mount},
-		Spiffe: &spiffetrust.Trust{TD: spireTD, Bundles: spire.Bundle()}})
-	h.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Query().Get("follow") == "true" {
-			h.following.Add(1)
-			defer h.following.Add(-1)
-		}
-		h.api.ServeHTTP(w, r)
-	}))
-	// Chromium opens spare connections it then drops: no log of those.
-	h.srv.Config.ErrorLog = stdlog.New(io.Discard, "", 0)
-	svid, err := authority.ServerSVID([]string{"localhost"}, nil, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.srv.TLS = api.TLSConfigWithSPIRE(authority, svid, spiffetest.Static{SVID: h.spire.Issue(t, "spiffe://spire.test/latch/coordinator", 24*time.Hour)})
-	h.srv.StartTLS()
-	t.Cleanup(h.srv.Close)
 	return h
 }
 
@@ -166,7 +112,7 @@ type resp struct {
 
 func (c *client) do(method, path, contentType, body string, hdr map[string]string) resp {
 	c.h.t.Helper()
-	req, err := http.NewRequest(method, c.h.srv.URL+path, strings.NewReader(body))
+	req, err := http.NewRequest(method, c.h.URL+path, strings.NewReader(body))
 	if err != nil {
 		c.h.t.Fatal(err)
 	}
@@ -238,73 +184,6 @@ func (h *harness) createUser(name, role string) string {
 	return out.Password
 }
 
-// enroll enrolls a node with a join token through the real enrollment API.
-func (h *harness) enroll(token, name string) error {
-	_, err := h.enrollNode(token, name)
-	return err
-}
-
-// enrolledNode is a node's client identity after enrollment.
-type enrolledNode struct {
-	name string
-	http *http.Client // mTLS with the node's SVID, pinned to the CA
-}
-
-func (h *harness) enrollNode(token, name string) (*enrolledNode, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	if err != nil {
-		return nil, err
-	}
-	body, _ := json.Marshal(wire.EnrollRequest{Token: token, Name: name, CSR: csr})
-	tok, err := ca.ParseToken(token)
-	if err != nil {
-		return nil, err
-	}
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: pin.ClientConfig(tok.CAFingerprint)}, Timeout: 30 * time.Second}
-	r, err := c.Post(h.srv.URL+wire.PathEnroll, "application/json", bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	defer r.Body.Close()
-	if r.StatusCode != 200 {
-		b, _ := io.ReadAll(r.Body)
-		return nil, fmt.Errorf("enroll %s: %d %s", name, r.StatusCode, b)
-	}
-	var sr wire.SVIDResponse
-	if err := json.NewDecoder(r.Body).Decode(&sr); err != nil {
-		return nil, err
-	}
-	cfg := pin.ClientConfig(tok.CAFingerprint)
-	cfg.Certificates = []tls.Certificate{{Certificate: sr.Chain, PrivateKey: key}}
-	return &enrolledNode{name: name, http: &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}}, nil
-}
-
-// connect opens the node's view stream (as the agent does) until ctx
-// ends; the node is online meanwhile. It returns once the stream answered.
-func (h *harness) connect(ctx context.Context, n *enrolledNode) error {
-	req, err := http.NewRequestWithContext(ctx, "GET", h.srv.URL+wire.PathStream, nil)
-	if err != nil {
-		return err
-	}
-	r, err := n.http.Do(req)
-	if err != nil {
-		return err
-	}
-	if r.StatusCode != 200 {
-		r.Body.Close()
-		return fmt.Errorf("stream of %s: %d", n.name, r.StatusCode)
-	}
-	go func() {
-		defer r.Body.Close()
-		io.Copy(io.Discard, r.Body)
-	}()
-	return nil
-}
-
 func pathFor(r *echo.Route) string {
 	p := r.Path
 	parts := strings.Split(p, "/")
@@ -317,24 +196,6 @@ func pathFor(r *echo.Route) string {
 		}
 	}
 	return strings.Join(parts, "/")
-}
-
-// register declares the node's key, endpoint and workloads, as the agent does.
-func (h *harness) register(n *enrolledNode, ws ...wire.WorkloadDecl) error {
-	key := make([]byte, 32)
-	rand.Read(key)
-	body, _ := json.Marshal(wire.RegisterRequest{PublicKey: base64.StdEncoding.EncodeToString(key),
-		Endpoints: []netip.AddrPort{netip.MustParseAddrPort("198.18.0.10:51820")}, Workloads: ws})
-	r, err := n.http.Post(h.srv.URL+wire.PathRegister, "application/json", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	defer r.Body.Close()
-	if r.StatusCode != 200 {
-		b, _ := io.ReadAll(r.Body)
-		return fmt.Errorf("register %s: %d %s", n.name, r.StatusCode, b)
-	}
-	return nil
 }
 
 // internalPolicy lets every workload of prod reach every other one.
@@ -354,71 +215,20 @@ spec:
     - podSelector: {}
 `
 
-// postFlows sends flow records as the node's agent does (POST
-// /v1/node/flows over mTLS) and returns how many the coordinator accepted.
-func (h *harness) postFlows(n *enrolledNode, recs ...wire.FlowRecord) (int, error) {
-	body, _ := json.Marshal(wire.FlowBatch{Records: recs})
-	r, err := n.http.Post(h.srv.URL+wire.PathFlows, "application/json", bytes.NewReader(body))
-	if err != nil {
-		return 0, err
-	}
-	defer r.Body.Close()
-	var out wire.FlowBatchResponse
-	if r.StatusCode != 200 {
-		b, _ := io.ReadAll(r.Body)
-		return 0, fmt.Errorf("flows of %s: %d %s", n.name, r.StatusCode, b)
-	}
-	if err := json.NewDecoder(r.Body).Decode(&out); err != nil {
-		return 0, err
-	}
-	if out.Rejected > 0 {
-		return out.Accepted, fmt.Errorf("flows of %s: %d rejected: %s", n.name, out.Rejected, out.Message)
-	}
-	return out.Accepted, nil
-}
-
 // spireTD is the trust domain of the harness's SPIRE-like CA.
 var spireTD = spiffeid.RequireTrustDomainFromString("spire.test")
 
-// spireNode is a node whose identity is an SVID from the SPIRE-like CA:
-// it offers the ALPN latch-spiffe, as `latch node --spiffe-socket` does,
-// and checks that the coordinator answers with its SPIRE SVID.
-func (h *harness) spireNode(id string) *enrolledNode {
+// spireNode is a node whose identity is an SVID of the SPIRE-like CA
+// for id (coordtest.SpireNode).
+func (h *harness) spireNode(id string) *coordtest.Node {
 	h.t.Helper()
-	svid := h.spire.Issue(h.t, id, 24*time.Hour)
-	bundle := h.spire.Bundle()
-	cfg := &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{svid.Certificates[0].Raw}, PrivateKey: svid.PrivateKey}},
-		NextProtos:   []string{api.SpiffeALPN, "http/1.1"},
-		// The coordinator's SPIRE SVID has no DNS name: its chain is
-		// checked against the SPIRE bundle here instead.
-		InsecureSkipVerify: true,
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			c, err := x509.ParseCertificate(raw[0])
-			if err != nil {
-				return err
-			}
-			_, _, err = x509svid.Verify([]*x509.Certificate{c}, bundle)
-			return err
-		},
-	}
-	return &enrolledNode{name: svid.ID.String(), http: &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}}
+	return coordtest.SpireNode(h.spire, h.spire.Issue(h.t, id, 24*time.Hour))
 }
 
 // registerSpire registers a SPIRE node as its agent does and returns the
 // coordinator's answer: 200, or 403 with the code pending or rejected.
-func (h *harness) registerSpire(n *enrolledNode) (int, wire.Error) {
+func (h *harness) registerSpire(n *coordtest.Node) (int, wire.Error) {
 	h.t.Helper()
-	key := sha256.Sum256([]byte(n.name)) // a key of its own: keys are unique
-	body, _ := json.Marshal(wire.RegisterRequest{PublicKey: base64.StdEncoding.EncodeToString(key[:])})
-	r, err := n.http.Post(h.srv.URL+wire.PathRegister, "application/json", bytes.NewReader(body))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer r.Body.Close()
-	var e wire.Error
-	if r.StatusCode != 200 {
-		json.NewDecoder(r.Body).Decode(&e)
-	}
-	return r.StatusCode, e
+	code, body := h.Register(n)
+	return code, coordtest.ErrorOf(body)
 }

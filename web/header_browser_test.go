@@ -62,9 +62,7 @@ func TestConsoleHeader(t *testing.T) {
 	b.run("creating a join token", set("#token-namespace", "prod"), click("#token-create"), visible("#token-value"))
 	token := value(b, "#token-value")
 	b.page("overview")
-	if err := h.enroll(token, "web-1"); err != nil {
-		t.Fatal(err)
-	}
+	h.MustEnroll(token, "web-1")
 	b.run("waiting for the event banner", chromedp.Poll[chromedp.Void](`document.getElementById('notice').textContent.includes('web-1')`))
 	b.screenshot("header-1280")
 

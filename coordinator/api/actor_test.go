@@ -1,45 +1,23 @@
-package api
+package api_test
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/latchnet/latch/adminapi"
 	"github.com/latchnet/latch/coordinator/auth"
+	"github.com/latchnet/latch/coordinator/coordtest"
 	"github.com/latchnet/latch/coordinator/spiffetrust"
 	"github.com/latchnet/latch/internal/spiffetest"
 	"github.com/latchnet/latch/wire"
 )
 
-// callAs makes an admin call with the credential authz sets.
-func (h *harness) callAs(method, path, body string, authz func(*http.Request)) (int, string) {
-	h.t.Helper()
-	req, _ := http.NewRequest(method, h.srv.URL+path, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	authz(req)
-	pool := x509.NewCertPool()
-	pool.AddCert(h.ca.Root())
-	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}}
-	resp, err := c.Do(req)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var buf bytes.Buffer
-	buf.ReadFrom(resp.Body)
-	return resp.StatusCode, buf.String()
-}
-
 // auditActor returns the actor of the newest audit entry with action.
 func (h *harness) auditActor(action string) string {
 	h.t.Helper()
-	entries, err := h.client().Audit(context.Background())
+	entries, err := h.Admin().Audit(context.Background())
 	if err != nil {
 		h.t.Fatalf("audit: %v", err)
 	}
@@ -57,20 +35,20 @@ func (h *harness) auditActor(action string) string {
 // each, not "admin".
 func TestSpiffeDecisionsAuditTheRealActor(t *testing.T) {
 	spire := spiffetest.NewCA(t, "spire.test")
-	h := newHarnessWith(t, harnessOpts{
-		spiffe:     &spiffetrust.Trust{TD: spire.TD, Bundles: spire.Bundle()},
-		spireSVIDs: spiffetest.Static{SVID: spire.Issue(t, "spiffe://spire.test/latch/coordinator", time.Hour)},
+	h := newHarnessWith(t, coordtest.Options{
+		Spiffe:     &spiffetrust.Trust{TD: spire.TD, Bundles: spire.Bundle()},
+		SpireSVIDs: spiffetest.Static{SVID: spire.Issue(t, "spiffe://spire.test/latch/coordinator", time.Hour)},
 	})
-	laptop := spireClient(spire, spire.Issue(t, "spiffe://spire.test/dev/laptop", time.Hour))
-	if code, e := postJSON(t, laptop, h.srv.URL+wire.PathRegister, wire.RegisterRequest{PublicKey: "k"}); code != http.StatusForbidden || e.Code != "pending" {
+	laptop := coordtest.SpireNode(spire, spire.Issue(t, "spiffe://spire.test/dev/laptop", time.Hour)).HTTP
+	if code, e := postJSON(t, laptop, h.URL+wire.PathRegister, wire.RegisterRequest{PublicKey: "k"}); code != http.StatusForbidden || e.Code != "pending" {
 		t.Fatalf("register of an unmapped SPIRE node: %d %+v", code, e)
 	}
-	tok, err := h.client().CreateAPIToken(context.Background(), adminapi.APITokenRequest{Name: "ops", Role: "admin", TTL: "1h"})
+	tok, err := h.Admin().CreateAPIToken(context.Background(), adminapi.APITokenRequest{Name: "ops", Role: "admin", TTL: "1h"})
 	if err != nil {
 		t.Fatalf("api token: %v", err)
 	}
 	bearer := func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok.Token) }
-	if code, body := h.callAs("POST", "/v1/admin/spiffe/nodes/approve", `{"node":"laptop","namespace":"dev"}`, bearer); code != http.StatusOK {
+	if code, body := h.Call("POST", "/v1/admin/spiffe/nodes/approve", `{"node":"laptop","namespace":"dev"}`, bearer); code != http.StatusOK {
 		t.Fatalf("approve: %d %s", code, body)
 	}
 	if got := h.auditActor("node.spiffe.admit"); got != "apitoken:ops" {
@@ -81,7 +59,7 @@ func TestSpiffeDecisionsAuditTheRealActor(t *testing.T) {
 		r.AddCookie(&http.Cookie{Name: auth.SessionCookie, Value: sid})
 		r.Header.Set(auth.CSRFHeader, "csrf")
 	}
-	if code, body := h.callAs("POST", "/v1/admin/spiffe/nodes/reject", `{"node":"laptop"}`, session); code != http.StatusNoContent {
+	if code, body := h.Call("POST", "/v1/admin/spiffe/nodes/reject", `{"node":"laptop"}`, session); code != http.StatusNoContent {
 		t.Fatalf("reject: %d %s", code, body)
 	}
 	if got := h.auditActor("node.spiffe.reject"); got != "alice" {

@@ -9,8 +9,8 @@
 // description of the admin API (/v1/openapi.json). The admin API answers
 // only the types of package adminapi (converted at this edge, convert.go).
 //
-// Only packages cli and web import it (web mounts its pages on the admin
-// API's server and shares its request helpers); api imports neither.
+// Only packages coordinator (which serves it) and web (whose console
+// mounts on it and shares its request helpers), and tests, import it.
 package api
 
 import (

@@ -1,11 +1,10 @@
-package api
+package api_test
 
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"reflect"
 	"regexp"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/latchnet/latch/adminapi"
+	"github.com/latchnet/latch/coordinator/coordtest"
 	"github.com/latchnet/latch/coordinator/spiffetrust"
 	"github.com/latchnet/latch/internal/spiffetest"
 	"github.com/latchnet/latch/inventory"
@@ -29,7 +29,7 @@ var consoleRoutes = map[string]bool{"DeniedFlows": true}
 // loadOpenAPI loads the description the coordinator serves.
 func loadOpenAPI(t *testing.T, h *harness) *openapi3.T {
 	t.Helper()
-	data, err := h.client().OpenAPI(context.Background())
+	data, err := h.Admin().OpenAPI(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestOpenAPIMatchesTheRoutes(t *testing.T) {
 		}
 	}
 	registered := map[string]bool{}
-	for _, r := range h.api.Routes() {
+	for _, r := range h.API.Routes() {
 		if !strings.HasPrefix(r.Path, adminapi.Prefix+"/") || strings.HasSuffix(r.Path, "/*") {
 			continue // echo's answer for unknown paths of the group
 		}
@@ -183,18 +183,18 @@ type contractCall struct {
 // reaching a client fails here.
 func TestAdminContract(t *testing.T) {
 	spire := spiffetest.NewCA(t, "spire.test")
-	h := newHarnessWith(t, harnessOpts{
-		spiffe:     &spiffetrust.Trust{TD: spire.TD, Bundles: spire.Bundle()},
-		spireSVIDs: spiffetest.Static{SVID: spire.Issue(t, "spiffe://spire.test/latch/coordinator", time.Hour)},
+	h := newHarnessWith(t, coordtest.Options{
+		Spiffe:     &spiffetrust.Trust{TD: spire.TD, Bundles: spire.Bundle()},
+		SpireSVIDs: spiffetest.Static{SVID: spire.Issue(t, "spiffe://spire.test/latch/coordinator", time.Hour)},
 	})
 	doc := loadOpenAPI(t, h)
 	ctx := context.Background()
-	c := h.client()
+	c := h.Admin()
 
 	// Data for every list: two nodes with workloads that may talk, flows,
 	// a policy, a pending SPIRE node, a user, tokens.
 	a, b, web, api := flowSetup(t, h)
-	if code, body := h.post(b, wire.PathRegister, wire.RegisterRequest{PublicKey: "key-api", Workloads: []wire.WorkloadDecl{
+	if code, body := h.Post(b, wire.PathRegister, wire.RegisterRequest{PublicKey: "key-api", Workloads: []wire.WorkloadDecl{
 		{Name: "api", Namespace: "prod", Labels: map[string]string{"app": "api"}, Ports: []inventory.Port{{Name: "http", Port: 80, Protocol: inventory.TCP}}}}}, nil); code != 200 {
 		t.Fatalf("register: %d %s", code, body)
 	}
@@ -203,17 +203,17 @@ func TestAdminContract(t *testing.T) {
 	}
 	now := time.Now()
 	var fr wire.FlowBatchResponse
-	if code, body := h.post(a, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{
+	if code, body := h.Post(a, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{
 		{Start: now.Add(-time.Minute), End: now, Direction: wire.DirEgress, Src: web, Dst: api, Protocol: "TCP", Port: 80, Verdict: wire.VerdictAllowed, Packets: 1, Bytes: 60},
 		{Start: now.Add(-time.Minute), End: now, Direction: wire.DirEgress, Src: web, Dst: api, Protocol: "TCP", Port: 81, Verdict: wire.VerdictDenied, Reason: "policy", Packets: 1, Bytes: 60},
 	}}, &fr); code != 200 || fr.Accepted != 2 {
 		t.Fatalf("flows: %d %s", code, body)
 	}
-	laptop := spireClient(spire, spire.Issue(t, "spiffe://spire.test/dev/laptop", time.Hour))
-	if code, e := postJSON(t, laptop, h.srv.URL+wire.PathRegister, wire.RegisterRequest{PublicKey: "k"}); code != http.StatusForbidden || e.Code != "pending" {
+	laptop := coordtest.SpireNode(spire, spire.Issue(t, "spiffe://spire.test/dev/laptop", time.Hour)).HTTP
+	if code, e := postJSON(t, laptop, h.URL+wire.PathRegister, wire.RegisterRequest{PublicKey: "k"}); code != http.StatusForbidden || e.Code != "pending" {
 		t.Fatalf("register of an unmapped SPIRE node: %d %+v", code, e)
 	}
-	if n, _, msg := h.enroll(h.token(1), "node-c"); n == nil {
+	if n, _, msg := h.Enroll(h.Token(1), "node-c"); n == nil {
 		t.Fatalf("enroll: %s", msg)
 	}
 	jt, err := c.CreateJoinToken(ctx, adminapi.JoinTokenRequest{Namespace: "prod", Workloads: []adminapi.Grant{adminapi.GrantSpec("namespace=prod,name=x-*")}})
@@ -335,21 +335,12 @@ func boolInt(b bool) int {
 // answer with its body.
 func (h *harness) rawAdmin(method, path, ctype, body string) (*http.Response, []byte) {
 	h.t.Helper()
-	req, _ := http.NewRequest(method, h.srv.URL+adminapi.Prefix+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+h.admin)
+	req, _ := http.NewRequest(method, h.URL+adminapi.Prefix+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+h.AdminToken)
 	if body != "" {
 		req.Header.Set("Content-Type", ctype)
 	}
-	resp, err := h.clientHTTP().Do(req)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return resp, data
+	return h.Do(req)
 }
 
 // checkAnswer decodes body strictly into a new value of typ and validates
@@ -389,7 +380,7 @@ func isEmpty(v any) bool {
 // checkStream reads the first line of a JSON-lines answer.
 func checkStream(t *testing.T, h *harness, path string, typ reflect.Type, schema *openapi3.SchemaRef) {
 	t.Helper()
-	sc := h.adminStream(adminapi.Prefix+path, func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+h.admin) })
+	sc := h.adminStream(adminapi.Prefix+path, func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+h.AdminToken) })
 	if !sc.Scan() {
 		t.Fatalf("%s: no line: %v", path, sc.Err())
 	}
@@ -400,11 +391,11 @@ func checkStream(t *testing.T, h *harness, path string, typ reflect.Type, schema
 // of its "change" event.
 func checkEvents(t *testing.T, h *harness, path string, op *openapi3.Operation) {
 	t.Helper()
-	sc := h.adminStream(adminapi.Prefix+path, func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+h.admin) })
+	sc := h.adminStream(adminapi.Prefix+path, func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+h.AdminToken) })
 	if !sc.Scan() || sc.Text() != ": latch events" {
 		t.Fatalf("event stream starts with %q: %v", sc.Text(), sc.Err())
 	}
-	if _, err := h.client().PutNamespace(context.Background(), "events", adminapi.Namespace{Mode: adminapi.ModeEnforce}); err != nil {
+	if _, err := h.Admin().PutNamespace(context.Background(), "events", adminapi.Namespace{Mode: adminapi.ModeEnforce}); err != nil {
 		t.Fatal(err)
 	}
 	schema := op.Responses.Status(200).Value.Content.Get(adminapi.MediaSSE).Schema

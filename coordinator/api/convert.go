@@ -9,6 +9,7 @@ import (
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/grant"
 	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/netmap"
 	"github.com/latchnet/latch/policy"
 	"github.com/latchnet/latch/view"
 )
@@ -144,6 +145,17 @@ func toEvent(e state.Event) adminapi.Event {
 
 func toSide(s policy.Side) adminapi.Side {
 	return adminapi.Side{Isolated: s.Isolated, Allowed: s.Allowed, Policies: s.Policies}
+}
+
+func toGraph(g netmap.Graph) adminapi.Graph {
+	return adminapi.Graph{
+		Nodes: list(g.Nodes, func(n netmap.GraphNode) adminapi.GraphNode {
+			return adminapi.GraphNode{Key: n.Key, Namespace: n.Namespace, Name: n.Name, Node: n.Node, IsNode: n.IsNode}
+		}),
+		Edges: list(g.Edges, func(e netmap.GraphEdge) adminapi.GraphEdge {
+			return adminapi.GraphEdge{From: e.From, To: e.To, Ports: e.Ports}
+		}),
+	}
 }
 
 func toPortRanges(ps []view.PortRange) []adminapi.PortRange {

@@ -1,4 +1,4 @@
-package api
+package api_test
 
 import (
 	"strings"
@@ -31,7 +31,7 @@ func TestErrorsSayItOnce(t *testing.T) {
 		{"GET", "/v1/admin/whatif?from=prod/a&to=prod/b&port=80", ""},
 	} {
 		var e struct{ Error string }
-		code, body := h.adminCall(c.method, c.path, c.body, &e)
+		code, body := h.AdminCall(c.method, c.path, c.body, &e)
 		if code < 400 {
 			t.Errorf("%s %s: %d, want an error", c.method, c.path, code)
 			continue

@@ -1,4 +1,4 @@
-package api
+package api_test
 
 import (
 	"bufio"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/latchnet/latch/adminapi"
 	"github.com/latchnet/latch/adminapi/client"
+	"github.com/latchnet/latch/coordinator/coordtest"
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/inventory"
 	"github.com/latchnet/latch/policy"
@@ -24,21 +25,21 @@ import (
 // flowSetup enrolls node-a (workload prod/web, app=web) and node-b
 // (workload prod/api, app=api) and returns them with their workloads'
 // addresses.
-func flowSetup(t *testing.T, h *harness) (a, b *nodeClient, web, api netip.Addr) {
+func flowSetup(t *testing.T, h *harness) (a, b *coordtest.Node, web, api netip.Addr) {
 	t.Helper()
-	tok := h.token(2, "namespace=prod,labels=app=web", "namespace=prod,labels=app=api")
-	a, _, msg := h.enroll(tok, "node-a")
-	b, _, msg2 := h.enroll(tok, "node-b")
+	tok := h.Token(2, "namespace=prod,labels=app=web", "namespace=prod,labels=app=api")
+	a, _, msg := h.Enroll(tok, "node-a")
+	b, _, msg2 := h.Enroll(tok, "node-b")
 	if a == nil || b == nil {
 		t.Fatalf("enroll: %s %s", msg, msg2)
 	}
 	addr := map[string]netip.Addr{}
 	for _, x := range []struct {
-		n    *nodeClient
+		n    *coordtest.Node
 		name string
 	}{{a, "web"}, {b, "api"}} {
 		var resp wire.RegisterResponse
-		code, body := h.post(x.n, wire.PathRegister, wire.RegisterRequest{PublicKey: "key-" + x.name,
+		code, body := h.Post(x.n, wire.PathRegister, wire.RegisterRequest{PublicKey: "key-" + x.name,
 			Workloads: []wire.WorkloadDecl{{Name: x.name, Namespace: "prod", Labels: map[string]string{"app": x.name}}}}, &resp)
 		if code != 200 {
 			t.Fatalf("register: %d %s", code, body)
@@ -65,15 +66,15 @@ func TestFlowsIngestListFollowSuggest(t *testing.T) {
 	future.Start, future.End = now.Add(time.Hour), now.Add(time.Hour)
 	batch := wire.FlowBatch{Records: []wire.FlowRecord{rec(wire.DirEgress, wire.VerdictWouldDeny, 8080),
 		rec(wire.DirIngress, wire.VerdictWouldDeny, 8080), bad, future}, Dropped: 3}
-	if code, body := h.post(a, wire.PathFlows, batch, &resp); code != 200 || resp.Accepted != 1 || resp.Rejected != 3 ||
+	if code, body := h.Post(a, wire.PathFlows, batch, &resp); code != 200 || resp.Accepted != 1 || resp.Rejected != 3 ||
 		!strings.Contains(resp.Message, "not a workload of node node-a") {
 		t.Fatalf("node-a batch: %d %s", code, body)
 	}
-	if code, body := h.post(b, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{
+	if code, body := h.Post(b, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{
 		rec(wire.DirIngress, wire.VerdictWouldDeny, 8080), rec(wire.DirIngress, wire.VerdictAllowed, 9090)}}, &resp); code != 200 || resp.Accepted != 2 {
 		t.Fatalf("node-b batch: %d %s", code, body)
 	}
-	c := h.client()
+	c := h.Admin()
 	fs, err := c.Flows(context.Background(), client.FlowQuery{Namespace: "prod", Verdict: adminapi.VerdictWouldDeny, Since: "1h"})
 	if err != nil || len(fs) != 2 {
 		t.Fatalf("list: %v %+v", err, fs)
@@ -85,11 +86,11 @@ func TestFlowsIngestListFollowSuggest(t *testing.T) {
 	if _, err := c.Flows(context.Background(), client.FlowQuery{Verdict: "maybe"}); !client.IsCode(err, "invalid") || !strings.Contains(err.Error(), "want allowed, denied or would-deny") {
 		t.Fatalf("bad verdict: %v", err)
 	}
-	if code, body := h.adminCall("GET", "/v1/admin/flows?namespace=other", "", nil); code != 200 || strings.TrimSpace(body) != "[]" {
+	if code, body := h.AdminCall("GET", "/v1/admin/flows?namespace=other", "", nil); code != 200 || strings.TrimSpace(body) != "[]" {
 		t.Fatalf("empty list: %d %s", code, body)
 	}
 	// Export: the same filtered flows as JSON lines, to download.
-	if code, body := h.adminCall("GET", "/v1/admin/flows?namespace=prod&verdict=would-deny&since=1h&format=jsonl", "", nil); code != 200 {
+	if code, body := h.AdminCall("GET", "/v1/admin/flows?namespace=prod&verdict=would-deny&since=1h&format=jsonl", "", nil); code != 200 {
 		t.Fatalf("export: %d %s", code, body)
 	} else {
 		lines := strings.Split(strings.TrimSuffix(body, "\n"), "\n")
@@ -103,8 +104,8 @@ func TestFlowsIngestListFollowSuggest(t *testing.T) {
 			}
 		}
 	}
-	req, _ := http.NewRequest("GET", h.srv.URL+"/v1/admin/flows?format=jsonl", nil)
-	req.Header.Set("Authorization", "Bearer "+h.admin)
+	req, _ := http.NewRequest("GET", h.URL+"/v1/admin/flows?format=jsonl", nil)
+	req.Header.Set("Authorization", "Bearer "+h.AdminToken)
 	if res, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}).Do(req); err != nil {
 		t.Fatal(err)
 	} else {
@@ -113,15 +114,15 @@ func TestFlowsIngestListFollowSuggest(t *testing.T) {
 			t.Errorf("export headers: Content-Type %q, Content-Disposition %q", ct, cd)
 		}
 	}
-	if code, body := h.adminCall("GET", "/v1/admin/flows?format=xml", "", nil); code != 400 || !strings.Contains(body, "want json (an array) or jsonl") {
+	if code, body := h.AdminCall("GET", "/v1/admin/flows?format=xml", "", nil); code != 400 || !strings.Contains(body, "want json (an array) or jsonl") {
 		t.Fatalf("bad format: %d %s", code, body)
 	}
 
 	// Follow: the stored flows, then new ones as they come.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	req, _ = http.NewRequestWithContext(ctx, "GET", h.srv.URL+"/v1/admin/flows?follow=true&verdict=allowed", nil)
-	req.Header.Set("Authorization", "Bearer "+h.admin)
+	req, _ = http.NewRequestWithContext(ctx, "GET", h.URL+"/v1/admin/flows?follow=true&verdict=allowed", nil)
+	req.Header.Set("Authorization", "Bearer "+h.AdminToken)
 	res, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}).Do(req)
 	if err != nil || res.StatusCode != 200 {
 		t.Fatalf("follow: %v %v", err, res)
@@ -141,7 +142,7 @@ func TestFlowsIngestListFollowSuggest(t *testing.T) {
 	if f := next(); f.Port != 9090 {
 		t.Fatalf("first followed flow: %+v", f)
 	}
-	if code, body := h.post(b, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{rec(wire.DirIngress, wire.VerdictAllowed, 7070)}}, &resp); code != 200 {
+	if code, body := h.Post(b, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{rec(wire.DirIngress, wire.VerdictAllowed, 7070)}}, &resp); code != 200 {
 		t.Fatalf("batch: %d %s", code, body)
 	}
 	if f := next(); f.Port != 7070 {
@@ -152,11 +153,11 @@ func TestFlowsIngestListFollowSuggest(t *testing.T) {
 	// (allowed), which both ends reported; the YAML validates. node-b
 	// alone claims web -> api:6666: api's ingress learns it (node-b hosts
 	// api), web's egress does not, so it stays denied.
-	if code, body := h.post(a, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{
+	if code, body := h.Post(a, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{
 		rec(wire.DirEgress, wire.VerdictAllowed, 9090), rec(wire.DirEgress, wire.VerdictAllowed, 7070)}}, &resp); code != 200 || resp.Accepted != 2 {
 		t.Fatalf("node-a batch: %d %s", code, body)
 	}
-	if code, body := h.post(b, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{rec(wire.DirIngress, wire.VerdictAllowed, 6666)}}, &resp); code != 200 || resp.Accepted != 1 {
+	if code, body := h.Post(b, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{rec(wire.DirIngress, wire.VerdictAllowed, 6666)}}, &resp); code != 200 || resp.Accepted != 1 {
 		t.Fatalf("node-b batch: %d %s", code, body)
 	}
 	data, err := c.Suggest(ctx, "prod", "1h")
@@ -194,17 +195,17 @@ func TestFlowsIngestListFollowSuggest(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	h := newHarness(t)
 	a, _, web, api := flowSetup(t, h)
-	tok := h.token(1)
-	h.enroll(tok, "node-c")
-	if _, code, _ := h.enroll(tok, "node-d"); code == 200 {
+	tok := h.Token(1)
+	h.Enroll(tok, "node-c")
+	if _, code, _ := h.Enroll(tok, "node-d"); code == 200 {
 		t.Fatal("a used token enrolled")
 	}
-	h.post(a, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{{Start: time.Now(), End: time.Now(), Direction: wire.DirEgress,
+	h.Post(a, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{{Start: time.Now(), End: time.Now(), Direction: wire.DirEgress,
 		Src: web, Dst: api, Protocol: "TCP", Port: 1, Verdict: wire.VerdictAllowed}}}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", h.srv.URL+wire.PathStream+"?have=0", nil)
-	resp, err := a.http.Do(req)
+	req, _ := http.NewRequestWithContext(ctx, "GET", h.URL+wire.PathStream+"?have=0", nil)
+	resp, err := a.HTTP.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +215,7 @@ func TestMetrics(t *testing.T) {
 	var body string
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		rec := httptest.NewRecorder()
-		h.api.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		h.API.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 		body = rec.Body.String()
 		if strings.Contains(body, "latch_coordinator_stream_lag_seconds_count 1") || time.Now().After(deadline) {
 			break
@@ -266,11 +267,11 @@ func TestFlowExportAll(t *testing.T) {
 	}
 	var resp wire.FlowBatchResponse
 	for _, b := range []wire.FlowBatch{batch(store.MaxFlowQuery, 80), batch(2, 443), batch(1, 22)} {
-		if code, body := h.post(a, wire.PathFlows, b, &resp); code != 200 || resp.Accepted != len(b.Records) {
+		if code, body := h.Post(a, wire.PathFlows, b, &resp); code != 200 || resp.Accepted != len(b.Records) {
 			t.Fatalf("batch: %d %s", code, body)
 		}
 	}
-	code, body := h.adminCall("GET", "/v1/admin/flows?namespace=prod&format=jsonl", "", nil)
+	code, body := h.AdminCall("GET", "/v1/admin/flows?namespace=prod&format=jsonl", "", nil)
 	lines := strings.Split(strings.TrimSuffix(body, "\n"), "\n")
 	if code != 200 || len(lines) != store.MaxFlowQuery+3 {
 		t.Fatalf("export: %d, %d lines; want %d", code, len(lines), store.MaxFlowQuery+3)
@@ -287,7 +288,7 @@ func TestFlowExportAll(t *testing.T) {
 		t.Errorf("last exported flow %s; want the newest (port 22)", lines[len(lines)-1])
 	}
 	// limit= exports the newest few.
-	if code, body := h.adminCall("GET", "/v1/admin/flows?format=jsonl&limit=2", "", nil); code != 200 || strings.Count(body, "\n") != 2 ||
+	if code, body := h.AdminCall("GET", "/v1/admin/flows?format=jsonl&limit=2", "", nil); code != 200 || strings.Count(body, "\n") != 2 ||
 		!strings.Contains(body, `"port":443`) || !strings.Contains(body, `"port":22`) {
 		t.Errorf("export with limit=2: %d %s", code, body)
 	}
@@ -327,7 +328,7 @@ func TestFlowRecordBounds(t *testing.T) {
 			bad := good
 			c.edit(&bad)
 			var resp wire.FlowBatchResponse
-			code, body := h.post(a, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{good, bad}}, &resp)
+			code, body := h.Post(a, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{good, bad}}, &resp)
 			if code != 200 || resp.Accepted != 1 || resp.Rejected != 1 || !strings.Contains(resp.Message, c.want) {
 				t.Fatalf("batch with a record with %s: %d %.300s; want 1 accepted, 1 refused saying %q", c.name, code, body, c.want)
 			}
@@ -337,7 +338,7 @@ func TestFlowRecordBounds(t *testing.T) {
 		})
 	}
 	var fs []adminapi.Flow
-	if code, body := h.adminCall("GET", "/v1/admin/flows", "", &fs); code != 200 {
+	if code, body := h.AdminCall("GET", "/v1/admin/flows", "", &fs); code != 200 {
 		t.Fatalf("list: %d %s", code, body)
 	}
 	for _, f := range fs {
@@ -350,10 +351,10 @@ func TestFlowRecordBounds(t *testing.T) {
 	raw := `{"records":[{"start":"` + now.Add(-time.Second).Format(time.RFC3339Nano) + `","end":"` + now.Format(time.RFC3339Nano) +
 		`","direction":"egress","src":"` + web.String() + `","dst":"` + api.String() + `","protocol":"UDP","port":53,"verdict":"allowed","reporter":"node-b"}],"reporter":"node-b"}`
 	var resp wire.FlowBatchResponse
-	if code, body := h.post(a, wire.PathFlows, json.RawMessage(raw), &resp); code != 200 || resp.Accepted != 1 {
+	if code, body := h.Post(a, wire.PathFlows, json.RawMessage(raw), &resp); code != 200 || resp.Accepted != 1 {
 		t.Fatalf("batch: %d %s", code, body)
 	}
-	h.adminCall("GET", "/v1/admin/flows?limit=1", "", &fs)
+	h.AdminCall("GET", "/v1/admin/flows?limit=1", "", &fs)
 	if len(fs) != 1 || fs[0].Port != 53 || fs[0].Reporter != "node-a" {
 		t.Errorf("flow %+v: want it reported by node-a, the certificate's node", fs)
 	}
@@ -362,7 +363,7 @@ func TestFlowRecordBounds(t *testing.T) {
 	for i := range big.Records {
 		big.Records[i] = good
 	}
-	if code, body := h.post(a, wire.PathFlows, big, nil); code != http.StatusRequestEntityTooLarge || !strings.Contains(body, "send smaller batches") {
+	if code, body := h.Post(a, wire.PathFlows, big, nil); code != http.StatusRequestEntityTooLarge || !strings.Contains(body, "send smaller batches") {
 		t.Errorf("batch of %d records: %d %.300s", len(big.Records), code, body)
 	}
 }
@@ -375,23 +376,23 @@ func TestSuggestIgnoresAddressesThatChangedHands(t *testing.T) {
 	now := time.Now()
 	rec := wire.FlowRecord{Start: now.Add(-time.Minute), End: now, Direction: wire.DirEgress, Src: web, Dst: api,
 		Protocol: "TCP", Port: 5432, Verdict: wire.VerdictAllowed, Packets: 1, Bytes: 60}
-	if code, body := h.post(a, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{rec}}, nil); code != 200 {
+	if code, body := h.Post(a, wire.PathFlows, wire.FlowBatch{Records: []wire.FlowRecord{rec}}, nil); code != 200 {
 		t.Fatalf("node-a batch: %d %s", code, body)
 	}
 	// node-b replaces api by another workload (granted by an admin), which
 	// gets api's address.
-	if code, body := h.adminCall("POST", "/v1/admin/nodes/node-b/grants", `{"workloads":["namespace=prod,labels=app=other"]}`, nil); code != 200 {
+	if code, body := h.AdminCall("POST", "/v1/admin/nodes/node-b/grants", `{"workloads":["namespace=prod,labels=app=other"]}`, nil); code != 200 {
 		t.Fatalf("grant: %d %s", code, body)
 	}
 	var resp wire.RegisterResponse
-	if code, body := h.post(b, wire.PathRegister, wire.RegisterRequest{PublicKey: "key-api",
+	if code, body := h.Post(b, wire.PathRegister, wire.RegisterRequest{PublicKey: "key-api",
 		Workloads: []wire.WorkloadDecl{{Name: "other", Namespace: "prod", Labels: map[string]string{"app": "other"}}}}, &resp); code != 200 {
 		t.Fatalf("register: %d %s", code, body)
 	}
 	if resp.Workloads[0].IP != api {
 		t.Fatalf("prod/other got %s, not api's old address %s: the test needs the address reused", resp.Workloads[0].IP, api)
 	}
-	code, yml := h.adminCall("GET", "/v1/admin/namespaces/prod/suggest?since=1h", "", nil)
+	code, yml := h.AdminCall("GET", "/v1/admin/namespaces/prod/suggest?since=1h", "", nil)
 	if code != 200 || strings.Contains(yml, "app: other") || !strings.Contains(yml, "1 flow reports are left out: an address of theirs now belongs to another workload") {
 		t.Fatalf("suggestion: %d\n%s\nwant nothing learned for prod/other from web's flow to api", code, yml)
 	}

@@ -1,21 +1,15 @@
-package api
+package api_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/latchnet/latch/adminapi"
 	"github.com/latchnet/latch/coordinator/ca"
-	"github.com/latchnet/latch/coordinator/fanout"
-	"github.com/latchnet/latch/coordinator/state"
-	"github.com/latchnet/latch/coordinator/store"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/latchnet/latch/coordinator/coordtest"
 )
 
 // fuzzRoutes are the admin routes that read a request body, by the
@@ -38,26 +32,13 @@ var fuzzRoutes = []struct{ method, path, contentType string }{
 // what was wrong; a join token the server hands out parses.
 // Seeds: testdata/fuzz/FuzzAdminBodies.
 func FuzzAdminBodies(f *testing.F) {
-	dir := f.TempDir()
-	authority, err := ca.Open(dir, spiffeid.RequireTrustDomainFromString("example.test"), ca.NewFakeClock(time.Now()))
-	if err != nil {
-		f.Fatal(err)
-	}
-	db, err := store.OpenSQLite(filepath.Join(dir, "latch.db"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { db.Close() })
-	st, err := state.Open(context.Background(), db, fanout.New(), state.Options{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	srv := New(Config{State: st, CA: authority, AdminTokenHash: AdminTokenHash("fuzz-admin")})
+	c := coordtest.New(f, coordtest.Options{})
+	srv, admin := c.API, c.AdminToken
 	f.Add(uint8(0), []byte(`{"namespace":"prod","labels":{"app":"web"},"uses":2,"ttl":"10m"}`))
 	f.Fuzz(func(t *testing.T, route uint8, body []byte) {
 		r := fuzzRoutes[int(route)%len(fuzzRoutes)]
 		req := httptest.NewRequest(r.method, r.path, bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer fuzz-admin")
+		req.Header.Set("Authorization", "Bearer "+admin)
 		req.Header.Set("Content-Type", r.contentType)
 		rec := httptest.NewRecorder()
 		srv.ServeHTTP(rec, req)

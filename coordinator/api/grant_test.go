@@ -1,4 +1,4 @@
-package api
+package api_test
 
 import (
 	"context"
@@ -29,13 +29,13 @@ func decl(ns, name string, labels ...string) wire.WorkloadDecl {
 // refused, and told where labels come from.
 func TestEnrollLabelsNotGranted(t *testing.T) {
 	h := newHarness(t)
-	tok := h.token(1)
-	n, code, msg := h.enrollLabels(tok, "laptop", map[string]string{"app": "web"})
+	tok := h.Token(1)
+	n, code, msg := h.EnrollLabels(tok, "laptop", map[string]string{"app": "web"})
 	if n != nil || code != http.StatusForbidden || !strings.Contains(msg, "latch admin token create --labels") {
 		t.Fatalf("enroll asking for app=web: %d %q, want 403 saying labels come from the token", code, msg)
 	}
 	// The refusal did not use the single-use token up.
-	if n, code, msg := h.enroll(tok, "laptop"); n == nil || len(n.info.Labels) != 0 {
+	if n, code, msg := h.Enroll(tok, "laptop"); n == nil || len(n.Info.Labels) != 0 {
 		t.Fatalf("enroll without labels: %d %q %+v", code, msg, n)
 	}
 }
@@ -45,16 +45,16 @@ func TestEnrollLabelsNotGranted(t *testing.T) {
 // audit entry, and prod/web's flows stay prod/web's.
 func TestRegisterUngrantedWorkload(t *testing.T) {
 	h := newHarness(t)
-	laptop, code, msg := h.enroll(h.token(1, "namespace=dev,labels=app=tool"), "laptop")
+	laptop, code, msg := h.Enroll(h.Token(1, "namespace=dev,labels=app=tool"), "laptop")
 	if laptop == nil {
 		t.Fatalf("enroll: %d %s", code, msg)
 	}
 	req := wire.RegisterRequest{PublicKey: "key-laptop", Workloads: []wire.WorkloadDecl{decl("dev", "tool", "app=tool"), decl("prod", "fake-web", "app=web")}}
-	code, body := h.post(laptop, wire.PathRegister, req, nil)
+	code, body := h.Post(laptop, wire.PathRegister, req, nil)
 	if code != http.StatusForbidden || !strings.Contains(body, "prod/fake-web") || !strings.Contains(body, "namespace=prod,labels=app=web") {
 		t.Fatalf("register of prod/fake-web: %d %s, want 403 naming the workload and the grant it lacks", code, body)
 	}
-	c, ctx := h.client(), context.Background()
+	c, ctx := h.Admin(), context.Background()
 	audit, err := c.Audit(ctx)
 	if err != nil || !slices.ContainsFunc(audit, func(e adminapi.AuditEntry) bool {
 		return e.Action == "node.register.refused" && strings.Contains(e.Object+e.Detail, "prod/fake-web")
@@ -66,7 +66,7 @@ func TestRegisterUngrantedWorkload(t *testing.T) {
 	}
 	// What was granted registers.
 	req.Workloads = req.Workloads[:1]
-	if code, body := h.post(laptop, wire.PathRegister, req, nil); code != 200 {
+	if code, body := h.Post(laptop, wire.PathRegister, req, nil); code != 200 {
 		t.Fatalf("register of the granted workload: %d %s", code, body)
 	}
 }
@@ -74,20 +74,20 @@ func TestRegisterUngrantedWorkload(t *testing.T) {
 // An admin grants a workload to an enrolled node and revokes it again.
 func TestAdminGrantRevoke(t *testing.T) {
 	h := newHarness(t)
-	n, code, msg := h.enroll(h.token(1), "n1")
+	n, code, msg := h.Enroll(h.Token(1), "n1")
 	if n == nil {
 		t.Fatalf("enroll: %d %s", code, msg)
 	}
 	req := wire.RegisterRequest{PublicKey: "key-n1", Workloads: []wire.WorkloadDecl{decl("prod", "web", "app=web")}}
-	if code, _ := h.post(n, wire.PathRegister, req, nil); code != http.StatusForbidden {
+	if code, _ := h.Post(n, wire.PathRegister, req, nil); code != http.StatusForbidden {
 		t.Fatalf("register before the grant: %d", code)
 	}
-	c, ctx := h.client(), context.Background()
+	c, ctx := h.Admin(), context.Background()
 	if g, err := c.GrantNode(ctx, "n1", adminapi.GrantSet{Workloads: []adminapi.Grant{adminapi.GrantSpec("namespace=prod,labels=app=web")}}); err != nil ||
 		len(g.Granted.Workloads) != 1 || g.Granted.Workloads[0].Labels["app"] != "web" {
 		t.Fatalf("grant: %v %+v", err, g)
 	}
-	if code, body := h.post(n, wire.PathRegister, req, nil); code != 200 {
+	if code, body := h.Post(n, wire.PathRegister, req, nil); code != 200 {
 		t.Fatalf("register after the grant: %d %s", code, body)
 	}
 	if _, err := c.GrantNode(ctx, "n1", adminapi.GrantSet{Workloads: []adminapi.Grant{{Namespace: "prod", Labels: map[string]string{"spiffe.io/id": "x"}}}}); !client.IsCode(err, "invalid") {
@@ -103,23 +103,23 @@ func TestAdminGrantRevoke(t *testing.T) {
 
 func TestRegisterDuplicatePublicKey(t *testing.T) {
 	h := newHarness(t)
-	tok := h.token(2)
-	a, _, _ := h.enroll(tok, "node-a")
-	b, _, _ := h.enroll(tok, "node-b")
+	tok := h.Token(2)
+	a, _, _ := h.Enroll(tok, "node-a")
+	b, _, _ := h.Enroll(tok, "node-b")
 	if a == nil || b == nil {
 		t.Fatal("enroll failed")
 	}
-	if code, body := h.post(a, wire.PathRegister, wire.RegisterRequest{PublicKey: "same-key"}, nil); code != 200 {
+	if code, body := h.Post(a, wire.PathRegister, wire.RegisterRequest{PublicKey: "same-key"}, nil); code != 200 {
 		t.Fatalf("register a: %d %s", code, body)
 	}
-	if code, body := h.post(b, wire.PathRegister, wire.RegisterRequest{PublicKey: "same-key"}, nil); code != http.StatusConflict || !strings.Contains(body, "node-a") {
+	if code, body := h.Post(b, wire.PathRegister, wire.RegisterRequest{PublicKey: "same-key"}, nil); code != http.StatusConflict || !strings.Contains(body, "node-a") {
 		t.Fatalf("b registering a's public key: %d %s, want 409 naming node-a", code, body)
 	}
 }
 
 func TestRegisterTooManyWorkloads(t *testing.T) {
 	h := newHarness(t)
-	n, _, msg := h.enroll(h.token(1, "namespace=prod"), "busy")
+	n, _, msg := h.Enroll(h.Token(1, "namespace=prod"), "busy")
 	if n == nil {
 		t.Fatal(msg)
 	}
@@ -127,12 +127,12 @@ func TestRegisterTooManyWorkloads(t *testing.T) {
 	for i := range 65 {
 		req.Workloads = append(req.Workloads, decl("prod", fmt.Sprintf("w%d", i)))
 	}
-	code, body := h.post(n, wire.PathRegister, req, nil)
+	code, body := h.Post(n, wire.PathRegister, req, nil)
 	if code != http.StatusForbidden || !strings.Contains(body, "at most 64") {
 		t.Fatalf("65 workloads: %d %s, want 403 naming the limit of 64", code, body)
 	}
 	req.Workloads = req.Workloads[:64]
-	if code, body := h.post(n, wire.PathRegister, req, nil); code != 200 {
+	if code, body := h.Post(n, wire.PathRegister, req, nil); code != 200 {
 		t.Fatalf("64 workloads: %d %s", code, body)
 	}
 }

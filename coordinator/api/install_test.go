@@ -1,4 +1,4 @@
-package api
+package api_test
 
 import (
 	"crypto/x509"
@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/latchnet/latch/coordinator/api"
 	"github.com/latchnet/latch/coordinator/ca"
 	"github.com/latchnet/latch/scripts"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -22,7 +23,7 @@ func installServer(t *testing.T, distDir, publicURL string) (*httptest.Server, *
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := New(Config{CA: authority, InstallScript: scripts.InstallScript, DistDir: distDir, PublicURL: publicURL})
+	s := api.New(api.Config{CA: authority, InstallScript: scripts.InstallScript, DistDir: distDir, PublicURL: publicURL})
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
 	return srv, authority

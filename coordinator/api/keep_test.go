@@ -1,4 +1,4 @@
-package api
+package api_test
 
 import (
 	"bytes"
@@ -18,7 +18,7 @@ import (
 // gets a certificate, the other is told the token is used.
 func TestSingleUseTokenEnrollsOneOfTwoConcurrentNodes(t *testing.T) {
 	h := newHarness(t)
-	tok := h.token(1)
+	tok := h.Token(1)
 	const nodes = 2
 	var (
 		wg    sync.WaitGroup
@@ -29,7 +29,7 @@ func TestSingleUseTokenEnrollsOneOfTwoConcurrentNodes(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, codes[i], msgs[i] = h.enroll(tok, fmt.Sprintf("node-%d", i))
+			_, codes[i], msgs[i] = h.Enroll(tok, fmt.Sprintf("node-%d", i))
 		}()
 	}
 	wg.Wait()
@@ -47,7 +47,7 @@ func TestSingleUseTokenEnrollsOneOfTwoConcurrentNodes(t *testing.T) {
 	if ok != 1 || used != 1 {
 		t.Fatalf("%d enrollments succeeded and %d were refused, want 1 and 1: %v %q", ok, used, codes, msgs)
 	}
-	if nodes, err := h.client().Nodes(context.Background()); err != nil || len(nodes) != 1 {
+	if nodes, err := h.Admin().Nodes(context.Background()); err != nil || len(nodes) != 1 {
 		t.Fatalf("nodes after the race: %v %+v", err, nodes)
 	}
 }
@@ -57,18 +57,18 @@ func TestSingleUseTokenEnrollsOneOfTwoConcurrentNodes(t *testing.T) {
 // same connection at its next request.
 func TestCertificateCheckedOnEveryRequestOfAKeptAliveConnection(t *testing.T) {
 	h := newHarness(t)
-	n, code, msg := h.enroll(h.token(1), "node-a")
+	n, code, msg := h.Enroll(h.Token(1), "node-a")
 	if n == nil {
 		t.Fatalf("enroll: %d %s", code, msg)
 	}
 	register := func() (status int, reused bool) {
 		body, _ := json.Marshal(wire.RegisterRequest{PublicKey: "k"})
-		req, _ := http.NewRequest("POST", h.srv.URL+wire.PathRegister, bytes.NewReader(body))
+		req, _ := http.NewRequest("POST", h.URL+wire.PathRegister, bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
 			GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused },
 		}))
-		resp, err := n.http.Do(req)
+		resp, err := n.HTTP.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -79,7 +79,7 @@ func TestCertificateCheckedOnEveryRequestOfAKeptAliveConnection(t *testing.T) {
 	if code, _ := register(); code != http.StatusOK {
 		t.Fatalf("register: %d", code)
 	}
-	if err := h.client().DeleteNode(context.Background(), "node-a"); err != nil {
+	if err := h.Admin().DeleteNode(context.Background(), "node-a"); err != nil {
 		t.Fatalf("delete: %v", err)
 	}
 	code, reused := register()

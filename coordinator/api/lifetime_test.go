@@ -1,4 +1,4 @@
-package api
+package api_test
 
 import (
 	"context"
@@ -15,13 +15,13 @@ import (
 func TestTokenLifetimes(t *testing.T) {
 	h := newHarness(t)
 	// An API token without a ttl expires after the default.
-	c, ctx := h.client(), context.Background()
+	c, ctx := h.Admin(), context.Background()
 	if _, err := c.CreateAPIToken(ctx, adminapi.APITokenRequest{Name: "ci", Role: "viewer"}); err != nil {
 		t.Fatalf("api token without ttl: %v", err)
 	}
 	list, err := c.APITokens(ctx)
-	if err != nil || len(list) != 1 || !list[0].ExpiresAt.Equal(h.clock.Now().Add(auth.DefaultAPITokenTTL)) {
-		t.Fatalf("api tokens: %+v, want one expiring %v", list, h.clock.Now().Add(auth.DefaultAPITokenTTL))
+	if err != nil || len(list) != 1 || !list[0].ExpiresAt.Equal(h.Clock.Now().Add(auth.DefaultAPITokenTTL)) {
+		t.Fatalf("api tokens: %+v, want one expiring %v", list, h.Clock.Now().Add(auth.DefaultAPITokenTTL))
 	}
 	over := (auth.MaxAPITokenTTL + time.Hour).String()
 	if _, err := c.CreateAPIToken(ctx, adminapi.APITokenRequest{Name: "ci", Role: "viewer", TTL: over}); !client.IsCode(err, "invalid") || !strings.Contains(err.Error(), "at most") {

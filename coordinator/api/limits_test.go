@@ -1,4 +1,4 @@
-package api
+package api_test
 
 import (
 	"bufio"
@@ -20,7 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/latchnet/latch/coordinator/api"
 	"github.com/latchnet/latch/coordinator/ca"
+	"github.com/latchnet/latch/coordinator/coordtest"
 	"github.com/latchnet/latch/coordinator/ratelimit"
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/node/pin"
@@ -66,12 +68,12 @@ type onlyReader struct{ io.Reader }
 // declares the length or not.
 func TestBodyLimits(t *testing.T) {
 	h := newHarness(t)
-	n, code, msg := h.enroll(h.token(1), "limited")
+	n, code, msg := h.Enroll(h.Token(1), "limited")
 	if n == nil {
 		t.Fatalf("enroll: %d %s", code, msg)
 	}
-	n.http.Timeout = 20 * time.Second
-	admin := map[string]string{"Authorization": "Bearer " + h.admin}
+	n.HTTP.Timeout = 20 * time.Second
+	admin := map[string]string{"Authorization": "Bearer " + h.AdminToken}
 	jsonOf := func(size int) []byte { return []byte(`{"token":"` + strings.Repeat("a", size) + `"}`) }
 	for _, tc := range []struct {
 		name, path string
@@ -80,13 +82,13 @@ func TestBodyLimits(t *testing.T) {
 		ct         string
 		limit      int64
 	}{
-		{"enroll", wire.PathEnroll, insecure(), nil, "application/json", SmallBodyLimit},
-		{"renew", wire.PathRenew, n.http, nil, "application/json", SmallBodyLimit},
-		{"register", wire.PathRegister, n.http, nil, "application/json", RegisterBodyLimit},
-		{"flows", wire.PathFlows, n.http, nil, "application/json", FlowsBodyLimit},
-		{"admin JSON", "/v1/admin/tokens", insecure(), admin, "application/json", DefaultBodyLimit},
-		{"policy apply", "/v1/admin/policies", insecure(), admin, "application/yaml", PolicyBodyLimit},
-		{"policy validate", "/v1/admin/policies/validate", insecure(), admin, "application/yaml", PolicyBodyLimit},
+		{"enroll", wire.PathEnroll, insecure(), nil, "application/json", api.SmallBodyLimit},
+		{"renew", wire.PathRenew, n.HTTP, nil, "application/json", api.SmallBodyLimit},
+		{"register", wire.PathRegister, n.HTTP, nil, "application/json", api.RegisterBodyLimit},
+		{"flows", wire.PathFlows, n.HTTP, nil, "application/json", api.FlowsBodyLimit},
+		{"admin JSON", "/v1/admin/tokens", insecure(), admin, "application/json", api.DefaultBodyLimit},
+		{"policy apply", "/v1/admin/policies", insecure(), admin, "application/yaml", api.PolicyBodyLimit},
+		{"policy validate", "/v1/admin/policies/validate", insecure(), admin, "application/yaml", api.PolicyBodyLimit},
 	} {
 		big := jsonOf(int(tc.limit))
 		for _, chunked := range []bool{false, true} {
@@ -94,14 +96,14 @@ func TestBodyLimits(t *testing.T) {
 			if chunked {
 				body = onlyReader{body}
 			}
-			code, e, _ := send(t, tc.c, "POST", h.srv.URL+tc.path, tc.ct, body, tc.hdr)
+			code, e, _ := send(t, tc.c, "POST", h.URL+tc.path, tc.ct, body, tc.hdr)
 			if code != http.StatusRequestEntityTooLarge || e.Code != "too_large" || !strings.Contains(e.Error, fmt.Sprint(tc.limit)) {
 				t.Errorf("%s (chunked %v), %d bytes: %d %+v; want 413 saying the limit %d", tc.name, chunked, len(big), code, e, tc.limit)
 			}
 		}
 		// Just under the limit is read (and refused for what it says).
 		if tc.name == "enroll" {
-			if code, e, _ := send(t, tc.c, "POST", h.srv.URL+tc.path, tc.ct, bytes.NewReader(jsonOf(int(tc.limit)-100)), nil); code == http.StatusRequestEntityTooLarge {
+			if code, e, _ := send(t, tc.c, "POST", h.URL+tc.path, tc.ct, bytes.NewReader(jsonOf(int(tc.limit)-100)), nil); code == http.StatusRequestEntityTooLarge {
 				t.Errorf("enroll under the limit: %d %+v", code, e)
 			}
 		}
@@ -113,7 +115,7 @@ func TestBodyLimits(t *testing.T) {
 // only its first bytes, and gets its 413 without sending more.
 func TestHugeDeclaredBodyRefusedUnread(t *testing.T) {
 	h := newHarness(t)
-	conn, err := tls.Dial("tcp", h.srv.Listener.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+	conn, err := tls.Dial("tcp", h.Server.Listener.Addr().String(), &tls.Config{InsecureSkipVerify: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +139,7 @@ func TestHugeDeclaredBodyRefusedUnread(t *testing.T) {
 // API (a newer agent's extra fields are ignored).
 func TestJSONOnly(t *testing.T) {
 	h := newHarness(t)
-	admin := map[string]string{"Authorization": "Bearer " + h.admin}
+	admin := map[string]string{"Authorization": "Bearer " + h.AdminToken}
 	var mp bytes.Buffer
 	mw := multipart.NewWriter(&mp)
 	mw.WriteField("token", "x")
@@ -153,7 +155,7 @@ func TestJSONOnly(t *testing.T) {
 	}
 	for _, b := range bodies {
 		for _, path := range []string{wire.PathEnroll, "/v1/admin/tokens", "/v1/admin/users"} {
-			code, e, _ := send(t, insecure(), "POST", h.srv.URL+path, b.ct, onlyReader{strings.NewReader(b.body)}, admin)
+			code, e, _ := send(t, insecure(), "POST", h.URL+path, b.ct, onlyReader{strings.NewReader(b.body)}, admin)
 			if code != http.StatusUnsupportedMediaType || !strings.Contains(e.Error, "application/json") {
 				t.Errorf("POST %s as %q: %d %+v; want 415 asking for application/json", path, b.ct, code, e)
 			}
@@ -164,20 +166,20 @@ func TestJSONOnly(t *testing.T) {
 		`{"namespace":"prod"} {"uses":2}`:          "after the JSON",
 		`{"namespace":`:                            "reading the request body",
 	} {
-		code, e, _ := send(t, insecure(), "POST", h.srv.URL+"/v1/admin/tokens", "application/json", strings.NewReader(body), admin)
+		code, e, _ := send(t, insecure(), "POST", h.URL+"/v1/admin/tokens", "application/json", strings.NewReader(body), admin)
 		if code != http.StatusBadRequest || !strings.Contains(e.Error, want) {
 			t.Errorf("token create %s: %d %+v; want 400 saying %s", body, code, e, want)
 		}
 	}
-	if code, e, _ := send(t, insecure(), "POST", h.srv.URL+"/v1/admin/tokens", "application/json; charset=utf-8", strings.NewReader(`{"namespace":"prod"}`), admin); code != 200 {
+	if code, e, _ := send(t, insecure(), "POST", h.URL+"/v1/admin/tokens", "application/json; charset=utf-8", strings.NewReader(`{"namespace":"prod"}`), admin); code != 200 {
 		t.Errorf("token create with a charset: %d %+v", code, e)
 	}
 	// The node API ignores fields it does not know.
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tok := h.token(1)
-	body, _ := json.Marshal(map[string]any{"token": tok, "name": "newer", "csr": csrFor(t, key), "fromTheFuture": true})
+	tok := h.Token(1)
+	body, _ := json.Marshal(map[string]any{"token": tok, "name": "newer", "csr": coordtest.CSR(t, key), "fromTheFuture": true})
 	c := &http.Client{Transport: &http.Transport{TLSClientConfig: pin.ClientConfig(strings.Split(tok, ".")[3])}}
-	if code, e, _ := send(t, c, "POST", h.srv.URL+wire.PathEnroll, "application/json", bytes.NewReader(body), nil); code != 200 {
+	if code, e, _ := send(t, c, "POST", h.URL+wire.PathEnroll, "application/json", bytes.NewReader(body), nil); code != 200 {
 		t.Errorf("enroll with an unknown field: %d %+v; want it ignored", code, e)
 	}
 }
@@ -186,15 +188,15 @@ func TestJSONOnly(t *testing.T) {
 // s.HTTPServer on loopback, not httptest. It returns the address.
 func serveReal(t *testing.T, h *harness) string {
 	t.Helper()
-	svid, err := h.ca.ServerSVID([]string{"localhost"}, nil, time.Hour)
+	svid, err := h.CA.ServerSVID([]string{"localhost"}, nil, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := h.api.Listen("127.0.0.1:0", TLSConfig(h.ca, svid))
+	ln, err := h.API.Listen("127.0.0.1:0", api.TLSConfig(h.CA, svid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := h.api.HTTPServer(nil)
+	hs := h.API.HTTPServer(nil)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -210,7 +212,7 @@ func serveReal(t *testing.T, h *harness) string {
 // TestSlowBodyTimesOut: a client sending its body a byte at a time loses
 // its connection once the body read timeout passes.
 func TestSlowBodyTimesOut(t *testing.T) {
-	h := newHarnessWith(t, harnessOpts{config: func(c *Config) { c.Limits.ReadTimeout = 300 * time.Millisecond }})
+	h := newHarnessWith(t, coordtest.Options{API: func(c *api.Config) { c.Limits.ReadTimeout = 300 * time.Millisecond }})
 	addr := serveReal(t, h)
 	conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
 	if err != nil {
@@ -257,12 +259,12 @@ func TestSlowBodyTimesOut(t *testing.T) {
 // TestStreamsOutliveTimeouts: the view stream is not cut by the read and
 // write timeouts, however much longer than them it runs.
 func TestStreamsOutliveTimeouts(t *testing.T) {
-	h := newHarnessWith(t, harnessOpts{config: func(c *Config) {
+	h := newHarnessWith(t, coordtest.Options{API: func(c *api.Config) {
 		c.Limits.ReadTimeout, c.Limits.WriteTimeout = 100*time.Millisecond, 100*time.Millisecond
 		c.Keepalive = 30 * time.Millisecond
 	}})
 	addr := serveReal(t, h)
-	n, code, msg := h.enroll(h.token(1), "streamer")
+	n, code, msg := h.Enroll(h.Token(1), "streamer")
 	if n == nil {
 		t.Fatalf("enroll: %d %s", code, msg)
 	}
@@ -271,7 +273,7 @@ func TestStreamsOutliveTimeouts(t *testing.T) {
 		t.Fatalf("register: %d %s", code, body)
 	}
 	req, _ := http.NewRequest("GET", url+wire.PathStream, nil)
-	resp, err := n.http.Do(req)
+	resp, err := n.HTTP.Do(req)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("stream: %v %v", err, resp)
 	}
@@ -289,10 +291,10 @@ func TestStreamsOutliveTimeouts(t *testing.T) {
 }
 
 // postTo posts JSON to a full URL as node n.
-func (h *harness) postTo(n *nodeClient, url string, in any) (int, string) {
+func (h *harness) postTo(n *coordtest.Node, url string, in any) (int, string) {
 	h.t.Helper()
 	body, _ := json.Marshal(in)
-	resp, err := n.http.Post(url, "application/json", bytes.NewReader(body))
+	resp, err := n.HTTP.Post(url, "application/json", bytes.NewReader(body))
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -304,7 +306,7 @@ func (h *harness) postTo(n *nodeClient, url string, in any) (int, string) {
 // TestConnectionCap: no more connections are served at once than
 // Limits.MaxConnections; one more is served when one closes.
 func TestConnectionCap(t *testing.T) {
-	h := newHarnessWith(t, harnessOpts{config: func(c *Config) { c.Limits.MaxConnections = 2 }})
+	h := newHarnessWith(t, coordtest.Options{API: func(c *api.Config) { c.Limits.MaxConnections = 2 }})
 	addr := serveReal(t, h)
 	cfg := &tls.Config{InsecureSkipVerify: true}
 	var held []*tls.Conn
@@ -352,23 +354,23 @@ func (c *countingStore) Update(ctx context.Context, fn func(store.Tx) error) err
 // path: no write transaction, no lock.
 func TestEnrollFloodTakesNoWrites(t *testing.T) {
 	var counted *countingStore
-	h := newHarnessWith(t, harnessOpts{store: func(s store.Store) store.Store {
+	h := newHarnessWith(t, coordtest.Options{Store: func(s store.Store) store.Store {
 		counted = &countingStore{Store: s}
 		return counted
-	}, config: func(c *Config) { c.EnrollLimit = ratelimit.New(1000, 1000, 100, nil) }}) // the rate limit is tested on its own
-	good := h.token(1)
-	if n, code, msg := h.enroll(good, "taken"); n == nil {
+	}, API: func(c *api.Config) { c.EnrollLimit = ratelimit.New(1000, 1000, 100, nil) }}) // the rate limit is tested on its own
+	good := h.Token(1)
+	if n, code, msg := h.Enroll(good, "taken"); n == nil {
 		t.Fatalf("enroll: %d %s", code, msg)
 	}
-	live := h.token(5)
-	revoked := h.token(5)
-	h.adminCall("DELETE", "/v1/admin/tokens/"+strings.Split(revoked, ".")[1], "", nil)
+	live := h.Token(5)
+	revoked := h.Token(5)
+	h.AdminCall("DELETE", "/v1/admin/tokens/"+strings.Split(revoked, ".")[1], "", nil)
 	parts := strings.Split(live, ".")
 	wrongSecret := strings.Join([]string{parts[0], parts[1], strings.Repeat("a", len(parts[2])), parts[3]}, ".")
-	unknown, _, _ := ca.NewToken(h.ca.Fingerprint())
+	unknown, _, _ := ca.NewToken(h.CA.Fingerprint())
 	other, _, _ := ca.NewToken("sha256:" + strings.Repeat("ab", 32))
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csr := csrFor(t, key)
+	csr := coordtest.CSR(t, key)
 	before := counted.updates.Load()
 	for i, tc := range []struct{ tok, name string }{
 		{"not a token", "n1"},
@@ -382,7 +384,7 @@ func TestEnrollFloodTakesNoWrites(t *testing.T) {
 	} {
 		body, _ := json.Marshal(wire.EnrollRequest{Token: tc.tok, Name: tc.name, CSR: csr})
 		for range 20 {
-			if code, e, _ := send(t, insecure(), "POST", h.srv.URL+wire.PathEnroll, "application/json", bytes.NewReader(body), nil); code == 200 || code == http.StatusTooManyRequests {
+			if code, e, _ := send(t, insecure(), "POST", h.URL+wire.PathEnroll, "application/json", bytes.NewReader(body), nil); code == 200 || code == http.StatusTooManyRequests {
 				t.Fatalf("bad enrollment %d: %d %+v; want it refused for what it is", i, code, e)
 			}
 		}
@@ -391,7 +393,7 @@ func TestEnrollFloodTakesNoWrites(t *testing.T) {
 		t.Errorf("160 bad enrollments took %d write transactions; want none", got)
 	}
 	// A good one still writes, and works.
-	if n, code, msg := h.enroll(live, "fresh"); n == nil {
+	if n, code, msg := h.Enroll(live, "fresh"); n == nil {
 		t.Fatalf("good enrollment after the flood: %d %s", code, msg)
 	}
 }
@@ -399,13 +401,13 @@ func TestEnrollFloodTakesNoWrites(t *testing.T) {
 // TestEnrollRateLimit: a source past its enrollment budget gets 429 with
 // Retry-After, before anything is read.
 func TestEnrollRateLimit(t *testing.T) {
-	h := newHarnessWith(t, harnessOpts{config: func(c *Config) { c.EnrollLimit = ratelimit.New(0.01, 3, 100, nil) }})
+	h := newHarnessWith(t, coordtest.Options{API: func(c *api.Config) { c.EnrollLimit = ratelimit.New(0.01, 3, 100, nil) }})
 	for i := range 3 {
-		if code, e, _ := send(t, insecure(), "POST", h.srv.URL+wire.PathEnroll, "application/json", strings.NewReader(`{"token":"x"}`), nil); code != http.StatusBadRequest {
+		if code, e, _ := send(t, insecure(), "POST", h.URL+wire.PathEnroll, "application/json", strings.NewReader(`{"token":"x"}`), nil); code != http.StatusBadRequest {
 			t.Fatalf("attempt %d: %d %+v; want 400 (bad token)", i, code, e)
 		}
 	}
-	code, e, hdr := send(t, insecure(), "POST", h.srv.URL+wire.PathEnroll, "application/json", strings.NewReader(`{"token":"x"}`), nil)
+	code, e, hdr := send(t, insecure(), "POST", h.URL+wire.PathEnroll, "application/json", strings.NewReader(`{"token":"x"}`), nil)
 	if code != http.StatusTooManyRequests || hdr.Get("Retry-After") == "" || e.Code != "rate_limited" {
 		t.Fatalf("4th attempt: %d %+v %v; want 429 with Retry-After", code, e, hdr)
 	}

@@ -1,4 +1,4 @@
-package api
+package api_test
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 // policy must name its namespace, as before.
 func TestPolicyNamespaceParameter(t *testing.T) {
 	h := newHarness(t)
-	c, ctx := h.client(), context.Background()
+	c, ctx := h.Admin(), context.Background()
 	const doc = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web}\nspec: {podSelector: {}}\n"
 	if v, err := c.ValidatePolicies(ctx, "", []byte(doc)); err != nil || v.Valid || len(v.Problems) != 1 || v.Problems[0].Field != "metadata.namespace" {
 		t.Fatalf("validate without a namespace: %v %+v; want the namespace required", err, v)

@@ -1,4 +1,4 @@
-package api
+package api_test
 
 import (
 	"bufio"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/latchnet/latch/adminapi"
 	"github.com/latchnet/latch/coordinator/auth"
+	"github.com/latchnet/latch/coordinator/coordtest"
 	"github.com/latchnet/latch/coordinator/spiffemap"
 	"github.com/latchnet/latch/coordinator/spiffetrust"
 	"github.com/latchnet/latch/coordinator/store"
@@ -25,20 +26,9 @@ import (
 const maxKeepalivesBeforeEnd = 2
 
 // nodeStream opens n's view stream and reads its first message.
-func (h *harness) nodeStream(n *nodeClient) *bufio.Scanner {
+func (h *harness) nodeStream(n *coordtest.Node) *bufio.Scanner {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	h.t.Cleanup(cancel)
-	req, _ := http.NewRequestWithContext(ctx, "GET", h.srv.URL+wire.PathStream+"?have=0", nil)
-	resp, err := n.http.Do(req)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.t.Cleanup(func() { resp.Body.Close() })
-	if resp.StatusCode != http.StatusOK {
-		h.t.Fatalf("stream: %s", resp.Status)
-	}
-	sc := bufio.NewScanner(resp.Body)
+	sc := h.ViewStream(n)
 	if !sc.Scan() {
 		h.t.Fatalf("stream: no first message: %v", sc.Err())
 	}
@@ -74,12 +64,12 @@ func nodeStreamEnd(t *testing.T, sc *bufio.Scanner) *wire.Error {
 
 func TestNodeStreamEndsWhenTheCertificateExpires(t *testing.T) {
 	h := newHarness(t)
-	n, code, msg := h.enroll(h.token(1), "node-a")
+	n, code, msg := h.Enroll(h.Token(1), "node-a")
 	if n == nil {
 		t.Fatalf("enroll: %d %s", code, msg)
 	}
 	sc := h.nodeStream(n)
-	h.clock.Advance(2 * time.Hour)
+	h.Clock.Advance(2 * time.Hour)
 	if end := nodeStreamEnd(t, sc); !strings.Contains(end.Error, "expired") {
 		t.Fatalf("end: %+v", end)
 	}
@@ -87,13 +77,13 @@ func TestNodeStreamEndsWhenTheCertificateExpires(t *testing.T) {
 
 func TestNodeStreamEndsWhenTheCertificateIsReplaced(t *testing.T) {
 	h := newHarness(t)
-	old, code, msg := h.enroll(h.token(1), "node-a")
+	old, code, msg := h.Enroll(h.Token(1), "node-a")
 	if old == nil {
 		t.Fatalf("enroll: %d %s", code, msg)
 	}
 	sc := h.nodeStream(old)
 	cur := h.renew(old)
-	if code, body := h.register(cur); code != http.StatusOK {
+	if code, body := h.Register(cur); code != http.StatusOK {
 		t.Fatalf("register with the new certificate: %d %s", code, body)
 	}
 	if end := nodeStreamEnd(t, sc); !strings.Contains(end.Error, "replaced") {
@@ -103,12 +93,12 @@ func TestNodeStreamEndsWhenTheCertificateIsReplaced(t *testing.T) {
 
 func TestNodeStreamEndsWhenTheNodeIsDeleted(t *testing.T) {
 	h := newHarness(t)
-	n, code, msg := h.enroll(h.token(1), "node-a")
+	n, code, msg := h.Enroll(h.Token(1), "node-a")
 	if n == nil {
 		t.Fatalf("enroll: %d %s", code, msg)
 	}
 	sc := h.nodeStream(n)
-	if err := h.client().DeleteNode(context.Background(), "node-a"); err != nil {
+	if err := h.Admin().DeleteNode(context.Background(), "node-a"); err != nil {
 		t.Fatalf("delete: %v", err)
 	}
 	if end := nodeStreamEnd(t, sc); !strings.Contains(end.Error, "deleted") {
@@ -122,10 +112,10 @@ func (h *harness) adminStream(path string, authz func(*http.Request)) *bufio.Sca
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	h.t.Cleanup(cancel)
-	req, _ := http.NewRequestWithContext(ctx, "GET", h.srv.URL+path, nil)
+	req, _ := http.NewRequestWithContext(ctx, "GET", h.URL+path, nil)
 	authz(req)
 	pool := x509.NewCertPool()
-	pool.AddCert(h.ca.Root())
+	pool.AddCert(h.CA.Root())
 	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}}
 	resp, err := c.Do(req)
 	if err != nil {
@@ -188,34 +178,34 @@ func TestAdminStreamsEndWithTheirAuthority(t *testing.T) {
 	}
 	creds := map[string]func(h *harness) credential{
 		"api token revoked": func(h *harness) credential {
-			tok, err := h.client().CreateAPIToken(context.Background(), adminapi.APITokenRequest{Name: "ci", Role: "viewer", TTL: "1h"})
+			tok, err := h.Admin().CreateAPIToken(context.Background(), adminapi.APITokenRequest{Name: "ci", Role: "viewer", TTL: "1h"})
 			if err != nil {
 				t.Fatalf("api token: %v", err)
 			}
 			return credential{func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok.Token) }, func() {
-				if err := h.client().RevokeAPIToken(context.Background(), tok.ID); err != nil {
+				if err := h.Admin().RevokeAPIToken(context.Background(), tok.ID); err != nil {
 					t.Fatalf("revoke: %v", err)
 				}
 			}}
 		},
 		"api token expired": func(h *harness) credential {
-			tok, err := h.client().CreateAPIToken(context.Background(), adminapi.APITokenRequest{Name: "ci", Role: "viewer", TTL: "1h"})
+			tok, err := h.Admin().CreateAPIToken(context.Background(), adminapi.APITokenRequest{Name: "ci", Role: "viewer", TTL: "1h"})
 			if err != nil {
 				t.Fatalf("api token: %v", err)
 			}
-			return credential{func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok.Token) }, func() { h.clock.Advance(2 * time.Hour) }}
+			return credential{func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+tok.Token) }, func() { h.Clock.Advance(2 * time.Hour) }}
 		},
 		"user deleted": func(h *harness) credential {
 			sid := h.session("alice")
 			return credential{func(r *http.Request) { r.AddCookie(&http.Cookie{Name: auth.SessionCookie, Value: sid}) }, func() {
-				if err := h.client().DeleteUser(context.Background(), "alice"); err != nil {
+				if err := h.Admin().DeleteUser(context.Background(), "alice"); err != nil {
 					t.Fatalf("delete user: %v", err)
 				}
 			}}
 		},
 		"session expired": func(h *harness) credential {
 			sid := h.session("alice")
-			return credential{func(r *http.Request) { r.AddCookie(&http.Cookie{Name: auth.SessionCookie, Value: sid}) }, func() { h.clock.Advance(13 * time.Hour) }}
+			return credential{func(r *http.Request) { r.AddCookie(&http.Cookie{Name: auth.SessionCookie, Value: sid}) }, func() { h.Clock.Advance(13 * time.Hour) }}
 		},
 	}
 	for sname, path := range streams {
@@ -241,12 +231,12 @@ func (h *harness) session(user string) string { return h.sessionAs(user, auth.Ro
 func (h *harness) sessionAs(user, role string) string {
 	h.t.Helper()
 	ctx := context.Background()
-	st := h.api.cfg.State
+	st := h.State
 	if err := st.CreateUser(ctx, "admin", store.User{Name: user, Role: role, PasswordHash: "unused"}); err != nil {
 		h.t.Fatal(err)
 	}
 	sid := auth.NewSecret()
-	now := h.clock.Now()
+	now := h.Clock.Now()
 	if err := st.Login(ctx, store.Session{IDHash: auth.HashSecret(sid), User: user, CSRF: "csrf", CreatedAt: now, ExpiresAt: now.Add(12 * time.Hour)}); err != nil {
 		h.t.Fatal(err)
 	}
@@ -259,14 +249,14 @@ func TestSpireNodeStreamEndsWhenItsSVIDExpires(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newHarnessWith(t, harnessOpts{
-		spiffe:     &spiffetrust.Trust{TD: spire.TD, Bundles: spire.Bundle()},
-		spiffeMap:  m,
-		spireSVIDs: spiffetest.Static{SVID: spire.Issue(t, "spiffe://spire.test/latch/coordinator", time.Hour)},
+	h := newHarnessWith(t, coordtest.Options{
+		Spiffe:     &spiffetrust.Trust{TD: spire.TD, Bundles: spire.Bundle()},
+		SpiffeMap:  m,
+		SpireSVIDs: spiffetest.Static{SVID: spire.Issue(t, "spiffe://spire.test/latch/coordinator", time.Hour)},
 	})
-	web := &nodeClient{http: spireClient(spire, spire.Issue(t, "spiffe://spire.test/prod/web", time.Hour))}
+	web := coordtest.SpireNode(spire, spire.Issue(t, "spiffe://spire.test/prod/web", time.Hour))
 	sc := h.nodeStream(web)
-	h.clock.Advance(2 * time.Hour)
+	h.Clock.Advance(2 * time.Hour)
 	if end := nodeStreamEnd(t, sc); end.Code != "bad_certificate" {
 		t.Fatalf("end: %+v", end)
 	}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/latchnet/latch/adminapi"
 	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/policy"
 )
 
 // whatIf answers whether traffic from one workload (or node) to another on
@@ -29,23 +31,13 @@ func (s *Server) whatIf(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	find := func(key, what string) (*inventory.Workload, error) {
-		for i := range ws {
-			if ws[i].Key() == key {
-				return &ws[i], nil
-			}
-		}
-		return nil, fail(http.StatusNotFound, "not_found", "%s %q: no such workload or node; give it as NAMESPACE/NAME (see the workloads and nodes lists)", what, key)
+	v, err := ev.WhatIf(ws, from, to, proto, uint16(port))
+	if errors.Is(err, policy.ErrNoWorkload) {
+		return fail(http.StatusNotFound, "not_found", "%v", err)
 	}
-	src, err := find(from, "source")
 	if err != nil {
 		return err
 	}
-	dst, err := find(to, "destination")
-	if err != nil {
-		return err
-	}
-	v := ev.Decide(src, dst, proto, uint16(port))
 	return c.JSON(http.StatusOK, adminapi.WhatIf{From: from, To: to, Port: uint16(port), Protocol: string(proto), Baseline: string(ev.Baseline()),
 		Allowed: v.Allowed, Egress: toSide(v.Egress), Ingress: toSide(v.Ingress)})
 }

@@ -5,8 +5,8 @@
 // the certificates nodes present over mTLS, and makes and parses the join
 // tokens ("latch1.<id>.<secret>.<ca-hash>") that nodes enroll with.
 //
-// Only packages cli and coordinator/api, and the tests of node/agent and
-// web (the CA of their test coordinators), import it: it holds the CA
+// Only packages coordinator and coordinator/api, and tests (the CA of
+// their test coordinators), import it: it holds the CA
 // private key. Nodes use go-spiffe sources and the pinned enrollment
 // handshake in node/pin.
 package ca

@@ -5,9 +5,9 @@
 // keeps the last few versions so that a reconnecting node can be sent a
 // delta from the version it holds instead of a full view.
 //
-// It does no I/O. Only packages cli (which makes the mailboxes),
+// It does no I/O. Only packages coordinator (which makes the mailboxes),
 // coordinator/state (which publishes) and coordinator/api (which streams),
-// and the tests of web, import it.
+// and tests, import it.
 package fanout
 
 import (

@@ -18,8 +18,8 @@
 // lists the workload SPIFFE IDs its nodes may declare: none listed, none
 // allowed. Labels under spiffe.io/ are reserved for the coordinator.
 //
-// It is pure. Only packages cli and coordinator/state, and the tests of
-// coordinator/api and web, import it.
+// It is pure. Only packages coordinator (which reads the mapping file) and
+// coordinator/state, and tests, import it.
 package spiffemap
 
 import (

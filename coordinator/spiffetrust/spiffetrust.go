@@ -4,7 +4,7 @@
 // coordinator's own SPIRE agent through the Workload API, or a PEM file
 // that FileSource reloads when it changes).
 //
-// Only packages cli and coordinator/api, and the tests of web, import it.
+// Only packages coordinator and coordinator/api, and tests, import it.
 package spiffetrust
 
 import (

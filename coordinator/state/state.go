@@ -5,7 +5,8 @@
 // change leaves nothing behind, and publishes the views that changed to
 // the nodes' mailboxes (package fanout).
 //
-// Only packages cli (which opens it), coordinator/api and web import it.
+// Only packages coordinator (which opens it), coordinator/api and web, and
+// tests, import it.
 package state
 
 import (

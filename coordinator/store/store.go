@@ -9,8 +9,8 @@
 // transaction that Store.Update or Store.View opened, so a caller can read,
 // decide, write and append the audit entry atomically.
 //
-// Only packages cli (which opens it), coordinator/state, coordinator/api
-// and web import it. Only the state layer writes: it is the one owner of
+// Only packages coordinator (which opens it), coordinator/state,
+// coordinator/api and web, and tests, import it. Only the state layer writes: it is the one owner of
 // mutations, which writes the store, records the audit entry and triggers
 // view recomputation. The others read through it (state.Read hands them a
 // store.Tx) and use the record types.

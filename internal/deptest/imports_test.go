@@ -199,15 +199,18 @@ func rel(path string) string {
 	return ""
 }
 
-// importGraph returns the importers of each package of the module.
-func importGraph(pkgs map[string]listed) map[string][]importer {
+// importGraph returns the importers of each package of the module. The
+// imports of a test-support package (one whose rule is "Only tests import
+// it", such as coordinator/coordtest) count as test imports: only tests
+// reach them.
+func importGraph(pkgs map[string]listed, testSupport map[string]bool) map[string][]importer {
 	g := map[string][]importer{}
 	for name, p := range pkgs {
 		seen := map[string]bool{}
 		for _, imp := range p.Imports {
 			if r := rel(imp); r != "" && !seen[r] {
 				seen[r] = true
-				g[r] = append(g[r], importer{pkg: name})
+				g[r] = append(g[r], importer{pkg: name, test: testSupport[name]})
 			}
 		}
 		for _, imp := range append(slices.Clone(p.TestImports), p.XTestImports...) {
@@ -245,13 +248,11 @@ func packageDoc(dir string) (string, error) {
 // ruleFormats) against the module's real import graph, tests included.
 func TestImportRules(t *testing.T) {
 	pkgs := modulePackages(t)
-	graph := importGraph(pkgs)
 	known := map[string]bool{}
-	for name := range pkgs {
-		known[name] = true
-	}
-	checked := 0
+	rules := map[string]rule{}
+	testSupport := map[string]bool{}
 	for name, p := range pkgs {
+		known[name] = true
 		if p.Name == "main" || len(p.GoFiles)+len(p.CgoFiles) == 0 {
 			continue // a command, or only tests: nothing can import it
 		}
@@ -265,6 +266,12 @@ func TestImportRules(t *testing.T) {
 			t.Errorf("package %s: its doc comment %v", name, err)
 			continue
 		}
+		rules[name] = r
+		testSupport[name] = r.testsOnly
+	}
+	graph := importGraph(pkgs, testSupport)
+	checked := 0
+	for name, r := range rules {
 		checked++
 		for _, v := range violations(name, r, graph[name], known) {
 			t.Error(v)

@@ -5,8 +5,8 @@
 // that the server is that CA's coordinator (SPIFFE ID
 // spiffe://<td>/latch/coordinator).
 //
-// Only package node/agent, and the tests of coordinator/api, coordinator/ca
-// and web, import it. It uses only the standard library and imports no
+// Only package node/agent, and tests (whose test coordinators enroll
+// nodes), import it. It uses only the standard library and imports no
 // coordinator package.
 package pin
 

@@ -1,4 +1,4 @@
-package cli
+package coordinator
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-func TestSpiffeFlags(t *testing.T) {
+func TestSpireConfig(t *testing.T) {
 	dir := t.TempDir()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour),
@@ -36,7 +36,7 @@ func TestSpiffeFlags(t *testing.T) {
 	own := spiffeid.RequireTrustDomainFromString("example.test")
 	log := slog.New(slog.DiscardHandler)
 
-	s, err := (&spiffeFlags{bundleFile: bundle, trustDomain: "spire.test", mapFile: goodMap, bundlePoll: time.Second}).open(context.Background(), own, log)
+	s, err := (SpireConfig{BundleFile: bundle, TrustDomain: "spire.test", MapFile: goodMap, BundlePoll: time.Second}).open(context.Background(), own, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,22 +44,22 @@ func TestSpiffeFlags(t *testing.T) {
 		t.Fatalf("open = %+v", s)
 	}
 	s.close()
-	if s, err := (&spiffeFlags{}).open(context.Background(), own, log); err != nil || s.trust != nil {
+	if s, err := (SpireConfig{}).open(context.Background(), own, log); err != nil || s.trust != nil {
 		t.Fatalf("no flags: %+v, %v", s, err)
 	}
 	for name, c := range map[string]struct {
-		f    spiffeFlags
+		c    SpireConfig
 		want string
 	}{
-		"map alone":         {spiffeFlags{mapFile: goodMap}, "need --spiffe-socket or --trust-bundle"},
-		"both sources":      {spiffeFlags{socket: "unix:///x", bundleFile: bundle, bundlePoll: time.Second}, "give one"},
-		"bundle without td": {spiffeFlags{bundleFile: bundle, bundlePoll: time.Second}, "needs --spiffe-trust-domain"},
-		"own trust domain":  {spiffeFlags{bundleFile: bundle, trustDomain: "example.test", bundlePoll: time.Second}, "coordinator's own --trust-domain"},
-		"map of other td":   {spiffeFlags{bundleFile: bundle, trustDomain: "spire.test", mapFile: otherMap, bundlePoll: time.Second}, "could never match"},
-		"no poll interval":  {spiffeFlags{bundleFile: bundle, trustDomain: "spire.test"}, "--trust-bundle-poll"},
-		"missing bundle":    {spiffeFlags{bundleFile: filepath.Join(dir, "nope.pem"), trustDomain: "spire.test", bundlePoll: time.Second}, "--trust-bundle"},
+		"map alone":         {SpireConfig{MapFile: goodMap}, "need --spiffe-socket or --trust-bundle"},
+		"both sources":      {SpireConfig{Socket: "unix:///x", BundleFile: bundle, BundlePoll: time.Second}, "give one"},
+		"bundle without td": {SpireConfig{BundleFile: bundle, BundlePoll: time.Second}, "needs --spiffe-trust-domain"},
+		"own trust domain":  {SpireConfig{BundleFile: bundle, TrustDomain: "example.test", BundlePoll: time.Second}, "coordinator's own --trust-domain"},
+		"map of other td":   {SpireConfig{BundleFile: bundle, TrustDomain: "spire.test", MapFile: otherMap, BundlePoll: time.Second}, "could never match"},
+		"bad poll interval": {SpireConfig{BundleFile: bundle, TrustDomain: "spire.test", BundlePoll: -time.Second}, "--trust-bundle-poll"},
+		"missing bundle":    {SpireConfig{BundleFile: filepath.Join(dir, "nope.pem"), TrustDomain: "spire.test", BundlePoll: time.Second}, "--trust-bundle"},
 	} {
-		if _, err := c.f.open(context.Background(), own, log); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := c.c.open(context.Background(), own, log); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error containing %q", name, err, c.want)
 		}
 	}
