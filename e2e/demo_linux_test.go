@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -9,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -56,10 +59,12 @@ func demoProcesses(bin string) func() ([]string, error) {
 	}
 }
 
-// TestDemo runs `make demo`'s script once (without holding) and checks
-// that the console answered through its relay, that every allowed flow
-// connected and that it left nothing behind: no process, namespace,
-// WireGuard socket, pin or work directory.
+// TestDemo runs `make demo`'s script as `make demo` does (holding until
+// it is stopped) and checks that every allowed flow connected, that the
+// console answered through its relay while the demo held, and that a
+// SIGTERM to the script alone (not its process group, as a supervisor or
+// `kill PID` sends it) stops it promptly and leaves nothing behind: no
+// process, namespace, WireGuard socket, pin or work directory.
 func TestDemo(t *testing.T) {
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") != "" {
@@ -88,18 +93,83 @@ func TestDemo(t *testing.T) {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	cmd.Env = append(os.Environ(), "BIN="+bin, "DEMO_HOLD=0", fmt.Sprintf("DEMO_CONSOLE_PORT=%d", port))
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("demo failed: %v\n%s", err, out)
+	cmd.Env = append(os.Environ(), "BIN="+bin, "DEMO_HOLD=1", fmt.Sprintf("DEMO_CONSOLE_PORT=%d", port))
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	// The demo runs in its own process group. Past the deadline the whole
+	// group gets SIGTERM, as Ctrl-C sends SIGINT to it, so that the
+	// script's cleanup runs even if it ignores a signal to itself alone;
+	// WaitDelay bounds the wait for the output of what it left running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
 	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	const holding = "up; press Ctrl-C to stop and clean up"
+	poll := time.NewTicker(200 * time.Millisecond)
+	defer poll.Stop()
+wait:
+	for !strings.Contains(out.String(), holding) {
+		select {
+		case err := <-done:
+			t.Fatalf("the demo ended before holding: %v\n%s", err, out.String())
+		case <-poll.C:
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("the demo did not come up in time:\n%s", out.String())
+	}
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err != nil {
+		t.Errorf("the console relay does not answer while the demo holds: %v", err)
+	} else {
+		c.Close()
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// A shell runs its trap only when its foreground command ends, so a
+	// hold loop around a long sleep would keep everything running until
+	// the deadline, when CommandContext kills the script alone.
+	stop := time.NewTimer(time.Minute)
+	defer stop.Stop()
+	select {
+	case <-done:
+	case <-stop.C:
+		t.Errorf("the demo did not stop within a minute of a SIGTERM to the script")
+		cancel()
+		<-done
+	}
+	text := out.String()
 	for _, want := range []string{fmt.Sprintf("web console: https://127.0.0.1:%d/console/ (user admin, password ", port), "connectivity matrix", "laptop  open (allow)", "allowed flows that did not connect: 0", "denied flows that connected: 0", "-- web"} {
-		if !strings.Contains(string(out), want) {
-			t.Errorf("demo output lacks %q:\n%s", want, out)
+		if !strings.Contains(text, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, text)
 		}
 	}
 	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
 		c.Close()
 		t.Errorf("the demo left its console relay listening on 127.0.0.1:%d", port)
 	}
+}
+
+// lockedBuffer is a bytes.Buffer that a process writes while a test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

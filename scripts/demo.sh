@@ -165,5 +165,13 @@ echo "denied flows that connected: $leaks (must be 0)"
 [ "$misses" -eq 0 ] && [ "$leaks" -eq 0 ] || exit 1
 if [ "${DEMO_HOLD:-1}" = 1 ]; then
 	say "up; press Ctrl-C to stop and clean up"
-	while :; do sleep 3600; done
+	# The shell runs a trap only after its foreground command ends: sleep
+	# in the background and wait, which a signal interrupts at once (a
+	# SIGTERM to the script alone would otherwise wait out the sleep).
+	while :; do
+		sleep 3600 &
+		HOLD=$!
+		PIDS="$PIDS $HOLD"
+		wait "$HOLD"
+	done
 fi
