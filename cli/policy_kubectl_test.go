@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/latchnet/latch/coordinator"
+	"github.com/latchnet/latch/internal/syncbuf"
 )
 
 // testCoordinator is the real coordinator (coordinator.Run, as the
@@ -22,14 +23,14 @@ import (
 type testCoordinator struct {
 	dir  string // its data directory
 	addr string // where it listens
-	log  *syncBuffer
+	log  *syncbuf.Buffer
 }
 
 // startTestCoordinator runs the real coordinator on loopback until the
 // test ends.
 func startTestCoordinator(t *testing.T) *testCoordinator {
 	t.Helper()
-	tc := &testCoordinator{dir: t.TempDir(), log: &syncBuffer{}}
+	tc := &testCoordinator{dir: t.TempDir(), log: &syncbuf.Buffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	listening := make(chan net.Addr, 1)
 	done := make(chan error, 1)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -10,12 +9,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/latchnet/latch/e2e/netlab"
+	"github.com/latchnet/latch/internal/syncbuf"
 )
 
 // demoNamespaces lists the network namespaces the demo names ld-*.
@@ -94,7 +93,7 @@ func TestDemo(t *testing.T) {
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	cmd.Env = append(os.Environ(), "BIN="+bin, "DEMO_HOLD=1", fmt.Sprintf("DEMO_CONSOLE_PORT=%d", port))
-	var out lockedBuffer
+	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	// The demo runs in its own process group. Past the deadline the whole
 	// group gets SIGTERM, as Ctrl-C sends SIGINT to it, so that the
@@ -154,22 +153,4 @@ wait:
 		c.Close()
 		t.Errorf("the demo left its console relay listening on 127.0.0.1:%d", port)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer that a process writes while a test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -4,7 +4,6 @@ package wg
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -18,10 +17,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/latchnet/latch/internal/syncbuf"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -334,7 +333,7 @@ func startHelper(t *testing.T, exe, ns string, cfg Config) *helper {
 	}
 	c := exec.Command("ip", "netns", "exec", ns, exe, "-test.run=^TestHelperProcess$", "-test.count=1")
 	c.Env = append(os.Environ(), helperEnv+"="+string(raw))
-	stderr := &lockedBuffer{}
+	stderr := &syncbuf.Buffer{}
 	c.Stderr = stderr
 	stdin, err := c.StdinPipe()
 	if err != nil {
@@ -491,21 +490,4 @@ func equalPrefixSets(a, b []netip.Prefix) bool {
 		}
 	}
 	return true
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
