@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -137,15 +138,23 @@ func runEval(out io.Writer, f evalFlags) error {
 	}
 	ev := policy.NewEvaluator(inv.Namespaces, ps, baseline)
 	results := ev.TruthTable(inv.AllWorkloads())
+	var siteResults []policy.SiteResult
+	if len(inv.Sites) > 0 {
+		siteResults = ev.SiteTable(inv.AllWorkloads(), inv.Sites)
+	}
 	if f.output == "json" {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
 		return enc.Encode(struct {
-			Baseline policy.Baseline `json:"baseline"`
-			Results  []policy.Result `json:"results"`
-		}{baseline, nonNil(results)})
+			Baseline    policy.Baseline     `json:"baseline"`
+			Results     []policy.Result     `json:"results"`
+			SiteResults []policy.SiteResult `json:"siteResults,omitempty"`
+		}{baseline, nonNil(results), siteResults})
 	}
-	return writeMatrix(out, inv.AllWorkloads(), results, baseline)
+	if err := writeMatrix(out, inv, results, siteResults, baseline); err != nil {
+		return err
+	}
+	return nil
 }
 
 func nonNil(r []policy.Result) []policy.Result {
@@ -157,7 +166,13 @@ func nonNil(r []policy.Result) []policy.Result {
 
 // writeMatrix prints one row per source and one column per destination;
 // a cell lists the destination's ports the source may reach.
-func writeMatrix(out io.Writer, ws []inventory.Workload, results []policy.Result, baseline policy.Baseline) error {
+//
+// Sites get a row and a column each; a cell between a site and another
+// endpoint lists a port alone when every address of the site may use it,
+// and with the allowed prefixes in brackets when only part may
+// ("5432/TCP[198.19.1.0/25]"; between two sites "source>destination").
+func writeMatrix(out io.Writer, inv *inventory.Inventory, results []policy.Result, siteResults []policy.SiteResult, baseline policy.Baseline) error {
+	ws := inv.AllWorkloads()
 	type cell struct {
 		allowed, total int
 		ports          []string
@@ -178,9 +193,32 @@ func writeMatrix(out io.Writer, ws []inventory.Workload, results []policy.Result
 			c.ports = append(c.ports, fmt.Sprintf("%d/%s", r.Port, r.Protocol))
 		}
 	}
-	keys := make([]string, len(ws))
+	siteCounts := map[string]int{}
+	for _, r := range siteResults {
+		k := [2]string{r.From, r.To}
+		c := cells[k]
+		if c == nil {
+			c = &cell{}
+			cells[k] = c
+		}
+		c.total++
+		siteCounts[r.Verdict]++
+		if r.Verdict == policy.SiteDeny {
+			continue
+		}
+		c.allowed++
+		port := fmt.Sprintf("%d/%s", r.Port, r.Protocol)
+		if r.Verdict == policy.SitePartial {
+			port += "[" + siteRanges(r.Allowed, isSite(inv, r.From), isSite(inv, r.To)) + "]"
+		}
+		c.ports = append(c.ports, port)
+	}
+	keys := make([]string, len(ws), len(ws)+len(inv.Sites))
 	for i := range ws {
 		keys[i] = ws[i].Key()
+	}
+	for i := range inv.Sites {
+		keys = append(keys, inv.Sites[i].Key())
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	header := []any{"FROM \\ TO"}
@@ -211,5 +249,44 @@ func writeMatrix(out io.Writer, ws []inventory.Workload, results []policy.Result
 	_, err := fmt.Fprintf(out, "\n%d of %d (source, destination, port) combinations allowed; baseline %s.\n"+
 		"A cell lists the destination ports the source may reach; ✗ means none, · is the workload itself.\n",
 		allowed, len(results), baseline)
+	if err != nil || len(inv.Sites) == 0 {
+		return err
+	}
+	_, err = fmt.Fprintf(out, "Of %d (source, destination, port) combinations with a site, %d are allowed for every site address and %d for part of them;\n"+
+		"[...] lists the allowed site prefixes (source>destination between two sites).\n",
+		len(siteResults), siteCounts[policy.SiteAllow], siteCounts[policy.SitePartial])
 	return err
+}
+
+func isSite(inv *inventory.Inventory, key string) bool {
+	for i := range inv.Sites {
+		if inv.Sites[i].Key() == key {
+			return true
+		}
+	}
+	return false
+}
+
+// siteRanges writes the allowed address pairs of a site cell: the site
+// side's prefixes, or source>destination when both ends are sites.
+func siteRanges(rs []policy.AddrRange, fromSite, toSite bool) string {
+	join := func(ps []netip.Prefix) string {
+		s := make([]string, len(ps))
+		for i, p := range ps {
+			s[i] = p.String()
+		}
+		return strings.Join(s, "+")
+	}
+	var parts []string
+	for _, r := range rs {
+		switch {
+		case fromSite && toSite:
+			parts = append(parts, join(r.From)+">"+join(r.To))
+		case fromSite:
+			parts = append(parts, join(r.From))
+		default:
+			parts = append(parts, join(r.To))
+		}
+	}
+	return strings.Join(parts, ";")
 }

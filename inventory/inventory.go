@@ -1,5 +1,5 @@
 // Package inventory holds Latch's model of what policy talks about:
-// namespaces, workloads and nodes, and reads the inventory YAML file that
+// namespaces, workloads, nodes and sites, and reads the inventory YAML file that
 // `latch policy eval` takes.
 //
 // It is pure: no I/O beyond parsing bytes it is given. Anything may import it.
@@ -109,18 +109,20 @@ func (n *Node) AsWorkload() Workload {
 	return Workload{Name: n.Name, Namespace: n.Namespace, Labels: n.Labels, Node: n.Name, IP: n.IP, Ports: n.Ports}
 }
 
-// Inventory is a set of namespaces, nodes and workloads.
+// Inventory is a set of namespaces, nodes, workloads and sites.
 type Inventory struct {
 	Namespaces []Namespace `json:"namespaces"`
 	Nodes      []Node      `json:"nodes,omitempty"`
 	Workloads  []Workload  `json:"workloads"`
+	// Sites are networks of agentless hosts (see Site).
+	Sites []Site `json:"sites,omitempty"`
 }
 
 // ErrInvalid is wrapped by every validation error of this package.
 var ErrInvalid = errors.New("invalid inventory")
 
-// Validate checks names, labels, addresses and ports, and that every
-// workload's namespace and node exist. It reports every problem it finds.
+// Validate checks names, labels, addresses and ports, that every
+// workload's namespace and node exist, and the sites (see Site). It reports every problem it finds.
 func (inv *Inventory) Validate() error {
 	var errs []string
 	add := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
@@ -215,6 +217,12 @@ func (inv *Inventory) Validate() error {
 		}
 		checkMember(w, "workload", wl)
 	}
+	checkName := func(where, name string) {
+		for _, e := range validation.IsDNS1123Subdomain(name) {
+			add("%s.name: %q: %s", where, name, e)
+		}
+	}
+	inv.validateSites(add, nsSeen, names, checkName, checkLabels, checkPorts)
 	if len(errs) == 0 {
 		return nil
 	}

@@ -35,4 +35,7 @@ func (inv *Inventory) defaults() {
 	for i := range inv.Nodes {
 		fix(inv.Nodes[i].Ports)
 	}
+	for i := range inv.Sites {
+		fix(inv.Sites[i].Ports)
+	}
 }

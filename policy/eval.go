@@ -153,6 +153,9 @@ type Evaluator struct {
 	baseline   Baseline
 	namespaces map[string]labels.Set
 	byNS       map[string][]*refPolicy
+	// cuts are every ipBlock cidr and except of the policies, masked: the
+	// only boundaries at which a verdict can change with the address.
+	cuts []netip.Prefix
 }
 
 // NewEvaluator prepares policies for evaluation.
@@ -177,6 +180,13 @@ func NewEvaluator(namespaces []inventory.Namespace, policies []*Policy, baseline
 				out[i].namespaces = Selector(pp.NamespaceSelector)
 			}
 			out[i].block = pp.IPBlock
+			if b := pp.IPBlock; b != nil {
+				for _, c := range append([]string{b.CIDR}, b.Except...) {
+					if p, err := netip.ParsePrefix(c); err == nil {
+						e.cuts = append(e.cuts, p.Masked())
+					}
+				}
+			}
 		}
 		return out
 	}
