@@ -58,6 +58,24 @@ func TestEvalGolden(t *testing.T) {
 	}
 }
 
+// TestEvalSitesGolden: sites get rows and columns with the CIDR-level
+// verdict, and JSON a siteResults list. The outputs were checked by hand
+// against the comments of examples/sites-policy.yaml.
+func TestEvalSitesGolden(t *testing.T) {
+	for _, f := range []struct{ name, output, baseline string }{
+		{"eval-sites-table.txt", "table", "deny"},
+		{"eval-sites.json", "json", "deny"},
+		{"eval-sites-allow-table.txt", "table", "allow"},
+	} {
+		out, errOut, code := run(t, "policy", "eval", "--inventory", "../examples/sites-inventory.yaml",
+			"--policy", "../examples/sites-policy.yaml", "--output", f.output, "--baseline", f.baseline)
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, errOut)
+		}
+		golden(t, f.name, out)
+	}
+}
+
 // TestEvalJSONShape checks the documented JSON contract: results sorted by
 // from, to, protocol, port, with the fields the issue names.
 func TestEvalJSONShape(t *testing.T) {

@@ -44,7 +44,11 @@ traffic passes iff the source's egress and the destination's ingress both
 allow it. A direction that no policy isolates is decided by the baseline:
 "deny" (zero trust, the default) or "allow" (exactly Kubernetes). A policy
 without metadata.namespace is in the namespace of -n (default "default"), as
-with kubectl apply.`,
+with kubectl apply.
+
+Sites of the inventory (networks of agentless hosts) get a row and a column:
+a cell lists a port alone when every address of the site may use it, and
+with the allowed prefixes in brackets when only part of the site may.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runEval(cmd.OutOrStdout(), f)
@@ -52,7 +56,7 @@ with kubectl apply.`,
 	}
 	f.ns.register(cmd, false)
 	fl := cmd.Flags()
-	fl.StringVar(&f.inventory, "inventory", "", "inventory file (YAML): namespaces and workloads")
+	fl.StringVar(&f.inventory, "inventory", "", "inventory file (YAML): namespaces, workloads, nodes and sites")
 	fl.StringArrayVar(&f.policies, "policy", nil, "NetworkPolicy file (multi-document YAML); repeatable")
 	fl.StringVar(&f.baseline, "baseline", string(policy.BaselineDeny), "decision for directions no policy isolates: deny or allow")
 	fl.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
@@ -252,7 +256,7 @@ func writeMatrix(out io.Writer, inv *inventory.Inventory, results []policy.Resul
 	if err != nil || len(inv.Sites) == 0 {
 		return err
 	}
-	_, err = fmt.Fprintf(out, "Of %d (source, destination, port) combinations with a site, %d are allowed for every site address and %d for part of them;\n"+
+	_, err = fmt.Fprintf(out, "%d (source, destination, port) combinations with a site: %d allowed for every site address, %d for part of them;\n"+
 		"[...] lists the allowed site prefixes (source>destination between two sites).\n",
 		len(siteResults), siteCounts[policy.SiteAllow], siteCounts[policy.SitePartial])
 	return err

@@ -272,6 +272,7 @@ spec:
 			t.Fatalf("random policies: %v\n%s", err, strings.Join(docs, "---\n"))
 		}
 		ev := policy.NewEvaluator(nss, ps, policy.Baseline([]string{"deny", "allow"}[rng.Intn(2)]))
+		siteSamples := make([][]netip.Addr, len(sites))
 		for si := range sites {
 			s := &sites[si]
 			for _, toSite := range []bool{true, false} {
@@ -309,6 +310,7 @@ spec:
 						}
 					}
 				}
+				siteSamples[si] = samples
 				for _, a := range samples {
 					if !s.Contains(a) {
 						continue
@@ -331,7 +333,44 @@ spec:
 				}
 			}
 		}
+		// Site to site: a pair of addresses is in some allowed range iff
+		// Decide allows it.
+		for _, dir := range [][2]int{{0, 1}, {1, 0}} {
+			from, to := &sites[dir[0]], &sites[dir[1]]
+			v := ev.DecideRange(policy.Endpoint{Site: from}, policy.Endpoint{Site: to}, inventory.TCP, 80)
+			all := true
+			for k := 0; k < 300; k++ {
+				a := siteSamples[dir[0]][rng.Intn(len(siteSamples[dir[0]]))]
+				b := siteSamples[dir[1]][rng.Intn(len(siteSamples[dir[1]]))]
+				if !from.Contains(a) || !to.Contains(b) {
+					continue
+				}
+				ha, hb := from.Host(a), to.Host(b)
+				want := ev.Decide(&ha, &hb, inventory.TCP, 80).Allowed
+				all = all && want
+				in := false
+				for _, r := range v.Allowed {
+					in = in || (containsAddr(r.From, a) && containsAddr(r.To, b))
+				}
+				if in != want {
+					t.Fatalf("iteration %d: %s -> %s: %s>%s in %s = %v, but Decide says %v\npolicies:\n%s",
+						iter, from.Key(), to.Key(), a, b, ranges(v.Allowed), in, want, strings.Join(docs, "---\n"))
+				}
+			}
+			if v.Full && !all {
+				t.Fatalf("iteration %d: %s -> %s is Full but a pair is denied", iter, from.Key(), to.Key())
+			}
+		}
 	}
+}
+
+func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func lastAddr(p netip.Prefix) netip.Addr {
