@@ -87,7 +87,11 @@ func (v RangeVerdict) Any() bool { return len(v.Allowed) > 0 }
 
 // uniform cuts p into pieces on which no ipBlock boundary of the
 // evaluator's policies falls, appending them to out in address order.
+// Sites are IPv4 (inventory.Validate); an IPv6 prefix is decided whole.
 func (e *Evaluator) uniform(p netip.Prefix, out []netip.Prefix) []netip.Prefix {
+	if !p.Addr().Is4() {
+		return append(out, p)
+	}
 	for _, c := range e.cuts {
 		if c.Bits() > p.Bits() && p.Contains(c.Addr()) {
 			lo, hi := halves(p)
