@@ -116,6 +116,7 @@ quick:
 # fewer inputs.
 FUZZ_TARGETS ?= \
 	./policy:FuzzParse \
+	./inventory:FuzzParse \
 	./node/enforce/userspace:FuzzFilter \
 	./wire:FuzzMessages \
 	./coordinator/state:FuzzIngestFlows:3000x \
