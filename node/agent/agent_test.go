@@ -754,6 +754,8 @@ func TestConfigCheck(t *testing.T) {
 		{"bad endpoint", func(c *Config) { c.Endpoints = []netip.AddrPort{netip.MustParseAddrPort("0.0.0.0:1")} }, "endpoint"},
 		{"long iface", func(c *Config) { c.Iface = "abcdefghijklmnopq" }, "interface name"},
 		{"bad workload", func(c *Config) { c.Workloads = []wire.WorkloadDecl{{Name: "x"}} }, "namespace"},
+		{"route not a network", func(c *Config) { c.Routes = []wire.Route{{Prefix: "198.19.1.5/24"}} }, "--advertise-routes: invalid route: 198.19.1.5/24 is not a network address: did you mean 198.19.1.0/24?"},
+		{"overlapping routes", func(c *Config) { c.Routes = []wire.Route{{Prefix: "198.19.0.0/16"}, {Prefix: "198.19.1.0/24"}} }, "overlaps 198.19.0.0/16"},
 	} {
 		c := base
 		tc.mod(&c)
