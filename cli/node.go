@@ -448,17 +448,17 @@ func printStatus(w io.Writer, st agent.Status) {
 		rows = append(rows, [2]string{"Workload " + w.Namespace + "/" + w.Name, line})
 	}
 	for _, r := range st.Routes {
-		line := r.Status
+		line := r.Status + " (as of the last registration)"
 		switch r.Status {
 		case "":
-			line = "not registered yet"
+			line = "advertised, not registered yet"
 		case wire.RouteAdvertised:
-			line += " (waits for an admin: latch admin route approve " + st.Name + " " + r.Prefix + ")"
+			line = r.Status + " (as of the last registration; waits for an admin: latch admin route approve " + st.Name + " " + r.Prefix + ")"
 		}
 		if r.SNAT {
 			line += ", snat"
 		}
-		rows = append(rows, [2]string{"Route " + r.Prefix, line + " (as of the last registration)"})
+		rows = append(rows, [2]string{"Route " + r.Prefix, line})
 	}
 	if st.LastError != "" {
 		rows = append(rows, [2]string{"Last error", st.LastError})
