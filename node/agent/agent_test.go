@@ -232,6 +232,14 @@ func (fc *fakeCoord) register(w http.ResponseWriter, r *http.Request) {
 		resp.Workloads = append(resp.Workloads, inventory.Workload{Name: d.Name, Namespace: d.Namespace,
 			Labels: d.Labels, Ports: d.Ports, Node: name, IP: netip.AddrFrom4([4]byte{100, 64, 1, byte(i + 1)})})
 	}
+	for i, r := range req.Routes {
+		// The first route approved, the others waiting.
+		st := wire.RouteAdvertised
+		if i == 0 {
+			st = wire.RouteApproved
+		}
+		resp.Routes = append(resp.Routes, wire.RouteStatus{Prefix: r.Prefix, SNAT: r.SNAT, Status: st})
+	}
 	json.NewEncoder(w).Encode(resp)
 }
 
