@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/latchnet/latch/adminapi"
@@ -57,5 +58,15 @@ func TestBrowserRoutes(t *testing.T) {
 	}
 	if tb := liveText(b, "#routes tbody"); !strings.Contains(tb, "approved") || !strings.Contains(tb, "rejected") {
 		t.Errorf("viewer's routes table %q", tb)
+	}
+
+	// An admin's decision shows live, without a reload.
+	js[chromedp.Void](b, "marking the page", `void (window.latchNoReload = 45)`)
+	if r := h.admin().call("POST", "/v1/admin/routes/approve", adminapi.RouteDecision{Node: "gw-1", Prefix: "198.19.2.0/24"}, nil); r.code != 200 {
+		t.Fatalf("approve: %+v", r)
+	}
+	b.run("waiting for the approval to show", chromedp.Poll[chromedp.Void](`!document.querySelector('#routes tbody').textContent.includes('rejected')`, chromedp.WithPollingTimeout(30*time.Second)))
+	if js[int](b, "checking no reload", `window.latchNoReload || 0`) != 45 {
+		t.Error("the page reloaded; the decision should show through live updates")
 	}
 }

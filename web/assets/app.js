@@ -1063,7 +1063,8 @@ function setupNav() {
   document.addEventListener('click', (ev) => { if (!ev.target.closest('#nav')) for (const b of buttons) setOpen(b, false); });
 }
 
-// Pages redrawn on node events: those without forms a redraw would reset.
+// Pages redrawn on node and route events: those without forms a redraw
+// would reset.
 const livePages = new Set(['overview', 'nodes', 'workloads', 'spiffe', 'routes']);
 
 function connectEvents() {
@@ -1097,6 +1098,11 @@ function connectEvents() {
   });
   es.addEventListener('change', (ev) => {
     const e = JSON.parse(ev.data);
+    if (e.action === 'route.approve' || e.action === 'route.reject') {
+      notice('Route ' + e.object + (e.action === 'route.approve' ? ' approved' : ' rejected') + (e.actor ? ' by ' + e.actor : '') + ' (' + new Date(e.time).toLocaleTimeString() + ').');
+      refresh();
+      return;
+    }
     if (!e.action.startsWith('node.')) return;
     const what = { 'node.enroll': 'enrolled', 'node.register': 'registered', 'node.connect': 'connected', 'node.disconnect': 'disconnected', 'node.delete': 'deleted', 'node.renew': 'renewed its certificate',
       'node.spiffe.pending': 'presented an SVID from SPIRE that matches no mapping: it waits for approval', 'node.spiffe.admit': 'was admitted (SPIRE)', 'node.spiffe.reject': 'was rejected (SPIRE)' }[e.action] || e.action;
