@@ -17,7 +17,7 @@ import (
 func (s *State) checkRoutes(name string, rs []wire.Route) ([]netip.Prefix, error) {
 	ps, err := wire.CheckRoutes(rs, s.opts.Pool)
 	if err != nil {
-		return nil, fmt.Errorf("%w: node %s advertises routes the coordinator refuses: %v; fix --advertise-routes and restart the node", ErrInvalid, name, err)
+		return nil, fmt.Errorf("%w: node %s: %v; fix its --advertise-routes (or advertiseRoutes in its config file) and restart it", ErrInvalid, name, err)
 	}
 	return ps, nil
 }
