@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"testing"
@@ -109,6 +110,15 @@ func TestSubnetRoutes(t *testing.T) {
 	}
 	if n, err := c.Node(ctx, "gw-2"); err != nil || n.PublicKey != "" {
 		t.Errorf("a refused registration registered the node: %+v %v", n, err)
+	}
+
+	// /metrics counts the routes by status.
+	rec := httptest.NewRecorder()
+	h.API.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{`latch_coordinator_routes{status="advertised"} 0`, `latch_coordinator_routes{status="approved"} 1`, `latch_coordinator_routes{status="rejected"} 1`} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %q", want)
+		}
 	}
 
 	// The same prefix from a second gateway is allowed.
