@@ -596,3 +596,41 @@ type SpiffeRejection struct {
 	// Node is its name or its SPIFFE ID.
 	Node string `json:"node"`
 }
+
+// Statuses of a SubnetRoute.
+const (
+	// RouteAdvertised: the node advertises the route; it waits for an
+	// admin and carries nothing.
+	RouteAdvertised = "advertised"
+	// RouteApproved: an admin approved it.
+	RouteApproved = "approved"
+	// RouteRejected: an admin rejected it; it stays rejected while the
+	// node advertises it, until an admin approves it.
+	RouteRejected = "rejected"
+)
+
+// SubnetRoute is a subnet a node advertises as a gateway, and what an
+// admin decided about it.
+type SubnetRoute struct {
+	Node   string       `json:"node"`
+	Prefix netip.Prefix `json:"prefix"`
+	// SNAT is whether the gateway is to rewrite overlay source addresses
+	// into its own on the subnet (recorded; not enforced yet).
+	SNAT bool `json:"snat"`
+	// Status is RouteAdvertised, RouteApproved or RouteRejected.
+	Status string `json:"status"`
+	// AdvertisedAt is when the node first advertised the route.
+	AdvertisedAt time.Time `json:"advertisedAt"`
+	// DecidedAt is when an admin last approved or rejected it (the zero
+	// time, 0001-01-01T00:00:00Z, while it waits); DecidedBy is who.
+	DecidedAt time.Time `json:"decidedAt"`
+	DecidedBy string    `json:"decidedBy,omitempty"`
+}
+
+// RouteDecision names a route to approve or reject.
+type RouteDecision struct {
+	// Node is the node that advertises it.
+	Node string `json:"node"`
+	// Prefix is the route as the node advertises it, 198.19.1.0/24.
+	Prefix string `json:"prefix"`
+}

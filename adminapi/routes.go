@@ -141,4 +141,11 @@ var Routes = []Route{
 		Request: SpiffeApproval{}, Response: Node{}},
 	{Method: http.MethodPost, Path: "/spiffe/nodes/reject", Name: "RejectSpiffeNode", Summary: "Refuse a SPIRE node from then on (an admitted one is removed)",
 		Request: SpiffeRejection{}},
+	{Method: http.MethodGet, Path: "/routes", Name: "SubnetRoutes", Summary: "List the subnet routes the nodes advertise as gateways, with what an admin decided",
+		Query:    []Param{{"node", "only the routes of this node"}},
+		Response: []SubnetRoute{}},
+	{Method: http.MethodPost, Path: "/routes/approve", Name: "ApproveRoute", Summary: "Approve a subnet route a node advertises",
+		Request: RouteDecision{}, Response: SubnetRoute{}},
+	{Method: http.MethodPost, Path: "/routes/reject", Name: "RejectRoute", Summary: "Reject a subnet route a node advertises (it stays rejected while the node advertises it)",
+		Request: RouteDecision{}, Response: SubnetRoute{}},
 }

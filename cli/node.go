@@ -48,6 +48,10 @@ type nodeFlags struct {
 	spiffeSock    string
 	coordID       string
 	coordCA       string
+	// routes is --advertise-routes; fileRoutes the config file's
+	// advertiseRoutes, used when the flag is not given.
+	routes     string
+	fileRoutes []string
 }
 
 // nodeFile is `latch node --config FILE`: the same settings as the flags
@@ -71,6 +75,9 @@ type nodeFile struct {
 	CoordinatorID string         `json:"coordinatorID,omitempty"`
 	CoordinatorCA string         `json:"coordinatorCA,omitempty"`
 	Workloads     []fileWorkload `json:"workloads,omitempty"`
+	// AdvertiseRoutes is --advertise-routes, one route a line:
+	// PREFIX or PREFIX:snat.
+	AdvertiseRoutes []string `json:"advertiseRoutes,omitempty"`
 }
 
 type fileWorkload struct {
@@ -129,6 +136,14 @@ func (f *nodeFlags) applyFile(cmd *cobra.Command) ([]fileWorkload, error) {
 	}
 	if len(nf.Endpoints) > 0 && !cmd.Flags().Changed("endpoint") {
 		f.endpoints = nf.Endpoints
+	}
+	for i, text := range nf.AdvertiseRoutes {
+		if _, err := wire.ParseRoute(text); err != nil {
+			return nil, fmt.Errorf("--config %s: advertiseRoutes[%d]: %w", f.configFile, i, err)
+		}
+	}
+	if len(nf.AdvertiseRoutes) > 0 && !cmd.Flags().Changed("advertise-routes") {
+		f.routes, f.fileRoutes = "", nf.AdvertiseRoutes
 	}
 	for i, w := range nf.Workloads {
 		if w.Name == "" || w.Namespace == "" {
@@ -216,6 +231,7 @@ follows its view stream. "latch status" and "latch peers" ask it how it is.`,
 	fl.StringArrayVar(&f.endpoints, "endpoint", nil, "underlay IP:PORT peers reach this node at; repeatable (default: every global IPv4 address with --listen-port)")
 	fl.StringVar(&f.spiffeSock, "spiffe-socket", "", "take the node's SVID from the local SPIRE agent's Workload API (unix:///PATH/api.sock) instead of a join token; the node name is the SPIFFE ID's last path segment")
 	fl.StringVar(&f.coordID, "coordinator-id", "", "with --spiffe-socket: the SPIFFE ID the coordinator must present (default spiffe://<the node's trust domain>/latch/coordinator)")
+	fl.StringVar(&f.routes, "advertise-routes", "", "make this node a gateway: subnets it offers to carry, "+wire.RouteSyntax+" (snat: the gateway is to rewrite overlay sources to its own address; recorded, not enforced yet). Each takes effect once an admin approves it (latch admin route approve)")
 	fl.StringVar(&f.coordCA, "coordinator-ca", "", "with --spiffe-socket: the coordinator's CA certificate (its data dir's ca.crt), to trust a coordinator that has no SPIRE SVID (--trust-bundle)")
 	return cmd
 }
@@ -255,6 +271,11 @@ func (f nodeFlags) config() (agent.Config, error) {
 	default:
 		return cfg, fmt.Errorf("--enforce %q: want auto, ebpf, userspace or off", f.enforce)
 	}
+	routes, err := f.advertisedRoutes()
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Routes = routes
 	labels, err := parseNodeLabels(f.labels)
 	if err != nil {
 		return cfg, err
@@ -353,6 +374,24 @@ func newPeersCmd() *cobra.Command {
 	return cmd
 }
 
+// advertisedRoutes reads --advertise-routes, or the config file's
+// advertiseRoutes.
+func (f nodeFlags) advertisedRoutes() ([]wire.Route, error) {
+	if f.routes != "" {
+		rs, err := wire.ParseRoutes(f.routes)
+		if err != nil {
+			return nil, fmt.Errorf("--advertise-routes: %w", err)
+		}
+		return rs, nil
+	}
+	var rs []wire.Route
+	for _, text := range f.fileRoutes {
+		r, _ := wire.ParseRoute(text) // checked by applyFile
+		rs = append(rs, r)
+	}
+	return rs, nil
+}
+
 func writeJSONOut(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -407,6 +446,19 @@ func printStatus(w io.Writer, st agent.Status) {
 			line += " cgroup " + w.Cgroup + " " + cgroupNote(st.Enforce)
 		}
 		rows = append(rows, [2]string{"Workload " + w.Namespace + "/" + w.Name, line})
+	}
+	for _, r := range st.Routes {
+		line := r.Status + " (as of the last registration)"
+		switch r.Status {
+		case "":
+			line = "advertised, not registered yet"
+		case wire.RouteAdvertised:
+			line = r.Status + " (as of the last registration; waits for an admin: latch admin route approve " + st.Name + " " + r.Prefix + ")"
+		}
+		if r.SNAT {
+			line += ", snat"
+		}
+		rows = append(rows, [2]string{"Route " + r.Prefix, line})
 	}
 	if st.LastError != "" {
 		rows = append(rows, [2]string{"Last error", st.LastError})

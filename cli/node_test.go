@@ -18,6 +18,7 @@ listenPort: 51999
 enforce: userspace
 flowInterval: 2s
 metricsListen: 127.0.0.1:9999
+advertiseRoutes: [198.19.1.0/24, "198.19.2.0/24:snat"]
 workloads:
   - name: api
     namespace: prod
@@ -48,6 +49,9 @@ workloads:
 	if f.flowInterval != 2*time.Second || f.metricsListen != "127.0.0.1:9999" {
 		t.Errorf("flowInterval/metricsListen not applied: %v %q", f.flowInterval, f.metricsListen)
 	}
+	if rs, err := f.advertisedRoutes(); err != nil || len(rs) != 2 || rs[0].Prefix != "198.19.1.0/24" || rs[0].SNAT || !rs[1].SNAT {
+		t.Errorf("advertiseRoutes: %+v %v", rs, err)
+	}
 	if len(ws) != 1 || ws[0].Ports[0].Protocol != "TCP" || ws[0].Ports[1].Protocol != "UDP" {
 		t.Errorf("workloads: %+v", ws)
 	}
@@ -56,8 +60,9 @@ workloads:
 	for doc, want := range map[string]string{
 		"workloads: [{name: a}]\n":                                   "name and namespace are required",
 		"workloads: [{name: a, namespace: p, ports: [{port: 0}]}]\n": "ports[0]",
-		"nmae: x\n":           "nmae",
-		"flowInterval: 5s5\n": "want a duration",
+		"nmae: x\n":                              "nmae",
+		"flowInterval: 5s5\n":                    "want a duration",
+		"advertiseRoutes: [198.19.1.0/24:nat]\n": "advertiseRoutes[0]: invalid route",
 		"workloads: [{name: a, namespace: p, ports: [{port: 1, protocol: icmp}]}]\n": "protocol TCP, UDP or SCTP",
 	} {
 		os.WriteFile(bad, []byte(doc), 0o644)

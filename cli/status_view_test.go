@@ -49,3 +49,23 @@ func TestPrintStatusEnforcer(t *testing.T) {
 		}
 	}
 }
+
+// TestPrintStatusRoutes: `latch status` on a gateway shows each advertised
+// route with its status as the coordinator last answered.
+func TestPrintStatusRoutes(t *testing.T) {
+	var b strings.Builder
+	printStatus(&b, agent.Status{Name: "gw-1", Routes: []agent.RouteStatus{
+		{Prefix: "198.19.1.0/24", Status: "approved"},
+		{Prefix: "198.19.2.0/24", SNAT: true, Status: "advertised"},
+		{Prefix: "198.19.3.0/24"},
+	}})
+	for _, want := range []string{
+		"Route 198.19.1.0/24:  approved (as of the last registration)\n",
+		"Route 198.19.2.0/24:  advertised (as of the last registration; waits for an admin: latch admin route approve gw-1 198.19.2.0/24), snat\n",
+		"Route 198.19.3.0/24:  advertised, not registered yet\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("want %q in\n%s", want, b.String())
+		}
+	}
+}

@@ -77,6 +77,12 @@ type RegisterRequest struct {
 	Endpoints []netip.AddrPort `json:"endpoints"` // underlay
 	Ports     []inventory.Port `json:"ports,omitempty"`
 	Workloads []WorkloadDecl   `json:"workloads,omitempty"`
+	// Routes are the subnets the node advertises as a gateway (at most
+	// MaxRoutes; see CheckRoutes). They replace those advertised before:
+	// a route left out is withdrawn. An invalid route, or one overlapping
+	// a different route of another node, refuses the whole request (400,
+	// 409) and changes nothing.
+	Routes []Route `json:"routes,omitempty"`
 }
 
 // WorkloadDecl declares a workload; the coordinator assigns its address.
@@ -96,6 +102,9 @@ type WorkloadDecl struct {
 type RegisterResponse struct {
 	Node      NodeInfo             `json:"node"`
 	Workloads []inventory.Workload `json:"workloads,omitempty"`
+	// Routes are the node's advertised routes with their status at the
+	// time of the registration.
+	Routes []RouteStatus `json:"routes,omitempty"`
 }
 
 // StreamMessage is one line of the view stream: a full view, a delta from

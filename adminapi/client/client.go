@@ -529,6 +529,30 @@ func (c *Client) RejectSpiffeNode(ctx context.Context, node string) error {
 	return c.json(ctx, http.MethodPost, "/spiffe/nodes/reject", adminapi.SpiffeRejection{Node: node}, nil)
 }
 
+// SubnetRoutes lists the subnet routes the nodes advertise; node "" for
+// all nodes.
+func (c *Client) SubnetRoutes(ctx context.Context, node string) ([]adminapi.SubnetRoute, error) {
+	q := url.Values{}
+	if node != "" {
+		q.Set("node", node)
+	}
+	return get[[]adminapi.SubnetRoute](ctx, c, "/routes", q)
+}
+
+// ApproveRoute approves the route prefix that node advertises.
+func (c *Client) ApproveRoute(ctx context.Context, node, prefix string) (adminapi.SubnetRoute, error) {
+	var out adminapi.SubnetRoute
+	err := c.json(ctx, http.MethodPost, "/routes/approve", adminapi.RouteDecision{Node: node, Prefix: prefix}, &out)
+	return out, err
+}
+
+// RejectRoute rejects the route prefix that node advertises.
+func (c *Client) RejectRoute(ctx context.Context, node, prefix string) (adminapi.SubnetRoute, error) {
+	var out adminapi.SubnetRoute
+	err := c.json(ctx, http.MethodPost, "/routes/reject", adminapi.RouteDecision{Node: node, Prefix: prefix}, &out)
+	return out, err
+}
+
 // OpenAPI returns the coordinator's OpenAPI description of the admin API.
 func (c *Client) OpenAPI(ctx context.Context) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+adminapi.OpenAPIPath, nil)

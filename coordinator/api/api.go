@@ -131,6 +131,7 @@ func New(cfg Config) *Server {
 	admin := s.e.Group("/v1/admin", s.adminAuth)
 	s.adminRoutes(admin)
 	s.spiffeRoutes(admin)
+	s.subnetRoutes(admin)
 	s.e.GET(adminapi.OpenAPIPath, s.openAPI)
 	s.installRoutes()
 	for _, ext := range cfg.Extensions {
@@ -426,14 +427,23 @@ func (s *Server) register(c echo.Context) error {
 			reg.WorkloadIDs[w.Key()] = d.SpiffeID
 		}
 	}
+	reg.Routes = req.Routes
 	n, ws, err := s.cfg.State.Register(c.Request().Context(), nodeOf(c).Name, reg)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, wire.RegisterResponse{
+	routes, err := s.cfg.State.Routes(c.Request().Context(), n.Name)
+	if err != nil {
+		return err
+	}
+	resp := wire.RegisterResponse{
 		Node:      wire.NodeInfo{Name: n.Name, Namespace: n.Namespace, Labels: n.Labels, IP: n.IP, Route: s.cfg.Pool},
 		Workloads: ws,
-	})
+	}
+	for _, r := range routes {
+		resp.Routes = append(resp.Routes, wire.RouteStatus{Prefix: r.Prefix.String(), SNAT: r.SNAT, Status: r.Status})
+	}
+	return c.JSON(http.StatusOK, resp)
 }
 
 func adminHash(token string) []byte {

@@ -209,6 +209,15 @@ func TestAdminContract(t *testing.T) {
 	}}, &fr); code != 200 || fr.Accepted != 2 {
 		t.Fatalf("flows: %d %s", code, body)
 	}
+	// A gateway with subnet routes: one approved, one waiting.
+	gw := h.MustEnroll(h.Token(1), "gw-1")
+	if code, body := h.Post(gw, wire.PathRegister, wire.RegisterRequest{PublicKey: coordtest.PublicKey("gw-1"),
+		Routes: []wire.Route{{Prefix: "198.19.1.0/24"}, {Prefix: "198.19.2.0/24", SNAT: true}}}, nil); code != 200 {
+		t.Fatalf("register the gateway: %d %s", code, body)
+	}
+	if _, err := c.ApproveRoute(ctx, "gw-1", "198.19.1.0/24"); err != nil {
+		t.Fatal(err)
+	}
 	laptop := coordtest.SpireNode(spire, spire.Issue(t, "spiffe://spire.test/dev/laptop", time.Hour)).HTTP
 	if code, e := postJSON(t, laptop, h.URL+wire.PathRegister, wire.RegisterRequest{PublicKey: "k"}); code != http.StatusForbidden || e.Code != "pending" {
 		t.Fatalf("register of an unmapped SPIRE node: %d %+v", code, e)
@@ -263,6 +272,9 @@ func TestAdminContract(t *testing.T) {
 		"SpiffeNodes":       {},
 		"ApproveSpiffeNode": {body: `{"node":"laptop","namespace":"dev","labels":{"role":"client"},"workloads":["namespace=dev,name=tool"]}`},
 		"RejectSpiffeNode":  {body: `{"node":"laptop"}`},
+		"SubnetRoutes":      {},
+		"ApproveRoute":      {body: `{"node":"gw-1","prefix":"198.19.2.0/24"}`},
+		"RejectRoute":       {body: `{"node":"gw-1","prefix":"198.19.1.0/24"}`},
 	}
 	// Reads and changes first, deletions last (they take away the data).
 	routes := slices.Clone(adminapi.Routes)

@@ -124,6 +124,11 @@ func toSpiffeNode(r store.SpiffeNode) adminapi.SpiffeNode {
 	return adminapi.SpiffeNode{ID: r.ID, Name: r.Name, Status: r.Status, FirstSeen: r.FirstSeen, LastSeen: r.LastSeen}
 }
 
+func toSubnetRoute(r store.Route) adminapi.SubnetRoute {
+	return adminapi.SubnetRoute{Node: r.Node, Prefix: r.Prefix, SNAT: r.SNAT, Status: r.Status,
+		AdvertisedAt: r.AdvertisedAt, DecidedAt: r.DecidedAt, DecidedBy: r.DecidedBy}
+}
+
 func toFlowEnd(e store.FlowEnd) adminapi.FlowEnd {
 	return adminapi.FlowEnd{Namespace: e.Namespace, Workload: e.Workload, Node: e.Node, IP: e.IP}
 }

@@ -121,8 +121,9 @@ func (m *metrics) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// nodeCollector reports enrolled nodes by state at each scrape: connected
-// (a view stream is open) or disconnected.
+// nodeCollector reports at each scrape the enrolled nodes by state,
+// connected (a view stream is open) or disconnected, and the subnet routes
+// gateways advertise by status.
 type nodeCollector struct {
 	s *Server
 	m *metrics
@@ -131,19 +132,34 @@ type nodeCollector struct {
 var nodesDesc = prometheus.NewDesc("latch_coordinator_nodes",
 	"Enrolled nodes by state: connected (a view stream is open) or disconnected.", []string{"state"}, nil)
 
-func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- nodesDesc }
+var routesDesc = prometheus.NewDesc("latch_coordinator_routes",
+	"Subnet routes gateways advertise, by status: advertised (waiting for an admin), approved or rejected.", []string{"status"}, nil)
+
+func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- nodesDesc; ch <- routesDesc }
 
 func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var nodes []store.Node
+	var routes []store.Route
 	if err := c.s.cfg.State.Read(ctx, func(tx store.Tx) error {
 		var err error
-		nodes, err = tx.ListNodes()
+		if nodes, err = tx.ListNodes(); err != nil {
+			return err
+		}
+		routes, err = tx.ListRoutes()
 		return err
 	}); err != nil {
 		ch <- prometheus.NewInvalidMetric(nodesDesc, err)
+		ch <- prometheus.NewInvalidMetric(routesDesc, err)
 		return
+	}
+	byStatus := map[string]int{store.RouteAdvertised: 0, store.RouteApproved: 0, store.RouteRejected: 0}
+	for _, r := range routes {
+		byStatus[r.Status]++
+	}
+	for st, n := range byStatus {
+		ch <- prometheus.MustNewConstMetric(routesDesc, prometheus.GaugeValue, float64(n), st)
 	}
 	c.m.mu.Lock()
 	connected := 0

@@ -30,6 +30,7 @@ import (
 	"github.com/latchnet/latch/netmap"
 	"github.com/latchnet/latch/policy"
 	"github.com/latchnet/latch/view"
+	"github.com/latchnet/latch/wire"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 )
@@ -544,6 +545,9 @@ type Registration struct {
 	// (verified by the API); the --spiffe-map entry it matches adds its
 	// grants to the node's own.
 	SpiffeID string
+	// Routes are the subnets the node advertises as a gateway; they
+	// replace those it advertised before (see setRoutes).
+	Routes []wire.Route
 }
 
 // Register records the node's WireGuard key, endpoints and the complete
@@ -551,7 +555,9 @@ type Registration struct {
 // Every workload must be granted to the node (its stored grants, plus
 // those of the --spiffe-map entry its SPIFFE ID matches); otherwise the
 // whole registration is refused with ErrNotGranted, nothing is changed,
-// and the refusal is audited (node.register.refused).
+// and the refusal is audited (node.register.refused). An invalid route
+// (ErrInvalid) or one overlapping another node's (ErrConflict) refuses the
+// whole registration too: nothing is half-applied.
 func (s *State) Register(ctx context.Context, name string, r Registration) (store.Node, []inventory.Workload, error) {
 	if r.PublicKey == "" {
 		return store.Node{}, nil, fmt.Errorf("%w: register: publicKey is required", ErrInvalid)
@@ -588,11 +594,15 @@ func (s *State) Register(ctx context.Context, name string, r Registration) (stor
 			}
 		}
 	}
+	routes, err := s.checkRoutes(name, r.Routes)
+	if err != nil {
+		return store.Node{}, nil, err
+	}
 	var (
 		node store.Node
 		ws   []inventory.Workload
 	)
-	err := s.change(ctx, "node.register", "node:"+name, name, r, func(tx store.Tx) ([]string, error) {
+	err = s.change(ctx, "node.register", "node:"+name, name, r, func(tx store.Tx) ([]string, error) {
 		var err error
 		if node, err = tx.GetNode(name); err != nil {
 			return nil, err
@@ -605,6 +615,11 @@ func (s *State) Register(ctx context.Context, name string, r Registration) (stor
 			if err := checkGranted(name, granted, w, r.WorkloadIDs[w.Key()]); err != nil {
 				return nil, err
 			}
+		}
+		// Routes before anything touches the engine: a refused route
+		// leaves it as it was.
+		if err := s.setRoutes(tx, name, r.Routes, routes); err != nil {
+			return nil, err
 		}
 		node.PublicKey, node.Endpoints, node.Ports = r.PublicKey, r.Endpoints, r.Ports
 		node.LastSeen = s.opts.Now()

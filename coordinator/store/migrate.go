@@ -197,6 +197,21 @@ CREATE UNIQUE INDEX nodes_public_key ON nodes (public_key) WHERE public_key <> '
 	// 7: pruning the audit log by age (latch coordinator
 	// --audit-retention).
 	`CREATE INDEX audit_time ON audit (time);`,
+	// 8: subnet routes the nodes advertise as gateways (issue 14), and
+	// what an admin decided about them; they go with the node.
+	`
+CREATE TABLE routes (
+	node          TEXT NOT NULL REFERENCES nodes (name) ON DELETE CASCADE,
+	prefix        TEXT NOT NULL,
+	snat          INTEGER NOT NULL,
+	status        TEXT NOT NULL,
+	advertised_at INTEGER,
+	decided_at    INTEGER,
+	decided_by    TEXT NOT NULL,
+	PRIMARY KEY (node, prefix)
+);
+CREATE INDEX routes_prefix ON routes (prefix);
+`,
 }
 
 // migrate applies the migrations db lacks, all in one transaction, and

@@ -134,6 +134,33 @@ type SpiffeNode struct {
 	FirstSeen, LastSeen time.Time
 }
 
+// Statuses of a Route.
+const (
+	// RouteAdvertised: the node advertises it; it waits for an admin.
+	RouteAdvertised = "advertised"
+	// RouteApproved: an admin approved it.
+	RouteApproved = "approved"
+	// RouteRejected: an admin rejected it.
+	RouteRejected = "rejected"
+)
+
+// Route is a subnet a node advertises as a gateway, and what an admin
+// decided about it.
+type Route struct {
+	Node   string
+	Prefix netip.Prefix
+	SNAT   bool
+	// Status is RouteAdvertised, RouteApproved or RouteRejected.
+	Status string
+	// AdvertisedAt is when the node first advertised it (it keeps that
+	// time while the node goes on advertising it).
+	AdvertisedAt time.Time
+	// DecidedAt and DecidedBy are when and by whom it was last approved
+	// or rejected; zero and "" while it waits.
+	DecidedAt time.Time
+	DecidedBy string
+}
+
 // GraceCert is a node's previous certificate during the short grace after
 // a renewal: the coordinator accepts it until Until, so that a node whose
 // renewal answer was lost, or whose open connections still carry the old
@@ -303,6 +330,13 @@ type Tx interface {
 	// DeleteSpiffeNode deletes the record of a SPIFFE ID; a missing one is
 	// ErrNotFound.
 	DeleteSpiffeNode(id string) error
+
+	// SetRoutes replaces the routes node advertises with rs (each one's
+	// Node is set to node); the node must exist. Its routes go with it
+	// when it is deleted.
+	SetRoutes(node string, rs []Route) error
+	// ListRoutes returns every route ordered by node, prefix.
+	ListRoutes() ([]Route, error)
 
 	// GetMeta returns a value of the key/value table, or ErrNotFound.
 	// InsertFlows stores flow records; ListFlows reads them by filter,

@@ -203,6 +203,10 @@ type agent struct {
 	// workloads are the declared workloads with the addresses the
 	// coordinator assigned; guarded by mu.
 	workloads []inventory.Workload
+	// routes are the advertised routes with their status as the
+	// coordinator answered the last registration; nil before it; guarded
+	// by mu.
+	routes []wire.RouteStatus
 }
 
 func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
@@ -433,7 +437,7 @@ func (a *agent) registerRequest() wire.RegisterRequest {
 	a.mu.Lock()
 	route := a.node.Route
 	a.mu.Unlock()
-	req := wire.RegisterRequest{PublicKey: a.wgKey, Ports: a.s.Ports, Workloads: a.s.Workloads}
+	req := wire.RegisterRequest{PublicKey: a.wgKey, Ports: a.s.Ports, Workloads: a.s.Workloads, Routes: a.s.Routes}
 	for _, ep := range a.s.Endpoints {
 		if route.IsValid() && route.Contains(ep.Addr()) {
 			continue
@@ -452,6 +456,7 @@ func (a *agent) register(ctx context.Context) error {
 	a.mu.Lock()
 	old := a.node
 	a.node = resp.Node
+	a.routes = resp.Routes
 	a.mu.Unlock()
 	if old.IP.IsValid() && (old.IP != resp.Node.IP || old.Route != resp.Node.Route) {
 		a.log.Error("the coordinator changed this node's overlay address; restart the agent to use it",

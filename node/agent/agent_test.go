@@ -232,6 +232,14 @@ func (fc *fakeCoord) register(w http.ResponseWriter, r *http.Request) {
 		resp.Workloads = append(resp.Workloads, inventory.Workload{Name: d.Name, Namespace: d.Namespace,
 			Labels: d.Labels, Ports: d.Ports, Node: name, IP: netip.AddrFrom4([4]byte{100, 64, 1, byte(i + 1)})})
 	}
+	for i, r := range req.Routes {
+		// The first route approved, the others waiting.
+		st := wire.RouteAdvertised
+		if i == 0 {
+			st = wire.RouteApproved
+		}
+		resp.Routes = append(resp.Routes, wire.RouteStatus{Prefix: r.Prefix, SNAT: r.SNAT, Status: st})
+	}
 	json.NewEncoder(w).Encode(resp)
 }
 
@@ -754,6 +762,8 @@ func TestConfigCheck(t *testing.T) {
 		{"bad endpoint", func(c *Config) { c.Endpoints = []netip.AddrPort{netip.MustParseAddrPort("0.0.0.0:1")} }, "endpoint"},
 		{"long iface", func(c *Config) { c.Iface = "abcdefghijklmnopq" }, "interface name"},
 		{"bad workload", func(c *Config) { c.Workloads = []wire.WorkloadDecl{{Name: "x"}} }, "namespace"},
+		{"route not a network", func(c *Config) { c.Routes = []wire.Route{{Prefix: "198.19.1.5/24"}} }, "--advertise-routes: invalid route: 198.19.1.5/24 is not a network address: did you mean 198.19.1.0/24?"},
+		{"overlapping routes", func(c *Config) { c.Routes = []wire.Route{{Prefix: "198.19.0.0/16"}, {Prefix: "198.19.1.0/24"}} }, "overlaps 198.19.0.0/16"},
 	} {
 		c := base
 		tc.mod(&c)

@@ -97,6 +97,11 @@ type Config struct {
 	// MetricsListen is a plain HTTP HOST:PORT serving Prometheus /metrics
 	// without authentication; no metrics listener when empty.
 	MetricsListen string
+	// Routes are the subnets this node advertises as a gateway
+	// (--advertise-routes), sent in every registration. Each takes effect
+	// only once an admin approves it on the coordinator; SNAT is recorded
+	// there (not enforced yet).
+	Routes []wire.Route
 }
 
 // joinToken is a parsed join token. String never shows the secret.
@@ -246,6 +251,10 @@ func (cfg Config) check(hostAddrs func() ([]netip.Addr, error), isCgroup func(pa
 		for _, a := range addrs {
 			s.Endpoints = append(s.Endpoints, netip.AddrPortFrom(a, uint16(s.ListenPort)))
 		}
+	}
+	// The overlay is the coordinator's to know: it checks that part.
+	if _, err := wire.CheckRoutes(s.Routes, netip.Prefix{}); err != nil {
+		return s, fmt.Errorf("--advertise-routes: %w", err)
 	}
 	if err := checkWorkloads(s.Workloads, s.WorkloadCgroups, isCgroup); err != nil {
 		return s, err

@@ -44,6 +44,19 @@ type Status struct {
 	// Workloads are the node's declared workloads with their overlay
 	// addresses ("" until the coordinator assigned one).
 	Workloads []WorkloadStatus `json:"workloads"`
+	// Routes are the subnets the node advertises, with their status as
+	// the coordinator answered the node's last registration ("" before
+	// it): a decision an admin makes later shows at the next one.
+	Routes []RouteStatus `json:"routes,omitempty"`
+}
+
+// RouteStatus is an advertised route in Status.
+type RouteStatus struct {
+	Prefix string `json:"prefix"`
+	SNAT   bool   `json:"snat,omitempty"`
+	// Status is wire.RouteAdvertised, RouteApproved or RouteRejected, ""
+	// until the coordinator answered a registration.
+	Status string `json:"status"`
 }
 
 // FlowStatus is the flow-record part of Status.
@@ -82,6 +95,15 @@ func (a *agent) status() Status {
 		IP:          a.node.IP.String(),
 		Enforce:     a.s.enforce,
 		Workloads:   a.workloadStatus(),
+	}
+	for _, r := range a.s.Routes {
+		rs := RouteStatus{Prefix: r.Prefix, SNAT: r.SNAT}
+		for _, got := range a.routes {
+			if got.Prefix == r.Prefix {
+				rs.Status = got.Status
+			}
+		}
+		st.Routes = append(st.Routes, rs)
 	}
 	st.ViewVersion = versionOf(a.view)
 	st.EnforcedVersion = versionOf(a.enforced)

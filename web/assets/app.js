@@ -366,6 +366,40 @@ pages.spiffe = async (main) => {
       h('p', { class: 'hint' }, 'Deleting an admitted node (Nodes page) forgets its ID: when it comes back it is mapped again or waits here. A rejected ID is refused until approved.')));
 };
 
+// routeButtons are an admin's actions on an advertised subnet route:
+// approve one that is not approved, reject one that is not rejected.
+function routeButtons(r) {
+  if (!isAdmin()) return '';
+  const key = r.node + ' ' + r.prefix;
+  const approve = r.status !== 'approved' ? h('button', { type: 'button', 'data-approve-route': key,
+    'aria-label': 'Approve route ' + r.prefix + ' of ' + r.node, onclick: async () => {
+      await run('Approving ' + r.prefix + ' of ' + r.node, () => api('POST', '/v1/admin/routes/approve', { node: r.node, prefix: r.prefix }));
+      render();
+    } }, 'Approve') : null;
+  const reject = r.status !== 'rejected' ? h('button', { type: 'button', class: 'danger', 'data-reject-route': key,
+    'aria-label': 'Reject route ' + r.prefix + ' of ' + r.node, onclick: async () => {
+      if (!await confirmDialog('Reject ' + r.prefix + ' of node ' + r.node + '? It stays rejected while the node advertises it; you can still approve it later.')) return;
+      await run('Rejecting ' + r.prefix + ' of ' + r.node, () => api('POST', '/v1/admin/routes/reject', { node: r.node, prefix: r.prefix }));
+      render();
+    } }, 'Reject') : null;
+  return h('div', {}, approve, reject);
+}
+
+const routeStatusBadge = (s) => h('span', { class: 'badge route-' + s }, s);
+
+pages.routes = async (main) => {
+  const rs = (await api('GET', '/v1/admin/routes')) || [];
+  main.append(h('h1', { tabindex: '-1' }, 'Subnet routes'), viewerNote(),
+    h('p', { class: 'hint' }, 'Subnets that gateway nodes advertise (latch node --advertise-routes). A route takes effect only once an admin approves it; a rejected route stays rejected while the node advertises it. Carrying traffic through gateways is not built yet.'));
+  const t = table(['Node', 'Prefix', 'SNAT', 'Status', 'Advertised', 'Decided', ''], rs.map((r) => [
+    r.node, h('code', { 'data-route': r.node + ' ' + r.prefix }, r.prefix), r.snat ? 'yes' : 'no', routeStatusBadge(r.status),
+    h('span', { title: fmtTime(r.advertisedAt) }, ago(r.advertisedAt)),
+    r.decidedBy ? h('span', { title: fmtTime(r.decidedAt) }, ago(r.decidedAt) + ' by ' + r.decidedBy) : '—',
+    routeButtons(r)]));
+  t.id = 'routes';
+  main.append(t);
+};
+
 pages.workloads = async (main) => {
   const wls = await api('GET', '/v1/admin/workloads');
   main.append(h('h1', { tabindex: '-1' }, 'Workloads'),
@@ -1029,8 +1063,9 @@ function setupNav() {
   document.addEventListener('click', (ev) => { if (!ev.target.closest('#nav')) for (const b of buttons) setOpen(b, false); });
 }
 
-// Pages redrawn on node events: those without forms a redraw would reset.
-const livePages = new Set(['overview', 'nodes', 'workloads', 'spiffe']);
+// Pages redrawn on node and route events: those without forms a redraw
+// would reset.
+const livePages = new Set(['overview', 'nodes', 'workloads', 'spiffe', 'routes']);
 
 function connectEvents() {
   const live = document.getElementById('live');
@@ -1063,6 +1098,11 @@ function connectEvents() {
   });
   es.addEventListener('change', (ev) => {
     const e = JSON.parse(ev.data);
+    if (e.action === 'route.approve' || e.action === 'route.reject') {
+      notice('Route ' + e.object + (e.action === 'route.approve' ? ' approved' : ' rejected') + (e.actor ? ' by ' + e.actor : '') + ' (' + new Date(e.time).toLocaleTimeString() + ').');
+      refresh();
+      return;
+    }
     if (!e.action.startsWith('node.')) return;
     const what = { 'node.enroll': 'enrolled', 'node.register': 'registered', 'node.connect': 'connected', 'node.disconnect': 'disconnected', 'node.delete': 'deleted', 'node.renew': 'renewed its certificate',
       'node.spiffe.pending': 'presented an SVID from SPIRE that matches no mapping: it waits for approval', 'node.spiffe.admit': 'was admitted (SPIRE)', 'node.spiffe.reject': 'was rejected (SPIRE)' }[e.action] || e.action;

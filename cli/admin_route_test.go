@@ -1,0 +1,59 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/latchnet/latch/coordinator/coordtest"
+	"github.com/latchnet/latch/wire"
+)
+
+// TestAdminRoute: `latch admin route list|approve|reject` against a real
+// coordinator, with routes a gateway advertised in its registration.
+func TestAdminRoute(t *testing.T) {
+	co := coordtest.New(t, coordtest.Options{})
+	tokenFile := filepath.Join(co.Dir, "admin.token")
+	if err := os.WriteFile(tokenFile, []byte(co.AdminToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	latch := func(args ...string) (string, string, int) {
+		var out, errb bytes.Buffer
+		args = append(args, "--coordinator", co.URL, "--token-file", tokenFile)
+		code := Run(context.Background(), args, &out, &errb)
+		return out.String(), errb.String(), code
+	}
+	if out, errOut, code := latch("admin", "route", "list"); code != 0 || !strings.Contains(out, "no routes advertised") {
+		t.Fatalf("list of none: %d %q %q", code, out, errOut)
+	}
+	gw := co.MustEnroll(co.Token(1), "gw-1")
+	if code, body := co.Post(gw, wire.PathRegister, wire.RegisterRequest{PublicKey: coordtest.PublicKey("gw-1"),
+		Endpoints: []netip.AddrPort{netip.MustParseAddrPort("198.18.0.10:51820")},
+		Routes:    []wire.Route{{Prefix: "198.19.1.0/24"}, {Prefix: "198.19.2.0/24", SNAT: true}}}, nil); code != 200 {
+		t.Fatalf("register: %d %s", code, body)
+	}
+	if out, errOut, code := latch("admin", "route", "approve", "gw-1", "198.19.1.0/24"); code != 0 || out != "route 198.19.1.0/24 of node gw-1 approved\n" {
+		t.Fatalf("approve: %d %q %q", code, out, errOut)
+	}
+	if out, errOut, code := latch("admin", "route", "reject", "gw-1", "198.19.2.0/24"); code != 0 || out != "route 198.19.2.0/24 of node gw-1 rejected\n" {
+		t.Fatalf("reject: %d %q %q", code, out, errOut)
+	}
+	out, errOut, code := latch("admin", "route", "list")
+	if code != 0 {
+		t.Fatalf("list: %d %q", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "NODE  PREFIX") ||
+		!regexp.MustCompile(`^gw-1  198\.19\.1\.0/24  no    approved  \S+  \S+  admin$`).MatchString(lines[1]) ||
+		!regexp.MustCompile(`^gw-1  198\.19\.2\.0/24  yes   rejected  \S+  \S+  admin$`).MatchString(lines[2]) {
+		t.Errorf("list:\n%s", out)
+	}
+	if _, errOut, code := latch("admin", "route", "approve", "gw-1", "198.19.9.0/24"); code == 0 || !strings.Contains(errOut, "node gw-1 advertises no route 198.19.9.0/24") {
+		t.Errorf("approve a route not advertised: %d %q", code, errOut)
+	}
+}
