@@ -510,6 +510,12 @@ type Side struct {
 // WhatIf answers whatif: would traffic from one workload to another on a
 // port pass, and which policies decide it. It passes iff the source's
 // egress and the destination's ingress both allow it.
+//
+// When an end is a site, a part of one or a site address, Allowed is true
+// when every address pair is allowed, Verdict says allow, partial or deny,
+// and AllowedRanges lists the allowed address pairs; Egress and Ingress
+// are set only when both ends are single addresses (a workload, a node or
+// one site address).
 type WhatIf struct {
 	From     string `json:"from"`
 	To       string `json:"to"`
@@ -517,8 +523,14 @@ type WhatIf struct {
 	Protocol string `json:"protocol"`
 	Baseline string `json:"baseline"`
 	Allowed  bool   `json:"allowed"`
-	Egress   Side   `json:"egress"`
-	Ingress  Side   `json:"ingress"`
+	Egress   *Side  `json:"egress,omitempty"`
+	Ingress  *Side  `json:"ingress,omitempty"`
+	// Verdict is set when an end is a site: allow (every address pair),
+	// partial or deny.
+	Verdict string `json:"verdict,omitempty"`
+	// AllowedRanges are the allowed address pairs when an end is a site:
+	// minimal prefix sets, with every ipBlock except cut out.
+	AllowedRanges []AddrRange `json:"allowedRanges,omitempty"`
 }
 
 // GraphNode is a workload (or a node, standing for itself) in the graph.
@@ -625,6 +637,38 @@ type SubnetRoute struct {
 	// time, 0001-01-01T00:00:00Z, while it waits); DecidedBy is who.
 	DecidedAt time.Time `json:"decidedAt"`
 	DecidedBy string    `json:"decidedBy,omitempty"`
+}
+
+// Site is a network of agentless hosts an admin declared: a VPC subnet, a
+// data-centre subnet, an office LAN. For policy, the host at each address
+// of its CIDRs is a pod of Namespace with Labels (and that address for
+// ipBlock). Sites, workloads and nodes share the NAMESPACE/NAME names.
+type Site struct {
+	Name      string            `json:"name"`
+	Namespace string            `json:"namespace"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	// CIDRs are the site's IPv4 prefixes, network addresses, overlapping
+	// no other site's and outside the overlay.
+	CIDRs []netip.Prefix `json:"cidrs"`
+	// Ports are the ports the site's hosts serve: the names a policy's
+	// named ports resolve against.
+	Ports []Port `json:"ports,omitempty"`
+}
+
+// SiteRequest declares or replaces a site; its namespace and name are in
+// the path.
+type SiteRequest struct {
+	Labels map[string]string `json:"labels,omitempty"`
+	// CIDRs are IPv4 prefixes such as 198.19.1.0/24.
+	CIDRs []string `json:"cidrs"`
+	Ports []Port   `json:"ports,omitempty"`
+}
+
+// AddrRange is a set of allowed flows: every address of From may reach
+// every address of To.
+type AddrRange struct {
+	From []netip.Prefix `json:"from"`
+	To   []netip.Prefix `json:"to"`
 }
 
 // RouteDecision names a route to approve or reject.

@@ -246,6 +246,9 @@ func (g *generator) schema(t reflect.Type) obj {
 		return obj{{"type", "integer"}, {"format", "int64"}, {"minimum", 0}, {"maximum", uint32(1<<32 - 1)}}
 	case reflect.Uint64:
 		return obj{{"type", "integer"}, {"format", "int64"}, {"minimum", 0}}
+	case reflect.Pointer:
+		// Only on omitempty fields: absent when nil, never null.
+		return g.schema(t.Elem())
 	case reflect.Slice:
 		return obj{{"type", "array"}, {"items", g.schema(t.Elem())}}
 	case reflect.Map:

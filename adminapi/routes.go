@@ -121,10 +121,10 @@ var Routes = []Route{
 	{Method: http.MethodDelete, Path: "/apitokens/{id}", Name: "RevokeAPIToken", Summary: "Revoke an API token"},
 	{Method: http.MethodGet, Path: "/status", Name: "Status", Summary: "The overview: nodes, namespaces, the baseline",
 		Response: Status{}},
-	{Method: http.MethodGet, Path: "/whatif", Name: "WhatIf", Summary: "Would traffic from one workload to another on a port pass, and which policies decide it",
+	{Method: http.MethodGet, Path: "/whatif", Name: "WhatIf", Summary: "Would traffic from one workload, node or site address to another on a port pass, and which policies decide it",
 		Query: []Param{
-			{"from", "the source workload or node, NAMESPACE/NAME"},
-			{"to", "the destination workload or node, NAMESPACE/NAME"},
+			{"from", "the source: a workload, node or site NAMESPACE/NAME, part of a site NAMESPACE/SITE@198.19.1.5 or @198.19.1.0/25, or a site address"},
+			{"to", "the destination, given as from is"},
 			{"port", "the destination port, 1 to 65535"},
 			{"protocol", "TCP (the default), UDP or SCTP"},
 		},
@@ -148,4 +148,9 @@ var Routes = []Route{
 		Request: RouteDecision{}, Response: SubnetRoute{}},
 	{Method: http.MethodPost, Path: "/routes/reject", Name: "RejectRoute", Summary: "Reject a subnet route a node advertises (it stays rejected while the node advertises it)",
 		Request: RouteDecision{}, Response: SubnetRoute{}},
+	{Method: http.MethodGet, Path: "/sites", Name: "Sites", Summary: "List the sites: networks of agentless hosts, with their namespaces, labels and CIDRs",
+		Response: []Site{}},
+	{Method: http.MethodPut, Path: "/sites/{namespace}/{name}", Name: "PutSite", Summary: "Declare a site or replace one; its CIDRs may overlap no other site's nor the overlay",
+		Request: SiteRequest{}, Response: Site{}},
+	{Method: http.MethodDelete, Path: "/sites/{namespace}/{name}", Name: "DeleteSite", Summary: "Delete a site"},
 }

@@ -126,38 +126,8 @@ var ErrInvalid = errors.New("invalid inventory")
 func (inv *Inventory) Validate() error {
 	var errs []string
 	add := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
-	checkLabels := func(where string, l map[string]string) {
-		for k, v := range l {
-			for _, e := range validation.IsQualifiedName(k) {
-				add("%s.labels: key %q: %s", where, k, e)
-			}
-			for _, e := range validation.IsValidLabelValue(v) {
-				add("%s.labels[%s]: value %q: %s", where, k, v, e)
-			}
-		}
-	}
-	checkPorts := func(where string, ports []Port) {
-		seen := map[string]bool{}
-		for i, p := range ports {
-			pw := fmt.Sprintf("%s.ports[%d]", where, i)
-			if p.Port == 0 {
-				add("%s.port: must be between 1 and 65535", pw)
-			}
-			if !p.Protocol.Valid() {
-				add("%s.protocol: %q is not one of TCP, UDP, SCTP", pw, p.Protocol)
-			}
-			if p.Name != "" {
-				for _, e := range validation.IsValidPortName(p.Name) {
-					add("%s.name: %q: %s", pw, p.Name, e)
-				}
-				k := p.Name + "/" + string(p.Protocol)
-				if seen[k] {
-					add("%s.name: %q is declared twice for %s", pw, p.Name, p.Protocol)
-				}
-				seen[k] = true
-			}
-		}
-	}
+	checkLabels := func(where string, l map[string]string) { checkLabels(add, where, l) }
+	checkPorts := func(where string, ports []Port) { checkPorts(add, where, ports) }
 	nsSeen := map[string]bool{}
 	for i, ns := range inv.Namespaces {
 		w := fmt.Sprintf("namespaces[%d]", i)
@@ -217,17 +187,56 @@ func (inv *Inventory) Validate() error {
 		}
 		checkMember(w, "workload", wl)
 	}
-	checkName := func(where, name string) {
-		for _, e := range validation.IsDNS1123Subdomain(name) {
-			add("%s.name: %q: %s", where, name, e)
-		}
-	}
-	inv.validateSites(add, nsSeen, names, checkName, checkLabels, checkPorts)
+	inv.validateSites(add, nsSeen, names)
 	if len(errs) == 0 {
 		return nil
 	}
 	sort.Strings(errs)
 	return fmt.Errorf("%w:\n  %s", ErrInvalid, strings.Join(errs, "\n  "))
+}
+
+// checkLabels checks label keys and values.
+func checkLabels(add func(string, ...any), where string, l map[string]string) {
+	for k, v := range l {
+		for _, e := range validation.IsQualifiedName(k) {
+			add("%s: key %q: %s", field(where, "labels"), k, e)
+		}
+		for _, e := range validation.IsValidLabelValue(v) {
+			add("%s[%s]: value %q: %s", field(where, "labels"), k, v, e)
+		}
+	}
+}
+
+// checkPorts checks port numbers, protocols and names (a name at most once
+// per protocol).
+func checkPorts(add func(string, ...any), where string, ports []Port) {
+	seen := map[string]bool{}
+	for i, p := range ports {
+		pw := field(where, fmt.Sprintf("ports[%d]", i))
+		if p.Port == 0 {
+			add("%s.port: must be between 1 and 65535", pw)
+		}
+		if !p.Protocol.Valid() {
+			add("%s.protocol: %q is not one of TCP, UDP, SCTP", pw, p.Protocol)
+		}
+		if p.Name != "" {
+			for _, e := range validation.IsValidPortName(p.Name) {
+				add("%s.name: %q: %s", pw, p.Name, e)
+			}
+			k := p.Name + "/" + string(p.Protocol)
+			if seen[k] {
+				add("%s.name: %q is declared twice for %s", pw, p.Name, p.Protocol)
+			}
+			seen[k] = true
+		}
+	}
+}
+
+// checkName checks a workload's, node's or site's name.
+func checkName(add func(string, ...any), where, name string) {
+	for _, e := range validation.IsDNS1123Subdomain(name) {
+		add("%s: %q: %s", field(where, "name"), name, e)
+	}
 }
 
 // AllWorkloads returns the declared workloads followed by one workload per

@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // OverlayRange is the overlay's address range; no site may overlap it.
@@ -65,8 +68,7 @@ func overlaps(a, b netip.Prefix) bool {
 // validateSites checks the sites: names, namespaces, labels, ports and
 // CIDRs (IPv4, canonical, outside the overlay range, no overlap between or
 // within sites). names holds the keys of workloads and nodes already seen.
-func (inv *Inventory) validateSites(add func(string, ...any), nsSeen map[string]bool, names map[string]string,
-	checkName func(where, name string), checkLabels func(string, map[string]string), checkPorts func(string, []Port)) {
+func (inv *Inventory) validateSites(add func(string, ...any), nsSeen map[string]bool, names map[string]string) {
 	type owned struct {
 		p     netip.Prefix
 		where string
@@ -76,7 +78,6 @@ func (inv *Inventory) validateSites(add func(string, ...any), nsSeen map[string]
 	for i := range inv.Sites {
 		s := &inv.Sites[i]
 		w := fmt.Sprintf("sites[%d]", i)
-		checkName(w, s.Name)
 		if !nsSeen[s.Namespace] {
 			add("%s.namespace: namespace %q is not listed under namespaces", w, s.Namespace)
 		}
@@ -84,25 +85,9 @@ func (inv *Inventory) validateSites(add func(string, ...any), nsSeen map[string]
 			add("%s: %s is already the name of %s", w, s.Key(), other)
 		}
 		names[s.Key()] = w
-		checkLabels(w, s.Labels)
-		checkPorts(w, s.Ports)
-		if len(s.CIDRs) == 0 {
-			add("%s.cidrs: required: give the site's IPv4 prefixes, for example 198.19.1.0/24", w)
-		}
-		for j, p := range s.CIDRs {
+		for j, p := range checkSite(add, w, s) {
 			pw := fmt.Sprintf("%s.cidrs[%d]", w, j)
-			switch {
-			case !p.IsValid():
-				add("%s: not a prefix: give an IPv4 prefix such as 198.19.1.0/24", pw)
-				continue
-			case !p.Addr().Is4():
-				add("%s: %s is not IPv4: sites are IPv4 prefixes", pw, p)
-				continue
-			case p != p.Masked():
-				add("%s: %s is not a network address: write %s", pw, p, p.Masked())
-				continue
-			case overlaps(p, OverlayRange):
-				add("%s: %s overlaps the overlay range %s: give the site's own prefix", pw, p, OverlayRange)
+			if !p.IsValid() {
 				continue
 			}
 			for _, o := range all {
@@ -125,6 +110,71 @@ func (inv *Inventory) validateSites(add func(string, ...any), nsSeen map[string]
 			add("nodes[%d].ip: %s is inside site %s: nodes take overlay addresses (%s)", i, n.IP, s.Key(), OverlayRange)
 		}
 	}
+}
+
+// field is the path of field f of what where names ("" for the top).
+func field(where, f string) string {
+	if where == "" {
+		return f
+	}
+	return where + "." + f
+}
+
+// checkSite checks what a site holds by itself: its name, labels, ports
+// and CIDRs (given, IPv4, network addresses, outside the overlay range).
+// where names the site in messages ("" for a site checked alone). It
+// returns the CIDRs with the invalid ones zeroed, for the overlap checks.
+func checkSite(add func(string, ...any), where string, s *Site) []netip.Prefix {
+	checkName(add, where, s.Name)
+	checkLabels(add, where, s.Labels)
+	checkPorts(add, where, s.Ports)
+	if len(s.CIDRs) == 0 {
+		add("%s: required: give the site's IPv4 prefixes, for example 198.19.1.0/24", field(where, "cidrs"))
+	}
+	out := make([]netip.Prefix, len(s.CIDRs))
+	for j, p := range s.CIDRs {
+		pw := field(where, fmt.Sprintf("cidrs[%d]", j))
+		switch {
+		case !p.IsValid():
+			add("%s: not a prefix: give an IPv4 prefix such as 198.19.1.0/24", pw)
+		case !p.Addr().Is4():
+			add("%s: %s is not IPv4: sites are IPv4 prefixes", pw, p)
+		case p != p.Masked():
+			add("%s: %s is not a network address: write %s", pw, p, p.Masked())
+		case overlaps(p, OverlayRange):
+			add("%s: %s overlaps the overlay range %s: give the site's own prefix", pw, p, OverlayRange)
+		default:
+			out[j] = p
+		}
+	}
+	return out
+}
+
+// Validate checks one site by itself, with the rules Inventory.Validate
+// applies to each site: its name and namespace name, labels, ports and
+// CIDRs, none overlapping another of the site. Whether its namespace
+// exists, its name is free and its CIDRs overlap another site's is for the
+// caller, who knows the others. The error wraps ErrInvalid and names every
+// problem by its field (cidrs[1]: ...).
+func (s *Site) Validate() error {
+	var errs []string
+	add := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
+	for _, e := range validation.IsDNS1123Label(s.Namespace) {
+		add("namespace: %q: %s", s.Namespace, e)
+	}
+	ps := checkSite(add, "", s)
+	for j, p := range ps {
+		for k := range j {
+			if p.IsValid() && ps[k].IsValid() && overlaps(p, ps[k]) {
+				add("cidrs[%d]: %s overlaps %s (cidrs[%d]): a site address must belong to one site", j, p, ps[k], k)
+			}
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	sort.Strings(errs)
+	return fmt.Errorf("%w: site %s: %s", ErrInvalid, s.Key(), strings.Join(errs, "; "))
 }
 
 // SortPrefixes orders prefixes by address, then by length (shorter first).

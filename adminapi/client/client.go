@@ -553,6 +553,23 @@ func (c *Client) RejectRoute(ctx context.Context, node, prefix string) (adminapi
 	return out, err
 }
 
+// Sites lists the sites.
+func (c *Client) Sites(ctx context.Context) ([]adminapi.Site, error) {
+	return get[[]adminapi.Site](ctx, c, "/sites", nil)
+}
+
+// PutSite declares the site namespace/name, or replaces it.
+func (c *Client) PutSite(ctx context.Context, namespace, name string, req adminapi.SiteRequest) (adminapi.Site, error) {
+	var out adminapi.Site
+	err := c.json(ctx, http.MethodPut, "/sites/"+esc(namespace)+"/"+esc(name), req, &out)
+	return out, err
+}
+
+// DeleteSite deletes the site namespace/name.
+func (c *Client) DeleteSite(ctx context.Context, namespace, name string) error {
+	return c.json(ctx, http.MethodDelete, "/sites/"+esc(namespace)+"/"+esc(name), nil, nil)
+}
+
 // OpenAPI returns the coordinator's OpenAPI description of the admin API.
 func (c *Client) OpenAPI(ctx context.Context) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+adminapi.OpenAPIPath, nil)

@@ -218,6 +218,13 @@ func TestAdminContract(t *testing.T) {
 	if _, err := c.ApproveRoute(ctx, "gw-1", "198.19.1.0/24"); err != nil {
 		t.Fatal(err)
 	}
+	// Sites, with labels and ports, one to replace and one to delete.
+	for _, x := range []struct{ name, cidr string }{{"db", "198.19.1.0/24"}, {"office", "198.19.2.0/24"}} {
+		if _, err := c.PutSite(ctx, "site-eu", x.name, adminapi.SiteRequest{Labels: map[string]string{"role": x.name},
+			CIDRs: []string{x.cidr}, Ports: []adminapi.Port{{Name: "postgres", Port: 5432, Protocol: "TCP"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	laptop := coordtest.SpireNode(spire, spire.Issue(t, "spiffe://spire.test/dev/laptop", time.Hour)).HTTP
 	if code, e := postJSON(t, laptop, h.URL+wire.PathRegister, wire.RegisterRequest{PublicKey: "k"}); code != http.StatusForbidden || e.Code != "pending" {
 		t.Fatalf("register of an unmapped SPIRE node: %d %+v", code, e)
@@ -275,6 +282,9 @@ func TestAdminContract(t *testing.T) {
 		"SubnetRoutes":      {},
 		"ApproveRoute":      {body: `{"node":"gw-1","prefix":"198.19.2.0/24"}`},
 		"RejectRoute":       {body: `{"node":"gw-1","prefix":"198.19.1.0/24"}`},
+		"Sites":             {},
+		"PutSite":           {params: map[string]string{"namespace": "site-eu", "name": "db"}, body: `{"labels":{"role":"db","tier":"data"},"cidrs":["198.19.1.0/24","198.19.5.0/25"],"ports":[{"name":"postgres","port":5432}]}`},
+		"DeleteSite":        {params: map[string]string{"namespace": "site-eu", "name": "office"}},
 	}
 	// Reads and changes first, deletions last (they take away the data).
 	routes := slices.Clone(adminapi.Routes)
@@ -324,6 +334,17 @@ func TestAdminContract(t *testing.T) {
 				checkStream(t, h, path+"?follow=true&"+call.query, reflect.TypeOf(r.Response).Elem(), op.Responses.Status(200).Value.Content.Get(r.Stream).Schema)
 			}
 		})
+	}
+
+	// The what-if answer for a site address holds the address pairs and
+	// the sides; for a whole site, the pairs.
+	whatIf := doc.Paths.Find("/whatif").Get.Responses.Status(200).Value.Content.Get("application/json").Schema
+	for _, q := range []string{"from=prod/api&to=site-eu/db@198.19.1.5&port=5432", "from=prod/api&to=site-eu/db&port=5432"} {
+		resp, body := h.rawAdmin(http.MethodGet, "/whatif?"+q, "", "")
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("whatif %s: %d %s", q, resp.StatusCode, body)
+		}
+		checkAnswer(t, body, reflect.TypeFor[adminapi.WhatIf](), whatIf)
 	}
 
 	// The error body, on a route of each kind.

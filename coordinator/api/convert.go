@@ -124,6 +124,10 @@ func toSpiffeNode(r store.SpiffeNode) adminapi.SpiffeNode {
 	return adminapi.SpiffeNode{ID: r.ID, Name: r.Name, Status: r.Status, FirstSeen: r.FirstSeen, LastSeen: r.LastSeen}
 }
 
+func toSite(s store.Site) adminapi.Site {
+	return adminapi.Site{Name: s.Name, Namespace: s.Namespace, Labels: s.Labels, CIDRs: s.CIDRs, Ports: toPorts(s.Ports)}
+}
+
 func toSubnetRoute(r store.Route) adminapi.SubnetRoute {
 	return adminapi.SubnetRoute{Node: r.Node, Prefix: r.Prefix, SNAT: r.SNAT, Status: r.Status,
 		AdvertisedAt: r.AdvertisedAt, DecidedAt: r.DecidedAt, DecidedBy: r.DecidedBy}
@@ -148,8 +152,8 @@ func toEvent(e state.Event) adminapi.Event {
 	return adminapi.Event{Time: e.Time, Action: e.Action, Object: e.Object, Actor: e.Actor}
 }
 
-func toSide(s policy.Side) adminapi.Side {
-	return adminapi.Side{Isolated: s.Isolated, Allowed: s.Allowed, Policies: s.Policies}
+func toSide(s policy.Side) *adminapi.Side {
+	return &adminapi.Side{Isolated: s.Isolated, Allowed: s.Allowed, Policies: s.Policies}
 }
 
 func toGraph(g netmap.Graph) adminapi.Graph {

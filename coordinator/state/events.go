@@ -128,6 +128,13 @@ func (s *State) Baseline() policy.Baseline { return s.opts.Baseline }
 // the workload that stands for it), for "what if" questions and the
 // connectivity graph.
 func (s *State) Evaluator(ctx context.Context) (*policy.Evaluator, []inventory.Workload, error) {
+	ev, ws, _, err := s.SiteEvaluator(ctx)
+	return ev, ws, err
+}
+
+// SiteEvaluator is Evaluator with the stored sites, read from the same
+// snapshot, for "what if" questions about site addresses.
+func (s *State) SiteEvaluator(ctx context.Context) (*policy.Evaluator, []inventory.Workload, []inventory.Site, error) {
 	var (
 		inv inventory.Inventory
 		ps  []*policy.Policy
@@ -150,6 +157,9 @@ func (s *State) Evaluator(ctx context.Context) (*policy.Evaluator, []inventory.W
 		if inv.Workloads, err = tx.ListWorkloads(); err != nil {
 			return err
 		}
+		if inv.Sites, err = tx.ListSites(); err != nil {
+			return err
+		}
 		stored, err := tx.ListPolicies()
 		if err != nil {
 			return err
@@ -164,7 +174,7 @@ func (s *State) Evaluator(ctx context.Context) (*policy.Evaluator, []inventory.W
 		return nil
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return policy.NewEvaluator(inv.Namespaces, ps, s.opts.Baseline), inv.AllWorkloads(), nil
+	return policy.NewEvaluator(inv.Namespaces, ps, s.opts.Baseline), inv.AllWorkloads(), inv.Sites, nil
 }

@@ -420,6 +420,14 @@ func (s *State) Enroll(ctx context.Context, e Enrollment, sign func(store.Node) 
 			return nil, fmt.Errorf("%w: node %s asks for the labels {%s}, but its join token grants {%s}: a node's labels come from its join token (`latch admin token create --labels ...`), not from the node; enroll without --labels, or with a token that grants them",
 				ErrNotGranted, e.Name, labelString(e.Labels), labelString(tok.Labels))
 		}
+		sites, err := tx.ListSites()
+		if err != nil {
+			return nil, err
+		}
+		if siteNamed(sites, ns+"/"+e.Name) != nil {
+			return nil, fmt.Errorf("%w: node %s: %s/%s is already the name of a site: sites, workloads and nodes share their NAMESPACE/NAME names; enroll the node under another name",
+				ErrConflict, e.Name, ns, e.Name)
+		}
 		if err := s.ensureNamespace(tx, ns); err != nil {
 			return nil, err
 		}
@@ -614,6 +622,16 @@ func (s *State) Register(ctx context.Context, name string, r Registration) (stor
 		for _, w := range r.Workloads {
 			if err := checkGranted(name, granted, w, r.WorkloadIDs[w.Key()]); err != nil {
 				return nil, err
+			}
+		}
+		sites, err := tx.ListSites()
+		if err != nil {
+			return nil, err
+		}
+		for _, w := range r.Workloads {
+			if siteNamed(sites, w.Key()) != nil {
+				return nil, fmt.Errorf("%w: workload %s: %s is already the name of a site: sites, workloads and nodes share their NAMESPACE/NAME names; rename the workload, or have an admin rename the site",
+					ErrConflict, w.Key(), w.Key())
 			}
 		}
 		// Routes before anything touches the engine: a refused route

@@ -212,6 +212,18 @@ CREATE TABLE routes (
 );
 CREATE INDEX routes_prefix ON routes (prefix);
 `,
+	// 9: sites (issue 14): networks of agentless hosts an admin declares,
+	// each a member of a namespace, with labels, IPv4 prefixes and ports.
+	`
+CREATE TABLE sites (
+	namespace  TEXT NOT NULL REFERENCES namespaces (name),
+	name       TEXT NOT NULL,
+	labels     TEXT NOT NULL,
+	cidrs      TEXT NOT NULL,
+	ports      TEXT NOT NULL,
+	PRIMARY KEY (namespace, name)
+);
+`,
 }
 
 // migrate applies the migrations db lacks, all in one transaction, and

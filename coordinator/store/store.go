@@ -1,5 +1,5 @@
 // Package store is the coordinator's persistent store: namespaces, nodes,
-// workloads, policies, join tokens, revoked certificate serials, overlay
+// workloads, sites, policies, join tokens, revoked certificate serials, overlay
 // address allocations, the audit log, a small key/value table, and the
 // web console's users, sessions and API tokens.
 //
@@ -87,6 +87,11 @@ type Node struct {
 // Workload is a workload declared by a node; its Node field names the node.
 // Its key (namespace/name) is unique across all nodes.
 type Workload = inventory.Workload
+
+// Site is a network of agentless hosts an admin declared (see
+// inventory.Site). Its key (namespace/name) is unique among sites; the
+// state layer keeps it apart from the workloads' and nodes' keys.
+type Site = inventory.Site
 
 // Policy is one NetworkPolicy, kept as the YAML the admin supplied.
 type Policy struct {
@@ -240,8 +245,8 @@ type Tx interface {
 	PutNamespace(Namespace) error
 	GetNamespace(name string) (Namespace, error)
 	ListNamespaces() ([]Namespace, error)
-	// DeleteNamespace fails with ErrConflict while nodes, workloads or
-	// policies are in the namespace.
+	// DeleteNamespace fails with ErrConflict while nodes, workloads,
+	// policies or sites are in the namespace.
 	DeleteNamespace(name string) error
 
 	// PutNode creates or replaces a node; its namespace must exist. A
@@ -337,6 +342,14 @@ type Tx interface {
 	SetRoutes(node string, rs []Route) error
 	// ListRoutes returns every route ordered by node, prefix.
 	ListRoutes() ([]Route, error)
+
+	// PutSite creates or replaces a site; its namespace must exist. The
+	// store checks no CIDR: the state layer validates sites.
+	PutSite(Site) error
+	// DeleteSite deletes a site; a missing one is ErrNotFound.
+	DeleteSite(namespace, name string) error
+	// ListSites returns every site ordered by namespace, name.
+	ListSites() ([]Site, error)
 
 	// GetMeta returns a value of the key/value table, or ErrNotFound.
 	// InsertFlows stores flow records; ListFlows reads them by filter,

@@ -248,13 +248,17 @@ func list[T any](t *sqlTx, what, q string, scan func(interface{ Scan(...any) err
 // DeleteNamespace implements Tx.
 func (t *sqlTx) DeleteNamespace(name string) error {
 	what := fmt.Sprintf("namespace %q", name)
-	var nodes, workloads, policies int
+	var nodes, workloads, policies, sites int
 	err := t.queryRow(`SELECT
 	(SELECT COUNT(*) FROM nodes WHERE namespace = ?),
 	(SELECT COUNT(*) FROM workloads WHERE namespace = ?),
-	(SELECT COUNT(*) FROM policies WHERE namespace = ?)`, name, name, name).Scan(&nodes, &workloads, &policies)
+	(SELECT COUNT(*) FROM policies WHERE namespace = ?),
+	(SELECT COUNT(*) FROM sites WHERE namespace = ?)`, name, name, name, name).Scan(&nodes, &workloads, &policies, &sites)
 	if err != nil {
 		return fmt.Errorf("deleting %s: %w", what, err)
+	}
+	if sites > 0 && nodes+workloads+policies == 0 {
+		return fmt.Errorf("deleting %s: it still holds %d sites: delete them first: %w", what, sites, ErrConflict)
 	}
 	if nodes+workloads+policies > 0 {
 		return fmt.Errorf("deleting %s: it still holds %d nodes, %d workloads and %d policies: delete them first: %w",
