@@ -286,7 +286,7 @@ enrolled node are changed with "latch admin node grant|revoke".`,
 			return tw.Flush()
 		},
 	}
-	cmd.AddCommand(token, node, ns, audit, newRouteCmd(&f), newUserCmd(&f), newAPITokenCmd(&f))
+	cmd.AddCommand(token, node, ns, audit, newRouteCmd(&f), newSiteCmd(&f), newUserCmd(&f), newAPITokenCmd(&f))
 	return cmd
 }
 
