@@ -86,3 +86,39 @@ func TestParseSiteErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestSiteValidate: one site checked alone, by the rules the inventory
+// applies to each site, with every problem named by its field.
+func TestSiteValidate(t *testing.T) {
+	p := netip.MustParsePrefix
+	ok := Site{Name: "db", Namespace: "site-eu", Labels: map[string]string{"role": "db"}, CIDRs: []netip.Prefix{p("198.19.1.0/24")},
+		Ports: []Port{{Name: "postgres", Port: 5432, Protocol: TCP}}}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("a valid site: %v", err)
+	}
+	bad := Site{Name: "Db_", Namespace: "Site_EU", Labels: map[string]string{"role": "a b"},
+		CIDRs: []netip.Prefix{p("198.19.1.5/24"), p("100.64.1.0/24"), p("198.19.2.0/24"), p("198.19.2.128/25"), p("fd00::/64")},
+		Ports: []Port{{Port: 0, Protocol: "TCP"}}}
+	err := bad.Validate()
+	if !errors.Is(err, ErrInvalid) {
+		t.Fatalf("an invalid site: %v", err)
+	}
+	for _, want := range []string{
+		`site Site_EU/Db_: `,
+		`namespace: "Site_EU": `,
+		`name: "Db_": `,
+		`labels[role]: value "a b": `,
+		`ports[0].port: must be between 1 and 65535`,
+		`cidrs[0]: 198.19.1.5/24 is not a network address: write 198.19.1.0/24`,
+		`cidrs[1]: 100.64.1.0/24 overlaps the overlay range 100.64.0.0/10`,
+		`cidrs[3]: 198.19.2.128/25 overlaps 198.19.2.0/24 (cidrs[2])`,
+		`cidrs[4]: fd00::/64 is not IPv4`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%v\nlacks %q", err, want)
+		}
+	}
+	if err := (&Site{Name: "x", Namespace: "n"}).Validate(); err == nil || !strings.Contains(err.Error(), "cidrs: required") {
+		t.Errorf("a site without cidrs: %v", err)
+	}
+}
