@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -183,8 +184,16 @@ func TestWhatIfSites(t *testing.T) {
 		t.Errorf("the sides of a site address: %+v %+v %v", w.Egress, w.Ingress, err)
 	}
 
+	// The answer with address pairs, read strictly against its schema.
+	doc := loadOpenAPI(t, h)
+	resp, body := h.rawAdmin(http.MethodGet, "/whatif?from=prod/api&to=site-eu/db&port=5432", "", "")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"allowedRanges":[{"from":["`) {
+		t.Fatalf("whatif of a whole site: %d %s", resp.StatusCode, body)
+	}
+	checkAnswer(t, body, reflect.TypeFor[adminapi.WhatIf](), doc.Paths.Find("/whatif").Get.Responses.Status(200).Value.Content.Get("application/json").Schema)
+
 	// Two workloads: the answer is what it always was, with no site field.
-	resp, body := h.rawAdmin(http.MethodGet, "/whatif?from=prod/web&to=prod/api&port=80", "", "")
+	resp, body = h.rawAdmin(http.MethodGet, "/whatif?from=prod/web&to=prod/api&port=80", "", "")
 	if resp.StatusCode != http.StatusOK || strings.Contains(string(body), "verdict") || strings.Contains(string(body), "allowedRanges") ||
 		!strings.Contains(string(body), `"egress":{`) || !strings.Contains(string(body), `"ingress":{`) {
 		t.Errorf("workload to workload: %d %s", resp.StatusCode, body)
