@@ -174,8 +174,16 @@ func (s *Site) Validate() error {
 		return nil
 	}
 	sort.Strings(errs)
-	return fmt.Errorf("%w: site %s: %s", ErrInvalid, s.Key(), strings.Join(errs, "; "))
+	return &siteError{fmt.Sprintf("site %s: %s", s.Key(), strings.Join(errs, "; "))}
 }
+
+// siteError is Site.Validate's error: it says what is wrong with the site
+// (without "invalid inventory": a site checked alone is not an inventory)
+// and matches ErrInvalid.
+type siteError struct{ msg string }
+
+func (e *siteError) Error() string { return e.msg }
+func (e *siteError) Unwrap() error { return ErrInvalid }
 
 // SortPrefixes orders prefixes by address, then by length (shorter first).
 func SortPrefixes(ps []netip.Prefix) {
