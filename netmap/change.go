@@ -86,6 +86,7 @@ func (t *txn) finish() []string {
 // rebuild recomputes the views of the named nodes and reports those that
 // changed.
 func (e *Engine) rebuild(names map[string]bool) []string {
+	e.refreshSites(names)
 	var list []string
 	var changed []string
 	for name := range names {
