@@ -354,6 +354,16 @@ func (e *Engine) UpsertNamespace(ns inventory.Namespace) ([]string, error) {
 		}
 	}
 	n = e.putNamespace(ns)
+	for _, sh := range e.siteHosts {
+		if sh.host.ns == n {
+			// Selectors in any node's rule tables may match the
+			// namespace's sites.
+			for name := range e.allNodes() {
+				t.nodes[name] = true
+			}
+			break
+		}
+	}
 	for _, cp := range e.policies {
 		for _, rules := range [][]crule{cp.in, cp.out} {
 			for _, r := range rules {

@@ -72,6 +72,7 @@ type Engine struct {
 	sites     map[string]inventory.Site // by namespace/name
 	routes    map[string][]netip.Prefix // approved routes by node name
 	siteParts map[string]*sitePart      // what sites add to each view; see sites.go
+	siteHosts []siteHost                // one per site, by key, for the rule tables
 }
 
 type namespace struct {
@@ -213,6 +214,7 @@ func New(in Input) (*Engine, error) {
 		}
 		e.putSite(s)
 	}
+	e.indexSites()
 	for name, rs := range in.Routes {
 		if err := checkRoutes(name, rs); err != nil {
 			return nil, err

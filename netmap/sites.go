@@ -41,6 +41,42 @@ type sitePart struct {
 	idents []view.IdentityEntry
 }
 
+// siteHost stands for every host of a site in the rule tables: the
+// site's namespace, labels and ports.
+type siteHost struct {
+	host  *workload
+	cidrs []view.Prefix
+}
+
+// indexSites recomputes e.siteHosts from e.sites, sorted by key.
+func (e *Engine) indexSites() {
+	keys := make([]string, 0, len(e.sites))
+	for k := range e.sites {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	e.siteHosts = e.siteHosts[:0]
+	for _, k := range keys {
+		s := e.sites[k]
+		sh := siteHost{host: &workload{w: s.Host(s.CIDRs[0].Addr()), ns: e.namespaces[s.Namespace]}}
+		for _, c := range s.CIDRs {
+			vp, _ := view.PrefixFrom(c)
+			sh.cidrs = append(sh.cidrs, vp)
+		}
+		e.siteHosts = append(e.siteHosts, sh)
+	}
+}
+
+// allNodes returns every node's name, for changes that may touch any
+// view.
+func (e *Engine) allNodes() map[string]bool {
+	all := map[string]bool{}
+	for name := range e.nodes {
+		all[name] = true
+	}
+	return all
+}
+
 // checkSite refuses a site the views cannot place.
 func (e *Engine) checkSite(s *inventory.Site) error {
 	if s.Name == "" || s.Namespace == "" {
@@ -95,7 +131,9 @@ func (e *Engine) UpsertSite(s inventory.Site) ([]string, error) {
 		return nil, err
 	}
 	e.putSite(s)
-	return e.rebuild(map[string]bool{}), nil
+	e.indexSites()
+	// Rule tables of any node may name the site's CIDRs.
+	return e.rebuild(e.allNodes()), nil
 }
 
 // DeleteSite removes a site by namespace/name.
@@ -104,7 +142,8 @@ func (e *Engine) DeleteSite(key string) ([]string, error) {
 		return nil, fmt.Errorf("site %s does not exist", key)
 	}
 	delete(e.sites, key)
-	return e.rebuild(map[string]bool{}), nil
+	e.indexSites()
+	return e.rebuild(e.allNodes()), nil
 }
 
 // SetApprovedRoutes replaces the approved routes of a node (none removes

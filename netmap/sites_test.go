@@ -185,6 +185,7 @@ func TestSiteViewsMatchEvaluator(t *testing.T) {
 				}
 			}
 			checkViews(t, w, e)
+			checkSiteRules(t, w, e)
 		})
 	}
 	if withSites < 50 {
@@ -312,5 +313,58 @@ func TestSiteErrors(t *testing.T) {
 	}
 	if _, err := e.SetApprovedRoutes("n", []netip.Prefix{netip.MustParsePrefix("198.19.2.5/24")}); err == nil {
 		t.Error("route 198.19.2.5/24 accepted")
+	}
+}
+
+// checkSiteRules verifies that the rule tables of every workload decide
+// its side of the flows with site hosts as the evaluator does, at one
+// address of every /27 of each site (the random ipBlocks cut sites no
+// finer).
+func checkSiteRules(t *testing.T, w *world, e *Engine) {
+	t.Helper()
+	ev := policy.NewEvaluator(w.namespaces, w.policies, w.baseline)
+	ports := candidatePorts(w)
+	for _, s := range w.sites {
+		for _, p := range s.Ports {
+			ports[p.Protocol] = append(ports[p.Protocol], p.Port)
+		}
+	}
+	all := w.all()
+	for i := range all {
+		local := &all[i]
+		var rules *view.WorkloadRules
+		for j, wr := range e.View(local.Node).Workloads {
+			if wr.Workload == local.Key() {
+				rules = &e.View(local.Node).Workloads[j]
+			}
+		}
+		if rules == nil {
+			t.Fatalf("no rules for %s", local.Key())
+		}
+		for _, s := range w.sites {
+			for _, c := range s.CIDRs {
+				for off := 0; off < 1<<(32-c.Bits()); off += 32 {
+					a4 := c.Addr().As4()
+					a4[3] += byte(off)
+					addr := netip.AddrFrom4(a4)
+					host := s.Host(addr)
+					va := view.Addr(a4)
+					for proto, ps := range ports {
+						for _, port := range ps {
+							out := ev.Decide(local, &host, proto, port).Egress.Allowed
+							if got := rules.Egress.Allows(view.IdentityUnknown, va, proto, port); got != out {
+								t.Fatalf("egress of %s to %s (site %s) on %d/%s: rules say %v, evaluator %v\nrules: %+v",
+									local.Key(), addr, s.Key(), port, proto, got, out, rules.Egress)
+							}
+							in := ev.Decide(&host, local, proto, port).Ingress.Allowed
+							if got := rules.Ingress.Allows(view.IdentityUnknown, va, proto, port); got != in {
+								t.Fatalf("ingress of %s from %s (site %s) on %d/%s: rules say %v, evaluator %v\nrules: %+v",
+									local.Key(), addr, s.Key(), port, proto, got, in, rules.Ingress)
+							}
+						}
+					}
+				}
+			}
+		}
 	}
 }
