@@ -155,7 +155,7 @@ func (e *Engine) buildView(nd *node) *view.View {
 			Monitor:  w.ns.monitor,
 		})
 	}
-	e.addSites(v, e.siteParts[nd.n.Name])
+	e.addSites(v, e.siteParts[nd.n.Name], ids, s)
 	return v
 }
 

@@ -343,6 +343,16 @@ func canonical(e *Engine) map[string]view.View {
 				sort.Slice(r.Identities, func(a, b int) bool { return r.Identities[a].Identity < r.Identities[b].Identity })
 			}
 		}
+		v.Sites = append([]view.SiteRules(nil), v.Sites...)
+		for i := range v.Sites {
+			for _, r := range []*view.Rules{&v.Sites[i].Ingress, &v.Sites[i].Egress} {
+				r.Identities = append([]view.IdentityRule(nil), r.Identities...)
+				for j := range r.Identities {
+					r.Identities[j].Identity = rank[r.Identities[j].Identity]
+				}
+				sort.Slice(r.Identities, func(a, b int) bool { return r.Identities[a].Identity < r.Identities[b].Identity })
+			}
+		}
 		out[name] = v
 	}
 	return out

@@ -11,6 +11,7 @@ import (
 	"github.com/latchnet/latch/policy"
 	"github.com/latchnet/latch/view"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // Sites and gateways. A site's hosts run no agent; a gateway is a node
@@ -39,6 +40,15 @@ type sitePart struct {
 	// idents are the identities of the remote workloads whose site flows
 	// a gateway carries, sorted by address.
 	idents []view.IdentityEntry
+	ids    []int32 // the workloads of idents
+	// primary are, on a gateway, the addresses of each site it is the
+	// primary gateway for, by site key.
+	primary []primarySite
+}
+
+type primarySite struct {
+	site  string
+	cidrs []view.Prefix
 }
 
 // siteHost stands for every host of a site in the rule tables: the
@@ -179,6 +189,14 @@ func (e *Engine) refreshSites(names map[string]bool) {
 		}
 	}
 	e.siteParts = parts
+	// A gateway's site rule tables depend on any policy of the site's
+	// namespace and on any workload its selectors match: rebuild every
+	// gateway (rebuild keeps the version of a view that did not change).
+	for name, p := range parts {
+		if len(p.primary) > 0 {
+			names[name] = true
+		}
+	}
 }
 
 // sitePorts are the ports at which allowed port sets can change: 1, every
@@ -338,6 +356,7 @@ func (e *Engine) computeSites() map[string]*sitePart {
 	// toGW[node][gateway] collects site pieces; fromGW[gateway][node]
 	// collects the workloads whose flows the gateway carries.
 	toGW := map[string]map[string][]netip.Prefix{}
+	primary := map[string]map[string][]netip.Prefix{} // gateway → site → pieces
 	fromGW := map[string]map[string]map[int32]bool{}
 	for _, k := range keys {
 		s := e.sites[k]
@@ -346,6 +365,10 @@ func (e *Engine) computeSites() map[string]*sitePart {
 			for _, p := range uniformPieces(c, cuts, nil) {
 				if g := e.primaryGateway(p, gateways); g != "" {
 					ps = append(ps, piece{p, g})
+					if primary[g] == nil {
+						primary[g] = map[string][]netip.Prefix{}
+					}
+					primary[g][k] = append(primary[g][k], p)
 				}
 			}
 		}
@@ -417,12 +440,27 @@ func (e *Engine) computeSites() map[string]*sitePart {
 				if !seen[h.ip] {
 					seen[h.ip] = true
 					sp.idents = append(sp.idents, view.IdentityEntry{IP: h.ip, Identity: h.identity})
+					sp.ids = append(sp.ids, id)
 				}
 			}
 			sortPrefixes(pe.AllowedIPs)
 			sp.peers[n] = *pe
 		}
 		slices.SortFunc(sp.idents, func(a, b view.IdentityEntry) int { return a.IP.Compare(b.IP) })
+		slices.SortFunc(sp.ids, func(a, b int32) int { return e.hot[a].ip.Compare(e.hot[b].ip) })
+	}
+	for g, bySite := range primary {
+		sp := part(g)
+		for _, k := range keys {
+			if pcs, ok := bySite[k]; ok {
+				ps := primarySite{site: k}
+				for _, p := range policy.AggregatePrefixes(pcs) {
+					vp, _ := view.PrefixFrom(p)
+					ps.cidrs = append(ps.cidrs, vp)
+				}
+				sp.primary = append(sp.primary, ps)
+			}
+		}
 	}
 	return parts
 }
@@ -436,10 +474,45 @@ func sortPrefixes(ps []view.Prefix) {
 	})
 }
 
-// addSites merges a node's site part into its view.
-func (e *Engine) addSites(v *view.View, sp *sitePart) {
+// addSites merges a node's site part into its view. known are the
+// workloads of the view's identity map before the merge.
+func (e *Engine) addSites(v *view.View, sp *sitePart, known []int32, s *viewScratch) {
 	if sp == nil {
 		return
+	}
+	if len(sp.primary) > 0 {
+		known = append(slices.Clone(known), sp.ids...)
+		seen := map[view.Identity]bool{}
+		var reps []int32
+		for _, id := range known {
+			if h := &e.hot[id]; !seen[h.identity] {
+				seen[h.identity] = true
+				reps = append(reps, id)
+			}
+		}
+		slices.Sort(reps)
+		for _, ps := range sp.primary {
+			site := e.sites[ps.site]
+			host := &workload{w: site.Host(site.CIDRs[0].Addr()), ns: e.namespaces[site.Namespace]}
+			set := labels.Set(site.Labels)
+			for _, cp := range e.polByNS[site.Namespace] {
+				if cp.pods.Matches(set) {
+					if cp.ingress {
+						host.inPol = append(host.inPol, cp)
+					}
+					if cp.egress {
+						host.outPol = append(host.outPol, cp)
+					}
+				}
+			}
+			v.Sites = append(v.Sites, view.SiteRules{
+				Site:    ps.site,
+				CIDRs:   ps.cidrs,
+				Ingress: e.rules(host, true, known, reps, s),
+				Egress:  e.rules(host, false, known, reps, s),
+				Monitor: host.ns.monitor,
+			})
+		}
 	}
 	for _, add := range sp.peers {
 		i, found := slices.BinarySearchFunc(v.Peers, add.Node, func(p view.Peer, name string) int {

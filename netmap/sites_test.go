@@ -330,6 +330,78 @@ func checkSiteRules(t *testing.T, w *world, e *Engine) {
 		}
 	}
 	all := w.all()
+	byIP := map[netip.Addr]*inventory.Workload{}
+	for i := range all {
+		byIP[all[i].IP] = &all[i]
+	}
+	// samples returns one address of every /27 of the prefixes.
+	samples := func(ps []netip.Prefix) []netip.Addr {
+		var out []netip.Addr
+		for _, c := range ps {
+			for off := 0; off < 1<<(32-c.Bits()); off += 32 {
+				a4 := c.Addr().As4()
+				a4[3] += byte(off)
+				out = append(out, netip.AddrFrom4(a4))
+			}
+		}
+		return out
+	}
+	// A gateway's site rules decide the site hosts' side of their flows
+	// with every workload in its view, and with other sites' hosts.
+	sites := map[string]*inventory.Site{}
+	for i := range w.sites {
+		sites[w.sites[i].Key()] = &w.sites[i]
+	}
+	for _, n := range w.nodes {
+		v := e.View(n.Name)
+		for _, sr := range v.Sites {
+			s := sites[sr.Site]
+			var cidrs []netip.Prefix
+			for _, c := range sr.CIDRs {
+				cidrs = append(cidrs, c.Netip())
+			}
+			if got, want := cidrs, intersect(region(w)[n.Name], s.CIDRs); !slices.Equal(got, want) {
+				t.Fatalf("gateway %s, site %s: CIDRs %v, want %v", n.Name, s.Key(), got, want)
+			}
+			for _, a := range samples(cidrs) {
+				host := s.Host(a)
+				type remote struct {
+					w  *inventory.Workload
+					id view.Identity
+				}
+				var remotes []remote
+				for _, ie := range v.Identities {
+					remotes = append(remotes, remote{byIP[ie.IP.Netip()], ie.Identity})
+				}
+				for _, o := range w.sites {
+					if o.Key() == s.Key() {
+						continue
+					}
+					for _, b := range samples(o.CIDRs) {
+						h := o.Host(b)
+						remotes = append(remotes, remote{&h, view.IdentityUnknown})
+					}
+				}
+				for _, r := range remotes {
+					ra, _ := view.AddrFrom(r.w.IP)
+					for proto, ps := range ports {
+						for _, port := range ps {
+							in := ev.Decide(r.w, &host, proto, port).Ingress.Allowed
+							if got := sr.Ingress.Allows(r.id, ra, proto, port); got != in {
+								t.Fatalf("gateway %s: ingress of %s at %s from %s on %d/%s: rules say %v, evaluator %v\nrules: %+v",
+									n.Name, s.Key(), a, r.w.Key(), port, proto, got, in, sr.Ingress)
+							}
+							out := ev.Decide(&host, r.w, proto, port).Egress.Allowed
+							if got := sr.Egress.Allows(r.id, ra, proto, port); got != out {
+								t.Fatalf("gateway %s: egress of %s at %s to %s on %d/%s: rules say %v, evaluator %v\nrules: %+v",
+									n.Name, s.Key(), a, r.w.Key(), port, proto, got, out, sr.Egress)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
 	for i := range all {
 		local := &all[i]
 		var rules *view.WorkloadRules
