@@ -155,6 +155,7 @@ func (e *Engine) buildView(nd *node) *view.View {
 			Monitor:  w.ns.monitor,
 		})
 	}
+	e.addSites(v, e.siteParts[nd.n.Name], ids, s)
 	return v
 }
 
@@ -202,6 +203,14 @@ func (e *Engine) rules(w *workload, ingress bool, known, reps []int32, s *viewSc
 					for j, id := range reps {
 						byRep[j] = cr.ports.appendTo(byRep[j], &e.wls[id].w)
 					}
+					for _, site := range e.siteHosts {
+						if byCIDR == nil {
+							byCIDR = map[view.Prefix]portSet{}
+						}
+						for _, c := range site.cidrs {
+							byCIDR[c] = cr.ports.appendTo(byCIDR[c], &site.host.w)
+						}
+					}
 				}
 				continue
 			}
@@ -215,6 +224,21 @@ func (e *Engine) rules(w *workload, ingress bool, known, reps []int32, s *viewSc
 						byCIDR[part] = append(byCIDR[part], f...)
 					}
 					if named {
+						// A named port resolves against each site host
+						// inside the block.
+						for _, site := range e.siteHosts {
+							for _, c := range site.cidrs {
+								for _, part := range pe.block.v4 {
+									in := part
+									if c.Bits > part.Bits && part.Contains(c.Addr) {
+										in = c
+									} else if !(c.Bits <= part.Bits && c.Contains(part.Addr)) {
+										continue
+									}
+									byCIDR[in] = cr.ports.appendTo(byCIDR[in], &site.host.w)
+								}
+							}
+						}
 						for _, id := range known {
 							p := e.wls[id]
 							if pe.block.contains(p.w.IP) {
@@ -224,6 +248,22 @@ func (e *Engine) rules(w *workload, ingress bool, known, reps []int32, s *viewSc
 						}
 					}
 					continue
+				}
+				// Site hosts are no workloads: a selector that matches a
+				// site (all its hosts alike) allows its CIDRs.
+				for _, site := range e.siteHosts {
+					if pe.matches(cp.ns, site.host) {
+						if byCIDR == nil {
+							byCIDR = map[view.Prefix]portSet{}
+						}
+						ps := fixed()
+						if !ingress {
+							ps = cr.ports.appendTo(nil, &site.host.w)
+						}
+						for _, c := range site.cidrs {
+							byCIDR[c] = append(byCIDR[c], ps...)
+						}
+					}
 				}
 				for j, id := range reps {
 					if pe.members.has(id) {

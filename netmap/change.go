@@ -86,6 +86,7 @@ func (t *txn) finish() []string {
 // rebuild recomputes the views of the named nodes and reports those that
 // changed.
 func (e *Engine) rebuild(names map[string]bool) []string {
+	e.refreshSites(names)
 	var list []string
 	var changed []string
 	for name := range names {
@@ -353,6 +354,16 @@ func (e *Engine) UpsertNamespace(ns inventory.Namespace) ([]string, error) {
 		}
 	}
 	n = e.putNamespace(ns)
+	for _, sh := range e.siteHosts {
+		if sh.host.ns == n {
+			// Selectors in any node's rule tables may match the
+			// namespace's sites.
+			for name := range e.allNodes() {
+				t.nodes[name] = true
+			}
+			break
+		}
+	}
 	for _, cp := range e.policies {
 		for _, rules := range [][]crule{cp.in, cp.out} {
 			for _, r := range rules {

@@ -6,7 +6,9 @@
 // derives from them each node's peers, AllowedIPs, identity map and rule
 // tables. A change recomputes only the flows of the workloads it touches and
 // the views of the nodes that host them or their partners, and reports
-// which views changed.
+// which views changed. Sites and approved routes add gateway peers with
+// exactly the allowed site CIDRs, and site rule tables on gateways (see
+// sites.go and docs/sites.md).
 //
 // It is pure code with no I/O: it imports no echo, netlink, BPF or
 // WireGuard packages. The coordinator's state layer owns an Engine; the
@@ -37,6 +39,11 @@ type Input struct {
 	Workloads []inventory.Workload
 	Policies  []*policy.Policy
 	Baseline  policy.Baseline
+	// Sites are the networks of agentless hosts, and Routes the approved
+	// routes of each node (by node name); see UpsertSite and
+	// SetApprovedRoutes.
+	Sites  []inventory.Site
+	Routes map[string][]netip.Prefix
 	// VersionBase is added to every view version, so that versions stay
 	// unique across coordinator restarts (the first view is VersionBase+1).
 	VersionBase uint64
@@ -63,6 +70,11 @@ type Engine struct {
 
 	ipIndex []int32 // ids sorted by address; rebuilt when ipDirty
 	ipDirty bool
+
+	sites     map[string]inventory.Site // by namespace/name
+	routes    map[string][]netip.Prefix // approved routes by node name
+	siteParts map[string]*sitePart      // what sites add to each view; see sites.go
+	siteHosts []siteHost                // one per site, by key, for the rule tables
 }
 
 type namespace struct {
@@ -188,9 +200,30 @@ func New(in Input) (*Engine, error) {
 		ids:         newIdentities(),
 		ipDirty:     true,
 		versionBase: in.VersionBase,
+		sites:       map[string]inventory.Site{},
+		routes:      map[string][]netip.Prefix{},
+		siteParts:   map[string]*sitePart{},
 	}
 	for _, ns := range in.Namespaces {
 		e.putNamespace(ns)
+	}
+	for _, s := range in.Sites {
+		if _, dup := e.sites[s.Key()]; dup {
+			return nil, fmt.Errorf("site %s is listed twice", s.Key())
+		}
+		if err := e.checkSite(&s); err != nil {
+			return nil, err
+		}
+		e.putSite(s)
+	}
+	e.indexSites()
+	for name, rs := range in.Routes {
+		if err := checkRoutes(name, rs); err != nil {
+			return nil, err
+		}
+		if len(rs) > 0 {
+			e.routes[name] = slices.Clone(rs)
+		}
 	}
 	// Workloads get ids in address order, which lets view building merge
 	// sorted partner lists instead of sorting them.
@@ -255,6 +288,7 @@ func New(in Input) (*Engine, error) {
 		}
 	}
 	e.allFlows()
+	e.refreshSites(map[string]bool{})
 	views := make([]*view.View, len(names))
 	parallel(len(names), func(i int) { views[i] = e.buildView(e.nodes[names[i]]) })
 	for i, name := range names {

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -58,6 +59,7 @@ func checkViews(t *testing.T, w *world, e *Engine) {
 		nodeOf[all[i].Key()] = all[i].Node
 	}
 	truth := o.ev.TruthTable(all)
+	so := newSiteOracle(w)
 	for _, n := range w.nodes {
 		v := e.View(n.Name)
 		if v == nil {
@@ -78,6 +80,25 @@ func checkViews(t *testing.T, w *world, e *Engine) {
 					}
 				}
 			}
+		}
+		// Gateways of the sites this node's workloads have flows with,
+		// and on a gateway the nodes whose site flows it carries.
+		sitePeers := map[string]bool{}
+		for g := range so.toGW[n.Name] {
+			sitePeers[g] = true
+		}
+		siteAddrs := map[netip.Addr]bool{}
+		for other, addrs := range so.fromGW[n.Name] {
+			sitePeers[other] = true
+			for _, a := range addrs {
+				siteAddrs[a] = true
+				if id := v.IdentityOf(view.Addr(a.As4())); id == view.IdentityUnknown {
+					t.Fatalf("node %s: gateway has no identity for %s, whose site flows it carries", n.Name, a)
+				}
+			}
+		}
+		for p := range sitePeers {
+			wantPeers[p] = true
 		}
 		gotPeers := map[string]bool{}
 		for _, p := range v.Peers {
@@ -112,7 +133,21 @@ func checkViews(t *testing.T, w *world, e *Engine) {
 					want = append(want, view.HostPrefix(a))
 				}
 			}
-			sort.Slice(want, func(i, j int) bool { return want[i].Addr.Compare(want[j].Addr) < 0 })
+			for _, a := range so.fromGW[n.Name][p.Node] {
+				if va := view.HostPrefix(view.Addr(a.As4())); !slices.Contains(want, va) {
+					want = append(want, va)
+				}
+			}
+			for _, sp := range so.toGW[n.Name][p.Node] {
+				vp, _ := view.PrefixFrom(sp)
+				want = append(want, vp)
+			}
+			sort.Slice(want, func(i, j int) bool {
+				if c := want[i].Addr.Compare(want[j].Addr); c != 0 {
+					return c < 0
+				}
+				return want[i].Bits < want[j].Bits
+			})
 			if d := cmp.Diff(want, p.AllowedIPs); d != "" {
 				t.Fatalf("node %s peer %s: AllowedIPs (-want +got):\n%s", n.Name, p.Node, d)
 			}
@@ -130,7 +165,7 @@ func checkViews(t *testing.T, w *world, e *Engine) {
 				}
 			}
 			for ri := range all {
-				if all[ri].Node == other.Name && !partners[ri] {
+				if all[ri].Node == other.Name && !partners[ri] && !siteAddrs[all[ri].IP] {
 					ip := all[ri].IP.String()
 					if strings.Contains(text, `"`+ip+`"`) || strings.Contains(text, `"`+ip+`/32"`) {
 						t.Fatalf("node %s: view holds address %s of non-peer node %s", n.Name, ip, other.Name)
@@ -308,6 +343,16 @@ func canonical(e *Engine) map[string]view.View {
 				sort.Slice(r.Identities, func(a, b int) bool { return r.Identities[a].Identity < r.Identities[b].Identity })
 			}
 		}
+		v.Sites = append([]view.SiteRules(nil), v.Sites...)
+		for i := range v.Sites {
+			for _, r := range []*view.Rules{&v.Sites[i].Ingress, &v.Sites[i].Egress} {
+				r.Identities = append([]view.IdentityRule(nil), r.Identities...)
+				for j := range r.Identities {
+					r.Identities[j].Identity = rank[r.Identities[j].Identity]
+				}
+				sort.Slice(r.Identities, func(a, b int) bool { return r.Identities[a].Identity < r.Identities[b].Identity })
+			}
+		}
 		out[name] = v
 	}
 	return out
@@ -333,7 +378,7 @@ func applyRandomChange(t *testing.T, r *rand.Rand, w *world, e *Engine) (string,
 		}
 		return ch
 	}
-	switch r.IntN(9) {
+	switch r.IntN(11) {
 	case 0: // relabel a workload
 		if len(w.workloads) == 0 {
 			break
@@ -445,6 +490,33 @@ func applyRandomChange(t *testing.T, r *rand.Rand, w *world, e *Engine) (string,
 		}
 		w.namespaces[i].Labels = map[string]string{"team": []string{"red", "blue", "green"}[r.IntN(3)]}
 		return "relabel namespace " + w.namespaces[i].Name, must(e.UpsertNamespace(w.namespaces[i]))
+	case 9: // add, change or delete a site
+		s := randSite(r, r.IntN(len(siteCIDRs)))
+		for i, x := range w.sites {
+			if x.Name == s.Name {
+				w.sites = append(w.sites[:i], w.sites[i+1:]...)
+				if r.IntN(3) == 0 {
+					return "delete site " + x.Key(), must(e.DeleteSite(x.Key()))
+				}
+				s.Namespace = x.Namespace // replace it, keeping its key
+				break
+			}
+		}
+		w.sites = append(w.sites, s)
+		return "upsert site " + s.Key(), must(e.UpsertSite(s))
+	case 10: // approve or withdraw a node's routes (the node may be gone)
+		name := w.nodes[r.IntN(len(w.nodes))].Name
+		if r.IntN(5) == 0 {
+			name = fmt.Sprintf("node-%03d-q", 20+r.IntN(20))
+		}
+		var routes []netip.Prefix
+		if r.IntN(3) > 0 {
+			routes = randRoutes(r)
+			w.routes[name] = routes
+		} else {
+			delete(w.routes, name)
+		}
+		return fmt.Sprintf("routes of %s: %v", name, routes), must(e.SetApprovedRoutes(name, routes))
 	}
 	return "none", nil
 }

@@ -21,10 +21,13 @@ type world struct {
 	workloads  []inventory.Workload
 	policies   []*policy.Policy
 	baseline   policy.Baseline
+	sites      []inventory.Site
+	routes     map[string][]netip.Prefix // approved routes by node name
 }
 
 func (w *world) input() Input {
-	return Input{Namespaces: w.namespaces, Nodes: w.nodes, Workloads: w.workloads, Policies: w.policies, Baseline: w.baseline}
+	return Input{Namespaces: w.namespaces, Nodes: w.nodes, Workloads: w.workloads, Policies: w.policies, Baseline: w.baseline,
+		Sites: w.sites, Routes: w.routes}
 }
 
 func (w *world) all() []inventory.Workload {
@@ -96,7 +99,51 @@ func newWorld(r *rand.Rand) *world {
 	for i := 0; i < np; i++ {
 		w.policies = append(w.policies, randPolicy(r, fmt.Sprintf("p%d", i)))
 	}
+	w.routes = map[string][]netip.Prefix{}
+	if r.IntN(2) == 0 {
+		w.addSites(r)
+	}
 	return w
+}
+
+// addSites gives the world sites and some nodes approved routes.
+func (w *world) addSites(r *rand.Rand) {
+	for i := 0; i < 2; i++ {
+		if r.IntN(4) > 0 {
+			w.sites = append(w.sites, randSite(r, i))
+		}
+	}
+	for _, n := range w.nodes {
+		if r.IntN(3) == 0 {
+			w.routes[n.Name] = randRoutes(r)
+		}
+	}
+}
+
+// siteCIDRs are the prefixes of the random sites, by index.
+var siteCIDRs = [][]netip.Prefix{
+	{netip.MustParsePrefix("198.19.1.0/24")},
+	{netip.MustParsePrefix("198.19.2.0/24"), netip.MustParsePrefix("198.19.3.0/25")},
+}
+
+func randSite(r *rand.Rand, i int) inventory.Site {
+	return inventory.Site{
+		Name:      fmt.Sprintf("lan-%d", i),
+		Namespace: nsNames[r.IntN(len(nsNames))],
+		Labels:    randLabels(r),
+		CIDRs:     siteCIDRs[i],
+		Ports:     randPorts(r),
+	}
+}
+
+// randRoutes picks routes that cover sites whole, in part, or together.
+func randRoutes(r *rand.Rand) []netip.Prefix {
+	choices := []string{"198.19.1.0/24", "198.19.1.0/25", "198.19.0.0/16", "198.19.2.0/23", "198.19.3.0/24", "203.0.113.0/24"}
+	var out []netip.Prefix
+	for i, n := 0, 1+r.IntN(2); i < n; i++ {
+		out = append(out, netip.MustParsePrefix(choices[r.IntN(len(choices))]))
+	}
+	return out
 }
 
 func (w *world) randNode(r *rand.Rand, i int) inventory.Node {
@@ -171,7 +218,16 @@ func randPeers(r *rand.Rand) []networkingv1.NetworkPolicyPeer {
 			p.NamespaceSelector = randNSSelector(r)
 		case 3:
 			b := &networkingv1.IPBlock{}
-			switch r.IntN(3) {
+			switch r.IntN(5) {
+			case 3: // site addresses
+				b.CIDR = "198.19.0.0/16"
+				b.Except = []string{fmt.Sprintf("198.19.%d.128/26", 1+r.IntN(3))}
+			case 4:
+				x := 1 + r.IntN(3)
+				b.CIDR = fmt.Sprintf("198.19.%d.0/25", x)
+				if r.IntN(2) == 0 {
+					b.Except = []string{fmt.Sprintf("198.19.%d.32/27", x)}
+				}
 			case 0:
 				b.CIDR = "100.64.0.0/10"
 				b.Except = []string{fmt.Sprintf("100.64.%d.0/24", r.IntN(8))}

@@ -22,12 +22,14 @@ type Delta struct {
 	RemoveIdentities []Addr          `json:"removeIdentities,omitempty"`
 	UpsertWorkloads  []WorkloadRules `json:"upsertWorkloads,omitempty"`
 	RemoveWorkloads  []string        `json:"removeWorkloads,omitempty"`
+	UpsertSites      []SiteRules     `json:"upsertSites,omitempty"`
+	RemoveSites      []string        `json:"removeSites,omitempty"`
 }
 
 // Empty reports whether the delta changes nothing but the version.
 func (d *Delta) Empty() bool {
 	return len(d.UpsertPeers)+len(d.RemovePeers)+len(d.UpsertIdentities)+len(d.RemoveIdentities)+
-		len(d.UpsertWorkloads)+len(d.RemoveWorkloads) == 0
+		len(d.UpsertWorkloads)+len(d.RemoveWorkloads)+len(d.UpsertSites)+len(d.RemoveSites) == 0
 }
 
 // Diff computes the delta from old to cur. Both must be sorted as views
@@ -43,6 +45,9 @@ func Diff(old, cur *View) Delta {
 	diffSorted(old.Workloads, cur.Workloads, func(w WorkloadRules) string { return w.Workload },
 		func(w WorkloadRules) { d.UpsertWorkloads = append(d.UpsertWorkloads, w) },
 		func(w WorkloadRules) { d.RemoveWorkloads = append(d.RemoveWorkloads, w.Workload) })
+	diffSorted(old.Sites, cur.Sites, func(s SiteRules) string { return s.Site },
+		func(s SiteRules) { d.UpsertSites = append(d.UpsertSites, s) },
+		func(s SiteRules) { d.RemoveSites = append(d.RemoveSites, s.Site) })
 	return d
 }
 
@@ -102,6 +107,8 @@ func (d *Delta) Apply(v *View) (*View, error) {
 		func(p Peer) string { return p.Node })
 	out.Workloads = mergeSorted(v.Workloads, d.UpsertWorkloads, d.RemoveWorkloads,
 		func(w WorkloadRules) string { return w.Workload })
+	out.Sites = mergeSorted(v.Sites, d.UpsertSites, d.RemoveSites,
+		func(s SiteRules) string { return s.Site })
 	gone := make(map[Addr]bool, len(d.RemoveIdentities))
 	for _, a := range d.RemoveIdentities {
 		gone[a] = true

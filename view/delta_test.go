@@ -45,3 +45,23 @@ func TestDeltaRoundTrip(t *testing.T) {
 		t.Errorf("Apply on another base: %v, want ErrBase", err)
 	}
 }
+
+func TestDeltaSites(t *testing.T) {
+	old := &View{Node: "gw", Version: 1, Sites: []SiteRules{
+		{Site: "eu/db", CIDRs: []Prefix{MustPrefix("198.19.1.0/24")}},
+		{Site: "eu/old", CIDRs: []Prefix{MustPrefix("198.19.9.0/24")}}}}
+	cur := &View{Node: "gw", Version: 2, Sites: []SiteRules{
+		{Site: "eu/db", CIDRs: []Prefix{MustPrefix("198.19.1.0/25")}, Ingress: Rules{Isolated: true}},
+		{Site: "eu/new", CIDRs: []Prefix{MustPrefix("198.19.2.0/24")}}}}
+	d := Diff(old, cur)
+	if len(d.UpsertSites) != 2 || !reflect.DeepEqual(d.RemoveSites, []string{"eu/old"}) || d.Empty() {
+		t.Fatalf("delta: %+v", d)
+	}
+	got, err := d.Apply(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, cur) {
+		t.Errorf("Apply(Diff) = %+v\nwant %+v", got, cur)
+	}
+}

@@ -43,6 +43,26 @@ type View struct {
 	// Workloads are the rule tables of this node's own workloads (the node
 	// itself included), sorted by key.
 	Workloads []WorkloadRules `json:"workloads,omitempty"`
+	// Sites are, on a gateway, the rule tables of the sites whose
+	// addresses it is the primary gateway for, sorted by site.
+	Sites []SiteRules `json:"sites,omitempty"`
+}
+
+// SiteRules are the compiled rules of the hosts of one site, which run no
+// agent: the gateway that carries their traffic checks it on their
+// behalf. Every host of a site has the same rules (policy selects site
+// hosts by the site's namespace and labels); site hosts have no identity
+// (IdentityUnknown), so other workloads' and sites' rules name them by
+// CIDR.
+type SiteRules struct {
+	Site string `json:"site"` // namespace/name
+	// CIDRs are the site's addresses this node is the primary gateway
+	// for, minimal and in address order.
+	CIDRs   []Prefix `json:"cidrs"`
+	Ingress Rules    `json:"ingress"`
+	Egress  Rules    `json:"egress"`
+	// Monitor is true when the site's namespace is in monitor mode.
+	Monitor bool `json:"monitor,omitempty"`
 }
 
 // Peer is a remote node and the addresses this node may reach through it.
