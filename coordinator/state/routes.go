@@ -69,6 +69,42 @@ func overlapsOthers(all []store.Route, node string, p netip.Prefix) error {
 	return nil
 }
 
+// approvedByNode returns the approved prefixes of each node, the routes
+// the view engine uses.
+func approvedByNode(routes []store.Route) map[string][]netip.Prefix {
+	out := map[string][]netip.Prefix{}
+	for _, r := range routes {
+		if r.Status == store.RouteApproved {
+			out[r.Node] = append(out[r.Node], r.Prefix)
+		}
+	}
+	return out
+}
+
+// syncRoutes gives the view engine node's approved routes as the store
+// now holds them (inside a change, after the store was written) and
+// returns changed with the nodes whose views that changes added. Must
+// hold s.mu.
+func (s *State) syncRoutes(tx store.Tx, node string, changed []string) ([]string, error) {
+	routes, err := tx.ListRoutes()
+	if err != nil {
+		return nil, err
+	}
+	s.touched = true // the engine may have changed before this call
+	more, err := s.eng.SetApprovedRoutes(node, approvedByNode(routes)[node])
+	if err != nil {
+		return nil, err
+	}
+	return union(changed, more), nil
+}
+
+// union returns the names in a or b, each once, sorted.
+func union(a, b []string) []string {
+	out := append(slices.Clone(a), b...)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // Routes returns every advertised route ordered by node, prefix; node ""
 // for all nodes.
 func (s *State) Routes(ctx context.Context, node string) ([]store.Route, error) {
@@ -135,7 +171,10 @@ func (s *State) decideRoute(ctx context.Context, action, status, actor, node, pr
 		}
 		mine[found].Status, mine[found].DecidedAt, mine[found].DecidedBy = status, s.opts.Now(), actor
 		out = mine[found]
-		return nil, tx.SetRoutes(node, slices.Clone(mine))
+		if err := tx.SetRoutes(node, slices.Clone(mine)); err != nil {
+			return nil, err
+		}
+		return s.syncRoutes(tx, node, nil)
 	})
 	return out, err
 }

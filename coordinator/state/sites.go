@@ -63,8 +63,10 @@ func (s *State) PutSite(ctx context.Context, actor string, site store.Site) (sto
 		if err := s.ensureNamespace(tx, site.Namespace); err != nil {
 			return nil, err
 		}
-		// Views do not use sites yet: no node's view changes.
-		return nil, tx.PutSite(site)
+		if err := tx.PutSite(site); err != nil {
+			return nil, err
+		}
+		return s.eng.UpsertSite(site)
 	})
 	if err != nil {
 		return store.Site{}, err
@@ -111,7 +113,10 @@ func (s *State) DeleteSite(ctx context.Context, actor, namespace, name string) e
 				detail["before"] = o
 			}
 		}
-		return nil, tx.DeleteSite(namespace, name)
+		if err := tx.DeleteSite(namespace, name); err != nil {
+			return nil, err
+		}
+		return s.eng.DeleteSite(key)
 	})
 }
 

@@ -161,6 +161,14 @@ func (s *State) loadLocked(ctx context.Context) error {
 			}
 			in.Policies = append(in.Policies, parsed...)
 		}
+		if in.Sites, err = tx.ListSites(); err != nil {
+			return err
+		}
+		routes, err := tx.ListRoutes()
+		if err != nil {
+			return err
+		}
+		in.Routes = approvedByNode(routes)
 		return nil
 	})
 	if err != nil {
@@ -684,7 +692,12 @@ func (s *State) Register(ctx context.Context, name string, r Registration) (stor
 		if err := tx.SetWorkloads(name, ws); err != nil {
 			return nil, err
 		}
-		return s.eng.SetNode(toInventory(node), slices.Clone(ws))
+		changed, err := s.eng.SetNode(toInventory(node), slices.Clone(ws))
+		if err != nil {
+			return nil, err
+		}
+		// Withdrawing an approved route changes what the node carries.
+		return s.syncRoutes(tx, name, changed)
 	})
 	if errors.Is(err, ErrNotGranted) {
 		s.auditRefusal(ctx, name, err)
@@ -750,7 +763,19 @@ func (s *State) deleteNode(tx store.Tx, name string) ([]string, error) {
 	if err := tx.DeleteNode(name); err != nil {
 		return nil, err
 	}
-	return s.eng.DeleteNode(name)
+	changed, err := s.eng.DeleteNode(name)
+	if err != nil {
+		return nil, err
+	}
+	// The store dropped the node's routes with it; the engine keeps routes
+	// of nodes it does not hold, so a node enrolled later under the same
+	// name would inherit them: forget them.
+	s.touched = true
+	more, err := s.eng.SetApprovedRoutes(name, nil)
+	if err != nil {
+		return nil, err
+	}
+	return union(changed, more), nil
 }
 
 // NodeForCert returns the node a verified certificate belongs to. It

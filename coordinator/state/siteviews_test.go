@@ -1,0 +1,157 @@
+package state
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/latchnet/latch/grant"
+	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/policy"
+	"github.com/latchnet/latch/wire"
+)
+
+const webToSite = `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-to-db, namespace: prod}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - ipBlock: {cidr: 198.19.1.0/24, except: [198.19.1.128/26]}
+    ports: [{port: 5432}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-from-web, namespace: site-eu}
+spec:
+  podSelector: {matchLabels: {role: db}}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: prod}}
+      podSelector: {matchLabels: {app: web}}
+    ports: [{port: 5432}]
+`
+
+// siteIPs returns the site part of gateway gw's AllowedIPs in node's
+// view (those outside the overlay pool), or nil when gw is no peer.
+func (e *env) siteIPs(node, gw string) []string {
+	e.t.Helper()
+	v := e.s.View(node)
+	if v == nil {
+		return nil
+	}
+	pool := netip.MustParsePrefix("100.64.0.0/10")
+	for _, p := range v.Peers {
+		if p.Node != gw {
+			continue
+		}
+		out := []string{}
+		for _, a := range p.AllowedIPs {
+			if !pool.Overlaps(a.Netip()) {
+				out = append(out, a.String())
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	return nil
+}
+
+// TestSiteViewsFollowTheStore: the coordinator's sites and approved
+// routes reach the views: a node whose workload may reach a site gets the
+// site's gateway as a peer with exactly the allowed CIDRs once the route
+// is approved, loses it when the route is rejected, keeps it across a
+// restart of the coordinator, and a gateway deleted and enrolled again
+// under its name does not inherit its old approval.
+func TestSiteViewsFollowTheStore(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.token("t", 4, grant.Workload{Namespace: "prod", Labels: map[string]string{"app": "web"}})
+	e.enroll("t", "app")
+	e.enroll("t", "gw")
+	e.register("app", inventory.Workload{Name: "web", Namespace: "prod", Labels: map[string]string{"app": "web"}})
+	db := site("site-eu", "db", map[string]string{"role": "db"}, "198.19.1.0/24")
+	db.Ports = []inventory.Port{{Port: 5432, Protocol: inventory.TCP}}
+	if _, err := e.s.PutSite(ctx, "alice", db); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.ApplyPolicies(ctx, "alice", policy.File{Name: "p.yaml", Data: []byte(webToSite)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.advertise("gw", wire.Route{Prefix: "198.19.1.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.siteIPs("app", "gw"); got != nil {
+		t.Fatalf("an unapproved route carries %v, want no gateway peer", got)
+	}
+	if _, err := e.s.ApproveRoute(ctx, "alice", "gw", "198.19.1.0/24"); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"198.19.1.0/25", "198.19.1.192/26"}
+	if got := e.siteIPs("app", "gw"); !slices.Equal(got, want) {
+		t.Fatalf("after approval app holds gw with site AllowedIPs %v, want %v", got, want)
+	}
+	if !e.peers("gw")["app"] {
+		t.Errorf("the gateway's view lacks app, whose flows it carries: %v", e.peers("gw"))
+	}
+
+	// A restarted coordinator loads sites and approved routes from the store.
+	e.open()
+	if got := e.siteIPs("app", "gw"); !slices.Equal(got, want) {
+		t.Fatalf("after a restart app holds gw with site AllowedIPs %v, want %v", got, want)
+	}
+
+	if _, err := e.s.RejectRoute(ctx, "bob", "gw", "198.19.1.0/24"); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.siteIPs("app", "gw"); got != nil {
+		t.Fatalf("a rejected route still carries %v", got)
+	}
+	if _, err := e.s.ApproveRoute(ctx, "alice", "gw", "198.19.1.0/24"); err != nil {
+		t.Fatal(err)
+	}
+	// Withdrawn by the gateway: gone from the views.
+	if err := e.advertise("gw"); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.siteIPs("app", "gw"); got != nil {
+		t.Fatalf("a withdrawn route still carries %v", got)
+	}
+	if err := e.advertise("gw", wire.Route{Prefix: "198.19.1.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.ApproveRoute(ctx, "alice", "gw", "198.19.1.0/24"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.DeleteNode(ctx, "admin", "gw"); err != nil {
+		t.Fatal(err)
+	}
+	e.enroll("t", "gw")
+	if got := e.siteIPs("app", "gw"); got != nil {
+		t.Fatalf("a gateway enrolled again under a deleted one's name inherits its approval: %v", got)
+	}
+	if err := e.advertise("gw", wire.Route{Prefix: "198.19.1.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.siteIPs("app", "gw"); got != nil {
+		t.Fatalf("a gateway enrolled again under a deleted one's name inherits its approval: %v", got)
+	}
+
+	// Deleting the site withdraws what it allowed.
+	if _, err := e.s.ApproveRoute(ctx, "alice", "gw", "198.19.1.0/24"); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.siteIPs("app", "gw"); !slices.Equal(got, want) {
+		t.Fatalf("after approval again: %v, want %v", got, want)
+	}
+	if err := e.s.DeleteSite(ctx, "alice", "site-eu", "db"); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.siteIPs("app", "gw"); len(got) != 0 {
+		t.Fatalf("a deleted site still routed through gw: %v", got)
+	}
+}
