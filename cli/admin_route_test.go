@@ -1,11 +1,7 @@
 package cli
 
 import (
-	"bytes"
-	"context"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -17,17 +13,7 @@ import (
 // TestAdminRoute: `latch admin route list|approve|reject` against a real
 // coordinator, with routes a gateway advertised in its registration.
 func TestAdminRoute(t *testing.T) {
-	co := coordtest.New(t, coordtest.Options{})
-	tokenFile := filepath.Join(co.Dir, "admin.token")
-	if err := os.WriteFile(tokenFile, []byte(co.AdminToken), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	latch := func(args ...string) (string, string, int) {
-		var out, errb bytes.Buffer
-		args = append(args, "--coordinator", co.URL, "--token-file", tokenFile)
-		code := Run(context.Background(), args, &out, &errb)
-		return out.String(), errb.String(), code
-	}
+	co, latch := latchAgainst(t)
 	if out, errOut, code := latch("admin", "route", "list"); code != 0 || !strings.Contains(out, "no routes advertised") {
 		t.Fatalf("list of none: %d %q %q", code, out, errOut)
 	}

@@ -1,30 +1,14 @@
 package cli
 
 import (
-	"bytes"
-	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/latchnet/latch/coordinator/coordtest"
 )
 
 // TestAdminSite: `latch admin site list|set|delete` against a real
 // coordinator.
 func TestAdminSite(t *testing.T) {
-	co := coordtest.New(t, coordtest.Options{})
-	tokenFile := filepath.Join(co.Dir, "admin.token")
-	if err := os.WriteFile(tokenFile, []byte(co.AdminToken), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	latch := func(args ...string) (string, string, int) {
-		var out, errb bytes.Buffer
-		args = append(args, "--coordinator", co.URL, "--token-file", tokenFile)
-		code := Run(context.Background(), args, &out, &errb)
-		return out.String(), errb.String(), code
-	}
+	_, latch := latchAgainst(t)
 	if out, errOut, code := latch("admin", "site", "list"); code != 0 || !strings.Contains(out, "no sites") {
 		t.Fatalf("list of none: %d %q %q", code, out, errOut)
 	}
