@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -199,30 +201,11 @@ func TestSiteViewsMatchEvaluator(t *testing.T) {
 func TestGatewayPeerExample(t *testing.T) {
 	site := inventory.Site{Name: "db", Namespace: "site-eu", Labels: map[string]string{"role": "db"},
 		CIDRs: []netip.Prefix{netip.MustParsePrefix("198.19.1.0/24")}, Ports: []inventory.Port{{Port: 5432, Protocol: inventory.TCP}}}
-	ps, err := policy.Parse("p.yaml", []byte(`
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: web-to-db, namespace: prod}
-spec:
-  podSelector: {matchLabels: {app: web}}
-  policyTypes: [Egress]
-  egress:
-  - to:
-    - ipBlock: {cidr: 198.19.1.0/24, except: [198.19.1.128/26]}
-    ports: [{port: 5432}]
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: db-from-web, namespace: site-eu}
-spec:
-  podSelector: {matchLabels: {role: db}}
-  policyTypes: [Ingress]
-  ingress:
-  - from:
-    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: prod}}
-      podSelector: {matchLabels: {app: web}}
-    ports: [{port: 5432}]
-`))
+	data, err := os.ReadFile(filepath.Join("testdata", "web-to-db.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := policy.Parse("web-to-db.yaml", data)
 	if err != nil {
 		t.Fatal(err)
 	}

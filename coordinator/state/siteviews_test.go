@@ -3,6 +3,8 @@ package state
 import (
 	"context"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -12,29 +14,9 @@ import (
 	"github.com/latchnet/latch/wire"
 )
 
-const webToSite = `apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: web-to-db, namespace: prod}
-spec:
-  podSelector: {matchLabels: {app: web}}
-  policyTypes: [Egress]
-  egress:
-  - to:
-    - ipBlock: {cidr: 198.19.1.0/24, except: [198.19.1.128/26]}
-    ports: [{port: 5432}]
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: db-from-web, namespace: site-eu}
-spec:
-  podSelector: {matchLabels: {role: db}}
-  policyTypes: [Ingress]
-  ingress:
-  - from:
-    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: prod}}
-      podSelector: {matchLabels: {app: web}}
-    ports: [{port: 5432}]
-`
+// webToSite is the view engine's example policy over site eu: web may
+// reach 198.19.1.0/24 on 5432 except 198.19.1.128/26.
+var webToSite = filepath.Join("..", "..", "netmap", "testdata", "web-to-db.yaml")
 
 // siteIPs returns the site part of gateway gw's AllowedIPs in node's
 // view (those outside the overlay pool), or nil when gw is no peer.
@@ -79,7 +61,11 @@ func TestSiteViewsFollowTheStore(t *testing.T) {
 	if _, err := e.s.PutSite(ctx, "alice", db); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.s.ApplyPolicies(ctx, "alice", policy.File{Name: "p.yaml", Data: []byte(webToSite)}); err != nil {
+	data, err := os.ReadFile(webToSite)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.ApplyPolicies(ctx, "alice", policy.File{Name: "web-to-db.yaml", Data: data}); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.advertise("gw", wire.Route{Prefix: "198.19.1.0/24"}); err != nil {
