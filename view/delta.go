@@ -24,12 +24,15 @@ type Delta struct {
 	RemoveWorkloads  []string        `json:"removeWorkloads,omitempty"`
 	UpsertSites      []SiteRules     `json:"upsertSites,omitempty"`
 	RemoveSites      []string        `json:"removeSites,omitempty"`
+	// Routes, when not nil, replaces the view's routes (an empty list
+	// removes them all).
+	Routes *[]Route `json:"routes,omitempty"`
 }
 
 // Empty reports whether the delta changes nothing but the version.
 func (d *Delta) Empty() bool {
 	return len(d.UpsertPeers)+len(d.RemovePeers)+len(d.UpsertIdentities)+len(d.RemoveIdentities)+
-		len(d.UpsertWorkloads)+len(d.RemoveWorkloads)+len(d.UpsertSites)+len(d.RemoveSites) == 0
+		len(d.UpsertWorkloads)+len(d.RemoveWorkloads)+len(d.UpsertSites)+len(d.RemoveSites) == 0 && d.Routes == nil
 }
 
 // Diff computes the delta from old to cur. Both must be sorted as views
@@ -48,6 +51,13 @@ func Diff(old, cur *View) Delta {
 	diffSorted(old.Sites, cur.Sites, func(s SiteRules) string { return s.Site },
 		func(s SiteRules) { d.UpsertSites = append(d.UpsertSites, s) },
 		func(s SiteRules) { d.RemoveSites = append(d.RemoveSites, s.Site) })
+	if !slices.Equal(old.Routes, cur.Routes) {
+		rs := slices.Clone(cur.Routes)
+		if rs == nil {
+			rs = []Route{}
+		}
+		d.Routes = &rs
+	}
 	return d
 }
 
@@ -109,6 +119,13 @@ func (d *Delta) Apply(v *View) (*View, error) {
 		func(w WorkloadRules) string { return w.Workload })
 	out.Sites = mergeSorted(v.Sites, d.UpsertSites, d.RemoveSites,
 		func(s SiteRules) string { return s.Site })
+	out.Routes = v.Routes
+	if d.Routes != nil {
+		out.Routes = slices.Clone(*d.Routes)
+		if len(out.Routes) == 0 {
+			out.Routes = nil
+		}
+	}
 	gone := make(map[Addr]bool, len(d.RemoveIdentities))
 	for _, a := range d.RemoveIdentities {
 		gone[a] = true

@@ -1,6 +1,7 @@
 package view
 
 import (
+	"encoding/json"
 	"errors"
 	"reflect"
 	"testing"
@@ -63,5 +64,39 @@ func TestDeltaSites(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, cur) {
 		t.Errorf("Apply(Diff) = %+v\nwant %+v", got, cur)
+	}
+}
+
+func TestDeltaRoutes(t *testing.T) {
+	r1 := Route{Prefix: MustPrefix("198.19.1.0/24"), Primary: true}
+	r2 := Route{Prefix: MustPrefix("198.19.2.0/24")}
+	steps := [][]Route{nil, {r1}, {r1, r2}, {r2}, nil}
+	for i := 1; i < len(steps); i++ {
+		old := &View{Node: "gw", Version: uint64(i), Routes: steps[i-1]}
+		cur := &View{Node: "gw", Version: uint64(i + 1), Routes: steps[i]}
+		d := Diff(old, cur)
+		if d.Empty() {
+			t.Fatalf("step %d: routes %v → %v gave an empty delta", i, steps[i-1], steps[i])
+		}
+		got, err := d.Apply(old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, cur) {
+			t.Errorf("step %d: Apply(Diff) = %+v, want %+v", i, got, cur)
+		}
+		// The delta survives the wire.
+		b, _ := json.Marshal(d)
+		var back Delta
+		if err := json.Unmarshal(b, &back); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := back.Apply(old); !reflect.DeepEqual(got, cur) {
+			t.Errorf("step %d: delta through JSON %s applies to %+v", i, b, got)
+		}
+	}
+	same := &View{Node: "gw", Version: 2, Routes: []Route{r1}}
+	if d := Diff(&View{Node: "gw", Version: 1, Routes: []Route{r1}}, same); !d.Empty() {
+		t.Errorf("unchanged routes gave %+v", d)
 	}
 }

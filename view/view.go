@@ -46,6 +46,18 @@ type View struct {
 	// Sites are, on a gateway, the rule tables of the sites whose
 	// addresses it is the primary gateway for, sorted by site.
 	Sites []SiteRules `json:"sites,omitempty"`
+	// Routes are this node's approved routes, sorted by prefix, each
+	// with whether the node is the primary gateway for some of its
+	// addresses. A node without approved routes has none.
+	Routes []Route `json:"routes,omitempty"`
+}
+
+// Route is one approved route of a gateway.
+type Route struct {
+	Prefix Prefix `json:"prefix"`
+	// Primary is true when this node is the primary gateway for at least
+	// part of the prefix (the part its View.Sites names).
+	Primary bool `json:"primary,omitempty"`
 }
 
 // SiteRules are the compiled rules of the hosts of one site, which run no
