@@ -66,12 +66,31 @@ func TestAdvertisedRoutes(t *testing.T) {
 		t.Errorf("after the restart the approval stands:\n%s", out)
 	}
 
+	// Bad routes: refused with a message naming the problem, by the node
+	// before it starts or by the coordinator when the node registers;
+	// nothing of the refused node is kept.
+	before := c.mustAdmin("admin", "route", "list")
 	h := c.lab.Host("badgw")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	bad, err := h.Command(ctx, c.bin, "node", "--coordinator", c.url, "--join-token", c.joinToken("prod", ""), "--state-dir", t.TempDir(),
-		"--iface", "ltbad"+c.lab.Suffix(), "--name", "badgw", "--advertise-routes", "198.19.1.5/24").CombinedOutput()
-	if err == nil || !strings.Contains(string(bad), "198.19.1.5/24 is not a network address: did you mean 198.19.1.0/24?") {
-		t.Fatalf("a node advertising 198.19.1.5/24: %v\n%s", err, bad)
+	for i, tc := range []struct{ route, want string }{
+		{"198.19.1.5/24", "198.19.1.5/24 is not a network address: did you mean 198.19.1.0/24?"},
+		{"0.0.0.0/0", "0.0.0.0/0"},
+		{"100.64.1.0/24", "100.64.1.0/24 overlaps the overlay"},
+		{"198.19.1.0/25", "route 198.19.1.0/25 overlaps 198.19.1.0/24, which node gw advertises"},
+		{"198.19.9.0/24,198.19.9.128/25", "198.19.9.128/25 overlaps 198.19.9.0/24, also advertised"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		name := fmt.Sprintf("badgw%d", i)
+		bad, err := h.Command(ctx, c.bin, "node", "--coordinator", c.url, "--join-token", c.joinToken("prod", ""), "--state-dir", t.TempDir(),
+			"--iface", fmt.Sprintf("ltb%d%s", i, c.lab.Suffix()), "--name", name, "--advertise-routes", tc.route).CombinedOutput()
+		cancel()
+		if err == nil || !strings.Contains(string(bad), tc.want) {
+			t.Errorf("a node advertising %s: %v, want an error saying %q:\n%s", tc.route, err, tc.want, bad)
+		}
+		if after := c.mustAdmin("admin", "route", "list"); after != before {
+			t.Errorf("after a node advertising %s was refused, the routes changed:\n%s\nwas\n%s", tc.route, after, before)
+		}
+		if nodes := c.mustAdmin("admin", "node", "list"); strings.Contains(nodes, name) {
+			t.Errorf("the refused node %s is listed:\n%s", name, nodes)
+		}
 	}
 }

@@ -106,6 +106,22 @@ type evalRow struct {
 // policyEval runs `latch policy eval` over inv and the policy document and
 // returns its rows.
 func (c *cluster) policyEval(inv inventory.Inventory, policyDoc string) ([]evalRow, error) {
+	out, err := c.policyEvalJSON(inv, policyDoc)
+	if err != nil {
+		return nil, err
+	}
+	var res struct {
+		Results []evalRow `json:"results"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		return nil, fmt.Errorf("latch policy eval: %v: %s", err, out)
+	}
+	return res.Results, nil
+}
+
+// policyEvalJSON runs `latch policy eval -o json` over inv and the policy
+// document and returns its output.
+func (c *cluster) policyEvalJSON(inv inventory.Inventory, policyDoc string) ([]byte, error) {
 	dir := c.t.TempDir()
 	invData, err := json.MarshalIndent(inv, "", "  ") // JSON is YAML
 	if err != nil {
@@ -129,11 +145,5 @@ func (c *cluster) policyEval(inv inventory.Inventory, policyDoc string) ([]evalR
 		}
 		return nil, fmt.Errorf("latch policy eval: %v: %s", err, stderr)
 	}
-	var res struct {
-		Results []evalRow `json:"results"`
-	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		return nil, fmt.Errorf("latch policy eval: %v: %s", err, out)
-	}
-	return res.Results, nil
+	return out, nil
 }

@@ -41,6 +41,11 @@ type EnrollRequest struct {
 	// not_granted) labels that differ.
 	Labels map[string]string `json:"labels,omitempty"`
 	CSR    []byte            `json:"csr"` // DER
+	// Routes are the routes the node will advertise when it registers.
+	// The coordinator checks them before it enrolls the node (400
+	// invalid, 409 conflict), so a node whose routes would be refused is
+	// not enrolled and its token is not used up.
+	Routes []Route `json:"routes,omitempty"`
 }
 
 // SVIDResponse carries a signed SVID, the trust bundle and what the

@@ -285,7 +285,7 @@ func (s *Server) enroll(c echo.Context) error {
 	}
 	var chain []*x509.Certificate
 	n, err := s.cfg.State.Enroll(c.Request().Context(), state.Enrollment{
-		TokenID: tok.ID, SecretHash: secretHash, Name: req.Name, Labels: req.Labels,
+		TokenID: tok.ID, SecretHash: secretHash, Name: req.Name, Labels: req.Labels, Routes: req.Routes,
 	}, s.signer(req.CSR, &chain))
 	if err != nil {
 		s.metrics.enrollments.WithLabelValues("refused").Inc()

@@ -175,3 +175,46 @@ func TestRouteRefusals(t *testing.T) {
 		t.Fatalf("approving a route overlapping another node's: %v, want conflict", err)
 	}
 }
+
+// A node whose routes Register would refuse is not enrolled: the refusal
+// comes at enrollment, the token is not used up, and nothing is stored.
+func TestEnrollRefusesBadRoutes(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.token("t", 2)
+	e.enroll("t", "gw-a")
+	if err := e.advertise("gw-a", wire.Route{Prefix: "198.19.1.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	before := e.routeTable()
+	for _, c := range []struct {
+		routes []wire.Route
+		err    error
+		msg    string
+	}{
+		{[]wire.Route{{Prefix: "198.19.1.5/24"}}, ErrInvalid, "did you mean 198.19.1.0/24?"},
+		{[]wire.Route{{Prefix: "100.64.8.0/24"}}, ErrInvalid, "overlaps the overlay 100.64.0.0/10"},
+		{[]wire.Route{{Prefix: "0.0.0.0/0"}}, ErrInvalid, "shorter than /8"},
+		{[]wire.Route{{Prefix: "198.19.9.0/24"}, {Prefix: "198.19.9.128/25"}}, ErrInvalid, "also advertised"},
+		{[]wire.Route{{Prefix: "198.19.1.0/25"}}, ErrConflict, "overlaps 198.19.1.0/24, which node gw-a advertises"},
+	} {
+		_, err := e.s.Enroll(ctx, Enrollment{TokenID: "t", SecretHash: []byte("h-t"), Name: "gw-b", Routes: c.routes}, e.sign)
+		if !errors.Is(err, c.err) || !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("enrolling with %v: %v, want %v with %q", c.routes, err, c.err, c.msg)
+		}
+	}
+	e.s.Read(ctx, func(tx store.Tx) error {
+		if _, err := tx.GetNode("gw-b"); err == nil {
+			t.Errorf("a refused node was stored")
+		}
+		return nil
+	})
+	if diff := cmp.Diff(before, e.routeTable()); diff != "" {
+		t.Errorf("refused enrollments changed the routes (-before +after):\n%s", diff)
+	}
+	// The token's second use is still there; the same prefix as gw-a's
+	// (a failover pair) is fine.
+	if _, err := e.s.Enroll(ctx, Enrollment{TokenID: "t", SecretHash: []byte("h-t"), Name: "gw-b", Routes: []wire.Route{{Prefix: "198.19.1.0/24"}}}, e.sign); err != nil {
+		t.Fatalf("after the refusals: %v", err)
+	}
+}

@@ -396,6 +396,10 @@ type Enrollment struct {
 	// if Labels is not empty and differs from them, enrollment is refused
 	// (ErrNotGranted) and the token is not used up.
 	Labels map[string]string
+	// Routes are the routes the node will advertise when it registers;
+	// enrollment is refused, and the token not used up, when Register
+	// would refuse them (ErrInvalid, ErrConflict).
+	Routes []wire.Route
 }
 
 // Cert is what a signer reports about the certificate it issued.
@@ -423,6 +427,21 @@ func (s *State) Enroll(ctx context.Context, e Enrollment, sign func(store.Node) 
 		ns := tok.Namespace
 		if ns == "" {
 			ns = DefaultNamespace
+		}
+		if len(e.Routes) > 0 {
+			ps, err := s.checkRoutes(e.Name, e.Routes)
+			if err != nil {
+				return nil, err
+			}
+			all, err := tx.ListRoutes()
+			if err != nil {
+				return nil, err
+			}
+			for _, p := range ps {
+				if err := overlapsOthers(all, e.Name, p); err != nil {
+					return nil, err
+				}
+			}
 		}
 		if len(e.Labels) > 0 && !maps.Equal(e.Labels, tok.Labels) {
 			return nil, fmt.Errorf("%w: node %s asks for the labels {%s}, but its join token grants {%s}: a node's labels come from its join token (`latch admin token create --labels ...`), not from the node; enroll without --labels, or with a token that grants them",

@@ -74,6 +74,7 @@ type Lab struct {
 	mu        sync.Mutex
 	next      netip.Addr              // next free underlay address; must hold mu
 	hosts     map[string]*Host        // by Host.Name; must hold mu
+	sites     []*Site                 // by index; must hold mu
 	nss       []string                // namespaces to delete, hub first; must hold mu
 	procs     map[*Proc]struct{}      // started and not yet reaped; must hold mu
 	listeners map[net.Listener]func() // open ServeTCP listeners and their stop; must hold mu
@@ -189,14 +190,16 @@ func (l *Lab) Leaks() *Leaks { return l.leaks }
 func (l *Lab) Underlay() netip.Prefix { return l.prefix }
 
 // Host is one machine of the lab: a network namespace with loopback up and
-// one underlay link, HostLink, holding the address Underlay.
+// one underlay link, HostLink, holding the address Underlay. An agentless
+// host of a site (Site.Host) has the site's link instead and no Underlay.
 type Host struct {
 	// Name is the name given to Lab.Host.
 	Name string
 	// NS is the network namespace's name, for `ip netns exec` and
 	// netns.GetFromName: "latch-<name>-<suffix>".
 	NS string
-	// Link is the underlay interface inside NS (HostLink).
+	// Link is the underlay interface inside NS (HostLink), or for a site
+	// host its site link.
 	Link string
 	// Underlay is the host's address on the lab's underlay.
 	Underlay netip.Addr

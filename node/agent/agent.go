@@ -414,7 +414,7 @@ func (a *agent) loadOrEnroll(ctx context.Context) error {
 		}
 	}
 	a.log.Info("enrolling", logNode, name, "token", a.s.token.String())
-	id, node, err := enroll(ctx, a.s.base, *a.s.token, name, a.s.Labels)
+	id, node, err := enroll(ctx, a.s.base, *a.s.token, name, a.s.Labels, a.s.Routes)
 	if err != nil {
 		return fmt.Errorf("enrolling with %s: %w", a.s.Coordinator, err)
 	}

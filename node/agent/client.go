@@ -123,7 +123,7 @@ func checkStatus(res *http.Response) error {
 
 // enroll trades the join token for a first SVID over the pinned TLS
 // connection.
-func enroll(ctx context.Context, base *url.URL, tok joinToken, name string, labels map[string]string) (*identity, wire.NodeInfo, error) {
+func enroll(ctx context.Context, base *url.URL, tok joinToken, name string, labels map[string]string, routes []wire.Route) (*identity, wire.NodeInfo, error) {
 	key, csr, err := newKeyAndCSR()
 	if err != nil {
 		return nil, wire.NodeInfo{}, err
@@ -137,7 +137,7 @@ func enroll(ctx context.Context, base *url.URL, tok joinToken, name string, labe
 	u := *base
 	u.Path = wire.PathEnroll
 	var resp wire.SVIDResponse
-	if err := post(ctx, hc, u.String(), wire.EnrollRequest{Token: tok.text, Name: name, Labels: labels, CSR: csr}, &resp); err != nil {
+	if err := post(ctx, hc, u.String(), wire.EnrollRequest{Token: tok.text, Name: name, Labels: labels, CSR: csr, Routes: routes}, &resp); err != nil {
 		return nil, wire.NodeInfo{}, err
 	}
 	id, err := fromResponse(&resp, key)
