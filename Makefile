@@ -19,7 +19,7 @@ DEB_PACKAGES ?= iproute2 wireguard-tools iputils-ping netcat-openbsd shellcheck 
 # Debian packages `make generate` needs to compile bpf/latch.c.
 BPF_DEB_PACKAGES ?= clang llvm libbpf-dev gcc-multilib bpftool
 
-.PHONY: all build dist deps generate generate-check docs docs-check test lint unit quick fuzz bench bench-limits demo clean spire e2e-spire
+.PHONY: all build dist deps generate generate-check docs docs-check test lint unit quick fuzz bench bench-failover bench-limits demo clean spire e2e-spire
 
 all: build
 
@@ -143,6 +143,12 @@ BENCH_DEB_PACKAGES ?= $(DEB_PACKAGES) linux-perf
 bench:
 	@./scripts/install-packages.sh $(BENCH_DEB_PACKAGES)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 -timeout 60m ./... | tee bench.out
+
+# bench-failover kills the primary gateway's agent 10 times while a client
+# opens a connection through it every 100 ms, and logs each outage and the
+# median and maximum; figures in docs/benchmarks.md. Needs root.
+bench-failover: deps
+	LATCH_FAILOVER_KILLS=10 $(GO) test -run '^TestGatewayFailover$$' -count 1 -v -timeout 20m ./e2e/ 2>&1 | grep -v '^        time=' | tee bench-failover.out
 
 # bench-limits measures the coordinator's memory under hostile clients (a
 # 256 MiB enroll body, a 2 MiB user name, 64 concurrent failed logins) on
