@@ -75,12 +75,18 @@ func (s *State) resolveFlowLocked(node string, r wire.FlowRecord) (store.Flow, e
 		return store.Flow{}, fmt.Errorf("flow time %s is more than %v old (coordinator time %s): check the node's clock",
 			r.Start.UTC().Format(time.RFC3339), maxFlowAge, now.UTC().Format(time.RFC3339))
 	}
-	lw, ok := s.eng.WorkloadAt(local)
-	if !ok || lw.Node != node {
-		return store.Flow{}, fmt.Errorf("the local address %s of a %s flow is not a workload of node %s", local, r.Direction, node)
+	// The local end is a workload of the node, or a site host the node
+	// is a gateway for (an approved route of its holds the address).
+	key := ""
+	if lw, ok := s.eng.WorkloadAt(local); ok && lw.Node == node {
+		key = lw.Key()
+	} else if site, ok := s.eng.SiteAt(local); ok && s.eng.Carries(node, local) {
+		key = site.Key()
+	} else {
+		return store.Flow{}, fmt.Errorf("the local address %s of a %s flow is not a workload of node %s, nor a site address it is an approved gateway for", local, r.Direction, node)
 	}
-	if r.Workload != "" && r.Workload != lw.Key() {
-		return store.Flow{}, fmt.Errorf("the local address %s is workload %s, not %.64q", local, lw.Key(), r.Workload)
+	if r.Workload != "" && r.Workload != key {
+		return store.Flow{}, fmt.Errorf("the local address %s is %s, not %.64q", local, key, r.Workload)
 	}
 	return store.Flow{
 		Time: r.Start.UTC(), End: r.End.UTC(), Reporter: node, Direction: r.Direction,
@@ -93,6 +99,9 @@ func (s *State) flowEndLocked(a netip.Addr) store.FlowEnd {
 	e := store.FlowEnd{IP: a}
 	if w, ok := s.eng.WorkloadAt(a); ok {
 		e.Namespace, e.Workload, e.Node = w.Namespace, w.Name, w.Node
+	} else if site, ok := s.eng.SiteAt(a); ok {
+		// A site host: the site's namespace and name, no node.
+		e.Namespace, e.Workload = site.Namespace, site.Name
 	}
 	return e
 }

@@ -2,12 +2,15 @@ package state
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/grant"
 	"github.com/latchnet/latch/inventory"
 	"github.com/latchnet/latch/policy"
@@ -139,5 +142,67 @@ func TestSiteViewsFollowTheStore(t *testing.T) {
 	}
 	if got := e.siteIPs("app", "gw"); len(got) != 0 {
 		t.Fatalf("a deleted site still routed through gw: %v", got)
+	}
+}
+
+// TestSiteFlows: a gateway reports flows of the site hosts it carries
+// (an approved route of its holds the address) under the site's name; a
+// node that is not their approved gateway cannot, and a record naming
+// another site is refused.
+func TestSiteFlows(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	e.token("t", 3, grant.Workload{Namespace: "prod", Labels: map[string]string{"app": "web"}})
+	e.enroll("t", "app")
+	e.enroll("t", "gw")
+	e.enroll("t", "gw2")
+	web := e.register("app", inventory.Workload{Name: "web", Namespace: "prod", Labels: map[string]string{"app": "web"}})[0]
+	if _, err := e.s.PutSite(ctx, "alice", site("site-eu", "db", map[string]string{"role": "db"}, "198.19.1.0/24")); err != nil {
+		t.Fatal(err)
+	}
+	for _, gw := range []string{"gw", "gw2"} {
+		if err := e.advertise(gw, wire.Route{Prefix: "198.19.1.0/24"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.s.ApproveRoute(ctx, "alice", "gw", "198.19.1.0/24"); err != nil {
+		t.Fatal(err)
+	}
+	now := e.now
+	rec := func(workload string) wire.FlowRecord {
+		return wire.FlowRecord{Start: now, End: now, Direction: wire.DirIngress, Workload: workload,
+			Src: web.IP, Dst: netip.MustParseAddr("198.19.1.10"), Protocol: "TCP", Port: 5432, Verdict: "allowed", Packets: 1}
+	}
+	res, err := e.s.IngestFlows(ctx, "gw", []wire.FlowRecord{rec("site-eu/db"), rec("")})
+	if err != nil || res.Accepted != 2 {
+		t.Fatalf("the approved gateway's site flows: %+v, %v", res, err)
+	}
+	for _, c := range []struct {
+		node, workload, want string
+	}{
+		{"gw2", "site-eu/db", "nor a site address it is an approved gateway for"}, // route not approved
+		{"app", "site-eu/db", "nor a site address it is an approved gateway for"},
+		{"gw", "prod/web", `is site-eu/db, not "prod/web"`},
+	} {
+		res, err := e.s.IngestFlows(ctx, c.node, []wire.FlowRecord{rec(c.workload)})
+		if err == nil && res.Accepted > 0 {
+			t.Errorf("%s reporting %q for a site host was accepted", c.node, c.workload)
+			continue
+		}
+		if msg := fmt.Sprint(err, res); !strings.Contains(msg, c.want) {
+			t.Errorf("%s reporting %q: %s, want %q", c.node, c.workload, msg, c.want)
+		}
+	}
+	fs, err := e.s.Flows(ctx, store.FlowQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fs) == 0 {
+		t.Fatal("no flows stored")
+	}
+	for _, f := range fs {
+		if f.Dst.Namespace != "site-eu" || f.Dst.Workload != "db" || f.Dst.Node != "" || f.Src.Workload != "web" {
+			t.Errorf("stored flow ends %+v → %+v, want prod/web → the site site-eu/db without a node", f.Src, f.Dst)
+		}
 	}
 }
