@@ -52,9 +52,9 @@
 // The stats array counts what is not a packet verdict: conntrack entries
 // written, entries found missing, and refused binds and sources.
 //
-// Monitor mode (the workloads map's monitor flag, set for workloads of a
-// namespace in monitor mode): every drop decided once the local workload
-// is known becomes a pass, counted as REASON_ALLOW_MONITOR and reported
+// Monitor mode (the monitor flag of the workloads or sites map entry, set
+// for workloads and sites of a namespace in monitor mode): every drop
+// decided once the local workload or site is known becomes a pass, counted as REASON_ALLOW_MONITOR and reported
 // with the verdict VERDICT_WOULD_DENY and the drop reason; a TCP, UDP or
 // SCTP flow passed this way (denied, seen mid-stream, or revoked by a rule
 // set switch) is tracked like an allowed one, so its later packets and its
