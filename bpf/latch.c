@@ -7,11 +7,19 @@
 // it (local workload -> remote destination). Both decide exactly as
 // view.Rules.Allows does; see enforce/ebpf for the map layout and the Go side.
 //
+// The local address (destination on ingress, source on egress) names the
+// rules: a local workload's (workloads map, exact address), else, on a
+// gateway, a site's (sites map, longest prefix holding it: the packet is
+// to or from a host of a site the gateway carries). A workload address
+// wins over a site prefix that holds it.
+//
 // Decisions beyond Rules.Allows:
-//   - the local address must be a local workload (the overlay carries only
-//     workload traffic); otherwise the packet is dropped;
+//   - the local address must be a local workload or a site host; otherwise
+//     the packet is dropped;
 //   - ICMP: echo request and echo reply pass iff the remote address is in
-//     the identity map (a peer in the view); all other ICMP is dropped,
+//     the identity map (a workload in the view; never a site host, which
+//     has no identity, so echo between site hosts is dropped); all other
+//     ICMP is dropped,
 //     including errors (so path-MTU discovery inside the tunnel relies on
 //     the overlay MTU, not on ICMP "fragmentation needed");
 //   - IPv4 fragments (MF set or offset non-zero) are dropped: a non-first
@@ -44,9 +52,9 @@
 // The stats array counts what is not a packet verdict: conntrack entries
 // written, entries found missing, and refused binds and sources.
 //
-// Monitor mode (the workloads map's monitor flag, set for workloads of a
-// namespace in monitor mode): every drop decided once the local workload
-// is known becomes a pass, counted as REASON_ALLOW_MONITOR and reported
+// Monitor mode (the monitor flag of the workloads or sites map entry, set
+// for workloads and sites of a namespace in monitor mode): every drop
+// decided once the local workload or site is known becomes a pass, counted as REASON_ALLOW_MONITOR and reported
 // with the verdict VERDICT_WOULD_DENY and the drop reason; a TCP, UDP or
 // SCTP flow passed this way (denied, seen mid-stream, or revoked by a rule
 // set switch) is tracked like an allowed one, so its later packets and its
@@ -75,6 +83,7 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 
 #define MAX_RANGES 16
 #define MAX_WORKLOADS 4096
+#define MAX_SITE_CIDRS 4096
 #define MAX_IDENTITIES (1 << 18)
 #define MAX_RULES (1 << 18)
 #define MAX_CT (1 << 17)
@@ -114,7 +123,7 @@ enum reason {
 	REASON_ALLOW_ICMP_ECHO,   // echo request/reply with a known remote
 	REASON_ALLOW_NOT_IPV4,    // not IPv4: not the overlay's business
 	REASON_DROP_NO_RULE,      // no rule allows the flow
-	REASON_DROP_UNKNOWN_LOCAL,// local address is not a local workload
+	REASON_DROP_UNKNOWN_LOCAL,// local address is no local workload or site host
 	REASON_DROP_NOT_SYN,      // TCP non-SYN packet of an unknown flow
 	REASON_DROP_FRAGMENT,     // IPv4 fragment (ports cannot be checked)
 	REASON_DROP_ICMP,         // ICMP other than echo, or unknown remote
@@ -157,7 +166,9 @@ struct ident_key {
 };
 
 // workload is the value of the workloads map, keyed by local overlay
-// address (network order).
+// address (network order), and of the sites map, keyed by a site prefix
+// (an ident_key with the prefix length): a site's entries share one index,
+// numbered after the workloads', and identity 0 (site hosts have none).
 struct workload {
 	__u32 index;
 	__u32 identity;
@@ -277,7 +288,14 @@ struct event {
 		__uint(map_flags, BPF_F_NO_PREALLOC);                            \
 		__type(key, struct cidr_key);                                    \
 		__type(value, struct ports);                                     \
-	} cidrs_##sfx SEC(".maps");
+	} cidrs_##sfx SEC(".maps");                                      \
+	struct {                                                             \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                             \
+		__uint(max_entries, MAX_SITE_CIDRS);                             \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                            \
+		__type(key, struct ident_key);                                   \
+		__type(value, struct workload);                                  \
+	} sites_##sfx SEC(".maps");
 
 RULE_SET_MAPS(a)
 RULE_SET_MAPS(b)
@@ -513,7 +531,8 @@ static __always_inline int load(struct __sk_buff *skb, __u32 l3off, __u32 off, v
 
 // lookup_local fills p->identity and p->workload for a packet whose local
 // address is local and remote address remote, in p->set; it returns the
-// local workload or NULL when local is not a local workload.
+// local workload, else the rules of the site whose prefix holds local (the
+// longest; on a gateway, for site hosts), or NULL when local is neither.
 static __always_inline struct workload *lookup_local(struct pkt *p, __u32 local, __u32 remote)
 {
 	struct ident_key ik = {.prefixlen = 32, .addr = remote};
@@ -521,6 +540,10 @@ static __always_inline struct workload *lookup_local(struct pkt *p, __u32 local,
 	if (id)
 		p->identity = *id;
 	struct workload *wl = SET_LOOKUP(p->set, workloads, &local);
+	if (!wl) {
+		struct ident_key sk = {.prefixlen = 32, .addr = local};
+		wl = SET_LOOKUP(p->set, sites, &sk);
+	}
 	if (wl) {
 		p->workload = wl->index;
 		p->monitor = wl->monitor;

@@ -183,6 +183,8 @@ const (
 	LatchMapRulesA               = "rules_a"
 	LatchMapRulesB               = "rules_b"
 	LatchMapScope                = "scope"
+	LatchMapSitesA               = "sites_a"
+	LatchMapSitesB               = "sites_b"
 	LatchMapStats                = "stats"
 	LatchMapWorkloadsA           = "workloads_a"
 	LatchMapWorkloadsB           = "workloads_b"
@@ -269,6 +271,8 @@ type LatchMapSpecs struct {
 	RulesA      *ebpf.MapSpec `ebpf:"rules_a"`
 	RulesB      *ebpf.MapSpec `ebpf:"rules_b"`
 	Scope       *ebpf.MapSpec `ebpf:"scope"`
+	SitesA      *ebpf.MapSpec `ebpf:"sites_a"`
+	SitesB      *ebpf.MapSpec `ebpf:"sites_b"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
 	WorkloadsA  *ebpf.MapSpec `ebpf:"workloads_a"`
 	WorkloadsB  *ebpf.MapSpec `ebpf:"workloads_b"`
@@ -323,6 +327,8 @@ type LatchMaps struct {
 	RulesA      *ebpf.Map `ebpf:"rules_a"`
 	RulesB      *ebpf.Map `ebpf:"rules_b"`
 	Scope       *ebpf.Map `ebpf:"scope"`
+	SitesA      *ebpf.Map `ebpf:"sites_a"`
+	SitesB      *ebpf.Map `ebpf:"sites_b"`
 	Stats       *ebpf.Map `ebpf:"stats"`
 	WorkloadsA  *ebpf.Map `ebpf:"workloads_a"`
 	WorkloadsB  *ebpf.Map `ebpf:"workloads_b"`
@@ -343,6 +349,8 @@ func (m *LatchMaps) Close() error {
 		m.RulesA,
 		m.RulesB,
 		m.Scope,
+		m.SitesA,
+		m.SitesB,
 		m.Stats,
 		m.WorkloadsA,
 		m.WorkloadsB,

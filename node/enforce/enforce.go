@@ -6,21 +6,36 @@
 // Stats into status and metrics; Fake stands in for it in the agent's
 // tests.
 //
+// Both enforce the same rule tables of the view: each local workload's
+// (view.View.Workloads, by its overlay address) and, on a gateway, each
+// site's it carries (view.View.Sites, by the site's prefixes). A packet is
+// decided by the rules of its local address, the destination of a packet
+// out of the tunnel (ingress) and the source of one into it (egress): a
+// workload's when the address is one, else the site's whose prefix holds
+// it (the longest), else it is dropped. So a gateway checks, on behalf of
+// its site's agentless hosts, what the overlay sends them (ingress) and
+// what they send into the overlay, to workloads or to another gateway's
+// site (egress), with connection tracking: a site host can answer a flow
+// its rules allowed, but open only what its egress rules allow. Events of
+// such packets name the site as their workload.
+//
 // The enforcers, and what each enforces:
 //   - node/enforce/ebpf (Linux): TCX programs on the WireGuard interface
 //     decide every packet of every overlay address of the view (the node's
-//     and each workload's) by the rules of its local workload; cgroup
-//     programs (connect4, sendmsg4, bind4 on the cgroup v2 root) give the
-//     sockets of a workload declared with a cgroup its overlay address,
-//     refuse at once (EPERM) a connect or send its egress rules deny, and
-//     keep its address to its cgroup. It works with kernel WireGuard and
+//     and each workload's), and of every site host it carries, by the
+//     rules of its local workload or site; cgroup programs (connect4,
+//     sendmsg4, bind4 on the cgroup v2 root) give the sockets of a
+//     workload declared with a cgroup its overlay address, refuse at once
+//     (EPERM) a connect or send its egress rules deny, and keep its
+//     address to its cgroup. It works with kernel WireGuard and
 //     with wireguard-go, and its pinned maps keep enforcing while the agent
 //     restarts.
 //   - node/enforce/userspace: a packet filter in wireguard-go's path (so
 //     it needs wireguard-go, not kernel WireGuard) that decides the same
-//     packets by the same rules, per overlay address. It knows no cgroups:
-//     a workload's cgroup is checked and shown in status, but its sockets
-//     are neither bound to its address nor refused at connect.
+//     packets by the same rules, per overlay address and site prefix. It
+//     knows no cgroups: a workload's cgroup is checked and shown in
+//     status, but its sockets are neither bound to its address nor
+//     refused at connect.
 //
 // After a view narrows the rules, both decide each tracked flow again at
 // its next packet, as it was opened. The eBPF enforcer drops that packet
@@ -124,9 +139,10 @@ type Event struct {
 	Src, Dst view.Addr
 	SrcPort  uint16
 	DstPort  uint16
-	// Workload is the local workload ("namespace/name"), "" when the local
-	// address is no workload of the view (or, eBPF, the rule set was
-	// loaded by an earlier agent).
+	// Workload is the local workload ("namespace/name") or, on a gateway,
+	// the site ("namespace/name", view.SiteRules.Site) whose rules decided
+	// a packet of one of its hosts; "" when the local address is neither
+	// (or, eBPF, the rule set was loaded by an earlier agent).
 	Workload string
 	// RemoteIdentity is the remote address's identity in the view.
 	RemoteIdentity view.Identity

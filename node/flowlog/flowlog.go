@@ -1,11 +1,18 @@
 // Package flowlog turns a node's enforcer events (enforce.Event, the same
 // from either enforcer) into flow records: it aggregates events per flow
 // (direction, local workload, source and destination address, protocol,
-// destination port, verdict, reason) per interval, and keeps the finished records in a bounded queue for upload.
+// destination port, verdict, reason) per interval, and keeps the finished
+// records in a bounded queue for upload.
 // When the queue is full the oldest records are dropped and counted; Add
 // never waits on the upload, so the enforcer's event readers (and behind
 // them the data path, which never waits on them either) are not held up
 // by a coordinator that is away.
+//
+// The local side of a flow is the workload whose rules decided it, or, on
+// a gateway, the site whose rules decided it for one of its hosts: the
+// enforcers then name the site ("namespace/name", view.SiteRules.Site) as
+// the event's workload, and the record carries it in Workload with the
+// site host's address as the local end (Dst on ingress, Src on egress).
 //
 // It is pure: the agent feeds events, calls Flush on a ticker and uploads
 // what Take returns. Only package node/agent imports it.
@@ -71,7 +78,8 @@ func New(opts Options) *Log {
 }
 
 // Add counts one event in the open interval. Events of no local workload
-// (Workload "") are left out: the coordinator could not place them.
+// or site (Workload "") are left out: the coordinator could not place
+// them.
 func (l *Log) Add(ev enforce.Event) {
 	if ev.Workload == "" {
 		return

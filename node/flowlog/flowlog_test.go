@@ -115,3 +115,27 @@ func TestRecordOfEvent(t *testing.T) {
 		}
 	}
 }
+
+// TestSiteFlows: an event a gateway's enforcer decided by a site's rules
+// names the site as its workload; its record keeps the site's name and
+// the site host's address as the local end.
+func TestSiteFlows(t *testing.T) {
+	l := New(Options{})
+	host := view.MustAddr("198.19.1.10")
+	e := enforce.Event{Time: t0, Direction: enforce.Ingress, Workload: "lab/printers", Src: web, Dst: host,
+		Protocol: 6, SrcPort: 40000, DstPort: 631, Verdict: enforce.Allowed, Reason: "new-flow", Bytes: 60}
+	l.Add(e)
+	e.Direction, e.Src, e.Dst, e.DstPort, e.Verdict, e.Reason = enforce.Egress, host, web, 8080, enforce.Dropped, "policy"
+	l.Add(e)
+	l.Flush()
+	recs, _ := l.Take(10)
+	want := []wire.FlowRecord{
+		{Start: t0, End: t0, Direction: wire.DirIngress, Workload: "lab/printers", Src: web.Netip(), Dst: host.Netip(),
+			Protocol: "TCP", Port: 631, Verdict: wire.VerdictAllowed, Reason: "new-flow", Packets: 1, Bytes: 60},
+		{Start: t0, End: t0, Direction: wire.DirEgress, Workload: "lab/printers", Src: host.Netip(), Dst: web.Netip(),
+			Protocol: "TCP", Port: 8080, Verdict: wire.VerdictDenied, Reason: "policy", Packets: 1, Bytes: 60},
+	}
+	if d := cmp.Diff(want, recs, cmpopts.EquateComparable(netip.Addr{})); d != "" {
+		t.Errorf("site records (-want +got):\n%s", d)
+	}
+}

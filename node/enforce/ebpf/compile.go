@@ -18,6 +18,7 @@ const (
 	MaxRules      = 1 << 18 // Any and identity entries (rules map)
 	MaxCIDRs      = 1 << 18 // CIDR entries (one per prefix and protocol)
 	MaxCgroups    = 4096    // workload cgroups (cgroups map)
+	MaxSiteCIDRs  = 4096    // site prefixes (sites map)
 )
 
 // ErrTooLarge is wrapped by Compile when a view does not fit the maps.
@@ -76,6 +77,18 @@ type Workload struct {
 	Monitor  bool    // monitor mode: denied packets pass as would-deny
 }
 
+// Site is an entry of the sites LPM map: the rules of the site Name for
+// the local addresses in Prefix (a gateway's site hosts). A site's entries
+// share one Index, numbered after the workloads', into the rules and
+// CIDRs; site hosts have no identity.
+type Site struct {
+	Name     string
+	Prefix   view.Prefix // masked
+	Index    uint32
+	AllowAll [2]bool // by kernelDir: ingress, egress
+	Monitor  bool
+}
+
 // IdentityEntry is an entry of the identities map: Addr/32 → Identity.
 type IdentityEntry struct {
 	Addr     view.Addr
@@ -106,16 +119,24 @@ type CIDR struct {
 // Tables are the entries of one rule set, computed from a view.
 type Tables struct {
 	Workloads  []Workload // by Index
+	Sites      []Site     // by Index, after the workloads'; one per prefix
 	Identities []IdentityEntry
 	Rules      []Rule
 	CIDRs      []CIDR
 }
 
-// Names returns the workload names by index.
+// Names returns the workload names by index, then the site names
+// ("namespace/name") by theirs.
 func (t *Tables) Names() []string {
 	n := make([]string, len(t.Workloads))
 	for i, w := range t.Workloads {
 		n[i] = w.Name
+	}
+	for _, s := range t.Sites {
+		for int(s.Index) >= len(n) {
+			n = append(n, "")
+		}
+		n[s.Index] = s.Name
 	}
 	return n
 }
@@ -149,6 +170,44 @@ func Compile(v *view.View) (*Tables, error) {
 			}
 			if err := t.addRules(idx, d.dir, d.r); err != nil {
 				return nil, fmt.Errorf("workload %s %s: %w", w.Workload, d.dir, err)
+			}
+		}
+	}
+
+	// Sites: their indexes follow the workloads'. A prefix claimed twice
+	// would make the site of its hosts ambiguous.
+	nPrefixes := 0
+	for i := range v.Sites {
+		nPrefixes += len(v.Sites[i].CIDRs)
+	}
+	if nPrefixes > MaxSiteCIDRs {
+		return nil, fmt.Errorf("%w: %d site prefixes, at most %d", ErrTooLarge, nPrefixes, MaxSiteCIDRs)
+	}
+	seenPrefix := make(map[view.Prefix]string, nPrefixes)
+	for i := range v.Sites {
+		s := &v.Sites[i]
+		idx := uint32(len(v.Workloads) + i)
+		for _, c := range s.CIDRs {
+			p := maskPrefix(c)
+			if other, dup := seenPrefix[p]; dup {
+				return nil, fmt.Errorf("sites %s and %s both claim the prefix %s", other, s.Site, p)
+			}
+			seenPrefix[p] = s.Site
+			t.Sites = append(t.Sites, Site{Name: s.Site, Prefix: p, Index: idx,
+				AllowAll: [2]bool{s.Ingress.AllowAll, s.Egress.AllowAll}, Monitor: s.Monitor})
+		}
+		if len(s.CIDRs) == 0 {
+			continue // no host to decide for
+		}
+		for _, d := range []struct {
+			dir enforce.Direction
+			r   *view.Rules
+		}{{enforce.Ingress, &s.Ingress}, {enforce.Egress, &s.Egress}} {
+			if d.r.AllowAll {
+				continue
+			}
+			if err := t.addRules(idx, d.dir, d.r); err != nil {
+				return nil, fmt.Errorf("site %s %s: %w", s.Site, d.dir, err)
 			}
 		}
 	}

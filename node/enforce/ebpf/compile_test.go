@@ -5,6 +5,7 @@ import (
 	"github.com/latchnet/latch/node/enforce"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -99,18 +100,29 @@ func TestCompileErrors(t *testing.T) {
 	}
 }
 
-// decide reads Tables as the programs read the maps.
+// decide reads Tables as the programs read the maps: the local address's
+// workload, else the site whose longest prefix holds it.
 func (t *Tables) decide(local, remote view.Addr, dir enforce.Direction, proto uint8, port uint16) (allowed, known bool) {
-	var w *Workload
+	var index uint32
+	var allowAll [2]bool
+	found := false
 	for i := range t.Workloads {
 		if t.Workloads[i].Addr == local {
-			w = &t.Workloads[i]
+			index, allowAll, found = t.Workloads[i].Index, t.Workloads[i].AllowAll, true
 		}
 	}
-	if w == nil {
+	if !found {
+		bits := -1
+		for _, s := range t.Sites {
+			if s.Prefix.Contains(local) && int(s.Prefix.Bits) > bits {
+				index, allowAll, found, bits = s.Index, s.AllowAll, true, int(s.Prefix.Bits)
+			}
+		}
+	}
+	if !found {
 		return false, false
 	}
-	if w.AllowAll[kernelDir(dir)] {
+	if allowAll[kernelDir(dir)] {
 		return true, true
 	}
 	var id view.Identity
@@ -120,13 +132,13 @@ func (t *Tables) decide(local, remote view.Addr, dir enforce.Direction, proto ui
 		}
 	}
 	for _, r := range t.Rules {
-		if r.Workload == w.Index && r.Dir == dir && r.Proto == proto && (r.Identity == 0 || r.Identity == id) && r.Ports.Contains(port) {
+		if r.Workload == index && r.Dir == dir && r.Proto == proto && (r.Identity == 0 || r.Identity == id) && r.Ports.Contains(port) {
 			return true, true
 		}
 	}
 	best := -1
 	for i, c := range t.CIDRs {
-		if c.Workload == w.Index && c.Dir == dir && c.Proto == proto && c.Prefix.Contains(remote) &&
+		if c.Workload == index && c.Dir == dir && c.Proto == proto && c.Prefix.Contains(remote) &&
 			(best < 0 || c.Prefix.Bits > t.CIDRs[best].Prefix.Bits) {
 			best = i
 		}
@@ -134,8 +146,16 @@ func (t *Tables) decide(local, remote view.Addr, dir enforce.Direction, proto ui
 	return best >= 0 && t.CIDRs[best].Ports.Contains(port), true
 }
 
+// randomSiteAddr is an address in the random views' site space,
+// 198.19.0.0/22 (site prefixes are drawn from it).
+func randomSiteAddr(r *rand.Rand) view.Addr {
+	return view.Addr{198, 19, byte(r.IntN(4)), byte(r.IntN(256))}
+}
+
 // randomView makes a view with overlapping ranges, duplicate identities and
-// nested prefixes drawn from a small address space so that they collide.
+// nested prefixes drawn from a small address space so that they collide,
+// and (mostly) sites of disjoint prefixes in 198.19.0.0/22 whose rules
+// name each other by CIDR.
 func randomView(r *rand.Rand, workloads, rulesPer int) *view.View {
 	addr := func() view.Addr { return view.Addr{100, 64, byte(r.IntN(2)), byte(r.IntN(16))} }
 	proto := func() inventory.Protocol { return inventory.Protocols[r.IntN(3)] }
@@ -169,6 +189,10 @@ func randomView(r *rand.Rand, workloads, rulesPer int) *view.View {
 			a := addr()
 			rs.CIDRs = append(rs.CIDRs, view.CIDRRule{Prefix: view.Prefix{Addr: a, Bits: uint8(20 + r.IntN(13))}, Ports: ports()})
 		}
+		for range r.IntN(3) {
+			a := randomSiteAddr(r)
+			rs.CIDRs = append(rs.CIDRs, view.CIDRRule{Prefix: view.Prefix{Addr: a, Bits: uint8(22 + r.IntN(11))}, Ports: ports()})
+		}
 		return rs
 	}
 	seen := map[view.Addr]bool{}
@@ -180,26 +204,86 @@ func randomView(r *rand.Rand, workloads, rulesPer int) *view.View {
 		seen[a] = true
 		v.Workloads = append(v.Workloads, view.WorkloadRules{Workload: "ns/w" + string(rune('a'+i)), IP: a, Ingress: rules(), Egress: rules()})
 	}
+	// Sites: each /24 of 198.19.0.0/22 goes to one site, whole, cut in
+	// two /25s, or not at all.
+	nSites := r.IntN(4)
+	if nSites > 0 {
+		for i := range nSites {
+			v.Sites = append(v.Sites, view.SiteRules{Site: "lab/s" + string(rune('a'+i)), Ingress: rules(), Egress: rules()})
+		}
+		for third := range 4 {
+			switch r.IntN(3) {
+			case 0:
+				s := &v.Sites[r.IntN(nSites)]
+				s.CIDRs = append(s.CIDRs, view.Prefix{Addr: view.Addr{198, 19, byte(third), 0}, Bits: 24})
+			case 1:
+				for _, half := range []byte{0, 128} {
+					s := &v.Sites[r.IntN(nSites)]
+					s.CIDRs = append(s.CIDRs, view.Prefix{Addr: view.Addr{198, 19, byte(third), half}, Bits: 25})
+				}
+			}
+		}
+	}
 	return v
 }
 
-// randomQuery picks a local workload, a remote address, a protocol index,
-// a port and a direction, and the rules that decide them.
-func randomQuery(r *rand.Rand, v *view.View) (w *view.WorkloadRules, remote view.Addr, pi int, port uint16, dir enforce.Direction, rules *view.Rules) {
-	w = &v.Workloads[r.IntN(len(v.Workloads))]
-	remote = view.Addr{100, 64, byte(r.IntN(2)), byte(r.IntN(16))}
-	pi = r.IntN(3)
-	port = uint16(r.IntN(50))
-	dir = directions[r.IntN(2)]
-	rules = &w.Ingress
-	if dir == enforce.Egress {
-		rules = &w.Egress
+// query is a random packet to decide: its local side (a workload or a
+// site host), remote address, protocol index, port and direction, and the
+// rules and monitor flag that decide it.
+type query struct {
+	name          string
+	local, remote view.Addr
+	pi            int
+	port          uint16
+	dir           enforce.Direction
+	rules         *view.Rules
+	monitor       bool
+}
+
+// randomQuery picks a local workload or, when the view has sites, about
+// half the time a site host; a remote address among workloads, site hosts
+// and others; a protocol index, a port and a direction.
+func randomQuery(r *rand.Rand, v *view.View) query {
+	q := query{pi: r.IntN(3), port: uint16(r.IntN(50)), dir: directions[r.IntN(2)]}
+	var ingress, egress *view.Rules
+	if s := siteWithHosts(r, v); s != nil && r.IntN(2) == 0 {
+		c := s.CIDRs[r.IntN(len(s.CIDRs))]
+		q.local = view.Addr{c.Addr[0], c.Addr[1], c.Addr[2], c.Addr[3] + byte(r.IntN(1<<(32-int(c.Bits))))}
+		q.name, ingress, egress, q.monitor = s.Site, &s.Ingress, &s.Egress, s.Monitor
+	} else {
+		w := &v.Workloads[r.IntN(len(v.Workloads))]
+		q.local = w.IP
+		q.name, ingress, egress, q.monitor = w.Workload, &w.Ingress, &w.Egress, w.Monitor
 	}
-	return w, remote, pi, port, dir, rules
+	if r.IntN(3) == 0 {
+		q.remote = randomSiteAddr(r)
+	} else {
+		q.remote = view.Addr{100, 64, byte(r.IntN(2)), byte(r.IntN(16))}
+	}
+	q.rules = ingress
+	if q.dir == enforce.Egress {
+		q.rules = egress
+	}
+	return q
+}
+
+// siteWithHosts picks a site of v that has prefixes, or nil.
+func siteWithHosts(r *rand.Rand, v *view.View) *view.SiteRules {
+	var with []*view.SiteRules
+	for i := range v.Sites {
+		if len(v.Sites[i].CIDRs) > 0 {
+			with = append(with, &v.Sites[i])
+		}
+	}
+	if len(with) == 0 {
+		return nil
+	}
+	return with[r.IntN(len(with))]
 }
 
 func TestCompileMatchesAllows(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
+	sites := 0
 	for range 200 {
 		v := randomView(r, 3, 4)
 		tb, err := Compile(v)
@@ -207,12 +291,64 @@ func TestCompileMatchesAllows(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range 200 {
-			w, remote, pi, port, dir, rules := randomQuery(r, v)
-			want := rules.Allows(v.IdentityOf(remote), remote, protocols[pi].name, port)
-			got, _ := tb.decide(w.IP, remote, dir, protocols[pi].num, port)
-			if got != want {
-				t.Fatalf("%s %s remote %s %s/%d: tables %v, Allows %v\nrules %+v", w.Workload, dir, remote, protocols[pi].name, port, got, want, rules)
+			q := randomQuery(r, v)
+			if q.local[0] == 198 {
+				sites++
+			}
+			want := q.rules.Allows(v.IdentityOf(q.remote), q.remote, protocols[q.pi].name, q.port)
+			got, known := tb.decide(q.local, q.remote, q.dir, protocols[q.pi].num, q.port)
+			if got != want || !known {
+				t.Fatalf("%s (%s) %s remote %s %s/%d: tables %v (known %v), Allows %v\nrules %+v", q.name, q.local, q.dir, q.remote, protocols[q.pi].name, q.port, got, known, want, q.rules)
 			}
 		}
+	}
+	if sites < 5000 {
+		t.Errorf("only %d of 40000 queries had a site host as local address", sites)
+	}
+}
+
+// TestCompileSites: a site's prefixes share one index after the
+// workloads', its rules are keyed by it, and Names names it there.
+func TestCompileSites(t *testing.T) {
+	v := &view.View{
+		Workloads: []view.WorkloadRules{{Workload: "ns/a", IP: view.MustAddr("100.64.0.1"), Ingress: view.Rules{AllowAll: true}}},
+		Sites: []view.SiteRules{
+			{Site: "lab/empty"}, // no prefix here: no entry, but its index is kept
+			{
+				Site: "lab/p", CIDRs: []view.Prefix{view.MustPrefix("198.19.1.0/24"), view.MustPrefix("198.19.3.7/25")},
+				Ingress: view.Rules{Any: []view.PortRange{pr(inventory.TCP, 631, 631)}},
+				Egress:  view.Rules{AllowAll: true},
+				Monitor: true,
+			},
+		},
+	}
+	got, err := Compile(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantSites := []Site{
+		{Name: "lab/p", Prefix: view.MustPrefix("198.19.1.0/24"), Index: 2, AllowAll: [2]bool{false, true}, Monitor: true},
+		{Name: "lab/p", Prefix: view.MustPrefix("198.19.3.0/25"), Index: 2, AllowAll: [2]bool{false, true}, Monitor: true},
+	}
+	if d := cmp.Diff(wantSites, got.Sites); d != "" {
+		t.Errorf("sites (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]Rule{{Workload: 2, Dir: enforce.Ingress, Proto: protoTCP, Ports: set(PortRange{631, 631})}}, got.Rules); d != "" {
+		t.Errorf("rules (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{"ns/a", "", "lab/p"}, got.Names()); d != "" {
+		t.Errorf("names (-want +got):\n%s", d)
+	}
+
+	v.Sites = append(v.Sites, view.SiteRules{Site: "lab/q", CIDRs: []view.Prefix{view.MustPrefix("198.19.1.0/24")}})
+	if _, err := Compile(v); err == nil || !strings.Contains(err.Error(), "lab/p and lab/q both claim the prefix 198.19.1.0/24") {
+		t.Errorf("prefix of two sites: error %v", err)
+	}
+	many := &view.View{Sites: []view.SiteRules{{Site: "lab/big"}}}
+	for i := range MaxSiteCIDRs + 1 {
+		many.Sites[0].CIDRs = append(many.Sites[0].CIDRs, view.Prefix{Addr: view.Addr{10, byte(i >> 8), byte(i), 0}, Bits: 24})
+	}
+	if _, err := Compile(many); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("too many site prefixes: error %v, want ErrTooLarge", err)
 	}
 }

@@ -1,7 +1,12 @@
 // Package ebpf enforces a node's view in the kernel: two TCX programs on the
 // WireGuard interface (bpf/latch.c) decide every packet that leaves or
 // enters the tunnel exactly as view.Rules.Allows does, with connection
-// tracking for replies and flow events through a ring buffer. Three cgroup
+// tracking for replies and flow events through a ring buffer. A packet is
+// decided by the rules of its local address (the destination on ingress,
+// the source on egress): a workload's of the view, else, on a gateway, the
+// rules of the site (view.View.Sites) whose prefix holds it, so that the
+// gateway enforces policy for the site hosts behind it; the event then
+// names the site ("namespace/name") as its workload. Three cgroup
 // programs (connect4, sendmsg4, bind4 on the cgroup v2 root) give sockets of
 // the workload cgroups named by SetCgroups their workload's overlay address
 // as source, refuse with EPERM, at once, a connect or send into the overlay
@@ -101,7 +106,7 @@ const (
 	ReasonICMPEcho                    // ICMP echo request/reply with a remote in the view
 	ReasonNotIPv4                     // not IPv4: passed (the overlay is IPv4)
 	ReasonNoRule                      // dropped: no rule allows the flow
-	ReasonUnknownLocal                // dropped: the local address is no local workload
+	ReasonUnknownLocal                // dropped: the local address is no local workload or site host
 	ReasonNotSYN                      // dropped: TCP non-SYN packet of an unknown flow
 	ReasonFragment                    // dropped: IPv4 fragment
 	ReasonICMP                        // dropped: ICMP other than echo, or unknown remote

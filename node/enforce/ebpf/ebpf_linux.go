@@ -280,13 +280,13 @@ func (e *Enforcer) setL3Offset(n uint32) error {
 }
 
 // setMaps are the maps of one rule set.
-type setMaps struct{ workloads, identities, rules, cidrs *ebpf.Map }
+type setMaps struct{ workloads, identities, rules, cidrs, sites *ebpf.Map }
 
 func (e *Enforcer) set(i uint32) setMaps {
 	if i == 0 {
-		return setMaps{e.objs.WorkloadsA, e.objs.IdentitiesA, e.objs.RulesA, e.objs.CidrsA}
+		return setMaps{e.objs.WorkloadsA, e.objs.IdentitiesA, e.objs.RulesA, e.objs.CidrsA, e.objs.SitesA}
 	}
-	return setMaps{e.objs.WorkloadsB, e.objs.IdentitiesB, e.objs.RulesB, e.objs.CidrsB}
+	return setMaps{e.objs.WorkloadsB, e.objs.IdentitiesB, e.objs.RulesB, e.objs.CidrsB, e.objs.SitesB}
 }
 
 // Apply compiles v, writes it into the inactive rule set and then makes that
@@ -324,6 +324,7 @@ func (e *Enforcer) Apply(v *view.View) error {
 		{"identities", m.identities, entries.identities},
 		{"rules", m.rules, entries.rules},
 		{"cidrs", m.cidrs, entries.cidrs},
+		{"sites", m.sites, entries.sites},
 	} {
 		if err := replace(s.m, s.kv); err != nil {
 			return fmt.Errorf("applying view %d: filling %s: %w", v.Version, s.name, err)
@@ -580,7 +581,7 @@ func binaryOf(v any) ([]byte, error) {
 }
 
 // entries are a Tables in the generated key and value types.
-type entries struct{ workloads, identities, rules, cidrs map[any]any }
+type entries struct{ workloads, identities, rules, cidrs, sites map[any]any }
 
 // be32 returns the uint32 whose memory holds a in network order.
 func be32(a view.Addr) uint32 { return binary.NativeEndian.Uint32(a[:]) }
@@ -606,6 +607,7 @@ func encode(t *Tables) entries {
 		identities: make(map[any]any, len(t.Identities)),
 		rules:      make(map[any]any, len(t.Rules)),
 		cidrs:      make(map[any]any, len(t.CIDRs)),
+		sites:      make(map[any]any, len(t.Sites)),
 	}
 	b2u := func(b bool) uint8 {
 		if b {
@@ -618,6 +620,12 @@ func encode(t *Tables) entries {
 		v.AllowAll = [2]uint8{b2u(w.AllowAll[0]), b2u(w.AllowAll[1])}
 		v.Monitor = b2u(w.Monitor)
 		en.workloads[be32(w.Addr)] = v
+	}
+	for _, s := range t.Sites {
+		v := bpf.LatchWorkload{Index: s.Index}
+		v.AllowAll = [2]uint8{b2u(s.AllowAll[0]), b2u(s.AllowAll[1])}
+		v.Monitor = b2u(s.Monitor)
+		en.sites[bpf.LatchIdentKey{Prefixlen: uint32(s.Prefix.Bits), Addr: be32(s.Prefix.Addr)}] = v
 	}
 	for _, i := range t.Identities {
 		en.identities[bpf.LatchIdentKey{Prefixlen: 32, Addr: be32(i.Addr)}] = uint32(i.Identity)

@@ -508,32 +508,43 @@ func TestProgramMatchesAllows(t *testing.T) {
 	e := loadTest(t)
 	r := rand.New(rand.NewPCG(3, 4))
 	sport := uint16(1024)
+	sites := 0
 	for round := range 20 {
 		v := randomView(r, 4, 4)
 		if round%2 == 1 {
-			// Some workloads in monitor mode: they pass what Allows denies.
+			// Some workloads and sites in monitor mode: they pass what
+			// Allows denies.
 			for i := range v.Workloads {
 				v.Workloads[i].Monitor = i%2 == 0
+			}
+			for i := range v.Sites {
+				v.Sites[i].Monitor = i%2 == 1
 			}
 		}
 		if err := e.Apply(v); err != nil {
 			t.Fatal(err)
 		}
 		for range 200 {
-			w, remote, pi, port, dir, rules := randomQuery(r, v)
-			p := packet{src: remote.String(), dst: w.IP.String(), proto: protocols[pi].num, sport: sport, dport: port, flags: fSYN}
-			if dir == enforce.Egress {
+			q := randomQuery(r, v)
+			p := packet{src: q.remote.String(), dst: q.local.String(), proto: protocols[q.pi].num, sport: sport, dport: q.port, flags: fSYN}
+			if q.dir == enforce.Egress {
 				p.src, p.dst = p.dst, p.src
 			}
 			sport++ // a new flow each time: no conntrack hits
 			want := uint32(retDrop)
-			if rules.Allows(v.IdentityOf(remote), remote, protocols[pi].name, port) || w.Monitor {
+			if q.rules.Allows(v.IdentityOf(q.remote), q.remote, protocols[q.pi].name, q.port) || q.monitor {
 				want = retAllow
 			}
-			if got := run(t, e, dir, p); got != want {
-				t.Fatalf("round %d: %s %s %+v: program %s, Allows %s\nrules %+v", round, w.Workload, dir, p, verdictName(got), verdictName(want), rules)
+			if got := run(t, e, q.dir, p); got != want {
+				t.Fatalf("round %d: %s %s %+v: program %s, Allows %s\nrules %+v", round, q.name, q.dir, p, verdictName(got), verdictName(want), q.rules)
+			}
+			if q.local[0] == 198 {
+				sites++
 			}
 		}
+	}
+	if sites < 500 {
+		t.Errorf("only %d of 4000 packets had a site host as local address", sites)
 	}
 }
 

@@ -119,10 +119,11 @@ func (c *rules) allows(id view.Identity, addr view.Addr, proto uint8, port uint1
 	return false
 }
 
-// local is one of the node's own workloads.
+// local is one of the node's own workloads or, on a gateway, a site whose
+// hosts it decides for.
 type local struct {
-	name     string
-	identity view.Identity
+	name     string        // "namespace/name" of the workload or site
+	identity view.Identity // IdentityUnknown for a site
 	ingress  rules
 	egress   rules
 	monitor  bool // the namespace is in monitor mode: denied packets pass
@@ -135,6 +136,29 @@ type ruleset struct {
 	version uint64 // the view's version
 	view    view.View
 	locals  map[view.Addr]*local
+	// sites are the sites' rules by prefix (masked); siteLens the prefix
+	// lengths present, longest first.
+	sites    map[cidrKey]*local
+	siteLens []uint8
+}
+
+// lookup returns the rules that decide packets with the local address a:
+// the workload's with that address, else those of the site whose longest
+// prefix holds it, else nil.
+func (rs *ruleset) lookup(a view.Addr) *local {
+	if l := rs.locals[a]; l != nil {
+		return l
+	}
+	if len(rs.siteLens) == 0 {
+		return nil
+	}
+	u := a.Uint32()
+	for _, bits := range rs.siteLens {
+		if l := rs.sites[cidrKey{addr: u & mask(bits), bits: bits}]; l != nil {
+			return l
+		}
+	}
+	return nil
 }
 
 func compile(v *view.View, gen uint64) *ruleset {
@@ -159,5 +183,28 @@ func compile(v *view.View, gen uint64) *ruleset {
 			monitor:  w.Monitor,
 		}
 	}
+	for i := range v.Sites {
+		s := &v.Sites[i]
+		if len(s.CIDRs) == 0 {
+			continue
+		}
+		l := &local{name: s.Site, ingress: compileRules(&s.Ingress), egress: compileRules(&s.Egress), monitor: s.Monitor}
+		for _, p := range s.CIDRs {
+			k := cidrKey{addr: p.Addr.Uint32() & mask(p.Bits), bits: p.Bits}
+			if rs.sites == nil {
+				rs.sites = map[cidrKey]*local{}
+			}
+			// Of two sites claiming one prefix, the first (by name) decides.
+			if _, dup := rs.sites[k]; dup {
+				continue
+			}
+			rs.sites[k] = l
+			if !slices.Contains(rs.siteLens, k.bits) {
+				rs.siteLens = append(rs.siteLens, k.bits)
+			}
+		}
+	}
+	slices.Sort(rs.siteLens)
+	slices.Reverse(rs.siteLens)
 	return rs
 }

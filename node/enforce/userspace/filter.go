@@ -13,21 +13,27 @@
 // for packets the kernel sends into the tunnel (a local workload is the
 // source, the packet is judged by its egress rules) and Inbound for packets
 // out of the tunnel (a local workload is the destination, judged by its
-// ingress rules). The first packet of a flow is decided exactly as
-// view.Rules.Allows decides, with the remote address's identity from the
-// view; the flow is then tracked, and its later packets and its replies pass
-// without a rule lookup.
+// ingress rules). On a gateway the local side may instead be a host of a
+// site the view carries (view.View.Sites): a local address that is no
+// workload's but lies in a site's prefix (the longest, if several) is
+// judged by that site's rules, monitor flag included, and its events name
+// the site ("namespace/name") as their workload. A workload's address
+// wins over a site prefix that holds it. The first packet of a flow is
+// decided exactly as view.Rules.Allows decides, with the remote address's
+// identity from the view (a site host has none); the flow is then tracked,
+// and its later packets and its replies pass without a rule lookup.
 //
 // What it does with the packets rules do not name:
-//   - A packet whose local address is not one of the view's workloads is
-//     dropped, as is every packet before the first Apply, IPv6, and anything
-//     malformed or truncated.
+//   - A packet whose local address is neither one of the view's workloads
+//     nor in one of its sites' prefixes is dropped, as is every packet
+//     before the first Apply, IPv6, and anything malformed or truncated.
 //   - TCP: a new flow starts with a SYN without ACK; any other TCP packet of
 //     an unknown flow is dropped. Tracked flows expire after 60 s until a
 //     reply is seen, 5 min once established, 10 s after a FIN or RST.
 //     UDP and SCTP flows expire 60 s after their last packet.
 //   - ICMP: echo request and reply pass iff the remote address has an
-//     identity in the view (it is a workload the node may talk to). ICMP
+//     identity in the view (it is a workload the node may talk to; a site
+//     host never is, so echo between site hosts is dropped). ICMP
 //     errors (unreachable, time exceeded, parameter problem, source quench)
 //     pass iff the packet they quote belongs to a tracked flow, so path MTU
 //     discovery and "port unreachable" work for allowed flows only. Other
@@ -38,9 +44,10 @@
 //     passes, the datagram's identification is remembered for 10 s; later
 //     fragments pass iff their datagram's first fragment did. A later
 //     fragment that arrives before its first fragment is dropped.
-//   - Monitor mode (view.WorkloadRules.Monitor): a packet of such a local
-//     workload that would be dropped for any reason passes instead and is
-//     counted as "monitor"; its event carries the drop reason and the
+//   - Monitor mode (view.WorkloadRules.Monitor, view.SiteRules.Monitor): a
+//     packet of such a local workload or site host that would be dropped
+//     for any reason passes instead and is counted as "monitor"; its event
+//     carries the drop reason and the
 //     verdict WouldDeny. A TCP, UDP or SCTP flow let through this way is
 //     tracked like an allowed one, so its later packets and its replies
 //     pass without further events.
@@ -112,7 +119,7 @@ const (
 	// Drops.
 	ReasonMalformed       // truncated or inconsistent headers
 	ReasonNotIPv4         // IPv6 or another version
-	ReasonNoWorkload      // the local address is no workload of the view
+	ReasonNoWorkload      // the local address is no workload or site host of the view
 	ReasonPolicy          // the rules do not allow the flow
 	ReasonNotSYN          // TCP without SYN (or with ACK) for an unknown flow
 	ReasonICMP            // ICMP that is neither allowed echo nor related
@@ -234,22 +241,29 @@ func (f *Filter) Apply(v *view.View) error {
 	return nil
 }
 
-// entries counts what a view puts in the rule tables: its identities and
-// the port ranges of its local workloads' rules.
+// entries counts what a view puts in the rule tables: its identities, the
+// port ranges of its local workloads' and sites' rules, and the sites'
+// prefixes.
 func entries(v *view.View) int {
 	if v == nil {
 		return 0
 	}
 	n := len(v.Identities)
+	var all []*view.Rules
 	for i := range v.Workloads {
-		for _, r := range []*view.Rules{&v.Workloads[i].Ingress, &v.Workloads[i].Egress} {
-			n += len(r.Any)
-			for _, ir := range r.Identities {
-				n += 1 + len(ir.Ports)
-			}
-			for _, cr := range r.CIDRs {
-				n += 1 + len(cr.Ports)
-			}
+		all = append(all, &v.Workloads[i].Ingress, &v.Workloads[i].Egress)
+	}
+	for i := range v.Sites {
+		n += len(v.Sites[i].CIDRs)
+		all = append(all, &v.Sites[i].Ingress, &v.Sites[i].Egress)
+	}
+	for _, r := range all {
+		n += len(r.Any)
+		for _, ir := range r.Identities {
+			n += 1 + len(ir.Ports)
+		}
+		for _, cr := range r.CIDRs {
+			n += 1 + len(cr.Ports)
 		}
 	}
 	return n
@@ -295,7 +309,7 @@ func (f *Filter) decide(dir enforce.Direction, b []byte) enforce.Verdict {
 	if dir == enforce.Ingress {
 		loc, rem = p.dst, p.src
 	}
-	l := rs.locals[loc]
+	l := rs.lookup(loc)
 	if l == nil {
 		return f.finish(dir, &p, nil, view.IdentityUnknown, ReasonNoWorkload)
 	}
@@ -414,7 +428,7 @@ func (f *Filter) transport(dir enforce.Direction, rs *ruleset, l *local, p *pack
 // direction dir: by the local workload's egress rules to k's remote port,
 // or by its ingress rules to k's local port.
 func (rs *ruleset) allowsFlow(dir enforce.Direction, loc, rem view.Addr, id view.Identity, k flowKey) bool {
-	l := rs.locals[loc]
+	l := rs.lookup(loc)
 	if l == nil {
 		return false
 	}

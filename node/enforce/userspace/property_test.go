@@ -60,6 +60,24 @@ func randWorld(r *rand.Rand) (netmap.Input, []netip.Addr) {
 			addrs = append(addrs, w.IP)
 		}
 	}
+	// Sites of agentless hosts, selected by namespace and labels as
+	// workloads are, carried by gateways with approved routes.
+	for i, cidrs := range propSiteCIDRs {
+		if r.IntN(4) == 0 {
+			continue
+		}
+		in.Sites = append(in.Sites, inventory.Site{
+			Name: fmt.Sprintf("lan-%d", i), Namespace: propNS[r.IntN(3)],
+			Labels: map[string]string{"app": propApps[r.IntN(3)]},
+			CIDRs:  cidrs, Ports: randPorts(),
+		})
+	}
+	in.Routes = map[string][]netip.Prefix{}
+	for _, n := range in.Nodes {
+		if r.IntN(2) == 0 {
+			in.Routes[n.Name] = []netip.Prefix{propRoutes[r.IntN(len(propRoutes))]}
+		}
+	}
 	var docs []string
 	for i := range r.IntN(6) {
 		docs = append(docs, randPolicy(r, i))
@@ -74,8 +92,24 @@ func randWorld(r *rand.Rand) (netmap.Input, []netip.Addr) {
 	return in, addrs
 }
 
+// propSiteCIDRs are the prefixes of the random sites, by index;
+// propRoutes the routes gateways may carry (a site whole, part of one,
+// or several).
+var (
+	propSiteCIDRs = [][]netip.Prefix{
+		{netip.MustParsePrefix("198.19.1.0/24")},
+		{netip.MustParsePrefix("198.19.2.0/24"), netip.MustParsePrefix("198.19.3.0/25")},
+	}
+	propRoutes = []netip.Prefix{netip.MustParsePrefix("198.19.1.0/24"), netip.MustParsePrefix("198.19.1.0/25"),
+		netip.MustParsePrefix("198.19.0.0/16"), netip.MustParsePrefix("198.19.2.0/23")}
+)
+
 func randPeer(r *rand.Rand) string {
-	switch r.IntN(5) {
+	switch r.IntN(7) {
+	case 5:
+		return fmt.Sprintf("{ipBlock: {cidr: 198.19.%d.0/24}}", 1+r.IntN(3))
+	case 6:
+		return "{ipBlock: {cidr: 198.19.0.0/16, except: [198.19.1.128/25]}}"
 	case 0:
 		return fmt.Sprintf("{podSelector: {matchLabels: {app: %s}}}", propApps[r.IntN(3)])
 	case 1:
@@ -155,13 +189,15 @@ var propPorts = []uint16{1, 49, 50, 51, 53, 60, 61, 80, 443, 999, 1000, 1010, 10
 
 // TestFirstPacketMatchesRules checks, for random views computed by the
 // coordinator's engine, that the filter's decision on the first packet of
-// every flow is exactly view.Rules.Allows, in both directions.
+// every flow is exactly view.Rules.Allows, in both directions, for every
+// workload of the view and, on gateways, for hosts of every site the view
+// carries (View.Sites), to and from workloads and site hosts.
 func TestFirstPacketMatchesRules(t *testing.T) {
 	seeds := 150
 	if testing.Short() {
 		seeds = 20
 	}
-	checked, allowed := 0, 0
+	checked, allowed, siteChecked, siteAllowed := 0, 0, 0, 0
 	for seed := range seeds {
 		r := rand.New(rand.NewPCG(uint64(seed), 7))
 		input, addrs := randWorld(r)
@@ -169,21 +205,28 @@ func TestFirstPacketMatchesRules(t *testing.T) {
 		if err != nil {
 			t.Fatalf("seed %d: netmap.New: %v", seed, err)
 		}
-		// Remote addresses: every workload, plus addresses no workload has.
+		// Remote addresses: every workload, site hosts, plus addresses no
+		// workload or site has.
 		remotes := append([]netip.Addr(nil), addrs...)
-		remotes = append(remotes, netip.MustParseAddr("100.64.5.77"), netip.MustParseAddr("100.65.0.1"), netip.MustParseAddr("198.19.0.1"))
+		for _, a := range []string{"100.64.5.77", "100.65.0.1", "198.19.0.1", "198.19.1.5", "198.19.1.200", "198.19.2.7", "198.19.3.100", "198.19.3.200"} {
+			remotes = append(remotes, netip.MustParseAddr(a))
+		}
 		for _, n := range input.Nodes {
 			v := eng.View(n.Name)
 			if v == nil {
 				t.Fatalf("seed %d: no view for %s", seed, n.Name)
 			}
 			f := New(Options{EventBuffer: -1})
-			f.Apply(v)
+			if err := f.Apply(v); err != nil {
+				t.Fatalf("seed %d: Apply: %v", seed, err)
+			}
 			sport := uint16(20000)
-			for _, w := range v.Workloads {
+			// check compares both directions of flows between local (a
+			// workload of the view, or a site host) and every remote.
+			check := func(name string, local view.Addr, ingress, egress *view.Rules, monitor bool) (cnt, allowed int) {
 				for _, ra := range remotes {
 					rem, _ := view.AddrFrom(ra)
-					if rem == w.IP {
+					if rem == local {
 						continue
 					}
 					id := v.IdentityOf(rem)
@@ -196,15 +239,15 @@ func TestFirstPacketMatchesRules(t *testing.T) {
 								sport = 20000
 							}
 							// Monitor mode passes what the rules deny.
-							wantOut := w.Egress.Allows(id, rem, proto, port) || w.Monitor
-							gotOut := f.Outbound(first(proto, w.IP, rem, sport, port)) == enforce.Allowed
-							wantIn := w.Ingress.Allows(id, rem, proto, port) || w.Monitor
-							gotIn := f.Inbound(first(proto, rem, w.IP, sport, port)) == enforce.Allowed
+							wantOut := egress.Allows(id, rem, proto, port) || monitor
+							gotOut := f.Outbound(first(proto, local, rem, sport, port)) == enforce.Allowed
+							wantIn := ingress.Allows(id, rem, proto, port) || monitor
+							gotIn := f.Inbound(first(proto, rem, local, sport, port)) == enforce.Allowed
 							if gotOut != wantOut || gotIn != wantIn {
-								t.Fatalf("seed %d node %s workload %s remote %s (identity %d) %s/%d: outbound %v want %v, inbound %v want %v\negress %+v\ningress %+v",
-									seed, n.Name, w.Workload, rem, id, proto, port, gotOut, wantOut, gotIn, wantIn, w.Egress, w.Ingress)
+								t.Fatalf("seed %d node %s: %s %s, remote %s (identity %d) %s/%d: outbound %v want %v, inbound %v want %v\negress %+v\ningress %+v",
+									seed, n.Name, name, local, rem, id, proto, port, gotOut, wantOut, gotIn, wantIn, egress, ingress)
 							}
-							checked++
+							cnt += 2
 							if wantOut {
 								allowed++
 							}
@@ -214,12 +257,35 @@ func TestFirstPacketMatchesRules(t *testing.T) {
 						}
 					}
 				}
+				return cnt, allowed
+			}
+			for i := range v.Workloads {
+				w := &v.Workloads[i]
+				c, a := check(w.Workload, w.IP, &w.Ingress, &w.Egress, w.Monitor)
+				checked, allowed = checked+c, allowed+a
+			}
+			for i := range v.Sites {
+				s := &v.Sites[i]
+				for _, p := range s.CIDRs {
+					// The first host and the last address of each prefix.
+					lo := p.Addr
+					lo[3]++
+					hi := view.Addr{p.Addr[0], p.Addr[1], p.Addr[2], p.Addr[3] | byte(1<<(32-int(p.Bits))-1)}
+					for _, host := range []view.Addr{lo, hi} {
+						c, a := check(s.Site, host, &s.Ingress, &s.Egress, s.Monitor)
+						siteChecked, siteAllowed = siteChecked+c, siteAllowed+a
+					}
+				}
 			}
 		}
 	}
-	t.Logf("%d first-packet decisions (both directions) checked against Rules.Allows, %d allowed", 2*checked, allowed)
-	if allowed == 0 || allowed == 2*checked {
-		t.Fatalf("random views allowed %d of %d decisions: the generator is degenerate", allowed, 2*checked)
+	t.Logf("%d first-packet decisions for workloads and %d for site hosts (both directions) checked against Rules.Allows, %d and %d allowed",
+		checked, siteChecked, allowed, siteAllowed)
+	if allowed == 0 || allowed == checked {
+		t.Fatalf("random views allowed %d of %d workload decisions: the generator is degenerate", allowed, checked)
+	}
+	if siteAllowed == 0 || siteAllowed == siteChecked {
+		t.Fatalf("random views allowed %d of %d site host decisions: the generator is degenerate", siteAllowed, siteChecked)
 	}
 }
 
