@@ -194,8 +194,15 @@ func TestBrowserSites(t *testing.T) {
 		{"prod/api", "site-eu/db", []string{"Partly allowed", "198.19.1.0/25"}},
 		{"prod/api", "198.19.1.200", []string{"Denied", "prod/api-to-db"}},
 		{"prod/api", "198.19.7.5", []string{"the address is in no site"}},
+		{"prod/web-1", "prod/api", []string{"Denied", "Source egress", "Destination ingress"}},
 	} {
 		got := ask(x.from, x.to)
+		if x.to == "site-eu/db" {
+			b.screenshot("whatif-site-partial")
+		}
+		if strings.Contains(got, "null") || strings.Contains(got, "undefined") {
+			t.Errorf("what if %s → %s: %q shows a missing value", x.from, x.to, got)
+		}
 		for _, w := range x.want {
 			if !strings.Contains(got, w) {
 				t.Errorf("what if %s → %s: %q lacks %q", x.from, x.to, got, w)

@@ -478,7 +478,7 @@ function siteForm() {
   } },
   h('h2', { id: 'site-form-h' }, 'Declare or replace a site'),
   h('p', { class: 'hint' }, 'Saving a site of an existing namespace/name replaces it whole. A CIDR may overlap neither the overlay range nor another site.'),
-  h('div', { class: 'row' }, field('Namespace', ns, 'created if it does not exist'), field('Name', name),
+  h('div', { class: 'row' }, field('Namespace', ns, 'created if it does not exist'), field('Name', name, 'unique among the namespace\'s sites, nodes and workloads'),
     field('Labels', labels, 'key=value, comma separated; may be empty')),
   h('div', { class: 'row' }, field('CIDRs', cidrs, 'IPv4 prefixes, comma separated'),
     field('Ports', ports, '[NAME=]PORT[/PROTOCOL], comma separated (TCP if not given); may be empty')),
@@ -710,19 +710,19 @@ pages.whatif = async (main) => {
       const v = await api('GET', '/v1/admin/whatif?' + q);
       const [word, cls] = verdicts[v.verdict] || (v.allowed ? verdicts.allow : verdicts.deny);
       const ranges = v.allowedRanges || [];
-      out.replaceChildren(h('p', { class: 'verdict ' + cls }, word),
+      out.replaceChildren(...[h('p', { class: 'verdict ' + cls }, word),
         h('p', {}, v.from + ' → ' + v.to + ' on ' + v.port + '/' + v.protocol),
         v.egress && v.ingress ? h('ul', {}, side('Source egress', v.egress), side('Destination ingress', v.ingress)) : null,
         v.verdict ? h('section', { 'aria-labelledby': 'whatif-ranges-h' }, h('h2', { id: 'whatif-ranges-h' }, 'Allowed address pairs'),
           ranges.length ? h('ul', { id: 'whatif-ranges' }, ranges.map((r) => h('li', { class: 'mono' }, (r.from || []).join(', ') + ' → ' + (r.to || []).join(', '))))
             : h('p', { class: 'muted' }, 'None.')) : null,
         h('p', { class: 'hint' }, 'Traffic passes iff the source\'s egress and the destination\'s ingress both allow it; baseline ' + v.baseline + '.' +
-          (v.verdict ? ' With a site at an end, every address pair is decided: allowed when all are, partly when some are.' : '')));
+          (v.verdict ? ' With a site at an end, every address pair is decided: allowed when all are, partly when some are.' : ''))].filter(Boolean));
     } catch (e) { out.replaceChildren(h('p', { class: 'error' }, e.message)); }
   } }, field('Source', from), field('Destination', to), ends, field('Port', port), field('Protocol', proto),
   h('div', { class: 'field' }, h('button', { type: 'submit', id: 'whatif-go' }, 'Decide')));
   main.append(h('h1', { tabindex: '-1' }, 'What if'),
-    h('p', { class: 'hint' }, 'Decided by the reference policy evaluator over the current nodes, workloads, sites and policies. Source and destination: a workload or node (NAMESPACE/NAME), a site (NAMESPACE/SITE), part of one (NAMESPACE/SITE@198.19.1.0/25 or @198.19.1.5), or a site address (198.19.1.5).'), form, out);
+    h('p', { class: 'hint' }, 'Decided by the reference policy evaluator over the current nodes, workloads, sites and policies. Source and destination: a workload or node (NAMESPACE/NAME), a site (NAMESPACE/SITE), part of one (NAMESPACE/SITE@198.19.1.0/25 or NAMESPACE/SITE@198.19.1.5), or a site address (198.19.1.5).'), form, out);
 };
 
 pages.graph = async (main) => {
