@@ -400,6 +400,133 @@ pages.routes = async (main) => {
   main.append(t);
 };
 
+// ---- sites
+
+// v4Range reads an IPv4 prefix, 198.19.1.0/24, as its first and last
+// addresses (numbers); null if it is none.
+function v4Range(s) {
+  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)\/(\d+)$/.exec(String(s));
+  if (!m || +m[5] > 32) return null;
+  const addr = ((+m[1] * 256 + +m[2]) * 256 + +m[3]) * 256 + +m[4];
+  const size = 2 ** (32 - +m[5]);
+  const lo = addr - (addr % size);
+  return { lo, hi: lo + size - 1 };
+}
+
+// siteGateways are the gateways whose approved routes overlap cidr, by
+// node name: each with its route and whether the route covers all of cidr
+// or a part of it.
+function siteGateways(cidr, routes) {
+  const c = v4Range(cidr);
+  if (!c) return [];
+  return routes.filter((r) => r.status === 'approved').map((r) => ({ r, p: v4Range(r.prefix) }))
+    .filter(({ p }) => p && p.lo <= c.hi && c.lo <= p.hi)
+    .map(({ r, p }) => ({ node: r.node, prefix: r.prefix, whole: p.lo <= c.lo && c.hi <= p.hi }))
+    .sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
+}
+
+const fmtPort = (p) => (p.name ? p.name + ' ' : '') + p.port + '/' + (p.protocol || 'TCP');
+// fmtPortSpec writes a port as the site form reads it: [NAME=]PORT[/PROTOCOL].
+const fmtPortSpec = (p) => (p.name ? p.name + '=' : '') + p.port + (p.protocol ? '/' + p.protocol : '');
+// splitList splits on commas and white space.
+const splitList = (s) => s.split(/[\s,]+/).filter(Boolean);
+
+// parsePorts reads the site form's ports: [NAME=]PORT[/PROTOCOL], comma
+// separated.
+function parsePorts(s) {
+  return splitList(s).map((part) => {
+    const m = /^(?:([^=/]+)=)?(\d+)(?:\/([A-Za-z]+))?$/.exec(part);
+    if (!m || +m[2] < 1 || +m[2] > 65535) throw new Error('port "' + part + '": write [NAME=]PORT[/PROTOCOL] with a port from 1 to 65535, such as postgres=5432/TCP');
+    const p = { port: +m[2] };
+    if (m[1]) p.name = m[1];
+    if (m[3]) p.protocol = m[3].toUpperCase();
+    return p;
+  });
+}
+
+// siteForm is an admin's form to declare or replace a site; the
+// coordinator's refusal shows in it as the coordinator words it. It
+// returns the form and the function that fills it with a site.
+function siteForm() {
+  const ns = h('input', { id: 'site-namespace', autocomplete: 'off', required: true });
+  const name = h('input', { id: 'site-name', autocomplete: 'off', required: true });
+  const labels = h('input', { id: 'site-labels', autocomplete: 'off', placeholder: 'role=db,env=prod' });
+  const cidrs = h('input', { id: 'site-cidrs', autocomplete: 'off', required: true, placeholder: '198.19.1.0/24, 198.19.2.0/24' });
+  const ports = h('input', { id: 'site-ports', autocomplete: 'off', placeholder: 'postgres=5432/TCP, 53/UDP' });
+  const err = h('p', { id: 'site-error', class: 'error', role: 'alert' });
+  const save = h('button', { type: 'submit', id: 'site-save' }, 'Save site');
+  const form = h('form', { class: 'card', id: 'site-form', 'aria-labelledby': 'site-form-h', onsubmit: async (ev) => {
+    ev.preventDefault();
+    err.textContent = '';
+    let req;
+    try {
+      if (!ns.value.trim() || !name.value.trim()) throw new Error('Give the site\'s namespace and name.');
+      req = { labels: parseLabels(labels.value), cidrs: splitList(cidrs.value), ports: parsePorts(ports.value) };
+    } catch (e) { err.textContent = e.message; return; }
+    const key = ns.value.trim() + '/' + name.value.trim();
+    save.disabled = true;
+    try {
+      await api('PUT', '/v1/admin/sites/' + encodeURIComponent(ns.value.trim()) + '/' + encodeURIComponent(name.value.trim()), req);
+    } catch (e) {
+      err.textContent = 'The coordinator refused: ' + e.message;
+      notice('Saving site ' + key + ' failed; nothing changed.', true);
+      save.disabled = false;
+      return;
+    }
+    notice('Saving site ' + key + ': done.');
+    await render();
+  } },
+  h('h2', { id: 'site-form-h' }, 'Declare or replace a site'),
+  h('p', { class: 'hint' }, 'Saving a site of an existing namespace/name replaces it whole. A CIDR may overlap neither the overlay range nor another site.'),
+  h('div', { class: 'row' }, field('Namespace', ns, 'created if it does not exist'), field('Name', name, 'unique among the namespace\'s sites, nodes and workloads'),
+    field('Labels', labels, 'key=value, comma separated; may be empty')),
+  h('div', { class: 'row' }, field('CIDRs', cidrs, 'IPv4 prefixes, comma separated'),
+    field('Ports', ports, '[NAME=]PORT[/PROTOCOL], comma separated (TCP if not given); may be empty')),
+  err, save);
+  form.addEventListener('input', () => { err.textContent = ''; });
+  const fill = (s) => {
+    ns.value = s.namespace;
+    name.value = s.name;
+    labels.value = fmtLabels(s.labels);
+    cidrs.value = (s.cidrs || []).join(', ');
+    ports.value = (s.ports || []).map(fmtPortSpec).join(', ');
+    err.textContent = '';
+    form.scrollIntoView({ block: 'nearest' });
+    ns.focus();
+  };
+  return [form, fill];
+}
+
+pages.sites = async (main) => {
+  const [sites, routes] = await Promise.all([api('GET', '/v1/admin/sites'), api('GET', '/v1/admin/routes')]);
+  const ss = sites || [];
+  main.append(h('h1', { tabindex: '-1' }, 'Sites'), viewerNote(),
+    h('p', { class: 'hint' }, 'Networks of hosts that run no agent (latch admin site set). For policy, the host at each address of a site\'s CIDRs is a pod of its namespace with its labels; its ports are what named ports resolve against. Gateways are the nodes whose approved subnet routes cover a CIDR; for each address, the one with the lowest name is primary.'));
+  const [form, fill] = isAdmin() ? siteForm() : [null, null];
+  const t = table(['Site', 'Labels', 'CIDRs and their gateways', 'Ports', ''], ss.map((s) => {
+    const key = s.namespace + '/' + s.name;
+    return [h('strong', {}, key), fmtLabels(s.labels),
+      h('ul', { class: 'plain' }, (s.cidrs || []).map((c) => {
+        const gws = siteGateways(c, routes || []);
+        return h('li', { 'data-site-cidr': key + ' ' + c }, h('code', {}, c), ': ',
+          gws.length ? gws.map((g, i) => [i ? ', ' : '', h('strong', {}, g.node), ' (' + g.prefix + (g.whole ? '' : ', part of it') + ')'])
+            : h('span', { class: 'warn' }, 'no approved route covers it'));
+      })),
+      (s.ports || []).map(fmtPort).join(', ') || h('span', { class: 'muted' }, 'none'),
+      isAdmin() ? h('div', {},
+        h('button', { type: 'button', class: 'secondary', 'data-edit-site': key, 'aria-label': 'Edit site ' + key, onclick: () => fill(s) }, 'Edit'),
+        h('button', { type: 'button', class: 'danger', 'data-delete-site': key, 'aria-label': 'Delete site ' + key, onclick: async () => {
+          if (!await confirmDialog('Delete site ' + key + '? Policies no longer see its hosts, and no node is given a gateway to it any more.')) return;
+          await run('Deleting site ' + key, () => api('DELETE', '/v1/admin/sites/' + encodeURIComponent(s.namespace) + '/' + encodeURIComponent(s.name)));
+          render();
+        } }, 'Delete')) : ''];
+  }));
+  t.id = 'sites';
+  if (ss.length) t.querySelectorAll('tbody tr').forEach((tr, i) => { tr.dataset.site = ss[i].namespace + '/' + ss[i].name; });
+  main.append(t);
+  if (form) main.append(form);
+};
+
 pages.workloads = async (main) => {
   const wls = await api('GET', '/v1/admin/workloads');
   main.append(h('h1', { tabindex: '-1' }, 'Workloads'),
@@ -557,12 +684,17 @@ function annotate(text, problems) {
 }
 
 pages.whatif = async (main) => {
-  const [st, wls] = await Promise.all([api('GET', '/v1/admin/status'), api('GET', '/v1/admin/workloads')]);
+  const [st, wls, sites] = await Promise.all([api('GET', '/v1/admin/status'), api('GET', '/v1/admin/workloads'), api('GET', '/v1/admin/sites')]);
   const keys = [...(wls || []).map((w) => w.namespace + '/' + w.name), ...st.nodes.map((n) => n.namespace + '/' + n.name)].sort();
-  const opts = () => keys.map((k) => h('option', { value: k }, k));
-  const from = h('select', { id: 'whatif-from' }, opts());
-  const to = h('select', { id: 'whatif-to' }, opts());
-  if (keys.length > 1) to.value = keys[1];
+  const siteKeys = (sites || []).map((s) => s.namespace + '/' + s.name).sort();
+  // One list of choices for both ends; an end may also be anything the
+  // coordinator reads as one (a site address, NAMESPACE/SITE@PREFIX).
+  const ends = h('datalist', { id: 'whatif-ends' }, keys.map((k) => h('option', { value: k })),
+    siteKeys.map((k) => h('option', { value: k, label: k + ' (site)' })));
+  const endInput = (id, v) => h('input', { id, list: 'whatif-ends', autocomplete: 'off', spellcheck: 'false', required: true, value: v || '' });
+  const all = [...keys, ...siteKeys];
+  const from = endInput('whatif-from', all[0]);
+  const to = endInput('whatif-to', all.length > 1 ? all[1] : all[0]);
   const port = h('input', { id: 'whatif-port', type: 'number', min: 1, max: 65535, value: '80' });
   const proto = h('select', { id: 'whatif-proto' }, ['TCP', 'UDP', 'SCTP'].map((p) => h('option', { value: p }, p)));
   const out = h('div', { id: 'whatif-result', 'aria-live': 'polite' });
@@ -570,20 +702,27 @@ pages.whatif = async (main) => {
     (!s.isolated ? ' (no policy isolates it: the baseline decides)'
       : s.allowed ? ' — allowed by ' + (s.policies || []).join(', ')
         : ' — isolated by ' + (s.policies || []).join(', ') + ', none of which allows it'));
+  const verdicts = { allow: ['Allowed', 'ok'], partial: ['Partly allowed', 'warn'], deny: ['Denied', 'bad'] };
   const form = h('form', { class: 'card row', onsubmit: async (ev) => {
     ev.preventDefault();
     try {
-      const q = new URLSearchParams({ from: from.value, to: to.value, port: port.value, protocol: proto.value });
+      const q = new URLSearchParams({ from: from.value.trim(), to: to.value.trim(), port: port.value, protocol: proto.value });
       const v = await api('GET', '/v1/admin/whatif?' + q);
-      out.replaceChildren(h('p', { class: 'verdict ' + (v.allowed ? 'ok' : 'bad') }, v.allowed ? 'Allowed' : 'Denied'),
+      const [word, cls] = verdicts[v.verdict] || (v.allowed ? verdicts.allow : verdicts.deny);
+      const ranges = v.allowedRanges || [];
+      out.replaceChildren(...[h('p', { class: 'verdict ' + cls }, word),
         h('p', {}, v.from + ' → ' + v.to + ' on ' + v.port + '/' + v.protocol),
-        h('ul', {}, side('Source egress', v.egress), side('Destination ingress', v.ingress)),
-        h('p', { class: 'hint' }, 'Traffic passes iff the source\'s egress and the destination\'s ingress both allow it; baseline ' + v.baseline + '.'));
+        v.egress && v.ingress ? h('ul', {}, side('Source egress', v.egress), side('Destination ingress', v.ingress)) : null,
+        v.verdict ? h('section', { 'aria-labelledby': 'whatif-ranges-h' }, h('h2', { id: 'whatif-ranges-h' }, 'Allowed address pairs'),
+          ranges.length ? h('ul', { id: 'whatif-ranges' }, ranges.map((r) => h('li', { class: 'mono' }, (r.from || []).join(', ') + ' → ' + (r.to || []).join(', '))))
+            : h('p', { class: 'muted' }, 'None.')) : null,
+        h('p', { class: 'hint' }, 'Traffic passes iff the source\'s egress and the destination\'s ingress both allow it; baseline ' + v.baseline + '.' +
+          (v.verdict ? ' With a site at an end, every address pair is decided: allowed when all are, partly when some are.' : ''))].filter(Boolean));
     } catch (e) { out.replaceChildren(h('p', { class: 'error' }, e.message)); }
-  } }, field('Source', from), field('Destination', to), field('Port', port), field('Protocol', proto),
+  } }, field('Source', from), field('Destination', to), ends, field('Port', port), field('Protocol', proto),
   h('div', { class: 'field' }, h('button', { type: 'submit', id: 'whatif-go' }, 'Decide')));
   main.append(h('h1', { tabindex: '-1' }, 'What if'),
-    h('p', { class: 'hint' }, 'Decided by the reference policy evaluator over the current nodes, workloads and policies.'), form, out);
+    h('p', { class: 'hint' }, 'Decided by the reference policy evaluator over the current nodes, workloads, sites and policies. Source and destination: a workload or node (NAMESPACE/NAME), a site (NAMESPACE/SITE), part of one (NAMESPACE/SITE@198.19.1.0/25 or NAMESPACE/SITE@198.19.1.5), or a site address (198.19.1.5).'), form, out);
 };
 
 pages.graph = async (main) => {
