@@ -145,7 +145,7 @@ type settings struct {
 	token *joinToken // nil when no token was given
 	// coordinatorID is CoordinatorID parsed; zero if not given.
 	coordinatorID spiffeid.ID
-	enforce       string // the mode asked for; decided when the device comes up (see Run)
+	enforce       string         // the mode asked for; decided when the device comes up (see Run)
 	snat          []netip.Prefix // the prefixes of Routes with SNAT
 }
 
