@@ -205,11 +205,11 @@ func (a *agent) collectRoutes(ch chan<- prometheus.Metric) {
 	for _, r := range st.SiteRoutes {
 		switch {
 		case r.Installed:
-			gauge(ch, descRoute, 1, r.Prefix.String(), "installed")
+			gauge(ch, descRoute, 1, r.Prefix, "installed")
 		case r.Conflict != "":
-			gauge(ch, descRoute, 1, r.Prefix.String(), "conflict")
+			gauge(ch, descRoute, 1, r.Prefix, "conflict")
 		case r.Error != "":
-			gauge(ch, descRoute, 1, r.Prefix.String(), "failed")
+			gauge(ch, descRoute, 1, r.Prefix, "failed")
 		}
 	}
 	if st.Forwarding != nil {

@@ -56,7 +56,7 @@ type Status struct {
 	Forwarding *ForwardingStatus `json:"forwarding,omitempty"`
 	// SiteRoutes are the kernel routes through the device for the site
 	// prefixes the peers carry (AllowedIPs outside the overlay).
-	SiteRoutes []route.State `json:"siteRoutes,omitempty"`
+	SiteRoutes []SiteRoute `json:"siteRoutes,omitempty"`
 	// RouteError is why the last view's site routes or SNAT rules did
 	// not all apply; "" when they did.
 	RouteError string `json:"routeError,omitempty"`
@@ -101,6 +101,9 @@ type SiteRoute struct {
 	// Conflict names the owner of the kernel route that holds the prefix
 	// instead, "" when none.
 	Conflict string `json:"conflict,omitempty"`
+	// Error is why the route could not be added or removed (Status
+	// only), "" when it was.
+	Error string `json:"error,omitempty"`
 }
 
 // FlowStatus is the flow-record part of Status.
@@ -175,7 +178,9 @@ func (a *agent) status() Status {
 		}
 		st.Forwarding = &fs
 	}
-	st.SiteRoutes = rst.Routes
+	for _, r := range rst.Routes {
+		st.SiteRoutes = append(st.SiteRoutes, SiteRoute{Prefix: r.Prefix.String(), Installed: r.Installed, Conflict: r.Conflict, Error: r.Error})
+	}
 	st.RouteError = a.routeErr
 	st.ViewVersion = versionOf(a.view)
 	st.EnforcedVersion = versionOf(a.enforced)

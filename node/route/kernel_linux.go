@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -143,6 +144,20 @@ func (Kernel) SetSNAT(dev string, overlay netip.Prefix, snat []netip.Prefix) err
 		return err
 	}
 	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: SNATTable(dev)}
+	if len(snat) == 0 {
+		// Nothing to remove needs no nf_tables: a node that masquerades
+		// nothing works where the kernel has none.
+		ts, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EPROTONOSUPPORT) || errors.Is(err, unix.EAFNOSUPPORT) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("listing the nftables tables: %w", err)
+		}
+		if !slices.ContainsFunc(ts, func(x *nftables.Table) bool { return x.Name == t.Name }) {
+			return nil
+		}
+	}
 	// Adding before deleting makes the delete succeed when there is no
 	// table; the batch is one transaction.
 	c.AddTable(t)
