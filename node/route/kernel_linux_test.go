@@ -31,6 +31,32 @@ func requireRoot(t *testing.T) {
 	t.Skip("needs root to create network namespaces and change their routes and nftables: run with sudo")
 }
 
+// noLeaks checks, when the test ends and its namespaces are gone, that
+// none of the links it created, no Latch route and no SNAT table of dev is
+// in the namespace the test started in. Call it before enterNewNS.
+func noLeaks(t *testing.T, dev string, links ...string) {
+	t.Helper()
+	t.Cleanup(func() {
+		for _, name := range append([]string{dev}, links...) {
+			if _, err := netlink.LinkByName(name); err == nil {
+				t.Errorf("link %s left in the test's namespace", name)
+			}
+		}
+		rs, err := Kernel{}.Routes()
+		if err != nil {
+			t.Error(err)
+		}
+		for _, r := range rs {
+			if r.Latch(dev) {
+				t.Errorf("route %s dev %s left in the test's namespace", r.Prefix, dev)
+			}
+		}
+		if slices.Contains(tables(t), SNATTable(dev)) {
+			t.Errorf("nftables table %s left in the test's namespace", SNATTable(dev))
+		}
+	})
+}
+
 // enterNewNS moves the test's goroutine, locked to its thread, into a new
 // network namespace until the test ends, and returns it.
 func enterNewNS(t *testing.T) netns.NsHandle {
@@ -150,6 +176,7 @@ func pfx(s ...string) []netip.Prefix {
 // Close.
 func TestKernelRoutes(t *testing.T) {
 	requireRoot(t)
+	noLeaks(t, "lwg0", "site0")
 	enterNewNS(t)
 	h := netlink.Handle{}
 	mustTun(t, &h, "lwg0", "100.64.0.1/32")
@@ -263,7 +290,8 @@ func TestKernelForwarding(t *testing.T) {
 // with SNAT for another prefix only and once the table is removed.
 func TestKernelSNAT(t *testing.T) {
 	requireRoot(t)
-	gw := enterNewNS(t)
+	noLeaks(t, "lwg0", "gs", "gc", "sg", "cg")
+	enterNewNS(t)
 	site, client := newNS(t), newNS(t)
 	h := &netlink.Handle{}
 	sh, err := netlink.NewHandleAt(site)
@@ -276,7 +304,6 @@ func TestKernelSNAT(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ch.Close()
-	_ = gw
 
 	mustTun(t, h, "lwg0", "100.64.0.1/32") // the WireGuard device's stand-in
 	veth(t, h, "gs", "198.19.1.1/24", sh, site, "sg", "198.19.1.2/24")
