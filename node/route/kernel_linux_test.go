@@ -161,13 +161,6 @@ func routesOf(t *testing.T, dev string) map[netip.Prefix]int {
 	return out
 }
 
-func pfx(s ...string) []netip.Prefix {
-	var out []netip.Prefix
-	for _, x := range s {
-		out = append(out, netip.MustParsePrefix(x))
-	}
-	return out
-}
 
 // TestKernelRoutes: in a namespace of its own, the Manager routes exactly
 // the site prefixes through the device with protocol 76, leaves the

@@ -136,3 +136,11 @@ func TestEnsureForwarding(t *testing.T) {
 }
 
 var prefixEq = cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })
+
+func pfx(s ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, x := range s {
+		out = append(out, netip.MustParsePrefix(x))
+	}
+	return out
+}
