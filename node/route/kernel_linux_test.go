@@ -161,7 +161,6 @@ func routesOf(t *testing.T, dev string) map[netip.Prefix]int {
 	return out
 }
 
-
 // TestKernelRoutes: in a namespace of its own, the Manager routes exactly
 // the site prefixes through the device with protocol 76, leaves the
 // site's connected route and another owner's route alone (reporting the
