@@ -245,7 +245,18 @@ func (m *Manager) Sync(allowed, approved []netip.Prefix) error {
 		}
 	}
 	sortPrefixes(snat)
-	if !m.snatOK || !slices.Equal(snat, m.st.SNAT) {
+	switch {
+	case len(m.cfg.SNAT) == 0:
+		// A node without :snat routes needs no nf_tables: it only removes,
+		// once, a table an earlier agent may have left, and does not
+		// insist.
+		if !m.snatOK {
+			m.snatOK = true
+			if err := m.h.SetSNAT(m.cfg.Dev, m.cfg.Overlay, nil); err != nil {
+				m.log.Warn("removing an SNAT table left by an earlier agent", "dev", m.cfg.Dev, "err", err)
+			}
+		}
+	case !m.snatOK || !slices.Equal(snat, m.st.SNAT):
 		if err := m.h.SetSNAT(m.cfg.Dev, m.cfg.Overlay, snat); err != nil {
 			m.snatOK = false
 			m.st.SNATError = err.Error()
@@ -326,22 +337,31 @@ func (m *Manager) Status() Status {
 	return st
 }
 
-// Close removes every Latch route on the device and the SNAT table.
+// Close removes every Latch route on the device and, on a node with
+// :snat routes, the SNAT table.
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.st, m.snatOK, m.conflicts = Status{}, false, nil
-	return Remove(m.h, m.cfg.Dev)
+	err := removeRoutes(m.h, m.cfg.Dev)
+	if len(m.cfg.SNAT) > 0 {
+		err = errors.Join(err, removeSNAT(m.h, m.cfg.Dev))
+	}
+	return err
 }
 
 // Remove removes every Latch route on device dev and dev's SNAT table:
-// an agent's shutdown, and `latch node --cleanup`.
+// `latch node --cleanup`.
 func Remove(h Host, dev string) error {
-	var errs []error
+	return errors.Join(removeRoutes(h, dev), removeSNAT(h, dev))
+}
+
+func removeRoutes(h Host, dev string) error {
 	have, err := h.Routes()
 	if err != nil {
-		errs = append(errs, fmt.Errorf("listing the kernel's routes: %w", err))
+		return fmt.Errorf("listing the kernel's routes: %w", err)
 	}
+	var errs []error
 	for _, r := range have {
 		if r.Latch(dev) {
 			if err := h.DelRoute(dev, r.Prefix); err != nil {
@@ -349,8 +369,12 @@ func Remove(h Host, dev string) error {
 			}
 		}
 	}
-	if err := h.SetSNAT(dev, netip.Prefix{}, nil); err != nil {
-		errs = append(errs, fmt.Errorf("removing the SNAT table of %s: %w", dev, err))
-	}
 	return errors.Join(errs...)
+}
+
+func removeSNAT(h Host, dev string) error {
+	if err := h.SetSNAT(dev, netip.Prefix{}, nil); err != nil {
+		return fmt.Errorf("removing the SNAT table of %s: %w", dev, err)
+	}
+	return nil
 }

@@ -144,3 +144,42 @@ func pfx(s ...string) []netip.Prefix {
 	}
 	return out
 }
+
+// TestManagerWithoutSNAT: a node without :snat routes removes a table an
+// earlier agent left, once, and needs no nf_tables: a failure there is
+// logged, not an error of its routes.
+func TestManagerWithoutSNAT(t *testing.T) {
+	f := NewFake()
+	if err := f.SetSNAT("wg0", overlay, pfx("198.19.9.0/24")); err != nil { // left behind
+		t.Fatal(err)
+	}
+	m := New(f, Config{Dev: "wg0", Overlay: overlay}, nil)
+	for range 2 {
+		if err := m.Sync(pfx("198.19.1.0/24"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := f.SNAT("wg0"); got != nil {
+		t.Errorf("the stale SNAT table stays: %v", got)
+	}
+	if f.SNATCalls != 2 { // the stale table, and the removal
+		t.Errorf("SetSNAT called %d times, want once after the setup", f.SNATCalls-1)
+	}
+
+	f = NewFake()
+	f.SNATErr = errors.New("no nf_tables")
+	var logs strings.Builder
+	m = New(f, Config{Dev: "wg0", Overlay: overlay}, testLogger(&logs))
+	if err := m.Sync(pfx("198.19.1.0/24"), nil); err != nil {
+		t.Errorf("Sync without SNAT routes and without nf_tables = %v, want nil", err)
+	}
+	if !strings.Contains(logs.String(), "no nf_tables") {
+		t.Errorf("the failure is not logged:\n%s", logs.String())
+	}
+	if err := m.Close(); err != nil {
+		t.Errorf("Close without SNAT routes and without nf_tables = %v, want nil", err)
+	}
+	if got := f.LatchRoutes("wg0"); got != nil {
+		t.Errorf("after Close, routes %v", got)
+	}
+}
