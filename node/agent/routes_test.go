@@ -14,6 +14,7 @@ import (
 	"github.com/latchnet/latch/node/route"
 	"github.com/latchnet/latch/view"
 	"github.com/latchnet/latch/wire"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 )
 
 // TestAgentAdvertisesRoutes: the agent sends its advertised routes in its
@@ -121,6 +122,15 @@ func TestAgentSiteRoutesFollowTheView(t *testing.T) {
 	}
 	if strings.Contains(body, `latch_node_route{prefix="198.19.3.0/24",state="approved"}`) {
 		t.Errorf("metrics call an unapproved route approved")
+	}
+	problems, err := promlint.New(strings.NewReader(body)).Lint()
+	if err != nil {
+		t.Fatalf("promlint: %v", err)
+	}
+	for _, p := range problems {
+		if strings.HasPrefix(p.Metric, "latch_node_route") || p.Metric == "latch_node_ip_forward" {
+			t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+		}
 	}
 
 	// A narrower view: its route goes, and SNAT follows the approval.
