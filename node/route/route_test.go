@@ -183,3 +183,25 @@ func TestManagerWithoutSNAT(t *testing.T) {
 		t.Errorf("after Close, routes %v", got)
 	}
 }
+
+// TestManagerRouteFailure: a route the kernel refuses shows in the error
+// and the status, and the next Sync adds it.
+func TestManagerRouteFailure(t *testing.T) {
+	f := NewFake()
+	f.AddErr = errors.New("network is down")
+	m := New(f, Config{Dev: "wg0", Overlay: overlay}, nil)
+	if err := m.Sync(pfx("198.19.1.0/24"), nil); err == nil || !strings.Contains(err.Error(), "adding the route 198.19.1.0/24 dev wg0: network is down") {
+		t.Errorf("Sync = %v", err)
+	}
+	want := []State{{Prefix: netip.MustParsePrefix("198.19.1.0/24"), Error: "network is down"}}
+	if got := m.Status().Routes; !slices.Equal(got, want) {
+		t.Errorf("status = %+v, want %+v", got, want)
+	}
+	f.AddErr = nil
+	if err := m.Sync(pfx("198.19.1.0/24"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.LatchRoutes("wg0"); !slices.Equal(got, pfx("198.19.1.0/24")) {
+		t.Errorf("after the retry, routes %v", got)
+	}
+}
