@@ -178,11 +178,14 @@ follows its view stream. "latch status" and "latch peers" ask it how it is.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.cleanup {
 				pin, err := agent.RemoveEnforcement(f.iface, f.pinDir)
-				if err != nil {
-					return err
+				if err == nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "removed the eBPF enforcer of %s (%s)\n", f.iface, pin)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "removed the eBPF enforcer of %s (%s)\n", f.iface, pin)
-				return nil
+				table, rerr := agent.RemoveRoutes(f.iface)
+				if rerr == nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "removed the site routes of %s and its SNAT rules (nftables table ip %s)\n", f.iface, table)
+				}
+				return errors.Join(err, rerr)
 			}
 			fileWorkloads, err := f.applyFile(cmd)
 			if err != nil {
@@ -226,12 +229,12 @@ follows its view stream. "latch status" and "latch peers" ask it how it is.`,
 	fl.BoolVar(&f.enrollOnly, "enroll-only", false, "enroll with the join token (if not enrolled yet), save the identity in --state-dir and exit without starting")
 	fl.DurationVar(&f.flowInterval, "flow-interval", agent.DefaultFlowInterval, "how long enforcer events are aggregated into flow records before upload")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "", "plain HTTP address serving Prometheus /metrics, without authentication (e.g. 127.0.0.1:9471); off when empty")
-	fl.BoolVar(&f.cleanup, "cleanup", false, "remove the eBPF enforcer's programs, maps and pins of --iface and exit")
+	fl.BoolVar(&f.cleanup, "cleanup", false, "remove what the agent of --iface leaves behind when it does not stop cleanly and exit: the eBPF enforcer's programs, maps and pins, the site routes through --iface and its SNAT rules")
 	fl.StringArrayVar(&f.workloads, "workload", nil, "a workload on this node, "+agent.WorkloadSpecHelp+"; repeatable. Each gets an overlay address bound on the WireGuard interface")
 	fl.StringArrayVar(&f.endpoints, "endpoint", nil, "underlay IP:PORT peers reach this node at; repeatable (default: every global IPv4 address with --listen-port)")
 	fl.StringVar(&f.spiffeSock, "spiffe-socket", "", "take the node's SVID from the local SPIRE agent's Workload API (unix:///PATH/api.sock) instead of a join token; the node name is the SPIFFE ID's last path segment")
 	fl.StringVar(&f.coordID, "coordinator-id", "", "with --spiffe-socket: the SPIFFE ID the coordinator must present (default spiffe://<the node's trust domain>/latch/coordinator)")
-	fl.StringVar(&f.routes, "advertise-routes", "", "make this node a gateway: subnets it offers to carry, "+wire.RouteSyntax+" (snat: the gateway is to rewrite overlay sources to its own address; recorded, not enforced yet). Each takes effect once an admin approves it (latch admin route approve)")
+	fl.StringVar(&f.routes, "advertise-routes", "", "make this node a gateway: subnets it offers to carry, "+wire.RouteSyntax+" (snat: the gateway masquerades the overlay traffic it forwards into that subnet to its own address there); the node turns IPv4 forwarding on. Each route takes effect once an admin approves it (latch admin route approve)")
 	fl.StringVar(&f.coordCA, "coordinator-ca", "", "with --spiffe-socket: the coordinator's CA certificate (its data dir's ca.crt), to trust a coordinator that has no SPIRE SVID (--trust-bundle)")
 	return cmd
 }
@@ -448,17 +451,36 @@ func printStatus(w io.Writer, st agent.Status) {
 		rows = append(rows, [2]string{"Workload " + w.Namespace + "/" + w.Name, line})
 	}
 	for _, r := range st.Routes {
-		line := r.Status + " (as of the last registration)"
-		switch r.Status {
-		case "":
-			line = "advertised, not registered yet"
-		case wire.RouteAdvertised:
-			line = r.Status + " (as of the last registration; waits for an admin: latch admin route approve " + st.Name + " " + r.Prefix + ")"
+		rows = append(rows, [2]string{"Route " + r.Prefix, routeLine(st.Name, r)})
+	}
+	if f := st.Forwarding; f != nil {
+		line := "on"
+		switch {
+		case f.Error != "":
+			line = "unknown: " + f.Error
+		case !f.Enabled:
+			line = "OFF: the advertised routes carry nothing; turn it on with sysctl -w net.ipv4.ip_forward=1 (the agent sets it when it starts)"
+		case f.SetByAgent:
+			line = "on (set by the agent when it started)"
 		}
-		if r.SNAT {
-			line += ", snat"
+		rows = append(rows, [2]string{"IPv4 forwarding", line})
+	}
+	for _, r := range st.SiteRoutes {
+		line := "routed through " + st.Iface
+		switch {
+		case r.Error != "" && r.Installed:
+			line = "routed through " + st.Iface + ", but the route should go and could not be removed: " + r.Error
+		case r.Error != "":
+			line = "not routed: " + r.Error
+		case r.Conflict != "":
+			line = "not routed: the kernel has a route of another owner for it (" + r.Conflict + "), left in place; remove it to let the overlay carry the prefix"
+		case !r.Installed:
+			line = "not routed yet"
 		}
-		rows = append(rows, [2]string{"Route " + r.Prefix, line})
+		rows = append(rows, [2]string{"Site route " + r.Prefix, line})
+	}
+	if st.RouteError != "" {
+		rows = append(rows, [2]string{"Route error", st.RouteError})
 	}
 	if st.LastError != "" {
 		rows = append(rows, [2]string{"Last error", st.LastError})
@@ -467,6 +489,35 @@ func printStatus(w io.Writer, st agent.Status) {
 		writeRow(tw, r[0]+":", r[1])
 	}
 	tw.Flush()
+}
+
+// routeLine describes an advertised route: in force when the view names
+// it, otherwise its status as of the last registration.
+func routeLine(node string, r agent.RouteStatus) string {
+	if r.Approved {
+		line := "approved, in force"
+		if r.Primary {
+			line += ", primary gateway"
+		}
+		switch {
+		case r.SNATActive:
+			line += ", snat: overlay sources masqueraded to this gateway's address"
+		case r.SNAT:
+			line += ", snat NOT applied (see Route error)"
+		}
+		return line
+	}
+	line := r.Status + " (as of the last registration)"
+	switch r.Status {
+	case "":
+		line = "advertised, not registered yet"
+	case wire.RouteAdvertised:
+		line = r.Status + " (as of the last registration; waits for an admin: latch admin route approve " + node + " " + r.Prefix + ")"
+	}
+	if r.SNAT {
+		line += ", snat"
+	}
+	return line
 }
 
 // cgroupNote says what the enforcer of mode does with a workload's cgroup.
@@ -509,7 +560,31 @@ func printPeers(w io.Writer, ps []agent.PeerInfo, now time.Time) {
 		if !p.LastHandshake.IsZero() {
 			hs = now.Sub(p.LastHandshake).Round(time.Second).String() + " ago"
 		}
-		writeRow(tw, node, ep, strings.Join(p.AllowedIPs, ","), hs, p.RxBytes, p.TxBytes)
+		writeRow(tw, node, ep, allowedIPs(p), hs, p.RxBytes, p.TxBytes)
 	}
 	tw.Flush()
+}
+
+// allowedIPs lists a peer's allowed IPs, each site prefix (outside the
+// overlay) marked as such with whether its kernel route is installed.
+func allowedIPs(p agent.PeerInfo) string {
+	site := map[string]agent.SiteRoute{}
+	for _, r := range p.SiteRoutes {
+		site[r.Prefix] = r
+	}
+	out := make([]string, 0, len(p.AllowedIPs))
+	for _, ip := range p.AllowedIPs {
+		r, ok := site[ip]
+		switch {
+		case !ok:
+		case r.Installed:
+			ip += " (site, routed)"
+		case r.Conflict != "":
+			ip += " (site, NOT routed: " + r.Conflict + " holds it)"
+		default:
+			ip += " (site, NOT routed)"
+		}
+		out = append(out, ip)
+	}
+	return strings.Join(out, ",")
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/latchnet/latch/node/agent"
 	"github.com/latchnet/latch/node/enforce"
@@ -67,5 +68,52 @@ func TestPrintStatusRoutes(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("want %q in\n%s", want, b.String())
 		}
+	}
+}
+
+// TestPrintStatusGateway: `latch status` shows a route in force with
+// whether the node is primary and SNAT applies, the forwarding switch,
+// and the site routes through the device, a conflict among them.
+func TestPrintStatusGateway(t *testing.T) {
+	var b strings.Builder
+	printStatus(&b, agent.Status{Name: "gw-1", Iface: "latch0",
+		Routes: []agent.RouteStatus{
+			{Prefix: "198.19.1.0/24", Status: "approved", Approved: true, Primary: true, SNAT: true, SNATActive: true},
+			{Prefix: "198.19.2.0/24", Status: "approved", Approved: true, SNAT: true},
+		},
+		Forwarding: &agent.ForwardingStatus{Enabled: true, SetByAgent: true},
+		SiteRoutes: []agent.SiteRoute{
+			{Prefix: "198.19.5.0/24", Conflict: "proto kernel dev eth1"},
+			{Prefix: "198.19.6.0/24", Installed: true},
+		},
+		RouteError: "setting the SNAT rules of latch0: no nf_tables",
+	})
+	for _, want := range []string{
+		"Route 198.19.1.0/24:       approved, in force, primary gateway, snat: overlay sources masqueraded to this gateway's address\n",
+		"Route 198.19.2.0/24:       approved, in force, snat NOT applied (see Route error)\n",
+		"IPv4 forwarding:           on (set by the agent when it started)\n",
+		"Site route 198.19.5.0/24:  not routed: the kernel has a route of another owner for it (proto kernel dev eth1), left in place; remove it to let the overlay carry the prefix\n",
+		"Site route 198.19.6.0/24:  routed through latch0\n",
+		"Route error:               setting the SNAT rules of latch0: no nf_tables\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("want %q in\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	printStatus(&b, agent.Status{Forwarding: &agent.ForwardingStatus{}})
+	if want := "IPv4 forwarding:  OFF: the advertised routes carry nothing"; !strings.Contains(b.String(), want) {
+		t.Errorf("want %q in\n%s", want, b.String())
+	}
+}
+
+// TestPrintPeersSiteRoutes: `latch peers` marks a gateway peer's site
+// prefixes, and whether each is routed.
+func TestPrintPeersSiteRoutes(t *testing.T) {
+	var b strings.Builder
+	printPeers(&b, []agent.PeerInfo{{Node: "gw-2", PublicKey: "k", AllowedIPs: []string{"100.64.0.3/32", "198.19.5.0/24", "198.19.6.0/24"},
+		SiteRoutes: []agent.SiteRoute{{Prefix: "198.19.5.0/24", Conflict: "proto kernel dev eth1"}, {Prefix: "198.19.6.0/24", Installed: true}}}}, time.Now())
+	if want := "100.64.0.3/32,198.19.5.0/24 (site, NOT routed: proto kernel dev eth1 holds it),198.19.6.0/24 (site, routed)"; !strings.Contains(b.String(), want) {
+		t.Errorf("want %q in\n%s", want, b.String())
 	}
 }

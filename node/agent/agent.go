@@ -8,7 +8,10 @@
 // userspace packet filter of package node/enforce/userspace, auto for the
 // first of the two that works here, or off; the agent holds either as one
 // enforce.Enforcer), turns the enforcer's events into flow records for the
-// coordinator, keeps enforcing the last view while the coordinator is away
+// coordinator, routes the site prefixes its peers carry through the
+// device and, on a gateway (--advertise-routes), turns IPv4 forwarding on
+// and masquerades the traffic into routes advertised with :snat (package
+// node/route), keeps enforcing the last view while the coordinator is away
 // (fail-static), and answers local status queries on a unix socket in its
 // state directory and, if asked, Prometheus scrapes.
 //
@@ -34,6 +37,7 @@ import (
 	"github.com/latchnet/latch/node/enforce/ebpf"
 	"github.com/latchnet/latch/node/enforce/userspace"
 	"github.com/latchnet/latch/node/flowlog"
+	"github.com/latchnet/latch/node/route"
 	"github.com/latchnet/latch/node/wg"
 	"github.com/latchnet/latch/view"
 	"github.com/latchnet/latch/wire"
@@ -87,6 +91,8 @@ type deps struct {
 	spire func(ctx context.Context, addr string, workloadIDs []string) (SpireSource, error)
 	// spireIDs lists the SPIFFE IDs the SPIRE agent issues this process.
 	spireIDs func(ctx context.Context, addr string) ([]string, error)
+	// routes is the host's routing table, forwarding switch and SNAT.
+	routes route.Host
 }
 
 func defaultDeps() deps {
@@ -102,6 +108,7 @@ func defaultDeps() deps {
 		silence:    35 * time.Second,
 		spire:      openWorkloadAPI,
 		spireIDs:   fetchSpireIDs,
+		routes:     route.Kernel{},
 	}
 }
 
@@ -207,6 +214,15 @@ type agent struct {
 	// coordinator answered the last registration; nil before it; guarded
 	// by mu.
 	routes []wire.RouteStatus
+	// rt keeps the kernel routes of the sites behind the peers, and the
+	// SNAT of this gateway's routes; nil until the device is up.
+	rt *route.Manager
+	// forwarding is the IPv4 forwarding of a node that advertises
+	// routes; nil for one that advertises none.
+	forwarding *ForwardingStatus
+	// routeErr is why the last view's routes or SNAT did not all apply,
+	// "" when they did; guarded by mu.
+	routeErr string
 }
 
 func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
@@ -342,7 +358,27 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 			a.log.Warn("closing the WireGuard device", logErr, err)
 		}
 	}()
+	if len(s.Routes) > 0 {
+		// A gateway forwards between the overlay and its sites.
+		changed, err := route.EnsureForwarding(d.routes)
+		if err != nil {
+			return fmt.Errorf("--advertise-routes: a gateway must forward IPv4 packets between the overlay and its sites: %w: run the agent as root in the gateway's network namespace, or set net.ipv4.ip_forward=1 yourself", err)
+		}
+		if changed {
+			a.log.Info("turned on IPv4 forwarding (net.ipv4.ip_forward=1) for the advertised routes; it stays on when the agent stops")
+		}
+		a.forwarding = &ForwardingStatus{Enabled: true, SetByAgent: changed}
+	}
+	rt := route.New(d.routes, route.Config{Dev: s.Iface, Overlay: overlayOf(node), SNAT: s.snat}, a.log)
+	// Before the device closes (which would take the routes with it):
+	// the SNAT table does not go with it.
+	defer func() {
+		if err := rt.Close(); err != nil {
+			a.log.Warn("removing the site routes and SNAT rules", logErr, err)
+		}
+	}()
 	a.mu.Lock()
+	a.rt = rt
 	a.dev, a.impl = dev, impl
 	ws := a.workloads
 	a.mu.Unlock()
@@ -358,6 +394,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 	if v != nil {
 		a.setView(v, false)
 		a.log.Info("applied the saved view", logVersion, v.Version, logPeers, len(v.Peers))
+	} else if err := rt.Sync(nil, nil); err != nil {
+		// Removes the SNAT table a previous agent may have left.
+		a.log.Warn("clearing the SNAT rules", logErr, err)
 	}
 	stopStatus, err := a.serveStatus()
 	if err != nil {
@@ -383,6 +422,15 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 	wg.Wait()
 	a.log.Info("node agent stopping")
 	return nil
+}
+
+// overlayOf is the overlay range of node: the route its device carries,
+// the default range when the coordinator gave none.
+func overlayOf(node wire.NodeInfo) netip.Prefix {
+	if node.Route.IsValid() && node.Route.Addr().Is4() {
+		return node.Route.Masked()
+	}
+	return inventory.OverlayRange
 }
 
 // loadOrEnroll loads the saved SVID, or enrolls with the join token when

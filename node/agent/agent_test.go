@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/latchnet/latch/coordinator/ca"
 	"github.com/latchnet/latch/inventory"
+	"github.com/latchnet/latch/node/route"
 	"github.com/latchnet/latch/node/wg"
 	"github.com/latchnet/latch/view"
 	"github.com/latchnet/latch/wire"
@@ -323,6 +324,7 @@ func (fc *fakeCoord) lastRegister() wire.RegisterRequest {
 // running is one agent started by startAgent.
 type running struct {
 	clock  *fakeClock
+	routes *route.Fake // the host's routes, forwarding and SNAT
 	dev    chan *wg.Fake
 	cfgs   chan wg.Config
 	cancel context.CancelFunc
@@ -332,6 +334,10 @@ type running struct {
 func testDeps(r *running) deps {
 	d := defaultDeps()
 	d.clock = r.clock
+	if r.routes == nil {
+		r.routes = route.NewFake()
+	}
+	d.routes = r.routes // never the host's
 	d.backoffMin, d.backoffMax = 5*time.Millisecond, 50*time.Millisecond
 	d.hostname = func() (string, error) { return "n1", nil }
 	// The fake device has no kernel interface to attach eBPF to: auto
@@ -365,7 +371,7 @@ func startAgent(t *testing.T, cfg Config) *running {
 // startAgentWith lets mod change the test deps.
 func startAgentWith(t *testing.T, cfg Config, mod func(*deps)) *running {
 	t.Helper()
-	r := &running{clock: newFakeClock(time.Now()), dev: make(chan *wg.Fake, 1), cfgs: make(chan wg.Config, 1), done: make(chan error, 1)}
+	r := &running{clock: newFakeClock(time.Now()), routes: route.NewFake(), dev: make(chan *wg.Fake, 1), cfgs: make(chan wg.Config, 1), done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))

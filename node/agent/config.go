@@ -99,8 +99,9 @@ type Config struct {
 	MetricsListen string
 	// Routes are the subnets this node advertises as a gateway
 	// (--advertise-routes), sent in every registration. Each takes effect
-	// only once an admin approves it on the coordinator; SNAT is recorded
-	// there (not enforced yet).
+	// only once an admin approves it on the coordinator; then traffic
+	// from the overlay forwarded into a route with SNAT is masqueraded
+	// to the gateway's own address (package node/route).
 	Routes []wire.Route
 }
 
@@ -144,7 +145,8 @@ type settings struct {
 	token *joinToken // nil when no token was given
 	// coordinatorID is CoordinatorID parsed; zero if not given.
 	coordinatorID spiffeid.ID
-	enforce       string // the mode asked for; decided when the device comes up (see Run)
+	enforce       string         // the mode asked for; decided when the device comes up (see Run)
+	snat          []netip.Prefix // the prefixes of Routes with SNAT
 }
 
 // check validates cfg and fills in defaults. It touches nothing on the
@@ -253,8 +255,14 @@ func (cfg Config) check(hostAddrs func() ([]netip.Addr, error), isCgroup func(pa
 		}
 	}
 	// The overlay is the coordinator's to know: it checks that part.
-	if _, err := wire.CheckRoutes(s.Routes, netip.Prefix{}); err != nil {
+	prefixes, err := wire.CheckRoutes(s.Routes, netip.Prefix{})
+	if err != nil {
 		return s, fmt.Errorf("--advertise-routes: %w", err)
+	}
+	for i, r := range s.Routes {
+		if r.SNAT {
+			s.snat = append(s.snat, prefixes[i])
+		}
 	}
 	if err := checkWorkloads(s.Workloads, s.WorkloadCgroups, isCgroup); err != nil {
 		return s, err

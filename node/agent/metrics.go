@@ -38,6 +38,8 @@ var (
 	descMapEntries  = prometheus.NewDesc("latch_node_enforcer_map_entries", "Entries of the enforcer's rule tables for the applied view (workloads, identities, rules, cidrs), and tracked flows (conntrack, userspace enforcer).", []string{"map"}, nil)
 	descFlowQueued  = prometheus.NewDesc("latch_node_flow_records_queued", "Flow records waiting for upload.", nil, nil)
 	descFlowDropped = prometheus.NewDesc("latch_node_flow_records_dropped_total", "Flow records dropped because the buffer was full (the coordinator was away).", nil, nil)
+	descRoute       = prometheus.NewDesc("latch_node_route", "1 for each state a route is in. The node's advertised routes: advertised, approved (in the view), primary (the node is the primary gateway for part of it), snat (masqueraded now). Site prefixes its peers carry: installed (kernel route through the device), conflict (another owner's route holds the prefix and is left alone), failed.", []string{"prefix", "state"}, nil)
+	descForwarding  = prometheus.NewDesc("latch_node_ip_forward", "1 when net.ipv4.ip_forward is on; only on a node that advertises routes.", nil, nil)
 	descFlowSent    = prometheus.NewDesc("latch_node_flow_records_sent_total", "Flow records the coordinator accepted.", nil, nil)
 )
 
@@ -46,7 +48,7 @@ type nodeCollector struct{ a *agent }
 func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descViewVersion, descViewRecv, descViewFail, descCtCapacity, descCtCreated,
 		descCtEvicted, descCtRecreated, descCtMisses, descRefused, descPeers, descHandshakes, descHandshake, descRx, descTx,
-		descMode, descPackets, descEventsLost, descMapEntries, descFlowQueued, descFlowDropped, descFlowSent} {
+		descMode, descPackets, descEventsLost, descMapEntries, descFlowQueued, descFlowDropped, descFlowSent, descRoute, descForwarding} {
 		ch <- d
 	}
 }
@@ -97,6 +99,7 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	if a.enf != nil {
 		a.collectEnforcer(ch, v)
 	}
+	a.collectRoutes(ch)
 	fs := a.flows.Stats()
 	gauge(ch, descFlowQueued, float64(fs.Queued))
 	counter(ch, descFlowDropped, float64(fs.Dropped))
@@ -181,4 +184,35 @@ func (a *agent) serveMetrics() (stop func(), err error) {
 	go srv.Serve(ln)
 	a.log.Info("metrics listening", "addr", ln.Addr().String())
 	return func() { srv.Close() }, nil
+}
+
+// collectRoutes reports the states of the node's advertised routes and of
+// the site routes through its device.
+func (a *agent) collectRoutes(ch chan<- prometheus.Metric) {
+	st := a.status()
+	for _, r := range st.Routes {
+		gauge(ch, descRoute, 1, r.Prefix, "advertised")
+		if r.Approved {
+			gauge(ch, descRoute, 1, r.Prefix, "approved")
+		}
+		if r.Primary {
+			gauge(ch, descRoute, 1, r.Prefix, "primary")
+		}
+		if r.SNATActive {
+			gauge(ch, descRoute, 1, r.Prefix, "snat")
+		}
+	}
+	for _, r := range st.SiteRoutes {
+		switch {
+		case r.Installed:
+			gauge(ch, descRoute, 1, r.Prefix, "installed")
+		case r.Conflict != "":
+			gauge(ch, descRoute, 1, r.Prefix, "conflict")
+		case r.Error != "":
+			gauge(ch, descRoute, 1, r.Prefix, "failed")
+		}
+	}
+	if st.Forwarding != nil {
+		gauge(ch, descForwarding, b2f(st.Forwarding.Enabled))
+	}
 }

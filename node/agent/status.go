@@ -9,11 +9,14 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/latchnet/latch/node/flowlog"
+	"github.com/latchnet/latch/node/route"
 )
 
 // Status is the answer of GET /status on the agent's socket.
@@ -48,15 +51,59 @@ type Status struct {
 	// the coordinator answered the node's last registration ("" before
 	// it): a decision an admin makes later shows at the next one.
 	Routes []RouteStatus `json:"routes,omitempty"`
+	// Forwarding is the IPv4 forwarding of a node that advertises
+	// routes; nil for one that advertises none.
+	Forwarding *ForwardingStatus `json:"forwarding,omitempty"`
+	// SiteRoutes are the kernel routes through the device for the site
+	// prefixes the peers carry (AllowedIPs outside the overlay).
+	SiteRoutes []SiteRoute `json:"siteRoutes,omitempty"`
+	// RouteError is why the last view's site routes or SNAT rules did
+	// not all apply; "" when they did.
+	RouteError string `json:"routeError,omitempty"`
 }
 
 // RouteStatus is an advertised route in Status.
 type RouteStatus struct {
 	Prefix string `json:"prefix"`
-	SNAT   bool   `json:"snat,omitempty"`
+	// SNAT is true when the route is advertised with :snat.
+	SNAT bool `json:"snat,omitempty"`
 	// Status is wire.RouteAdvertised, RouteApproved or RouteRejected, ""
 	// until the coordinator answered a registration.
 	Status string `json:"status"`
+	// Approved is true when the view received last names the route
+	// (View.Routes): it is approved and in force.
+	Approved bool `json:"approved"`
+	// Primary is true when this node is the primary gateway for (part
+	// of) the route.
+	Primary bool `json:"primary,omitempty"`
+	// SNATActive is true when the masquerade rule for the route is in
+	// place.
+	SNATActive bool `json:"snatActive,omitempty"`
+}
+
+// ForwardingStatus is the IPv4 forwarding of a gateway in Status.
+type ForwardingStatus struct {
+	// Enabled is true when net.ipv4.ip_forward is 1 now (the agent does
+	// not start otherwise, but it may have been turned off since).
+	Enabled bool `json:"enabled"`
+	// SetByAgent is true when the agent set it at start.
+	SetByAgent bool `json:"setByAgent,omitempty"`
+	// Error is why it could not be read, "" when it was.
+	Error string `json:"error,omitempty"`
+}
+
+// SiteRoute is a site prefix a peer carries, in PeerInfo.
+type SiteRoute struct {
+	Prefix string `json:"prefix"`
+	// Installed is true when the kernel route through the device is in
+	// place.
+	Installed bool `json:"installed"`
+	// Conflict names the owner of the kernel route that holds the prefix
+	// instead, "" when none.
+	Conflict string `json:"conflict,omitempty"`
+	// Error is why the route could not be added or removed (Status
+	// only), "" when it was.
+	Error string `json:"error,omitempty"`
 }
 
 // FlowStatus is the flow-record part of Status.
@@ -76,6 +123,9 @@ type PeerInfo struct {
 	LastHandshake time.Time `json:"lastHandshake,omitzero"`
 	RxBytes       int64     `json:"rxBytes"`
 	TxBytes       int64     `json:"txBytes"`
+	// SiteRoutes are the AllowedIPs outside the overlay: site addresses
+	// behind the peer, a gateway.
+	SiteRoutes []SiteRoute `json:"siteRoutes,omitempty"`
 }
 
 func (a *agent) status() Status {
@@ -96,6 +146,10 @@ func (a *agent) status() Status {
 		Enforce:     a.s.enforce,
 		Workloads:   a.workloadStatus(),
 	}
+	var rst route.Status
+	if a.rt != nil {
+		rst = a.rt.Status()
+	}
 	for _, r := range a.s.Routes {
 		rs := RouteStatus{Prefix: r.Prefix, SNAT: r.SNAT}
 		for _, got := range a.routes {
@@ -103,8 +157,31 @@ func (a *agent) status() Status {
 				rs.Status = got.Status
 			}
 		}
+		p, _ := netip.ParsePrefix(r.Prefix) // checked at start
+		if a.view != nil {
+			for _, vr := range a.view.Routes {
+				if vr.Prefix.Netip() == p {
+					rs.Approved, rs.Primary = true, vr.Primary
+				}
+			}
+		}
+		rs.SNATActive = slices.Contains(rst.SNAT, p)
 		st.Routes = append(st.Routes, rs)
 	}
+	if a.forwarding != nil {
+		// Read now: someone may have turned it off since the start.
+		fs := *a.forwarding
+		on, err := a.d.routes.Forwarding()
+		fs.Enabled = on
+		if err != nil {
+			fs.Error = err.Error()
+		}
+		st.Forwarding = &fs
+	}
+	for _, r := range rst.Routes {
+		st.SiteRoutes = append(st.SiteRoutes, SiteRoute{Prefix: r.Prefix.String(), Installed: r.Installed, Conflict: r.Conflict, Error: r.Error})
+	}
+	st.RouteError = a.routeErr
 	st.ViewVersion = versionOf(a.view)
 	st.EnforcedVersion = versionOf(a.enforced)
 	st.ViewError = a.viewErr
@@ -129,7 +206,14 @@ func (a *agent) peers() ([]PeerInfo, error) {
 			names[p.PublicKey] = p.Node
 		}
 	}
+	overlay := overlayOf(a.node)
 	a.mu.Unlock()
+	kernel := map[netip.Prefix]route.State{}
+	if a.rt != nil {
+		for _, r := range a.rt.Status().Routes {
+			kernel[r.Prefix] = r
+		}
+	}
 	out := make([]PeerInfo, 0, len(ps))
 	for _, p := range ps {
 		pi := PeerInfo{
@@ -143,6 +227,10 @@ func (a *agent) peers() ([]PeerInfo, error) {
 		}
 		for _, ip := range p.AllowedIPs {
 			pi.AllowedIPs = append(pi.AllowedIPs, ip.String())
+		}
+		for _, sp := range route.SitePrefixes(overlay, p.AllowedIPs) {
+			k := kernel[sp]
+			pi.SiteRoutes = append(pi.SiteRoutes, SiteRoute{Prefix: sp.String(), Installed: k.Installed, Conflict: k.Conflict})
 		}
 		out = append(out, pi)
 	}

@@ -165,7 +165,7 @@ func (a *agent) handle(m *wire.StreamMessage) error {
 		a.setView(nv, true)
 	default: // keepalive
 		a.mu.Lock()
-		retry := a.applyFailed || a.viewErr != ""
+		retry := a.applyFailed || a.viewErr != "" || a.routeErr != ""
 		cur := a.view
 		a.mu.Unlock()
 		if retry && cur != nil {
@@ -211,9 +211,23 @@ func (a *agent) setView(v *view.View, persist bool) {
 	if err != nil {
 		a.viewFailures[stageWireGuard].Add(1)
 	}
+	routeErr := ""
+	if err == nil && a.rt != nil {
+		// The routes of the peers WireGuard now holds; after them, so
+		// that no route points at a device without the peer.
+		if rerr := a.syncRoutes(v, peers); rerr != nil {
+			routeErr = rerr.Error()
+		}
+	}
 	a.mu.Lock()
 	a.view = v
 	a.applyFailed = err != nil
+	if err == nil {
+		if routeErr != "" && a.routeErr != routeErr {
+			a.log.Error("applying the view's site routes; will retry", logVersion, v.Version, logErr, routeErr)
+		}
+		a.routeErr = routeErr
+	}
 	if a.viewErr != "" && strings.HasPrefix(a.lastErr, "loading view ") {
 		a.lastErr = ""
 	}
@@ -340,4 +354,19 @@ func toWGPeer(p view.Peer) (wg.Peer, error) {
 		wp.AllowedIPs = append(wp.AllowedIPs, ip.Netip())
 	}
 	return wp, nil
+}
+
+// syncRoutes makes the kernel routes through the device those of the
+// site prefixes of peers (the peers WireGuard holds), and the SNAT rules
+// those of v's approved routes advertised with SNAT.
+func (a *agent) syncRoutes(v *view.View, peers []wg.Peer) error {
+	var allowed []netip.Prefix
+	for _, p := range peers {
+		allowed = append(allowed, p.AllowedIPs...)
+	}
+	approved := make([]netip.Prefix, 0, len(v.Routes))
+	for _, r := range v.Routes {
+		approved = append(approved, r.Prefix.Netip())
+	}
+	return a.rt.Sync(allowed, approved)
 }
