@@ -62,6 +62,7 @@ type cluster struct {
 	coordP  *netlab.Proc
 	nodes   map[string]*node
 	nextIdx int
+	ids     map[string]nodeID // see identities
 }
 
 type node struct {

@@ -91,7 +91,13 @@ type endpoint struct {
 	host  *netlab.Host
 	addr  netip.Addr
 	ports []uint16
+	// lan is the site LAN of an agentless host: traffic between two hosts
+	// of one LAN does not cross a gateway, so it is no part of the table.
+	lan string
 }
+
+// sameLAN reports whether a and b are hosts of one site LAN.
+func sameLAN(a, b endpoint) bool { return a.lan != "" && a.lan == b.lan }
 
 // wgAllowedIPs reads, with `wg show`, the AllowedIPs n holds for each
 // peer, by peer node name.
@@ -103,10 +109,8 @@ func (c *cluster) wgAllowedIPs(n *node) (map[string][]string, error) {
 		return nil, err
 	}
 	keys := map[string]string{}
-	for _, m := range c.nodes {
-		if st, err := c.status(m); err == nil {
-			keys[st.PublicKey] = m.name
-		}
+	for name, id := range c.identities() {
+		keys[id.key] = name
 	}
 	got := map[string][]string{}
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
@@ -130,15 +134,34 @@ func (c *cluster) wgAllowedIPs(n *node) (map[string][]string, error) {
 	return got, nil
 }
 
+// nodeID is what identities remembers of a node.
+type nodeID struct{ key, ip string }
+
+// identities returns the public key and overlay address of every node,
+// asking `latch status` only for those not seen before (keys and
+// addresses do not change across restarts of a node; a stopped node is
+// left out until it runs).
+func (c *cluster) identities() map[string]nodeID {
+	if c.ids == nil {
+		c.ids = map[string]nodeID{}
+	}
+	for name, n := range c.nodes {
+		if _, ok := c.ids[name]; ok {
+			continue
+		}
+		if st, err := c.status(n); err == nil && st.PublicKey != "" && st.IP != "" {
+			c.ids[name] = nodeID{key: st.PublicKey, ip: st.IP}
+		}
+	}
+	return c.ids
+}
+
 // expectAllowedIPs waits until each node of want holds exactly the given
 // peers with exactly the given AllowedIPs ("self" stands for the peer's
 // own overlay address).
 func (c *cluster) expectAllowedIPs(timeout time.Duration, want map[string]map[string][]string) {
 	c.t.Helper()
-	ips := map[string]string{}
-	for name, n := range c.nodes {
-		ips[name] = c.overlayIP(n).String() + "/32"
-	}
+	ids := c.identities()
 	netlab.Eventually(c.t, timeout, func() error {
 		var errs []string
 		names := make([]string, 0, len(want))
@@ -156,7 +179,7 @@ func (c *cluster) expectAllowedIPs(timeout time.Duration, want map[string]map[st
 				e := []string{}
 				for _, p := range ps {
 					if p == "self" {
-						p = ips[peer]
+						p = ids[peer].ip + "/32"
 					}
 					e = append(e, p)
 				}
@@ -218,10 +241,10 @@ func TestSites(t *testing.T) {
 		{name: "web", key: "prod/web", host: web.host, addr: c.overlayIP(web), ports: []uint16{8080}},
 		{name: "laptop", key: "prod/laptop", host: laptop.host, addr: c.overlayIP(laptop), ports: []uint16{8080}},
 		{name: "ops", key: "prod/ops", host: ops.host, addr: c.overlayIP(ops), ports: []uint16{8080}},
-		{name: "db", key: "site-a/db", host: db, addr: netip.MustParseAddr("198.19.1.10"), ports: []uint16{5432, 5433}},
-		{name: "office", key: "site-a/office", host: office, addr: netip.MustParseAddr("198.19.1.200"), ports: []uint16{22}},
-		{name: "bk", key: "site-b/backup", host: bk, addr: netip.MustParseAddr("198.19.2.10"), ports: []uint16{9000, 9001}},
-		{name: "bk2", key: "site-b/backup", host: bk2, addr: netip.MustParseAddr("198.19.2.200"), ports: []uint16{9000, 9001}},
+		{name: "db", key: "site-a/db", host: db, addr: netip.MustParseAddr("198.19.1.10"), ports: []uint16{5432, 5433}, lan: "a"},
+		{name: "office", key: "site-a/office", host: office, addr: netip.MustParseAddr("198.19.1.200"), ports: []uint16{22}, lan: "a"},
+		{name: "bk", key: "site-b/backup", host: bk, addr: netip.MustParseAddr("198.19.2.10"), ports: []uint16{9000, 9001}, lan: "b"},
+		{name: "bk2", key: "site-b/backup", host: bk2, addr: netip.MustParseAddr("198.19.2.200"), ports: []uint16{9000, 9001}, lan: "b"},
 	}
 	for _, e := range eps {
 		for _, p := range e.ports {
@@ -298,6 +321,20 @@ func TestSites(t *testing.T) {
 	// Rejecting an approved route withdraws it from every node.
 	start := time.Now()
 	c.mustAdmin("admin", "route", "reject", "gwb", "198.19.2.0/24")
+	gwbKey := c.identities()["gwb"].key
+	netlab.Eventually(t, 15*time.Second, func() error {
+		for _, n := range []*node{web, laptop} {
+			out, err := n.host.Run(context.Background(), "wg", "show", n.iface, "peers")
+			if err != nil {
+				return err
+			}
+			if strings.Contains(out, gwbKey) {
+				return fmt.Errorf("%s still holds gwb", n.name)
+			}
+		}
+		return nil
+	})
+	t.Logf("route rejected: gone from web's and laptop's WireGuard (wg show) %v after the command returned", time.Since(start).Round(time.Millisecond))
 	c.expectAllowedIPs(15*time.Second, map[string]map[string][]string{
 		"web":    {"gwa": {"198.19.1.0/25"}},
 		"laptop": {},
@@ -305,7 +342,6 @@ func TestSites(t *testing.T) {
 		"gwa":    {"web": {"self"}},
 		"gwb":    {},
 	})
-	t.Logf("route rejected: withdrawn from every node (wg show) %v after the command", time.Since(start).Round(time.Millisecond))
 	if err := web.host.DialTCP(netip.MustParseAddrPort("198.19.2.10:9000"), 500*time.Millisecond); err == nil {
 		t.Errorf("web reached site b after its route was rejected")
 	}
@@ -321,7 +357,7 @@ func (c *cluster) siteTruth(inv inventory.Inventory, policyDoc string, eps []end
 	var out []string
 	for _, s := range eps {
 		for _, d := range eps {
-			if s.name == d.name {
+			if s.name == d.name || sameLAN(s, d) {
 				continue
 			}
 			for _, p := range d.ports {
@@ -345,7 +381,7 @@ func dialAll(eps []endpoint) []string {
 	sem := make(chan struct{}, 16)
 	for _, s := range eps {
 		for _, d := range eps {
-			if s.name == d.name {
+			if s.name == d.name || sameLAN(s, d) {
 				continue
 			}
 			for _, p := range d.ports {
