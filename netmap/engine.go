@@ -7,8 +7,9 @@
 // tables. A change recomputes only the flows of the workloads it touches and
 // the views of the nodes that host them or their partners, and reports
 // which views changed. Sites and approved routes add gateway peers with
-// exactly the allowed site CIDRs, and site rule tables on gateways (see
-// sites.go and docs/sites.md).
+// exactly the allowed site CIDRs, site rule tables and the routes on
+// gateways, and follow gateways going offline (see sites.go and
+// docs/sites.md).
 //
 // It is pure code with no I/O: it imports no echo, netlink, BPF or
 // WireGuard packages. The coordinator's state layer owns an Engine; the
