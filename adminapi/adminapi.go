@@ -637,6 +637,13 @@ type SubnetRoute struct {
 	// time, 0001-01-01T00:00:00Z, while it waits); DecidedBy is who.
 	DecidedAt time.Time `json:"decidedAt"`
 	DecidedBy string    `json:"decidedBy,omitempty"`
+	// Primary is true when the route is approved and the node is the
+	// primary gateway for some site address in it: the lowest-named
+	// online gateway with an approved route containing the address.
+	Primary bool `json:"primary"`
+	// Online is true while the node has a view stream open to the
+	// coordinator.
+	Online bool `json:"online"`
 }
 
 // Site is a network of agentless hosts an admin declared: a VPC subnet, a

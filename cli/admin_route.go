@@ -24,8 +24,14 @@ rejected while the node advertises it, until an admin approves it.`,
 	var node string
 	list := &cobra.Command{
 		Use:   "list [--node NAME]",
-		Short: "List the advertised routes with their status",
-		Args:  cobra.NoArgs,
+		Short: "List the advertised routes with their status, whether the node is primary for them and online",
+		Long: `List the advertised routes. PRIMARY says, for an approved route, whether
+the node is the primary gateway for some site address in it: the
+lowest-named online gateway with an approved route containing the address
+carries its traffic. ONLINE says whether the node has its view stream open
+to the coordinator; a gateway whose stream closes, or whose host stops
+answering for about 3 seconds, is offline and its sites fail over.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := f.client()
 			if err != nil {
@@ -77,16 +83,24 @@ func writeRouteList(w io.Writer, rs []adminapi.SubnetRoute) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	writeRow(tw, "NODE", "PREFIX", "SNAT", "STATUS", "ADVERTISED", "DECIDED", "BY")
+	writeRow(tw, "NODE", "PREFIX", "SNAT", "STATUS", "PRIMARY", "ONLINE", "ADVERTISED", "DECIDED", "BY")
 	for _, r := range rs {
-		snat, decided, by := "no", "-", "-"
-		if r.SNAT {
-			snat = "yes"
-		}
+		decided, by := "-", "-"
 		if !r.DecidedAt.IsZero() {
 			decided, by = r.DecidedAt.Format(time.RFC3339), r.DecidedBy
 		}
-		writeRow(tw, r.Node, r.Prefix, snat, r.Status, r.AdvertisedAt.Format(time.RFC3339), decided, by)
+		primary := "-" // only an approved route carries traffic
+		if r.Status == adminapi.RouteApproved {
+			primary = yesNo(r.Primary)
+		}
+		writeRow(tw, r.Node, r.Prefix, yesNo(r.SNAT), r.Status, primary, yesNo(r.Online), r.AdvertisedAt.Format(time.RFC3339), decided, by)
 	}
 	return tw.Flush()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
 }

@@ -38,6 +38,7 @@ func newCoordinatorCmd() *cobra.Command {
 	fl.DurationVar(&c.AuditRetention, "audit-retention", coordinator.DefaultAuditRetention, "how long audit log entries are kept (pruning is audited as one entry)")
 	fl.IntVar(&c.AuditMaxRows, "audit-max-rows", coordinator.DefaultAuditMaxRows, "the most audit log entries kept; the oldest beyond are deleted (0: no bound)")
 	fl.StringVar(&c.MetricsListen, "metrics-listen", "", "plain HTTP address serving Prometheus /metrics, without authentication (e.g. 127.0.0.1:9470); off when empty")
+	fl.DurationVar(&c.GatewayGrace, "gateway-grace", coordinator.DefaultGatewayGrace, "after a start, how long gateways have to connect before those that have not count as offline and their sites fail over")
 	fl.IntVar(&c.MaxWorkloadsPerNode, "max-workloads-per-node", coordinator.DefaultMaxWorkloadsPerNode, "the most workloads one node may register")
 	fl.StringVar(&c.Spire.Socket, "spiffe-socket", "", "Workload API socket of the coordinator's own SPIRE agent (unix:///PATH/api.sock): trust SPIRE's bundle and present the coordinator's SPIRE SVID to SPIRE nodes")
 	fl.StringVar(&c.Spire.BundleFile, "trust-bundle", "", "PEM file with SPIRE's CA certificates (spire-server bundle show), reloaded when it changes; instead of --spiffe-socket")

@@ -23,6 +23,9 @@ const (
 	DefaultKeepalive      = 10 * time.Second
 	DefaultFlowRetention  = 24 * time.Hour
 	DefaultAuditRetention = 90 * 24 * time.Hour
+	// DefaultGatewayGrace is how long after a start gateways have to
+	// connect before those without a view stream count as offline.
+	DefaultGatewayGrace = 10 * time.Second
 	// DefaultFlowMaxRows and DefaultAuditMaxRows are the flags' defaults;
 	// a zero Config field means no bound.
 	DefaultFlowMaxRows  = 1000000
@@ -82,6 +85,10 @@ type Config struct {
 	// MaxConnections bounds the client connections served at once
 	// (--max-connections); zero: DefaultMaxConnections.
 	MaxConnections int
+	// GatewayGrace is how long after the coordinator starts the gateways
+	// have to open their view streams before those that have not count as
+	// offline and lose their sites to other gateways (--gateway-grace).
+	GatewayGrace time.Duration
 	// MetricsListen is a plain HTTP address serving Prometheus /metrics
 	// without authentication (--metrics-listen); off when empty.
 	MetricsListen string
@@ -124,6 +131,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConnections == 0 {
 		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.GatewayGrace == 0 {
+		c.GatewayGrace = DefaultGatewayGrace
 	}
 	c.Spire = c.Spire.withDefaults()
 	return c
@@ -171,6 +181,9 @@ func (c Config) check() (checked, error) {
 	}
 	if c.MaxConnections < 0 {
 		return out, fmt.Errorf("--max-connections %d: must be positive (0: the default, %d)", c.MaxConnections, DefaultMaxConnections)
+	}
+	if c.GatewayGrace < 0 {
+		return out, fmt.Errorf("--gateway-grace %v: must be positive, e.g. 10s", c.GatewayGrace)
 	}
 	if c.AuditRetention < time.Hour {
 		return out, fmt.Errorf("--audit-retention %v: must be at least 1h", c.AuditRetention)

@@ -76,10 +76,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer spire.close()
 	st, err := state.Open(ctx, db, fanout.New(), state.Options{Baseline: c.Baseline, Log: log, SpiffeMap: spire.mapping,
-		MaxWorkloadsPerNode: c.MaxWorkloadsPerNode})
+		MaxWorkloadsPerNode: c.MaxWorkloadsPerNode, GatewayGrace: c.GatewayGrace})
 	if err != nil {
 		return err
 	}
+	defer st.Close()
 	if _, err := web.EnsureFirstAdmin(ctx, st, c.DataDir, log); err != nil {
 		return err
 	}

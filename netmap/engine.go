@@ -7,8 +7,9 @@
 // tables. A change recomputes only the flows of the workloads it touches and
 // the views of the nodes that host them or their partners, and reports
 // which views changed. Sites and approved routes add gateway peers with
-// exactly the allowed site CIDRs, and site rule tables on gateways (see
-// sites.go and docs/sites.md).
+// exactly the allowed site CIDRs, site rule tables and the routes on
+// gateways, and follow gateways going offline (see sites.go and
+// docs/sites.md).
 //
 // It is pure code with no I/O: it imports no echo, netlink, BPF or
 // WireGuard packages. The coordinator's state layer owns an Engine; the
@@ -44,6 +45,8 @@ type Input struct {
 	// SetApprovedRoutes.
 	Sites  []inventory.Site
 	Routes map[string][]netip.Prefix
+	// Offline are the nodes marked offline; see SetGatewayOnline.
+	Offline []string
 	// VersionBase is added to every view version, so that versions stay
 	// unique across coordinator restarts (the first view is VersionBase+1).
 	VersionBase uint64
@@ -75,6 +78,7 @@ type Engine struct {
 	routes    map[string][]netip.Prefix // approved routes by node name
 	siteParts map[string]*sitePart      // what sites add to each view; see sites.go
 	siteHosts []siteHost                // one per site, by key, for the rule tables
+	offline   map[string]bool           // nodes marked offline; see SetGatewayOnline
 }
 
 type namespace struct {
@@ -203,6 +207,7 @@ func New(in Input) (*Engine, error) {
 		sites:       map[string]inventory.Site{},
 		routes:      map[string][]netip.Prefix{},
 		siteParts:   map[string]*sitePart{},
+		offline:     map[string]bool{},
 	}
 	for _, ns := range in.Namespaces {
 		e.putNamespace(ns)
@@ -217,6 +222,9 @@ func New(in Input) (*Engine, error) {
 		e.putSite(s)
 	}
 	e.indexSites()
+	for _, name := range in.Offline {
+		e.offline[name] = true
+	}
 	for name, rs := range in.Routes {
 		if err := checkRoutes(name, rs); err != nil {
 			return nil, err

@@ -378,7 +378,7 @@ func applyRandomChange(t *testing.T, r *rand.Rand, w *world, e *Engine) (string,
 		}
 		return ch
 	}
-	switch r.IntN(11) {
+	switch r.IntN(12) {
 	case 0: // relabel a workload
 		if len(w.workloads) == 0 {
 			break
@@ -517,6 +517,18 @@ func applyRandomChange(t *testing.T, r *rand.Rand, w *world, e *Engine) (string,
 			delete(w.routes, name)
 		}
 		return fmt.Sprintf("routes of %s: %v", name, routes), must(e.SetApprovedRoutes(name, routes))
+	case 11: // a node goes offline or comes back (the node may be gone)
+		name := w.nodes[r.IntN(len(w.nodes))].Name
+		if r.IntN(5) == 0 {
+			name = fmt.Sprintf("node-%03d-q", 20+r.IntN(20))
+		}
+		online := w.offline[name]
+		if online {
+			delete(w.offline, name)
+		} else {
+			w.offline[name] = true
+		}
+		return fmt.Sprintf("%s online: %v", name, online), e.SetGatewayOnline(name, online)
 	}
 	return "none", nil
 }

@@ -23,11 +23,20 @@ type world struct {
 	baseline   policy.Baseline
 	sites      []inventory.Site
 	routes     map[string][]netip.Prefix // approved routes by node name
+	offline    map[string]bool           // nodes marked offline
 }
 
 func (w *world) input() Input {
 	return Input{Namespaces: w.namespaces, Nodes: w.nodes, Workloads: w.workloads, Policies: w.policies, Baseline: w.baseline,
-		Sites: w.sites, Routes: w.routes}
+		Sites: w.sites, Routes: w.routes, Offline: w.offlineList()}
+}
+
+func (w *world) offlineList() []string {
+	var out []string
+	for n := range w.offline {
+		out = append(out, n)
+	}
+	return out
 }
 
 func (w *world) all() []inventory.Workload {
@@ -100,6 +109,7 @@ func newWorld(r *rand.Rand) *world {
 		w.policies = append(w.policies, randPolicy(r, fmt.Sprintf("p%d", i)))
 	}
 	w.routes = map[string][]netip.Prefix{}
+	w.offline = map[string]bool{}
 	if r.IntN(2) == 0 {
 		w.addSites(r)
 	}
@@ -116,6 +126,9 @@ func (w *world) addSites(r *rand.Rand) {
 	for _, n := range w.nodes {
 		if r.IntN(3) == 0 {
 			w.routes[n.Name] = randRoutes(r)
+			if r.IntN(4) == 0 {
+				w.offline[n.Name] = true
+			}
 		}
 	}
 }

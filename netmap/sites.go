@@ -16,8 +16,11 @@ import (
 
 // Sites and gateways. A site's hosts run no agent; a gateway is a node
 // with approved routes that cover site addresses. For every site address
-// the primary gateway is the node with the lowest name among those whose
-// approved routes contain it (failover is a later step). A node N gets
+// the primary gateway is the node with the lowest name among the online
+// nodes whose approved routes contain it (SetGatewayOnline; a node not
+// marked offline counts as online); when none of them is online, the
+// lowest-named of them stays primary, since dropping it would cut the
+// address off for certain. A node N gets
 // the primary gateway G of a site address a as a peer iff some flow
 // between one of N's workloads (N itself included) and the site host at
 // a is allowed in either direction on some protocol and port; G's
@@ -25,6 +28,18 @@ import (
 // and G's view holds N as a peer with the addresses of those workloads
 // and their identities. A namespace in monitor mode lets everything
 // through on its side, as for workloads.
+//
+// Two sites S and T behind different primary gateways GS and GT: when a
+// flow between a host of S and a host of T is allowed in either
+// direction, GS gets GT as a peer with exactly those addresses of T, and
+// GT gets GS with those of S; each gateway enforces its own site's side
+// with the site's rule tables, which name the other site by CIDR. Two
+// site addresses behind the same gateway (two sites, or one site)
+// exchange traffic without the tunnel: Latch does not see it.
+//
+// Every gateway's view lists its approved routes (View.Routes), each
+// marked Primary when the gateway is the primary gateway for a site
+// address in it.
 //
 // The site part of the views is recomputed whole on every change while
 // the engine holds sites or routes, with the reference evaluator, and
@@ -44,6 +59,8 @@ type sitePart struct {
 	// primary are, on a gateway, the addresses of each site it is the
 	// primary gateway for, by site key.
 	primary []primarySite
+	// routes are, on a gateway, its approved routes (View.Routes).
+	routes []view.Route
 }
 
 type primarySite struct {
@@ -171,6 +188,26 @@ func (e *Engine) SetApprovedRoutes(nodeName string, routes []netip.Prefix) ([]st
 	return e.rebuild(map[string]bool{}), nil
 }
 
+// SetGatewayOnline marks a node online or offline, and returns the nodes
+// whose view changed. An offline node is the primary gateway of no site
+// address that an online node's approved routes also contain. Nodes
+// never marked are online; a mark on a node the engine does not hold
+// (yet) is kept and takes effect when it joins.
+func (e *Engine) SetGatewayOnline(nodeName string, online bool) []string {
+	if online == !e.offline[nodeName] {
+		return nil
+	}
+	if online {
+		delete(e.offline, nodeName)
+	} else {
+		e.offline[nodeName] = true
+	}
+	if len(e.routes[nodeName]) == 0 {
+		return nil // a node without routes is nobody's gateway
+	}
+	return e.rebuild(map[string]bool{})
+}
+
 // refreshSites recomputes the site part of every view and adds to names
 // the nodes whose part changed.
 func (e *Engine) refreshSites(names map[string]bool) {
@@ -286,25 +323,58 @@ func uniformPieces(p netip.Prefix, cuts []netip.Prefix, out []netip.Prefix) []ne
 	return append(out, p)
 }
 
-// primaryGateway returns the node with the lowest name whose approved
-// routes contain piece p, or "".
+// primaryGateway returns the online node with the lowest name whose
+// approved routes contain piece p; failing that, the offline one with the
+// lowest name; failing that, "".
 func (e *Engine) primaryGateway(p netip.Prefix, gateways []string) string {
+	fallback := ""
 	for _, g := range gateways {
+		if fallback != "" && e.offline[g] {
+			continue
+		}
 		for _, r := range e.routes[g] {
 			if r.Bits() <= p.Bits() && r.Contains(p.Addr()) {
-				return g
+				if !e.offline[g] {
+					return g
+				}
+				fallback = g
+				break
 			}
 		}
 	}
-	return ""
+	return fallback
+}
+
+// gatewayRoutes returns the approved routes of a gateway in prefix order,
+// each Primary when one of the pieces it is primary for lies in it.
+func (e *Engine) gatewayRoutes(g string, pieces []netip.Prefix) []view.Route {
+	var out []view.Route
+	for _, r := range e.routes[g] {
+		if !r.Addr().Is4() {
+			continue
+		}
+		vr, _ := view.PrefixFrom(r)
+		rt := view.Route{Prefix: vr}
+		for _, p := range pieces {
+			if r.Bits() <= p.Bits() && r.Contains(p.Addr()) {
+				rt.Primary = true
+				break
+			}
+		}
+		out = append(out, rt)
+	}
+	slices.SortFunc(out, func(a, b view.Route) int {
+		if c := a.Prefix.Addr.Compare(b.Prefix.Addr); c != 0 {
+			return c
+		}
+		return int(a.Prefix.Bits) - int(b.Prefix.Bits)
+	})
+	return out
 }
 
 // computeSites computes the site part of every view.
 func (e *Engine) computeSites() map[string]*sitePart {
 	parts := map[string]*sitePart{}
-	if len(e.sites) == 0 || len(e.routes) == 0 {
-		return parts
-	}
 	var gateways []string
 	for g := range e.routes {
 		if _, ok := e.nodes[g]; ok {
@@ -315,6 +385,24 @@ func (e *Engine) computeSites() map[string]*sitePart {
 		return parts
 	}
 	slices.Sort(gateways)
+	part := func(name string) *sitePart {
+		p := parts[name]
+		if p == nil {
+			p = &sitePart{peers: map[string]view.Peer{}}
+			parts[name] = p
+		}
+		return p
+	}
+	// mine[g] are the pieces gateway g is primary for.
+	mine := map[string][]netip.Prefix{}
+	defer func() {
+		for _, g := range gateways {
+			part(g).routes = e.gatewayRoutes(g, mine[g])
+		}
+	}()
+	if len(e.sites) == 0 {
+		return parts
+	}
 	nss := make([]inventory.Namespace, 0, len(e.namespaces))
 	monitor := map[string]bool{}
 	for _, ns := range e.namespaces {
@@ -358,7 +446,14 @@ func (e *Engine) computeSites() map[string]*sitePart {
 	toGW := map[string]map[string][]netip.Prefix{}
 	primary := map[string]map[string][]netip.Prefix{} // gateway → site → pieces
 	fromGW := map[string]map[string]map[int32]bool{}
-	for _, k := range keys {
+	addToGW := func(n, g string, p netip.Prefix) {
+		if toGW[n] == nil {
+			toGW[n] = map[string][]netip.Prefix{}
+		}
+		toGW[n][g] = append(toGW[n][g], p)
+	}
+	pieces := make([][]piece, len(keys)) // by site
+	for i, k := range keys {
 		s := e.sites[k]
 		var ps []piece
 		for _, c := range s.CIDRs {
@@ -369,9 +464,11 @@ func (e *Engine) computeSites() map[string]*sitePart {
 						primary[g] = map[string][]netip.Prefix{}
 					}
 					primary[g][k] = append(primary[g][k], p)
+					mine[g] = append(mine[g], p)
 				}
 			}
 		}
+		pieces[i] = ps
 		for _, w := range e.wls {
 			if w == nil || w.host == nil {
 				continue
@@ -385,10 +482,7 @@ func (e *Engine) computeSites() map[string]*sitePart {
 				if !allowed(&w.w, &host) {
 					continue
 				}
-				if toGW[n] == nil {
-					toGW[n] = map[string][]netip.Prefix{}
-				}
-				toGW[n][pc.gw] = append(toGW[n][pc.gw], pc.p)
+				addToGW(n, pc.gw, pc.p)
 				if fromGW[pc.gw] == nil {
 					fromGW[pc.gw] = map[string]map[int32]bool{}
 				}
@@ -399,13 +493,26 @@ func (e *Engine) computeSites() map[string]*sitePart {
 			}
 		}
 	}
-	part := func(name string) *sitePart {
-		p := parts[name]
-		if p == nil {
-			p = &sitePart{peers: map[string]view.Peer{}}
-			parts[name] = p
+	// Site to site: the gateways of two sites' hosts with an allowed
+	// flow are each other's peers, with the other side's pieces.
+	for i := range keys {
+		si := e.sites[keys[i]]
+		for j := i + 1; j < len(keys); j++ {
+			sj := e.sites[keys[j]]
+			for _, a := range pieces[i] {
+				ha := si.Host(a.p.Addr())
+				for _, b := range pieces[j] {
+					if a.gw == b.gw {
+						continue // no tunnel between them
+					}
+					hb := sj.Host(b.p.Addr())
+					if allowed(&ha, &hb) {
+						addToGW(a.gw, b.gw, b.p)
+						addToGW(b.gw, a.gw, a.p)
+					}
+				}
+			}
 		}
-		return p
 	}
 	peerOf := func(name, peer string) *view.Peer {
 		sp := part(name)
@@ -480,6 +587,7 @@ func (e *Engine) addSites(v *view.View, sp *sitePart, known []int32, s *viewScra
 	if sp == nil {
 		return
 	}
+	v.Routes = slices.Clone(sp.routes)
 	if len(sp.primary) > 0 {
 		known = append(slices.Clone(known), sp.ids...)
 		seen := map[view.Identity]bool{}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -28,7 +29,8 @@ type siteOracle struct {
 }
 
 // region returns the site addresses each gateway is primary for: its
-// approved routes minus those of every gateway with a lower name.
+// approved routes minus those of every online gateway and of every
+// gateway with a lower name and the same state (online or not).
 func region(w *world) map[string][]netip.Prefix {
 	live := map[string]bool{}
 	for _, n := range w.nodes {
@@ -40,7 +42,16 @@ func region(w *world) map[string][]netip.Prefix {
 			gws = append(gws, g)
 		}
 	}
-	slices.Sort(gws)
+	// Online gateways first, each group by name.
+	slices.SortFunc(gws, func(a, b string) int {
+		if w.offline[a] != w.offline[b] {
+			if w.offline[a] {
+				return 1
+			}
+			return -1
+		}
+		return strings.Compare(a, b)
+	})
 	out := map[string][]netip.Prefix{}
 	var earlier []netip.Prefix
 	for _, g := range gws {
@@ -130,6 +141,63 @@ func newSiteOracle(w *world) *siteOracle {
 				}
 				if !slices.Contains(o.fromGW[g][wl.Node], wl.IP) {
 					o.fromGW[g][wl.Node] = append(o.fromGW[g][wl.Node], wl.IP)
+				}
+			}
+		}
+	}
+	// Site to site: for one address of every /27 of each site (routes
+	// and the random ipBlocks cut sites no finer), the addresses of every
+	// other site it may exchange a flow with, behind another gateway.
+	regionOf := func(a netip.Addr) string {
+		for g, reg := range regions {
+			for _, p := range reg {
+				if p.Contains(a) {
+					return g
+				}
+			}
+		}
+		return ""
+	}
+	add := func(n, g string, ps []netip.Prefix) {
+		if o.toGW[n] == nil {
+			o.toGW[n] = map[string][]netip.Prefix{}
+		}
+		o.toGW[n][g] = policy.AggregatePrefixes(append(o.toGW[n][g], ps...))
+	}
+	for i := range w.sites {
+		s := &w.sites[i]
+		for _, c := range s.CIDRs {
+			for off := 0; off < 1<<(32-c.Bits()); off += 32 {
+				a4 := c.Addr().As4()
+				a4[3] += byte(off)
+				a := netip.AddrFrom4(a4)
+				ga := regionOf(a)
+				if ga == "" {
+					continue
+				}
+				host := s.Host(a)
+				for j := range w.sites {
+					if j == i {
+						continue
+					}
+					t := &w.sites[j]
+					var allowed []netip.Prefix
+					for proto, ps := range ports {
+						for _, port := range ps {
+							allowed = append(allowed, ev.AllowedSiteCIDRs(&host, t, true, proto, port)...)
+							allowed = append(allowed, ev.AllowedSiteCIDRs(&host, t, false, proto, port)...)
+						}
+					}
+					allowed = policy.AggregatePrefixes(allowed)
+					for gb, reg := range regions {
+						if gb == ga {
+							continue
+						}
+						if part := intersect(allowed, reg); len(part) > 0 {
+							add(ga, gb, part)
+							add(gb, ga, []netip.Prefix{netip.PrefixFrom(a, 27)})
+						}
+					}
 				}
 			}
 		}

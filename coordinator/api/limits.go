@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"mime"
 	"net"
 	"net/http"
@@ -64,6 +65,14 @@ type Limits struct {
 	// MaxConnections caps the connections served at once; more wait in
 	// the kernel's listen backlog until one closes.
 	MaxConnections int
+	// DeadPeerTimeout is how long a client may stay silent at the TCP
+	// level (no answer to keepalive probes, data left unacknowledged)
+	// before its connection is closed. It is how a node whose host died
+	// without closing its connection is noticed: its view stream ends and
+	// a gateway fails over. TCP keepalive probes start after a third of
+	// it, every third of it (whole seconds); on Linux TCP_USER_TIMEOUT
+	// bounds unacknowledged data to it.
+	DeadPeerTimeout time.Duration
 }
 
 // DefaultLimits are the limits of a zero Limits field.
@@ -73,6 +82,7 @@ var DefaultLimits = Limits{
 	WriteTimeout:      60 * time.Second,
 	IdleTimeout:       120 * time.Second,
 	MaxConnections:    4096,
+	DeadPeerTimeout:   3 * time.Second,
 }
 
 func (l Limits) withDefaults() Limits {
@@ -91,6 +101,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxConnections > 0 {
 		d.MaxConnections = l.MaxConnections
+	}
+	if l.DeadPeerTimeout > 0 {
+		d.DeadPeerTimeout = l.DeadPeerTimeout
 	}
 	return d
 }
@@ -118,13 +131,52 @@ func (s *Server) HTTPServer(errorLog *log.Logger) *http.Server {
 }
 
 // Listen listens on addr (TCP) with TLS, serving at most
-// Limits.MaxConnections connections at once.
+// Limits.MaxConnections connections at once, each closed when the client
+// goes silent for Limits.DeadPeerTimeout.
+//
+// The node agent's streams run over HTTP/1.1 (its client offers no h2),
+// so HTTP/2 pings would not reach them; TCP keepalive and
+// TCP_USER_TIMEOUT work for every connection. When the kernel gives up on
+// a connection, net/http's background read of it fails and cancels the
+// request's context, which ends the view stream.
 func (s *Server) Listen(addr string, cfg *tls.Config) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
+	ln = deadPeerListener{Listener: ln, timeout: s.cfg.Limits.DeadPeerTimeout, log: s.cfg.Log}
 	return tls.NewListener(netutil.LimitListener(ln, s.cfg.Limits.MaxConnections), cfg), nil
+}
+
+// deadPeerListener sets up every accepted TCP connection to be closed by
+// the kernel when the peer goes silent for timeout.
+type deadPeerListener struct {
+	net.Listener
+	timeout time.Duration
+	log     *slog.Logger
+}
+
+func (l deadPeerListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		if err := detectDeadPeer(tc, l.timeout); err != nil && l.log != nil {
+			l.log.Warn("cannot set up dead peer detection on a connection", "remote", c.RemoteAddr().String(), "err", err)
+		}
+	}
+	return c, nil
+}
+
+// detectDeadPeer makes the kernel close c when its peer answers no
+// keepalive probe, or acknowledges no data, for timeout.
+func detectDeadPeer(c *net.TCPConn, timeout time.Duration) error {
+	step := max(timeout/3, time.Second)
+	if err := c.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: step, Interval: step, Count: 2}); err != nil {
+		return fmt.Errorf("setting keepalive: %w", err)
+	}
+	return setUserTimeout(c, timeout)
 }
 
 // ctxBodyLimit holds the route's body limit (BodyLimit).

@@ -135,7 +135,15 @@ var nodesDesc = prometheus.NewDesc("latch_coordinator_nodes",
 var routesDesc = prometheus.NewDesc("latch_coordinator_routes",
 	"Subnet routes gateways advertise, by status: advertised (waiting for an admin), approved or rejected.", []string{"status"}, nil)
 
-func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- nodesDesc; ch <- routesDesc }
+var routeDesc = prometheus.NewDesc("latch_coordinator_route",
+	"One series per subnet route a gateway advertises: 1 while the gateway is online (has a view stream open), else 0; primary is true when the route is approved and the gateway is the primary gateway for some site address in it.",
+	[]string{"node", "prefix", "status", "primary"}, nil)
+
+func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- nodesDesc
+	ch <- routesDesc
+	ch <- routeDesc
+}
 
 func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -152,7 +160,16 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	}); err != nil {
 		ch <- prometheus.NewInvalidMetric(nodesDesc, err)
 		ch <- prometheus.NewInvalidMetric(routesDesc, err)
+		ch <- prometheus.NewInvalidMetric(routeDesc, err)
 		return
+	}
+	for _, r := range routes {
+		sr := c.s.routeWithState(r)
+		online := 0.0
+		if sr.Online {
+			online = 1
+		}
+		ch <- prometheus.MustNewConstMetric(routeDesc, prometheus.GaugeValue, online, r.Node, r.Prefix.String(), r.Status, strconv.FormatBool(sr.Primary))
 	}
 	byStatus := map[string]int{store.RouteAdvertised: 0, store.RouteApproved: 0, store.RouteRejected: 0}
 	for _, r := range routes {

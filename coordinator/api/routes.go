@@ -30,7 +30,7 @@ func (s *Server) listSubnetRoutes(c echo.Context) error {
 		out := []adminapi.SubnetRoute{}
 		for _, r := range all {
 			if node == "" || r.Node == node {
-				out = append(out, toSubnetRoute(r))
+				out = append(out, s.routeWithState(r))
 			}
 		}
 		return out, err
@@ -54,8 +54,17 @@ func (s *Server) decideRoute(approve bool) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		return c.JSON(http.StatusOK, toSubnetRoute(r))
+		return c.JSON(http.StatusOK, s.routeWithState(r))
 	}
+}
+
+// routeWithState converts r with whether its node is primary for it and
+// online.
+func (s *Server) routeWithState(r store.Route) adminapi.SubnetRoute {
+	out := toSubnetRoute(r)
+	out.Primary, out.Online = s.cfg.State.RouteState(r.Node, r.Prefix)
+	out.Primary = out.Primary && r.Status == store.RouteApproved
+	return out
 }
 
 // listSites lists every site.

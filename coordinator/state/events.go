@@ -84,12 +84,14 @@ func (s *State) Watch() (*Watcher, func()) {
 }
 
 // StreamOpened records that a node's view stream connected; the node is
-// online while it has one. Call StreamClosed when it ends.
+// online while it has one, and the views follow (failover.go). Call
+// StreamClosed when it ends.
 func (s *State) StreamOpened(node string) {
 	s.ev.mu.Lock()
 	s.ev.streams[node]++
 	first := s.ev.streams[node] == 1
 	s.ev.mu.Unlock()
+	s.streamChanged(node, true)
 	if first {
 		s.ev.publish(Event{Time: s.opts.Now(), Action: "node.connect", Object: node})
 	}
@@ -104,6 +106,7 @@ func (s *State) StreamClosed(node string) {
 		delete(s.ev.streams, node)
 	}
 	s.ev.mu.Unlock()
+	s.streamChanged(node, false)
 	if last {
 		s.ev.publish(Event{Time: s.opts.Now(), Action: "node.disconnect", Object: node})
 	}

@@ -78,6 +78,13 @@ type Options struct {
 	// MaxWorkloadsPerNode bounds the workloads one registration may
 	// declare; default DefaultMaxWorkloadsPerNode.
 	MaxWorkloadsPerNode int
+	// GatewayGrace is how long after Open nodes that have not opened a
+	// view stream yet still count as online gateways (see failover.go);
+	// zero: forever, until they open one and it closes.
+	GatewayGrace time.Duration
+	// AfterFunc runs f once d has passed and returns a function that
+	// stops it; default time.AfterFunc. Tests pass a fake.
+	AfterFunc func(d time.Duration, f func()) (stop func() bool)
 }
 
 // State holds the engine built from the store and the mailboxes.
@@ -95,6 +102,8 @@ type State struct {
 
 	refusalMu sync.Mutex
 	refusals  map[string]refusal // node → its last audited refusal; must hold refusalMu
+
+	gw gateways // online state of the gateways; see failover.go
 }
 
 // Open loads everything from the store, computes every view and publishes
@@ -115,7 +124,10 @@ func Open(ctx context.Context, st store.Store, hub *fanout.Hub, opts Options) (*
 	if opts.MaxWorkloadsPerNode <= 0 {
 		opts.MaxWorkloadsPerNode = DefaultMaxWorkloadsPerNode
 	}
-	s := &State{st: st, hub: hub, opts: opts, ev: newEvents(), refusals: map[string]refusal{}}
+	if opts.AfterFunc == nil {
+		opts.AfterFunc = func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
+	}
+	s := &State{st: st, hub: hub, opts: opts, ev: newEvents(), refusals: map[string]refusal{}, gw: newGateways()}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.loadLocked(ctx); err != nil {
@@ -124,6 +136,7 @@ func Open(ctx context.Context, st store.Store, hub *fanout.Hub, opts Options) (*
 	for _, n := range s.eng.Nodes() {
 		hub.Publish(s.eng.View(n))
 	}
+	s.startGrace()
 	return s, nil
 }
 
@@ -169,6 +182,7 @@ func (s *State) loadLocked(ctx context.Context) error {
 			return err
 		}
 		in.Routes = approvedByNode(routes)
+		in.Offline = s.gw.offlineList()
 		return nil
 	})
 	if err != nil {
@@ -222,6 +236,12 @@ func (s *State) change(ctx context.Context, what, actor, object string, detail a
 			}
 		}
 		return err
+	}
+	// A node that joined, or any node the change named, takes its online
+	// state (after the grace period a new node is offline until it
+	// connects).
+	for _, n := range changed {
+		changed = union(changed, s.syncOnlineLocked(n))
 	}
 	for _, n := range changed {
 		if v := s.eng.View(n); v != nil {

@@ -23,6 +23,24 @@ type env struct {
 	s    *State
 	now  time.Time
 	n    int
+	// grace is Options.GatewayGrace, and timers the grace timers Open
+	// started, the last one last (see fakeAfter).
+	grace  time.Duration
+	timers []*fakeTimer
+}
+
+// fakeTimer is a timer of Options.AfterFunc that fires when the test
+// says so.
+type fakeTimer struct {
+	d       time.Duration
+	f       func()
+	stopped bool
+}
+
+func (e *env) fakeAfter(d time.Duration, f func()) func() bool {
+	t := &fakeTimer{d: d, f: f}
+	e.timers = append(e.timers, t)
+	return func() bool { was := !t.stopped; t.stopped = true; return was }
 }
 
 func newEnv(t *testing.T) *env {
@@ -38,7 +56,8 @@ func (e *env) open() {
 	}
 	e.db = db
 	e.t.Cleanup(func() { db.Close() })
-	s, err := Open(context.Background(), db, fanout.New(), Options{Now: func() time.Time { return e.now }})
+	s, err := Open(context.Background(), db, fanout.New(), Options{Now: func() time.Time { return e.now },
+		GatewayGrace: e.grace, AfterFunc: e.fakeAfter})
 	if err != nil {
 		e.t.Fatal(err)
 	}
