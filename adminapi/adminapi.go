@@ -626,8 +626,8 @@ const (
 type SubnetRoute struct {
 	Node   string       `json:"node"`
 	Prefix netip.Prefix `json:"prefix"`
-	// SNAT is whether the gateway is to rewrite overlay source addresses
-	// into its own on the subnet (recorded; not enforced yet).
+	// SNAT is whether the gateway rewrites the overlay source address of
+	// the traffic it forwards into the prefix to its own address there.
 	SNAT bool `json:"snat"`
 	// Status is RouteAdvertised, RouteApproved or RouteRejected.
 	Status string `json:"status"`

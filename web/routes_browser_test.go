@@ -45,6 +45,20 @@ func TestBrowserRoutes(t *testing.T) {
 	b.run("approving 198.19.1.0/24", click(`[data-approve-route="gw-1 198.19.1.0/24"]`),
 		chromedp.WaitNotPresent(chromedp.CSS(`[data-approve-route="gw-1 198.19.1.0/24"]`)))
 	waitFor(t, "198.19.1.0/24 approved", func() bool { return status("198.19.1.0/24") == adminapi.RouteApproved })
+	// The primary and online columns say what the API says.
+	var rs []adminapi.SubnetRoute
+	h.admin().call("GET", "/v1/admin/routes", nil, &rs)
+	for _, r := range rs {
+		key := r.Node + " " + r.Prefix.String()
+		wantPrimary := map[bool]string{true: "primary", false: "standby"}[r.Primary]
+		if r.Status != adminapi.RouteApproved {
+			wantPrimary = "—"
+		}
+		wantOnline := map[bool]string{true: "online", false: "offline"}[r.Online]
+		b.run("waiting for "+key+"'s state", chromedp.Poll[chromedp.Void](
+			`(document.querySelector('[data-route-primary="`+key+`"]')||{}).textContent === '`+wantPrimary+`' && (document.querySelector('[data-route-online="`+key+`"]')||{}).textContent === '`+wantOnline+`'`,
+			chromedp.WithPollingTimeout(20*time.Second)))
+	}
 	b.run("rejecting 198.19.2.0/24", click(`[data-reject-route="gw-1 198.19.2.0/24"]`), visible("#confirm-yes"), click("#confirm-yes"),
 		chromedp.WaitNotPresent(chromedp.CSS(`[data-reject-route="gw-1 198.19.2.0/24"]`)))
 	waitFor(t, "198.19.2.0/24 rejected", func() bool { return status("198.19.2.0/24") == adminapi.RouteRejected })

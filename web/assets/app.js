@@ -390,9 +390,11 @@ const routeStatusBadge = (s) => h('span', { class: 'badge route-' + s }, s);
 pages.routes = async (main) => {
   const rs = (await api('GET', '/v1/admin/routes')) || [];
   main.append(h('h1', { tabindex: '-1' }, 'Subnet routes'), viewerNote(),
-    h('p', { class: 'hint' }, 'Subnets that gateway nodes advertise (latch node --advertise-routes). A route takes effect only once an admin approves it; a rejected route stays rejected while the node advertises it. Carrying traffic through gateways is not built yet.'));
-  const t = table(['Node', 'Prefix', 'SNAT', 'Status', 'Advertised', 'Decided', ''], rs.map((r) => [
+    h('p', { class: 'hint' }, 'Subnets that gateway nodes advertise (latch node --advertise-routes). A route takes effect only once an admin approves it; a rejected route stays rejected while the node advertises it. For each site address, the lowest-named online gateway with an approved route is primary and carries it; when it goes offline, the next one takes over.'));
+  const t = table(['Node', 'Prefix', 'SNAT', 'Status', 'Primary', 'Gateway', 'Advertised', 'Decided', ''], rs.map((r) => [
     r.node, h('code', { 'data-route': r.node + ' ' + r.prefix }, r.prefix), r.snat ? 'yes' : 'no', routeStatusBadge(r.status),
+    h('span', { 'data-route-primary': r.node + ' ' + r.prefix }, r.status !== 'approved' ? '—' : r.primary ? 'primary' : 'standby'),
+    h('span', { 'data-route-online': r.node + ' ' + r.prefix }, r.online ? 'online' : 'offline'),
     h('span', { title: fmtTime(r.advertisedAt) }, ago(r.advertisedAt)),
     r.decidedBy ? h('span', { title: fmtTime(r.decidedAt) }, ago(r.decidedAt) + ' by ' + r.decidedBy) : '—',
     routeButtons(r)]));
@@ -501,7 +503,7 @@ pages.sites = async (main) => {
   const [sites, routes] = await Promise.all([api('GET', '/v1/admin/sites'), api('GET', '/v1/admin/routes')]);
   const ss = sites || [];
   main.append(h('h1', { tabindex: '-1' }, 'Sites'), viewerNote(),
-    h('p', { class: 'hint' }, 'Networks of hosts that run no agent (latch admin site set). For policy, the host at each address of a site\'s CIDRs is a pod of its namespace with its labels; its ports are what named ports resolve against. Gateways are the nodes whose approved subnet routes cover a CIDR; for each address, the one with the lowest name is primary.'));
+    h('p', { class: 'hint' }, 'Networks of hosts that run no agent (latch admin site set). For policy, the host at each address of a site\'s CIDRs is a pod of its namespace with its labels; its ports are what named ports resolve against. Gateways are the nodes whose approved subnet routes cover a CIDR; for each address, the lowest-named online one is primary (see Subnet routes).'));
   const [form, fill] = isAdmin() ? siteForm() : [null, null];
   const t = table(['Site', 'Labels', 'CIDRs and their gateways', 'Ports', ''], ss.map((s) => {
     const key = s.namespace + '/' + s.name;
