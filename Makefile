@@ -145,7 +145,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 1 -timeout 60m ./... | tee bench.out
 
 # bench-failover kills the primary gateway's agent 10 times while a client
-# opens a connection through it every 20 ms, and logs each outage and the
+# opens a connection through it every 5 ms, and logs each outage and the
 # median and maximum; figures in docs/benchmarks.md. Needs root.
 bench-failover: deps
 	LATCH_FAILOVER_KILLS=10 $(GO) test -run '^TestGatewayFailover$$' -count 1 -v -timeout 20m ./e2e/ 2>&1 | grep -v '^        time=' | tee bench-failover.out

@@ -493,7 +493,7 @@ spec:
 
 // TestGatewayFailover: two gateways advertise one site's prefix (with
 // SNAT, so site hosts answer whichever gateway carried the flow). A
-// client opens a connection to a site host every 20 ms while the
+// client opens a connection to a site host every 5 ms while the
 // primary gateway's agent is killed with SIGKILL; the client moves to the
 // other gateway and connects again. The outage (kill to the first
 // connect that completes after it) is logged; LATCH_FAILOVER_KILLS=N
@@ -526,10 +526,18 @@ func TestGatewayFailover(t *testing.T) {
 	}
 	c.mustAdmin("admin", "route", "approve", "gw1", "198.19.3.0/24")
 	c.mustAdmin("admin", "route", "approve", "gw2", "198.19.3.0/24")
-	primary := func(gw string) map[string]map[string][]string {
-		return map[string]map[string][]string{"cl": {gw: {"198.19.3.0/24"}}, gw: {"cl": {"self"}}}
+	// The client holds the standby gateway too, without AllowedIPs, so
+	// that their tunnel is up when it takes over; a killed gateway is no
+	// standby.
+	primary := func(gw, standby string) map[string]map[string][]string {
+		want := map[string]map[string][]string{"cl": {gw: {"198.19.3.0/24"}}, gw: {"cl": {"self"}}}
+		if standby != "" {
+			want["cl"][standby] = []string{}
+			want[standby] = map[string][]string{"cl": {}}
+		}
+		return want
 	}
-	c.expectAllowedIPs(20*time.Second, primary("gw1"))
+	c.expectAllowedIPs(20*time.Second, primary("gw1", "gw2"))
 	netlab.Eventually(t, 20*time.Second, func() error { return cl.host.DialTCP(target, time.Second) })
 
 	var outages []time.Duration
@@ -546,11 +554,11 @@ func TestGatewayFailover(t *testing.T) {
 		outages = append(outages, out)
 		t.Logf("kill %d of the primary gateway %s: outage %v", i+1, victim.name, out.Round(time.Millisecond))
 		victim.proc.Wait(10 * time.Second)
-		c.expectAllowedIPs(20*time.Second, primary("gw2"))
+		c.expectAllowedIPs(20*time.Second, primary("gw2", ""))
 		// The killed gateway comes back and, lowest name, is primary again.
 		c.restart(victim)
 		c.WaitConnected(victim, 20*time.Second)
-		c.expectAllowedIPs(20*time.Second, primary("gw1"))
+		c.expectAllowedIPs(20*time.Second, primary("gw1", "gw2"))
 		netlab.Eventually(t, 20*time.Second, func() error { return cl.host.DialTCP(target, time.Second) })
 	}
 	if kills > 1 {
@@ -582,7 +590,7 @@ func measureFailover(t *testing.T, h *netlab.Host, target netip.AddrPort, kill f
 	)
 	done := func() bool { mu.Lock(); defer mu.Unlock(); return !first.IsZero() }
 	sem := make(chan struct{}, 64)
-	tick := time.NewTicker(20 * time.Millisecond)
+	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for deadline := killed.Add(30 * time.Second); !done() && time.Now().Before(deadline); <-tick.C {
 		sem <- struct{}{}

@@ -139,10 +139,18 @@ func TestGatewayFailover(t *testing.T) {
 	}
 	dbIPs := pfxs("198.19.1.0/25", "198.19.1.192/26")
 	// state checks the views when primary is the primary gateway and
-	// other the standby.
-	state := func(when, primary, standby string) {
+	// other the standby, online or not. An online standby is a peer of
+	// the client without AllowedIPs (and the client of it), so that their
+	// tunnel is up when it takes over.
+	state := func(when, primary, standby string, standbyOnline bool) {
 		t.Helper()
-		if d := cmp.Diff(map[string][]view.Prefix{primary: dbIPs}, peerIPs(e.View("app"))); d != "" {
+		wantApp := map[string][]view.Prefix{primary: dbIPs}
+		wantStandby := map[string][]view.Prefix{}
+		if standbyOnline {
+			wantApp[standby] = nil
+			wantStandby["app"] = nil
+		}
+		if d := cmp.Diff(wantApp, peerIPs(e.View("app"))); d != "" {
 			t.Fatalf("%s: app's peers (-want +got):\n%s", when, d)
 		}
 		if d := cmp.Diff(map[string][]view.Prefix{"app": pfxs("100.64.1.10/32")}, peerIPs(e.View(primary))); d != "" {
@@ -155,11 +163,14 @@ func TestGatewayFailover(t *testing.T) {
 			t.Fatalf("%s: %s's route is not primary: %+v", when, primary, e.View(primary).Routes)
 		}
 		sv := e.View(standby)
-		if len(sv.Peers) != 0 || len(sv.Sites) != 0 || len(sv.Routes) != 1 || sv.Routes[0].Primary {
-			t.Fatalf("%s: the standby %s holds peers %+v, sites %+v, routes %+v", when, standby, sv.Peers, sv.Sites, sv.Routes)
+		if d := cmp.Diff(wantStandby, peerIPs(sv)); d != "" {
+			t.Fatalf("%s: the standby %s's peers (-want +got):\n%s", when, standby, d)
+		}
+		if len(sv.Sites) != 0 || len(sv.Routes) != 1 || sv.Routes[0].Primary {
+			t.Fatalf("%s: the standby %s holds sites %+v, routes %+v", when, standby, sv.Sites, sv.Routes)
 		}
 	}
-	state("at start", "gw-a", "gw-b")
+	state("at start", "gw-a", "gw-b", true)
 	set := func(node string, online bool, want []string) {
 		t.Helper()
 		if d := cmp.Diff(want, e.SetGatewayOnline(node, online)); d != "" {
@@ -167,18 +178,18 @@ func TestGatewayFailover(t *testing.T) {
 		}
 	}
 	set("gw-a", false, []string{"app", "gw-a", "gw-b"})
-	state("gw-a offline", "gw-b", "gw-a")
+	state("gw-a offline", "gw-b", "gw-a", false)
 	set("gw-a", false, nil) // again: nothing changes
 	set("gw-a", true, []string{"app", "gw-a", "gw-b"})
-	state("gw-a back", "gw-a", "gw-b")
-	set("gw-b", false, nil) // the standby: nothing any view shows depends on it
-	state("gw-b offline", "gw-a", "gw-b")
+	state("gw-a back", "gw-a", "gw-b", true)
+	set("gw-b", false, []string{"app", "gw-b"}) // the standby: it and its client part
+	state("gw-b offline", "gw-a", "gw-b", false)
 	// With every gateway of an address offline, the lowest-named keeps
 	// it: taking the gateway away would cut the site off for certain.
 	set("gw-a", false, nil)
-	state("both offline", "gw-a", "gw-b")
+	state("both offline", "gw-a", "gw-b", false)
 	set("gw-b", true, []string{"app", "gw-a", "gw-b"})
-	state("gw-b back, gw-a still offline", "gw-b", "gw-a")
+	state("gw-b back, gw-a still offline", "gw-b", "gw-a", false)
 	// A node the engine does not hold may be marked; it takes effect
 	// when it joins.
 	set("gw-0", false, nil)
@@ -189,7 +200,7 @@ func TestGatewayFailover(t *testing.T) {
 	if _, err := e.SetApprovedRoutes("gw-0", []netip.Prefix{netip.MustParsePrefix("198.19.1.0/24")}); err != nil {
 		t.Fatal(err)
 	}
-	state("gw-0 joined offline", "gw-b", "gw-0")
+	state("gw-0 joined offline", "gw-b", "gw-0", false)
 }
 
 // TestSiteToSite: a flow allowed between hosts of two sites behind
@@ -218,11 +229,18 @@ func TestSiteToSite(t *testing.T) {
 	}
 	usIPs := pfxs("198.19.2.0/24")
 	euIPs := pfxs("198.19.1.0/25", "198.19.1.192/26")
-	pair := func(when, eu string) {
+	// pair checks the views with eu as site eu's primary gateway and
+	// standby as its online standby ("" for none), which gw-us holds
+	// without AllowedIPs.
+	pair := func(when, eu, standby string) {
 		t.Helper()
 		want := map[string]map[string][]view.Prefix{
 			eu:      {"gw-us": usIPs},
 			"gw-us": {eu: euIPs},
+		}
+		if standby != "" {
+			want["gw-us"][standby] = nil
+			want[standby] = map[string][]view.Prefix{"gw-us": nil}
 		}
 		for _, n := range e.Nodes() {
 			w := want[n]
@@ -267,13 +285,13 @@ func TestSiteToSite(t *testing.T) {
 			}
 		}
 	}
-	pair("at start", "gw-eu")
+	pair("at start", "gw-eu", "gw-z")
 	if d := cmp.Diff([]string{"gw-eu", "gw-us", "gw-z"}, e.SetGatewayOnline("gw-eu", false)); d != "" {
 		t.Fatalf("changed views (-want +got):\n%s", d)
 	}
-	pair("gw-eu offline", "gw-z")
+	pair("gw-eu offline", "gw-z", "")
 	e.SetGatewayOnline("gw-eu", true)
-	pair("gw-eu back", "gw-eu")
+	pair("gw-eu back", "gw-eu", "gw-z")
 
 	// One gateway for both sites: traffic between them does not cross
 	// the tunnel, no gateway is anyone's peer.

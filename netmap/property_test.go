@@ -87,6 +87,9 @@ func checkViews(t *testing.T, w *world, e *Engine) {
 		for g := range so.toGW[n.Name] {
 			sitePeers[g] = true
 		}
+		for g := range so.standby[n.Name] {
+			sitePeers[g] = true
+		}
 		siteAddrs := map[netip.Addr]bool{}
 		for other, addrs := range so.fromGW[n.Name] {
 			sitePeers[other] = true

@@ -29,6 +29,13 @@ import (
 // and their identities. A namespace in monitor mode lets everything
 // through on its side, as for workloads.
 //
+// Standby gateways: every other online gateway H whose approved routes
+// contain a is a standby for it. N and H then hold each other as peers
+// without AllowedIPs (unless they are peers for other reasons), so that
+// their WireGuard session is up, kept by the persistent keepalive, when H
+// takes over: a failover moves AllowedIPs only, with no handshake to wait
+// for. The same holds between the gateways of two sites (site to site).
+//
 // Two sites S and T behind different primary gateways GS and GT: when a
 // flow between a host of S and a host of T is allowed in either
 // direction, GS gets GT as a peer with exactly those addresses of T, and
@@ -345,6 +352,24 @@ func (e *Engine) primaryGateway(p netip.Prefix, gateways []string) string {
 	return fallback
 }
 
+// standbyGateways returns the online gateways other than primary whose
+// approved routes hold piece p, in name order.
+func (e *Engine) standbyGateways(p netip.Prefix, primary string, gateways []string) []string {
+	var out []string
+	for _, g := range gateways {
+		if g == primary || e.offline[g] {
+			continue
+		}
+		for _, r := range e.routes[g] {
+			if r.Bits() <= p.Bits() && r.Contains(p.Addr()) {
+				out = append(out, g)
+				break
+			}
+		}
+	}
+	return out
+}
+
 // gatewayRoutes returns the approved routes of a gateway in prefix order,
 // each Primary when one of the pieces it is primary for lies in it.
 func (e *Engine) gatewayRoutes(g string, pieces []netip.Prefix) []view.Route {
@@ -440,12 +465,32 @@ func (e *Engine) computeSites() map[string]*sitePart {
 	type piece struct {
 		p  netip.Prefix
 		gw string
+		// standby are the other online gateways whose approved routes
+		// hold p: they take over when gw goes offline.
+		standby []string
 	}
 	// toGW[node][gateway] collects site pieces; fromGW[gateway][node]
 	// collects the workloads whose flows the gateway carries.
 	toGW := map[string]map[string][]netip.Prefix{}
 	primary := map[string]map[string][]netip.Prefix{} // gateway → site → pieces
 	fromGW := map[string]map[string]map[int32]bool{}
+	// standby[node][gateway]: node holds gateway as a peer without
+	// AllowedIPs (and the gateway node), so that their WireGuard session
+	// is up when the gateway takes over.
+	standby := map[string]map[string]bool{}
+	addStandby := func(n string, gws []string) {
+		for _, g := range gws {
+			if g == n {
+				continue
+			}
+			for _, pair := range [2][2]string{{n, g}, {g, n}} {
+				if standby[pair[0]] == nil {
+					standby[pair[0]] = map[string]bool{}
+				}
+				standby[pair[0]][pair[1]] = true
+			}
+		}
+	}
 	addToGW := func(n, g string, p netip.Prefix) {
 		if toGW[n] == nil {
 			toGW[n] = map[string][]netip.Prefix{}
@@ -459,7 +504,7 @@ func (e *Engine) computeSites() map[string]*sitePart {
 		for _, c := range s.CIDRs {
 			for _, p := range uniformPieces(c, cuts, nil) {
 				if g := e.primaryGateway(p, gateways); g != "" {
-					ps = append(ps, piece{p, g})
+					ps = append(ps, piece{p, g, e.standbyGateways(p, g, gateways)})
 					if primary[g] == nil {
 						primary[g] = map[string][]netip.Prefix{}
 					}
@@ -483,6 +528,7 @@ func (e *Engine) computeSites() map[string]*sitePart {
 					continue
 				}
 				addToGW(n, pc.gw, pc.p)
+				addStandby(n, pc.standby)
 				if fromGW[pc.gw] == nil {
 					fromGW[pc.gw] = map[string]map[int32]bool{}
 				}
@@ -509,6 +555,8 @@ func (e *Engine) computeSites() map[string]*sitePart {
 					if allowed(&ha, &hb) {
 						addToGW(a.gw, b.gw, b.p)
 						addToGW(b.gw, a.gw, a.p)
+						addStandby(a.gw, b.standby)
+						addStandby(b.gw, a.standby)
 					}
 				}
 			}
@@ -555,6 +603,11 @@ func (e *Engine) computeSites() map[string]*sitePart {
 		}
 		slices.SortFunc(sp.idents, func(a, b view.IdentityEntry) int { return a.IP.Compare(b.IP) })
 		slices.SortFunc(sp.ids, func(a, b int32) int { return e.hot[a].ip.Compare(e.hot[b].ip) })
+	}
+	for n, gws := range standby {
+		for g := range gws {
+			peerOf(n, g) // without AllowedIPs, unless it has some already
+		}
 	}
 	for g, bySite := range primary {
 		sp := part(g)

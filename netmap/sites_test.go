@@ -26,6 +26,40 @@ type siteOracle struct {
 	// fromGW[gateway][node] are the addresses of node's workloads whose
 	// site flows gateway carries.
 	fromGW map[string]map[string][]netip.Addr
+	// standby[a][b]: a holds b as a peer because b is a standby gateway
+	// for site addresses a (or a's workloads) exchange flows with, or
+	// the other way round.
+	standby map[string]map[string]bool
+}
+
+// standbys returns the live, online gateways other than primary whose
+// approved routes hold some address of part.
+func standbys(w *world, part []netip.Prefix, primary string) []string {
+	var out []string
+	for _, n := range w.nodes {
+		g := n.Name
+		if g == primary || w.offline[g] || len(w.routes[g]) == 0 {
+			continue
+		}
+		if len(intersect(part, w.routes[g])) > 0 {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+func (o *siteOracle) addStandby(n string, gws []string) {
+	for _, g := range gws {
+		if g == n {
+			continue
+		}
+		for _, pair := range [2][2]string{{n, g}, {g, n}} {
+			if o.standby[pair[0]] == nil {
+				o.standby[pair[0]] = map[string]bool{}
+			}
+			o.standby[pair[0]][pair[1]] = true
+		}
+	}
 }
 
 // region returns the site addresses each gateway is primary for: its
@@ -107,7 +141,7 @@ func newSiteOracle(w *world) *siteOracle {
 			ports[p.Protocol] = append(ports[p.Protocol], p.Port)
 		}
 	}
-	o := &siteOracle{toGW: map[string]map[string][]netip.Prefix{}, fromGW: map[string]map[string][]netip.Addr{}}
+	o := &siteOracle{toGW: map[string]map[string][]netip.Prefix{}, fromGW: map[string]map[string][]netip.Addr{}, standby: map[string]map[string]bool{}}
 	regions := region(w)
 	all := w.all()
 	for i := range w.sites {
@@ -136,6 +170,7 @@ func newSiteOracle(w *world) *siteOracle {
 					o.toGW[wl.Node] = map[string][]netip.Prefix{}
 				}
 				o.toGW[wl.Node][g] = policy.AggregatePrefixes(append(o.toGW[wl.Node][g], part...))
+				o.addStandby(wl.Node, standbys(w, part, g))
 				if o.fromGW[g] == nil {
 					o.fromGW[g] = map[string][]netip.Addr{}
 				}
@@ -196,6 +231,8 @@ func newSiteOracle(w *world) *siteOracle {
 						if part := intersect(allowed, reg); len(part) > 0 {
 							add(ga, gb, part)
 							add(gb, ga, []netip.Prefix{netip.PrefixFrom(a, 27)})
+							o.addStandby(ga, standbys(w, part, gb))
+							o.addStandby(gb, standbys(w, []netip.Prefix{netip.PrefixFrom(a, 27)}, ga))
 						}
 					}
 				}
@@ -306,15 +343,18 @@ func TestGatewayPeerExample(t *testing.T) {
 		return out
 	}
 	app := e.View("app")
-	want := []view.Peer{{Node: "gw-a", PublicKey: "Kgw-a", Endpoints: in.Nodes[1].Endpoints, AllowedIPs: pfx("198.19.1.0/25", "198.19.1.192/26")}}
+	// gw-b, the standby, is a peer without AllowedIPs: its tunnel is up
+	// when it takes over.
+	want := []view.Peer{{Node: "gw-a", PublicKey: "Kgw-a", Endpoints: in.Nodes[1].Endpoints, AllowedIPs: pfx("198.19.1.0/25", "198.19.1.192/26")},
+		{Node: "gw-b", PublicKey: "Kgw-b", Endpoints: in.Nodes[2].Endpoints}}
 	if d := cmp.Diff(want, app.Peers, cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); d != "" {
 		t.Fatalf("app's peers (-want +got):\n%s", d)
 	}
 	if got := e.View("other").Peers; len(got) != 0 {
 		t.Fatalf("other has no flow to the site but holds peers %+v", got)
 	}
-	if got := e.View("gw-b").Peers; len(got) != 0 {
-		t.Fatalf("gw-b is not primary but holds peers %+v", got)
+	if got := e.View("gw-b"); len(got.Peers) != 1 || got.Peers[0].Node != "app" || len(got.Peers[0].AllowedIPs) != 0 || len(got.Sites) != 0 {
+		t.Fatalf("gw-b, the standby, holds peers %+v and sites %+v; want app without AllowedIPs, no sites", got.Peers, got.Sites)
 	}
 	gw := e.View("gw-a")
 	want = []view.Peer{{Node: "app", PublicKey: "Kapp", Endpoints: in.Nodes[0].Endpoints, AllowedIPs: pfx("100.64.1.10/32")}}

@@ -34,7 +34,10 @@ type View struct {
 	Node    string `json:"node"`
 	Version uint64 `json:"version"`
 	// Peers are the nodes hosting at least one workload with an allowed
-	// flow to or from a workload of this node, sorted by name.
+	// flow to or from a workload of this node, sorted by name, and the
+	// gateways carrying (or standing by to carry) site addresses such a
+	// flow reaches; a standby gateway has no AllowedIPs until it takes
+	// over.
 	Peers []Peer `json:"peers,omitempty"`
 	// Identities maps the addresses of this node's workloads and of every
 	// remote workload it may exchange traffic with to their identities,
