@@ -567,7 +567,12 @@ func printPeers(w io.Writer, ps []agent.PeerInfo, now time.Time) {
 
 // allowedIPs lists a peer's allowed IPs, each site prefix (outside the
 // overlay) marked as such with whether its kernel route is installed.
+// A peer without allowed IPs is a standby gateway: held so that its
+// tunnel is up when it takes over a site.
 func allowedIPs(p agent.PeerInfo) string {
+	if len(p.AllowedIPs) == 0 {
+		return "none (standby gateway)"
+	}
 	site := map[string]agent.SiteRoute{}
 	for _, r := range p.SiteRoutes {
 		site[r.Prefix] = r

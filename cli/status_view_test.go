@@ -116,4 +116,9 @@ func TestPrintPeersSiteRoutes(t *testing.T) {
 	if want := "100.64.0.3/32,198.19.5.0/24 (site, NOT routed: proto kernel dev eth1 holds it),198.19.6.0/24 (site, routed)"; !strings.Contains(b.String(), want) {
 		t.Errorf("want %q in\n%s", want, b.String())
 	}
+	b.Reset()
+	printPeers(&b, []agent.PeerInfo{{Node: "gw-3", PublicKey: "k"}}, time.Now())
+	if want := "gw-3  -         none (standby gateway)"; !strings.Contains(b.String(), want) {
+		t.Errorf("a peer without allowed IPs: want %q in\n%s", want, b.String())
+	}
 }
