@@ -48,21 +48,7 @@ func BenchmarkGatewayThroughput(b *testing.B) {
 			return p.client.host.DialTCP(netip.AddrPortFrom(p.server, 5201), 2*time.Second)
 		})
 	}
-	rates := map[string][]float64{}
-	for b.Loop() {
-		for _, mode := range enforceModes {
-			rates[mode] = append(rates[mode], pairs[mode].iperf(b))
-		}
-	}
-	off := median(rates["off"])
-	for _, mode := range enforceModes {
-		m := median(rates[mode])
-		b.ReportMetric(m, "Mbit/s-"+mode)
-		if mode != "off" {
-			b.ReportMetric(100*(m-off)/off, "%-"+mode)
-		}
-		b.Logf("enforce=%s: rounds %s Mbit/s, median %.0f", mode, fmtRates(rates[mode]), m)
-	}
+	iperfRounds(b, pairs)
 }
 
 const gatewayBenchPolicy = `apiVersion: networking.k8s.io/v1

@@ -43,7 +43,13 @@ spec:
 // The figures are the medians of the receiver's rate over the rounds, and
 // each mode's difference from "off".
 func BenchmarkThroughput(b *testing.B) {
-	pairs := throughputPairs(b)
+	iperfRounds(b, throughputPairs(b))
+}
+
+// iperfRounds runs one iperf3 round per iteration, every mode's pair in
+// turn, and reports each mode's median rate and its difference from
+// "off".
+func iperfRounds(b *testing.B, pairs map[string]pair) {
 	rates := map[string][]float64{}
 	for b.Loop() {
 		for _, mode := range enforceModes {

@@ -213,9 +213,7 @@ type Host struct {
 // new in this lab.
 func (l *Lab) Host(name string) *Host {
 	l.t.Helper()
-	if !hostName.MatchString(name) || name == "hub" {
-		l.t.Fatalf("netlab: host name %q: want [a-z][a-z0-9-]{0,19}, not \"hub\"", name)
-	}
+	l.checkHostName(name)
 	l.mu.Lock()
 	if _, dup := l.hosts[name]; dup {
 		l.mu.Unlock()
@@ -249,6 +247,14 @@ func (l *Lab) Host(name string) *Host {
 		}
 	}
 	return h
+}
+
+// checkHostName fails the test unless name is one Host accepts.
+func (l *Lab) checkHostName(name string) {
+	l.t.Helper()
+	if !hostName.MatchString(name) || name == "hub" {
+		l.t.Fatalf("netlab: host name %q: want [a-z][a-z0-9-]{0,19}, not \"hub\"", name)
+	}
 }
 
 // addNS creates the named network namespace and records it for cleanup.

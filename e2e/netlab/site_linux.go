@@ -95,9 +95,7 @@ func (s *Site) Attach(h *Host, a netip.Addr) {
 func (s *Site) Host(name string, a, router netip.Addr) *Host {
 	l := s.lab
 	l.t.Helper()
-	if !hostName.MatchString(name) || name == "hub" {
-		l.t.Fatalf("netlab: host name %q: want [a-z][a-z0-9-]{0,19}, not \"hub\"", name)
-	}
+	l.checkHostName(name)
 	l.mu.Lock()
 	if _, dup := l.hosts[name]; dup {
 		l.mu.Unlock()
