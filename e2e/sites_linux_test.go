@@ -202,7 +202,7 @@ func (c *cluster) expectAllowedIPs(timeout time.Duration, want map[string]map[st
 // policy over the sites by labels and by ipBlock. An unapproved route
 // carries nothing. Once approved: every node holds exactly the gateway
 // peers its allowed flows need, with exactly the allowed CIDRs (read with
-// wg show); the full truth table of real connects (nodes ↔ site hosts,
+// wg show) and a kernel route for each (read with ip route); the full truth table of real connects (nodes ↔ site hosts,
 // site host ↔ site host through both gateways) equals `latch policy
 // eval`; the gateway reports flows with the site's identity. Rejecting a
 // route withdraws it from every node.
@@ -268,6 +268,30 @@ func TestSites(t *testing.T) {
 		"gwa":    {"web": {"self"}, "gwb": {"198.19.2.0/24"}},
 		"gwb":    {"web": {"self"}, "laptop": {"self"}, "gwa": {"198.19.1.128/25"}},
 	})
+
+	// Each node routes exactly those CIDRs through its WireGuard device
+	// (read with ip route: Latch's routes carry protocol 76).
+	for n, want := range map[*node][]string{web: {"198.19.1.0/25", "198.19.2.0/24"}, laptop: {"198.19.2.0/25"}, ops: {}, gwA: {"198.19.2.0/24"}, gwB: {"198.19.1.128/25"}} {
+		netlab.Eventually(t, 10*time.Second, func() error {
+			out, err := n.host.Run(context.Background(), "ip", "-4", "route", "show", "proto", "76")
+			if err != nil {
+				return err
+			}
+			got := []string{}
+			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+				if f := strings.Fields(line); len(f) >= 3 && f[1] == "dev" && f[2] == n.iface {
+					got = append(got, f[0])
+				} else if line != "" {
+					return fmt.Errorf("%s: unexpected route %q", n.name, line)
+				}
+			}
+			sort.Strings(got)
+			if !slices.Equal(got, want) {
+				return fmt.Errorf("%s routes %v through %s, want %v", n.name, got, n.iface, want)
+			}
+			return nil
+		})
+	}
 
 	// The truth table: every (source, destination, port) by real connects,
 	// against `latch policy eval` over the same inventory and policy.
