@@ -202,10 +202,11 @@ func (c *cluster) expectAllowedIPs(timeout time.Duration, want map[string]map[st
 // policy over the sites by labels and by ipBlock. An unapproved route
 // carries nothing. Once approved: every node holds exactly the gateway
 // peers its allowed flows need, with exactly the allowed CIDRs (read with
-// wg show) and a kernel route for each (read with ip route); the full truth table of real connects (nodes ↔ site hosts,
-// site host ↔ site host through both gateways) equals `latch policy
-// eval`; the gateway reports flows with the site's identity. Rejecting a
-// route withdraws it from every node.
+// wg show) and a kernel route for each (read with ip route); the full
+// truth table of real connects (nodes ↔ site hosts, site host ↔ site
+// host through both gateways) equals `latch policy eval`; the gateway
+// reports flows with the site's identity. Rejecting a route withdraws
+// it from every node.
 func TestSites(t *testing.T) {
 	c := newCluster(t)
 	lab := c.lab
