@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/latchnet/latch/coordinator/api"
 	"github.com/latchnet/latch/coordinator/coordtest"
 	"github.com/latchnet/latch/relay"
 	"github.com/latchnet/latch/view"
@@ -138,8 +139,7 @@ func (l *lab) waitCounter(series string, want float64) {
 	}
 }
 
-// send sends packet to peer, and sends it again until the relay has
-// taken it (peer's relay connection may still be being registered).
+// recv returns the next packet c receives, failing after 10 s.
 func recv(t *testing.T, c *relay.Client) (string, []byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -151,6 +151,7 @@ func recv(t *testing.T, c *relay.Client) (string, []byte) {
 	return peer, pkt
 }
 
+// send sends pkt to peer through c.
 func send(t *testing.T, c *relay.Client, peer string, pkt []byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -197,7 +198,6 @@ func TestDropsFramesBetweenNonPeers(t *testing.T) {
 	if got := l.counter(frames(relay.Forwarded)); got != 1 {
 		t.Fatalf("forwarded %v frames, want 1", got)
 	}
-	_ = a
 }
 
 // When a policy change ends the peering of a and b, the relay stops
@@ -295,5 +295,25 @@ func TestRefusesOversizedFrame(t *testing.T) {
 	l.waitCounter(frames(relay.TooLarge), 2)
 	if got := l.counter(frames(relay.Forwarded)); got != 0 {
 		t.Fatalf("forwarded %v frames, want none", got)
+	}
+}
+
+// With the relay off (latch coordinator --relay=false), the node API has
+// no relay route and /metrics no relay series.
+func TestRelayOff(t *testing.T) {
+	c := coordtest.New(t, coordtest.Options{API: func(cfg *api.Config) { cfg.NoRelay = true }})
+	n := c.MustEnroll(c.Token(1), "node-a")
+	rc, err := relay.Dial(context.Background(), c.URL, n.HTTP.Transport.(*http.Transport).TLSClientConfig, relay.DialOptions{})
+	if err == nil {
+		rc.Close()
+	}
+	var re *relay.RefusedError
+	if !errors.As(err, &re) || re.Status != http.StatusNotFound {
+		t.Fatalf("dial with the relay off: %v, want 404", err)
+	}
+	rec := httptest.NewRecorder()
+	c.API.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if strings.Contains(rec.Body.String(), "latch_relay_") {
+		t.Fatalf("/metrics has relay series with the relay off")
 	}
 }

@@ -13,8 +13,8 @@
 // (package coordinator/api, behind the node API's mTLS authentication)
 // tells it the node a connection belongs to. Client is the node side.
 //
-// Only packages coordinator/api (which serves it) and, later, the node's
-// WireGuard bind, and tests, import it.
+// Only package coordinator/api (which serves it), and tests, import it;
+// the node's WireGuard bind is to use Client.
 package relay
 
 import (
