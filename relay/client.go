@@ -50,7 +50,9 @@ func Dial(ctx context.Context, coordinatorURL string, tlsConfig *tls.Config, o D
 	// ctx ends only while the dial is under way.
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, cancel)
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig.Clone(), Proxy: http.ProxyFromEnvironment}}
+	tc := tlsConfig.Clone()
+	tc.NextProtos = []string{"http/1.1"} // a WebSocket needs HTTP/1.1's Upgrade
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}}
 	ws, resp, err := websocket.Dial(cctx, u, &websocket.DialOptions{HTTPClient: hc})
 	if !stop() || err != nil {
 		cancel()
@@ -119,7 +121,9 @@ func (c *Client) keepalive(ctx context.Context, every time.Duration) {
 
 // Send sends packet to the node peer through the relay. The relay drops
 // it silently unless peer and this node are peers in their views and
-// peer is connected: WireGuard retries as it does over UDP.
+// peer is connected: WireGuard retries as it does over UDP. ctx bounds
+// the write; when it ends before the frame is written, the connection
+// ends too.
 func (c *Client) Send(ctx context.Context, peer string, packet []byte) error {
 	if peer == "" {
 		return fmt.Errorf("relay send: no peer named")

@@ -317,3 +317,24 @@ func TestRelayOff(t *testing.T) {
 		t.Fatalf("/metrics has relay series with the relay off")
 	}
 }
+
+// A node's second connection replaces its first, which is closed saying
+// so; frames for the node reach the new one.
+func TestNewerConnectionReplacesOlder(t *testing.T) {
+	l := newLab(t)
+	old, b := l.dial("a"), l.dial("b")
+	l.connected(2)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ended := make(chan error, 1)
+	go func() { _, _, err := old.Recv(ctx); ended <- err }()
+	a := l.dial("a")
+	if err := <-ended; websocket.CloseStatus(err) != websocket.StatusPolicyViolation || !strings.Contains(err.Error(), "replaced") {
+		t.Fatalf("the older connection: %v, want it closed saying it was replaced", err)
+	}
+	l.connected(2)
+	send(t, b, "node-a", []byte("to the new one"))
+	if peer, pkt := recv(t, a); peer != "node-b" || string(pkt) != "to the new one" {
+		t.Fatalf("a received %q from %q", pkt, peer)
+	}
+}
