@@ -44,7 +44,7 @@ type Config struct {
 	// more are dropped (QueueFull).
 	Queue int
 	// ReadTimeout ends a connection that sends nothing (not even a
-	// keepalive frame) for this long.
+	// keepalive frame) for this long, with status 1008 and a reason.
 	ReadTimeout time.Duration
 	// WriteTimeout ends a connection that takes no frame for this long.
 	WriteTimeout time.Duration
@@ -192,25 +192,25 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request, node string, chec
 	s.cfg.Log.Debug("relay: disconnected", "node", node, "why", c.why)
 }
 
-// read takes c's frames and forwards them.
+// read takes c's frames and forwards them. A watchdog ends c when no
+// frame comes for ReadTimeout, with a close frame saying so.
 func (s *Server) read(ctx context.Context, c *conn) {
+	silent := time.AfterFunc(s.cfg.ReadTimeout, func() {
+		c.close(websocket.StatusPolicyViolation, fmt.Sprintf("nothing received for %s: send a keepalive frame more often", s.cfg.ReadTimeout))
+	})
+	defer silent.Stop()
 	for {
-		rctx, cancel := context.WithTimeout(ctx, s.cfg.ReadTimeout)
-		typ, b, err := c.ws.Read(rctx)
-		cancel()
+		typ, b, err := c.ws.Read(ctx)
 		switch {
 		case errors.Is(err, websocket.ErrMessageTooBig):
 			s.frames.WithLabelValues(TooLarge).Inc()
 			c.close(websocket.StatusMessageTooBig, fmt.Sprintf("a frame is longer than %d bytes", MaxFrame))
 			return
 		case err != nil:
-			why := "connection closed"
-			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-				why = fmt.Sprintf("nothing received for %s", s.cfg.ReadTimeout)
-			}
-			c.close(websocket.StatusGoingAway, why)
+			c.close(websocket.StatusGoingAway, "connection closed")
 			return
 		}
+		silent.Reset(s.cfg.ReadTimeout)
 		if typ != websocket.MessageBinary {
 			s.frames.WithLabelValues(Malformed).Inc()
 			c.close(websocket.StatusUnsupportedData, "relay frames are binary messages")
