@@ -46,6 +46,9 @@ func Dial(ctx context.Context, coordinatorURL string, tlsConfig *tls.Config, o D
 	if !strings.HasPrefix(u, "https://") {
 		return nil, fmt.Errorf("relay URL %q: want https://HOST[:PORT]", coordinatorURL)
 	}
+	if tlsConfig == nil {
+		return nil, fmt.Errorf("dialing relay %s: no TLS configuration: pass the node's, which presents its SVID", u)
+	}
 	// The connection outlives ctx: it runs on a context of its own, which
 	// ctx ends only while the dial is under way.
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))

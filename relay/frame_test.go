@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"strings"
 	"testing"
@@ -44,5 +45,14 @@ func TestFrameErrors(t *testing.T) {
 	}
 	if _, _, err := DecodeFrame(append([]byte{0}, make([]byte, MaxPacket+1)...)); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("decode a long packet: %v, want ErrTooLarge", err)
+	}
+}
+
+func TestDialRefusesBadArguments(t *testing.T) {
+	if _, err := Dial(t.Context(), "http://127.0.0.1:1", &tls.Config{}, DialOptions{}); err == nil || !strings.Contains(err.Error(), "want https://") {
+		t.Errorf("dial over plain HTTP: %v", err)
+	}
+	if _, err := Dial(t.Context(), "https://127.0.0.1:1", nil, DialOptions{}); err == nil || !strings.Contains(err.Error(), "no TLS configuration") {
+		t.Errorf("dial without a TLS configuration: %v", err)
 	}
 }
