@@ -13,12 +13,14 @@ import (
 func newCoordinatorCmd() *cobra.Command {
 	var c coordinator.Config
 	var baseline string
+	var relayOn bool
 	cmd := &cobra.Command{
 		Use:   "coordinator --listen ADDR --data-dir DIR --trust-domain TD",
 		Short: "Run the coordinator: SPIFFE CA, store, policy, views, node and admin APIs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c.Baseline = policy.Baseline(baseline)
+			c.NoRelay = !relayOn
 			c.Log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
 			return coordinator.Run(cmd.Context(), c)
 		},
@@ -38,6 +40,7 @@ func newCoordinatorCmd() *cobra.Command {
 	fl.DurationVar(&c.AuditRetention, "audit-retention", coordinator.DefaultAuditRetention, "how long audit log entries are kept (pruning is audited as one entry)")
 	fl.IntVar(&c.AuditMaxRows, "audit-max-rows", coordinator.DefaultAuditMaxRows, "the most audit log entries kept; the oldest beyond are deleted (0: no bound)")
 	fl.StringVar(&c.MetricsListen, "metrics-listen", "", "plain HTTP address serving Prometheus /metrics, without authentication (e.g. 127.0.0.1:9470); off when empty")
+	fl.BoolVar(&relayOn, "relay", true, "relay WireGuard packets between nodes that are peers in their views, over a WebSocket on the HTTPS port (for nodes with no direct path); --relay=false turns it off")
 	fl.DurationVar(&c.GatewayGrace, "gateway-grace", coordinator.DefaultGatewayGrace, "after a start, how long gateways have to connect before those that have not count as offline and their sites fail over")
 	fl.IntVar(&c.MaxWorkloadsPerNode, "max-workloads-per-node", coordinator.DefaultMaxWorkloadsPerNode, "the most workloads one node may register")
 	fl.StringVar(&c.Spire.Socket, "spiffe-socket", "", "Workload API socket of the coordinator's own SPIRE agent (unix:///PATH/api.sock): trust SPIRE's bundle and present the coordinator's SPIRE SVID to SPIRE nodes")

@@ -92,6 +92,9 @@ type Config struct {
 	// MetricsListen is a plain HTTP address serving Prometheus /metrics
 	// without authentication (--metrics-listen); off when empty.
 	MetricsListen string
+	// NoRelay turns off the relay the node API serves (--relay=false;
+	// package relay, docs/relay.md).
+	NoRelay bool
 	// Spire makes the coordinator trust a SPIRE deployment.
 	Spire SpireConfig
 	// Log receives the coordinator's logs; nil: text to stderr.

@@ -88,7 +88,7 @@ func Run(ctx context.Context, cfg Config) error {
 	srv := api.New(api.Config{State: st, CA: authority, AdminTokenHash: api.AdminTokenHash(adminToken),
 		SVIDTTL: c.SVIDTTL, Keepalive: c.Keepalive, Log: log, Extensions: []func(*echo.Echo, *echo.Group){console.Mount},
 		InstallScript: scripts.InstallScript, PublicURL: c.PublicURL, DistDir: c.DistDir, Spiffe: spire.trust,
-		Limits: api.Limits{MaxConnections: c.MaxConnections}})
+		Limits: api.Limits{MaxConnections: c.MaxConnections}, NoRelay: c.NoRelay})
 	// The serving certificate lives as long as the process, up to 30 days;
 	// restart the coordinator to renew it.
 	ips, dnsNames := servingNames(c.listenHost, c.publicHost)

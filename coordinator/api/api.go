@@ -36,6 +36,7 @@ import (
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
 	"github.com/latchnet/latch/policy"
+	"github.com/latchnet/latch/relay"
 	"github.com/latchnet/latch/wire"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -77,6 +78,9 @@ type Config struct {
 	// EnrollLimit bounds enrollment attempts per source address; nil
 	// takes EnrollLimiter().
 	EnrollLimit *ratelimit.Limiter
+	// NoRelay leaves out the relay (package relay) that the node API
+	// serves at relay.Path by default.
+	NoRelay bool
 }
 
 // Server is the coordinator's HTTP handler.
@@ -84,6 +88,7 @@ type Server struct {
 	cfg     Config
 	e       *echo.Echo
 	metrics *metrics
+	relay   *relay.Server // nil with Config.NoRelay
 }
 
 const (
@@ -119,6 +124,9 @@ func New(cfg Config) *Server {
 	s := &Server{cfg: cfg, e: echo.New()}
 	s.metrics = newMetrics(s)
 	s.metrics.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	if s.relay = s.newRelay(); s.relay != nil {
+		s.metrics.reg.MustRegister(s.relay)
+	}
 	s.e.HideBanner, s.e.HidePort = true, true
 	s.e.Use(s.metrics.instrument, s.deadlines)
 	s.e.HTTPErrorHandler = s.errorHandler
@@ -128,6 +136,9 @@ func New(cfg Config) *Server {
 	node.POST(wire.PathRegister, s.register, BodyLimit(RegisterBodyLimit))
 	node.GET(wire.PathStream, s.stream)
 	node.POST(wire.PathFlows, s.flows, BodyLimit(FlowsBodyLimit))
+	if s.relay != nil {
+		node.GET(relay.Path, s.relayConn)
+	}
 	admin := s.e.Group("/v1/admin", s.adminAuth)
 	s.adminRoutes(admin)
 	s.spiffeRoutes(admin)

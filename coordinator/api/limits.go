@@ -20,6 +20,7 @@ import (
 	"github.com/latchnet/latch/coordinator/ratelimit"
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/relay"
 	"github.com/latchnet/latch/wire"
 	"golang.org/x/net/netutil"
 )
@@ -300,12 +301,13 @@ func (s *Server) deadlines(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // streamRoute reports whether c answers with a stream or a large file:
-// the view stream, the console's events, the flow tail and the flow
-// export, the binaries of /dl/ (tens of MiB, which a slow link takes
-// longer than WriteTimeout to fetch).
+// the view stream, the relay's WebSocket (which sets its own deadlines),
+// the console's events, the flow tail and the flow export, the binaries
+// of /dl/ (tens of MiB, which a slow link takes longer than WriteTimeout
+// to fetch).
 func streamRoute(c echo.Context) bool {
 	switch c.Path() {
-	case wire.PathStream, "/v1/admin/events", PathDownloads + ":file":
+	case wire.PathStream, relay.Path, "/v1/admin/events", PathDownloads + ":file":
 		return true
 	case "/v1/admin/flows":
 		return c.QueryParam("follow") == "true" || c.QueryParam("format") == "jsonl"

@@ -9,6 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/relay"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -42,7 +43,7 @@ func newMetrics(s *Server) *metrics {
 		}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "latch_coordinator_api_request_duration_seconds",
-			Help:    "Latency of node and admin API calls (view streams and flow follows excluded), by route and status code.",
+			Help:    "Latency of node and admin API calls (view streams, relay connections and flow follows excluded), by route and status code.",
 			Buckets: prometheus.DefBuckets,
 		}, []string{"route", "code"}),
 		enrollments: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -109,7 +110,7 @@ func (m *metrics) instrument(next echo.HandlerFunc) echo.HandlerFunc {
 		if route == "" {
 			route = "unknown"
 		}
-		if route == "/v1/node/stream" || c.QueryParam("follow") == "true" {
+		if route == "/v1/node/stream" || route == relay.Path || c.QueryParam("follow") == "true" {
 			return err
 		}
 		code := c.Response().Status

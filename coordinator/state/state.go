@@ -258,6 +258,22 @@ func (s *State) change(ctx context.Context, what, actor, object string, detail a
 // View returns the current view of a node, or nil.
 func (s *State) View(node string) *view.View { return s.hub.Latest(node) }
 
+// MutualPeers reports whether nodes a and b hold each other as peers in
+// their current views: the relay's gate (package relay), asked on every
+// frame. It takes the hub's lock twice and searches two sorted peer
+// lists.
+func (s *State) MutualPeers(a, b string) bool {
+	return a != b && holdsPeer(s.hub.Latest(a), b) && holdsPeer(s.hub.Latest(b), a)
+}
+
+func holdsPeer(v *view.View, peer string) bool {
+	if v == nil {
+		return false
+	}
+	_, ok := slices.BinarySearchFunc(v.Peers, peer, func(p view.Peer, name string) int { return strings.Compare(p.Node, name) })
+	return ok
+}
+
 // Hub returns the mailboxes the node API streams from.
 func (s *State) Hub() *fanout.Hub { return s.hub }
 
