@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/latchnet/latch/policy"
+	"github.com/pion/stun/v3"
 )
 
 // TestRunServesUntilCancelled runs the coordinator on loopback with a
@@ -146,5 +148,66 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatalf("Validate: %v; want an error containing %q", err, c.want)
 			}
 		})
+	}
+}
+
+// TestRunServesSTUN: Run answers STUN binding requests on --stun-listen
+// and stops when it returns.
+func TestRunServesSTUN(t *testing.T) {
+	free, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stunAddr := free.LocalAddr().String()
+	free.Close()
+	listening := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{Listen: "127.0.0.1:0", DataDir: filepath.Join(t.TempDir(), "data"), STUNListen: stunAddr,
+			Log: slog.New(slog.DiscardHandler), OnListen: func(net.Addr, net.Addr) { close(listening) }})
+	}()
+	select {
+	case <-listening:
+	case err := <-done:
+		t.Fatalf("Run returned before listening: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the coordinator did not listen within 60s")
+	}
+	c, err := net.Dial("udp4", stunAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req, err := stun.Build(stun.TransactionID, stun.BindingRequest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.Write(req.Raw)
+		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		n, err := c.Read(buf)
+		if err == nil {
+			res := &stun.Message{Raw: buf[:n]}
+			if err := res.Decode(); err != nil || res.Type != stun.BindingSuccess {
+				t.Fatalf("answer %x: %v, want a binding success", buf[:n], err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no STUN answer from %s: %v", stunAddr, err)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if l, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(stunAddr))); err != nil {
+		t.Errorf("the STUN port is still held after Run returned: %v", err)
+	} else {
+		l.Close()
 	}
 }
