@@ -145,7 +145,7 @@ func enrollOnly(ctx context.Context, cfg Config, log *slog.Logger, d deps) error
 	if err != nil {
 		return err
 	}
-	a := &agent{s: s, log: log, d: d, dir: stateDir(s.StateDir), src: &source{}}
+	a := &agent{s: s, log: log, d: d, dir: stateDir(s.StateDir), src: &source{}, local: s.Endpoints}
 	if s.token == nil {
 		if _, err := os.Stat(a.dir.path(SVIDFile)); errors.Is(err, fs.ErrNotExist) {
 			return ErrNotEnrolled
@@ -204,7 +204,10 @@ type agent struct {
 	// told it, registered with its endpoints. Guarded by mu.
 	stunPort  int
 	reflexive netip.AddrPort
-	view      *view.View // the view received last; guarded by mu
+	// local are the endpoints on the host's own addresses (or
+	// --endpoint); guarded by mu.
+	local []netip.AddrPort
+	view  *view.View // the view received last; guarded by mu
 	// enforced is the view whose rules the enforcer holds (every view
 	// when enforcement is off); guarded by mu.
 	enforced *view.View
@@ -247,7 +250,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 	if err != nil {
 		return err
 	}
-	a := &agent{s: s, log: log, d: d, dir: stateDir(s.StateDir), src: &source{}, flows: flowlog.New(flowlog.Options{}), paths: newPaths()}
+	a := &agent{s: s, log: log, d: d, dir: stateDir(s.StateDir), src: &source{}, flows: flowlog.New(flowlog.Options{}), paths: newPaths(),
+		local: s.Endpoints}
 
 	if s.token == nil && s.SpiffeSocket == "" {
 		if _, err := os.Stat(a.dir.path(SVIDFile)); errors.Is(err, fs.ErrNotExist) {
@@ -430,9 +434,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 	}
 	wg.Go(func() { a.syncLoop(ctx) })
 	wg.Go(func() { a.pathLoop(ctx) })
-	if refl != nil {
-		wg.Go(func() { a.stunLoop(ctx, refl) })
-	}
+	wg.Go(func() { a.endpointLoop(ctx, refl) })
 	if a.enf != nil {
 		wg.Go(func() { a.eventLoop(ctx) })
 		wg.Go(func() { a.flowLoop(ctx) })
@@ -504,9 +506,10 @@ func (a *agent) registerRequest() wire.RegisterRequest {
 	a.mu.Lock()
 	route := a.node.Route
 	reflexive := a.reflexive
+	local := a.local
 	a.mu.Unlock()
 	req := wire.RegisterRequest{PublicKey: a.wgKey, Ports: a.s.Ports, Workloads: a.s.Workloads, Routes: a.s.Routes}
-	for _, ep := range append(slices.Clone(a.s.Endpoints), reflexive) {
+	for _, ep := range append(slices.Clone(local), reflexive) {
 		if !ep.IsValid() || slices.Contains(req.Endpoints, ep) || (route.IsValid() && route.Contains(ep.Addr())) {
 			continue
 		}

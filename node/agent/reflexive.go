@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/latchnet/latch/node/wg"
@@ -13,64 +14,107 @@ import (
 
 // StunEvery is how often the agent asks the coordinator's STUN server for
 // its reflexive endpoint (as often as the WireGuard keepalive, which keeps
-// the NAT mapping open).
-const StunEvery = 25 * time.Second
+// the NAT mapping open). AddrPoll is how often it reads the host's
+// addresses, when its endpoints are those (no --endpoint).
+const (
+	StunEvery = 25 * time.Second
+	AddrPoll  = 5 * time.Second
+)
 
-// stunLoop asks r (the WireGuard device) for this node's reflexive
-// endpoint at once and every StunEvery until ctx ends, and re-registers
-// when it differs from the one registered. Nothing is asked while the
-// coordinator has told no STUN port (none registered yet, or STUN off).
-func (a *agent) stunLoop(ctx context.Context, r wg.Reflector) {
-	wait := time.Duration(0)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-a.d.clock.After(wait):
+// endpointLoop keeps the registered endpoints current until ctx ends:
+// every AddrPoll it reads the host's addresses (unless --endpoint fixed
+// the local endpoints), and it asks r (the WireGuard device; nil for
+// kernel WireGuard) for the reflexive endpoint at once, every StunEvery,
+// and at once when the local addresses changed. It registers again when
+// either changed. Nothing is asked while the coordinator has told no STUN
+// port (none registered yet, or STUN off).
+func (a *agent) endpointLoop(ctx context.Context, r wg.Reflector) {
+	var nextSTUN time.Time // zero: ask at once
+	pending := false       // a change whose registration failed
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-a.d.clock.After(min(AddrPoll, StunEvery)):
+			}
 		}
-		wait = StunEvery
+		changed := a.refreshLocal()
+		if changed {
+			nextSTUN = time.Time{}
+		}
 		a.mu.Lock()
 		port := a.stunPort
 		a.mu.Unlock()
-		if port == 0 {
-			wait = time.Second // until a registration tells the port
-			continue
+		if r != nil && port != 0 && !a.d.clock.Now().Before(nextSTUN) {
+			nextSTUN = a.d.clock.Now().Add(StunEvery)
+			reflChanged, err := a.refreshReflexive(ctx, r, port)
+			if err != nil && ctx.Err() == nil {
+				a.log.Warn("learning this node's reflexive endpoint", logErr, err, logRetry, StunEvery)
+			}
+			changed = changed || reflChanged
 		}
-		if err := a.refreshReflexive(ctx, r, port); err != nil && ctx.Err() == nil {
-			a.log.Warn("learning this node's reflexive endpoint", logErr, err, logRetry, wait)
+		if changed || pending {
+			err := a.register(ctx)
+			pending = err != nil
+			if err != nil && ctx.Err() == nil {
+				a.log.Warn("registering the changed endpoints; will retry", logErr, err, logRetry, AddrPoll)
+			}
 		}
 	}
 }
 
+// refreshLocal reads the host's addresses, when they are the local
+// endpoints, and reports whether they changed.
+func (a *agent) refreshLocal() bool {
+	if !a.s.autoEndpoints {
+		return false
+	}
+	addrs, err := a.d.hostAddrs()
+	if err != nil {
+		a.log.Warn("reading this host's addresses", logErr, err)
+		return false
+	}
+	eps := make([]netip.AddrPort, 0, len(addrs))
+	for _, ip := range addrs {
+		eps = append(eps, netip.AddrPortFrom(ip, uint16(a.s.ListenPort)))
+	}
+	if len(eps) == 0 {
+		return false // keep the last ones rather than register none
+	}
+	a.mu.Lock()
+	old := a.local
+	a.local = eps
+	a.mu.Unlock()
+	if slices.Equal(old, eps) {
+		return false
+	}
+	a.log.Info("this host's addresses changed", "endpoints", fmt.Sprint(eps), "was", fmt.Sprint(old))
+	return true
+}
+
 // refreshReflexive asks the STUN server at the coordinator's host and
-// port, and registers again when the answer is new.
-func (a *agent) refreshReflexive(ctx context.Context, r wg.Reflector, port int) error {
+// port and reports whether the answer is new.
+func (a *agent) refreshReflexive(ctx context.Context, r wg.Reflector, port int) (bool, error) {
 	server, err := a.stunServer(ctx, port)
 	if err != nil {
-		return err
+		return false, err
 	}
 	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	ap, err := r.Reflexive(qctx, server)
 	if err != nil {
-		return err
+		return false, err
 	}
 	a.mu.Lock()
 	old := a.reflexive
 	a.reflexive = ap
 	a.mu.Unlock()
 	if old == ap {
-		return nil
+		return false, nil
 	}
 	a.log.Info("reflexive endpoint", "endpoint", ap.String(), "was", old.String())
-	if err := a.register(ctx); err != nil {
-		// The next sync registers it; so does the next change.
-		a.mu.Lock()
-		a.reflexive = old
-		a.mu.Unlock()
-		return fmt.Errorf("registering reflexive endpoint %s: %w", ap, err)
-	}
-	return nil
+	return true, nil
 }
 
 // stunServer is the coordinator's host (from --coordinator) at port.

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,5 +113,46 @@ func TestAgentTriesThePeersCandidatesInTurn(t *testing.T) {
 	}
 	if got := dev.Applied()[n:]; len(got) > 0 {
 		t.Errorf("applies %v after a handshake; want none", got)
+	}
+}
+
+// TestAgentFollowsTheHostsAddresses: without --endpoint, a change of the
+// host's addresses is registered, and the STUN server asked again, at
+// once.
+func TestAgentFollowsTheHostsAddresses(t *testing.T) {
+	fc := newFakeCoord(t, 20*time.Minute)
+	fc.stunPort.Store(3478)
+	dir := filepath.Join(t.TempDir(), "state")
+	cfg := testConfig(fc, dir, fc.token)
+	cfg.Endpoints = nil
+	cfg.ListenPort = 51820
+	var mu sync.Mutex
+	addrs := []netip.Addr{netip.MustParseAddr("198.18.0.5")}
+	a := startAgentWith(t, cfg, func(d *deps) {
+		d.hostAddrs = func() ([]netip.Addr, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(addrs), nil
+		}
+	})
+	dev := a.device(t)
+	fc.nextStream(t)
+	refl := netip.MustParseAddrPort("198.18.0.22:40000")
+	dev.SetReflexive(refl, nil)
+	eventually(t, "the first registration with the reflexive endpoint", func() bool {
+		a.clock.Advance(time.Second)
+		return slices.Equal(fc.lastRegister().Endpoints, []netip.AddrPort{netip.MustParseAddrPort("198.18.0.5:51820"), refl})
+	})
+	asked := len(dev.Asked())
+
+	mu.Lock()
+	addrs = []netip.Addr{netip.MustParseAddr("198.18.0.6")}
+	mu.Unlock()
+	eventually(t, "a registration with the new address", func() bool {
+		a.clock.Advance(time.Second)
+		return slices.Equal(fc.lastRegister().Endpoints, []netip.AddrPort{netip.MustParseAddrPort("198.18.0.6:51820"), refl})
+	})
+	if got := len(dev.Asked()); got <= asked {
+		t.Error("the STUN server was not asked again when the addresses changed")
 	}
 }
