@@ -12,7 +12,9 @@
 // device and, on a gateway (--advertise-routes), turns IPv4 forwarding on
 // and masquerades the traffic into routes advertised with :snat (package
 // node/route), keeps enforcing the last view while the coordinator is away
-// (fail-static), and answers local status queries on a unix socket in its
+// (fail-static), learns its reflexive endpoint behind NAT from the
+// coordinator's STUN server and tries each peer's candidate endpoints in
+// turn (docs/nat.md), and answers local status queries on a unix socket in its
 // state directory and, if asked, Prometheus scrapes.
 //
 // Only package cli imports it. It talks to the coordinator through the
