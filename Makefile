@@ -127,7 +127,8 @@ FUZZ_TARGETS ?= \
 	./coordinator/ca:FuzzParseToken \
 	./coordinator/auth:FuzzParseAPIToken \
 	./node/agent:FuzzParseJoinToken \
-	./grant:FuzzParse
+	./grant:FuzzParse \
+	./coordinator/stun:FuzzAnswer
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -125,3 +125,27 @@ func TestAnswerRateLimitsEachSource(t *testing.T) {
 		t.Error("not answered after the bucket refilled")
 	}
 }
+
+// FuzzAnswer: any packet gets no answer or a binding success for its own
+// transaction, never a panic.
+func FuzzAnswer(f *testing.F) {
+	req, _ := stun.Build(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+	f.Add(req.Raw)
+	f.Add([]byte{1, 0, 0, 0})
+	f.Add(make([]byte, 148))
+	s := newServer(ratelimit.New(1e9, 1e9, 10, nil))
+	src := netip.MustParseAddrPort("198.18.0.7:40000")
+	f.Fuzz(func(t *testing.T, in []byte) {
+		out := s.answer(append([]byte(nil), in...), src)
+		if out == nil {
+			return
+		}
+		res := &stun.Message{Raw: append([]byte(nil), out...)}
+		if err := res.Decode(); err != nil || res.Type != stun.BindingSuccess {
+			t.Fatalf("answer %x to %x: %v", out, in, err)
+		}
+		if string(res.TransactionID[:]) != string(in[8:20]) {
+			t.Fatalf("answer for transaction %x to %x", res.TransactionID, in)
+		}
+	})
+}
