@@ -14,7 +14,7 @@ FUZZTIME ?= 30000x
 # browser test, curl, openssl and systemd (systemd-analyze) for the install
 # script and the units, socat for the demo's console relay, strace and sudo
 # for the install tests (later issues add postgresql, ...).
-DEB_PACKAGES ?= iproute2 wireguard-tools iputils-ping netcat-openbsd shellcheck iperf3 chromium curl openssl systemd socat strace sudo
+DEB_PACKAGES ?= iproute2 wireguard-tools nftables iputils-ping netcat-openbsd shellcheck iperf3 chromium curl openssl systemd socat strace sudo
 
 # Debian packages `make generate` needs to compile bpf/latch.c.
 BPF_DEB_PACKAGES ?= clang llvm libbpf-dev gcc-multilib bpftool
@@ -127,7 +127,8 @@ FUZZ_TARGETS ?= \
 	./coordinator/ca:FuzzParseToken \
 	./coordinator/auth:FuzzParseAPIToken \
 	./node/agent:FuzzParseJoinToken \
-	./grant:FuzzParse
+	./grant:FuzzParse \
+	./coordinator/stun:FuzzAnswer
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

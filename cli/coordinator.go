@@ -39,6 +39,7 @@ func newCoordinatorCmd() *cobra.Command {
 	fl.IntVar(&c.MaxConnections, "max-connections", coordinator.DefaultMaxConnections, "the most client connections served at once; more wait until one closes")
 	fl.DurationVar(&c.AuditRetention, "audit-retention", coordinator.DefaultAuditRetention, "how long audit log entries are kept (pruning is audited as one entry)")
 	fl.IntVar(&c.AuditMaxRows, "audit-max-rows", coordinator.DefaultAuditMaxRows, "the most audit log entries kept; the oldest beyond are deleted (0: no bound)")
+	fl.StringVar(&c.STUNListen, "stun-listen", "", "UDP address of the STUN server that tells nodes behind NAT their public endpoint (default: --listen's host, port 3478); off to disable")
 	fl.StringVar(&c.MetricsListen, "metrics-listen", "", "plain HTTP address serving Prometheus /metrics, without authentication (e.g. 127.0.0.1:9470); off when empty")
 	fl.BoolVar(&relayOn, "relay", true, "relay WireGuard packets between nodes that are peers in their views, over a WebSocket on the HTTPS port (for nodes with no direct path); --relay=false turns it off")
 	fl.DurationVar(&c.GatewayGrace, "gateway-grace", coordinator.DefaultGatewayGrace, "after a start, how long gateways have to connect before those that have not count as offline and their sites fail over")

@@ -5,10 +5,13 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/latchnet/latch/coordinator/api"
 	"github.com/latchnet/latch/coordinator/state"
+	"github.com/latchnet/latch/coordinator/stun"
 	"github.com/latchnet/latch/policy"
 	"github.com/latchnet/latch/scripts"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -89,6 +92,11 @@ type Config struct {
 	// have to open their view streams before those that have not count as
 	// offline and lose their sites to other gateways (--gateway-grace).
 	GatewayGrace time.Duration
+	// STUNListen is the UDP address of the STUN server that tells nodes
+	// their reflexive endpoints (--stun-listen): empty means Listen's host
+	// on port 3478 (a free port when Listen's is 0), "off" turns it off. Nodes reach it at the
+	// coordinator's host and this port (wire.RegisterResponse.STUNPort).
+	STUNListen string
 	// MetricsListen is a plain HTTP address serving Prometheus /metrics
 	// without authentication (--metrics-listen); off when empty.
 	MetricsListen string
@@ -147,6 +155,7 @@ type checked struct {
 	Config
 	td         spiffeid.TrustDomain
 	listenHost string // the host of Listen
+	stunListen string // the STUN server's UDP address, "" when off
 	publicHost string // the host of PublicURL, if any
 }
 
@@ -201,6 +210,24 @@ func (c Config) check() (checked, error) {
 	}
 	if out.listenHost, _, err = net.SplitHostPort(c.Listen); err != nil {
 		return out, fmt.Errorf("--listen %q: want HOST:PORT: %w", c.Listen, err)
+	}
+	switch c.STUNListen {
+	case "off":
+	case "":
+		port := strconv.Itoa(stun.DefaultPort)
+		if strings.HasSuffix(c.Listen, ":0") {
+			port = "0" // tests: a free port for both
+		}
+		out.stunListen = net.JoinHostPort(out.listenHost, port)
+	default:
+		_, port, err := net.SplitHostPort(c.STUNListen)
+		if err != nil {
+			return out, fmt.Errorf("--stun-listen %q: want HOST:PORT (e.g. :3478) or off: %w", c.STUNListen, err)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			return out, fmt.Errorf("--stun-listen %q: port %q is not a number 0-65535", c.STUNListen, port)
+		}
+		out.stunListen = c.STUNListen
 	}
 	if c.PublicURL != "" {
 		if !scripts.ValidURL(c.PublicURL) {

@@ -31,6 +31,7 @@ import (
 	"github.com/latchnet/latch/coordinator/fanout"
 	"github.com/latchnet/latch/coordinator/state"
 	"github.com/latchnet/latch/coordinator/store"
+	"github.com/latchnet/latch/coordinator/stun"
 	"github.com/latchnet/latch/scripts"
 	"github.com/latchnet/latch/web"
 )
@@ -84,11 +85,25 @@ func Run(ctx context.Context, cfg Config) error {
 	if _, err := web.EnsureFirstAdmin(ctx, st, c.DataDir, log); err != nil {
 		return err
 	}
+	// The STUN server first: its port goes into every register response.
+	var stunConn *net.UDPConn
+	stunPort := 0
+	if c.stunListen != "" {
+		ua, err := net.ResolveUDPAddr("udp", c.stunListen)
+		if err != nil {
+			return fmt.Errorf("--stun-listen %s: %w", c.stunListen, err)
+		}
+		if stunConn, err = net.ListenUDP("udp", ua); err != nil {
+			return fmt.Errorf("--stun-listen %s: %w; pass --stun-listen off to run without it", c.stunListen, err)
+		}
+		defer stunConn.Close()
+		stunPort = stunConn.LocalAddr().(*net.UDPAddr).Port
+	}
 	console := web.New(web.Config{State: st, Flows: web.StoredFlows{State: st}, Log: log})
 	srv := api.New(api.Config{State: st, CA: authority, AdminTokenHash: api.AdminTokenHash(adminToken),
 		SVIDTTL: c.SVIDTTL, Keepalive: c.Keepalive, Log: log, Extensions: []func(*echo.Echo, *echo.Group){console.Mount},
 		InstallScript: scripts.InstallScript, PublicURL: c.PublicURL, DistDir: c.DistDir, Spiffe: spire.trust,
-		Limits: api.Limits{MaxConnections: c.MaxConnections}, NoRelay: c.NoRelay})
+		Limits: api.Limits{MaxConnections: c.MaxConnections}, NoRelay: c.NoRelay, STUNPort: stunPort})
 	// The serving certificate lives as long as the process, up to 30 days;
 	// restart the coordinator to renew it.
 	ips, dnsNames := servingNames(c.listenHost, c.publicHost)
@@ -116,8 +131,18 @@ func Run(ctx context.Context, cfg Config) error {
 	log.Info("coordinator listening", "addr", ln.Addr().String(), "trust_domain", c.td.String(),
 		"ca_fingerprint", authority.Fingerprint(), "admin_token_file", filepath.Join(c.DataDir, "admin.token"),
 		"console", "https://"+ln.Addr().String()+web.Prefix)
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- hs.Serve(ln) }()
+	if stunConn != nil {
+		log.Info("STUN listening", "addr", stunConn.LocalAddr().String())
+		sctx, stopSTUN := context.WithCancel(ctx)
+		defer stopSTUN()
+		go func() {
+			if err := stun.Serve(sctx, stunConn, log); err != nil {
+				errc <- err
+			}
+		}()
+	}
 	var metricsAddr net.Addr
 	if mln != nil {
 		mux := http.NewServeMux()

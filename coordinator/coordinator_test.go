@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/latchnet/latch/policy"
+	"github.com/pion/stun/v3"
 )
 
 // TestRunServesUntilCancelled runs the coordinator on loopback with a
@@ -113,7 +115,7 @@ func TestConfigValidate(t *testing.T) {
 		"everything set": {Config{Listen: "0.0.0.0:7443", DataDir: "/d", TrustDomain: "corp.test", Baseline: policy.BaselineAllow,
 			SVIDTTL: 10 * time.Second, Keepalive: time.Second, PublicURL: "https://coord.corp.test:7443", FlowRetention: time.Minute,
 			FlowMaxRows: 10, AuditRetention: time.Hour, AuditMaxRows: 10, MaxWorkloadsPerNode: 1, MaxConnections: 1,
-			MetricsListen: "127.0.0.1:9470", GatewayGrace: time.Second, Spire: SpireConfig{BundleFile: "/b.pem", TrustDomain: "spire.test"}}, ""},
+			MetricsListen: "127.0.0.1:9470", STUNListen: "0.0.0.0:3478", GatewayGrace: time.Second, Spire: SpireConfig{BundleFile: "/b.pem", TrustDomain: "spire.test"}}, ""},
 		"bad trust domain":       {Config{TrustDomain: "Not A Domain"}, `--trust-domain "Not A Domain"`},
 		"bad baseline":           {Config{Baseline: "maybe"}, "--baseline"},
 		"short SVID TTL":         {Config{SVIDTTL: time.Second}, "--svid-ttl 1s: must be at least 10s"},
@@ -127,6 +129,9 @@ func TestConfigValidate(t *testing.T) {
 		"negative gateway grace": {Config{GatewayGrace: -time.Second}, "--gateway-grace -1s: must be positive"},
 		"listen without port":    {Config{Listen: "127.0.0.1"}, `--listen "127.0.0.1": want HOST:PORT`},
 		"metrics without port":   {Config{MetricsListen: "localhost"}, `--metrics-listen "localhost": want HOST:PORT`},
+		"STUN off":               {Config{STUNListen: "off"}, ""},
+		"STUN without port":      {Config{STUNListen: "0.0.0.0"}, `--stun-listen "0.0.0.0": want HOST:PORT`},
+		"STUN bad port":          {Config{STUNListen: ":70000"}, `--stun-listen ":70000": port "70000"`},
 		"public URL not https":   {Config{PublicURL: "http://coord"}, `--public-url "http://coord": want https://HOST[:PORT]`},
 		"SPIRE map alone":        {Config{Spire: SpireConfig{MapFile: "/m.yaml"}}, "need --spiffe-socket or --trust-bundle"},
 		"SPIRE of own domain":    {Config{Spire: SpireConfig{Socket: "unix:///s", TrustDomain: "example.test"}}, "coordinator's own --trust-domain"},
@@ -143,5 +148,66 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatalf("Validate: %v; want an error containing %q", err, c.want)
 			}
 		})
+	}
+}
+
+// TestRunServesSTUN: Run answers STUN binding requests on --stun-listen
+// and stops when it returns.
+func TestRunServesSTUN(t *testing.T) {
+	free, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stunAddr := free.LocalAddr().String()
+	free.Close()
+	listening := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{Listen: "127.0.0.1:0", DataDir: filepath.Join(t.TempDir(), "data"), STUNListen: stunAddr,
+			Log: slog.New(slog.DiscardHandler), OnListen: func(net.Addr, net.Addr) { close(listening) }})
+	}()
+	select {
+	case <-listening:
+	case err := <-done:
+		t.Fatalf("Run returned before listening: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the coordinator did not listen within 60s")
+	}
+	c, err := net.Dial("udp4", stunAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req, err := stun.Build(stun.TransactionID, stun.BindingRequest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.Write(req.Raw)
+		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		n, err := c.Read(buf)
+		if err == nil {
+			res := &stun.Message{Raw: buf[:n]}
+			if err := res.Decode(); err != nil || res.Type != stun.BindingSuccess {
+				t.Fatalf("answer %x: %v, want a binding success", buf[:n], err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no STUN answer from %s: %v", stunAddr, err)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if l, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(stunAddr))); err != nil {
+		t.Errorf("the STUN port is still held after Run returned: %v", err)
+	} else {
+		l.Close()
 	}
 }

@@ -110,6 +110,10 @@ type RegisterResponse struct {
 	// Routes are the node's advertised routes with their status at the
 	// time of the registration.
 	Routes []RouteStatus `json:"routes,omitempty"`
+	// STUNPort is the UDP port of the coordinator's STUN server, on the
+	// host the node reaches the coordinator at; 0 when it has none. The
+	// node asks it for its reflexive endpoint (docs/nat.md).
+	STUNPort int `json:"stunPort,omitempty"`
 }
 
 // StreamMessage is one line of the view stream: a full view, a delta from

@@ -51,6 +51,9 @@ type Config struct {
 	SVIDTTL        time.Duration // default 1 h
 	Pool           netip.Prefix  // the overlay, told to nodes as their route
 	Keepalive      time.Duration // stream keepalive, default 10 s
+	// STUNPort is told to nodes in register responses: the port of the
+	// coordinator's STUN server, 0 for none.
+	STUNPort int
 	// FlowPoll is how often a following flow query looks for new flows;
 	// default 1 s.
 	FlowPoll time.Duration
@@ -450,6 +453,7 @@ func (s *Server) register(c echo.Context) error {
 	resp := wire.RegisterResponse{
 		Node:      wire.NodeInfo{Name: n.Name, Namespace: n.Namespace, Labels: n.Labels, IP: n.IP, Route: s.cfg.Pool},
 		Workloads: ws,
+		STUNPort:  s.cfg.STUNPort,
 	}
 	for _, r := range routes {
 		resp.Routes = append(resp.Routes, wire.RouteStatus{Prefix: r.Prefix.String(), SNAT: r.SNAT, Status: r.Status})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/latchnet/latch/adminapi"
 	"github.com/latchnet/latch/adminapi/client"
+	"github.com/latchnet/latch/coordinator/api"
 	"github.com/latchnet/latch/coordinator/coordtest"
 	"github.com/latchnet/latch/wire"
 )
@@ -135,5 +136,21 @@ func TestSubnetRoutes(t *testing.T) {
 	}
 	if rs, _ := c.SubnetRoutes(ctx, "gw-1"); len(rs) != 0 {
 		t.Fatalf("routes of a deleted node: %+v", rs)
+	}
+}
+
+// TestRegisterTellsTheSTUNPort: a register response carries the port of
+// the coordinator's STUN server, and none when it has none.
+func TestRegisterTellsTheSTUNPort(t *testing.T) {
+	for _, port := range []int{0, 3478} {
+		h := newHarnessWith(t, coordtest.Options{API: func(c *api.Config) { c.STUNPort = port }})
+		n := h.MustEnroll(h.Token(1), "n1")
+		code, body, rr := advertise(h, n)
+		if code != http.StatusOK {
+			t.Fatalf("register: %d %s", code, body)
+		}
+		if rr.STUNPort != port {
+			t.Errorf("STUN port %d in the register response, want %d", rr.STUNPort, port)
+		}
 	}
 }

@@ -2,8 +2,8 @@
 // (enroll a node, log in to the console): a token bucket per source
 // address, in a table of bounded size. It does no I/O.
 //
-// Only packages coordinator/api (the node API) and web (the console's
-// login) import it.
+// Only packages coordinator/api (the node API), coordinator/stun (STUN
+// answers) and web (the console's login) import it.
 package ratelimit
 
 import (

@@ -16,6 +16,11 @@
 //		return a.DialTCP(netip.AddrPortFrom(b.Underlay, 443), time.Second)
 //	})
 //
+// A [Site] is a LAN apart from the underlay ([Lab.Site]); a [NAT]
+// ([Lab.NAT]) is a home router on the underlay with a site as its LAN,
+// masquerading the LAN's traffic with nftables and dropping unsolicited
+// packets on its WAN (it needs nft, Debian package nftables).
+//
 // Every name a lab creates carries a random per-lab suffix, so parallel and
 // leftover runs never collide, and everything (processes, listeners,
 // namespaces, links, the bridge) is removed by t.Cleanup, also when the test

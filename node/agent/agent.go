@@ -12,7 +12,9 @@
 // device and, on a gateway (--advertise-routes), turns IPv4 forwarding on
 // and masquerades the traffic into routes advertised with :snat (package
 // node/route), keeps enforcing the last view while the coordinator is away
-// (fail-static), and answers local status queries on a unix socket in its
+// (fail-static), learns its reflexive endpoint behind NAT from the
+// coordinator's STUN server and tries each peer's candidate endpoints in
+// turn (docs/nat.md), and answers local status queries on a unix socket in its
 // state directory and, if asked, Prometheus scrapes.
 //
 // Only package cli imports it. It talks to the coordinator through the
@@ -28,6 +30,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -144,7 +147,7 @@ func enrollOnly(ctx context.Context, cfg Config, log *slog.Logger, d deps) error
 	if err != nil {
 		return err
 	}
-	a := &agent{s: s, log: log, d: d, dir: stateDir(s.StateDir), src: &source{}}
+	a := &agent{s: s, log: log, d: d, dir: stateDir(s.StateDir), src: &source{}, local: s.Endpoints}
 	if s.token == nil {
 		if _, err := os.Stat(a.dir.path(SVIDFile)); errors.Is(err, fs.ErrNotExist) {
 			return ErrNotEnrolled
@@ -189,9 +192,24 @@ type agent struct {
 	// viewFailures counts failed view applications by stage.
 	viewFailures [numStages]atomic.Uint64
 
+	// applyMu serialises the peer sets given to dev (setView, the path
+	// loop); applied is the last one dev took and paths picks each
+	// peer's endpoint among its candidates. Guarded by applyMu.
+	applyMu sync.Mutex
+	applied []wg.Peer
+	paths   *paths
+
 	mu   sync.Mutex
 	node wire.NodeInfo // guarded by mu
-	view *view.View    // the view received last; guarded by mu
+	// stunPort is the coordinator's STUN port from the last registration
+	// (0: none); reflexive is this node's reflexive endpoint as STUN last
+	// told it, registered with its endpoints. Guarded by mu.
+	stunPort  int
+	reflexive netip.AddrPort
+	// local are the endpoints on the host's own addresses (or
+	// --endpoint); guarded by mu.
+	local []netip.AddrPort
+	view  *view.View // the view received last; guarded by mu
 	// enforced is the view whose rules the enforcer holds (every view
 	// when enforcement is off); guarded by mu.
 	enforced *view.View
@@ -234,7 +252,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 	if err != nil {
 		return err
 	}
-	a := &agent{s: s, log: log, d: d, dir: stateDir(s.StateDir), src: &source{}, flows: flowlog.New(flowlog.Options{})}
+	a := &agent{s: s, log: log, d: d, dir: stateDir(s.StateDir), src: &source{}, flows: flowlog.New(flowlog.Options{}), paths: newPaths(),
+		local: s.Endpoints}
 
 	if s.token == nil && s.SpiffeSocket == "" {
 		if _, err := os.Stat(a.dir.path(SVIDFile)); errors.Is(err, fs.ErrNotExist) {
@@ -410,11 +429,14 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, d deps) error {
 	defer stopMetrics()
 
 	a.log.Info("node agent running", logID, spiffeID.String(), logExpiry, expiry)
+	refl, _ := dev.(wg.Reflector) // nil for kernel WireGuard
 	var wg sync.WaitGroup
 	if a.spire == nil {
 		wg.Go(func() { a.renewLoop(ctx) }) // SPIRE renews its own SVIDs
 	}
 	wg.Go(func() { a.syncLoop(ctx) })
+	wg.Go(func() { a.pathLoop(ctx) })
+	wg.Go(func() { a.endpointLoop(ctx, refl) })
 	if a.enf != nil {
 		wg.Go(func() { a.eventLoop(ctx) })
 		wg.Go(func() { a.flowLoop(ctx) })
@@ -480,14 +502,17 @@ func (a *agent) loadOrEnroll(ctx context.Context) error {
 }
 
 // registerRequest is what the node registers: its WireGuard key, its
-// endpoints outside the overlay, its ports and workloads.
+// endpoints outside the overlay (the local ones, then the reflexive one,
+// without repeats), its ports and workloads.
 func (a *agent) registerRequest() wire.RegisterRequest {
 	a.mu.Lock()
 	route := a.node.Route
+	reflexive := a.reflexive
+	local := a.local
 	a.mu.Unlock()
 	req := wire.RegisterRequest{PublicKey: a.wgKey, Ports: a.s.Ports, Workloads: a.s.Workloads, Routes: a.s.Routes}
-	for _, ep := range a.s.Endpoints {
-		if route.IsValid() && route.Contains(ep.Addr()) {
+	for _, ep := range append(slices.Clone(local), reflexive) {
+		if !ep.IsValid() || slices.Contains(req.Endpoints, ep) || (route.IsValid() && route.Contains(ep.Addr())) {
 			continue
 		}
 		req.Endpoints = append(req.Endpoints, ep)
@@ -505,6 +530,7 @@ func (a *agent) register(ctx context.Context) error {
 	old := a.node
 	a.node = resp.Node
 	a.routes = resp.Routes
+	a.stunPort = resp.STUNPort
 	a.mu.Unlock()
 	if old.IP.IsValid() && (old.IP != resp.Node.IP || old.Route != resp.Node.Route) {
 		a.log.Error("the coordinator changed this node's overlay address; restart the agent to use it",

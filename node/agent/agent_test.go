@@ -71,6 +71,7 @@ type fakeCoord struct {
 	registers []wire.RegisterRequest // guarded by mu
 	flows     []wire.FlowBatch       // guarded by mu
 	flowsDown atomic.Bool            // answer 503 to flow uploads
+	stunPort  atomic.Int32           // told in register responses
 	regNames  []string               // node names of registers; guarded by mu
 
 	spire *fakeSpire // trusted besides ca, if set (trustSpire)
@@ -227,7 +228,7 @@ func (fc *fakeCoord) register(w http.ResponseWriter, r *http.Request) {
 	fc.registers = append(fc.registers, req)
 	fc.regNames = append(fc.regNames, name)
 	fc.mu.Unlock()
-	resp := wire.RegisterResponse{Node: fc.nodeInfo(name)}
+	resp := wire.RegisterResponse{Node: fc.nodeInfo(name), STUNPort: int(fc.stunPort.Load())}
 	for i, d := range req.Workloads {
 		// Addresses from 100.64.1.1 in declaration order.
 		resp.Workloads = append(resp.Workloads, inventory.Workload{Name: d.Name, Namespace: d.Namespace,

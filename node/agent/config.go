@@ -140,6 +140,9 @@ func parseToken(s string) (joinToken, error) {
 
 // settings is a Config checked and completed with defaults.
 type settings struct {
+	// autoEndpoints: the endpoints are the host's addresses (no
+	// --endpoint), so the agent follows them as they change.
+	autoEndpoints bool
 	Config
 	base  *url.URL
 	token *joinToken // nil when no token was given
@@ -246,6 +249,7 @@ func (cfg Config) check(hostAddrs func() ([]netip.Addr, error), isCgroup func(pa
 		}
 	}
 	if len(s.Endpoints) == 0 {
+		s.autoEndpoints = true
 		addrs, err := hostAddrs()
 		if err != nil {
 			return s, fmt.Errorf("finding this host's addresses for the default endpoints: %w; pass --endpoint IP:PORT", err)

@@ -185,6 +185,10 @@ func (a *agent) handle(m *wire.StreamMessage) error {
 // closed). The failure shows in status, metrics and the log; the next
 // view, or the next keepalive, tries again.
 func (a *agent) setView(v *view.View, persist bool) {
+	// One Apply at a time, so that the path loop never applies the peers
+	// of an older view.
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
 	ruleErr := a.applyRules(v)
 	a.mu.Lock()
 	if ruleErr == nil {
@@ -207,9 +211,12 @@ func (a *agent) setView(v *view.View, persist bool) {
 		a.log.Log(context.Background(), level, "the enforcer cannot load the view: its rules and new peers wait, the previous rules stay in force",
 			logVersion, v.Version, logEnforced, versionOf(enforced), logErr, ruleErr)
 	}
+	a.pickEndpoints(v, peers)
 	err := a.dev.Apply(peers)
 	if err != nil {
 		a.viewFailures[stageWireGuard].Add(1)
+	} else {
+		a.applied = peers
 	}
 	routeErr := ""
 	if err == nil && a.rt != nil {
@@ -336,8 +343,9 @@ func (a *agent) peersOf(v *view.View) []wg.Peer {
 	return out
 }
 
-// toWGPeer converts one view peer: the base64 key, the first endpoint, the
-// allowed IPs and a 25 s keepalive.
+// toWGPeer converts one view peer: the base64 key, the first endpoint (the
+// agent then picks among them: pickEndpoints), the allowed IPs and a 25 s
+// keepalive.
 func toWGPeer(p view.Peer) (wg.Peer, error) {
 	key, err := wgtypes.ParseKey(p.PublicKey)
 	if err != nil {

@@ -3,6 +3,7 @@
 package wg
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,6 +42,7 @@ type linuxDevice struct {
 	// wireguard-go only; nil for the kernel implementation.
 	wgdev *wgdevice.Device
 	uapi  net.Listener
+	bind  *stunBind // wireguard-go's socket, with STUN on the side
 
 	mu     sync.Mutex // serialises Apply, Peers and Close
 	closed bool       // must hold mu
@@ -162,7 +164,8 @@ func (d *linuxDevice) startUserspace(cfg Config) error {
 	if cfg.Filter != nil {
 		tdev = &filterTUN{Device: tdev, f: cfg.Filter}
 	}
-	d.wgdev = wgdevice.NewDevice(tdev, conn.NewDefaultBind(), &wgdevice.Logger{
+	d.bind = newSTUNBind(conn.NewDefaultBind())
+	d.wgdev = wgdevice.NewDevice(tdev, d.bind, &wgdevice.Logger{
 		Verbosef: func(format string, args ...any) { d.log.Debug(fmt.Sprintf(format, args...)) },
 		Errorf:   func(format string, args ...any) { d.log.Error(fmt.Sprintf(format, args...)) },
 	})
@@ -321,6 +324,15 @@ func (d *linuxDevice) Peers() ([]PeerStatus, error) {
 		out = append(out, status(p))
 	}
 	return out, nil
+}
+
+// Reflexive implements Reflector: with wireguard-go it asks from the
+// WireGuard socket; kernel WireGuard owns its socket, so it cannot.
+func (d *linuxDevice) Reflexive(ctx context.Context, server netip.AddrPort) (netip.AddrPort, error) {
+	if d.bind == nil {
+		return netip.AddrPort{}, fmt.Errorf("%w: kernel WireGuard owns its socket", ErrNoReflexive)
+	}
+	return d.bind.Reflexive(ctx, server)
 }
 
 func (d *linuxDevice) Name() string           { return d.name }

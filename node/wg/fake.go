@@ -1,9 +1,11 @@
 package wg
 
 import (
+	"context"
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -24,6 +26,50 @@ type Fake struct {
 	closed  bool           // guarded by mu
 	addrs   []netip.Prefix // extra addresses the last SetAddresses gave; guarded by mu
 	addrErr error          // returned by the next SetAddresses calls; guarded by mu
+	// reflexive and reflexiveErr are what Reflexive returns; asked are
+	// the servers it was asked of. Guarded by mu.
+	reflexive    netip.AddrPort
+	reflexiveErr error
+	asked        []netip.AddrPort
+	handshakes   map[wgtypes.Key]time.Time // guarded by mu
+}
+
+var _ Reflector = (*Fake)(nil)
+
+// SetReflexive makes the following Reflexive calls return ap and err.
+func (f *Fake) SetReflexive(ap netip.AddrPort, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reflexive, f.reflexiveErr = ap, err
+}
+
+// Reflexive implements Reflector with what SetReflexive set (at first
+// ErrNoReflexive), and records server.
+func (f *Fake) Reflexive(_ context.Context, server netip.AddrPort) (netip.AddrPort, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.asked = append(f.asked, server)
+	if f.reflexiveErr == nil && !f.reflexive.IsValid() {
+		return netip.AddrPort{}, ErrNoReflexive
+	}
+	return f.reflexive, f.reflexiveErr
+}
+
+// Asked returns the STUN servers Reflexive was asked of, oldest first.
+func (f *Fake) Asked() []netip.AddrPort {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.asked)
+}
+
+// SetHandshake makes Peers report t as the last handshake with key.
+func (f *Fake) SetHandshake(key wgtypes.Key, t time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.handshakes == nil {
+		f.handshakes = map[wgtypes.Key]time.Time{}
+	}
+	f.handshakes[key] = t
 }
 
 // NewFake returns a Fake with the given name, public key and listen port
@@ -113,7 +159,8 @@ func (f *Fake) Current() []Peer {
 	return clonePeers(f.peers)
 }
 
-// Peers reports the current peer set with no handshakes and no traffic.
+// Peers reports the current peer set with the handshakes SetHandshake
+// set and no traffic.
 func (f *Fake) Peers() ([]PeerStatus, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -122,7 +169,7 @@ func (f *Fake) Peers() ([]PeerStatus, error) {
 	}
 	out := make([]PeerStatus, 0, len(f.peers))
 	for _, p := range f.peers {
-		s := PeerStatus{PublicKey: p.PublicKey, AllowedIPs: normalize(p.AllowedIPs)}
+		s := PeerStatus{PublicKey: p.PublicKey, AllowedIPs: normalize(p.AllowedIPs), LastHandshake: f.handshakes[p.PublicKey]}
 		if ap, ok := addrPort(p.Endpoint); ok {
 			s.Endpoint = ap.String()
 		}

@@ -2,7 +2,9 @@
 // to it. It uses kernel WireGuard when the module is available and the
 // embedded wireguard-go on a TUN device otherwise; both are driven through
 // wgctrl. Plan, which computes the change from the current peer set to the
-// desired one, is pure and has no OS effects.
+// desired one, is pure and has no OS effects. The wireguard-go device's
+// socket can also ask a STUN server for the node's reflexive endpoint
+// (Reflector).
 //
 // Only package node/agent imports it; its tests use Fake.
 package wg

@@ -1,0 +1,224 @@
+package agent
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/latchnet/latch/node/wg"
+	"github.com/latchnet/latch/view"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// WireGuard holds one endpoint per peer, while a peer may register
+// several candidates: its local addresses first, then its reflexive
+// endpoint (the address its NAT gives it, docs/nat.md). The agent picks
+// one at a time:
+//
+//   - A peer with a fresh handshake (within sessionFresh) keeps the
+//     endpoint WireGuard has: the agent gives it none, so WireGuard's
+//     roaming (it answers where the peer's packets come from) stays in
+//     charge of a path that works.
+//   - Otherwise WireGuard is given the current candidate; after
+//     pathDwell without a handshake the agent moves to the next one (in
+//     the peer's order, wrapping around) and re-adds the peer, so that
+//     WireGuard starts a handshake at the new candidate at once (it
+//     otherwise retries only every 5 s, at whatever endpoint it holds
+//     then). Re-adding costs nothing: without a handshake there is no
+//     session to lose. After pathRounds rounds through the candidates
+//     without a handshake it moves on only every pathSlowDwell, so an
+//     offline peer costs a handshake attempt per candidate at most every
+//     25 s.
+//
+// Both ends of a pair do this, so both NATs see outgoing packets to the
+// other's reflexive endpoint: that is the hole punching.
+const (
+	pathDwell     = 2 * time.Second
+	pathSlowDwell = 25 * time.Second
+	pathRounds    = 3
+	pathTick      = time.Second
+	// sessionFresh is how long after a handshake a session counts as
+	// working: WireGuard's REJECT_AFTER_TIME, which a peer with a
+	// keepalive renews every REKEY_AFTER_TIME (120 s).
+	sessionFresh = 180 * time.Second
+)
+
+// candidates is one peer's endpoint state.
+type candidates struct {
+	eps   []netip.AddrPort
+	idx   int       // the one WireGuard is given
+	since time.Time // when idx was chosen
+	moves int       // moves since the last handshake
+	fresh bool      // a handshake within sessionFresh, as of the last step
+}
+
+// paths holds the candidates of every peer. It is pure: the agent feeds
+// it views and device status and applies what it says.
+type paths struct {
+	byKey map[wgtypes.Key]*candidates
+}
+
+func newPaths() *paths { return &paths{byKey: map[wgtypes.Key]*candidates{}} }
+
+// sync makes the candidates those of want (a peer's endpoints, in order,
+// deduplicated). A peer whose list changed starts on its first candidate,
+// unless the one it was on is still listed; peers not in want are
+// forgotten.
+func (p *paths) sync(want map[wgtypes.Key][]netip.AddrPort, now time.Time) {
+	for k := range p.byKey {
+		if _, ok := want[k]; !ok {
+			delete(p.byKey, k)
+		}
+	}
+	for k, eps := range want {
+		eps = dedupe(eps)
+		c, ok := p.byKey[k]
+		if !ok {
+			p.byKey[k] = &candidates{eps: eps, since: now}
+			continue
+		}
+		if slices.Equal(c.eps, eps) {
+			continue
+		}
+		var cur netip.AddrPort
+		if c.idx < len(c.eps) {
+			cur = c.eps[c.idx]
+		}
+		c.eps = eps
+		if i := slices.Index(eps, cur); i >= 0 {
+			c.idx = i
+			continue
+		}
+		c.idx, c.since, c.moves = 0, now, 0
+	}
+}
+
+// endpoint is what WireGuard is given for key: nil for a peer with a
+// fresh session (WireGuard keeps its own) or without candidates, else
+// the current candidate.
+func (p *paths) endpoint(key wgtypes.Key) *net.UDPAddr {
+	c, ok := p.byKey[key]
+	if !ok || c.fresh || len(c.eps) == 0 {
+		return nil
+	}
+	return net.UDPAddrFromAddrPort(c.eps[c.idx])
+}
+
+// step reads the device's peers at now and moves each peer without a
+// fresh session and with more than one candidate to its next candidate
+// once it has dwelt long enough. It returns the peers moved: the agent
+// re-adds them with their new endpoint.
+func (p *paths) step(status []wg.PeerStatus, now time.Time) []wgtypes.Key {
+	hs := make(map[wgtypes.Key]time.Time, len(status))
+	for _, s := range status {
+		hs[s.PublicKey] = s.LastHandshake
+	}
+	var moved []wgtypes.Key
+	for k, c := range p.byKey {
+		last := hs[k]
+		c.fresh = !last.IsZero() && now.Sub(last) < sessionFresh
+		if c.fresh {
+			c.moves = 0
+			c.since = now
+			continue
+		}
+		if len(c.eps) < 2 {
+			continue
+		}
+		dwell := pathDwell
+		if c.moves >= pathRounds*len(c.eps) {
+			dwell = pathSlowDwell
+		}
+		if now.Sub(c.since) < dwell {
+			continue
+		}
+		c.idx = (c.idx + 1) % len(c.eps)
+		c.since = now
+		c.moves++
+		moved = append(moved, k)
+	}
+	slices.SortFunc(moved, func(a, b wgtypes.Key) int { return slices.Compare(a[:], b[:]) })
+	return moved
+}
+
+// dedupe returns eps without invalid entries and repeats, in order.
+func dedupe(eps []netip.AddrPort) []netip.AddrPort {
+	out := make([]netip.AddrPort, 0, len(eps))
+	for _, ep := range eps {
+		if ep.IsValid() && !slices.Contains(out, ep) {
+			out = append(out, ep)
+		}
+	}
+	return out
+}
+
+// pickEndpoints gives each of peers (v's, about to be applied) the
+// endpoint the path state picks among v's candidates. It must hold
+// applyMu.
+func (a *agent) pickEndpoints(v *view.View, peers []wg.Peer) {
+	want := make(map[wgtypes.Key][]netip.AddrPort, len(v.Peers))
+	for _, p := range v.Peers {
+		if k, err := wgtypes.ParseKey(p.PublicKey); err == nil {
+			want[k] = p.Endpoints
+		}
+	}
+	a.paths.sync(want, a.d.clock.Now())
+	for i := range peers {
+		peers[i].Endpoint = a.paths.endpoint(peers[i].PublicKey)
+	}
+}
+
+// pathLoop moves peers without a handshake to their next candidate
+// endpoint (see paths) every pathTick until ctx ends.
+func (a *agent) pathLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.d.clock.After(pathTick):
+		}
+		a.stepPaths()
+	}
+}
+
+// stepPaths is one step of pathLoop: the peers it moves are removed and
+// added again with their new endpoint, so that WireGuard starts a
+// handshake there at once.
+func (a *agent) stepPaths() {
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
+	if a.applied == nil {
+		return
+	}
+	st, err := a.dev.Peers()
+	if err != nil {
+		a.log.Debug("reading peers for their paths", logErr, err)
+		return
+	}
+	moved := a.paths.step(st, a.d.clock.Now())
+	if len(moved) == 0 {
+		return
+	}
+	without := make([]wg.Peer, 0, len(a.applied))
+	next := make([]wg.Peer, 0, len(a.applied))
+	for _, p := range a.applied {
+		if slices.Contains(moved, p.PublicKey) {
+			p.Endpoint = a.paths.endpoint(p.PublicKey)
+			a.log.Debug("trying the next endpoint of a peer", "peer", p.PublicKey.String(), "endpoint", p.Endpoint.String())
+		} else {
+			without = append(without, p)
+		}
+		next = append(next, p)
+	}
+	if err := a.dev.Apply(without); err != nil {
+		a.log.Warn("removing peers to try their next endpoint", logErr, err)
+		return
+	}
+	if err := a.dev.Apply(next); err != nil {
+		a.log.Warn("adding peers back with their next endpoint", logErr, err)
+		return
+	}
+	a.applied = next
+}
