@@ -30,6 +30,7 @@ var (
 	descPeers       = prometheus.NewDesc("latch_node_peers", "WireGuard peers of the device.", nil, nil)
 	descHandshakes  = prometheus.NewDesc("latch_node_peers_with_handshake", "Peers that completed a WireGuard handshake.", nil, nil)
 	descHandshake   = prometheus.NewDesc("latch_node_peer_last_handshake_age_seconds", "Seconds since the latest handshake with a peer (peers with one only).", []string{"peer"}, nil)
+	descPath        = prometheus.NewDesc("latch_node_peer_path", "Peers by the path they are reached on: direct-lan (endpoint in a private or link-local range), direct-public (any other endpoint) or none (never a handshake).", []string{"path"}, nil)
 	descRx          = prometheus.NewDesc("latch_node_peer_rx_bytes_total", "Bytes received from a peer.", []string{"peer"}, nil)
 	descTx          = prometheus.NewDesc("latch_node_peer_tx_bytes_total", "Bytes sent to a peer.", []string{"peer"}, nil)
 	descMode        = prometheus.NewDesc("latch_node_enforcer_mode", "1 for the active enforcement mode (ebpf, userspace or off).", []string{"mode"}, nil)
@@ -47,7 +48,7 @@ type nodeCollector struct{ a *agent }
 
 func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descViewVersion, descViewRecv, descViewFail, descCtCapacity, descCtCreated,
-		descCtEvicted, descCtRecreated, descCtMisses, descRefused, descPeers, descHandshakes, descHandshake, descRx, descTx,
+		descCtEvicted, descCtRecreated, descCtMisses, descRefused, descPeers, descHandshakes, descHandshake, descPath, descRx, descTx,
 		descMode, descPackets, descEventsLost, descMapEntries, descFlowQueued, descFlowDropped, descFlowSent, descRoute, descForwarding} {
 		ch <- d
 	}
@@ -76,7 +77,9 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	if ps, err := a.peers(); err == nil {
 		gauge(ch, descPeers, float64(len(ps)))
 		hs := 0
+		byPath := map[string]int{}
 		for _, p := range ps {
+			byPath[p.Path]++
 			name := p.Node
 			if name == "" {
 				name = p.PublicKey
@@ -89,6 +92,9 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(ch, descTx, float64(p.TxBytes), name)
 		}
 		gauge(ch, descHandshakes, float64(hs))
+		for _, path := range []string{PathDirectLAN, PathDirectPublic, PathNone} {
+			gauge(ch, descPath, float64(byPath[path]), path)
+		}
 	} else {
 		ch <- prometheus.NewInvalidMetric(descPeers, err)
 	}

@@ -2,9 +2,11 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/latchnet/latch/node/wg"
@@ -52,6 +54,17 @@ type candidates struct {
 	since time.Time // when idx was chosen
 	moves int       // moves since the last handshake
 	fresh bool      // a handshake within sessionFresh, as of the last step
+	// tried are the candidates WireGuard was given since the list
+	// last changed.
+	tried map[netip.AddrPort]bool
+}
+
+// try makes idx the current candidate and marks it tried.
+func (c *candidates) try(idx int, now time.Time) {
+	c.idx, c.since = idx, now
+	if len(c.eps) > 0 {
+		c.tried[c.eps[idx]] = true
+	}
 }
 
 // paths holds the candidates of every peer. It is pure: the agent feeds
@@ -76,7 +89,9 @@ func (p *paths) sync(want map[wgtypes.Key][]netip.AddrPort, now time.Time) {
 		eps = dedupe(eps)
 		c, ok := p.byKey[k]
 		if !ok {
-			p.byKey[k] = &candidates{eps: eps, since: now}
+			c = &candidates{eps: eps, tried: map[netip.AddrPort]bool{}}
+			c.try(0, now)
+			p.byKey[k] = c
 			continue
 		}
 		if slices.Equal(c.eps, eps) {
@@ -87,11 +102,14 @@ func (p *paths) sync(want map[wgtypes.Key][]netip.AddrPort, now time.Time) {
 			cur = c.eps[c.idx]
 		}
 		c.eps = eps
+		c.tried = map[netip.AddrPort]bool{}
 		if i := slices.Index(eps, cur); i >= 0 {
 			c.idx = i
+			c.tried[cur] = true
 			continue
 		}
-		c.idx, c.since, c.moves = 0, now, 0
+		c.moves = 0
+		c.try(0, now)
 	}
 }
 
@@ -134,13 +152,77 @@ func (p *paths) step(status []wg.PeerStatus, now time.Time) []wgtypes.Key {
 		if now.Sub(c.since) < dwell {
 			continue
 		}
-		c.idx = (c.idx + 1) % len(c.eps)
-		c.since = now
+		c.try((c.idx+1)%len(c.eps), now)
 		c.moves++
 		moved = append(moved, k)
 	}
 	slices.SortFunc(moved, func(a, b wgtypes.Key) int { return slices.Compare(a[:], b[:]) })
 	return moved
+}
+
+// The paths a peer is reached on (PeerInfo.Path). The rule is by address:
+// an endpoint in a private or link-local range (10/8, 172.16/12,
+// 192.168/16, 169.254/16, fc00::/7, fe80::/10) is a LAN path, any other
+// one a public path. It is the endpoint WireGuard holds, which after a
+// handshake is where the peer's packets come from (its roaming), so the
+// path is true even where the endpoint is none of the peer's candidates.
+const (
+	PathDirectLAN    = "direct-lan"
+	PathDirectPublic = "direct-public"
+	PathNone         = "none" // never a handshake
+)
+
+// pathOf names the path to a peer with status st: the address rule for
+// one with a handshake, PathNone for one without.
+func pathOf(st wg.PeerStatus) string {
+	if st.LastHandshake.IsZero() {
+		return PathNone
+	}
+	ap, err := netip.ParseAddrPort(st.Endpoint)
+	if err != nil {
+		return PathNone
+	}
+	if a := ap.Addr().Unmap(); a.IsPrivate() || a.IsLinkLocalUnicast() {
+		return PathDirectLAN
+	}
+	return PathDirectPublic
+}
+
+// pathInfo is the path part of a PeerInfo.
+type pathInfo struct {
+	Path       string
+	Candidates []Candidate
+	Reason     string
+}
+
+// describe tells the path to the peer with status st, its candidates
+// (which one WireGuard holds, which were tried) and, without a handshake,
+// why in words.
+func (p *paths) describe(st wg.PeerStatus) pathInfo {
+	out := pathInfo{Path: pathOf(st)}
+	c := p.byKey[st.PublicKey]
+	var tried []string
+	if c != nil {
+		for _, ep := range c.eps {
+			cd := Candidate{Endpoint: ep.String(), InUse: ep.String() == st.Endpoint, Tried: c.tried[ep]}
+			if cd.Tried {
+				tried = append(tried, cd.Endpoint)
+			}
+			out.Candidates = append(out.Candidates, cd)
+		}
+	}
+	if out.Path != PathNone {
+		return out
+	}
+	switch {
+	case len(out.Candidates) == 0:
+		out.Reason = "no handshake yet; the peer registered no endpoint"
+	case len(tried) == 0:
+		out.Reason = fmt.Sprintf("no handshake yet on any of %d candidates; none tried yet", len(out.Candidates))
+	default:
+		out.Reason = fmt.Sprintf("no handshake yet on any of %d candidates; tried %s; a relay is not built yet", len(out.Candidates), strings.Join(tried, ", "))
+	}
+	return out
 }
 
 // dedupe returns eps without invalid entries and repeats, in order.

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -100,5 +101,48 @@ func TestPathsKeepTheCandidateInUseWhenTheListChanges(t *testing.T) {
 	p.sync(map[wgtypes.Key][]netip.AddrPort{k: {a}}, now)
 	if got := p.endpoint(k).String(); got != a.String() {
 		t.Errorf("endpoint %s after its candidate went, want the first, %s", got, a)
+	}
+}
+
+func TestPeerPath(t *testing.T) {
+	k := wgtypes.Key{2}
+	lan := netip.MustParseAddrPort("192.168.1.5:51820")
+	refl := netip.MustParseAddrPort("198.18.0.9:40211")
+	t0 := time.Unix(1000, 0)
+	p := newPaths()
+	p.sync(map[wgtypes.Key][]netip.AddrPort{k: {lan, refl}}, t0)
+	none := []wg.PeerStatus{{PublicKey: k}}
+	p.step(none, t0.Add(pathDwell)) // on to refl
+
+	// No handshake: path none, both candidates tried, a reason in words.
+	got := p.describe(wg.PeerStatus{PublicKey: k, Endpoint: refl.String()})
+	if got.Path != PathNone {
+		t.Errorf("path %q without a handshake, want %q", got.Path, PathNone)
+	}
+	want := []Candidate{{Endpoint: lan.String(), Tried: true}, {Endpoint: refl.String(), InUse: true, Tried: true}}
+	if !slices.Equal(got.Candidates, want) {
+		t.Errorf("candidates %+v, want %+v", got.Candidates, want)
+	}
+	if w := "no handshake yet on any of 2 candidates; tried 192.168.1.5:51820, 198.18.0.9:40211; a relay is not built yet"; got.Reason != w {
+		t.Errorf("reason %q, want %q", got.Reason, w)
+	}
+
+	// A handshake at the private candidate: direct-lan, no reason.
+	hs := t0.Add(3 * pathDwell)
+	got = p.describe(wg.PeerStatus{PublicKey: k, Endpoint: lan.String(), LastHandshake: hs})
+	if got.Path != PathDirectLAN || got.Reason != "" || !got.Candidates[0].InUse || got.Candidates[1].InUse {
+		t.Errorf("at the LAN candidate: %+v, want direct-lan with it in use", got)
+	}
+	// At the public one (or wherever WireGuard roamed to): direct-public.
+	got = p.describe(wg.PeerStatus{PublicKey: k, Endpoint: "198.18.0.77:1234", LastHandshake: hs})
+	if got.Path != PathDirectPublic || got.Candidates[0].InUse || got.Candidates[1].InUse {
+		t.Errorf("at a roamed public endpoint: %+v, want direct-public with no candidate in use", got)
+	}
+
+	// A peer without candidates and without handshake.
+	k2 := wgtypes.Key{3}
+	p.sync(map[wgtypes.Key][]netip.AddrPort{k: {lan, refl}, k2: nil}, t0)
+	if got := p.describe(wg.PeerStatus{PublicKey: k2}); got.Path != PathNone || got.Reason != "no handshake yet; the peer registered no endpoint" {
+		t.Errorf("peer without candidates: %+v", got)
 	}
 }

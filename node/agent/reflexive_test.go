@@ -1,9 +1,14 @@
 package agent
 
 import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -77,11 +82,15 @@ func TestAgentAsksNoSTUNWithoutAPort(t *testing.T) {
 
 // TestAgentTriesThePeersCandidatesInTurn: a peer with two candidates is
 // given the first, then, without a handshake, re-added with the second;
-// after a handshake it is left to WireGuard.
+// after a handshake it is left to WireGuard. The peers' answer and
+// /metrics show the path: none with the reason before the handshake,
+// direct-public after it.
 func TestAgentTriesThePeersCandidatesInTurn(t *testing.T) {
 	fc := newFakeCoord(t, 20*time.Minute)
 	dir := filepath.Join(t.TempDir(), "state")
-	a := startAgent(t, testConfig(fc, dir, fc.token))
+	cfg := testConfig(fc, dir, fc.token)
+	cfg.MetricsListen = freePort(t)
+	a := startAgent(t, cfg)
 	dev := a.device(t)
 	s := fc.nextStream(t)
 	key := newKey(t)
@@ -103,6 +112,10 @@ func TestAgentTriesThePeersCandidatesInTurn(t *testing.T) {
 		t.Errorf("applies %v; want the peer removed, then added back at the next candidate", applied)
 	}
 
+	checkPath(t, dir, cfg.MetricsListen, PeerInfo{Node: "n2", Endpoint: refl, Path: PathNone,
+		Candidates: []Candidate{{Endpoint: lan, Tried: true}, {Endpoint: refl, InUse: true, Tried: true}},
+		Reason:     "no handshake yet on any of 2 candidates; tried " + lan + ", " + refl + "; a relay is not built yet"})
+
 	// A handshake: it stays.
 	dev.SetHandshake(key, a.clock.Now())
 	a.clock.Advance(time.Second) // a step sees it
@@ -113,6 +126,40 @@ func TestAgentTriesThePeersCandidatesInTurn(t *testing.T) {
 	}
 	if got := dev.Applied()[n:]; len(got) > 0 {
 		t.Errorf("applies %v after a handshake; want none", got)
+	}
+	checkPath(t, dir, cfg.MetricsListen, PeerInfo{Node: "n2", Endpoint: refl, Path: PathDirectPublic,
+		Candidates: []Candidate{{Endpoint: lan, Tried: true}, {Endpoint: refl, InUse: true, Tried: true}}})
+}
+
+// checkPath checks the path fields of the agent's one peer against want,
+// and that /metrics counts that peer on want.Path and none on the others.
+func checkPath(t *testing.T, dir, metrics string, want PeerInfo) {
+	t.Helper()
+	ps, err := QueryPeers(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ps) != 1 {
+		t.Fatalf("peers %+v, want one", ps)
+	}
+	got := ps[0]
+	if got.Node != want.Node || got.Endpoint != want.Endpoint || got.Path != want.Path || got.Reason != want.Reason || !slices.Equal(got.Candidates, want.Candidates) {
+		t.Errorf("peer %+v\nwant node %s, endpoint %s, path %s, candidates %+v, reason %q", got, want.Node, want.Endpoint, want.Path, want.Candidates, want.Reason)
+	}
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, path := range []string{PathDirectLAN, PathDirectPublic, PathNone} {
+		n := 0
+		if path == want.Path {
+			n = 1
+		}
+		if line := fmt.Sprintf("latch_node_peer_path{path=%q} %d\n", path, n); !strings.Contains(string(body), line) {
+			t.Errorf("metrics lack %q", line)
+		}
 	}
 }
 

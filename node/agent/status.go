@@ -126,6 +126,24 @@ type PeerInfo struct {
 	// SiteRoutes are the AllowedIPs outside the overlay: site addresses
 	// behind the peer, a gateway.
 	SiteRoutes []SiteRoute `json:"siteRoutes,omitempty"`
+	// Path is how the peer is reached: PathDirectLAN or PathDirectPublic
+	// (by the address of Endpoint, see pathOf) after a handshake,
+	// PathNone before the first one.
+	Path string `json:"path"`
+	// Candidates are the peer's endpoints from the view, in its order.
+	Candidates []Candidate `json:"candidates,omitempty"`
+	// Reason says why the path is none, "" otherwise.
+	Reason string `json:"reason,omitempty"`
+}
+
+// Candidate is one of a peer's endpoints, in PeerInfo.
+type Candidate struct {
+	Endpoint string `json:"endpoint"`
+	// InUse is true when WireGuard holds this endpoint for the peer.
+	InUse bool `json:"inUse,omitempty"`
+	// Tried is true when the agent gave it to WireGuard since the peer's
+	// candidates last changed.
+	Tried bool `json:"tried,omitempty"`
 }
 
 func (a *agent) status() Status {
@@ -208,6 +226,12 @@ func (a *agent) peers() ([]PeerInfo, error) {
 	}
 	overlay := overlayOf(a.node)
 	a.mu.Unlock()
+	a.applyMu.Lock()
+	paths := make([]pathInfo, len(ps))
+	for i, p := range ps {
+		paths[i] = a.paths.describe(p)
+	}
+	a.applyMu.Unlock()
 	kernel := map[netip.Prefix]route.State{}
 	if a.rt != nil {
 		for _, r := range a.rt.Status().Routes {
@@ -215,8 +239,11 @@ func (a *agent) peers() ([]PeerInfo, error) {
 		}
 	}
 	out := make([]PeerInfo, 0, len(ps))
-	for _, p := range ps {
+	for i, p := range ps {
 		pi := PeerInfo{
+			Path:          paths[i].Path,
+			Candidates:    paths[i].Candidates,
+			Reason:        paths[i].Reason,
 			Node:          names[p.PublicKey.String()],
 			PublicKey:     p.PublicKey.String(),
 			Endpoint:      p.Endpoint,
