@@ -589,8 +589,12 @@ func TestAgentLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantPs := []PeerInfo{
-		{Node: "n2", PublicKey: k2.String(), Endpoint: "198.18.0.2:51820", AllowedIPs: []string{"100.64.0.3/32"}},
-		{Node: "n3", PublicKey: k3.String(), Endpoint: "198.18.0.3:51820", AllowedIPs: []string{"100.64.0.4/32", "100.64.0.5/32"}},
+		{Node: "n2", PublicKey: k2.String(), Endpoint: "198.18.0.2:51820", AllowedIPs: []string{"100.64.0.3/32"}, Path: PathNone,
+			Candidates: []Candidate{{Endpoint: "198.18.0.2:51820", InUse: true, Tried: true}},
+			Reason:     "no handshake yet on its one candidate; tried 198.18.0.2:51820; a relay is not built yet"},
+		{Node: "n3", PublicKey: k3.String(), Endpoint: "198.18.0.3:51820", AllowedIPs: []string{"100.64.0.4/32", "100.64.0.5/32"}, Path: PathNone,
+			Candidates: []Candidate{{Endpoint: "198.18.0.3:51820", InUse: true, Tried: true}},
+			Reason:     "no handshake yet on its one candidate; tried 198.18.0.3:51820; a relay is not built yet"},
 	}
 	if d := cmp.Diff(wantPs, ps); d != "" {
 		t.Errorf("peers (-want +got):\n%s", d)

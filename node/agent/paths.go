@@ -214,13 +214,17 @@ func (p *paths) describe(st wg.PeerStatus) pathInfo {
 	if out.Path != PathNone {
 		return out
 	}
+	on := fmt.Sprintf("any of %d candidates", len(out.Candidates))
+	if len(out.Candidates) == 1 {
+		on = "its one candidate"
+	}
 	switch {
 	case len(out.Candidates) == 0:
 		out.Reason = "no handshake yet; the peer registered no endpoint"
 	case len(tried) == 0:
-		out.Reason = fmt.Sprintf("no handshake yet on any of %d candidates; none tried yet", len(out.Candidates))
+		out.Reason = "no handshake yet on " + on + "; none tried yet"
 	default:
-		out.Reason = fmt.Sprintf("no handshake yet on any of %d candidates; tried %s; a relay is not built yet", len(out.Candidates), strings.Join(tried, ", "))
+		out.Reason = "no handshake yet on " + on + "; tried " + strings.Join(tried, ", ") + "; a relay is not built yet"
 	}
 	return out
 }
