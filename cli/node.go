@@ -359,7 +359,13 @@ func newPeersCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "peers [--state-dir DIR] [--json]",
 		Short: "List the local node's WireGuard peers",
-		Args:  cobra.NoArgs,
+		Long: `List the local node's WireGuard peers with the path each one is
+reached on: direct-lan (the endpoint in use is in a private or link-local
+range), direct-public (any other endpoint) or none (never a handshake;
+the reason, with the peer's candidate endpoints tried, follows the
+table). --json adds each peer's candidates, which one is in use and
+which were tried.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ps, err := agent.QueryPeers(cmd.Context(), stateDir)
 			if err != nil {
@@ -546,7 +552,8 @@ func printPeers(w io.Writer, ps []agent.PeerInfo, now time.Time) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	writeRow(tw, "NODE", "ENDPOINT", "ALLOWED IPS", "HANDSHAKE", "RX", "TX")
+	writeRow(tw, "NODE", "ENDPOINT", "PATH", "ALLOWED IPS", "HANDSHAKE", "RX", "TX")
+	var reasons []string
 	for _, p := range ps {
 		node := p.Node
 		if node == "" {
@@ -556,13 +563,26 @@ func printPeers(w io.Writer, ps []agent.PeerInfo, now time.Time) {
 		if ep == "" {
 			ep = "-"
 		}
+		path := p.Path
+		if path == "" {
+			path = "-"
+		}
 		hs := "never"
 		if !p.LastHandshake.IsZero() {
 			hs = now.Sub(p.LastHandshake).Round(time.Second).String() + " ago"
 		}
-		writeRow(tw, node, ep, allowedIPs(p), hs, p.RxBytes, p.TxBytes)
+		writeRow(tw, node, ep, path, allowedIPs(p), hs, p.RxBytes, p.TxBytes)
+		if p.Reason != "" {
+			reasons = append(reasons, node+": "+p.Reason)
+		}
 	}
 	tw.Flush()
+	if len(reasons) > 0 {
+		fmt.Fprintln(w)
+		for _, r := range reasons {
+			fmt.Fprintln(w, r)
+		}
+	}
 }
 
 // allowedIPs lists a peer's allowed IPs, each site prefix (outside the

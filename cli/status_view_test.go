@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -118,7 +119,30 @@ func TestPrintPeersSiteRoutes(t *testing.T) {
 	}
 	b.Reset()
 	printPeers(&b, []agent.PeerInfo{{Node: "gw-3", PublicKey: "k"}}, time.Now())
-	if want := "gw-3  -         none (standby gateway)"; !strings.Contains(b.String(), want) {
+	if want := "gw-3  -         -     none (standby gateway)"; !strings.Contains(b.String(), want) {
 		t.Errorf("a peer without allowed IPs: want %q in\n%s", want, b.String())
+	}
+}
+
+// TestPrintPeersPath: `latch peers` shows each peer's path, and says why
+// below the table for a peer without one.
+func TestPrintPeersPath(t *testing.T) {
+	var b strings.Builder
+	printPeers(&b, []agent.PeerInfo{
+		{Node: "web", PublicKey: "k1", Endpoint: "198.18.0.9:40211", AllowedIPs: []string{"100.64.0.3/32"}, Path: agent.PathDirectPublic, LastHandshake: time.Now()},
+		{Node: "db", PublicKey: "k2", Endpoint: "198.18.0.5:51820", AllowedIPs: []string{"100.64.0.4/32"}, Path: agent.PathNone,
+			Reason: "no handshake yet on any of 2 candidates; tried 198.18.0.5:51820, 198.18.0.9:40211; a relay is not built yet"},
+	}, time.Now())
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	for i, re := range []string{
+		`^NODE +ENDPOINT +PATH +ALLOWED IPS +HANDSHAKE +RX +TX$`,
+		`^web +198\.18\.0\.9:40211 +direct-public +100\.64\.0\.3/32 `,
+		`^db +198\.18\.0\.5:51820 +none +100\.64\.0\.4/32 +never `,
+		`^$`,
+		`^db: no handshake yet on any of 2 candidates; tried 198\.18\.0\.5:51820, 198\.18\.0\.9:40211; a relay is not built yet$`,
+	} {
+		if i >= len(lines) || !regexp.MustCompile(re).MatchString(lines[i]) {
+			t.Fatalf("line %d: want %q in\n%s", i, re, b.String())
+		}
 	}
 }
