@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -82,4 +84,70 @@ func TestNATDirect(t *testing.T) {
 			t.Errorf("%s holds its peer at %s, want the peer's NAT router's WAN address %s", p.n.name, ep, p.nat.Router.Underlay)
 		}
 	}
+
+	// Each node tells the path: direct-public, at the peer's NAT router's
+	// WAN address, which is the peer's reflexive candidate, in use.
+	for _, p := range []struct {
+		n, peer *node
+		nat     *netlab.NAT // of the peer
+	}{{a, b, natB}, {b, a, natA}} {
+		netlab.Eventually(t, 10*time.Second, func() error { return c.checkPath(p.n, p.peer.name, p.nat.Router.Underlay) })
+	}
+}
+
+// peerPath is the path part of an entry of `latch peers --json`.
+type peerPath struct {
+	Node       string `json:"node"`
+	Endpoint   string `json:"endpoint"`
+	Path       string `json:"path"`
+	Reason     string `json:"reason"`
+	Candidates []struct {
+		Endpoint string `json:"endpoint"`
+		InUse    bool   `json:"inUse"`
+		Tried    bool   `json:"tried"`
+	} `json:"candidates"`
+}
+
+// checkPath checks with `latch peers` (--json and the table) that n
+// reaches its one peer, named peer, on the direct-public path at wan, and
+// that the endpoint in use is one of the peer's candidates.
+func (c *cluster) checkPath(n *node, peer string, wan netip.Addr) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := n.host.Command(ctx, c.bin, "peers", "--state-dir", n.state, "--json").Output()
+	if err != nil {
+		return fmt.Errorf("latch peers --json on %s: %v", n.name, err)
+	}
+	var ps []peerPath
+	if err := json.Unmarshal(out, &ps); err != nil {
+		return fmt.Errorf("latch peers --json on %s: %v: %s", n.name, err, out)
+	}
+	if len(ps) != 1 || ps[0].Node != peer {
+		return fmt.Errorf("%s: peers %s, want only %s", n.name, out, peer)
+	}
+	p := ps[0]
+	ep, err := netip.ParseAddrPort(p.Endpoint)
+	if err != nil || p.Path != "direct-public" || ep.Addr() != wan || p.Reason != "" {
+		return fmt.Errorf("%s: peer %s at %q on path %q (reason %q), want direct-public at %s", n.name, peer, p.Endpoint, p.Path, p.Reason, wan)
+	}
+	inUse := 0
+	for _, cd := range p.Candidates {
+		if cd.InUse {
+			inUse++
+			if cd.Endpoint != p.Endpoint || !cd.Tried {
+				return fmt.Errorf("%s: candidate %+v in use, want %s, tried", n.name, cd, p.Endpoint)
+			}
+		}
+	}
+	if len(p.Candidates) < 2 || inUse != 1 {
+		return fmt.Errorf("%s: candidates %+v, want the LAN and the reflexive one, the reflexive in use", n.name, p.Candidates)
+	}
+	table, err := n.host.Command(ctx, c.bin, "peers", "--state-dir", n.state).Output()
+	if err != nil {
+		return fmt.Errorf("latch peers on %s: %v", n.name, err)
+	}
+	if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(peer) + ` +` + regexp.QuoteMeta(p.Endpoint) + ` +direct-public `).Match(table) {
+		return fmt.Errorf("%s: latch peers shows no direct-public row for %s at %s:\n%s", n.name, peer, p.Endpoint, table)
+	}
+	return nil
 }
