@@ -2,14 +2,11 @@ package state
 
 import (
 	"context"
-	"os"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/latchnet/latch/grant"
 	"github.com/latchnet/latch/inventory"
-	"github.com/latchnet/latch/policy"
 	"github.com/latchnet/latch/view"
 	"github.com/latchnet/latch/wire"
 )
@@ -20,23 +17,7 @@ func failoverEnv(t *testing.T, grace time.Duration) *env {
 	ctx := context.Background()
 	e := &env{t: t, path: t.TempDir() + "/latch.db", now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC), grace: grace}
 	e.open()
-	e.token("t", 4, grant.Workload{Namespace: "prod", Labels: map[string]string{"app": "web"}})
-	for _, n := range []string{"app", "gw-a", "gw-b"} {
-		e.enroll("t", n)
-	}
-	e.register("app", inventory.Workload{Name: "web", Namespace: "prod", Labels: map[string]string{"app": "web"}})
-	db := site("site-eu", "db", map[string]string{"role": "db"}, "198.19.1.0/24")
-	db.Ports = []inventory.Port{{Port: 5432, Protocol: inventory.TCP}}
-	if _, err := e.s.PutSite(ctx, "alice", db); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(webToSite)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.s.ApplyPolicies(ctx, "alice", policy.File{Name: "web-to-db.yaml", Data: data}); err != nil {
-		t.Fatal(err)
-	}
+	e.webToDB("gw-a", "gw-b")
 	for _, gw := range []string{"gw-a", "gw-b"} {
 		if err := e.advertise(gw, wire.Route{Prefix: "198.19.1.0/24"}); err != nil {
 			t.Fatal(err)

@@ -46,6 +46,32 @@ func (e *env) siteIPs(node, gw string) []string {
 	return nil
 }
 
+// webToDB sets up the view engine's example (netmap/testdata/web-to-db.yaml):
+// node app hosting prod/web, which may reach 198.19.1.0/24 of site
+// site-eu/db on 5432 except 198.19.1.128/26, and the given gateway nodes,
+// enrolled without routes.
+func (e *env) webToDB(gateways ...string) {
+	e.t.Helper()
+	ctx := context.Background()
+	e.token("t", 8, grant.Workload{Namespace: "prod", Labels: map[string]string{"app": "web"}})
+	for _, n := range append([]string{"app"}, gateways...) {
+		e.enroll("t", n)
+	}
+	e.register("app", inventory.Workload{Name: "web", Namespace: "prod", Labels: map[string]string{"app": "web"}})
+	db := site("site-eu", "db", map[string]string{"role": "db"}, "198.19.1.0/24")
+	db.Ports = []inventory.Port{{Port: 5432, Protocol: inventory.TCP}}
+	if _, err := e.s.PutSite(ctx, "alice", db); err != nil {
+		e.t.Fatal(err)
+	}
+	data, err := os.ReadFile(webToSite)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.s.ApplyPolicies(ctx, "alice", policy.File{Name: "web-to-db.yaml", Data: data}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 // TestSiteViewsFollowTheStore: the coordinator's sites and approved
 // routes reach the views: a node whose workload may reach a site gets the
 // site's gateway as a peer with exactly the allowed CIDRs once the route
@@ -55,22 +81,7 @@ func (e *env) siteIPs(node, gw string) []string {
 func TestSiteViewsFollowTheStore(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
-	e.token("t", 4, grant.Workload{Namespace: "prod", Labels: map[string]string{"app": "web"}})
-	e.enroll("t", "app")
-	e.enroll("t", "gw")
-	e.register("app", inventory.Workload{Name: "web", Namespace: "prod", Labels: map[string]string{"app": "web"}})
-	db := site("site-eu", "db", map[string]string{"role": "db"}, "198.19.1.0/24")
-	db.Ports = []inventory.Port{{Port: 5432, Protocol: inventory.TCP}}
-	if _, err := e.s.PutSite(ctx, "alice", db); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(webToSite)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.s.ApplyPolicies(ctx, "alice", policy.File{Name: "web-to-db.yaml", Data: data}); err != nil {
-		t.Fatal(err)
-	}
+	e.webToDB("gw")
 	if err := e.advertise("gw", wire.Route{Prefix: "198.19.1.0/24"}); err != nil {
 		t.Fatal(err)
 	}
