@@ -73,6 +73,9 @@ func newBrowser(t *testing.T, h *harness) *browser {
 		// the browser does not know; the test talks only to loopback.
 		chromedp.Flag("ignore-certificate-errors", true),
 		chromedp.UserDataDir(t.TempDir()),
+		// Chromium makes its singleton socket directory in TMPDIR and
+		// leaves it; one of the test's own is removed with the test.
+		chromedp.Env("TMPDIR=" + t.TempDir()),
 		chromedp.WindowSize(1400, 1000),
 	}
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
