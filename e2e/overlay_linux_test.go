@@ -62,7 +62,7 @@ type cluster struct {
 	coordP  *netlab.Proc
 	nodes   map[string]*node
 	nextIdx int
-	ids     map[string]nodeID // see identities
+	ids     map[string]nodeID // by state directory; see identities
 }
 
 type node struct {
@@ -165,10 +165,8 @@ func (c *cluster) wgPeers(n *node) ([]string, error) {
 		return nil, err
 	}
 	keys := map[string]string{}
-	for _, m := range c.nodes {
-		if st, err := c.status(m); err == nil {
-			keys[st.PublicKey] = m.name
-		}
+	for name, id := range c.identities() {
+		keys[id.key] = name
 	}
 	var names []string
 	for _, k := range strings.Fields(out) {

@@ -137,23 +137,28 @@ func (c *cluster) wgAllowedIPs(n *node) (map[string][]string, error) {
 // nodeID is what identities remembers of a node.
 type nodeID struct{ key, ip string }
 
-// identities returns the public key and overlay address of every node,
-// asking `latch status` only for those not seen before (keys and
-// addresses do not change across restarts of a node; a stopped node is
-// left out until it runs).
+// identities returns the public key and overlay address of every running
+// node by name, asking `latch status` only for state directories not seen
+// before (a node's key and address belong to its state directory and
+// survive its restarts; a node not answering is left out).
 func (c *cluster) identities() map[string]nodeID {
 	if c.ids == nil {
 		c.ids = map[string]nodeID{}
 	}
+	out := map[string]nodeID{}
 	for name, n := range c.nodes {
-		if _, ok := c.ids[name]; ok {
-			continue
+		id, ok := c.ids[n.state]
+		if !ok {
+			st, err := c.status(n)
+			if err != nil || st.PublicKey == "" || st.IP == "" {
+				continue
+			}
+			id = nodeID{key: st.PublicKey, ip: st.IP}
+			c.ids[n.state] = id
 		}
-		if st, err := c.status(n); err == nil && st.PublicKey != "" && st.IP != "" {
-			c.ids[name] = nodeID{key: st.PublicKey, ip: st.IP}
-		}
+		out[name] = id
 	}
-	return c.ids
+	return out
 }
 
 // expectAllowedIPs waits until each node of want holds exactly the given
